@@ -1,0 +1,474 @@
+//! The one authorization rule. Every dialect route, MQTT packet and WebSocket turns its request into an
+//! `(Action, Target)` pair and calls [`authorize`]; the write paths above the core take the [`Permit`] it returns,
+//! which nothing else can construct. Dialect code never decides access itself.
+//!
+//! The rule, in order:
+//! 1. A revoked or expired token is refused as unauthenticated (401), whatever it asks.
+//! 2. The target must be in the token's account.
+//! 3. What the token's kind may ever do: an API key only manages tokens, a refresh token only refreshes, and
+//!    among the rest only a user's access token manages tokens. Device-level tokens (device, ground) reach device
+//!    data only, never a collection, team or account resource.
+//! 4. The token's scope must be an ancestor-or-self of the target, compared node by node by id.
+//! 5. A write needs read-write rights (reads are GET, HEAD, OPTIONS and subscribe; everything else writes).
+//! 6. The token never reaches further than its creator reaches now: the creator's current reach (computed by the
+//!    caller from the store, passed in) must cover the target, with write rights for a write.
+
+use std::collections::BTreeMap;
+
+use crate::id::{AccountId, CollectionId, DeviceId, TeamId, TokenId, VariableId};
+use crate::secret::TokenKind;
+
+/// Read-only or read-write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Rights {
+    Read,
+    ReadWrite,
+}
+
+impl Rights {
+    pub fn can_write(self) -> bool {
+        self == Rights::ReadWrite
+    }
+
+    /// The narrower of two rights.
+    pub fn meet(self, other: Rights) -> Rights {
+        self.min(other)
+    }
+}
+
+/// What a request wants to do to its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Look, without changing anything.
+    Read,
+    /// Change anything: create, update, delete, send data.
+    Write,
+    /// Create, list, change or delete tokens.
+    ManageTokens,
+}
+
+impl Action {
+    /// The action an HTTP method asks for. Deny by default: any method not known to be safe is a write.
+    pub fn for_http_method(method: &str) -> Action {
+        match method {
+            "GET" | "HEAD" | "OPTIONS" => Action::Read,
+            _ => Action::Write,
+        }
+    }
+
+    fn writes(self) -> bool {
+        self == Action::Write
+    }
+}
+
+/// One node of the resource tree below an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Node {
+    Team(TeamId),
+    Collection(CollectionId),
+    Device(DeviceId),
+    Variable(VariableId),
+}
+
+/// What a request touches: a node of one account's tree, given by its full path from the account down
+/// (`[]` is the account itself, `[Collection, Device]` a device). The caller builds the path from the store's
+/// current parent chain, never from the text of a URL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    account: AccountId,
+    path: Vec<Node>,
+}
+
+impl Target {
+    pub fn account(account: AccountId) -> Target {
+        Target { account, path: Vec::new() }
+    }
+
+    pub fn team(account: AccountId, team: TeamId) -> Target {
+        Target { account, path: vec![Node::Team(team)] }
+    }
+
+    pub fn collection(account: AccountId, collection: CollectionId) -> Target {
+        Target { account, path: vec![Node::Collection(collection)] }
+    }
+
+    pub fn device(account: AccountId, collection: CollectionId, device: DeviceId) -> Target {
+        Target { account, path: vec![Node::Collection(collection), Node::Device(device)] }
+    }
+
+    pub fn variable(account: AccountId, collection: CollectionId, device: DeviceId, variable: VariableId) -> Target {
+        Target {
+            account,
+            path: vec![Node::Collection(collection), Node::Device(device), Node::Variable(variable)],
+        }
+    }
+
+    pub fn account_id(&self) -> AccountId {
+        self.account
+    }
+
+    pub fn path(&self) -> &[Node] {
+        &self.path
+    }
+
+    /// The collection the target lies in, if any.
+    pub fn collection_id(&self) -> Option<CollectionId> {
+        self.path.iter().find_map(|node| match node {
+            Node::Collection(id) => Some(*id),
+            _ => None,
+        })
+    }
+
+    fn team_id(&self) -> Option<TeamId> {
+        self.path.iter().find_map(|node| match node {
+            Node::Team(id) => Some(*id),
+            _ => None,
+        })
+    }
+
+    /// Whether the target is a device or something inside one (variables, readings, commands).
+    fn is_device_data(&self) -> bool {
+        self.path.iter().any(|node| matches!(node, Node::Device(_)))
+    }
+
+    fn contains(&self, node: Node) -> bool {
+        self.path.contains(&node)
+    }
+}
+
+/// The node a token reaches, with everything under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// The whole account (still bounded by what the creator reaches).
+    Account,
+    Team(TeamId),
+    Collection(CollectionId),
+    Device(DeviceId),
+    /// Every team of the creator (Horde `/teams`).
+    AllTeams,
+    /// Every collection of the creator (Horde `/collections`).
+    AllCollections,
+}
+
+impl Scope {
+    /// Ancestor-or-self, node by node: ids are compared as values, so no id can reach another that merely starts
+    /// with the same characters.
+    pub fn covers(self, target: &Target) -> bool {
+        match self {
+            Scope::Account => true,
+            Scope::Team(team) => target.contains(Node::Team(team)),
+            Scope::Collection(collection) => target.contains(Node::Collection(collection)),
+            Scope::Device(device) => target.contains(Node::Device(device)),
+            Scope::AllTeams => target.team_id().is_some(),
+            Scope::AllCollections => target.collection_id().is_some(),
+        }
+    }
+}
+
+/// What a token's creator reaches at the moment of the request, computed by the caller from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// The whole account (an API key, an account administrator).
+    Account(Rights),
+    /// Some teams and collections (a user, through their teams' memberships).
+    Limited { teams: BTreeMap<TeamId, Rights>, collections: BTreeMap<CollectionId, Rights> },
+    /// Nothing any more (the creator was removed or its key revoked).
+    Nothing,
+}
+
+impl Reach {
+    fn rights_over(&self, target: &Target) -> Option<Rights> {
+        match self {
+            Reach::Account(rights) => Some(*rights),
+            Reach::Limited { teams, collections } => {
+                if let Some(collection) = target.collection_id() {
+                    collections.get(&collection).copied()
+                } else if let Some(team) = target.team_id() {
+                    teams.get(&team).copied()
+                } else {
+                    None
+                }
+            }
+            Reach::Nothing => None,
+        }
+    }
+}
+
+/// Everything `authorize` needs to know about a credential: its token record's access fields and its creator's
+/// current reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub account: AccountId,
+    pub token: TokenId,
+    pub kind: TokenKind,
+    pub scope: Scope,
+    pub rights: Rights,
+    pub expires_at_ms: Option<i64>,
+    pub revoked: bool,
+    pub creator_reach: Reach,
+}
+
+/// Why access was refused. [`Denial::is_unauthenticated`] tells 401 from 403.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    #[error("the token has been revoked")]
+    Revoked,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the target is outside the token's scope")]
+    OutOfScope,
+    #[error("the token is read-only")]
+    ReadOnly,
+    #[error("a device-level token reaches only devices and their data")]
+    DeviceLevelOnly,
+    #[error("an API key only mints and manages tokens")]
+    ApiKeyOnlyManagesTokens,
+    #[error("a refresh token only obtains new access tokens")]
+    RefreshTokenOnlyRefreshes,
+    #[error("tokens are managed only with an API key or by a logged-in user, never with another token")]
+    TokenCannotManageTokens,
+    #[error("the token's creator no longer reaches the target")]
+    CreatorLostAccess,
+    #[error("the token's creator may no longer change the target")]
+    CreatorReadOnly,
+}
+
+impl Denial {
+    /// Revoked and expired credentials are no credentials at all (401); every other denial is a known credential
+    /// that does not reach the target (403).
+    pub fn is_unauthenticated(self) -> bool {
+        matches!(self, Denial::Revoked | Denial::Expired)
+    }
+}
+
+/// Proof that one action on one target was authorized. Only [`authorize`] makes one, so an operation that takes a
+/// `&Permit` cannot run without the check having passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permit {
+    token: TokenId,
+    action: Action,
+    target: Target,
+}
+
+impl Permit {
+    pub fn token(&self) -> TokenId {
+        self.token
+    }
+
+    pub fn action(&self) -> Action {
+        self.action
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    pub fn account(&self) -> AccountId {
+        self.target.account
+    }
+}
+
+fn is_device_level(kind: TokenKind) -> bool {
+    matches!(kind, TokenKind::Device | TokenKind::Ground)
+}
+
+/// Decides whether `grant` may perform `action` on `target` at `now_ms` (milliseconds since the Unix epoch).
+pub fn authorize(grant: &Grant, now_ms: i64, action: Action, target: &Target) -> Result<Permit, Denial> {
+    if grant.revoked {
+        return Err(Denial::Revoked);
+    }
+    if grant.expires_at_ms.is_some_and(|expires| now_ms >= expires) {
+        return Err(Denial::Expired);
+    }
+    if grant.account != target.account {
+        return Err(Denial::OutOfScope);
+    }
+    match (grant.kind, action) {
+        (TokenKind::Refresh, _) => return Err(Denial::RefreshTokenOnlyRefreshes),
+        (TokenKind::ApiKey, Action::ManageTokens) | (TokenKind::UserAccess, Action::ManageTokens) => {}
+        (TokenKind::ApiKey, _) => return Err(Denial::ApiKeyOnlyManagesTokens),
+        (_, Action::ManageTokens) => return Err(Denial::TokenCannotManageTokens),
+        _ => {}
+    }
+    if is_device_level(grant.kind) && !target.is_device_data() {
+        return Err(Denial::DeviceLevelOnly);
+    }
+    if !grant.scope.covers(target) {
+        return Err(Denial::OutOfScope);
+    }
+    if action.writes() && !grant.rights.can_write() {
+        return Err(Denial::ReadOnly);
+    }
+    match grant.creator_reach.rights_over(target) {
+        None => return Err(Denial::CreatorLostAccess),
+        Some(rights) if action.writes() && !rights.can_write() => return Err(Denial::CreatorReadOnly),
+        Some(_) => {}
+    }
+    Ok(Permit { token: grant.token, action, target: target.clone() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::Id;
+
+    fn id(n: i64) -> Id {
+        Id::from_i64(n)
+    }
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn account() -> AccountId {
+        AccountId(id(1))
+    }
+
+    fn grant(kind: TokenKind, scope: Scope, rights: Rights) -> Grant {
+        Grant {
+            account: account(),
+            token: TokenId(id(99)),
+            kind,
+            scope,
+            rights,
+            expires_at_ms: None,
+            revoked: false,
+            creator_reach: Reach::Account(Rights::ReadWrite),
+        }
+    }
+
+    fn org(n: i64) -> CollectionId {
+        CollectionId(id(n))
+    }
+
+    fn device_in(collection: i64, device: i64) -> Target {
+        Target::device(account(), org(collection), DeviceId(id(device)))
+    }
+
+    #[test]
+    fn the_rule_table() {
+        use Action::*;
+        let rw = Rights::ReadWrite;
+        let ro = Rights::Read;
+        let org_token = grant(TokenKind::Collection, Scope::Collection(org(10)), rw);
+        let read_only = grant(TokenKind::Resource, Scope::Collection(org(10)), ro);
+        let account_token = grant(TokenKind::Account, Scope::Account, rw);
+        let api_key = grant(TokenKind::ApiKey, Scope::Account, rw);
+        let device_token = grant(TokenKind::Device, Scope::Device(DeviceId(id(500))), rw);
+        let ground_token = grant(TokenKind::Ground, Scope::Collection(org(10)), rw);
+        let user = grant(TokenKind::UserAccess, Scope::Account, rw);
+        let refresh = grant(TokenKind::Refresh, Scope::Account, rw);
+        let variable = Target::variable(account(), org(10), DeviceId(id(500)), VariableId(id(7)));
+        let other_account = Target::collection(AccountId(id(2)), org(10));
+
+        let cases: Vec<(&str, &Grant, Action, Target, Result<(), Denial>)> = vec![
+            ("org token writes its own device", &org_token, Write, device_in(10, 500), Ok(())),
+            ("org token reads its collection", &org_token, Read, Target::collection(account(), org(10)), Ok(())),
+            ("org token writes a variable of its device", &org_token, Write, variable.clone(), Ok(())),
+            ("org token and another org's device", &org_token, Write, device_in(11, 501), Err(Denial::OutOfScope)),
+            ("org token reads another org's device", &org_token, Read, device_in(11, 501), Err(Denial::OutOfScope)),
+            ("org token at the account root", &org_token, Read, Target::account(account()), Err(Denial::OutOfScope)),
+            ("org token manages tokens", &org_token, ManageTokens, Target::collection(account(), org(10)),
+                Err(Denial::TokenCannotManageTokens)),
+            ("read-only token reads", &read_only, Read, device_in(10, 500), Ok(())),
+            ("read-only token writes", &read_only, Write, device_in(10, 500), Err(Denial::ReadOnly)),
+            ("account token anywhere in its account", &account_token, Write, device_in(11, 501), Ok(())),
+            ("account token in another account", &account_token, Read, other_account.clone(), Err(Denial::OutOfScope)),
+            ("api key mints tokens", &api_key, ManageTokens, Target::collection(account(), org(10)), Ok(())),
+            ("api key reads data", &api_key, Read, device_in(10, 500), Err(Denial::ApiKeyOnlyManagesTokens)),
+            ("api key of another account", &api_key, ManageTokens, other_account, Err(Denial::OutOfScope)),
+            ("device token writes its device", &device_token, Write, variable.clone(), Ok(())),
+            ("device token and another device", &device_token, Write, device_in(10, 501), Err(Denial::OutOfScope)),
+            ("device token reads its collection", &device_token, Read, Target::collection(account(), org(10)),
+                Err(Denial::DeviceLevelOnly)),
+            ("ground token writes a device of its ground", &ground_token, Write, device_in(10, 777), Ok(())),
+            ("ground token and another ground's device", &ground_token, Read, device_in(11, 777),
+                Err(Denial::OutOfScope)),
+            ("ground token reads the ground itself", &ground_token, Read, Target::collection(account(), org(10)),
+                Err(Denial::DeviceLevelOnly)),
+            ("ground token manages tokens", &ground_token, ManageTokens, device_in(10, 777),
+                Err(Denial::TokenCannotManageTokens)),
+            ("user manages tokens", &user, ManageTokens, Target::account(account()), Ok(())),
+            ("refresh token reads", &refresh, Read, device_in(10, 500), Err(Denial::RefreshTokenOnlyRefreshes)),
+            ("refresh token manages tokens", &refresh, ManageTokens, Target::account(account()),
+                Err(Denial::RefreshTokenOnlyRefreshes)),
+        ];
+        for (name, grant, action, target, expected) in cases {
+            let outcome = authorize(grant, NOW, action, &target).map(|_| ());
+            assert_eq!(outcome, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn every_method_but_get_head_and_options_is_a_write() {
+        let read_only = grant(TokenKind::Resource, Scope::Collection(org(10)), Rights::Read);
+        for method in ["GET", "HEAD", "OPTIONS"] {
+            let action = Action::for_http_method(method);
+            assert_eq!(authorize(&read_only, NOW, action, &device_in(10, 5)).map(|_| ()), Ok(()), "{method}");
+        }
+        for method in ["PUT", "POST", "PATCH", "DELETE", "CONNECT", "TRACE", "PROPFIND", "get", "MERGE"] {
+            let action = Action::for_http_method(method);
+            assert_eq!(action, Action::Write, "{method}");
+            assert_eq!(authorize(&read_only, NOW, action, &device_in(10, 5)), Err(Denial::ReadOnly), "{method}");
+        }
+    }
+
+    #[test]
+    fn scopes_match_ids_not_text_prefixes() {
+        // 0x10 and 0x100 print as ids that share a prefix once rendered; only equal ids match.
+        let token = grant(TokenKind::Collection, Scope::Collection(org(0x10)), Rights::ReadWrite);
+        assert_eq!(authorize(&token, NOW, Action::Read, &device_in(0x100, 1)), Err(Denial::OutOfScope));
+        assert_eq!(authorize(&token, NOW, Action::Read, &device_in(0x1, 1)), Err(Denial::OutOfScope));
+        let team_token = grant(TokenKind::Resource, Scope::Team(TeamId(id(0xab))), Rights::ReadWrite);
+        let other_team = Target::team(account(), TeamId(id(0xabc)));
+        assert_eq!(authorize(&team_token, NOW, Action::Read, &other_team), Err(Denial::OutOfScope));
+    }
+
+    #[test]
+    fn expiry_is_checked_on_every_use() {
+        let mut token = grant(TokenKind::Collection, Scope::Collection(org(10)), Rights::ReadWrite);
+        token.expires_at_ms = Some(NOW + 1);
+        assert!(authorize(&token, NOW, Action::Read, &device_in(10, 5)).is_ok());
+        assert_eq!(authorize(&token, NOW + 1, Action::Read, &device_in(10, 5)), Err(Denial::Expired));
+        assert!(Denial::Expired.is_unauthenticated());
+    }
+
+    #[test]
+    fn revocation_wins_over_everything() {
+        let mut token = grant(TokenKind::Account, Scope::Account, Rights::ReadWrite);
+        token.revoked = true;
+        for action in [Action::Read, Action::Write, Action::ManageTokens] {
+            assert_eq!(authorize(&token, NOW, action, &device_in(10, 5)), Err(Denial::Revoked));
+        }
+        assert!(Denial::Revoked.is_unauthenticated());
+        assert!(!Denial::OutOfScope.is_unauthenticated());
+    }
+
+    #[test]
+    fn a_token_never_reaches_further_than_its_creator_now() {
+        let mut token = grant(TokenKind::Resource, Scope::AllCollections, Rights::ReadWrite);
+        let member_of = |rights| Reach::Limited {
+            teams: BTreeMap::new(),
+            collections: BTreeMap::from([(org(10), rights)]),
+        };
+        token.creator_reach = member_of(Rights::ReadWrite);
+        assert!(authorize(&token, NOW, Action::Write, &device_in(10, 5)).is_ok());
+        assert_eq!(authorize(&token, NOW, Action::Read, &device_in(11, 5)), Err(Denial::CreatorLostAccess));
+
+        // Demoted to a plain member: reads still pass, writes do not.
+        token.creator_reach = member_of(Rights::Read);
+        assert!(authorize(&token, NOW, Action::Read, &device_in(10, 5)).is_ok());
+        assert_eq!(authorize(&token, NOW, Action::Write, &device_in(10, 5)), Err(Denial::CreatorReadOnly));
+
+        // Removed from the team, or the API key that minted the token revoked.
+        token.creator_reach = Reach::Nothing;
+        assert_eq!(authorize(&token, NOW, Action::Read, &device_in(10, 5)), Err(Denial::CreatorLostAccess));
+    }
+
+    #[test]
+    fn the_permit_names_what_was_authorized() {
+        let token = grant(TokenKind::Account, Scope::Account, Rights::ReadWrite);
+        let permit = authorize(&token, NOW, Action::Write, &device_in(10, 5)).unwrap();
+        assert_eq!(permit.action(), Action::Write);
+        assert_eq!(permit.target(), &device_in(10, 5));
+        assert_eq!(permit.account(), account());
+        assert_eq!(permit.token(), TokenId(id(99)));
+    }
+}

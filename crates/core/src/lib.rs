@@ -1,0 +1,15 @@
+//! Tessera's pure core: the data model, the token secret format, and `authorize`, the one function that decides
+//! every access. Nothing here performs I/O, reads a clock or draws random bytes: time and randomness are passed in
+//! by the caller, so every rule in this crate is testable with a table.
+
+pub mod access;
+pub mod id;
+pub mod label;
+pub mod reading;
+pub mod secret;
+
+pub use access::{Action, Denial, Grant, Node, Permit, Reach, Rights, Scope, Target, authorize};
+pub use id::{AccountId, CollectionId, DeviceId, Id, TeamId, TokenId, UserId, VariableId};
+pub use label::Label;
+pub use reading::{Reading, Value};
+pub use secret::{SECRET_RANDOM_BYTES, Secret, SecretDigest, SecretError, ServerKey, TokenKind};
