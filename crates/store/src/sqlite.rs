@@ -1,0 +1,660 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous = FULL`, so a committed transaction survives
+//! a crash of the process or the machine.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use tessera_core::{
+    AccountId, CollectionId, DeviceId, Label, Reading, Scope, SecretDigest, TokenId, VariableId,
+};
+
+use crate::codec::*;
+use crate::{
+    Account, AccountStore, Bootstrap, Collection, CollectionStore, Device, DeviceFilter, DeviceStore, Page, Paged,
+    ReadingStore, Store, StoreError, StoreResult, TimeRange, TokenRecord, TokenStore, TokenUsage, Variable,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Readings per INSERT statement: 7 parameters each stays well under SQLite's limit of 32 766.
+const READINGS_PER_STATEMENT: usize = 500;
+
+/// The SQLite implementation of [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
+        match error {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(ref database) if database.is_unique_violation() => {
+                StoreError::Conflict(database.message().to_owned())
+            }
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(Box::new(error))
+            }
+            other => StoreError::Internal(Box::new(other)),
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and brings its schema up to date.
+    pub async fn open(path: &Path) -> StoreResult<SqliteStore> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("cache_size", "-16000");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await.map_err(|error| StoreError::Internal(Box::new(error)))?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// Opens an in-memory database, for tests of the store itself.
+    pub async fn open_in_memory() -> StoreResult<SqliteStore> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
+        // One connection: every connection to ":memory:" would be a database of its own.
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        MIGRATOR.run(&pool).await.map_err(|error| StoreError::Internal(Box::new(error)))?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+fn label_from_column(text: String) -> StoreResult<Label> {
+    Label::parse(&text).map_err(|error| corrupt(format!("stored label is invalid: {error}")))
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
+    Ok(Account { id: AccountId::from_i64(row.try_get(0)?), name: row.try_get(1)?, created_at_ms: row.try_get(2)? })
+}
+
+macro_rules! collection_columns {
+    () => {
+        "id, account_id, name, is_default, created_at"
+    };
+}
+
+fn collection_from_row(row: &SqliteRow) -> StoreResult<Collection> {
+    Ok(Collection {
+        id: CollectionId::from_i64(row.try_get(0)?),
+        account: AccountId::from_i64(row.try_get(1)?),
+        name: row.try_get(2)?,
+        is_default: row.try_get(3)?,
+        created_at_ms: row.try_get(4)?,
+    })
+}
+
+macro_rules! device_columns {
+    () => {
+        "id, account_id, collection_id, label, name, created_at"
+    };
+}
+
+fn device_from_row(row: &SqliteRow) -> StoreResult<Device> {
+    Ok(Device {
+        id: DeviceId::from_i64(row.try_get(0)?),
+        account: AccountId::from_i64(row.try_get(1)?),
+        collection: CollectionId::from_i64(row.try_get(2)?),
+        label: label_from_column(row.try_get(3)?)?,
+        name: row.try_get(4)?,
+        created_at_ms: row.try_get(5)?,
+    })
+}
+
+macro_rules! variable_select {
+    () => {
+        "SELECT v.id, v.account_id, v.device_id, d.collection_id, v.label, v.name, v.unit, v.created_at \
+         FROM variables v JOIN devices d ON d.id = v.device_id"
+    };
+}
+
+fn variable_from_row(row: &SqliteRow) -> StoreResult<Variable> {
+    Ok(Variable {
+        id: VariableId::from_i64(row.try_get(0)?),
+        account: AccountId::from_i64(row.try_get(1)?),
+        device: DeviceId::from_i64(row.try_get(2)?),
+        collection: CollectionId::from_i64(row.try_get(3)?),
+        label: label_from_column(row.try_get(4)?)?,
+        name: row.try_get(5)?,
+        unit: row.try_get(6)?,
+        created_at_ms: row.try_get(7)?,
+    })
+}
+
+macro_rules! token_columns {
+    () => {
+        "id, account_id, kind, digest, scope_kind, scope_id, rights, creator_kind, creator_id, name, tags, \
+         created_at, expires_at, revoked_at, last_used_at, uses"
+    };
+}
+
+fn token_from_row(row: &SqliteRow) -> StoreResult<TokenRecord> {
+    let digest: Vec<u8> = row.try_get(3)?;
+    let digest: [u8; 32] = digest.try_into().map_err(|_| corrupt("token digest is not 32 bytes"))?;
+    let uses: i64 = row.try_get(15)?;
+    Ok(TokenRecord {
+        id: TokenId::from_i64(row.try_get(0)?),
+        account: AccountId::from_i64(row.try_get(1)?),
+        kind: kind_from_column(row.try_get(2)?)?,
+        digest: SecretDigest(digest),
+        scope: scope_from_columns(row.try_get(4)?, row.try_get(5)?)?,
+        rights: rights_from_column(row.try_get(6)?)?,
+        creator: creator_from_columns(row.try_get(7)?, row.try_get(8)?)?,
+        name: row.try_get(9)?,
+        tags: tags_from_column(row.try_get(10)?)?,
+        created_at_ms: row.try_get(11)?,
+        expires_at_ms: row.try_get(12)?,
+        revoked_at_ms: row.try_get(13)?,
+        last_used_at_ms: row.try_get(14)?,
+        uses: u64::try_from(uses).unwrap_or(0),
+    })
+}
+
+fn reading_from_row(variable: VariableId, row: &SqliteRow) -> StoreResult<Reading> {
+    Ok(Reading {
+        variable,
+        timestamp_ms: row.try_get(0)?,
+        value: value_from_columns(row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)?,
+        context: context_from_column(row.try_get(4)?)?,
+        received_at_ms: row.try_get(5)?,
+    })
+}
+
+async fn insert_token_in<'e, E>(executor: E, token: &TokenRecord) -> StoreResult<()>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    let (scope_kind, scope_id) = scope_columns(token.scope);
+    let (creator_kind, creator_id) = creator_columns(token.creator);
+    sqlx::query(
+        "INSERT INTO tokens (id, account_id, kind, digest, scope_kind, scope_id, rights, creator_kind, creator_id, \
+         name, tags, created_at, expires_at, revoked_at, last_used_at, uses) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(token.id.as_i64())
+    .bind(token.account.as_i64())
+    .bind(token.kind.as_str())
+    .bind(token.digest.0.as_slice())
+    .bind(scope_kind)
+    .bind(scope_id)
+    .bind(rights_column(token.rights))
+    .bind(creator_kind)
+    .bind(creator_id)
+    .bind(&token.name)
+    .bind(tags_column(&token.tags))
+    .bind(token.created_at_ms)
+    .bind(token.expires_at_ms)
+    .bind(token.revoked_at_ms)
+    .bind(token.last_used_at_ms)
+    .bind(to_i64(token.uses))
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+async fn insert_collection_in<'e, E>(executor: E, collection: &Collection) -> StoreResult<()>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    sqlx::query("INSERT INTO collections (id, account_id, name, is_default, created_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(collection.id.as_i64())
+        .bind(collection.account.as_i64())
+        .bind(&collection.name)
+        .bind(collection.is_default)
+        .bind(collection.created_at_ms)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl AccountStore for SqliteStore {
+    async fn bootstrap(&self, bootstrap: &Bootstrap) -> StoreResult<bool> {
+        // BEGIN IMMEDIATE takes the write lock first, so two processes running `init` at once cannot both see an
+        // empty store and both create an account.
+        let mut connection = self.pool.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *connection).await?;
+        let outcome = bootstrap_in(&mut connection, bootstrap).await;
+        let end = if matches!(outcome, Ok(true)) { "COMMIT" } else { "ROLLBACK" };
+        sqlx::query(end).execute(&mut *connection).await?;
+        outcome
+    }
+
+    async fn account(&self, account: AccountId) -> StoreResult<Account> {
+        let row = sqlx::query("SELECT id, name, created_at FROM accounts WHERE id = ?")
+            .bind(account.as_i64())
+            .fetch_one(&self.pool)
+            .await?;
+        account_from_row(&row)
+    }
+}
+
+async fn bootstrap_in(connection: &mut sqlx::SqliteConnection, bootstrap: &Bootstrap) -> StoreResult<bool> {
+    let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts").fetch_one(&mut *connection).await?;
+    if existing > 0 {
+        return Ok(false);
+    }
+    let account = &bootstrap.account;
+    sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)")
+        .bind(account.id.as_i64())
+        .bind(&account.name)
+        .bind(account.created_at_ms)
+        .execute(&mut *connection)
+        .await?;
+    insert_collection_in(&mut *connection, &bootstrap.default_collection).await?;
+    insert_token_in(&mut *connection, &bootstrap.api_key).await?;
+    let admin = &bootstrap.admin;
+    sqlx::query(
+        "INSERT INTO users (id, account_id, email, password_hash, display_name, is_admin, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(admin.id.as_i64())
+    .bind(admin.account.as_i64())
+    .bind(&admin.email)
+    .bind(&admin.password_hash)
+    .bind(&admin.display_name)
+    .bind(admin.is_admin)
+    .bind(admin.created_at_ms)
+    .execute(&mut *connection)
+    .await?;
+    Ok(true)
+}
+
+#[async_trait]
+impl TokenStore for SqliteStore {
+    async fn insert_token(&self, token: &TokenRecord) -> StoreResult<()> {
+        insert_token_in(&self.pool, token).await
+    }
+
+    async fn token_by_digest(&self, digest: &SecretDigest) -> StoreResult<TokenRecord> {
+        let row = sqlx::query(concat!("SELECT ", token_columns!(), " FROM tokens WHERE digest = ?"))
+            .bind(digest.0.as_slice())
+            .fetch_one(&self.pool)
+            .await?;
+        token_from_row(&row)
+    }
+
+    async fn token(&self, account: AccountId, token: TokenId) -> StoreResult<TokenRecord> {
+        let row = sqlx::query(concat!("SELECT ", token_columns!(), " FROM tokens WHERE account_id = ? AND id = ?"))
+            .bind(account.as_i64())
+            .bind(token.as_i64())
+            .fetch_one(&self.pool)
+            .await?;
+        token_from_row(&row)
+    }
+
+    async fn list_tokens(
+        &self,
+        account: AccountId,
+        scope: Option<Scope>,
+        page: Page,
+    ) -> StoreResult<Paged<TokenRecord>> {
+        let push_filter = |query: &mut QueryBuilder<Sqlite>| {
+            query.push(" WHERE account_id = ").push_bind(account.as_i64()).push(" AND revoked_at IS NULL");
+            if let Some((kind, id)) = scope.map(scope_columns) {
+                // `IS` compares NULLs as equal, so scopes without an id (account-wide) match too.
+                query.push(" AND scope_kind = ").push_bind(kind).push(" AND scope_id IS ").push_bind(id);
+            }
+        };
+        let mut count = QueryBuilder::<Sqlite>::new("SELECT count(*) FROM tokens");
+        push_filter(&mut count);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        let mut select = QueryBuilder::<Sqlite>::new(concat!("SELECT ", token_columns!(), " FROM tokens"));
+        push_filter(&mut select);
+        select.push(" ORDER BY id LIMIT ").push_bind(to_i64(page.size));
+        select.push(" OFFSET ").push_bind(to_i64(page.offset()));
+        let rows = select.build().fetch_all(&self.pool).await?;
+        let items = rows.iter().map(token_from_row).collect::<StoreResult<_>>()?;
+        Ok(Paged { total: total as u64, items })
+    }
+
+    async fn revoke_token(&self, account: AccountId, token: TokenId, at_ms: i64) -> StoreResult<TokenRecord> {
+        let row = sqlx::query(concat!(
+            "UPDATE tokens SET revoked_at = ? WHERE account_id = ? AND id = ? AND revoked_at IS NULL RETURNING ",
+            token_columns!()
+        ))
+        .bind(at_ms)
+        .bind(account.as_i64())
+        .bind(token.as_i64())
+        .fetch_one(&self.pool)
+        .await?;
+        token_from_row(&row)
+    }
+
+    async fn record_token_usage(&self, usage: &[TokenUsage]) -> StoreResult<()> {
+        let mut transaction = self.pool.begin().await?;
+        for entry in usage {
+            sqlx::query(
+                "UPDATE tokens SET uses = uses + ?, last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?",
+            )
+            .bind(to_i64(entry.uses))
+            .bind(entry.last_used_at_ms)
+            .bind(entry.token.as_i64())
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CollectionStore for SqliteStore {
+    async fn insert_collection(&self, collection: &Collection) -> StoreResult<()> {
+        insert_collection_in(&self.pool, collection).await
+    }
+
+    async fn collection(&self, account: AccountId, collection: CollectionId) -> StoreResult<Collection> {
+        let row = sqlx::query(concat!("SELECT ", collection_columns!(), " FROM collections WHERE account_id = ? AND id = ?"))
+        .bind(account.as_i64())
+        .bind(collection.as_i64())
+        .fetch_one(&self.pool)
+        .await?;
+        collection_from_row(&row)
+    }
+
+    async fn default_collection(&self, account: AccountId) -> StoreResult<Collection> {
+        let row = sqlx::query(concat!("SELECT ", collection_columns!(), " FROM collections WHERE account_id = ? AND is_default = 1"))
+        .bind(account.as_i64())
+        .fetch_one(&self.pool)
+        .await?;
+        collection_from_row(&row)
+    }
+
+    async fn list_collections(&self, account: AccountId) -> StoreResult<Vec<Collection>> {
+        let rows = sqlx::query(concat!("SELECT ", collection_columns!(), " FROM collections WHERE account_id = ? ORDER BY id"))
+        .bind(account.as_i64())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(collection_from_row).collect()
+    }
+
+    async fn delete_collection(&self, account: AccountId, collection: CollectionId) -> StoreResult<()> {
+        let mut transaction = self.pool.begin().await?;
+        let row = sqlx::query(concat!("SELECT ", collection_columns!(), " FROM collections WHERE account_id = ? AND id = ?"))
+        .bind(account.as_i64())
+        .bind(collection.as_i64())
+        .fetch_one(&mut *transaction)
+        .await?;
+        if collection_from_row(&row)?.is_default {
+            return Err(StoreError::Conflict("the account's default collection cannot be deleted".into()));
+        }
+        let devices: i64 = sqlx::query_scalar("SELECT count(*) FROM devices WHERE collection_id = ?")
+            .bind(collection.as_i64())
+            .fetch_one(&mut *transaction)
+            .await?;
+        if devices > 0 {
+            return Err(StoreError::Conflict(format!("the collection still holds {devices} device(s)")));
+        }
+        sqlx::query("DELETE FROM collections WHERE id = ?").bind(collection.as_i64()).execute(&mut *transaction).await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+}
+
+/// Appends the `WHERE` conditions of a device filter on a query whose devices table is aliased `d`.
+fn push_device_filter(query: &mut QueryBuilder<Sqlite>, account: AccountId, filter: DeviceFilter) {
+    query.push(" WHERE d.account_id = ").push_bind(account.as_i64());
+    if let Some(collection) = filter.collection {
+        query.push(" AND d.collection_id = ").push_bind(collection.as_i64());
+    }
+    if let Some(device) = filter.device {
+        query.push(" AND d.id = ").push_bind(device.as_i64());
+    }
+}
+
+#[async_trait]
+impl DeviceStore for SqliteStore {
+    async fn device(&self, account: AccountId, device: DeviceId) -> StoreResult<Device> {
+        let row = sqlx::query(concat!("SELECT ", device_columns!(), " FROM devices WHERE account_id = ? AND id = ?"))
+            .bind(account.as_i64())
+            .bind(device.as_i64())
+            .fetch_one(&self.pool)
+            .await?;
+        device_from_row(&row)
+    }
+
+    async fn device_by_label(&self, account: AccountId, label: &Label) -> StoreResult<Device> {
+        let row = sqlx::query(concat!("SELECT ", device_columns!(), " FROM devices WHERE account_id = ? AND label = ?"))
+            .bind(account.as_i64())
+            .bind(label.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        device_from_row(&row)
+    }
+
+    async fn insert_device_if_absent(&self, device: &Device) -> StoreResult<Device> {
+        sqlx::query(
+            "INSERT INTO devices (id, account_id, collection_id, label, name, created_at) VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (account_id, label) DO NOTHING",
+        )
+        .bind(device.id.as_i64())
+        .bind(device.account.as_i64())
+        .bind(device.collection.as_i64())
+        .bind(device.label.as_str())
+        .bind(&device.name)
+        .bind(device.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        self.device_by_label(device.account, &device.label).await
+    }
+
+    async fn list_devices(&self, account: AccountId, filter: DeviceFilter, page: Page) -> StoreResult<Paged<Device>> {
+        let mut count = QueryBuilder::<Sqlite>::new("SELECT count(*) FROM devices d");
+        push_device_filter(&mut count, account, filter);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        let mut select = QueryBuilder::<Sqlite>::new(concat!("SELECT ", device_columns!(), " FROM devices d"));
+        push_device_filter(&mut select, account, filter);
+        select.push(" ORDER BY d.id LIMIT ").push_bind(to_i64(page.size));
+        select.push(" OFFSET ").push_bind(to_i64(page.offset()));
+        let rows = select.build().fetch_all(&self.pool).await?;
+        let items = rows.iter().map(device_from_row).collect::<StoreResult<_>>()?;
+        Ok(Paged { total: total as u64, items })
+    }
+
+    async fn delete_device(&self, account: AccountId, device: DeviceId) -> StoreResult<()> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM readings WHERE variable_id IN \
+             (SELECT v.id FROM variables v WHERE v.device_id = ? AND v.account_id = ?)",
+        )
+        .bind(device.as_i64())
+        .bind(account.as_i64())
+        .execute(&mut *transaction)
+        .await?;
+        let deleted = sqlx::query("DELETE FROM devices WHERE account_id = ? AND id = ?")
+            .bind(account.as_i64())
+            .bind(device.as_i64())
+            .execute(&mut *transaction)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn variable(&self, account: AccountId, variable: VariableId) -> StoreResult<Variable> {
+        let row = sqlx::query(concat!(variable_select!(), " WHERE v.account_id = ? AND v.id = ?"))
+            .bind(account.as_i64())
+            .bind(variable.as_i64())
+            .fetch_one(&self.pool)
+            .await?;
+        variable_from_row(&row)
+    }
+
+    async fn variable_by_label(&self, device: DeviceId, label: &Label) -> StoreResult<Variable> {
+        let row = sqlx::query(concat!(variable_select!(), " WHERE v.device_id = ? AND v.label = ?"))
+            .bind(device.as_i64())
+            .bind(label.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        variable_from_row(&row)
+    }
+
+    async fn insert_variable_if_absent(&self, variable: &Variable) -> StoreResult<Variable> {
+        sqlx::query(
+            "INSERT INTO variables (id, account_id, device_id, label, name, unit, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, label) DO NOTHING",
+        )
+        .bind(variable.id.as_i64())
+        .bind(variable.account.as_i64())
+        .bind(variable.device.as_i64())
+        .bind(variable.label.as_str())
+        .bind(&variable.name)
+        .bind(&variable.unit)
+        .bind(variable.created_at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|error| match StoreError::from(error) {
+            // The device was deleted between its lookup and this insert.
+            StoreError::Internal(_) => StoreError::NotFound,
+            other => other,
+        })?;
+        self.variable_by_label(variable.device, &variable.label).await
+    }
+
+    async fn list_variables(
+        &self,
+        account: AccountId,
+        filter: DeviceFilter,
+        page: Page,
+    ) -> StoreResult<Paged<Variable>> {
+        let mut count =
+            QueryBuilder::<Sqlite>::new("SELECT count(*) FROM variables v JOIN devices d ON d.id = v.device_id");
+        push_device_filter(&mut count, account, filter);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        let mut select = QueryBuilder::<Sqlite>::new(variable_select!());
+        push_device_filter(&mut select, account, filter);
+        select.push(" ORDER BY v.id LIMIT ").push_bind(to_i64(page.size));
+        select.push(" OFFSET ").push_bind(to_i64(page.offset()));
+        let rows = select.build().fetch_all(&self.pool).await?;
+        let items = rows.iter().map(variable_from_row).collect::<StoreResult<_>>()?;
+        Ok(Paged { total: total as u64, items })
+    }
+
+    async fn delete_variable(&self, account: AccountId, variable: VariableId) -> StoreResult<()> {
+        let mut transaction = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM variables WHERE account_id = ? AND id = ?")
+            .bind(account.as_i64())
+            .bind(variable.as_i64())
+            .execute(&mut *transaction)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("DELETE FROM readings WHERE variable_id = ?")
+            .bind(variable.as_i64())
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ReadingStore for SqliteStore {
+    async fn insert_readings(&self, readings: &[Reading]) -> StoreResult<()> {
+        if readings.is_empty() {
+            return Ok(());
+        }
+        let mut transaction = self.pool.begin().await?;
+        for chunk in readings.chunks(READINGS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO readings (variable_id, ts, num, json, bytes, context, received_at) ",
+            );
+            insert.push_values(chunk, |mut row, reading| {
+                let (number, json, bytes) = value_columns(&reading.value);
+                row.push_bind(reading.variable.as_i64())
+                    .push_bind(reading.timestamp_ms)
+                    .push_bind(number)
+                    .push_bind(json)
+                    .push_bind(bytes)
+                    .push_bind(context_column(&reading.context))
+                    .push_bind(reading.received_at_ms);
+            });
+            insert.push(
+                " ON CONFLICT (variable_id, ts) DO UPDATE SET num = excluded.num, json = excluded.json, \
+                 bytes = excluded.bytes, context = excluded.context, received_at = excluded.received_at",
+            );
+            insert.build().execute(&mut *transaction).await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn readings(&self, variable: VariableId, range: TimeRange, page: Page) -> StoreResult<Paged<Reading>> {
+        let total: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM readings WHERE variable_id = ? AND ts BETWEEN ? AND ?")
+                .bind(variable.as_i64())
+                .bind(range.start_ms)
+                .bind(range.end_ms)
+                .fetch_one(&self.pool)
+                .await?;
+        let rows = sqlx::query(
+            "SELECT ts, num, json, bytes, context, received_at FROM readings \
+             WHERE variable_id = ? AND ts BETWEEN ? AND ? ORDER BY ts DESC LIMIT ? OFFSET ?",
+        )
+        .bind(variable.as_i64())
+        .bind(range.start_ms)
+        .bind(range.end_ms)
+        .bind(to_i64(page.size))
+        .bind(to_i64(page.offset()))
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows.iter().map(|row| reading_from_row(variable, row)).collect::<StoreResult<_>>()?;
+        Ok(Paged { total: total as u64, items })
+    }
+
+    async fn last_reading(&self, variable: VariableId) -> StoreResult<Option<Reading>> {
+        let row = sqlx::query(
+            "SELECT ts, num, json, bytes, context, received_at FROM readings WHERE variable_id = ? \
+             ORDER BY ts DESC LIMIT 1",
+        )
+        .bind(variable.as_i64())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| reading_from_row(variable, &row)).transpose()
+    }
+
+    async fn delete_readings(&self, variable: VariableId, range: TimeRange) -> StoreResult<u64> {
+        let deleted = sqlx::query("DELETE FROM readings WHERE variable_id = ? AND ts BETWEEN ? AND ?")
+            .bind(variable.as_i64())
+            .bind(range.start_ms)
+            .bind(range.end_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
