@@ -97,10 +97,7 @@ impl Target {
     }
 
     pub fn variable(account: AccountId, collection: CollectionId, device: DeviceId, variable: VariableId) -> Target {
-        Target {
-            account,
-            path: vec![Node::Collection(collection), Node::Device(device), Node::Variable(variable)],
-        }
+        Target { account, path: vec![Node::Collection(collection), Node::Device(device), Node::Variable(variable)] }
     }
 
     pub fn account_id(&self) -> AccountId {
@@ -266,20 +263,33 @@ impl Permit {
     pub fn account(&self) -> AccountId {
         self.target.account
     }
+
+    /// Whether this permit allows `action` on `target`: the same action, on the permitted node or below it. An
+    /// operation handed a permit checks it with this, so a permit for one device cannot be used on another.
+    pub fn covers(&self, action: Action, target: &Target) -> bool {
+        self.action == action && self.target.account == target.account && target.path.starts_with(&self.target.path)
+    }
 }
 
 fn is_device_level(kind: TokenKind) -> bool {
     matches!(kind, TokenKind::Device | TokenKind::Ground)
 }
 
-/// Decides whether `grant` may perform `action` on `target` at `now_ms` (milliseconds since the Unix epoch).
-pub fn authorize(grant: &Grant, now_ms: i64, action: Action, target: &Target) -> Result<Permit, Denial> {
+/// Whether the credential is alive at `now_ms`: neither revoked nor expired. `authorize` begins with this; callers
+/// that verify a credential before they know their target (a listing, a connection) check it at once too.
+pub fn check_live(grant: &Grant, now_ms: i64) -> Result<(), Denial> {
     if grant.revoked {
         return Err(Denial::Revoked);
     }
     if grant.expires_at_ms.is_some_and(|expires| now_ms >= expires) {
         return Err(Denial::Expired);
     }
+    Ok(())
+}
+
+/// Decides whether `grant` may perform `action` on `target` at `now_ms` (milliseconds since the Unix epoch).
+pub fn authorize(grant: &Grant, now_ms: i64, action: Action, target: &Target) -> Result<Permit, Denial> {
+    check_live(grant, now_ms)?;
     if grant.account != target.account {
         return Err(Denial::OutOfScope);
     }
@@ -365,8 +375,13 @@ mod tests {
             ("org token and another org's device", &org_token, Write, device_in(11, 501), Err(Denial::OutOfScope)),
             ("org token reads another org's device", &org_token, Read, device_in(11, 501), Err(Denial::OutOfScope)),
             ("org token at the account root", &org_token, Read, Target::account(account()), Err(Denial::OutOfScope)),
-            ("org token manages tokens", &org_token, ManageTokens, Target::collection(account(), org(10)),
-                Err(Denial::TokenCannotManageTokens)),
+            (
+                "org token manages tokens",
+                &org_token,
+                ManageTokens,
+                Target::collection(account(), org(10)),
+                Err(Denial::TokenCannotManageTokens),
+            ),
             ("read-only token reads", &read_only, Read, device_in(10, 500), Ok(())),
             ("read-only token writes", &read_only, Write, device_in(10, 500), Err(Denial::ReadOnly)),
             ("account token anywhere in its account", &account_token, Write, device_in(11, 501), Ok(())),
@@ -376,19 +391,44 @@ mod tests {
             ("api key of another account", &api_key, ManageTokens, other_account, Err(Denial::OutOfScope)),
             ("device token writes its device", &device_token, Write, variable.clone(), Ok(())),
             ("device token and another device", &device_token, Write, device_in(10, 501), Err(Denial::OutOfScope)),
-            ("device token reads its collection", &device_token, Read, Target::collection(account(), org(10)),
-                Err(Denial::DeviceLevelOnly)),
+            (
+                "device token reads its collection",
+                &device_token,
+                Read,
+                Target::collection(account(), org(10)),
+                Err(Denial::DeviceLevelOnly),
+            ),
             ("ground token writes a device of its ground", &ground_token, Write, device_in(10, 777), Ok(())),
-            ("ground token and another ground's device", &ground_token, Read, device_in(11, 777),
-                Err(Denial::OutOfScope)),
-            ("ground token reads the ground itself", &ground_token, Read, Target::collection(account(), org(10)),
-                Err(Denial::DeviceLevelOnly)),
-            ("ground token manages tokens", &ground_token, ManageTokens, device_in(10, 777),
-                Err(Denial::TokenCannotManageTokens)),
+            (
+                "ground token and another ground's device",
+                &ground_token,
+                Read,
+                device_in(11, 777),
+                Err(Denial::OutOfScope),
+            ),
+            (
+                "ground token reads the ground itself",
+                &ground_token,
+                Read,
+                Target::collection(account(), org(10)),
+                Err(Denial::DeviceLevelOnly),
+            ),
+            (
+                "ground token manages tokens",
+                &ground_token,
+                ManageTokens,
+                device_in(10, 777),
+                Err(Denial::TokenCannotManageTokens),
+            ),
             ("user manages tokens", &user, ManageTokens, Target::account(account()), Ok(())),
             ("refresh token reads", &refresh, Read, device_in(10, 500), Err(Denial::RefreshTokenOnlyRefreshes)),
-            ("refresh token manages tokens", &refresh, ManageTokens, Target::account(account()),
-                Err(Denial::RefreshTokenOnlyRefreshes)),
+            (
+                "refresh token manages tokens",
+                &refresh,
+                ManageTokens,
+                Target::account(account()),
+                Err(Denial::RefreshTokenOnlyRefreshes),
+            ),
         ];
         for (name, grant, action, target, expected) in cases {
             let outcome = authorize(grant, NOW, action, &target).map(|_| ());
@@ -444,10 +484,8 @@ mod tests {
     #[test]
     fn a_token_never_reaches_further_than_its_creator_now() {
         let mut token = grant(TokenKind::Resource, Scope::AllCollections, Rights::ReadWrite);
-        let member_of = |rights| Reach::Limited {
-            teams: BTreeMap::new(),
-            collections: BTreeMap::from([(org(10), rights)]),
-        };
+        let member_of =
+            |rights| Reach::Limited { teams: BTreeMap::new(), collections: BTreeMap::from([(org(10), rights)]) };
         token.creator_reach = member_of(Rights::ReadWrite);
         assert!(authorize(&token, NOW, Action::Write, &device_in(10, 5)).is_ok());
         assert_eq!(authorize(&token, NOW, Action::Read, &device_in(11, 5)), Err(Denial::CreatorLostAccess));
@@ -470,5 +508,11 @@ mod tests {
         assert_eq!(permit.target(), &device_in(10, 5));
         assert_eq!(permit.account(), account());
         assert_eq!(permit.token(), TokenId(id(99)));
+        assert!(permit.covers(Action::Write, &device_in(10, 5)));
+        let variable = Target::variable(account(), org(10), DeviceId(id(5)), VariableId(id(1)));
+        assert!(permit.covers(Action::Write, &variable));
+        assert!(!permit.covers(Action::Read, &device_in(10, 5)));
+        assert!(!permit.covers(Action::Write, &device_in(10, 6)));
+        assert!(!permit.covers(Action::Write, &Target::collection(account(), org(10))));
     }
 }

@@ -29,9 +29,8 @@ impl Label {
             return Err(InvalidLabel::TooLong(text.chars().take(MAX_LABEL_LEN).collect()));
         }
         let folded = text.to_ascii_lowercase();
-        if let Some(character) = folded
-            .chars()
-            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
+        if let Some(character) =
+            folded.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
         {
             return Err(InvalidLabel::BadCharacter { label: text.to_owned(), character });
         }

@@ -16,9 +16,9 @@ impl Value {
     /// `null`; dialects that carry bytes (Horde) read them directly.
     pub fn to_json(&self) -> serde_json::Value {
         match self {
-            Value::Number(number) => serde_json::Number::from_f64(*number)
-                .map(serde_json::Value::Number)
-                .unwrap_or(serde_json::Value::Null),
+            Value::Number(number) => {
+                serde_json::Number::from_f64(*number).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)
+            }
             Value::Json(json) => json.clone(),
             Value::Bytes(bytes) => serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null),
         }

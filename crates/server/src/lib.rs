@@ -1,1 +1,18 @@
+//! Tessera's server: everything between the wire and the store. It opens the data directory, bootstraps the first
+//! account, verifies tokens (cached), runs the batching writer, and serves the HTTP dialects. The binary only
+//! parses configuration and calls [`start`].
 
+pub mod app;
+pub mod bootstrap;
+pub mod config;
+pub mod data;
+mod entropy;
+pub mod http;
+mod server;
+pub mod time;
+pub mod tokens;
+pub mod writer;
+
+pub use bootstrap::Credentials;
+pub use config::Config;
+pub use server::{Server, StartError, start};

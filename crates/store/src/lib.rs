@@ -11,9 +11,7 @@ pub use records::*;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
-use tessera_core::{
-    AccountId, CollectionId, DeviceId, Label, Reading, Scope, SecretDigest, TokenId, VariableId,
-};
+use tessera_core::{AccountId, CollectionId, DeviceId, Label, Reading, Scope, SecretDigest, TokenId, VariableId};
 
 /// Errors the store reports. Callers match on the first three; `Internal` is for the log.
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +45,12 @@ pub trait TokenStore {
     async fn token_by_digest(&self, digest: &SecretDigest) -> StoreResult<TokenRecord>;
     async fn token(&self, account: AccountId, token: TokenId) -> StoreResult<TokenRecord>;
     /// Live (unrevoked) tokens of the account, oldest first, optionally only those with exactly this scope.
-    async fn list_tokens(&self, account: AccountId, scope: Option<Scope>, page: Page)
-    -> StoreResult<Paged<TokenRecord>>;
+    async fn list_tokens(
+        &self,
+        account: AccountId,
+        scope: Option<Scope>,
+        page: Page,
+    ) -> StoreResult<Paged<TokenRecord>>;
     /// Marks a live token revoked and returns it; `NotFound` if it does not exist or is already revoked.
     async fn revoke_token(&self, account: AccountId, token: TokenId, at_ms: i64) -> StoreResult<TokenRecord>;
     /// Adds use counts and advances last-used times, for usage gathered in memory off the request path.
@@ -82,8 +84,12 @@ pub trait DeviceStore {
     async fn variable_by_label(&self, device: DeviceId, label: &Label) -> StoreResult<Variable>;
     /// As `insert_device_if_absent`, for a variable label within its device.
     async fn insert_variable_if_absent(&self, variable: &Variable) -> StoreResult<Variable>;
-    async fn list_variables(&self, account: AccountId, filter: DeviceFilter, page: Page)
-    -> StoreResult<Paged<Variable>>;
+    async fn list_variables(
+        &self,
+        account: AccountId,
+        filter: DeviceFilter,
+        page: Page,
+    ) -> StoreResult<Paged<Variable>>;
     /// Deletes a variable with its readings.
     async fn delete_variable(&self, account: AccountId, variable: VariableId) -> StoreResult<()>;
 }
@@ -102,7 +108,9 @@ pub trait ReadingStore {
 
 /// Everything Tessera keeps. One implementation per database; all pass the same conformance suite.
 #[async_trait]
-pub trait Store: AccountStore + TokenStore + CollectionStore + DeviceStore + ReadingStore + Send + Sync {
+pub trait Store:
+    AccountStore + TokenStore + CollectionStore + DeviceStore + ReadingStore + std::fmt::Debug + Send + Sync
+{
     /// Whether the database answers, for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;
     /// Flushes and closes connections; called once at shutdown after the last write.

@@ -6,11 +6,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite};
-use tessera_core::{
-    AccountId, CollectionId, DeviceId, Label, Reading, Scope, SecretDigest, TokenId, VariableId,
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
+use sqlx::{QueryBuilder, Row, Sqlite};
+use tessera_core::{AccountId, CollectionId, DeviceId, Label, Reading, Scope, SecretDigest, TokenId, VariableId};
 
 use crate::codec::*;
 use crate::{
@@ -364,16 +364,21 @@ impl CollectionStore for SqliteStore {
     }
 
     async fn collection(&self, account: AccountId, collection: CollectionId) -> StoreResult<Collection> {
-        let row = sqlx::query(concat!("SELECT ", collection_columns!(), " FROM collections WHERE account_id = ? AND id = ?"))
-        .bind(account.as_i64())
-        .bind(collection.as_i64())
-        .fetch_one(&self.pool)
-        .await?;
+        let row =
+            sqlx::query(concat!("SELECT ", collection_columns!(), " FROM collections WHERE account_id = ? AND id = ?"))
+                .bind(account.as_i64())
+                .bind(collection.as_i64())
+                .fetch_one(&self.pool)
+                .await?;
         collection_from_row(&row)
     }
 
     async fn default_collection(&self, account: AccountId) -> StoreResult<Collection> {
-        let row = sqlx::query(concat!("SELECT ", collection_columns!(), " FROM collections WHERE account_id = ? AND is_default = 1"))
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            collection_columns!(),
+            " FROM collections WHERE account_id = ? AND is_default = 1"
+        ))
         .bind(account.as_i64())
         .fetch_one(&self.pool)
         .await?;
@@ -381,7 +386,11 @@ impl CollectionStore for SqliteStore {
     }
 
     async fn list_collections(&self, account: AccountId) -> StoreResult<Vec<Collection>> {
-        let rows = sqlx::query(concat!("SELECT ", collection_columns!(), " FROM collections WHERE account_id = ? ORDER BY id"))
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            collection_columns!(),
+            " FROM collections WHERE account_id = ? ORDER BY id"
+        ))
         .bind(account.as_i64())
         .fetch_all(&self.pool)
         .await?;
@@ -390,11 +399,12 @@ impl CollectionStore for SqliteStore {
 
     async fn delete_collection(&self, account: AccountId, collection: CollectionId) -> StoreResult<()> {
         let mut transaction = self.pool.begin().await?;
-        let row = sqlx::query(concat!("SELECT ", collection_columns!(), " FROM collections WHERE account_id = ? AND id = ?"))
-        .bind(account.as_i64())
-        .bind(collection.as_i64())
-        .fetch_one(&mut *transaction)
-        .await?;
+        let row =
+            sqlx::query(concat!("SELECT ", collection_columns!(), " FROM collections WHERE account_id = ? AND id = ?"))
+                .bind(account.as_i64())
+                .bind(collection.as_i64())
+                .fetch_one(&mut *transaction)
+                .await?;
         if collection_from_row(&row)?.is_default {
             return Err(StoreError::Conflict("the account's default collection cannot be deleted".into()));
         }
@@ -405,7 +415,10 @@ impl CollectionStore for SqliteStore {
         if devices > 0 {
             return Err(StoreError::Conflict(format!("the collection still holds {devices} device(s)")));
         }
-        sqlx::query("DELETE FROM collections WHERE id = ?").bind(collection.as_i64()).execute(&mut *transaction).await?;
+        sqlx::query("DELETE FROM collections WHERE id = ?")
+            .bind(collection.as_i64())
+            .execute(&mut *transaction)
+            .await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -434,11 +447,12 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn device_by_label(&self, account: AccountId, label: &Label) -> StoreResult<Device> {
-        let row = sqlx::query(concat!("SELECT ", device_columns!(), " FROM devices WHERE account_id = ? AND label = ?"))
-            .bind(account.as_i64())
-            .bind(label.as_str())
-            .fetch_one(&self.pool)
-            .await?;
+        let row =
+            sqlx::query(concat!("SELECT ", device_columns!(), " FROM devices WHERE account_id = ? AND label = ?"))
+                .bind(account.as_i64())
+                .bind(label.as_str())
+                .fetch_one(&self.pool)
+                .await?;
         device_from_row(&row)
     }
 

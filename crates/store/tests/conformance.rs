@@ -9,8 +9,8 @@ use tessera_core::{
     Value, VariableId,
 };
 use tessera_store::{
-    Account, Bootstrap, Collection, Creator, Device, DeviceFilter, Page, Store, StoreError, TimeRange,
-    TokenRecord, TokenUsage, User, Variable,
+    Account, Bootstrap, Collection, Creator, Device, DeviceFilter, Page, Store, StoreError, TimeRange, TokenRecord,
+    TokenUsage, User, Variable,
 };
 
 const NOW: i64 = 1_800_000_000_000;
@@ -175,10 +175,7 @@ async fn tokens_are_found_by_digest_listed_and_revoked(store: &dyn Store) {
 
     // Another account cannot revoke or read the token.
     assert!(matches!(store.token(AccountId(id(77)), other_org_token.id).await, Err(StoreError::NotFound)));
-    assert!(matches!(
-        store.revoke_token(AccountId(id(77)), other_org_token.id, NOW).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.revoke_token(AccountId(id(77)), other_org_token.id, NOW).await, Err(StoreError::NotFound)));
 }
 
 async fn token_usage_accumulates(store: &dyn Store) {
@@ -257,10 +254,7 @@ async fn readings_round_trip_newest_first(store: &dyn Store) {
     let page = store.readings(temperature.id, TimeRange::ALL, Page { number: 1, size: 2 }).await.unwrap();
     assert_eq!(page.total, 4);
     assert_eq!(page.items, vec![readings[3].clone(), with_context]);
-    let ranged = store
-        .readings(temperature.id, TimeRange { start_ms: 1000, end_ms: 2000 }, Page::ALL)
-        .await
-        .unwrap();
+    let ranged = store.readings(temperature.id, TimeRange { start_ms: 1000, end_ms: 2000 }, Page::ALL).await.unwrap();
     assert_eq!(ranged.items, vec![readings[1].clone(), readings[0].clone()]);
 
     // Same variable and millisecond: the later write replaces the earlier one, within a batch and across batches.
@@ -332,4 +326,3 @@ store_cases!(
     readings_round_trip_newest_first,
     deleting_a_device_removes_its_variables_and_readings,
 );
-

@@ -1,1 +1,154 @@
-fn main(){}
+//! The `tessera` command: `serve` runs the platform, `init` creates a data directory and its first account.
+//! Configuration comes from flags, then `TESSERA_*` environment variables, then an optional TOML file, then
+//! defaults; it is parsed here into one `Config` and passed down.
+
+mod settings;
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tessera_server::{Config, Credentials};
+
+use crate::settings::{CommonArgs, Settings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "A self-hosted IoT data platform that speaks Ubidots, Horde and AllThingsTalk"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run Tessera. On an empty data directory it first creates an account and prints its credentials once.
+    Serve {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Address for the HTTP API [default: 127.0.0.1:8080]
+        #[arg(long, env = "TESSERA_HTTP_ADDR", value_name = "ADDR")]
+        http_addr: Option<std::net::SocketAddr>,
+        /// Log format: "text" or "json"
+        #[arg(long, env = "TESSERA_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
+    },
+    /// Create the data directory and a bootstrap account. Running it again changes and reveals nothing.
+    Init {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Print the credentials as one JSON object (only when they are created).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    match cli.command {
+        Command::Serve { common, http_addr, log_format } => {
+            init_logging(&log_format);
+            let mut config = Settings::load(&common)?.into_config();
+            if let Some(http_addr) = http_addr {
+                config.http_addr = http_addr;
+            }
+            runtime.block_on(serve(config))
+        }
+        Command::Init { common, json } => {
+            init_logging("text");
+            let config = Settings::load(&common)?.into_config();
+            runtime.block_on(init(config, json))
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let server = tessera_server::start(config).await.context("starting tessera")?;
+    if let Some(credentials) = server.credentials() {
+        print_credentials_readably(credentials, &data_dir.display().to_string());
+    }
+    println!("Tessera is listening on http://{}", server.http_addr());
+    server.run_until(shutdown_signal()).await;
+    Ok(())
+}
+
+async fn init(config: Config, json: bool) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.display().to_string();
+    let (store, key) = tessera_server::bootstrap::open_data_dir(&config).await.context("opening the data directory")?;
+    let created = tessera_server::bootstrap::bootstrap(&store, &key).await.context("creating the bootstrap account")?;
+    tessera_store::Store::close(&store).await;
+    match created {
+        Some(credentials) if json => {
+            let document = serde_json::json!({
+                "account_id": credentials.account_id.to_string(),
+                "api_key": credentials.api_key.expose(),
+                "admin_email": credentials.admin_email,
+                "admin_password": credentials.admin_password,
+            });
+            println!("{document}");
+        }
+        Some(credentials) => print_credentials_readably(&credentials, &data_dir),
+        None => eprintln!("Tessera is already initialized in {data_dir}; nothing was changed."),
+    }
+    Ok(())
+}
+
+fn print_credentials_readably(credentials: &Credentials, data_dir: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "\nTessera created a new account in {data_dir}.\n\
+         These credentials are shown only this once; keep them somewhere safe:\n\n  \
+         account id:      {}\n  \
+         API key:         {}\n  \
+         admin email:     {}\n  \
+         admin password:  {}\n",
+        credentials.account_id,
+        credentials.api_key.expose(),
+        credentials.admin_email,
+        credentials.admin_password,
+    );
+    let _ = out.flush();
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight and committing queued readings");
+}

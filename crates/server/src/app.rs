@@ -1,0 +1,93 @@
+//! The application state every dialect shares, and the one error type of the layer between the dialects and the
+//! store. Each dialect maps [`AppError`] to its own wire shape.
+
+use std::sync::Arc;
+
+use tessera_core::{Denial, Label, Permit};
+use tessera_store::{Store, StoreError};
+
+use crate::config::Config;
+use crate::data::DataService;
+use crate::tokens::{TokenError, TokenService, VerifyError};
+use crate::writer::WriteError;
+
+/// Shared state: cheap to clone, one per server.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub tokens: Arc<TokenService>,
+    pub data: Arc<DataService>,
+}
+
+/// What can go wrong between a dialect and the store.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("authentication failed: {0}")]
+    Unauthenticated(#[from] VerifyError),
+    #[error("access denied: {0}")]
+    Denied(#[from] Denial),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the store is unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl AppError {
+    /// A store error in a context where "not found" means `what` was not found.
+    pub fn from_store(what: &'static str, error: StoreError) -> AppError {
+        match error {
+            StoreError::NotFound => AppError::NotFound(what),
+            StoreError::Conflict(message) => AppError::Conflict(message),
+            StoreError::Unavailable(source) => AppError::Unavailable(source),
+            StoreError::Internal(source) => AppError::Internal(source),
+        }
+    }
+
+    pub fn bad_label(what: &str, error: tessera_core::label::InvalidLabel) -> AppError {
+        AppError::BadRequest(format!("invalid {what} label: {error}"))
+    }
+
+    /// Denials that revoke or expire the credential are authentication failures; all others are 403s.
+    pub fn is_unauthenticated(&self) -> bool {
+        match self {
+            AppError::Unauthenticated(_) => true,
+            AppError::Denied(denial) => denial.is_unauthenticated(),
+            _ => false,
+        }
+    }
+}
+
+impl From<TokenError> for AppError {
+    fn from(error: TokenError) -> AppError {
+        match error {
+            TokenError::Denied(denial) => AppError::Denied(denial),
+            TokenError::Store(error) => AppError::from_store("token", error),
+            TokenError::PermitMismatch => AppError::Internal(Box::new(TokenError::PermitMismatch)),
+        }
+    }
+}
+
+impl From<WriteError> for AppError {
+    fn from(error: WriteError) -> AppError {
+        AppError::Unavailable(Box::new(error))
+    }
+}
+
+/// Parses a label from the wire, naming what it labels in the error.
+pub fn parse_label(what: &str, text: &str) -> Result<Label, AppError> {
+    Label::parse(text).map_err(|error| AppError::bad_label(what, error))
+}
+
+/// A permit whose action and target do not match the operation it was passed to is a programming error in the
+/// caller, never a user's mistake: refuse the operation and make it loud in the log.
+pub fn permit_mismatch(permit: &Permit, operation: &str) -> AppError {
+    tracing::error!(?permit, operation, "permit does not cover the operation");
+    AppError::Internal(format!("permit does not cover {operation}").into())
+}

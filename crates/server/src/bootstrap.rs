@@ -1,0 +1,155 @@
+//! First start: the data directory, the server key, and the bootstrap account.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use argon2::Argon2;
+use argon2::password_hash::PasswordHasher;
+use tessera_core::{AccountId, CollectionId, Rights, Scope, Secret, ServerKey, TokenId, TokenKind, UserId};
+use tessera_store::{Account, Bootstrap, Collection, Creator, SqliteStore, Store, StoreError, TokenRecord, User};
+
+use crate::config::Config;
+use crate::entropy::{new_id, new_secret, random_bytes};
+use crate::time::now_ms;
+
+const SERVER_KEY_FILE: &str = "server.key";
+const ADMIN_EMAIL: &str = "admin@tessera.local";
+
+/// What the first start reveals, once: shown to the operator and never stored in the clear.
+#[derive(Clone)]
+pub struct Credentials {
+    pub account_id: AccountId,
+    pub api_key: Secret,
+    pub admin_email: String,
+    pub admin_password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("account_id", &self.account_id)
+            .field("api_key", &self.api_key)
+            .field("admin_email", &self.admin_email)
+            .field("admin_password", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create or read the data directory {path}")]
+    DataDir { path: String, source: io::Error },
+    #[error("the server key {path} is unreadable or damaged")]
+    ServerKey { path: String, source: io::Error },
+    #[error("cannot open the store at {path}")]
+    Store { path: String, source: StoreError },
+    #[error("cannot create the bootstrap account")]
+    Bootstrap(#[source] StoreError),
+}
+
+/// Opens the data directory, creating it, the server key and the store as needed.
+pub async fn open_data_dir(config: &Config) -> Result<(SqliteStore, ServerKey), OpenError> {
+    let data_dir = &config.data_dir;
+    create_private_dir(data_dir)
+        .map_err(|source| OpenError::DataDir { path: data_dir.display().to_string(), source })?;
+    let key_path = data_dir.join(SERVER_KEY_FILE);
+    let key = load_or_create_server_key(&key_path)
+        .map_err(|source| OpenError::ServerKey { path: key_path.display().to_string(), source })?;
+    let database = config.database_path();
+    let store = SqliteStore::open(&database)
+        .await
+        .map_err(|source| OpenError::Store { path: database.display().to_string(), source })?;
+    Ok((store, key))
+}
+
+fn create_private_dir(path: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path)
+}
+
+/// Reads the 32-byte server key, or creates it with mode 0600. `create_new` makes two processes starting at once
+/// agree on one key: the loser of the race reads the winner's file.
+fn load_or_create_server_key(path: &Path) -> io::Result<ServerKey> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut file) => {
+            let key = random_bytes::<{ ServerKey::LEN }>();
+            file.write_all(&key)?;
+            file.sync_all()?;
+            Ok(ServerKey::new(&key))
+        }
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+            let mut bytes = Vec::with_capacity(ServerKey::LEN);
+            std::fs::File::open(path)?.read_to_end(&mut bytes)?;
+            let key: [u8; ServerKey::LEN] = bytes.try_into().map_err(|bytes: Vec<u8>| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("expected {} bytes, found {}", ServerKey::LEN, bytes.len()),
+                )
+            })?;
+            Ok(ServerKey::new(&key))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Hashes a password with argon2id at the library's recommended parameters, which the PHC string records so
+/// they can be raised later without invalidating existing hashes.
+pub fn hash_password(password: &str) -> String {
+    match Argon2::default().hash_password(password.as_bytes()) {
+        Ok(hash) => hash.to_string(),
+        Err(error) => panic!("argon2 failed to hash a password: {error}"),
+    }
+}
+
+/// Creates the bootstrap account if the store has none. Returns the credentials only when it created them.
+pub async fn bootstrap(store: &dyn Store, key: &ServerKey) -> Result<Option<Credentials>, OpenError> {
+    let now = now_ms();
+    let account = AccountId(new_id());
+    let api_key = new_secret(TokenKind::ApiKey);
+    let admin_password = new_secret(TokenKind::ApiKey).expose()[4..28].to_owned();
+    let records = Bootstrap {
+        account: Account { id: account, name: "Tessera".into(), created_at_ms: now },
+        default_collection: Collection {
+            id: CollectionId(new_id()),
+            account,
+            name: "Default".into(),
+            is_default: true,
+            created_at_ms: now,
+        },
+        api_key: TokenRecord {
+            id: TokenId(new_id()),
+            account,
+            kind: TokenKind::ApiKey,
+            digest: key.digest(&api_key),
+            scope: Scope::Account,
+            rights: Rights::ReadWrite,
+            creator: Creator::System,
+            name: "API key".into(),
+            tags: Default::default(),
+            created_at_ms: now,
+            expires_at_ms: None,
+            revoked_at_ms: None,
+            last_used_at_ms: None,
+            uses: 0,
+        },
+        admin: User {
+            id: UserId(new_id()),
+            account,
+            email: ADMIN_EMAIL.into(),
+            password_hash: hash_password(&admin_password),
+            display_name: "Administrator".into(),
+            is_admin: true,
+            created_at_ms: now,
+        },
+    };
+    let created = store.bootstrap(&records).await.map_err(OpenError::Bootstrap)?;
+    Ok(created.then(|| Credentials { account_id: account, api_key, admin_email: ADMIN_EMAIL.into(), admin_password }))
+}

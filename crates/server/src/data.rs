@@ -1,0 +1,306 @@
+//! Devices, variables and readings as every dialect uses them: finding a device by label (auto-provisioning it
+//! for a write), finding or creating variables, and handing readings to the batching writer. Devices and variables
+//! are cached by label, so steady ingest touches the store only through the writer.
+//!
+//! The write operations take a [`Permit`] and check that it covers what they change.
+
+use std::sync::Arc;
+
+use moka::sync::Cache;
+use tessera_core::{
+    AccountId, Action, CollectionId, DeviceId, Label, Permit, Reading, Scope, Target, Value, VariableId,
+};
+use tessera_store::{Collection, Device, Store, StoreError, Variable};
+
+use crate::app::{AppError, permit_mismatch};
+use crate::entropy::new_id;
+use crate::time::now_ms;
+use crate::tokens::Caller;
+use crate::writer::ReadingWriter;
+
+/// One value to store in a variable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dot {
+    pub timestamp_ms: i64,
+    pub value: Value,
+    pub context: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Where a device or variable lies, for `authorize`.
+pub fn device_target(device: &Device) -> Target {
+    Target::device(device.account, device.collection, device.id)
+}
+
+pub fn variable_target(variable: &Variable) -> Target {
+    Target::variable(variable.account, variable.collection, variable.device, variable.id)
+}
+
+#[derive(Debug)]
+pub struct DataService {
+    store: Arc<dyn Store>,
+    writer: ReadingWriter,
+    devices: Cache<(AccountId, Label), Arc<Device>>,
+    variables: Cache<(DeviceId, Label), Arc<Variable>>,
+}
+
+impl DataService {
+    pub fn new(store: Arc<dyn Store>, writer: ReadingWriter, cache_capacity: u64) -> DataService {
+        DataService {
+            store,
+            writer,
+            devices: Cache::builder().max_capacity(cache_capacity).build(),
+            variables: Cache::builder().max_capacity(cache_capacity).build(),
+        }
+    }
+
+    pub fn writer(&self) -> &ReadingWriter {
+        &self.writer
+    }
+
+    /// Creates a collection in the account; needs a write permit on the account.
+    pub async fn create_collection(&self, permit: &Permit, name: String) -> Result<Collection, AppError> {
+        if !permit.covers(Action::Write, &Target::account(permit.account())) || !permit.target().path().is_empty() {
+            return Err(permit_mismatch(permit, "create collection"));
+        }
+        let collection = Collection {
+            id: CollectionId(new_id()),
+            account: permit.account(),
+            name,
+            is_default: false,
+            created_at_ms: now_ms(),
+        };
+        self.store.insert_collection(&collection).await?;
+        Ok(collection)
+    }
+
+    /// Deletes an empty collection; needs a write permit on it.
+    pub async fn delete_collection(&self, permit: &Permit, collection: CollectionId) -> Result<(), AppError> {
+        if !permit.covers(Action::Write, &Target::collection(permit.account(), collection)) {
+            return Err(permit_mismatch(permit, "delete collection"));
+        }
+        self.store
+            .delete_collection(permit.account(), collection)
+            .await
+            .map_err(|error| AppError::from_store("collection", error))
+    }
+
+    /// The device with `label` in `account`.
+    pub async fn device_by_label(&self, account: AccountId, label: &Label) -> Result<Arc<Device>, AppError> {
+        let key = (account, label.clone());
+        if let Some(device) = self.devices.get(&key) {
+            return Ok(device);
+        }
+        let device = Arc::new(
+            self.store.device_by_label(account, label).await.map_err(|error| AppError::from_store("device", error))?,
+        );
+        self.devices.insert(key, device.clone());
+        Ok(device)
+    }
+
+    /// The device with `label`, authorized for `action`. A device the caller cannot see is reported as denied,
+    /// not as missing, exactly as a device that does not exist would be for a caller outside the account.
+    pub async fn device_for(
+        &self,
+        caller: &Caller,
+        action: Action,
+        label: &Label,
+    ) -> Result<(Arc<Device>, Permit), AppError> {
+        let device = self.device_by_label(caller.account(), label).await?;
+        let permit = caller.authorize(action, &device_target(&device))?;
+        Ok((device, permit))
+    }
+
+    /// The device with `label`, authorized for writing, created in the caller's home collection if the label is
+    /// new to the account. A label already claimed by another collection is refused unless the caller reaches it.
+    pub async fn device_for_write(&self, caller: &Caller, label: &Label) -> Result<(Arc<Device>, Permit), AppError> {
+        match self.device_for(caller, Action::Write, label).await {
+            Err(AppError::NotFound(_)) => {}
+            found => return found,
+        }
+        let home = self.home_collection(caller).await?;
+        let permit = caller.authorize(Action::Write, &Target::collection(caller.account(), home))?;
+        let device = self.create_device(&permit, label.clone(), label.to_string()).await?;
+        // Judge the device that holds the label now: ours, or one another collection claimed a moment earlier.
+        let permit = caller.authorize(Action::Write, &device_target(&device))?;
+        Ok((device, permit))
+    }
+
+    /// Where devices created by this caller land: its collection for a collection token, the account's default
+    /// collection for an account-wide one. Other credentials do not create devices.
+    pub async fn home_collection(&self, caller: &Caller) -> Result<CollectionId, AppError> {
+        match caller.grant.scope {
+            Scope::Collection(collection) => Ok(collection),
+            Scope::Account => self
+                .store
+                .default_collection(caller.account())
+                .await
+                .map(|collection| collection.id)
+                .map_err(|error| AppError::from_store("default collection", error)),
+            _ => Err(AppError::Denied(tessera_core::Denial::OutOfScope)),
+        }
+    }
+
+    /// Creates a device in the collection the permit names (a write permit on that collection), unless its label
+    /// is taken, and returns whichever device holds the label.
+    pub async fn create_device(&self, permit: &Permit, label: Label, name: String) -> Result<Arc<Device>, AppError> {
+        let Some(collection) = permit.target().collection_id() else {
+            return Err(permit_mismatch(permit, "create device"));
+        };
+        if !permit.covers(Action::Write, &Target::collection(permit.account(), collection)) {
+            return Err(permit_mismatch(permit, "create device"));
+        }
+        let candidate = Device {
+            id: DeviceId(new_id()),
+            account: permit.account(),
+            collection,
+            label: label.clone(),
+            name,
+            created_at_ms: now_ms(),
+        };
+        let device = self
+            .store
+            .insert_device_if_absent(&candidate)
+            .await
+            .map_err(|error| AppError::from_store("collection", error))?;
+        let device = Arc::new(device);
+        self.devices.insert((permit.account(), label), device.clone());
+        Ok(device)
+    }
+
+    pub async fn delete_device(&self, permit: &Permit, device: &Device) -> Result<(), AppError> {
+        if !permit.covers(Action::Write, &device_target(device)) {
+            return Err(permit_mismatch(permit, "delete device"));
+        }
+        self.devices.invalidate(&(device.account, device.label.clone()));
+        self.store
+            .delete_device(device.account, device.id)
+            .await
+            .map_err(|error| AppError::from_store("device", error))?;
+        // Cached variables of the device stay unreachable: lookups go through the device, and ids are never reused.
+        self.devices.invalidate(&(device.account, device.label.clone()));
+        Ok(())
+    }
+
+    /// The variable `label` of `device`.
+    pub async fn variable_by_label(&self, device: &Device, label: &Label) -> Result<Arc<Variable>, AppError> {
+        let key = (device.id, label.clone());
+        if let Some(variable) = self.variables.get(&key) {
+            return Ok(variable);
+        }
+        let variable = Arc::new(
+            self.store
+                .variable_by_label(device.id, label)
+                .await
+                .map_err(|error| AppError::from_store("variable", error))?,
+        );
+        self.variables.insert(key, variable.clone());
+        Ok(variable)
+    }
+
+    /// The variable `label` of `device`, created with `name` and `unit` if it does not exist. Needs a write permit
+    /// on the device.
+    pub async fn variable_for_write(
+        &self,
+        permit: &Permit,
+        device: &Device,
+        label: &Label,
+        name: &str,
+        unit: &str,
+    ) -> Result<Arc<Variable>, AppError> {
+        if !permit.covers(Action::Write, &device_target(device)) {
+            return Err(permit_mismatch(permit, "create variable"));
+        }
+        match self.variable_by_label(device, label).await {
+            Err(AppError::NotFound(_)) => {}
+            found => return found,
+        }
+        let candidate = Variable {
+            id: VariableId(new_id()),
+            account: device.account,
+            device: device.id,
+            collection: device.collection,
+            label: label.clone(),
+            name: name.to_owned(),
+            unit: unit.to_owned(),
+            created_at_ms: now_ms(),
+        };
+        let variable = Arc::new(
+            self.store
+                .insert_variable_if_absent(&candidate)
+                .await
+                .map_err(|error| AppError::from_store("device", error))?,
+        );
+        self.variables.insert((device.id, label.clone()), variable.clone());
+        Ok(variable)
+    }
+
+    pub async fn delete_variable(&self, permit: &Permit, variable: &Variable) -> Result<(), AppError> {
+        if !permit.covers(Action::Write, &variable_target(variable)) {
+            return Err(permit_mismatch(permit, "delete variable"));
+        }
+        self.variables.invalidate(&(variable.device, variable.label.clone()));
+        self.store
+            .delete_variable(variable.account, variable.id)
+            .await
+            .map_err(|error| AppError::from_store("variable", error))?;
+        self.variables.invalidate(&(variable.device, variable.label.clone()));
+        Ok(())
+    }
+
+    /// Stores dots in their variables through the batching writer and returns once they are durable, all of
+    /// them or none. Every variable must be covered by one of the write permits.
+    pub async fn write(&self, permits: &[&Permit], series: &[(Arc<Variable>, Vec<Dot>)]) -> Result<(), AppError> {
+        for (variable, _) in series {
+            let target = variable_target(variable);
+            if !permits.iter().any(|permit| permit.covers(Action::Write, &target)) {
+                return Err(AppError::Internal(format!("no permit covers writing to variable {}", variable.id).into()));
+            }
+        }
+        let received_at_ms = now_ms();
+        let readings = series
+            .iter()
+            .flat_map(|(variable, dots)| {
+                dots.iter().map(move |dot| Reading {
+                    variable: variable.id,
+                    timestamp_ms: dot.timestamp_ms,
+                    value: dot.value.clone(),
+                    context: dot.context.clone(),
+                    received_at_ms,
+                })
+            })
+            .collect();
+        self.writer.write(readings).await?;
+        Ok(())
+    }
+
+    /// Deletes the readings of a variable in an inclusive range; needs a write permit on the variable.
+    pub async fn delete_readings(
+        &self,
+        permit: &Permit,
+        variable: &Variable,
+        range: tessera_store::TimeRange,
+    ) -> Result<u64, AppError> {
+        if !permit.covers(Action::Write, &variable_target(variable)) {
+            return Err(permit_mismatch(permit, "delete readings"));
+        }
+        self.store.delete_readings(variable.id, range).await.map_err(|error| AppError::from_store("variable", error))
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(error: StoreError) -> AppError {
+        AppError::from_store("resource", error)
+    }
+}
+
+/// The narrowest store filter that still holds every device the caller may see. It only narrows the query: each
+/// listed item is authorized on its own as well. Scopes that do not name devices by collection see nothing yet.
+pub fn visible_devices(caller: &Caller) -> Option<tessera_store::DeviceFilter> {
+    use tessera_store::DeviceFilter;
+    match caller.grant.scope {
+        Scope::Account => Some(DeviceFilter::default()),
+        Scope::Collection(collection) => Some(DeviceFilter { collection: Some(collection), device: None }),
+        Scope::Device(device) => Some(DeviceFilter { collection: None, device: Some(device) }),
+        Scope::Team(_) | Scope::AllTeams | Scope::AllCollections => None,
+    }
+}

@@ -1,0 +1,200 @@
+//! The HTTP edge: one router made of the dialects' routers, the health probes, and the helpers every dialect
+//! uses to read requests (absolute URLs, bodies, query strings). Each dialect lives in its own module and owns its
+//! wire shapes and error bodies; adding a route touches only its dialect's module.
+
+pub mod native;
+pub mod ubidots;
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::app::{App, AppError};
+
+/// All of Tessera's HTTP routes.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .nest("/v1", native::routes())
+        .nest("/api/v1.6", ubidots::routes())
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .with_state(app)
+}
+
+/// The process is up and serving HTTP.
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// The process can do its work: the store answers.
+async fn readyz(State(app): State<App>) -> Response {
+    match app.store.ping().await {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(error) => {
+            tracing::warn!(error = ?error, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "store unavailable"})))
+                .into_response()
+        }
+    }
+}
+
+/// `scheme://host` of the request as the client addressed it, for the absolute URLs some dialects return.
+#[derive(Debug, Clone)]
+pub struct BaseUrl(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for BaseUrl {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<BaseUrl, Self::Rejection> {
+        let header_text = |name| parts.headers.get(name).and_then(|value| value.to_str().ok());
+        let scheme = match header_text("x-forwarded-proto") {
+            Some("https") => "https",
+            _ => "http",
+        };
+        let host = header_text(header::HOST.as_str())
+            .filter(|host| host.bytes().all(|b| b.is_ascii_graphic()) && !host.contains(['/', '@', '?', '#']))
+            .map(str::to_owned)
+            .or_else(|| parts.uri.authority().map(|authority| authority.to_string()))
+            .unwrap_or_else(|| "localhost".to_owned());
+        Ok(BaseUrl(format!("{scheme}://{host}")))
+    }
+}
+
+/// A request body read up to the router's limit, with a message fit for a client when it could not be read.
+pub fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, (StatusCode, String)> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            (StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than the {limit} bytes allowed"))
+        } else {
+            (StatusCode::BAD_REQUEST, format!("the body could not be read: {rejection}"))
+        }
+    })
+}
+
+/// Parses a body as JSON, naming the line and column of the first error.
+pub fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, AppError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(AppError::BadRequest("the body is empty; a JSON document was expected".into()));
+    }
+    serde_json::from_slice(bytes).map_err(|error| AppError::BadRequest(format!("the body is not valid JSON: {error}")))
+}
+
+/// Query parameters as text, parsed by each route into what it needs.
+#[derive(Debug, Clone, Default)]
+pub struct QueryParams(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<QueryParams, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        let pairs = form_urlencoded_pairs(query);
+        Ok(QueryParams(pairs.into_iter().collect()))
+    }
+}
+
+impl QueryParams {
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// An optional integer parameter, refused with its name when it is not one.
+    pub fn integer(&self, name: &str) -> Result<Option<i64>, AppError> {
+        self.text(name)
+            .map(|text| {
+                text.trim().parse::<i64>().map_err(|_| {
+                    AppError::BadRequest(format!("query parameter '{name}' must be an integer, got '{text}'"))
+                })
+            })
+            .transpose()
+    }
+
+    /// An optional integer parameter within `min..=max`.
+    pub fn integer_in(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, AppError> {
+        match self.integer(name)? {
+            Some(value) if value < min || value > max => Err(AppError::BadRequest(format!(
+                "query parameter '{name}' must be between {min} and {max}, got {value}"
+            ))),
+            other => Ok(other),
+        }
+    }
+}
+
+/// Splits `a=1&b=x%20y` into decoded pairs. Malformed escapes are kept as they are.
+fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(name), percent_decode(value))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'+' => out.push(b' '),
+            b'%' if index + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[index + 1..index + 3])
+                    .ok()
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                {
+                    Some(byte) => {
+                        out.push(byte);
+                        index += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            other => out.push(other),
+        }
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Encodes a query parameter value.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_decode() {
+        assert_eq!(
+            form_urlencoded_pairs("a=1&b=x%20y+z&&c&d=%zz&e=%4"),
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "x y z".into()),
+                ("c".into(), "".into()),
+                ("d".into(), "%zz".into()),
+                ("e".into(), "%4".into()),
+            ]
+        );
+        assert_eq!(percent_encode("a b/ü"), "a%20b%2F%C3%BC");
+    }
+}

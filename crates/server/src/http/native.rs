@@ -1,0 +1,315 @@
+//! The native API under `/v1`: JSON in and out, `Authorization: Bearer <secret>`, and errors as RFC 9457
+//! `application/problem+json`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde_json::{Value as Json_, json};
+use tessera_core::{Action, CollectionId, Rights, Scope, Target, TokenId, TokenKind};
+use tessera_store::{Collection, Page, TokenRecord};
+
+use crate::app::{App, AppError};
+use crate::http::{QueryParams, body_bytes, parse_json};
+use crate::time::{now_ms, rfc3339};
+use crate::tokens::{Caller, NewToken};
+
+/// Largest native request body.
+const BODY_LIMIT: usize = 1024 * 1024;
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/collections", get(list_collections).post(create_collection))
+        .route("/collections/{id}", get(get_collection).delete(delete_collection))
+        .route("/tokens", get(list_tokens).post(create_token))
+        .route("/tokens/{id}", delete(revoke_token).get(get_token))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    detail: String,
+}
+
+impl Problem {
+    fn new(status: StatusCode, detail: impl Into<String>) -> Problem {
+        Problem { status, detail: detail.into() }
+    }
+}
+
+impl From<AppError> for Problem {
+    fn from(error: AppError) -> Problem {
+        let status = if error.is_unauthenticated() {
+            StatusCode::UNAUTHORIZED
+        } else {
+            match &error {
+                AppError::Denied(_) => StatusCode::FORBIDDEN,
+                AppError::NotFound(_) => StatusCode::NOT_FOUND,
+                AppError::Conflict(_) => StatusCode::CONFLICT,
+                AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                AppError::Unauthenticated(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            }
+        };
+        let detail = match &error {
+            // Server-side failures say nothing of internals; the cause chain goes to the log.
+            AppError::Internal(_) | AppError::Unavailable(_) => {
+                tracing::error!(error = ?error, "native request failed");
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    "the service is temporarily unavailable; retry later".to_owned()
+                } else {
+                    "an internal error occurred".to_owned()
+                }
+            }
+            other => other.to_string(),
+        };
+        Problem { status, detail }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "type": "about:blank",
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        let mut response = (self.status, body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"tessera\""));
+        }
+        response
+    }
+}
+
+type NativeResult = Result<Response, Problem>;
+
+/// The caller of a native route, from `Authorization: Bearer <secret>`.
+#[derive(Debug)]
+pub struct Bearer(pub Caller);
+
+impl FromRequestParts<App> for Bearer {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Bearer, Problem> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| Problem::new(StatusCode::UNAUTHORIZED, "send a token as 'Authorization: Bearer <token>'"))?;
+        let secret = value
+            .to_str()
+            .ok()
+            .and_then(|text| text.strip_prefix("Bearer ").or_else(|| text.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or_else(|| {
+                Problem::new(StatusCode::UNAUTHORIZED, "the Authorization header must be 'Bearer <token>'")
+            })?;
+        let caller = app.tokens.verify(secret).await.map_err(AppError::from)?;
+        Ok(Bearer(caller))
+    }
+}
+
+fn parse_id<T: std::str::FromStr>(what: &'static str, text: &str) -> Result<T, AppError> {
+    text.parse().map_err(|_| AppError::NotFound(what))
+}
+
+fn collection_json(collection: &Collection) -> Json_ {
+    json!({
+        "id": collection.id.to_string(),
+        "name": collection.name,
+        "is_default": collection.is_default,
+        "created_at": rfc3339(collection.created_at_ms),
+    })
+}
+
+async fn list_collections(State(app): State<App>, Bearer(caller): Bearer) -> NativeResult {
+    let collections = app.store.list_collections(caller.account()).await.map_err(AppError::from)?;
+    let visible: Vec<Json_> = collections
+        .iter()
+        .filter(|collection| {
+            caller.authorize(Action::Read, &Target::collection(caller.account(), collection.id)).is_ok()
+        })
+        .map(collection_json)
+        .collect();
+    Ok(Json(json!({ "collections": visible })).into_response())
+}
+
+async fn create_collection(
+    State(app): State<App>,
+    Bearer(caller): Bearer,
+    body: Result<Bytes, BytesRejection>,
+) -> NativeResult {
+    let body = body_bytes(body, BODY_LIMIT).map_err(|(status, detail)| Problem::new(status, detail))?;
+    let permit = caller.authorize(Action::Write, &Target::account(caller.account())).map_err(AppError::from)?;
+    let document = parse_json(&body)?;
+    let name = match document.get("name") {
+        Some(Json_::String(name)) if !name.trim().is_empty() && name.chars().count() <= 200 => name.trim().to_owned(),
+        Some(Json_::String(_)) => {
+            return Err(AppError::BadRequest("'name' must be 1 to 200 characters".into()).into());
+        }
+        Some(_) => return Err(AppError::BadRequest("'name' must be a string".into()).into()),
+        None => return Err(AppError::BadRequest("'name' is required".into()).into()),
+    };
+    let collection = app.data.create_collection(&permit, name).await?;
+    let mut response = (StatusCode::CREATED, Json(collection_json(&collection))).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/collections/{}", collection.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+async fn get_collection(State(app): State<App>, Bearer(caller): Bearer, Path(id): Path<String>) -> NativeResult {
+    let id: CollectionId = parse_id("collection", &id)?;
+    caller.authorize(Action::Read, &Target::collection(caller.account(), id)).map_err(AppError::from)?;
+    let collection =
+        app.store.collection(caller.account(), id).await.map_err(|error| AppError::from_store("collection", error))?;
+    Ok(Json(collection_json(&collection)).into_response())
+}
+
+async fn delete_collection(State(app): State<App>, Bearer(caller): Bearer, Path(id): Path<String>) -> NativeResult {
+    let id: CollectionId = parse_id("collection", &id)?;
+    let permit = caller.authorize(Action::Write, &Target::collection(caller.account(), id)).map_err(AppError::from)?;
+    app.data.delete_collection(&permit, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn scope_json(scope: Scope) -> Json_ {
+    match scope {
+        Scope::Account => json!({"kind": "account"}),
+        Scope::Team(id) => json!({"kind": "team", "id": id.to_string()}),
+        Scope::Collection(id) => json!({"kind": "collection", "id": id.to_string()}),
+        Scope::Device(id) => json!({"kind": "device", "id": id.to_string()}),
+        Scope::AllTeams => json!({"kind": "all_teams"}),
+        Scope::AllCollections => json!({"kind": "all_collections"}),
+    }
+}
+
+fn rights_text(rights: Rights) -> &'static str {
+    match rights {
+        Rights::Read => "read",
+        Rights::ReadWrite => "read_write",
+    }
+}
+
+fn token_json(token: &TokenRecord) -> Json_ {
+    json!({
+        "id": token.id.to_string(),
+        "kind": token.kind.as_str(),
+        "name": token.name,
+        "scope": scope_json(token.scope),
+        "rights": rights_text(token.rights),
+        "created_at": rfc3339(token.created_at_ms),
+        "expires_at": token.expires_at_ms.map(rfc3339),
+        "last_used_at": token.last_used_at_ms.map(rfc3339),
+        "uses": token.uses,
+    })
+}
+
+async fn list_tokens(State(app): State<App>, Bearer(caller): Bearer, query: QueryParams) -> NativeResult {
+    let scope = match query.text("collection") {
+        Some(text) => Some(Scope::Collection(parse_id("collection", text)?)),
+        None => None,
+    };
+    let target = app
+        .tokens
+        .management_target(caller.account(), scope.unwrap_or(Scope::Account))
+        .await
+        .map_err(AppError::from)?;
+    let permit = caller.authorize(Action::ManageTokens, &target).map_err(AppError::from)?;
+    let tokens = app.tokens.list(&permit, scope, Page::ALL).await.map_err(AppError::from)?;
+    let listed: Vec<Json_> = tokens.items.iter().map(token_json).collect();
+    Ok(Json(json!({ "tokens": listed })).into_response())
+}
+
+/// The kinds of token this route mints; device and ground tokens have routes of their own on their devices.
+fn kind_and_scope(document: &Json_) -> Result<(TokenKind, Scope), AppError> {
+    match document.get("kind").and_then(Json_::as_str) {
+        Some("account") => Ok((TokenKind::Account, Scope::Account)),
+        Some("collection") => {
+            let collection = document
+                .get("collection")
+                .and_then(Json_::as_str)
+                .ok_or_else(|| AppError::BadRequest("a collection token needs 'collection', a collection id".into()))?;
+            Ok((TokenKind::Collection, Scope::Collection(parse_id("collection", collection)?)))
+        }
+        Some(other) => Err(AppError::BadRequest(format!("'kind' must be 'account' or 'collection', not '{other}'"))),
+        None => Err(AppError::BadRequest("'kind' is required: 'account' or 'collection'".into())),
+    }
+}
+
+async fn create_token(
+    State(app): State<App>,
+    Bearer(caller): Bearer,
+    body: Result<Bytes, BytesRejection>,
+) -> NativeResult {
+    let body = body_bytes(body, BODY_LIMIT).map_err(|(status, detail)| Problem::new(status, detail))?;
+    let document = parse_json(&body)?;
+    let (kind, scope) = kind_and_scope(&document)?;
+    let rights = match document.get("rights").map(|value| value.as_str()) {
+        None | Some(Some("read_write")) => Rights::ReadWrite,
+        Some(Some("read")) => Rights::Read,
+        _ => return Err(AppError::BadRequest("'rights' must be 'read' or 'read_write'".into()).into()),
+    };
+    let name = match document.get("name") {
+        None => String::new(),
+        Some(Json_::String(name)) if name.chars().count() <= 200 => name.clone(),
+        Some(_) => return Err(AppError::BadRequest("'name' must be a string of at most 200 characters".into()).into()),
+    };
+    let expires_at_ms = match document.get("expires_in") {
+        None | Some(Json_::Null) => None,
+        Some(value) => match value.as_i64() {
+            Some(seconds) if seconds > 0 && seconds <= 100 * 365 * 86_400 => Some(now_ms() + seconds * 1000),
+            _ => {
+                return Err(AppError::BadRequest("'expires_in' must be a positive number of seconds".into()).into());
+            }
+        },
+    };
+    let target = app.tokens.management_target(caller.account(), scope).await.map_err(AppError::from)?;
+    let permit = caller.authorize(Action::ManageTokens, &target).map_err(AppError::from)?;
+    if let Scope::Collection(collection) = scope {
+        app.store
+            .collection(caller.account(), collection)
+            .await
+            .map_err(|error| AppError::from_store("collection", error))?;
+    }
+    let (record, secret) = app
+        .tokens
+        .mint(&permit, NewToken { kind, scope, rights, name, expires_at_ms })
+        .await
+        .map_err(AppError::from)?;
+    let mut body = token_json(&record);
+    body["secret"] = Json_::String(secret.expose().to_owned());
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// A live token of the caller's account that the caller may manage.
+async fn managed_token(app: &App, caller: &Caller, id: &str) -> Result<(TokenRecord, tessera_core::Permit), AppError> {
+    let id: TokenId = parse_id("token", id)?;
+    let token = app.tokens.find(caller.account(), id).await.map_err(|error| AppError::from_store("token", error))?;
+    let target = app.tokens.management_target(caller.account(), token.scope).await?;
+    let permit = caller.authorize(Action::ManageTokens, &target)?;
+    Ok((token, permit))
+}
+
+async fn get_token(State(app): State<App>, Bearer(caller): Bearer, Path(id): Path<String>) -> NativeResult {
+    let (token, _) = managed_token(&app, &caller, &id).await?;
+    Ok(Json(token_json(&token)).into_response())
+}
+
+async fn revoke_token(State(app): State<App>, Bearer(caller): Bearer, Path(id): Path<String>) -> NativeResult {
+    let (token, permit) = managed_token(&app, &caller, &id).await?;
+    if token.id == caller.record.id {
+        return Err(AppError::Conflict("a credential cannot revoke itself".into()).into());
+    }
+    app.tokens.revoke(&permit, &token).await.map_err(AppError::from)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,153 @@
+//! Sending and reading data by device and variable label: `devices/<device_label>/...`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::{Map, Value as Json};
+use tessera_core::{Action, Reading};
+use tessera_store::{DeviceFilter, Page, Variable};
+
+use super::{
+    AuthToken, UbidotsError, UbidotsResult, created_statuses, default_timestamp, dot_json, json_body, page_of,
+    paginated, payload, time_range_of,
+};
+use crate::app::{App, AppError, parse_label};
+use crate::data::{Dot, variable_target};
+use crate::http::{BaseUrl, QueryParams};
+use crate::time::now_ms;
+use crate::tokens::Caller;
+
+/// `POST devices/<device_label>/`: dots for several variables, the device and variables created on first use.
+pub async fn send_to_device(
+    State(app): State<App>,
+    AuthToken(caller): AuthToken,
+    Path(device): Path<String>,
+    query: QueryParams,
+    body: Result<Bytes, BytesRejection>,
+) -> UbidotsResult {
+    let label = parse_label("device", &device)?;
+    let body = json_body(body)?;
+    let variables = payload::parse_device_body(&body, default_timestamp(&query)?).map_err(UbidotsError::bad_request)?;
+    let (device, permit) = app.data.device_for_write(&caller, &label).await?;
+    let mut series = Vec::with_capacity(variables.len());
+    for entry in variables {
+        let variable = app.data.variable_for_write(&permit, &device, &entry.label, entry.label.as_str(), "").await?;
+        series.push((variable, entry.dots));
+    }
+    app.data.write(&[&permit], &series).await?;
+    let answer: Map<String, Json> =
+        series.iter().map(|(variable, dots)| (variable.label.to_string(), created_statuses(dots.len()))).collect();
+    Ok(axum::Json(Json::Object(answer)).into_response())
+}
+
+/// Stores dots in one variable and answers as Ubidots does: the stored dot for a single dot, one status per dot
+/// for a list.
+pub async fn store_dots(
+    app: &App,
+    permit: &tessera_core::Permit,
+    variable: Arc<Variable>,
+    body: &Json,
+    default_timestamp_ms: i64,
+) -> UbidotsResult {
+    let dots = payload::parse_dots(body, default_timestamp_ms).map_err(UbidotsError::bad_request)?;
+    let single = !body.is_array();
+    let series = [(variable, dots)];
+    app.data.write(&[permit], &series).await?;
+    let [(variable, dots)] = series;
+    if single {
+        let dot: &Dot = &dots[0];
+        let stored = Reading {
+            variable: variable.id,
+            timestamp_ms: dot.timestamp_ms,
+            value: dot.value.clone(),
+            context: dot.context.clone(),
+            received_at_ms: now_ms(),
+        };
+        return Ok((StatusCode::CREATED, axum::Json(dot_json(&stored))).into_response());
+    }
+    Ok(axum::Json(created_statuses(dots.len())).into_response())
+}
+
+/// `POST devices/<device_label>/<variable_label>/values`: one dot or a list, creating device and variable.
+pub async fn send_to_variable(
+    State(app): State<App>,
+    AuthToken(caller): AuthToken,
+    Path((device, variable)): Path<(String, String)>,
+    query: QueryParams,
+    body: Result<Bytes, BytesRejection>,
+) -> UbidotsResult {
+    let device_label = parse_label("device", &device)?;
+    let variable_label = parse_label("variable", &variable)?;
+    let body = json_body(body)?;
+    let default_timestamp_ms = default_timestamp(&query)?;
+    payload::parse_dots(&body, default_timestamp_ms).map_err(UbidotsError::bad_request)?;
+    let (device, permit) = app.data.device_for_write(&caller, &device_label).await?;
+    let variable = app.data.variable_for_write(&permit, &device, &variable_label, variable_label.as_str(), "").await?;
+    store_dots(&app, &permit, variable, &body, default_timestamp_ms).await
+}
+
+/// The variable `<device_label>/<variable_label>`, authorized for reading.
+async fn readable_variable(
+    app: &App,
+    caller: &Caller,
+    device: &str,
+    variable: &str,
+) -> Result<Arc<Variable>, AppError> {
+    let device_label = parse_label("device", device)?;
+    let variable_label = parse_label("variable", variable)?;
+    let (device, _) = app.data.device_for(caller, Action::Read, &device_label).await?;
+    let variable = app.data.variable_by_label(&device, &variable_label).await?;
+    caller.authorize(Action::Read, &variable_target(&variable))?;
+    Ok(variable)
+}
+
+/// `GET devices/<device_label>/<variable_label>/values`: newest first, paginated, `start`/`end` inclusive.
+pub async fn variable_values(
+    State(app): State<App>,
+    AuthToken(caller): AuthToken,
+    Path((device, variable)): Path<(String, String)>,
+    OriginalUri(uri): OriginalUri,
+    base: BaseUrl,
+    query: QueryParams,
+) -> UbidotsResult {
+    let variable = readable_variable(&app, &caller, &device, &variable).await?;
+    let page = page_of(&query)?;
+    let readings = app.store.readings(variable.id, time_range_of(&query)?, page).await.map_err(AppError::from)?;
+    let results = readings.items.iter().map(dot_json).collect();
+    Ok(axum::Json(paginated(&base, uri.path(), &query, page, readings.total, results)).into_response())
+}
+
+/// `GET devices/<device_label>/<variable_label>/lv`: the last value as a bare number.
+pub async fn last_value(
+    State(app): State<App>,
+    AuthToken(caller): AuthToken,
+    Path((device, variable)): Path<(String, String)>,
+) -> UbidotsResult {
+    let variable = readable_variable(&app, &caller, &device, &variable).await?;
+    match app.store.last_reading(variable.id).await.map_err(AppError::from)? {
+        Some(reading) => Ok(axum::Json(reading.value.to_json()).into_response()),
+        None => Err(UbidotsError::new(StatusCode::NOT_FOUND, "Not found: the variable has no values yet.")),
+    }
+}
+
+/// `GET devices/<device_label>/`: each variable of the device with its last dot (null before the first).
+pub async fn device_last_values(
+    State(app): State<App>,
+    AuthToken(caller): AuthToken,
+    Path(device): Path<String>,
+) -> UbidotsResult {
+    let label = parse_label("device", &device)?;
+    let (device, _) = app.data.device_for(&caller, Action::Read, &label).await?;
+    let filter = DeviceFilter { collection: None, device: Some(device.id) };
+    let variables = app.store.list_variables(device.account, filter, Page::ALL).await.map_err(AppError::from)?;
+    let mut answer = Map::new();
+    for variable in variables.items {
+        let last = app.store.last_reading(variable.id).await.map_err(AppError::from)?;
+        answer.insert(variable.label.to_string(), last.as_ref().map_or(Json::Null, dot_json));
+    }
+    Ok(axum::Json(Json::Object(answer)).into_response())
+}

@@ -1,0 +1,125 @@
+//! Starting and stopping a server: wiring the parts together, listening, and shutting down without losing an
+//! acknowledged reading.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tessera_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower::Layer;
+
+use crate::app::App;
+use crate::bootstrap::{Credentials, OpenError, bootstrap, open_data_dir};
+use crate::config::Config;
+use crate::data::DataService;
+use crate::http;
+use crate::tokens::TokenService;
+use crate::writer::ReadingWriter;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("cannot listen for HTTP on {addr}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A running server. Dropping it stops it too, but only [`Server::shutdown`] waits for the last commit.
+#[derive(Debug)]
+pub struct Server {
+    http_addr: SocketAddr,
+    credentials: Option<Credentials>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// The address HTTP listens on (with the real port when the configuration asked for port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The bootstrap credentials, when this start created the account; `None` on every later start.
+    pub fn credentials(&self) -> Option<&Credentials> {
+        self.credentials.as_ref()
+    }
+
+    /// Stops accepting requests, lets requests in flight finish, commits every queued reading, records token
+    /// usage, and closes the store.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, "server task failed during shutdown");
+        }
+    }
+
+    /// Waits until the server stops by itself (it does not, short of a failure) or `signal` completes.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        self.shutdown().await;
+    }
+}
+
+/// Opens the data directory (creating and bootstrapping it on first start) and starts serving.
+pub async fn start(config: Config) -> Result<Server, StartError> {
+    let (store, key) = open_data_dir(&config).await?;
+    let credentials = bootstrap(&store, &key).await?;
+    let store: Arc<dyn Store> = Arc::new(store);
+
+    let (writer, writer_task) = ReadingWriter::start(store.clone(), config.writer_queue, config.writer_max_batch);
+    let tokens = Arc::new(TokenService::new(store.clone(), key, config.token_cache_capacity));
+    let data = Arc::new(DataService::new(store.clone(), writer.clone(), config.device_cache_capacity));
+    let app = App { config: Arc::new(config.clone()), store: store.clone(), tokens: tokens.clone(), data };
+
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
+    let http_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
+    tracing::info!(%http_addr, data_dir = %config.data_dir.display(), "tessera is serving HTTP");
+
+    let (stop, mut stopped) = watch::channel(false);
+    let usage_tokens = tokens.clone();
+    let mut usage_stopped = stop.subscribe();
+    let flush_interval = config.usage_flush_interval;
+    let usage_task = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(flush_interval);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = usage_stopped.changed() => break,
+            }
+            if let Err(error) = usage_tokens.flush_usage().await {
+                tracing::warn!(error = ?error, "could not record token usage; will retry");
+            }
+        }
+    });
+
+    // Trailing slashes are trimmed before routing, so every path answers with and without one.
+    let service = tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(http::router(app));
+    let task = tokio::spawn(async move {
+        let shutdown_signal = async move {
+            // Either an explicit stop or the `Server` handle being dropped.
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let serve = axum::serve(listener, axum::ServiceExt::<axum::extract::Request>::into_make_service(service))
+            .with_graceful_shutdown(shutdown_signal);
+        if let Err(error) = serve.await {
+            tracing::error!(%error, "HTTP server failed");
+        }
+        // No request is in flight any more: commit whatever is queued, then stop the writer.
+        writer.stop().await;
+        if let Err(error) = writer_task.await {
+            tracing::error!(%error, "reading writer failed");
+        }
+        let _ = usage_task.await;
+        if let Err(error) = tokens.flush_usage().await {
+            tracing::warn!(error = ?error, "could not record token usage at shutdown");
+        }
+        store.close().await;
+        tracing::info!("tessera stopped");
+    });
+
+    Ok(Server { http_addr, credentials, stop, task })
+}

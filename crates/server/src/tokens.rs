@@ -1,0 +1,267 @@
+//! Token lifecycle at the server: verifying presented secrets (with a cache, so a known token costs no store round
+//! trip), minting, revoking, computing a creator's current reach, and counting use off the request path.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use moka::sync::Cache;
+use tessera_core::{
+    AccountId, Action, Denial, Grant, Permit, Reach, Rights, Scope, Secret, SecretDigest, SecretError, ServerKey,
+    Target, TokenId, TokenKind, authorize, check_live,
+};
+use tessera_store::{Creator, Page, Paged, Store, StoreError, TokenRecord, TokenUsage};
+
+use crate::entropy::{new_id, new_secret};
+use crate::time::now_ms;
+
+/// Why a presented credential is not a credential. Every variant is a 401.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("no credential was presented")]
+    Missing,
+    #[error(transparent)]
+    Malformed(#[from] SecretError),
+    #[error("the token is unknown")]
+    Unknown,
+    #[error(transparent)]
+    Dead(Denial),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// A verified credential: the token's record and its grant, with its creator's reach as of now.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub record: Arc<TokenRecord>,
+    pub grant: Grant,
+}
+
+impl Caller {
+    pub fn account(&self) -> AccountId {
+        self.record.account
+    }
+
+    /// The one authorization path, at the current time.
+    pub fn authorize(&self, action: Action, target: &Target) -> Result<Permit, Denial> {
+        authorize(&self.grant, now_ms(), action, target)
+    }
+}
+
+/// What a new token should be.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub kind: TokenKind,
+    pub scope: Scope,
+    pub rights: Rights,
+    pub name: String,
+    pub expires_at_ms: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error(transparent)]
+    Denied(#[from] Denial),
+    #[error("the permit does not cover this token operation")]
+    PermitMismatch,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct TokenService {
+    store: Arc<dyn Store>,
+    key: ServerKey,
+    by_digest: Cache<SecretDigest, Arc<TokenRecord>>,
+    creator_reach: Cache<Creator, Reach>,
+    usage: Mutex<HashMap<TokenId, TokenUsage>>,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService").field("cached", &self.by_digest.entry_count()).finish_non_exhaustive()
+    }
+}
+
+impl TokenService {
+    pub fn new(store: Arc<dyn Store>, key: ServerKey, cache_capacity: u64) -> TokenService {
+        TokenService {
+            store,
+            key,
+            by_digest: Cache::builder().max_capacity(cache_capacity).build(),
+            // Reach changes only through this service (revocations) in a single node; the short expiry bounds
+            // staleness should the store be changed behind its back.
+            creator_reach: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(60)).build(),
+            usage: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Checks a presented secret: its shape and checksum first (no lookup for a typo), then the cache, then the
+    /// store. A revoked or expired token is refused here, and `authorize` checks both again on every use.
+    pub async fn verify(&self, presented: &str) -> Result<Caller, VerifyError> {
+        let secret = Secret::parse(presented)?;
+        let digest = self.key.digest(&secret);
+        let record = match self.by_digest.get(&digest) {
+            Some(record) => record,
+            None => {
+                let record = match self.store.token_by_digest(&digest).await {
+                    Ok(record) => Arc::new(record),
+                    Err(StoreError::NotFound) => return Err(VerifyError::Unknown),
+                    Err(error) => return Err(VerifyError::Store(error)),
+                };
+                self.by_digest.insert(digest, record.clone());
+                record
+            }
+        };
+        if record.kind != secret.kind() {
+            return Err(VerifyError::Unknown);
+        }
+        let reach = self.reach_of(record.account, record.creator).await.map_err(VerifyError::Store)?;
+        let grant = record.grant(reach);
+        check_live(&grant, now_ms()).map_err(VerifyError::Dead)?;
+        self.count_use(record.id);
+        Ok(Caller { record, grant })
+    }
+
+    /// What a token's creator reaches now.
+    async fn reach_of(&self, account: AccountId, creator: Creator) -> Result<Reach, StoreError> {
+        if let Some(reach) = self.creator_reach.get(&creator) {
+            return Ok(reach);
+        }
+        let reach = match creator {
+            Creator::System => Reach::Account(Rights::ReadWrite),
+            // A token minted with an API key reaches what the key reaches: the whole account while the key lives.
+            Creator::Token(minter) => match self.store.token(account, minter).await {
+                Ok(minter) if minter.revoked_at_ms.is_none() && minter.kind == TokenKind::ApiKey => {
+                    Reach::Account(Rights::ReadWrite)
+                }
+                Ok(_) | Err(StoreError::NotFound) => Reach::Nothing,
+                Err(error) => return Err(error),
+            },
+            // Users reach collections through their teams, which come with user accounts; until then no token
+            // has a user as its creator, and one that claimed to would reach nothing.
+            Creator::User(_) => Reach::Nothing,
+        };
+        self.creator_reach.insert(creator, reach.clone());
+        Ok(reach)
+    }
+
+    /// Mints a token under `permit` (a token-management permit for the token's scope or above it) and returns
+    /// its record and its secret, which is shown once and never stored.
+    pub async fn mint(&self, permit: &Permit, new: NewToken) -> Result<(TokenRecord, Secret), TokenError> {
+        if permit.action() != Action::ManageTokens || !scope_within(new.scope, permit.target()) {
+            return Err(TokenError::PermitMismatch);
+        }
+        let secret = new_secret(new.kind);
+        let record = TokenRecord {
+            id: TokenId(new_id()),
+            account: permit.account(),
+            kind: new.kind,
+            digest: self.key.digest(&secret),
+            scope: new.scope,
+            rights: new.rights,
+            creator: Creator::Token(permit.token()),
+            name: new.name,
+            tags: Default::default(),
+            created_at_ms: now_ms(),
+            expires_at_ms: new.expires_at_ms,
+            revoked_at_ms: None,
+            last_used_at_ms: None,
+            uses: 0,
+        };
+        self.store.insert_token(&record).await?;
+        Ok((record, secret))
+    }
+
+    /// Live tokens with exactly `scope` (all live tokens of the account when `None`).
+    pub async fn list(
+        &self,
+        permit: &Permit,
+        scope: Option<Scope>,
+        page: Page,
+    ) -> Result<Paged<TokenRecord>, TokenError> {
+        if permit.action() != Action::ManageTokens {
+            return Err(TokenError::PermitMismatch);
+        }
+        Ok(self.store.list_tokens(permit.account(), scope, page).await?)
+    }
+
+    /// The live token `id` of the caller's account, to be authorized for management before it is revoked.
+    pub async fn find(&self, account: AccountId, id: TokenId) -> Result<TokenRecord, StoreError> {
+        let record = self.store.token(account, id).await?;
+        if record.revoked_at_ms.is_some() {
+            return Err(StoreError::NotFound);
+        }
+        Ok(record)
+    }
+
+    /// Revokes a token. The permit must be a token-management permit covering the token's scope. The token is
+    /// refused from the very next request: it leaves the cache here, and tokens it minted lose their reach.
+    pub async fn revoke(&self, permit: &Permit, token: &TokenRecord) -> Result<(), TokenError> {
+        if permit.action() != Action::ManageTokens
+            || permit.account() != token.account
+            || !scope_within(token.scope, permit.target())
+        {
+            return Err(TokenError::PermitMismatch);
+        }
+        let revoked = self.store.revoke_token(token.account, token.id, now_ms()).await?;
+        self.by_digest.invalidate(&revoked.digest);
+        self.creator_reach.invalidate(&Creator::Token(revoked.id));
+        Ok(())
+    }
+
+    /// The node whose tokens a token with `scope` is managed under: the node itself, for `authorize`.
+    pub async fn management_target(&self, account: AccountId, scope: Scope) -> Result<Target, StoreError> {
+        Ok(match scope {
+            Scope::Account | Scope::AllTeams | Scope::AllCollections => Target::account(account),
+            Scope::Team(team) => Target::team(account, team),
+            Scope::Collection(collection) => Target::collection(account, collection),
+            Scope::Device(device) => {
+                let device = self.store.device(account, device).await?;
+                Target::device(account, device.collection, device.id)
+            }
+        })
+    }
+
+    fn count_use(&self, token: TokenId) {
+        let now = now_ms();
+        let mut usage = self.usage.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = usage.entry(token).or_insert(TokenUsage { token, last_used_at_ms: now, uses: 0 });
+        entry.uses += 1;
+        entry.last_used_at_ms = entry.last_used_at_ms.max(now);
+    }
+
+    /// Writes the usage counted since the last flush to the store. On failure the counts are put back.
+    pub async fn flush_usage(&self) -> Result<(), StoreError> {
+        let pending: Vec<TokenUsage> = {
+            let mut usage = self.usage.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            usage.drain().map(|(_, entry)| entry).collect()
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let outcome = self.store.record_token_usage(&pending).await;
+        if outcome.is_err() {
+            let mut usage = self.usage.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for entry in pending {
+                let merged = usage.entry(entry.token).or_insert(TokenUsage { uses: 0, ..entry });
+                merged.uses += entry.uses;
+                merged.last_used_at_ms = merged.last_used_at_ms.max(entry.last_used_at_ms);
+            }
+        }
+        outcome
+    }
+}
+
+/// Whether a token with `scope` lies inside what `target` names: the scope's own node is the target or below it.
+fn scope_within(scope: Scope, target: &Target) -> bool {
+    match scope {
+        Scope::Account | Scope::AllTeams | Scope::AllCollections => target.path().is_empty(),
+        Scope::Collection(collection) => {
+            target.path().is_empty() || target.path() == [tessera_core::Node::Collection(collection)]
+        }
+        Scope::Team(team) => target.path().is_empty() || target.path() == [tessera_core::Node::Team(team)],
+        Scope::Device(device) => {
+            target.path().is_empty() || target.path().iter().any(|node| *node == tessera_core::Node::Device(device))
+        }
+    }
+}
