@@ -1,0 +1,120 @@
+//! A Tessera of the test's own, and the few requests most tests start with.
+
+use reqwest::{Method, Response, StatusCode};
+use serde_json::{Value, json};
+use tessera_server::{Config, Server};
+
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub base: String,
+    pub api_key: String,
+    pub client: reqwest::Client,
+    pub data_dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let data_dir = tempfile::tempdir().expect("temporary directory");
+        TestServer::start_in(data_dir).await
+    }
+
+    pub async fn start_in(data_dir: tempfile::TempDir) -> TestServer {
+        let server = start_server(&data_dir).await;
+        let api_key = server.credentials().expect("a fresh data directory is bootstrapped").api_key.expose().to_owned();
+        let base = format!("http://{}", server.http_addr());
+        TestServer { server: Some(server), base, api_key, client: reqwest::Client::new(), data_dir }
+    }
+
+    /// Starts on a data directory that was bootstrapped before: no credentials are revealed again.
+    pub async fn start_existing(data_dir: tempfile::TempDir) -> TestServer {
+        let server = start_server(&data_dir).await;
+        assert!(server.credentials().is_none(), "a second start reveals nothing");
+        let base = format!("http://{}", server.http_addr());
+        TestServer { server: Some(server), base, api_key: String::new(), client: reqwest::Client::new(), data_dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A request with optional headers and JSON body; the answer's status and body (JSON, or a string if not).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request is sent");
+        decode(response).await
+    }
+
+    /// A Ubidots request with `X-Auth-Token`.
+    pub async fn ubidots(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call(method, &format!("/api/v1.6{path}"), &[("x-auth-token", token)], body).await
+    }
+
+    /// A native request with `Authorization: Bearer`.
+    pub async fn native(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call(method, &format!("/v1{path}"), &[("authorization", &format!("Bearer {token}"))], body).await
+    }
+
+    /// `POST auth/token`: an account-wide token.
+    pub async fn account_token(&self) -> String {
+        let (status, body) =
+            self.call(Method::POST, "/api/v1.6/auth/token", &[("x-ubidots-apikey", &self.api_key)], None).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// A new collection (Ubidots organization); returns its id.
+    pub async fn organization(&self, name: &str) -> String {
+        let token = self.account_token().await;
+        let (status, body) = self.native(Method::POST, "/collections", &token, Some(json!({"name": name}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A new organization token for `org`; returns the whole answer (`name`, `token`, `id`).
+    pub async fn organization_token(&self, org: &str, name: &str) -> Value {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                &format!("/api/v1.6/auth/tokens/organizations/{org}/"),
+                &[("x-ubidots-apikey", &self.api_key)],
+                Some(json!({"name": name})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// Stops the server the graceful way, waiting for the last commit.
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+}
+
+async fn start_server(data_dir: &tempfile::TempDir) -> Server {
+    let mut config = Config::new(data_dir.path().to_path_buf());
+    config.http_addr = "127.0.0.1:0".parse().unwrap();
+    tessera_server::start(config).await.expect("tessera starts")
+}
+
+pub async fn decode(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.expect("body is readable");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+pub const DENIED: &str = "You do not have permission to perform this action.";

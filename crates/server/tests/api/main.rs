@@ -1,0 +1,8 @@
+//! Integration tests of the HTTP API: each test starts its own Tessera on port 0 with its own data directory.
+
+mod helpers;
+mod native;
+mod tokens;
+mod ubidots_data;
+mod ubidots_datasources;
+mod ubidots_seed;

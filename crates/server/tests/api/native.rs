@@ -1,0 +1,89 @@
+//! The native API: collections, problem documents, health probes.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::TestServer;
+
+#[tokio::test]
+async fn collections_are_created_listed_and_deleted() {
+    let tessera = TestServer::start().await;
+    let token = tessera.account_token().await;
+    let (status, created) =
+        tessera.native(Method::POST, "/collections", &token, Some(json!({"name": "Plant 7"}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(created["name"], "Plant 7");
+    assert_eq!(created["is_default"], false);
+
+    let (_, listed) = tessera.native(Method::GET, "/collections", &token, None).await;
+    let names: Vec<&str> =
+        listed["collections"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Default", "Plant 7"]);
+    let (_, fetched) = tessera.native(Method::GET, &format!("/collections/{id}"), &token, None).await;
+    assert_eq!(fetched, created);
+
+    // A collection with devices cannot be deleted; the default collection never.
+    let org_token = tessera.organization_token(id, "t").await;
+    tessera.ubidots(Method::POST, "/devices/d", org_token["token"].as_str().unwrap(), Some(json!({"t": 1}))).await;
+    let (status, problem) = tessera.native(Method::DELETE, &format!("/collections/{id}"), &token, None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(problem["detail"].as_str().unwrap().contains("device"), "{problem}");
+    let default_id = listed["collections"][0]["id"].as_str().unwrap();
+    let (status, _) = tessera.native(Method::DELETE, &format!("/collections/{default_id}"), &token, None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    let (_, sources) = tessera.ubidots(Method::GET, "/datasources", &token, None).await;
+    let device = sources["results"][0]["id"].as_str().unwrap();
+    tessera.ubidots(Method::DELETE, &format!("/datasources/{device}"), &token, None).await;
+    let (status, _) = tessera.native(Method::DELETE, &format!("/collections/{id}"), &token, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = tessera.native(Method::GET, &format!("/collections/{id}"), &token, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_organization_token_sees_only_its_collection() {
+    let tessera = TestServer::start().await;
+    let org = tessera.organization("Mine").await;
+    tessera.organization("Theirs").await;
+    let org_token = tessera.organization_token(&org, "t").await;
+    let token = org_token["token"].as_str().unwrap();
+    let (_, listed) = tessera.native(Method::GET, "/collections", token, None).await;
+    assert_eq!(listed["collections"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["collections"][0]["id"], org.as_str());
+    let (status, _) = tessera.native(Method::POST, "/collections", token, Some(json!({"name": "x"}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn errors_are_problem_documents_and_401_names_the_scheme() {
+    let tessera = TestServer::start().await;
+    let response = tessera.client.get(tessera.url("/v1/collections")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert!(response.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    let problem: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(problem["status"], 401);
+    assert_eq!(problem["title"], "Unauthorized");
+
+    let token = tessera.account_token().await;
+    for (body, expected) in [
+        (json!({}), "'name' is required"),
+        (json!({"name": ""}), "1 to 200 characters"),
+        (json!({"name": 7}), "must be a string"),
+    ] {
+        let (status, problem) = tessera.native(Method::POST, "/collections", &token, Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(problem["detail"].as_str().unwrap().contains(expected), "{problem}");
+    }
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer() {
+    let tessera = TestServer::start().await;
+    let (status, body) = tessera.call(Method::GET, "/healthz", &[], None).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
+    let (status, body) = tessera.call(Method::GET, "/readyz", &[], None).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"status": "ready"})));
+}
