@@ -2,6 +2,7 @@
 
 mod helpers;
 mod native;
+mod python_clients;
 mod tokens;
 mod ubidots_data;
 mod ubidots_datasources;

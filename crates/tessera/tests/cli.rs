@@ -1,0 +1,181 @@
+//! The `tessera` binary as an operator uses it: `init`, `serve`, and a crash in the middle of ingest.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn tessera() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    command.env_remove("TESSERA_DATA_DIR").env_remove("TESSERA_HTTP_ADDR").env_remove("TESSERA_CONFIG");
+    command.env("RUST_LOG", "warn");
+    command
+}
+
+/// A running `tessera serve` and what it printed before it said it was listening.
+struct Serving {
+    child: Child,
+    base: String,
+    printed: Vec<String>,
+}
+
+/// Starts `tessera serve` on port 0 and waits (without sleeping) for the line that names its address.
+async fn serve(data_dir: &Path) -> Serving {
+    let mut child = tessera()
+        .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("tessera starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("tessera announces its address")
+            .unwrap()
+            .expect("tessera exited before listening");
+        if let Some(address) = line.strip_prefix("Tessera is listening on ") {
+            return Serving { child, base: address.to_owned(), printed };
+        }
+        printed.push(line);
+    }
+}
+
+fn printed_value(printed: &[String], label: &str) -> Option<String> {
+    printed.iter().find_map(|line| line.trim().strip_prefix(label).map(|rest| rest.trim().to_owned()))
+}
+
+#[tokio::test]
+async fn init_prints_credentials_once_as_json_and_then_nothing() {
+    let directory = tempfile::tempdir().unwrap();
+    let data_dir = directory.path().join("data");
+    let first = tessera().args(["init", "--json", "--data-dir"]).arg(&data_dir).output().await.unwrap();
+    assert!(first.status.success());
+    let credentials: Value = serde_json::from_slice(&first.stdout).expect("one JSON object");
+    let keys: Vec<&str> = credentials.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["account_id", "api_key", "admin_email", "admin_password"]);
+    assert!(credentials["api_key"].as_str().unwrap().starts_with("tsk_"));
+
+    let key_file = std::fs::metadata(data_dir.join("server.key")).unwrap();
+    #[cfg(unix)]
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key_file.permissions()) & 0o777, 0o600);
+    let database = std::fs::read(data_dir.join("tessera.db")).unwrap();
+    let api_key = credentials["api_key"].as_str().unwrap();
+    assert!(!database.windows(api_key.len()).any(|window| window == api_key.as_bytes()), "no secret at rest");
+
+    let second = tessera().args(["init", "--json", "--data-dir"]).arg(&data_dir).output().await.unwrap();
+    assert!(second.status.success());
+    assert!(second.stdout.is_empty(), "a second init reveals nothing");
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already initialized"));
+
+    // `serve` on the initialized directory prints no credentials, and the key from `init` works.
+    let mut serving = serve(&data_dir).await;
+    assert!(printed_value(&serving.printed, "API key:").is_none());
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1.6/auth/token", serving.base))
+        .header("x-ubidots-apikey", api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    serving.child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn serve_on_an_empty_directory_prints_the_credentials_once() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut first = serve(directory.path()).await;
+    let api_key = printed_value(&first.printed, "API key:").expect("credentials are printed");
+    assert!(api_key.starts_with("tsk_"));
+    assert!(printed_value(&first.printed, "admin password:").is_some());
+    first.child.kill().await.unwrap();
+    first.child.wait().await.unwrap();
+    let mut second = serve(directory.path()).await;
+    assert!(printed_value(&second.printed, "API key:").is_none());
+    second.child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_gracefully() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut serving = serve(directory.path()).await;
+    let pid = serving.child.id().unwrap();
+    let killed = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), serving.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// Every reading answered with 201 is there after `kill -9` in the middle of a stream of ingest requests.
+#[tokio::test]
+async fn acknowledged_readings_survive_kill_9() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut serving = serve(directory.path()).await;
+    let api_key = printed_value(&serving.printed, "API key:").unwrap();
+    let client = reqwest::Client::new();
+    let token: Value = client
+        .post(format!("{}/api/v1.6/auth/token", serving.base))
+        .header("x-ubidots-apikey", &api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+
+    // Eight senders, each with its own device and increasing timestamps, until the server dies.
+    let (acknowledged_sender, mut acknowledged) = tokio::sync::mpsc::unbounded_channel::<(usize, i64)>();
+    let mut senders = tokio::task::JoinSet::new();
+    for sender in 0..8 {
+        let client = client.clone();
+        let url = format!("{}/api/v1.6/devices/crash-{sender}", serving.base);
+        let token = token.clone();
+        let acknowledged = acknowledged_sender.clone();
+        senders.spawn(async move {
+            for timestamp in 1.. {
+                let body = json!({"v": {"value": timestamp, "timestamp": timestamp}});
+                let Ok(response) = client.post(&url).header("x-auth-token", &token).json(&body).send().await else {
+                    return;
+                };
+                let Ok(answer) = response.json::<Value>().await else { return };
+                if answer["v"][0]["status_code"] == 201 {
+                    let _ = acknowledged.send((sender, timestamp));
+                }
+            }
+        });
+    }
+    drop(acknowledged_sender);
+    let mut received = Vec::new();
+    while received.len() < 300 {
+        received.push(acknowledged.recv().await.expect("readings are acknowledged"));
+    }
+    serving.child.start_kill().unwrap();
+    serving.child.wait().await.unwrap();
+    while senders.join_next().await.is_some() {}
+    while let Ok(late) = acknowledged.try_recv() {
+        received.push(late);
+    }
+
+    let mut restarted = serve(directory.path()).await;
+    for sender in 0..8 {
+        let highest = received.iter().filter(|(s, _)| *s == sender).map(|(_, t)| *t).max().unwrap_or(0);
+        let url = format!("{}/api/v1.6/devices/crash-{sender}/v/values?page_size=1000", restarted.base);
+        let values: Value = client.get(&url).header("x-auth-token", &token).send().await.unwrap().json().await.unwrap();
+        let stored: std::collections::BTreeSet<i64> = values["results"]
+            .as_array()
+            .map(|results| results.iter().map(|dot| dot["timestamp"].as_i64().unwrap()).collect())
+            .unwrap_or_default();
+        for (_, timestamp) in received.iter().filter(|(s, _)| *s == sender) {
+            assert!(stored.contains(timestamp), "device {sender}: acknowledged reading {timestamp} was lost");
+        }
+        assert!(stored.len() as i64 >= highest, "device {sender}: {} stored, {highest} acknowledged", stored.len());
+    }
+    restarted.child.kill().await.unwrap();
+}
