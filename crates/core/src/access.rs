@@ -368,7 +368,8 @@ mod tests {
         let variable = Target::variable(account(), org(10), DeviceId(id(500)), VariableId(id(7)));
         let other_account = Target::collection(AccountId(id(2)), org(10));
 
-        let cases: Vec<(&str, &Grant, Action, Target, Result<(), Denial>)> = vec![
+        type Case<'a> = (&'a str, &'a Grant, Action, Target, Result<(), Denial>);
+        let cases: Vec<Case> = vec![
             ("org token writes its own device", &org_token, Write, device_in(10, 500), Ok(())),
             ("org token reads its collection", &org_token, Read, Target::collection(account(), org(10)), Ok(())),
             ("org token writes a variable of its device", &org_token, Write, variable.clone(), Ok(())),

@@ -261,7 +261,7 @@ fn scope_within(scope: Scope, target: &Target) -> bool {
         }
         Scope::Team(team) => target.path().is_empty() || target.path() == [tessera_core::Node::Team(team)],
         Scope::Device(device) => {
-            target.path().is_empty() || target.path().iter().any(|node| *node == tessera_core::Node::Device(device))
+            target.path().is_empty() || target.path().contains(&tessera_core::Node::Device(device))
         }
     }
 }
