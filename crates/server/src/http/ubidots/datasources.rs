@@ -14,8 +14,8 @@ use tessera_store::{Device, DeviceFilter, TimeRange, Variable};
 
 use super::devices::store_dots;
 use super::{
-    AuthToken, UbidotsError, UbidotsResult, created_statuses, default_timestamp, dot_json, json_body, page_of,
-    paginated, payload, time_range_of,
+    AuthToken, UbidotsError, UbidotsResult, created_statuses, default_timestamp, json_body, page_of, paginated,
+    payload, values_page,
 };
 use crate::app::{App, AppError, parse_label};
 use crate::data::{device_target, variable_target, visible_devices};
@@ -273,10 +273,7 @@ pub async fn variable_values(
     query: QueryParams,
 ) -> UbidotsResult {
     let (variable, _) = variable_by_id(&app, &caller, Action::Read, &id).await?;
-    let page = page_of(&query)?;
-    let readings = app.store.readings(variable.id, time_range_of(&query)?, page).await.map_err(AppError::from)?;
-    let results = readings.items.iter().map(dot_json).collect();
-    Ok(axum::Json(paginated(&base, uri.path(), &query, page, readings.total, results)).into_response())
+    values_page(&app, &variable, &base, uri.path(), &query).await
 }
 
 /// `POST variables/<id>/values`: one dot (201, the stored dot) or a list (one status per dot).

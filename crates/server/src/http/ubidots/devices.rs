@@ -12,8 +12,8 @@ use tessera_core::{Action, Reading};
 use tessera_store::{DeviceFilter, Page, Variable};
 
 use super::{
-    AuthToken, UbidotsError, UbidotsResult, created_statuses, default_timestamp, dot_json, json_body, page_of,
-    paginated, payload, time_range_of,
+    AuthToken, UbidotsError, UbidotsResult, created_statuses, default_timestamp, dot_json, json_body, payload,
+    values_page,
 };
 use crate::app::{App, AppError, parse_label};
 use crate::data::{Dot, variable_target};
@@ -115,10 +115,7 @@ pub async fn variable_values(
     query: QueryParams,
 ) -> UbidotsResult {
     let variable = readable_variable(&app, &caller, &device, &variable).await?;
-    let page = page_of(&query)?;
-    let readings = app.store.readings(variable.id, time_range_of(&query)?, page).await.map_err(AppError::from)?;
-    let results = readings.items.iter().map(dot_json).collect();
-    Ok(axum::Json(paginated(&base, uri.path(), &query, page, readings.total, results)).into_response())
+    values_page(&app, &variable, &base, uri.path(), &query).await
 }
 
 /// `GET devices/<device_label>/<variable_label>/lv`: the last value as a bare number.
