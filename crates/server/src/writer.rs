@@ -4,6 +4,7 @@
 //! stores none of their readings.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tessera_core::Reading;
 use tessera_store::{Store, StoreError};
@@ -31,6 +32,18 @@ enum Message {
 #[derive(Debug, Clone)]
 pub struct ReadingWriter {
     sender: mpsc::Sender<Message>,
+    stats: Arc<WriterStats>,
+}
+
+/// Counters of the writer's work since start.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Transactions committed (or attempted).
+    pub commits: AtomicU64,
+    /// Readings in those transactions.
+    pub readings: AtomicU64,
+    /// Requests answered.
+    pub requests: AtomicU64,
 }
 
 impl std::fmt::Debug for Message {
@@ -47,8 +60,13 @@ impl ReadingWriter {
     /// bounds the readings in one transaction.
     pub fn start(store: Arc<dyn Store>, queue: usize, max_batch: usize) -> (ReadingWriter, JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(queue.max(1));
-        let task = tokio::spawn(run(store, receiver, max_batch.max(1)));
-        (ReadingWriter { sender }, task)
+        let stats = Arc::new(WriterStats::default());
+        let task = tokio::spawn(run(store, receiver, max_batch.max(1), stats.clone()));
+        (ReadingWriter { sender, stats }, task)
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
     }
 
     /// Commits `readings` together with other requests' readings, returning once they are durable.
@@ -68,7 +86,7 @@ impl ReadingWriter {
     }
 }
 
-async fn run(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Message>, max_batch: usize) {
+async fn run(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Message>, max_batch: usize, stats: Arc<WriterStats>) {
     let mut batch: Vec<Reading> = Vec::new();
     let mut waiting: Vec<oneshot::Sender<Result<(), WriteError>>> = Vec::new();
     let mut stopping = false;
@@ -97,6 +115,9 @@ async fn run(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Message>, max_b
             continue;
         }
         let outcome = store.insert_readings(&batch).await;
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+        stats.readings.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats.requests.fetch_add(waiting.len() as u64, Ordering::Relaxed);
         if let Err(error) = &outcome {
             tracing::error!(error = ?error, readings = batch.len(), requests = waiting.len(), "commit of readings failed");
         }
@@ -108,4 +129,76 @@ async fn run(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Message>, max_b
         batch.clear();
     }
     tracing::debug!("reading writer stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use tessera_core::{Id, Value, VariableId};
+    use tessera_store::{Page, SqliteStore, TimeRange};
+
+    use super::*;
+
+    fn reading(variable: i64, timestamp_ms: i64) -> Reading {
+        Reading {
+            variable: VariableId(Id::from_i64(variable)),
+            timestamp_ms,
+            value: Value::Number(timestamp_ms as f64),
+            context: Default::default(),
+            received_at_ms: 0,
+        }
+    }
+
+    /// On a single-threaded runtime every request below is queued before the writer task first runs, so the
+    /// writer must commit them all in one transaction, then answer each.
+    #[tokio::test]
+    async fn queued_requests_are_committed_together() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        let (writer, task) = ReadingWriter::start(store.clone(), 64, 10_000);
+        let requests = (0..20).map(|n| writer.write(vec![reading(1, n), reading(2, n)]));
+        let outcomes = futures_join(requests).await;
+        assert!(outcomes.iter().all(Result::is_ok));
+        assert_eq!(writer.stats().commits.load(Ordering::Relaxed), 1);
+        assert_eq!(writer.stats().requests.load(Ordering::Relaxed), 20);
+        assert_eq!(writer.stats().readings.load(Ordering::Relaxed), 40);
+        let stored = store.readings(VariableId(Id::from_i64(2)), TimeRange::ALL, Page::ALL).await.unwrap();
+        assert_eq!(stored.total, 20);
+        writer.stop().await;
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn batches_are_bounded_and_stop_commits_what_was_queued() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        let (writer, task) = ReadingWriter::start(store.clone(), 64, 5);
+        let requests = (0..10).map(|n| writer.write(vec![reading(1, n), reading(1, n + 100), reading(1, n + 200)]));
+        assert!(futures_join(requests).await.iter().all(Result::is_ok));
+        assert_eq!(writer.stats().commits.load(Ordering::Relaxed), 5, "two requests (6 readings) per commit");
+        writer.stop().await;
+        task.await.unwrap();
+        assert!(matches!(writer.write(vec![reading(1, 1)]).await, Err(WriteError::ShuttingDown)));
+        let stored = store.readings(VariableId(Id::from_i64(1)), TimeRange::ALL, Page::ALL).await.unwrap();
+        assert_eq!(stored.total, 30);
+    }
+
+    /// Polls all futures together on the current task (no extra dependency for `join_all`).
+    async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+        let mut pinned: Vec<_> = futures.map(Box::pin).collect();
+        let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+        std::future::poll_fn(|context| {
+            let mut pending = false;
+            for (index, future) in pinned.iter_mut().enumerate() {
+                if outputs[index].is_none() {
+                    match future.as_mut().poll(context) {
+                        std::task::Poll::Ready(output) => outputs[index] = Some(output),
+                        std::task::Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+        })
+        .await;
+        outputs.into_iter().map(|output| output.expect("completed")).collect()
+    }
 }
