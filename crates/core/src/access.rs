@@ -287,6 +287,22 @@ pub fn check_live(grant: &Grant, now_ms: i64) -> Result<(), Denial> {
     Ok(())
 }
 
+/// Whether `grant` may list what its scope holds, and which scope that is. A listing still authorizes every item
+/// it shows; this first step keeps a credential that may read no data at all (an API key, a refresh token, a token
+/// whose creator reaches nothing any more) from learning even how many items there are.
+pub fn authorize_listing(grant: &Grant, now_ms: i64) -> Result<Scope, Denial> {
+    check_live(grant, now_ms)?;
+    match grant.kind {
+        TokenKind::ApiKey => return Err(Denial::ApiKeyOnlyManagesTokens),
+        TokenKind::Refresh => return Err(Denial::RefreshTokenOnlyRefreshes),
+        _ => {}
+    }
+    if grant.creator_reach == Reach::Nothing {
+        return Err(Denial::CreatorLostAccess);
+    }
+    Ok(grant.scope)
+}
+
 /// Decides whether `grant` may perform `action` on `target` at `now_ms` (milliseconds since the Unix epoch).
 pub fn authorize(grant: &Grant, now_ms: i64, action: Action, target: &Target) -> Result<Permit, Denial> {
     check_live(grant, now_ms)?;
@@ -499,6 +515,22 @@ mod tests {
         // Removed from the team, or the API key that minted the token revoked.
         token.creator_reach = Reach::Nothing;
         assert_eq!(authorize(&token, NOW, Action::Read, &device_in(10, 5)), Err(Denial::CreatorLostAccess));
+    }
+
+    #[test]
+    fn listings_are_refused_to_credentials_that_read_nothing() {
+        let org_token = grant(TokenKind::Collection, Scope::Collection(org(10)), Rights::Read);
+        assert_eq!(authorize_listing(&org_token, NOW), Ok(Scope::Collection(org(10))));
+        let api_key = grant(TokenKind::ApiKey, Scope::Account, Rights::ReadWrite);
+        assert_eq!(authorize_listing(&api_key, NOW), Err(Denial::ApiKeyOnlyManagesTokens));
+        let refresh = grant(TokenKind::Refresh, Scope::Account, Rights::ReadWrite);
+        assert_eq!(authorize_listing(&refresh, NOW), Err(Denial::RefreshTokenOnlyRefreshes));
+        let mut orphaned = org_token.clone();
+        orphaned.creator_reach = Reach::Nothing;
+        assert_eq!(authorize_listing(&orphaned, NOW), Err(Denial::CreatorLostAccess));
+        let mut revoked = org_token;
+        revoked.revoked = true;
+        assert_eq!(authorize_listing(&revoked, NOW), Err(Denial::Revoked));
     }
 
     #[test]

@@ -8,7 +8,9 @@ pub mod label;
 pub mod reading;
 pub mod secret;
 
-pub use access::{Action, Denial, Grant, Node, Permit, Reach, Rights, Scope, Target, authorize, check_live};
+pub use access::{
+    Action, Denial, Grant, Node, Permit, Reach, Rights, Scope, Target, authorize, authorize_listing, check_live,
+};
 pub use id::{AccountId, CollectionId, DeviceId, Id, TeamId, TokenId, UserId, VariableId};
 pub use label::Label;
 pub use reading::{Reading, Value};

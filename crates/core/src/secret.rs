@@ -131,7 +131,8 @@ impl Secret {
 
     /// Parses a presented secret, checking its shape and checksum. Nothing is looked up.
     pub fn parse(text: &str) -> Result<Secret, SecretError> {
-        if text.len() != SECRET_LEN || text.as_bytes()[PREFIX_LEN - 1] != b'_' {
+        // Byte positions below are character positions only for ASCII text.
+        if text.len() != SECRET_LEN || !text.is_ascii() || text.as_bytes()[PREFIX_LEN - 1] != b'_' {
             return Err(SecretError::Malformed);
         }
         let kind = TokenKind::from_prefix(&text[..PREFIX_LEN - 1]).ok_or(SecretError::Malformed)?;
@@ -265,6 +266,11 @@ mod tests {
         let mut upper = text.clone();
         upper.replace_range(10..11, "A");
         assert_eq!(Secret::parse(&upper), Err(SecretError::BadCharacter));
+        // Same length in bytes, but a two-byte character where the checksum begins.
+        let mut non_ascii = text[..text.len() - 8].to_owned();
+        non_ascii.push_str("é000000");
+        assert_eq!(non_ascii.len(), text.len());
+        assert_eq!(Secret::parse(&non_ascii), Err(SecretError::Malformed));
     }
 
     #[test]

@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
-use tessera_core::{Denial, Label, Permit};
-use tessera_store::{Store, StoreError};
+use tessera_core::{Action, CollectionId, Denial, Label, Permit, Target};
+use tessera_store::{Collection, Store, StoreError};
 
 use crate::config::Config;
 use crate::data::DataService;
+use crate::entropy::new_id;
+use crate::time::now_ms;
 use crate::tokens::{TokenError, TokenService, VerifyError};
 use crate::writer::WriteError;
 
@@ -18,6 +20,39 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub tokens: Arc<TokenService>,
     pub data: Arc<DataService>,
+}
+
+impl App {
+    /// Creates a collection in the account; needs a write permit on the account itself.
+    pub async fn create_collection(&self, permit: &Permit, name: String) -> Result<Collection, AppError> {
+        if !permit.covers(Action::Write, &Target::account(permit.account())) || !permit.target().path().is_empty() {
+            return Err(permit_mismatch(permit, "create collection"));
+        }
+        let collection = Collection {
+            id: CollectionId(new_id()),
+            account: permit.account(),
+            name,
+            is_default: false,
+            created_at_ms: now_ms(),
+        };
+        self.store.insert_collection(&collection).await?;
+        Ok(collection)
+    }
+
+    /// Deletes an empty collection and revokes its tokens, refusing them from the next request on; needs a
+    /// write permit on the collection.
+    pub async fn delete_collection(&self, permit: &Permit, collection: CollectionId) -> Result<(), AppError> {
+        if !permit.covers(Action::Write, &Target::collection(permit.account(), collection)) {
+            return Err(permit_mismatch(permit, "delete collection"));
+        }
+        let revoked = self
+            .store
+            .delete_collection(permit.account(), collection, now_ms())
+            .await
+            .map_err(|error| AppError::from_store("collection", error))?;
+        self.tokens.forget(&revoked);
+        Ok(())
+    }
 }
 
 /// What can go wrong between a dialect and the store.

@@ -6,13 +6,13 @@
 
 use std::sync::Arc;
 
-use moka::sync::Cache;
 use tessera_core::{
     AccountId, Action, CollectionId, DeviceId, Label, Permit, Reading, Scope, Target, Value, VariableId,
 };
-use tessera_store::{Collection, Device, Store, StoreError, Variable};
+use tessera_store::{Device, Store, StoreError, Variable};
 
 use crate::app::{AppError, permit_mismatch};
+use crate::cache::RecordCache;
 use crate::entropy::new_id;
 use crate::time::now_ms;
 use crate::tokens::Caller;
@@ -35,12 +35,16 @@ pub fn variable_target(variable: &Variable) -> Target {
     Target::variable(variable.account, variable.collection, variable.device, variable.id)
 }
 
+/// Deletions invalidate cached devices and variables at once; this bounds staleness should the store be changed
+/// behind the server's back.
+const CACHE_TIME_TO_LIVE: std::time::Duration = std::time::Duration::from_secs(600);
+
 #[derive(Debug)]
 pub struct DataService {
     store: Arc<dyn Store>,
     writer: ReadingWriter,
-    devices: Cache<(AccountId, Label), Arc<Device>>,
-    variables: Cache<(DeviceId, Label), Arc<Variable>>,
+    devices: RecordCache<(AccountId, Label), Arc<Device>>,
+    variables: RecordCache<(DeviceId, Label), Arc<Variable>>,
 }
 
 impl DataService {
@@ -48,40 +52,13 @@ impl DataService {
         DataService {
             store,
             writer,
-            devices: Cache::builder().max_capacity(cache_capacity).build(),
-            variables: Cache::builder().max_capacity(cache_capacity).build(),
+            devices: RecordCache::new(cache_capacity, CACHE_TIME_TO_LIVE),
+            variables: RecordCache::new(cache_capacity, CACHE_TIME_TO_LIVE),
         }
     }
 
     pub fn writer(&self) -> &ReadingWriter {
         &self.writer
-    }
-
-    /// Creates a collection in the account; needs a write permit on the account.
-    pub async fn create_collection(&self, permit: &Permit, name: String) -> Result<Collection, AppError> {
-        if !permit.covers(Action::Write, &Target::account(permit.account())) || !permit.target().path().is_empty() {
-            return Err(permit_mismatch(permit, "create collection"));
-        }
-        let collection = Collection {
-            id: CollectionId(new_id()),
-            account: permit.account(),
-            name,
-            is_default: false,
-            created_at_ms: now_ms(),
-        };
-        self.store.insert_collection(&collection).await?;
-        Ok(collection)
-    }
-
-    /// Deletes an empty collection; needs a write permit on it.
-    pub async fn delete_collection(&self, permit: &Permit, collection: CollectionId) -> Result<(), AppError> {
-        if !permit.covers(Action::Write, &Target::collection(permit.account(), collection)) {
-            return Err(permit_mismatch(permit, "delete collection"));
-        }
-        self.store
-            .delete_collection(permit.account(), collection)
-            .await
-            .map_err(|error| AppError::from_store("collection", error))
     }
 
     /// The device with `label` in `account`.
@@ -90,10 +67,11 @@ impl DataService {
         if let Some(device) = self.devices.get(&key) {
             return Ok(device);
         }
+        let started = self.devices.read_started();
         let device = Arc::new(
             self.store.device_by_label(account, label).await.map_err(|error| AppError::from_store("device", error))?,
         );
-        self.devices.insert(key, device.clone());
+        self.devices.insert_read(key, device.clone(), started);
         Ok(device)
     }
 
@@ -157,13 +135,14 @@ impl DataService {
             name,
             created_at_ms: now_ms(),
         };
+        let started = self.devices.read_started();
         let device = self
             .store
             .insert_device_if_absent(&candidate)
             .await
             .map_err(|error| AppError::from_store("collection", error))?;
         let device = Arc::new(device);
-        self.devices.insert((permit.account(), label), device.clone());
+        self.devices.insert_read((permit.account(), label), device.clone(), started);
         Ok(device)
     }
 
@@ -171,7 +150,6 @@ impl DataService {
         if !permit.covers(Action::Write, &device_target(device)) {
             return Err(permit_mismatch(permit, "delete device"));
         }
-        self.devices.invalidate(&(device.account, device.label.clone()));
         self.store
             .delete_device(device.account, device.id)
             .await
@@ -187,13 +165,14 @@ impl DataService {
         if let Some(variable) = self.variables.get(&key) {
             return Ok(variable);
         }
+        let started = self.variables.read_started();
         let variable = Arc::new(
             self.store
                 .variable_by_label(device.id, label)
                 .await
                 .map_err(|error| AppError::from_store("variable", error))?,
         );
-        self.variables.insert(key, variable.clone());
+        self.variables.insert_read(key, variable.clone(), started);
         Ok(variable)
     }
 
@@ -224,13 +203,14 @@ impl DataService {
             unit: unit.to_owned(),
             created_at_ms: now_ms(),
         };
+        let started = self.variables.read_started();
         let variable = Arc::new(
             self.store
                 .insert_variable_if_absent(&candidate)
                 .await
                 .map_err(|error| AppError::from_store("device", error))?,
         );
-        self.variables.insert((device.id, label.clone()), variable.clone());
+        self.variables.insert_read((device.id, label.clone()), variable.clone(), started);
         Ok(variable)
     }
 
@@ -238,7 +218,6 @@ impl DataService {
         if !permit.covers(Action::Write, &variable_target(variable)) {
             return Err(permit_mismatch(permit, "delete variable"));
         }
-        self.variables.invalidate(&(variable.device, variable.label.clone()));
         self.store
             .delete_variable(variable.account, variable.id)
             .await
@@ -293,14 +272,15 @@ impl From<StoreError> for AppError {
     }
 }
 
-/// The narrowest store filter that still holds every device the caller may see. It only narrows the query: each
-/// listed item is authorized on its own as well. Scopes that do not name devices by collection see nothing yet.
-pub fn visible_devices(caller: &Caller) -> Option<tessera_store::DeviceFilter> {
+/// The narrowest store filter that still holds every device the caller may list, after the core's listing rule.
+/// It only narrows the query: each listed item is authorized on its own as well. Scopes that do not name devices
+/// by collection list nothing yet.
+pub fn visible_devices(caller: &Caller) -> Result<Option<tessera_store::DeviceFilter>, tessera_core::Denial> {
     use tessera_store::DeviceFilter;
-    match caller.grant.scope {
+    Ok(match caller.authorize_listing()? {
         Scope::Account => Some(DeviceFilter::default()),
         Scope::Collection(collection) => Some(DeviceFilter { collection: Some(collection), device: None }),
         Scope::Device(device) => Some(DeviceFilter { collection: None, device: Some(device) }),
         Scope::Team(_) | Scope::AllTeams | Scope::AllCollections => None,
-    }
+    })
 }

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod bootstrap;
+mod cache;
 pub mod config;
 pub mod data;
 mod entropy;

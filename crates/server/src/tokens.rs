@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use moka::sync::Cache;
+use crate::cache::RecordCache;
 use tessera_core::{
     AccountId, Action, Denial, Grant, Permit, Reach, Rights, Scope, Secret, SecretDigest, SecretError, ServerKey,
     Target, TokenId, TokenKind, authorize, check_live,
@@ -42,6 +42,11 @@ impl Caller {
         self.record.account
     }
 
+    /// Which scope this caller may list (each listed item is still authorized with [`Caller::authorize`]).
+    pub fn authorize_listing(&self) -> Result<Scope, Denial> {
+        tessera_core::authorize_listing(&self.grant, now_ms())
+    }
+
     /// The one authorization path, at the current time.
     pub fn authorize(&self, action: Action, target: &Target) -> Result<Permit, Denial> {
         authorize(&self.grant, now_ms(), action, target)
@@ -71,8 +76,8 @@ pub enum TokenError {
 pub struct TokenService {
     store: Arc<dyn Store>,
     key: ServerKey,
-    by_digest: Cache<SecretDigest, Arc<TokenRecord>>,
-    creator_reach: Cache<Creator, Reach>,
+    by_digest: RecordCache<SecretDigest, Arc<TokenRecord>>,
+    creator_reach: RecordCache<Creator, Reach>,
     usage: Mutex<HashMap<TokenId, TokenUsage>>,
 }
 
@@ -87,10 +92,10 @@ impl TokenService {
         TokenService {
             store,
             key,
-            by_digest: Cache::builder().max_capacity(cache_capacity).build(),
-            // Reach changes only through this service (revocations) in a single node; the short expiry bounds
-            // staleness should the store be changed behind its back.
-            creator_reach: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(60)).build(),
+            // Revocations invalidate entries at once; the time to live bounds staleness should the store be changed
+            // behind this service's back.
+            by_digest: RecordCache::new(cache_capacity, Duration::from_secs(600)),
+            creator_reach: RecordCache::new(10_000, Duration::from_secs(60)),
             usage: Mutex::new(HashMap::new()),
         }
     }
@@ -103,12 +108,13 @@ impl TokenService {
         let record = match self.by_digest.get(&digest) {
             Some(record) => record,
             None => {
+                let started = self.by_digest.read_started();
                 let record = match self.store.token_by_digest(&digest).await {
                     Ok(record) => Arc::new(record),
                     Err(StoreError::NotFound) => return Err(VerifyError::Unknown),
                     Err(error) => return Err(VerifyError::Store(error)),
                 };
-                self.by_digest.insert(digest, record.clone());
+                self.by_digest.insert_read(digest, record.clone(), started);
                 record
             }
         };
@@ -127,6 +133,7 @@ impl TokenService {
         if let Some(reach) = self.creator_reach.get(&creator) {
             return Ok(reach);
         }
+        let started = self.creator_reach.read_started();
         let reach = match creator {
             Creator::System => Reach::Account(Rights::ReadWrite),
             // A token minted with an API key reaches what the key reaches: the whole account while the key lives.
@@ -141,7 +148,7 @@ impl TokenService {
             // has a user as its creator, and one that claimed to would reach nothing.
             Creator::User(_) => Reach::Nothing,
         };
-        self.creator_reach.insert(creator, reach.clone());
+        self.creator_reach.insert_read(creator, reach.clone(), started);
         Ok(reach)
     }
 
@@ -182,7 +189,7 @@ impl TokenService {
         if permit.action() != Action::ManageTokens {
             return Err(TokenError::PermitMismatch);
         }
-        Ok(self.store.list_tokens(permit.account(), scope, page).await?)
+        Ok(self.store.list_tokens(permit.account(), scope, now_ms(), page).await?)
     }
 
     /// The live token `id` of the caller's account, to be authorized for management before it is revoked.
@@ -204,9 +211,16 @@ impl TokenService {
             return Err(TokenError::PermitMismatch);
         }
         let revoked = self.store.revoke_token(token.account, token.id, now_ms()).await?;
-        self.by_digest.invalidate(&revoked.digest);
-        self.creator_reach.invalidate(&Creator::Token(revoked.id));
+        self.forget(&[revoked]);
         Ok(())
+    }
+
+    /// Drops tokens the store has just revoked from the caches, so the next request with them is refused.
+    pub fn forget(&self, revoked: &[TokenRecord]) {
+        for token in revoked {
+            self.by_digest.invalidate(&token.digest);
+            self.creator_reach.invalidate(&Creator::Token(token.id));
+        }
     }
 
     /// The node whose tokens a token with `scope` is managed under: the node itself, for `authorize`.

@@ -135,14 +135,47 @@ async fn run(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Message>, max_b
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use tessera_core::{Id, Value, VariableId};
-    use tessera_store::{Page, SqliteStore, TimeRange};
+    use tessera_core::{DeviceId, Label, ServerKey, Value, VariableId};
+    use tessera_store::{CollectionStore, Device, DeviceStore, Page, SqliteStore, TimeRange, Variable};
 
     use super::*;
+    use crate::entropy::new_id;
 
-    fn reading(variable: i64, timestamp_ms: i64) -> Reading {
+    /// A store with an account, a device and two variables; returns the variables' ids.
+    async fn store_with_two_variables() -> (Arc<dyn Store>, [VariableId; 2]) {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let credentials = crate::bootstrap::bootstrap(&store, &ServerKey::new(&[0; 32])).await.unwrap().unwrap();
+        let account = credentials.account_id;
+        let collection = store.default_collection(account).await.unwrap().id;
+        let device = Device {
+            id: DeviceId(new_id()),
+            account,
+            collection,
+            label: Label::parse("d").unwrap(),
+            name: "d".into(),
+            created_at_ms: 0,
+        };
+        store.insert_device_if_absent(&device).await.unwrap();
+        let mut ids = Vec::new();
+        for label in ["a", "b"] {
+            let variable = Variable {
+                id: VariableId(new_id()),
+                account,
+                device: device.id,
+                collection,
+                label: Label::parse(label).unwrap(),
+                name: label.into(),
+                unit: String::new(),
+                created_at_ms: 0,
+            };
+            ids.push(store.insert_variable_if_absent(&variable).await.unwrap().id);
+        }
+        (Arc::new(store), [ids[0], ids[1]])
+    }
+
+    fn reading(variable: VariableId, timestamp_ms: i64) -> Reading {
         Reading {
-            variable: VariableId(Id::from_i64(variable)),
+            variable,
             timestamp_ms,
             value: Value::Number(timestamp_ms as f64),
             context: Default::default(),
@@ -154,15 +187,15 @@ mod tests {
     /// writer must commit them all in one transaction, then answer each.
     #[tokio::test]
     async fn queued_requests_are_committed_together() {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        let (store, [a, b]) = store_with_two_variables().await;
         let (writer, task) = ReadingWriter::start(store.clone(), 64, 10_000);
-        let requests = (0..20).map(|n| writer.write(vec![reading(1, n), reading(2, n)]));
+        let requests = (0..20).map(|n| writer.write(vec![reading(a, n), reading(b, n)]));
         let outcomes = futures_join(requests).await;
         assert!(outcomes.iter().all(Result::is_ok));
         assert_eq!(writer.stats().commits.load(Ordering::Relaxed), 1);
         assert_eq!(writer.stats().requests.load(Ordering::Relaxed), 20);
         assert_eq!(writer.stats().readings.load(Ordering::Relaxed), 40);
-        let stored = store.readings(VariableId(Id::from_i64(2)), TimeRange::ALL, Page::ALL).await.unwrap();
+        let stored = store.readings(b, TimeRange::ALL, Page::ALL).await.unwrap();
         assert_eq!(stored.total, 20);
         writer.stop().await;
         task.await.unwrap();
@@ -170,15 +203,15 @@ mod tests {
 
     #[tokio::test]
     async fn batches_are_bounded_and_stop_commits_what_was_queued() {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        let (store, [a, _]) = store_with_two_variables().await;
         let (writer, task) = ReadingWriter::start(store.clone(), 64, 5);
-        let requests = (0..10).map(|n| writer.write(vec![reading(1, n), reading(1, n + 100), reading(1, n + 200)]));
+        let requests = (0..10).map(|n| writer.write(vec![reading(a, n), reading(a, n + 100), reading(a, n + 200)]));
         assert!(futures_join(requests).await.iter().all(Result::is_ok));
         assert_eq!(writer.stats().commits.load(Ordering::Relaxed), 5, "two requests (6 readings) per commit");
         writer.stop().await;
         task.await.unwrap();
-        assert!(matches!(writer.write(vec![reading(1, 1)]).await, Err(WriteError::ShuttingDown)));
-        let stored = store.readings(VariableId(Id::from_i64(1)), TimeRange::ALL, Page::ALL).await.unwrap();
+        assert!(matches!(writer.write(vec![reading(a, 1)]).await, Err(WriteError::ShuttingDown)));
+        let stored = store.readings(a, TimeRange::ALL, Page::ALL).await.unwrap();
         assert_eq!(stored.total, 30);
     }
 

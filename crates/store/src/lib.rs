@@ -44,11 +44,13 @@ pub trait TokenStore {
     /// The token with this digest, revoked or not; `NotFound` if none.
     async fn token_by_digest(&self, digest: &SecretDigest) -> StoreResult<TokenRecord>;
     async fn token(&self, account: AccountId, token: TokenId) -> StoreResult<TokenRecord>;
-    /// Live (unrevoked) tokens of the account, oldest first, optionally only those with exactly this scope.
+    /// Tokens of the account live at `now_ms` (neither revoked nor expired), oldest first, optionally only those
+    /// with exactly this scope.
     async fn list_tokens(
         &self,
         account: AccountId,
         scope: Option<Scope>,
+        now_ms: i64,
         page: Page,
     ) -> StoreResult<Paged<TokenRecord>>;
     /// Marks a live token revoked and returns it; `NotFound` if it does not exist or is already revoked.
@@ -64,8 +66,14 @@ pub trait CollectionStore {
     async fn collection(&self, account: AccountId, collection: CollectionId) -> StoreResult<Collection>;
     async fn default_collection(&self, account: AccountId) -> StoreResult<Collection>;
     async fn list_collections(&self, account: AccountId) -> StoreResult<Vec<Collection>>;
-    /// Deletes an empty collection. `Conflict` if it still holds devices or is the account's default collection.
-    async fn delete_collection(&self, account: AccountId, collection: CollectionId) -> StoreResult<()>;
+    /// Deletes an empty collection and revokes the tokens scoped to it, in one transaction; returns those tokens.
+    /// `Conflict` if it still holds devices or is the account's default collection.
+    async fn delete_collection(
+        &self,
+        account: AccountId,
+        collection: CollectionId,
+        at_ms: i64,
+    ) -> StoreResult<Vec<TokenRecord>>;
 }
 
 /// Devices and their variables.
@@ -98,6 +106,7 @@ pub trait DeviceStore {
 #[async_trait]
 pub trait ReadingStore {
     /// Commits all readings in one transaction, replacing any reading with the same variable and timestamp.
+    /// Readings of a variable that no longer exists are dropped.
     async fn insert_readings(&self, readings: &[Reading]) -> StoreResult<()>;
     /// Readings of a variable within `range` (inclusive), newest first.
     async fn readings(&self, variable: VariableId, range: TimeRange, page: Page) -> StoreResult<Paged<Reading>>;

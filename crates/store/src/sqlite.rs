@@ -36,6 +36,9 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(ref database) if database.is_unique_violation() => {
                 StoreError::Conflict(database.message().to_owned())
             }
+            // A row refers to one that does not exist (any more): the collection or device it belongs to was
+            // deleted, or never was.
+            sqlx::Error::Database(ref database) if database.is_foreign_key_violation() => StoreError::NotFound,
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 StoreError::Unavailable(Box::new(error))
             }
@@ -306,10 +309,12 @@ impl TokenStore for SqliteStore {
         &self,
         account: AccountId,
         scope: Option<Scope>,
+        now_ms: i64,
         page: Page,
     ) -> StoreResult<Paged<TokenRecord>> {
         let push_filter = |query: &mut QueryBuilder<Sqlite>| {
             query.push(" WHERE account_id = ").push_bind(account.as_i64()).push(" AND revoked_at IS NULL");
+            query.push(" AND (expires_at IS NULL OR expires_at > ").push_bind(now_ms).push(")");
             if let Some((kind, id)) = scope.map(scope_columns) {
                 // `IS` compares NULLs as equal, so scopes without an id (account-wide) match too.
                 query.push(" AND scope_kind = ").push_bind(kind).push(" AND scope_id IS ").push_bind(id);
@@ -397,7 +402,12 @@ impl CollectionStore for SqliteStore {
         rows.iter().map(collection_from_row).collect()
     }
 
-    async fn delete_collection(&self, account: AccountId, collection: CollectionId) -> StoreResult<()> {
+    async fn delete_collection(
+        &self,
+        account: AccountId,
+        collection: CollectionId,
+        at_ms: i64,
+    ) -> StoreResult<Vec<TokenRecord>> {
         let mut transaction = self.pool.begin().await?;
         let row =
             sqlx::query(concat!("SELECT ", collection_columns!(), " FROM collections WHERE account_id = ? AND id = ?"))
@@ -415,12 +425,23 @@ impl CollectionStore for SqliteStore {
         if devices > 0 {
             return Err(StoreError::Conflict(format!("the collection still holds {devices} device(s)")));
         }
+        let revoked = sqlx::query(concat!(
+            "UPDATE tokens SET revoked_at = ? WHERE account_id = ? AND scope_kind = 'collection' AND scope_id = ? \
+             AND revoked_at IS NULL RETURNING ",
+            token_columns!()
+        ))
+        .bind(at_ms)
+        .bind(account.as_i64())
+        .bind(collection.as_i64())
+        .fetch_all(&mut *transaction)
+        .await?;
+        let revoked = revoked.iter().map(token_from_row).collect::<StoreResult<Vec<_>>>()?;
         sqlx::query("DELETE FROM collections WHERE id = ?")
             .bind(collection.as_i64())
             .execute(&mut *transaction)
             .await?;
         transaction.commit().await?;
-        Ok(())
+        Ok(revoked)
     }
 }
 
@@ -538,12 +559,7 @@ impl DeviceStore for SqliteStore {
         .bind(&variable.unit)
         .bind(variable.created_at_ms)
         .execute(&self.pool)
-        .await
-        .map_err(|error| match StoreError::from(error) {
-            // The device was deleted between its lookup and this insert.
-            StoreError::Internal(_) => StoreError::NotFound,
-            other => other,
-        })?;
+        .await?;
         self.variable_by_label(variable.device, &variable.label).await
     }
 
@@ -593,8 +609,11 @@ impl ReadingStore for SqliteStore {
         }
         let mut transaction = self.pool.begin().await?;
         for chunk in readings.chunks(READINGS_PER_STATEMENT) {
+            // Readings of a variable deleted while they waited in the writer's queue are dropped here: the delete
+            // came after them, so they are gone as if written first and deleted with it, and no orphan row stays.
             let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO readings (variable_id, ts, num, json, bytes, context, received_at) ",
+                "INSERT INTO readings (variable_id, ts, num, json, bytes, context, received_at) \
+                 SELECT column1, column2, column3, column4, column5, column6, column7 FROM (",
             );
             insert.push_values(chunk, |mut row, reading| {
                 let (number, json, bytes) = value_columns(&reading.value);
@@ -607,7 +626,8 @@ impl ReadingStore for SqliteStore {
                     .push_bind(reading.received_at_ms);
             });
             insert.push(
-                " ON CONFLICT (variable_id, ts) DO UPDATE SET num = excluded.num, json = excluded.json, \
+                ") AS incoming WHERE EXISTS (SELECT 1 FROM variables WHERE variables.id = incoming.column1) \
+                 ON CONFLICT (variable_id, ts) DO UPDATE SET num = excluded.num, json = excluded.json, \
                  bytes = excluded.bytes, context = excluded.context, received_at = excluded.received_at",
             );
             insert.build().execute(&mut *transaction).await?;

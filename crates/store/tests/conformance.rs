@@ -157,12 +157,12 @@ async fn tokens_are_found_by_digest_listed_and_revoked(store: &dyn Store) {
     let duplicate = TokenRecord { id: TokenId(id(4000)), ..org_token.clone() };
     assert!(matches!(store.insert_token(&duplicate).await, Err(StoreError::Conflict(_))));
 
-    let listed = store.list_tokens(world.account, Some(Scope::Collection(collection)), Page::ALL).await.unwrap();
+    let listed = store.list_tokens(world.account, Some(Scope::Collection(collection)), NOW, Page::ALL).await.unwrap();
     assert_eq!(listed.total, 1);
     assert_eq!(listed.items, vec![org_token.clone()]);
-    let account_wide = store.list_tokens(world.account, Some(Scope::Account), Page::ALL).await.unwrap();
+    let account_wide = store.list_tokens(world.account, Some(Scope::Account), NOW, Page::ALL).await.unwrap();
     assert_eq!(account_wide.items, vec![world.api_key.clone()]);
-    let everything = store.list_tokens(world.account, None, Page { number: 2, size: 2 }).await.unwrap();
+    let everything = store.list_tokens(world.account, None, NOW, Page { number: 2, size: 2 }).await.unwrap();
     assert_eq!(everything.total, 3);
     assert_eq!(everything.items.len(), 1);
 
@@ -170,7 +170,7 @@ async fn tokens_are_found_by_digest_listed_and_revoked(store: &dyn Store) {
     assert_eq!(revoked.revoked_at_ms, Some(NOW + 5));
     assert!(matches!(store.revoke_token(world.account, org_token.id, NOW + 6).await, Err(StoreError::NotFound)));
     assert_eq!(store.token_by_digest(&org_token.digest).await.unwrap().revoked_at_ms, Some(NOW + 5));
-    let listed = store.list_tokens(world.account, Some(Scope::Collection(collection)), Page::ALL).await.unwrap();
+    let listed = store.list_tokens(world.account, Some(Scope::Collection(collection)), NOW, Page::ALL).await.unwrap();
     assert_eq!(listed.total, 0);
 
     // Another account cannot revoke or read the token.
@@ -224,13 +224,18 @@ async fn device_labels_are_claimed_by_the_first_collection(store: &dyn Store) {
         .unwrap();
     assert_eq!(in_default.total, 0);
 
-    assert!(matches!(store.delete_collection(world.account, organization).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.delete_collection(world.account, organization, NOW).await, Err(StoreError::Conflict(_))));
     assert!(matches!(
-        store.delete_collection(world.account, world.default_collection).await,
+        store.delete_collection(world.account, world.default_collection, NOW).await,
         Err(StoreError::Conflict(_))
     ));
+    let org_token = token(7, world.account, TokenKind::Collection, Scope::Collection(organization));
+    store.insert_token(&org_token).await.unwrap();
     store.delete_device(world.account, first.id).await.unwrap();
-    store.delete_collection(world.account, organization).await.unwrap();
+    let revoked = store.delete_collection(world.account, organization, NOW + 1).await.unwrap();
+    assert_eq!(revoked.len(), 1, "the collection's tokens are revoked with it");
+    assert_eq!(revoked[0].id, org_token.id);
+    assert_eq!(store.token(world.account, org_token.id).await.unwrap().revoked_at_ms, Some(NOW + 1));
     assert!(matches!(store.collection(world.account, organization).await, Err(StoreError::NotFound)));
 }
 
@@ -293,6 +298,53 @@ async fn deleting_a_device_removes_its_variables_and_readings(store: &dyn Store)
     assert!(matches!(store.delete_device(world.account, device.id).await, Err(StoreError::NotFound)));
 }
 
+async fn expired_tokens_are_not_listed(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let mut expiring = token(1, world.account, TokenKind::Account, Scope::Account);
+    expiring.expires_at_ms = Some(NOW + 100);
+    store.insert_token(&expiring).await.unwrap();
+    let before = store.list_tokens(world.account, Some(Scope::Account), NOW + 99, Page::ALL).await.unwrap();
+    assert_eq!(before.total, 2);
+    let after = store.list_tokens(world.account, Some(Scope::Account), NOW + 100, Page::ALL).await.unwrap();
+    assert_eq!(after.items, vec![world.api_key.clone()]);
+}
+
+async fn rows_of_missing_parents_are_refused_or_dropped(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let orphan_device = Device {
+        id: DeviceId(id(300)),
+        account: world.account,
+        collection: CollectionId(id(999)),
+        label: label("orphan"),
+        name: "orphan".into(),
+        created_at_ms: NOW,
+    };
+    assert!(matches!(store.insert_device_if_absent(&orphan_device).await, Err(StoreError::NotFound)));
+    let device = device(store, &world, 100, world.default_collection, "dev").await;
+    let orphan_variable = Variable {
+        id: VariableId(id(301)),
+        account: world.account,
+        device: DeviceId(id(998)),
+        collection: device.collection,
+        label: label("v"),
+        name: "v".into(),
+        unit: String::new(),
+        created_at_ms: NOW,
+    };
+    assert!(matches!(store.insert_variable_if_absent(&orphan_variable).await, Err(StoreError::NotFound)));
+
+    // Readings of a variable deleted while they waited are dropped; the rest of the batch is kept.
+    let kept = variable(store, &device, 200, "kept").await;
+    let deleted = variable(store, &device, 201, "deleted").await;
+    store.delete_variable(world.account, deleted.id).await.unwrap();
+    store
+        .insert_readings(&[reading(kept.id, 1, Value::Number(1.0)), reading(deleted.id, 1, Value::Number(2.0))])
+        .await
+        .unwrap();
+    assert_eq!(store.readings(kept.id, TimeRange::ALL, Page::ALL).await.unwrap().total, 1);
+    assert_eq!(store.readings(deleted.id, TimeRange::ALL, Page::ALL).await.unwrap().total, 0);
+}
+
 macro_rules! store_cases {
     ($($case:ident),* $(,)?) => {
         mod sqlite_in_memory {
@@ -325,4 +377,6 @@ store_cases!(
     device_labels_are_claimed_by_the_first_collection,
     readings_round_trip_newest_first,
     deleting_a_device_removes_its_variables_and_readings,
+    expired_tokens_are_not_listed,
+    rows_of_missing_parents_are_refused_or_dropped,
 );

@@ -132,6 +132,7 @@ fn collection_json(collection: &Collection) -> Json_ {
 }
 
 async fn list_collections(State(app): State<App>, Bearer(caller): Bearer) -> NativeResult {
+    caller.authorize_listing().map_err(AppError::from)?;
     let collections = app.store.list_collections(caller.account()).await.map_err(AppError::from)?;
     let visible: Vec<Json_> = collections
         .iter()
@@ -159,7 +160,7 @@ async fn create_collection(
         Some(_) => return Err(AppError::BadRequest("'name' must be a string".into()).into()),
         None => return Err(AppError::BadRequest("'name' is required".into()).into()),
     };
-    let collection = app.data.create_collection(&permit, name).await?;
+    let collection = app.create_collection(&permit, name).await?;
     let mut response = (StatusCode::CREATED, Json(collection_json(&collection))).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/collections/{}", collection.id)) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -178,7 +179,7 @@ async fn get_collection(State(app): State<App>, Bearer(caller): Bearer, Path(id)
 async fn delete_collection(State(app): State<App>, Bearer(caller): Bearer, Path(id): Path<String>) -> NativeResult {
     let id: CollectionId = parse_id("collection", &id)?;
     let permit = caller.authorize(Action::Write, &Target::collection(caller.account(), id)).map_err(AppError::from)?;
-    app.data.delete_collection(&permit, id).await?;
+    app.delete_collection(&permit, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -183,3 +183,41 @@ async fn token_use_is_counted() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn deleting_a_collection_revokes_its_tokens() {
+    let tessera = TestServer::start().await;
+    let org = tessera.organization("Short-lived").await;
+    let org_token = tessera.organization_token(&org, "t").await;
+    let token = org_token["token"].as_str().unwrap();
+    // The organization token reaches its collection, so it may delete it (it holds no devices yet)...
+    let (status, _) = tessera.native(Method::DELETE, &format!("/collections/{org}"), token, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // ...and is refused from then on, like every other token of that collection.
+    let (status, body) = tessera.ubidots(Method::POST, "/devices/after", token, Some(json!({"t": 1}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+}
+
+#[tokio::test]
+async fn credentials_that_read_no_data_cannot_list_it() {
+    let tessera = TestServer::start().await;
+    let token = tessera.account_token().await;
+    tessera.ubidots(Method::POST, "/devices/d", &token, Some(json!({"t": 1}))).await;
+    for path in ["/datasources", "/variables"] {
+        let (status, body) = tessera.ubidots(Method::GET, path, &tessera.api_key, None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert!(body.get("count").is_none());
+    }
+    let (status, _) = tessera.native(Method::GET, "/collections", &tessera.api_key, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_token_with_non_ascii_characters_is_refused_not_a_crash() {
+    let tessera = TestServer::start().await;
+    let token = tessera.account_token().await;
+    // As long in bytes as a real token, with a two-byte character where the checksum begins.
+    let forged = format!("{}%C3%A9aaaaaa", &token[..token.len() - 8]);
+    let (status, body) = tessera.call(Method::GET, &format!("/api/v1.6/datasources?token={forged}"), &[], None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+}

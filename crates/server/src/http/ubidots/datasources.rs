@@ -107,7 +107,7 @@ pub async fn list_datasources(
     query: QueryParams,
 ) -> UbidotsResult {
     let page = page_of(&query)?;
-    let (total, results) = match visible_devices(&caller) {
+    let (total, results) = match visible_devices(&caller).map_err(AppError::from)? {
         None => (0, Vec::new()),
         Some(filter) => {
             let devices = app.store.list_devices(caller.account(), filter, page).await.map_err(AppError::from)?;
@@ -240,7 +240,8 @@ pub async fn list_variables(
     base: BaseUrl,
     query: QueryParams,
 ) -> UbidotsResult {
-    variables_page(&app, &caller, visible_devices(&caller), &base, uri.path(), &query).await
+    let filter = visible_devices(&caller).map_err(AppError::from)?;
+    variables_page(&app, &caller, filter, &base, uri.path(), &query).await
 }
 
 pub async fn get_variable(
