@@ -36,6 +36,22 @@ impl Rights {
     }
 }
 
+/// A user's role in a team: admins reach the team's collections read-write, members read-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Admin,
+    Member,
+}
+
+impl Role {
+    pub fn rights(self) -> Rights {
+        match self {
+            Role::Admin => Rights::ReadWrite,
+            Role::Member => Rights::Read,
+        }
+    }
+}
+
 /// What a request wants to do to its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {

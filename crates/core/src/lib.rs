@@ -7,6 +7,7 @@ pub mod id;
 pub mod label;
 pub mod reading;
 pub mod secret;
+pub mod totp;
 
 pub use access::{
     Action, Denial, Grant, Node, Permit, Reach, Rights, Scope, Target, authorize, authorize_listing, check_live,
