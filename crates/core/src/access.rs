@@ -61,6 +61,10 @@ pub enum Action {
     Write,
     /// Create, list, change or delete tokens.
     ManageTokens,
+    /// Create, change or delete user accounts (an account administrator's work).
+    ManageUsers,
+    /// What a person does for themselves: create a team, accept an invitation, set up a second factor, log out.
+    SelfService,
 }
 
 impl Action {
@@ -73,7 +77,7 @@ impl Action {
     }
 
     fn writes(self) -> bool {
-        self == Action::Write
+        matches!(self, Action::Write | Action::ManageUsers)
     }
 }
 
@@ -240,6 +244,8 @@ pub enum Denial {
     RefreshTokenOnlyRefreshes,
     #[error("tokens are managed only with an API key or by a logged-in user, never with another token")]
     TokenCannotManageTokens,
+    #[error("only a logged-in user may do this")]
+    UsersOnly,
     #[error("the token's creator no longer reaches the target")]
     CreatorLostAccess,
     #[error("the token's creator may no longer change the target")]
@@ -327,9 +333,11 @@ pub fn authorize(grant: &Grant, now_ms: i64, action: Action, target: &Target) ->
     }
     match (grant.kind, action) {
         (TokenKind::Refresh, _) => return Err(Denial::RefreshTokenOnlyRefreshes),
-        (TokenKind::ApiKey, Action::ManageTokens) | (TokenKind::UserAccess, Action::ManageTokens) => {}
+        (TokenKind::ApiKey, Action::ManageTokens) => {}
         (TokenKind::ApiKey, _) => return Err(Denial::ApiKeyOnlyManagesTokens),
+        (TokenKind::UserAccess, _) => {}
         (_, Action::ManageTokens) => return Err(Denial::TokenCannotManageTokens),
+        (_, Action::ManageUsers | Action::SelfService) => return Err(Denial::UsersOnly),
         _ => {}
     }
     if is_device_level(grant.kind) && !target.is_device_data() {
@@ -340,6 +348,13 @@ pub fn authorize(grant: &Grant, now_ms: i64, action: Action, target: &Target) ->
     }
     if action.writes() && !grant.rights.can_write() {
         return Err(Denial::ReadOnly);
+    }
+    if action == Action::SelfService {
+        // A person acting for themselves needs only to still be someone in the account.
+        if grant.creator_reach == Reach::Nothing {
+            return Err(Denial::CreatorLostAccess);
+        }
+        return Ok(Permit { token: grant.token, action, target: target.clone() });
     }
     match grant.creator_reach.rights_over(target) {
         None => return Err(Denial::CreatorLostAccess),
@@ -462,6 +477,29 @@ mod tests {
                 Target::account(account()),
                 Err(Denial::RefreshTokenOnlyRefreshes),
             ),
+            ("user manages users", &user, ManageUsers, Target::account(account()), Ok(())),
+            (
+                "account token manages users",
+                &account_token,
+                ManageUsers,
+                Target::account(account()),
+                Err(Denial::UsersOnly),
+            ),
+            (
+                "api key manages users",
+                &api_key,
+                ManageUsers,
+                Target::account(account()),
+                Err(Denial::ApiKeyOnlyManagesTokens),
+            ),
+            ("user acts for themselves", &user, SelfService, Target::account(account()), Ok(())),
+            (
+                "account token acts as a person",
+                &account_token,
+                SelfService,
+                Target::account(account()),
+                Err(Denial::UsersOnly),
+            ),
         ];
         for (name, grant, action, target, expected) in cases {
             let outcome = authorize(grant, NOW, action, &target).map(|_| ());
@@ -531,6 +569,21 @@ mod tests {
         // Removed from the team, or the API key that minted the token revoked.
         token.creator_reach = Reach::Nothing;
         assert_eq!(authorize(&token, NOW, Action::Read, &device_in(10, 5)), Err(Denial::CreatorLostAccess));
+    }
+
+    #[test]
+    fn only_account_administrators_manage_users() {
+        let mut user = grant(TokenKind::UserAccess, Scope::Account, Rights::ReadWrite);
+        user.creator_reach = Reach::Limited {
+            teams: BTreeMap::from([(TeamId(id(3)), Rights::ReadWrite)]),
+            collections: BTreeMap::new(),
+        };
+        let root = Target::account(account());
+        assert_eq!(authorize(&user, NOW, Action::ManageUsers, &root), Err(Denial::CreatorLostAccess));
+        assert!(authorize(&user, NOW, Action::SelfService, &root).is_ok(), "but they still act for themselves");
+        assert!(authorize(&user, NOW, Action::Write, &Target::team(account(), TeamId(id(3)))).is_ok());
+        user.creator_reach = Reach::Nothing;
+        assert_eq!(authorize(&user, NOW, Action::SelfService, &root), Err(Denial::CreatorLostAccess));
     }
 
     #[test]

@@ -204,8 +204,13 @@ impl ServerKey {
     }
 
     pub fn digest(&self, secret: &Secret) -> SecretDigest {
+        self.digest_bytes(secret.text.as_bytes())
+    }
+
+    /// The digest of any other one-time secret kept the same way (invite codes, recovery codes).
+    pub fn digest_bytes(&self, bytes: &[u8]) -> SecretDigest {
         let mut mac = self.keyed.clone();
-        mac.update(secret.text.as_bytes());
+        mac.update(bytes);
         SecretDigest(mac.finalize().into_bytes().into())
     }
 }

@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use tessera_core::{Action, CollectionId, Denial, Label, Permit, Target};
+use tessera_core::{Action, CollectionId, Denial, Label, Permit, Target, TeamId};
 use tessera_store::{Collection, Store, StoreError};
 
 use crate::config::Config;
 use crate::data::DataService;
 use crate::entropy::new_id;
+use crate::people::PeopleService;
 use crate::time::now_ms;
 use crate::tokens::{TokenError, TokenService, VerifyError};
 use crate::writer::WriteError;
@@ -20,12 +21,23 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub tokens: Arc<TokenService>,
     pub data: Arc<DataService>,
+    pub people: Arc<PeopleService>,
 }
 
 impl App {
-    /// Creates a collection in the account; needs a write permit on the account itself.
-    pub async fn create_collection(&self, permit: &Permit, name: String) -> Result<Collection, AppError> {
-        if !permit.covers(Action::Write, &Target::account(permit.account())) || !permit.target().path().is_empty() {
+    /// Creates a collection owned by `team`, or by the account itself when `team` is `None`; needs a write
+    /// permit on that team, or on the account.
+    pub async fn create_collection(
+        &self,
+        permit: &Permit,
+        name: String,
+        team: Option<TeamId>,
+    ) -> Result<Collection, AppError> {
+        let owner = match team {
+            Some(team) => Target::team(permit.account(), team),
+            None => Target::account(permit.account()),
+        };
+        if !permit.covers(Action::Write, &owner) || permit.target() != &owner {
             return Err(permit_mismatch(permit, "create collection"));
         }
         let collection = Collection {
@@ -33,9 +45,10 @@ impl App {
             account: permit.account(),
             name,
             is_default: false,
+            team,
             created_at_ms: now_ms(),
         };
-        self.store.insert_collection(&collection).await?;
+        self.store.insert_collection(&collection).await.map_err(|error| AppError::from_store("team", error))?;
         Ok(collection)
     }
 

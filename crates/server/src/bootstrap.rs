@@ -6,8 +6,8 @@ use std::path::Path;
 
 use argon2::Argon2;
 use argon2::password_hash::PasswordHasher;
-use tessera_core::{AccountId, CollectionId, Rights, Scope, Secret, ServerKey, TokenId, TokenKind, UserId};
-use tessera_store::{Account, Bootstrap, Collection, Creator, SqliteStore, Store, StoreError, TokenRecord, User};
+use tessera_core::{AccountId, CollectionId, Rights, Scope, Secret, ServerKey, TeamId, TokenId, TokenKind, UserId};
+use tessera_store::{Account, Bootstrap, Collection, Creator, SqliteStore, Store, StoreError, Team, TokenRecord, User};
 
 use crate::config::Config;
 use crate::entropy::{new_id, new_secret, random_bytes};
@@ -113,6 +113,7 @@ pub fn hash_password(password: &str) -> String {
 pub async fn bootstrap(store: &dyn Store, key: &ServerKey) -> Result<Option<Credentials>, OpenError> {
     let now = now_ms();
     let account = AccountId(new_id());
+    let admin = UserId(new_id());
     let api_key = new_secret(TokenKind::ApiKey);
     let admin_password = new_secret(TokenKind::ApiKey).expose()[4..28].to_owned();
     let records = Bootstrap {
@@ -122,6 +123,7 @@ pub async fn bootstrap(store: &dyn Store, key: &ServerKey) -> Result<Option<Cred
             account,
             name: "Default".into(),
             is_default: true,
+            team: None,
             created_at_ms: now,
         },
         api_key: TokenRecord {
@@ -139,14 +141,24 @@ pub async fn bootstrap(store: &dyn Store, key: &ServerKey) -> Result<Option<Cred
             revoked_at_ms: None,
             last_used_at_ms: None,
             uses: 0,
+            family: None,
         },
         admin: User {
-            id: UserId(new_id()),
+            id: admin,
             account,
             email: ADMIN_EMAIL.into(),
             password_hash: hash_password(&admin_password),
             display_name: "Administrator".into(),
+            phone: String::new(),
             is_admin: true,
+            totp: None,
+            created_at_ms: now,
+        },
+        admin_team: Team {
+            id: TeamId(new_id()),
+            account,
+            tags: Default::default(),
+            private_of: Some(admin),
             created_at_ms: now,
         },
     };

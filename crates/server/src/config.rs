@@ -24,6 +24,10 @@ pub struct Config {
     pub writer_queue: usize,
     /// How often token usage counted in memory is written to the store.
     pub usage_flush_interval: Duration,
+    /// How long a user's access token lives after login or refresh.
+    pub access_token_ttl: Duration,
+    /// How long a refresh token lives.
+    pub refresh_token_ttl: Duration,
 }
 
 impl Config {
@@ -38,6 +42,8 @@ impl Config {
             writer_max_batch: 5_000,
             writer_queue: 4_096,
             usage_flush_interval: Duration::from_secs(1),
+            access_token_ttl: Duration::from_secs(3599),
+            refresh_token_ttl: Duration::from_secs(60 * 24 * 60 * 60),
         }
     }
 

@@ -15,6 +15,7 @@ use crate::bootstrap::{Credentials, OpenError, bootstrap, open_data_dir};
 use crate::config::Config;
 use crate::data::DataService;
 use crate::http;
+use crate::people::PeopleService;
 use crate::tokens::TokenService;
 use crate::writer::ReadingWriter;
 
@@ -69,9 +70,16 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let store: Arc<dyn Store> = Arc::new(store);
 
     let (writer, writer_task) = ReadingWriter::start(store.clone(), config.writer_queue, config.writer_max_batch);
-    let tokens = Arc::new(TokenService::new(store.clone(), key, config.token_cache_capacity));
+    let tokens = Arc::new(TokenService::new(store.clone(), key.clone(), config.token_cache_capacity));
     let data = Arc::new(DataService::new(store.clone(), writer.clone(), config.device_cache_capacity));
-    let app = App { config: Arc::new(config.clone()), store: store.clone(), tokens: tokens.clone(), data };
+    let people = Arc::new(PeopleService::new(
+        store.clone(),
+        tokens.clone(),
+        key,
+        config.access_token_ttl,
+        config.refresh_token_ttl,
+    ));
+    let app = App { config: Arc::new(config.clone()), store: store.clone(), tokens: tokens.clone(), data, people };
 
     let listener = TcpListener::bind(config.http_addr)
         .await
@@ -103,8 +111,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             // Either an explicit stop or the `Server` handle being dropped.
             let _ = stopped.wait_for(|stop| *stop).await;
         };
-        let serve = axum::serve(listener, axum::ServiceExt::<axum::extract::Request>::into_make_service(service))
-            .with_graceful_shutdown(shutdown_signal);
+        let serve = axum::serve(
+            listener,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(service),
+        )
+        .with_graceful_shutdown(shutdown_signal);
         if let Err(error) = serve.await {
             tracing::error!(%error, "HTTP server failed");
         }

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use crate::cache::RecordCache;
 use tessera_core::{
-    AccountId, Action, Denial, Grant, Permit, Reach, Rights, Scope, Secret, SecretDigest, SecretError, ServerKey,
+    AccountId, Action, Denial, Grant, Id, Permit, Reach, Rights, Scope, Secret, SecretDigest, SecretError, ServerKey,
     Target, TokenId, TokenKind, authorize, check_live,
 };
-use tessera_store::{Creator, Page, Paged, Store, StoreError, TokenRecord, TokenUsage};
+use tessera_store::{Creator, Page, Paged, Store, StoreError, TokenFilter, TokenRecord, TokenUsage};
 
 use crate::entropy::{new_id, new_secret};
 use crate::time::now_ms;
@@ -144,29 +144,58 @@ impl TokenService {
                 Ok(_) | Err(StoreError::NotFound) => Reach::Nothing,
                 Err(error) => return Err(error),
             },
-            // Users reach collections through their teams, which come with user accounts; until then no token
-            // has a user as its creator, and one that claimed to would reach nothing.
-            Creator::User(_) => Reach::Nothing,
+            // Users reach the account if they administer it, and otherwise what their teams own.
+            Creator::User(user) => match self.store.user_reach(user).await {
+                Ok(reach) => reach.to_reach(),
+                Err(StoreError::NotFound) => Reach::Nothing,
+                Err(error) => return Err(error),
+            },
         };
         self.creator_reach.insert_read(creator, reach.clone(), started);
         Ok(reach)
     }
 
-    /// Mints a token under `permit` (a token-management permit for the token's scope or above it) and returns
-    /// its record and its secret, which is shown once and never stored.
-    pub async fn mint(&self, permit: &Permit, new: NewToken) -> Result<(TokenRecord, Secret), TokenError> {
-        if permit.action() != Action::ManageTokens || !scope_within(new.scope, permit.target()) {
+    /// Mints a token for `caller` under `permit` (a token-management permit for the token's scope or above it)
+    /// and returns its record and its secret, which is shown once and never stored. A token minted with an API key
+    /// has the key as its creator; one minted in a user's session has the user, so it outlives the session and
+    /// reaches what the user reaches.
+    pub async fn mint(
+        &self,
+        caller: &Caller,
+        permit: &Permit,
+        new: NewToken,
+    ) -> Result<(TokenRecord, Secret), TokenError> {
+        if permit.action() != Action::ManageTokens
+            || permit.token() != caller.record.id
+            || !scope_within(new.scope, permit.target())
+        {
             return Err(TokenError::PermitMismatch);
         }
+        let creator = match caller.record.kind {
+            TokenKind::UserAccess => caller.record.creator,
+            _ => Creator::Token(caller.record.id),
+        };
+        Ok(self.issue(permit.account(), creator, new, None).await?)
+    }
+
+    /// Stores a new token and returns it with its secret. Callers have authorized it: `mint` by a permit, a login
+    /// by a verified password and second factor.
+    pub(crate) async fn issue(
+        &self,
+        account: AccountId,
+        creator: Creator,
+        new: NewToken,
+        family: Option<Id>,
+    ) -> Result<(TokenRecord, Secret), StoreError> {
         let secret = new_secret(new.kind);
         let record = TokenRecord {
             id: TokenId(new_id()),
-            account: permit.account(),
+            account,
             kind: new.kind,
             digest: self.key.digest(&secret),
             scope: new.scope,
             rights: new.rights,
-            creator: Creator::Token(permit.token()),
+            creator,
             name: new.name,
             tags: Default::default(),
             created_at_ms: now_ms(),
@@ -174,22 +203,23 @@ impl TokenService {
             revoked_at_ms: None,
             last_used_at_ms: None,
             uses: 0,
+            family,
         };
         self.store.insert_token(&record).await?;
         Ok((record, secret))
     }
 
-    /// Live tokens with exactly `scope` (all live tokens of the account when `None`).
+    /// Live tokens that pass `filter`.
     pub async fn list(
         &self,
         permit: &Permit,
-        scope: Option<Scope>,
+        filter: TokenFilter,
         page: Page,
     ) -> Result<Paged<TokenRecord>, TokenError> {
         if permit.action() != Action::ManageTokens {
             return Err(TokenError::PermitMismatch);
         }
-        Ok(self.store.list_tokens(permit.account(), scope, now_ms(), page).await?)
+        Ok(self.store.list_tokens(permit.account(), filter, now_ms(), page).await?)
     }
 
     /// The live token `id` of the caller's account, to be authorized for management before it is revoked.
@@ -215,12 +245,23 @@ impl TokenService {
         Ok(())
     }
 
+    /// Forgets what a creator was known to reach, after a change of their memberships or role, so the next
+    /// request of every token they made is judged on what they reach now.
+    pub fn reach_changed(&self, creator: Creator) {
+        self.creator_reach.invalidate(&creator);
+    }
+
     /// Drops tokens the store has just revoked from the caches, so the next request with them is refused.
     pub fn forget(&self, revoked: &[TokenRecord]) {
         for token in revoked {
             self.by_digest.invalidate(&token.digest);
             self.creator_reach.invalidate(&Creator::Token(token.id));
         }
+    }
+
+    /// The digest the store keeps of `secret`.
+    pub fn digest(&self, secret: &Secret) -> SecretDigest {
+        self.key.digest(secret)
     }
 
     /// The node whose tokens a token with `scope` is managed under: the node itself, for `authorize`.

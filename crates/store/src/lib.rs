@@ -6,12 +6,15 @@
 mod codec;
 mod records;
 mod sqlite;
+mod sqlite_people;
 
 pub use records::*;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
-use tessera_core::{AccountId, CollectionId, DeviceId, Label, Reading, Scope, SecretDigest, TokenId, VariableId};
+use tessera_core::{
+    AccountId, CollectionId, DeviceId, Id, Label, Reading, Role, SecretDigest, TeamId, TokenId, UserId, VariableId,
+};
 
 /// Errors the store reports. Callers match on the first three; `Internal` is for the log.
 #[derive(Debug, thiserror::Error)]
@@ -44,15 +47,21 @@ pub trait TokenStore {
     /// The token with this digest, revoked or not; `NotFound` if none.
     async fn token_by_digest(&self, digest: &SecretDigest) -> StoreResult<TokenRecord>;
     async fn token(&self, account: AccountId, token: TokenId) -> StoreResult<TokenRecord>;
-    /// Tokens of the account live at `now_ms` (neither revoked nor expired), oldest first, optionally only those
-    /// with exactly this scope.
+    /// Tokens of the account live at `now_ms` (neither revoked nor expired) that pass `filter`, oldest first.
     async fn list_tokens(
         &self,
         account: AccountId,
-        scope: Option<Scope>,
+        filter: TokenFilter,
         now_ms: i64,
         page: Page,
     ) -> StoreResult<Paged<TokenRecord>>;
+    /// Marks a live token used up (revoked), atomically: exactly one caller gets `true` for a refresh token.
+    async fn consume_token(&self, token: TokenId, at_ms: i64) -> StoreResult<bool>;
+    /// Revokes every live token of a login session and returns them.
+    async fn revoke_family(&self, family: Id, at_ms: i64) -> StoreResult<Vec<TokenRecord>>;
+    /// Revokes every live token made by `creator` and returns them.
+    async fn revoke_tokens_of(&self, account: AccountId, creator: Creator, at_ms: i64)
+    -> StoreResult<Vec<TokenRecord>>;
     /// Marks a live token revoked and returns it; `NotFound` if it does not exist or is already revoked.
     async fn revoke_token(&self, account: AccountId, token: TokenId, at_ms: i64) -> StoreResult<TokenRecord>;
     /// Adds use counts and advances last-used times, for usage gathered in memory off the request path.
@@ -115,10 +124,59 @@ pub trait ReadingStore {
     async fn delete_readings(&self, variable: VariableId, range: TimeRange) -> StoreResult<u64>;
 }
 
+/// Users, their second factor, teams, invites and login challenges.
+#[async_trait]
+pub trait PeopleStore {
+    /// Inserts a user with their private team (of which they are admin), in one transaction. `Conflict` if the
+    /// email is taken in the account.
+    async fn insert_user(&self, user: &User, private_team: &Team) -> StoreResult<()>;
+    async fn user(&self, account: AccountId, user: UserId) -> StoreResult<User>;
+    /// A user by id alone, for a login step that names only the user.
+    async fn user_by_id(&self, user: UserId) -> StoreResult<User>;
+    /// Users with this (lower-cased) email, in any account.
+    async fn users_by_email(&self, email: &str) -> StoreResult<Vec<User>>;
+    async fn list_users(&self, account: AccountId) -> StoreResult<Vec<User>>;
+    /// Replaces the user's second factor (`None` removes it) and their recovery codes.
+    async fn set_totp(&self, user: UserId, totp: Option<&UserTotp>, recovery_codes: &[SecretDigest])
+    -> StoreResult<()>;
+    /// Records `step` as the last accepted TOTP step unless one at or after it was accepted already; atomic, so
+    /// a code is accepted once even when presented twice at the same moment.
+    async fn accept_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool>;
+    /// Uses up a recovery code; `false` if it is unknown or used.
+    async fn use_recovery_code(&self, user: UserId, code: &SecretDigest, at_ms: i64) -> StoreResult<bool>;
+    /// What the user reaches now through the account and their teams.
+    async fn user_reach(&self, user: UserId) -> StoreResult<UserReach>;
+
+    /// Inserts a team with `creator` as its admin.
+    async fn insert_team(&self, team: &Team, creator: UserId) -> StoreResult<()>;
+    async fn team(&self, account: AccountId, team: TeamId) -> StoreResult<Team>;
+    /// The teams the user belongs to, with the user's role in each.
+    async fn teams_of(&self, user: UserId) -> StoreResult<Vec<(Team, Role)>>;
+    async fn set_team_tags(&self, team: TeamId, tags: &std::collections::BTreeMap<String, String>) -> StoreResult<()>;
+    /// Deletes a shared team; `Conflict` if it is a private team or still owns collections.
+    async fn delete_team(&self, account: AccountId, team: TeamId) -> StoreResult<()>;
+    async fn members(&self, team: TeamId) -> StoreResult<Vec<(Membership, User)>>;
+    async fn set_member_role(&self, team: TeamId, user: UserId, role: Role) -> StoreResult<()>;
+    async fn remove_member(&self, team: TeamId, user: UserId) -> StoreResult<()>;
+
+    async fn insert_invite(&self, invite: &Invite) -> StoreResult<()>;
+    async fn invites(&self, team: TeamId) -> StoreResult<Vec<Invite>>;
+    async fn delete_invite(&self, team: TeamId, code: &SecretDigest) -> StoreResult<()>;
+    /// Accepts a live invite: the user joins its team as a member (keeping a higher role they may have).
+    /// `NotFound` if the code is unknown, expired or used.
+    async fn accept_invite(&self, code: &SecretDigest, user: UserId, at_ms: i64) -> StoreResult<TeamId>;
+
+    async fn insert_challenge(&self, challenge: &LoginChallenge) -> StoreResult<()>;
+    /// The live challenge `id` of `user`; `NotFound` if unknown, expired or already used.
+    async fn challenge(&self, id: Id, user: UserId, now_ms: i64) -> StoreResult<LoginChallenge>;
+    /// Marks a challenge used; `false` if it was used already.
+    async fn use_challenge(&self, id: Id, at_ms: i64) -> StoreResult<bool>;
+}
+
 /// Everything Tessera keeps. One implementation per database; all pass the same conformance suite.
 #[async_trait]
 pub trait Store:
-    AccountStore + TokenStore + CollectionStore + DeviceStore + ReadingStore + std::fmt::Debug + Send + Sync
+    AccountStore + TokenStore + CollectionStore + DeviceStore + ReadingStore + PeopleStore + std::fmt::Debug + Send + Sync
 {
     /// Whether the database answers, for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;

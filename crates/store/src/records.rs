@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use tessera_core::{
-    AccountId, CollectionId, DeviceId, Grant, Label, Reach, Rights, Scope, SecretDigest, TokenId, TokenKind, UserId,
-    VariableId,
+    AccountId, CollectionId, DeviceId, Grant, Id, Label, Reach, Rights, Role, Scope, SecretDigest, TeamId, TokenId,
+    TokenKind, UserId, VariableId,
 };
 
 /// A page of a listing, 1-based.
@@ -56,8 +56,28 @@ pub struct User {
     pub email: String,
     pub password_hash: String,
     pub display_name: String,
+    pub phone: String,
+    /// An administrator of the account reaches all of it.
     pub is_admin: bool,
+    /// The second factor, once enrollment has started.
+    pub totp: Option<UserTotp>,
     pub created_at_ms: i64,
+}
+
+/// A user's TOTP second factor.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserTotp {
+    pub secret: Vec<u8>,
+    /// False while an enrollment waits for its first code.
+    pub enabled: bool,
+    /// The last accepted time step; codes at or below it are refused.
+    pub last_step: Option<i64>,
+}
+
+impl std::fmt::Debug for UserTotp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserTotp").field("enabled", &self.enabled).field("last_step", &self.last_step).finish()
+    }
 }
 
 impl std::fmt::Debug for User {
@@ -78,6 +98,7 @@ pub struct Bootstrap {
     pub default_collection: Collection,
     pub api_key: TokenRecord,
     pub admin: User,
+    pub admin_team: Team,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +108,8 @@ pub struct Collection {
     pub name: String,
     /// Where devices created with an account-wide credential land; it cannot be deleted.
     pub is_default: bool,
+    /// The team that owns it; `None` for collections of the account itself, which account admins reach.
+    pub team: Option<TeamId>,
     pub created_at_ms: i64,
 }
 
@@ -149,6 +172,8 @@ pub struct TokenRecord {
     pub revoked_at_ms: Option<i64>,
     pub last_used_at_ms: Option<i64>,
     pub uses: u64,
+    /// The login session a user's access and refresh tokens belong to; revoked together.
+    pub family: Option<Id>,
 }
 
 impl TokenRecord {
@@ -173,4 +198,79 @@ pub struct TokenUsage {
     pub token: TokenId,
     pub last_used_at_ms: i64,
     pub uses: u64,
+}
+
+/// Which tokens a listing shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenFilter {
+    /// Only tokens with exactly this scope.
+    pub scope: Option<Scope>,
+    /// Only tokens made by this creator.
+    pub creator: Option<Creator>,
+}
+
+/// A group of users that owns collections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Team {
+    pub id: TeamId,
+    pub account: AccountId,
+    pub tags: BTreeMap<String, String>,
+    /// The user whose private team this is.
+    pub private_of: Option<UserId>,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub team: TeamId,
+    pub user: UserId,
+    pub role: Role,
+    pub created_at_ms: i64,
+}
+
+/// An invitation to join a team; the code is kept only as a digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invite {
+    pub digest: SecretDigest,
+    pub team: TeamId,
+    pub created_by: UserId,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub accepted_by: Option<UserId>,
+    pub accepted_at_ms: Option<i64>,
+}
+
+/// A second-factor challenge issued after a correct password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginChallenge {
+    pub id: Id,
+    pub user: UserId,
+    pub client_id: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+/// What a user reaches through the account and their teams, as stored now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserReach {
+    pub is_admin: bool,
+    pub teams: Vec<(TeamId, Role)>,
+    /// Collections owned by the user's teams, with the owning team.
+    pub collections: Vec<(CollectionId, TeamId)>,
+}
+
+impl UserReach {
+    /// The core's view: account admins reach everything; others what their teams own, by role.
+    pub fn to_reach(&self) -> Reach {
+        if self.is_admin {
+            return Reach::Account(Rights::ReadWrite);
+        }
+        let teams: BTreeMap<TeamId, Rights> = self.teams.iter().map(|(team, role)| (*team, role.rights())).collect();
+        let collections = self
+            .collections
+            .iter()
+            .filter_map(|(collection, team)| teams.get(team).map(|rights| (*collection, *rights)))
+            .collect();
+        Reach::Limited { teams, collections }
+    }
 }

@@ -10,12 +10,15 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
-use tessera_core::{AccountId, CollectionId, DeviceId, Label, Reading, Scope, SecretDigest, TokenId, VariableId};
+use tessera_core::{
+    AccountId, CollectionId, DeviceId, Id, Label, Reading, SecretDigest, TeamId, TokenId, UserId, VariableId,
+};
 
 use crate::codec::*;
 use crate::{
-    Account, AccountStore, Bootstrap, Collection, CollectionStore, Device, DeviceFilter, DeviceStore, Page, Paged,
-    ReadingStore, Store, StoreError, StoreResult, TimeRange, TokenRecord, TokenStore, TokenUsage, Variable,
+    Account, AccountStore, Bootstrap, Collection, CollectionStore, Creator, Device, DeviceFilter, DeviceStore, Page,
+    Paged, ReadingStore, Store, StoreError, StoreResult, Team, TimeRange, TokenFilter, TokenRecord, TokenStore,
+    TokenUsage, User, Variable,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -26,7 +29,7 @@ const READINGS_PER_STATEMENT: usize = 500;
 /// The SQLite implementation of [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -92,7 +95,7 @@ fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
 
 macro_rules! collection_columns {
     () => {
-        "id, account_id, name, is_default, created_at"
+        "id, account_id, name, is_default, created_at, team_id"
     };
 }
 
@@ -103,6 +106,7 @@ fn collection_from_row(row: &SqliteRow) -> StoreResult<Collection> {
         name: row.try_get(2)?,
         is_default: row.try_get(3)?,
         created_at_ms: row.try_get(4)?,
+        team: row.try_get::<Option<i64>, _>(5)?.map(TeamId::from_i64),
     })
 }
 
@@ -146,7 +150,7 @@ fn variable_from_row(row: &SqliteRow) -> StoreResult<Variable> {
 macro_rules! token_columns {
     () => {
         "id, account_id, kind, digest, scope_kind, scope_id, rights, creator_kind, creator_id, name, tags, \
-         created_at, expires_at, revoked_at, last_used_at, uses"
+         created_at, expires_at, revoked_at, last_used_at, uses, family_id"
     };
 }
 
@@ -169,6 +173,7 @@ fn token_from_row(row: &SqliteRow) -> StoreResult<TokenRecord> {
         revoked_at_ms: row.try_get(13)?,
         last_used_at_ms: row.try_get(14)?,
         uses: u64::try_from(uses).unwrap_or(0),
+        family: row.try_get::<Option<i64>, _>(16)?.map(Id::from_i64),
     })
 }
 
@@ -190,8 +195,8 @@ where
     let (creator_kind, creator_id) = creator_columns(token.creator);
     sqlx::query(
         "INSERT INTO tokens (id, account_id, kind, digest, scope_kind, scope_id, rights, creator_kind, creator_id, \
-         name, tags, created_at, expires_at, revoked_at, last_used_at, uses) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         name, tags, created_at, expires_at, revoked_at, last_used_at, uses, family_id) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(token.id.as_i64())
     .bind(token.account.as_i64())
@@ -209,6 +214,7 @@ where
     .bind(token.revoked_at_ms)
     .bind(token.last_used_at_ms)
     .bind(to_i64(token.uses))
+    .bind(token.family.map(Id::as_i64))
     .execute(executor)
     .await?;
     Ok(())
@@ -218,14 +224,17 @@ async fn insert_collection_in<'e, E>(executor: E, collection: &Collection) -> St
 where
     E: sqlx::Executor<'e, Database = Sqlite>,
 {
-    sqlx::query("INSERT INTO collections (id, account_id, name, is_default, created_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(collection.id.as_i64())
-        .bind(collection.account.as_i64())
-        .bind(&collection.name)
-        .bind(collection.is_default)
-        .bind(collection.created_at_ms)
-        .execute(executor)
-        .await?;
+    sqlx::query(
+        "INSERT INTO collections (id, account_id, name, is_default, created_at, team_id) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(collection.id.as_i64())
+    .bind(collection.account.as_i64())
+    .bind(&collection.name)
+    .bind(collection.is_default)
+    .bind(collection.created_at_ms)
+    .bind(collection.team.map(TeamId::as_i64))
+    .execute(executor)
+    .await?;
     Ok(())
 }
 
@@ -251,6 +260,52 @@ impl AccountStore for SqliteStore {
     }
 }
 
+/// Inserts a user, their private team and their admin membership of it.
+pub(crate) async fn insert_user_in(
+    connection: &mut sqlx::SqliteConnection,
+    user: &User,
+    private_team: &Team,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO users (id, account_id, email, password_hash, display_name, phone, is_admin, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(user.id.as_i64())
+    .bind(user.account.as_i64())
+    .bind(&user.email)
+    .bind(&user.password_hash)
+    .bind(&user.display_name)
+    .bind(&user.phone)
+    .bind(user.is_admin)
+    .bind(user.created_at_ms)
+    .execute(&mut *connection)
+    .await?;
+    insert_team_in(connection, private_team, user.id).await
+}
+
+/// Inserts a team and makes `admin` its admin.
+pub(crate) async fn insert_team_in(
+    connection: &mut sqlx::SqliteConnection,
+    team: &Team,
+    admin: UserId,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO teams (id, account_id, tags, private_of, created_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(team.id.as_i64())
+        .bind(team.account.as_i64())
+        .bind(tags_column(&team.tags))
+        .bind(team.private_of.map(UserId::as_i64))
+        .bind(team.created_at_ms)
+        .execute(&mut *connection)
+        .await?;
+    sqlx::query("INSERT INTO team_members (team_id, user_id, role, created_at) VALUES (?, ?, 'admin', ?)")
+        .bind(team.id.as_i64())
+        .bind(admin.as_i64())
+        .bind(team.created_at_ms)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
 async fn bootstrap_in(connection: &mut sqlx::SqliteConnection, bootstrap: &Bootstrap) -> StoreResult<bool> {
     let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts").fetch_one(&mut *connection).await?;
     if existing > 0 {
@@ -265,20 +320,7 @@ async fn bootstrap_in(connection: &mut sqlx::SqliteConnection, bootstrap: &Boots
         .await?;
     insert_collection_in(&mut *connection, &bootstrap.default_collection).await?;
     insert_token_in(&mut *connection, &bootstrap.api_key).await?;
-    let admin = &bootstrap.admin;
-    sqlx::query(
-        "INSERT INTO users (id, account_id, email, password_hash, display_name, is_admin, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(admin.id.as_i64())
-    .bind(admin.account.as_i64())
-    .bind(&admin.email)
-    .bind(&admin.password_hash)
-    .bind(&admin.display_name)
-    .bind(admin.is_admin)
-    .bind(admin.created_at_ms)
-    .execute(&mut *connection)
-    .await?;
+    insert_user_in(&mut *connection, &bootstrap.admin, &bootstrap.admin_team).await?;
     Ok(true)
 }
 
@@ -308,16 +350,19 @@ impl TokenStore for SqliteStore {
     async fn list_tokens(
         &self,
         account: AccountId,
-        scope: Option<Scope>,
+        filter: TokenFilter,
         now_ms: i64,
         page: Page,
     ) -> StoreResult<Paged<TokenRecord>> {
         let push_filter = |query: &mut QueryBuilder<Sqlite>| {
             query.push(" WHERE account_id = ").push_bind(account.as_i64()).push(" AND revoked_at IS NULL");
             query.push(" AND (expires_at IS NULL OR expires_at > ").push_bind(now_ms).push(")");
-            if let Some((kind, id)) = scope.map(scope_columns) {
-                // `IS` compares NULLs as equal, so scopes without an id (account-wide) match too.
+            // `IS` compares NULLs as equal, so scopes and creators without an id match too.
+            if let Some((kind, id)) = filter.scope.map(scope_columns) {
                 query.push(" AND scope_kind = ").push_bind(kind).push(" AND scope_id IS ").push_bind(id);
+            }
+            if let Some((kind, id)) = filter.creator.map(creator_columns) {
+                query.push(" AND creator_kind = ").push_bind(kind).push(" AND creator_id IS ").push_bind(id);
             }
         };
         let mut count = QueryBuilder::<Sqlite>::new("SELECT count(*) FROM tokens");
@@ -343,6 +388,48 @@ impl TokenStore for SqliteStore {
         .fetch_one(&self.pool)
         .await?;
         token_from_row(&row)
+    }
+
+    async fn consume_token(&self, token: TokenId, at_ms: i64) -> StoreResult<bool> {
+        let updated = sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            .bind(at_ms)
+            .bind(token.as_i64())
+            .execute(&self.pool)
+            .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    async fn revoke_family(&self, family: Id, at_ms: i64) -> StoreResult<Vec<TokenRecord>> {
+        let rows = sqlx::query(concat!(
+            "UPDATE tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL RETURNING ",
+            token_columns!()
+        ))
+        .bind(at_ms)
+        .bind(family.as_i64())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_tokens_of(
+        &self,
+        account: AccountId,
+        creator: Creator,
+        at_ms: i64,
+    ) -> StoreResult<Vec<TokenRecord>> {
+        let (kind, id) = creator_columns(creator);
+        let rows = sqlx::query(concat!(
+            "UPDATE tokens SET revoked_at = ? WHERE account_id = ? AND creator_kind = ? AND creator_id IS ? \
+             AND revoked_at IS NULL RETURNING ",
+            token_columns!()
+        ))
+        .bind(at_ms)
+        .bind(account.as_i64())
+        .bind(kind)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(token_from_row).collect()
     }
 
     async fn record_token_usage(&self, usage: &[TokenUsage]) -> StoreResult<()> {

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 use tessera_core::{
-    AccountId, CollectionId, DeviceId, Id, Label, Reading, Rights, Scope, SecretDigest, TokenId, TokenKind, UserId,
-    Value, VariableId,
+    AccountId, CollectionId, DeviceId, Id, Label, Reach, Reading, Rights, Role, Scope, SecretDigest, TeamId, TokenId,
+    TokenKind, UserId, Value, VariableId,
 };
 use tessera_store::{
-    Account, Bootstrap, Collection, Creator, Device, DeviceFilter, Page, Store, StoreError, TimeRange, TokenRecord,
-    TokenUsage, User, Variable,
+    Account, Bootstrap, Collection, Creator, Device, DeviceFilter, Invite, LoginChallenge, Page, Store, StoreError,
+    Team, TimeRange, TokenFilter, TokenRecord, TokenUsage, User, UserTotp, Variable,
 };
 
 const NOW: i64 = 1_800_000_000_000;
@@ -39,7 +39,16 @@ fn token(n: u32, account: AccountId, kind: TokenKind, scope: Scope) -> TokenReco
         revoked_at_ms: None,
         last_used_at_ms: None,
         uses: 0,
+        family: None,
     }
+}
+
+fn scoped(scope: Scope) -> TokenFilter {
+    TokenFilter { scope: Some(scope), creator: None }
+}
+
+fn private_team(account: AccountId, n: u32, user: UserId) -> Team {
+    Team { id: TeamId(id(n)), account, tags: Default::default(), private_of: Some(user), created_at_ms: NOW }
 }
 
 struct World {
@@ -60,6 +69,7 @@ async fn bootstrap(store: &dyn Store, n: u32) -> World {
                 account,
                 name: "Default".into(),
                 is_default: true,
+                team: None,
                 created_at_ms: NOW,
             },
             api_key: api_key.clone(),
@@ -69,9 +79,12 @@ async fn bootstrap(store: &dyn Store, n: u32) -> World {
                 email: "admin@example.com".into(),
                 password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
                 display_name: "Admin".into(),
+                phone: String::new(),
                 is_admin: true,
+                totp: None,
                 created_at_ms: NOW,
             },
+            admin_team: private_team(account, n + 3, UserId(id(n + 2))),
         })
         .await
         .unwrap();
@@ -126,6 +139,7 @@ async fn bootstrap_happens_once(store: &dyn Store) {
             account: AccountId(id(500)),
             name: "Default".into(),
             is_default: true,
+            team: None,
             created_at_ms: NOW,
         },
         api_key: second,
@@ -135,9 +149,12 @@ async fn bootstrap_happens_once(store: &dyn Store) {
             email: "x@example.com".into(),
             password_hash: "h".into(),
             display_name: String::new(),
+            phone: String::new(),
             is_admin: true,
+            totp: None,
             created_at_ms: NOW,
         },
+        admin_team: private_team(AccountId(id(500)), 503, UserId(id(502))),
     };
     assert!(!store.bootstrap(&again).await.unwrap());
     assert!(matches!(store.account(AccountId(id(500))).await, Err(StoreError::NotFound)));
@@ -157,12 +174,13 @@ async fn tokens_are_found_by_digest_listed_and_revoked(store: &dyn Store) {
     let duplicate = TokenRecord { id: TokenId(id(4000)), ..org_token.clone() };
     assert!(matches!(store.insert_token(&duplicate).await, Err(StoreError::Conflict(_))));
 
-    let listed = store.list_tokens(world.account, Some(Scope::Collection(collection)), NOW, Page::ALL).await.unwrap();
+    let listed = store.list_tokens(world.account, scoped(Scope::Collection(collection)), NOW, Page::ALL).await.unwrap();
     assert_eq!(listed.total, 1);
     assert_eq!(listed.items, vec![org_token.clone()]);
-    let account_wide = store.list_tokens(world.account, Some(Scope::Account), NOW, Page::ALL).await.unwrap();
+    let account_wide = store.list_tokens(world.account, scoped(Scope::Account), NOW, Page::ALL).await.unwrap();
     assert_eq!(account_wide.items, vec![world.api_key.clone()]);
-    let everything = store.list_tokens(world.account, None, NOW, Page { number: 2, size: 2 }).await.unwrap();
+    let everything =
+        store.list_tokens(world.account, TokenFilter::default(), NOW, Page { number: 2, size: 2 }).await.unwrap();
     assert_eq!(everything.total, 3);
     assert_eq!(everything.items.len(), 1);
 
@@ -170,7 +188,7 @@ async fn tokens_are_found_by_digest_listed_and_revoked(store: &dyn Store) {
     assert_eq!(revoked.revoked_at_ms, Some(NOW + 5));
     assert!(matches!(store.revoke_token(world.account, org_token.id, NOW + 6).await, Err(StoreError::NotFound)));
     assert_eq!(store.token_by_digest(&org_token.digest).await.unwrap().revoked_at_ms, Some(NOW + 5));
-    let listed = store.list_tokens(world.account, Some(Scope::Collection(collection)), NOW, Page::ALL).await.unwrap();
+    let listed = store.list_tokens(world.account, scoped(Scope::Collection(collection)), NOW, Page::ALL).await.unwrap();
     assert_eq!(listed.total, 0);
 
     // Another account cannot revoke or read the token.
@@ -197,6 +215,7 @@ async fn device_labels_are_claimed_by_the_first_collection(store: &dyn Store) {
             account: world.account,
             name: "Org".into(),
             is_default: false,
+            team: None,
             created_at_ms: NOW,
         })
         .await
@@ -303,9 +322,9 @@ async fn expired_tokens_are_not_listed(store: &dyn Store) {
     let mut expiring = token(1, world.account, TokenKind::Account, Scope::Account);
     expiring.expires_at_ms = Some(NOW + 100);
     store.insert_token(&expiring).await.unwrap();
-    let before = store.list_tokens(world.account, Some(Scope::Account), NOW + 99, Page::ALL).await.unwrap();
+    let before = store.list_tokens(world.account, scoped(Scope::Account), NOW + 99, Page::ALL).await.unwrap();
     assert_eq!(before.total, 2);
-    let after = store.list_tokens(world.account, Some(Scope::Account), NOW + 100, Page::ALL).await.unwrap();
+    let after = store.list_tokens(world.account, scoped(Scope::Account), NOW + 100, Page::ALL).await.unwrap();
     assert_eq!(after.items, vec![world.api_key.clone()]);
 }
 
@@ -345,6 +364,174 @@ async fn rows_of_missing_parents_are_refused_or_dropped(store: &dyn Store) {
     assert_eq!(store.readings(deleted.id, TimeRange::ALL, Page::ALL).await.unwrap().total, 0);
 }
 
+fn user(n: u32, account: AccountId, email: &str) -> User {
+    User {
+        id: UserId(id(n)),
+        account,
+        email: email.into(),
+        password_hash: "hash".into(),
+        display_name: email.into(),
+        phone: String::new(),
+        is_admin: false,
+        totp: None,
+        created_at_ms: NOW,
+    }
+}
+
+async fn users_are_unique_by_email_in_their_account(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let ada = user(100, world.account, "ada@example.com");
+    store.insert_user(&ada, &private_team(world.account, 101, ada.id)).await.unwrap();
+    let twin = user(102, world.account, "ada@example.com");
+    assert!(matches!(
+        store.insert_user(&twin, &private_team(world.account, 103, twin.id)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.users_by_email("ada@example.com").await.unwrap(), vec![ada.clone()]);
+    assert_eq!(store.user(world.account, ada.id).await.unwrap(), ada);
+    assert_eq!(store.list_users(world.account).await.unwrap().len(), 2, "the bootstrap admin and ada");
+    let teams = store.teams_of(ada.id).await.unwrap();
+    assert_eq!(teams.len(), 1);
+    assert_eq!(teams[0].0.private_of, Some(ada.id));
+    assert_eq!(teams[0].1, Role::Admin);
+}
+
+async fn totp_steps_are_accepted_once_and_recovery_codes_once(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let ada = user(100, world.account, "ada@example.com");
+    store.insert_user(&ada, &private_team(world.account, 101, ada.id)).await.unwrap();
+    let totp = UserTotp { secret: vec![1, 2, 3], enabled: true, last_step: Some(10) };
+    let codes = [SecretDigest([1; 32]), SecretDigest([2; 32])];
+    store.set_totp(ada.id, Some(&totp), &codes).await.unwrap();
+    assert_eq!(store.user(world.account, ada.id).await.unwrap().totp, Some(totp));
+    assert!(!store.accept_totp_step(ada.id, 10).await.unwrap());
+    assert!(store.accept_totp_step(ada.id, 11).await.unwrap());
+    assert!(!store.accept_totp_step(ada.id, 11).await.unwrap());
+    assert!(store.use_recovery_code(ada.id, &codes[0], NOW).await.unwrap());
+    assert!(!store.use_recovery_code(ada.id, &codes[0], NOW).await.unwrap());
+    assert!(!store.use_recovery_code(ada.id, &SecretDigest([9; 32]), NOW).await.unwrap());
+    store.set_totp(ada.id, None, &[]).await.unwrap();
+    assert_eq!(store.user(world.account, ada.id).await.unwrap().totp, None);
+    assert!(!store.use_recovery_code(ada.id, &codes[1], NOW).await.unwrap(), "codes go with the factor");
+}
+
+async fn team_membership_decides_reach(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let ada = user(100, world.account, "ada@example.com");
+    let bob = user(102, world.account, "bob@example.com");
+    store.insert_user(&ada, &private_team(world.account, 101, ada.id)).await.unwrap();
+    store.insert_user(&bob, &private_team(world.account, 103, bob.id)).await.unwrap();
+    let team = Team {
+        id: TeamId(id(110)),
+        account: world.account,
+        tags: Default::default(),
+        private_of: None,
+        created_at_ms: NOW,
+    };
+    store.insert_team(&team, ada.id).await.unwrap();
+    let owned = Collection {
+        id: CollectionId(id(120)),
+        account: world.account,
+        name: "Plant".into(),
+        is_default: false,
+        team: Some(team.id),
+        created_at_ms: NOW,
+    };
+    store.insert_collection(&owned).await.unwrap();
+    assert_eq!(store.collection(world.account, owned.id).await.unwrap().team, Some(team.id));
+
+    let invite = Invite {
+        digest: SecretDigest([7; 32]),
+        team: team.id,
+        created_by: ada.id,
+        created_at_ms: NOW,
+        expires_at_ms: NOW + 1000,
+        accepted_by: None,
+        accepted_at_ms: None,
+    };
+    store.insert_invite(&invite).await.unwrap();
+    assert_eq!(store.invites(team.id).await.unwrap(), vec![invite.clone()]);
+    assert!(
+        matches!(store.accept_invite(&invite.digest, bob.id, NOW + 1000).await, Err(StoreError::NotFound)),
+        "expired"
+    );
+    assert_eq!(store.accept_invite(&invite.digest, bob.id, NOW + 1).await.unwrap(), team.id);
+    assert!(matches!(store.accept_invite(&invite.digest, bob.id, NOW + 2).await, Err(StoreError::NotFound)), "used");
+
+    let bob_reach = store.user_reach(bob.id).await.unwrap().to_reach();
+    let Reach::Limited { collections, .. } = &bob_reach else { panic!("{bob_reach:?}") };
+    assert_eq!(collections.get(&owned.id), Some(&Rights::Read));
+    store.set_member_role(team.id, bob.id, Role::Admin).await.unwrap();
+    let Reach::Limited { collections, .. } = store.user_reach(bob.id).await.unwrap().to_reach() else { panic!() };
+    assert_eq!(collections.get(&owned.id), Some(&Rights::ReadWrite));
+    let members = store.members(team.id).await.unwrap();
+    assert_eq!(
+        members.iter().map(|(_, user)| user.email.as_str()).collect::<Vec<_>>(),
+        ["ada@example.com", "bob@example.com"]
+    );
+    store.remove_member(team.id, bob.id).await.unwrap();
+    let Reach::Limited { collections, .. } = store.user_reach(bob.id).await.unwrap().to_reach() else { panic!() };
+    assert!(collections.is_empty());
+    assert!(matches!(store.remove_member(team.id, bob.id).await, Err(StoreError::NotFound)));
+
+    assert!(
+        matches!(store.delete_team(world.account, team.id).await, Err(StoreError::Conflict(_))),
+        "owns a collection"
+    );
+    let ada_private = store.teams_of(ada.id).await.unwrap()[0].0.id;
+    assert!(matches!(store.delete_team(world.account, ada_private).await, Err(StoreError::Conflict(_))));
+    store.delete_collection(world.account, owned.id, NOW).await.unwrap();
+    store.delete_team(world.account, team.id).await.unwrap();
+    assert!(matches!(store.team(world.account, team.id).await, Err(StoreError::NotFound)));
+}
+
+async fn token_families_and_creators_are_revoked_together(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let family = id(900);
+    let ada = UserId(id(100));
+    let mut access = token(1, world.account, TokenKind::UserAccess, Scope::Account);
+    access.family = Some(family);
+    access.creator = Creator::User(ada);
+    let mut refresh = token(2, world.account, TokenKind::Refresh, Scope::Account);
+    refresh.family = Some(family);
+    refresh.creator = Creator::User(ada);
+    let mut minted = token(3, world.account, TokenKind::Collection, Scope::Collection(CollectionId(id(5))));
+    minted.creator = Creator::User(ada);
+    for record in [&access, &refresh, &minted] {
+        store.insert_token(record).await.unwrap();
+    }
+    let mine = TokenFilter { scope: None, creator: Some(Creator::User(ada)) };
+    assert_eq!(store.list_tokens(world.account, mine, NOW, Page::ALL).await.unwrap().total, 3);
+
+    assert!(store.consume_token(refresh.id, NOW).await.unwrap());
+    assert!(!store.consume_token(refresh.id, NOW).await.unwrap(), "a refresh token is consumed once");
+    let revoked = store.revoke_family(family, NOW).await.unwrap();
+    assert_eq!(revoked.iter().map(|token| token.id).collect::<Vec<_>>(), vec![access.id]);
+    let revoked = store.revoke_tokens_of(world.account, Creator::User(ada), NOW).await.unwrap();
+    assert_eq!(revoked.iter().map(|token| token.id).collect::<Vec<_>>(), vec![minted.id]);
+    assert_eq!(store.list_tokens(world.account, mine, NOW, Page::ALL).await.unwrap().total, 0);
+}
+
+async fn login_challenges_serve_once_and_expire(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let ada = user(100, world.account, "ada@example.com");
+    store.insert_user(&ada, &private_team(world.account, 101, ada.id)).await.unwrap();
+    let challenge = LoginChallenge {
+        id: id(300),
+        user: ada.id,
+        client_id: "web".into(),
+        created_at_ms: NOW,
+        expires_at_ms: NOW + 300_000,
+    };
+    store.insert_challenge(&challenge).await.unwrap();
+    assert_eq!(store.challenge(challenge.id, ada.id, NOW + 1).await.unwrap(), challenge);
+    assert!(matches!(store.challenge(challenge.id, UserId(id(5)), NOW).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.challenge(challenge.id, ada.id, NOW + 300_000).await, Err(StoreError::NotFound)));
+    assert!(store.use_challenge(challenge.id, NOW + 2).await.unwrap());
+    assert!(!store.use_challenge(challenge.id, NOW + 3).await.unwrap());
+    assert!(matches!(store.challenge(challenge.id, ada.id, NOW + 4).await, Err(StoreError::NotFound)));
+}
+
 macro_rules! store_cases {
     ($($case:ident),* $(,)?) => {
         mod sqlite_in_memory {
@@ -379,4 +566,9 @@ store_cases!(
     deleting_a_device_removes_its_variables_and_readings,
     expired_tokens_are_not_listed,
     rows_of_missing_parents_are_refused_or_dropped,
+    users_are_unique_by_email_in_their_account,
+    totp_steps_are_accepted_once_and_recovery_codes_once,
+    team_membership_decides_reach,
+    token_families_and_creators_are_revoked_together,
+    login_challenges_serve_once_and_expire,
 );

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::{Value as Json, json};
 use tessera_core::{Action, CollectionId, Rights, Scope, Target, TokenId, TokenKind};
-use tessera_store::TokenRecord;
+use tessera_store::{TokenFilter, TokenRecord};
 
 use super::{ApiKey, UbidotsError, UbidotsResult, json_body, page_of, paginated};
 use crate::app::{App, AppError};
@@ -26,7 +26,7 @@ pub async fn exchange_api_key(State(app): State<App>, ApiKey(caller): ApiKey) ->
         name: "auth/token".into(),
         expires_at_ms,
     };
-    let (_, secret) = app.tokens.mint(&permit, new).await.map_err(AppError::from)?;
+    let (_, secret) = app.tokens.mint(&caller, &permit, new).await.map_err(AppError::from)?;
     Ok((StatusCode::CREATED, axum::Json(json!({ "token": secret.expose() }))).into_response())
 }
 
@@ -67,7 +67,7 @@ pub async fn create_organization_token(
         name,
         expires_at_ms: None,
     };
-    let (record, secret) = app.tokens.mint(&permit, new).await.map_err(AppError::from)?;
+    let (record, secret) = app.tokens.mint(&caller, &permit, new).await.map_err(AppError::from)?;
     let body = json!({"name": record.name, "token": secret.expose(), "id": record.id.to_string()});
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
@@ -86,7 +86,11 @@ pub async fn list_organization_tokens(
         .authorize(Action::ManageTokens, &Target::collection(caller.account(), organization))
         .map_err(AppError::from)?;
     let page = page_of(&query)?;
-    let tokens = app.tokens.list(&permit, Some(Scope::Collection(organization)), page).await.map_err(AppError::from)?;
+    let tokens = app
+        .tokens
+        .list(&permit, TokenFilter { scope: Some(Scope::Collection(organization)), creator: None }, page)
+        .await
+        .map_err(AppError::from)?;
     let results = tokens.items.iter().map(listed_token).collect();
     Ok(axum::Json(paginated(&base, uri.path(), &query, page, tokens.total, results)).into_response())
 }

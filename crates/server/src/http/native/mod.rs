@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde_json::{Value as Json_, json};
-use tessera_core::{Action, CollectionId, Rights, Scope, Target, TokenId, TokenKind};
-use tessera_store::{Collection, Page, TokenRecord};
+use tessera_core::{Action, CollectionId, Rights, Scope, Target, TeamId, TokenId, TokenKind};
+use tessera_store::{Collection, Creator, Page, TokenFilter, TokenRecord};
 
 use crate::app::{App, AppError};
 use crate::http::{QueryParams, body_bytes, parse_json};
@@ -127,6 +127,7 @@ fn collection_json(collection: &Collection) -> Json_ {
         "id": collection.id.to_string(),
         "name": collection.name,
         "is_default": collection.is_default,
+        "team": collection.team.map(|team| team.to_string()),
         "created_at": rfc3339(collection.created_at_ms),
     })
 }
@@ -150,8 +151,19 @@ async fn create_collection(
     body: Result<Bytes, BytesRejection>,
 ) -> NativeResult {
     let body = body_bytes(body, BODY_LIMIT).map_err(|(status, detail)| Problem::new(status, detail))?;
-    let permit = caller.authorize(Action::Write, &Target::account(caller.account())).map_err(AppError::from)?;
     let document = parse_json(&body)?;
+    // The owner: the team named, or the user's own private team in a user's session, or the account itself.
+    let team = match document.get("team") {
+        Some(Json_::String(team)) => Some(parse_id::<TeamId>("team", team)?),
+        Some(_) => return Err(AppError::BadRequest("'team' must be a team id".into()).into()),
+        None if caller.record.kind == TokenKind::UserAccess => Some(app.people.private_team(&caller).await?),
+        None => None,
+    };
+    let owner = match team {
+        Some(team) => Target::team(caller.account(), team),
+        None => Target::account(caller.account()),
+    };
+    let permit = caller.authorize(Action::Write, &owner).map_err(AppError::from)?;
     let name = match document.get("name") {
         Some(Json_::String(name)) if !name.trim().is_empty() && name.chars().count() <= 200 => name.trim().to_owned(),
         Some(Json_::String(_)) => {
@@ -160,7 +172,7 @@ async fn create_collection(
         Some(_) => return Err(AppError::BadRequest("'name' must be a string".into()).into()),
         None => return Err(AppError::BadRequest("'name' is required".into()).into()),
     };
-    let collection = app.create_collection(&permit, name).await?;
+    let collection = app.create_collection(&permit, name, team).await?;
     let mut response = (StatusCode::CREATED, Json(collection_json(&collection))).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/collections/{}", collection.id)) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -181,6 +193,11 @@ async fn delete_collection(State(app): State<App>, Bearer(caller): Bearer, Path(
     let permit = caller.authorize(Action::Write, &Target::collection(caller.account(), id)).map_err(AppError::from)?;
     app.delete_collection(&permit, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A user manages only the tokens they made; the API key manages every token of the account.
+fn own_tokens_only(caller: &Caller) -> Option<Creator> {
+    (caller.record.kind == TokenKind::UserAccess).then_some(caller.record.creator)
 }
 
 fn scope_json(scope: Scope) -> Json_ {
@@ -226,7 +243,8 @@ async fn list_tokens(State(app): State<App>, Bearer(caller): Bearer, query: Quer
         .await
         .map_err(AppError::from)?;
     let permit = caller.authorize(Action::ManageTokens, &target).map_err(AppError::from)?;
-    let tokens = app.tokens.list(&permit, scope, Page::ALL).await.map_err(AppError::from)?;
+    let filter = TokenFilter { scope, creator: own_tokens_only(&caller) };
+    let tokens = app.tokens.list(&permit, filter, Page::ALL).await.map_err(AppError::from)?;
     let listed: Vec<Json_> = tokens.items.iter().map(token_json).collect();
     Ok(Json(json!({ "tokens": listed })).into_response())
 }
@@ -284,7 +302,7 @@ async fn create_token(
     }
     let (record, secret) = app
         .tokens
-        .mint(&permit, NewToken { kind, scope, rights, name, expires_at_ms })
+        .mint(&caller, &permit, NewToken { kind, scope, rights, name, expires_at_ms })
         .await
         .map_err(AppError::from)?;
     let mut body = token_json(&record);
@@ -296,6 +314,10 @@ async fn create_token(
 async fn managed_token(app: &App, caller: &Caller, id: &str) -> Result<(TokenRecord, tessera_core::Permit), AppError> {
     let id: TokenId = parse_id("token", id)?;
     let token = app.tokens.find(caller.account(), id).await.map_err(|error| AppError::from_store("token", error))?;
+    if own_tokens_only(&caller).is_some_and(|me| token.creator != me) {
+        // Another user's token does not exist as far as this user can tell.
+        return Err(AppError::NotFound("token"));
+    }
     let target = app.tokens.management_target(caller.account(), token.scope).await?;
     let permit = caller.authorize(Action::ManageTokens, &target)?;
     Ok((token, permit))

@@ -1,0 +1,573 @@
+//! People: user accounts, password login with an optional TOTP second factor, sessions of rotating refresh
+//! tokens, and the throttle that slows down guessing. Dialects (the native API, AllThingsTalk's `/login`) call
+//! these and shape the answers.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use argon2::Argon2;
+use argon2::password_hash::PasswordVerifier;
+use argon2::password_hash::phc::PasswordHash;
+use tessera_core::totp::{self, TotpError, TotpSecret};
+use tessera_core::{
+    AccountId, Action, Id, Permit, Rights, Scope, Secret, ServerKey, Target, TeamId, TokenKind, UserId,
+};
+use tessera_store::{Creator, LoginChallenge, Store, StoreError, Team, TokenRecord, User, UserTotp};
+
+use crate::app::{AppError, permit_mismatch};
+use crate::bootstrap::hash_password;
+use crate::entropy::{new_id, random_bytes};
+use crate::time::now_ms;
+use crate::tokens::{Caller, NewToken, TokenService};
+
+/// Passwords shorter than this are refused.
+pub const MIN_PASSWORD_LEN: usize = 10;
+/// How long a second-factor challenge lives.
+const CHALLENGE_TTL_MS: i64 = 5 * 60 * 1000;
+const RECOVERY_CODES: usize = 10;
+const ISSUER: &str = "Tessera";
+
+/// A user to create.
+#[derive(Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub password: String,
+    pub display_name: String,
+    pub phone: String,
+    pub is_admin: bool,
+}
+
+impl std::fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUser").field("email", &self.email).field("is_admin", &self.is_admin).finish_non_exhaustive()
+    }
+}
+
+/// A fresh login session: an access token and the refresh token that renews it.
+#[derive(Debug)]
+pub struct Session {
+    pub access_token: Secret,
+    pub refresh_token: Secret,
+    pub issued_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub email: String,
+    pub client_id: String,
+}
+
+/// Where a password login stands after the password.
+#[derive(Debug)]
+pub enum LoginStep {
+    Session(Session),
+    /// The user has a second factor: present a code with this challenge.
+    Challenge {
+        challenge: Id,
+        user: UserId,
+    },
+}
+
+/// Why a login step failed. Every wrong credential is `InvalidGrant`, which says nothing of what was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("the credentials are wrong")]
+    InvalidGrant,
+    #[error("too many failed attempts; retry after {0:?}")]
+    Throttled(Duration),
+    #[error(transparent)]
+    Failed(#[from] AppError),
+}
+
+impl From<StoreError> for LoginError {
+    fn from(error: StoreError) -> LoginError {
+        LoginError::Failed(AppError::from(error))
+    }
+}
+
+/// A new second factor waiting for its first code.
+#[derive(Debug)]
+pub struct TotpEnrollment {
+    pub secret: TotpSecret,
+    pub uri: String,
+    pub qr_svg: String,
+}
+
+#[derive(Debug)]
+pub struct PeopleService {
+    store: Arc<dyn Store>,
+    tokens: Arc<TokenService>,
+    key: ServerKey,
+    throttle: Throttle,
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+}
+
+/// Lower-cases and checks an email address.
+pub fn normalize_email(text: &str) -> Result<String, AppError> {
+    let email = text.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && !email.chars().any(char::is_whitespace)
+        && matches!(email.split_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+    if valid { Ok(email) } else { Err(AppError::BadRequest(format!("'{}' is not an email address", text.trim()))) }
+}
+
+impl PeopleService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        tokens: Arc<TokenService>,
+        key: ServerKey,
+        access_ttl: Duration,
+        refresh_ttl: Duration,
+    ) -> PeopleService {
+        PeopleService { store, tokens, key, throttle: Throttle::default(), access_ttl, refresh_ttl }
+    }
+
+    pub fn access_ttl(&self) -> Duration {
+        self.access_ttl
+    }
+
+    /// Creates a user, with their private team, under a permit to manage the account's users.
+    pub async fn create_user(&self, permit: &Permit, new: NewUser) -> Result<User, AppError> {
+        if !permit.covers(Action::ManageUsers, &Target::account(permit.account())) {
+            return Err(permit_mismatch(permit, "create user"));
+        }
+        self.insert_user(permit.account(), new).await
+    }
+
+    /// Creates a user on the operator's authority (the command line, which holds the data directory).
+    pub async fn create_user_as_operator(&self, account: AccountId, new: NewUser) -> Result<User, AppError> {
+        self.insert_user(account, new).await
+    }
+
+    async fn insert_user(&self, account: AccountId, new: NewUser) -> Result<User, AppError> {
+        let email = normalize_email(&new.email)?;
+        if new.password.chars().count() < MIN_PASSWORD_LEN {
+            return Err(AppError::BadRequest(format!("the password must have at least {MIN_PASSWORD_LEN} characters")));
+        }
+        let password = new.password;
+        let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|error| AppError::Internal(Box::new(error)))?;
+        let now = now_ms();
+        let user = User {
+            id: UserId(new_id()),
+            account,
+            email: email.clone(),
+            password_hash,
+            display_name: new.display_name.trim().to_owned(),
+            phone: new.phone.trim().to_owned(),
+            is_admin: new.is_admin,
+            totp: None,
+            created_at_ms: now,
+        };
+        let private_team = Team {
+            id: TeamId(new_id()),
+            account,
+            tags: Default::default(),
+            private_of: Some(user.id),
+            created_at_ms: now,
+        };
+        self.store.insert_user(&user, &private_team).await.map_err(|error| match error {
+            StoreError::Conflict(_) => AppError::Conflict(format!("a user with the email {email} exists already")),
+            other => AppError::from(other),
+        })?;
+        Ok(user)
+    }
+
+    /// The private team of the user whose session `caller` is.
+    pub async fn private_team(&self, caller: &Caller) -> Result<TeamId, AppError> {
+        let user = self.user_of(caller).await?;
+        let teams = self.store.teams_of(user.id).await?;
+        teams
+            .into_iter()
+            .find(|(team, _)| team.private_of == Some(user.id))
+            .map(|(team, _)| team.id)
+            .ok_or_else(|| AppError::Internal(format!("user {} has no private team", user.id).into()))
+    }
+
+    /// The user a session belongs to.
+    pub async fn user_of(&self, caller: &Caller) -> Result<User, AppError> {
+        match caller.record.creator {
+            Creator::User(user) if caller.record.kind == TokenKind::UserAccess => {
+                self.store.user(caller.account(), user).await.map_err(|error| AppError::from_store("user", error))
+            }
+            _ => Err(AppError::Denied(tessera_core::Denial::UsersOnly)),
+        }
+    }
+
+    /// Step one: email and password. Throttled per address and per (email, address).
+    pub async fn login_with_password(
+        &self,
+        email: &str,
+        password: &str,
+        client_id: &str,
+        source: IpAddr,
+    ) -> Result<LoginStep, LoginError> {
+        let email = email.trim().to_lowercase();
+        let keys = [ThrottleKey::Address(source), ThrottleKey::Login(email.clone(), source)];
+        self.throttle.check(&keys, now_ms())?;
+        let candidates = self.store.users_by_email(&email).await?;
+        let user = self.first_matching_password(candidates, password.to_owned()).await?;
+        let Some(user) = user else {
+            self.throttle.failure(&keys, now_ms());
+            tracing::info!(%source, "login failed: wrong email or password");
+            return Err(LoginError::InvalidGrant);
+        };
+        self.throttle.success(&keys[1]);
+        if user.totp.as_ref().is_some_and(|totp| totp.enabled) {
+            let now = now_ms();
+            let challenge = LoginChallenge {
+                id: new_id(),
+                user: user.id,
+                client_id: client_id.to_owned(),
+                created_at_ms: now,
+                expires_at_ms: now + CHALLENGE_TTL_MS,
+            };
+            self.store.insert_challenge(&challenge).await?;
+            return Ok(LoginStep::Challenge { challenge: challenge.id, user: user.id });
+        }
+        Ok(LoginStep::Session(self.open_session(&user, client_id, None).await?))
+    }
+
+    /// Verifies the password against each candidate (normally one). With no candidate, a dummy hash is verified so
+    /// that an unknown email costs the same time as a wrong password.
+    async fn first_matching_password(
+        &self,
+        candidates: Vec<User>,
+        password: String,
+    ) -> Result<Option<User>, LoginError> {
+        let found = tokio::task::spawn_blocking(move || {
+            if candidates.is_empty() {
+                let _ = verify_password(dummy_hash(), &password);
+                return None;
+            }
+            candidates.into_iter().find(|user| verify_password(&user.password_hash, &password))
+        })
+        .await
+        .map_err(|error| LoginError::Failed(AppError::Internal(Box::new(error))))?;
+        Ok(found)
+    }
+
+    /// Step two: the code (or a recovery code) for a challenge.
+    pub async fn login_with_code(
+        &self,
+        challenge: Id,
+        user: UserId,
+        code: &str,
+        client_id: &str,
+        source: IpAddr,
+    ) -> Result<Session, LoginError> {
+        let keys = [ThrottleKey::Address(source), ThrottleKey::User(user, source)];
+        self.throttle.check(&keys, now_ms())?;
+        let outcome = self.check_challenge_code(challenge, user, code).await;
+        let user = match outcome {
+            Ok(user) => user,
+            Err(LoginError::InvalidGrant) => {
+                self.throttle.failure(&keys, now_ms());
+                tracing::info!(%source, %user, "second factor failed");
+                return Err(LoginError::InvalidGrant);
+            }
+            Err(other) => return Err(other),
+        };
+        self.throttle.success(&keys[1]);
+        Ok(self.open_session(&user, client_id, None).await?)
+    }
+
+    async fn check_challenge_code(&self, challenge: Id, user: UserId, code: &str) -> Result<User, LoginError> {
+        let now = now_ms();
+        match self.store.challenge(challenge, user, now).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound) => return Err(LoginError::InvalidGrant),
+            Err(error) => return Err(error.into()),
+        }
+        let user = self.store.user_by_id(user).await?;
+        let Some(totp) = user.totp.clone().filter(|totp| totp.enabled) else {
+            return Err(LoginError::InvalidGrant);
+        };
+        if !self.accept_code(&user, &totp, code, now).await? {
+            return Err(LoginError::InvalidGrant);
+        }
+        // The challenge serves one successful code.
+        if !self.store.use_challenge(challenge, now).await? {
+            return Err(LoginError::InvalidGrant);
+        }
+        Ok(user)
+    }
+
+    /// Accepts a current TOTP code once, or an unused recovery code.
+    async fn accept_code(&self, user: &User, totp: &UserTotp, code: &str, now: i64) -> Result<bool, StoreError> {
+        let secret = TotpSecret::from_bytes(totp.secret.clone());
+        match totp::verify(&secret, code, now, totp.last_step) {
+            Ok(step) => self.store.accept_totp_step(user.id, step).await,
+            Err(TotpError::Malformed) => {
+                let digest = self.key.digest_bytes(normalize_recovery_code(code).as_bytes());
+                self.store.use_recovery_code(user.id, &digest, now).await
+            }
+            Err(TotpError::Wrong | TotpError::Replayed) => Ok(false),
+        }
+    }
+
+    /// Step three: a refresh token for a new pair. The refresh token rotates; presenting one that was already used
+    /// revokes the whole session, since one of the two presenters must be a thief.
+    pub async fn refresh(&self, presented: &str, client_id: &str, source: IpAddr) -> Result<Session, LoginError> {
+        let keys = [ThrottleKey::Address(source)];
+        self.throttle.check(&keys, now_ms())?;
+        let Ok(secret) = Secret::parse(presented.trim()) else {
+            self.throttle.failure(&keys, now_ms());
+            return Err(LoginError::InvalidGrant);
+        };
+        let record = match self.store.token_by_digest(&self.tokens.digest(&secret)).await {
+            Ok(record) if record.kind == TokenKind::Refresh => record,
+            Ok(_) | Err(StoreError::NotFound) => {
+                self.throttle.failure(&keys, now_ms());
+                return Err(LoginError::InvalidGrant);
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let now = now_ms();
+        if record.revoked_at_ms.is_some() || !self.store.consume_token(record.id, now).await? {
+            self.revoke_session_of(&record, "a used refresh token was presented again").await?;
+            return Err(LoginError::InvalidGrant);
+        }
+        if record.expires_at_ms.is_some_and(|expires| now >= expires) {
+            return Err(LoginError::InvalidGrant);
+        }
+        let Creator::User(user) = record.creator else { return Err(LoginError::InvalidGrant) };
+        let user = match self.store.user_by_id(user).await {
+            Ok(user) => user,
+            Err(StoreError::NotFound) => return Err(LoginError::InvalidGrant),
+            Err(error) => return Err(error.into()),
+        };
+        Ok(self.open_session(&user, client_id, record.family).await?)
+    }
+
+    async fn revoke_session_of(&self, record: &TokenRecord, reason: &str) -> Result<(), StoreError> {
+        let Some(family) = record.family else { return Ok(()) };
+        let revoked = self.store.revoke_family(family, now_ms()).await?;
+        self.tokens.forget(&revoked);
+        tracing::warn!(token = %record.id, session = ?family, revoked = revoked.len(), reason, "session revoked");
+        Ok(())
+    }
+
+    /// Ends the caller's session: its access and refresh tokens stop working at once.
+    pub async fn logout(&self, caller: &Caller) -> Result<(), AppError> {
+        let Some(family) = caller.record.family else {
+            return Err(AppError::BadRequest("only a login session can be logged out".into()));
+        };
+        let revoked = self.store.revoke_family(family, now_ms()).await?;
+        self.tokens.forget(&revoked);
+        Ok(())
+    }
+
+    async fn open_session(&self, user: &User, client_id: &str, family: Option<Id>) -> Result<Session, AppError> {
+        let now = now_ms();
+        let family = family.unwrap_or_else(new_id);
+        let expires_at_ms = now + self.access_ttl.as_millis() as i64;
+        let creator = Creator::User(user.id);
+        let access = NewToken {
+            kind: TokenKind::UserAccess,
+            scope: Scope::Account,
+            rights: Rights::ReadWrite,
+            name: format!("session ({client_id})"),
+            expires_at_ms: Some(expires_at_ms),
+        };
+        let refresh = NewToken {
+            kind: TokenKind::Refresh,
+            scope: Scope::Account,
+            rights: Rights::ReadWrite,
+            name: format!("refresh ({client_id})"),
+            expires_at_ms: Some(now + self.refresh_ttl.as_millis() as i64),
+        };
+        let (_, access_token) = self.tokens.issue(user.account, creator, access, Some(family)).await?;
+        let (_, refresh_token) = self.tokens.issue(user.account, creator, refresh, Some(family)).await?;
+        Ok(Session {
+            access_token,
+            refresh_token,
+            issued_at_ms: now,
+            expires_at_ms,
+            email: user.email.clone(),
+            client_id: client_id.to_owned(),
+        })
+    }
+
+    /// Starts TOTP enrollment: a new secret, not yet in force until a code confirms it.
+    pub async fn start_totp(&self, user: &User) -> Result<TotpEnrollment, AppError> {
+        if user.totp.as_ref().is_some_and(|totp| totp.enabled) {
+            return Err(AppError::Conflict("a second factor is already enabled; disable it first".into()));
+        }
+        let secret = TotpSecret::from_bytes(random_bytes::<{ totp::SECRET_BYTES }>().to_vec());
+        let pending = UserTotp { secret: secret.as_bytes().to_vec(), enabled: false, last_step: None };
+        self.store.set_totp(user.id, Some(&pending), &[]).await?;
+        let uri = secret.otpauth_uri(ISSUER, &user.email);
+        let qr_svg = qrcode::QrCode::new(uri.as_bytes())
+            .map(|code| code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).build())
+            .map_err(|error| AppError::Internal(Box::new(error)))?;
+        Ok(TotpEnrollment { secret, uri, qr_svg })
+    }
+
+    /// Confirms enrollment with a valid code; returns one-time recovery codes, shown this once.
+    pub async fn confirm_totp(&self, user: &User, code: &str) -> Result<Vec<String>, AppError> {
+        let Some(pending) = user.totp.as_ref().filter(|totp| !totp.enabled) else {
+            return Err(AppError::Conflict("no second-factor enrollment is waiting; start one first".into()));
+        };
+        let secret = TotpSecret::from_bytes(pending.secret.clone());
+        let step = totp::verify(&secret, code, now_ms(), None)
+            .map_err(|error| AppError::BadRequest(format!("the code was not accepted: {error}")))?;
+        let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
+        let digests: Vec<_> =
+            codes.iter().map(|code| self.key.digest_bytes(code.replace('-', "").as_bytes())).collect();
+        let enabled = UserTotp { secret: pending.secret.clone(), enabled: true, last_step: Some(step) };
+        self.store.set_totp(user.id, Some(&enabled), &digests).await?;
+        Ok(codes)
+    }
+
+    /// Turns the second factor off; needs a current code.
+    pub async fn disable_totp(&self, user: &User, code: &str) -> Result<(), AppError> {
+        let Some(totp) = user.totp.as_ref().filter(|totp| totp.enabled) else {
+            return Err(AppError::Conflict("no second factor is enabled".into()));
+        };
+        if !self.accept_code(user, totp, code, now_ms()).await? {
+            return Err(AppError::BadRequest("the code was not accepted".into()));
+        }
+        self.store.set_totp(user.id, None, &[]).await?;
+        Ok(())
+    }
+}
+
+fn verify_password(hash: &str, password: &str) -> bool {
+    match PasswordHash::new(hash) {
+        Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A valid argon2id hash of a random password, verified when an email is unknown so that its answer takes as long
+/// as a wrong password's.
+fn dummy_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| hash_password(&crate::entropy::new_secret(TokenKind::ApiKey).expose()[4..]))
+}
+
+/// Ten characters of base32 in two groups, like `k3m9q-x7r2t`.
+fn new_recovery_code() -> String {
+    let text = crate::entropy::new_secret(TokenKind::Refresh).expose()[4..14].to_owned();
+    format!("{}-{}", &text[..5], &text[5..])
+}
+
+fn normalize_recovery_code(code: &str) -> String {
+    code.trim().to_lowercase().replace(['-', ' '], "")
+}
+
+/// What failed attempts are counted against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ThrottleKey {
+    /// Everything tried from one address, whatever the account.
+    Address(IpAddr),
+    /// Passwords tried for one email from one address.
+    Login(String, IpAddr),
+    /// Codes tried for one user from one address.
+    User(UserId, IpAddr),
+}
+
+impl ThrottleKey {
+    /// Failures allowed before each further attempt must wait. An address may hide many people (NAT), so it gets
+    /// more room than one login from it.
+    fn free_failures(&self) -> u32 {
+        match self {
+            ThrottleKey::Address(_) => 20,
+            ThrottleKey::Login(..) | ThrottleKey::User(..) => 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last_ms: i64,
+}
+
+/// Exponential back-off on failed logins and codes. Failures are counted per address and per (login, address),
+/// never per account alone: a correct login from one address is never delayed by another address's failures.
+#[derive(Debug, Default)]
+struct Throttle {
+    failures: Mutex<HashMap<ThrottleKey, Failures>>,
+}
+
+const THROTTLE_FORGET_MS: i64 = 60 * 60 * 1000;
+const THROTTLE_MAX_DELAY_MS: i64 = 15 * 60 * 1000;
+
+impl Throttle {
+    fn delay_ms(key: &ThrottleKey, count: u32) -> i64 {
+        let free = key.free_failures();
+        if count < free {
+            return 0;
+        }
+        let doublings = (count - free).min(20);
+        (1000_i64 << doublings).min(THROTTLE_MAX_DELAY_MS)
+    }
+
+    fn check(&self, keys: &[ThrottleKey], now: i64) -> Result<(), LoginError> {
+        let failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let wait = keys
+            .iter()
+            .filter_map(|key| failures.get(key).map(|entry| (key, entry)))
+            .filter(|(_, entry)| now - entry.last_ms < THROTTLE_FORGET_MS)
+            .map(|(key, entry)| entry.last_ms + Throttle::delay_ms(key, entry.count) - now)
+            .max()
+            .unwrap_or(0);
+        if wait > 0 { Err(LoginError::Throttled(Duration::from_millis(wait as u64))) } else { Ok(()) }
+    }
+
+    fn failure(&self, keys: &[ThrottleKey], now: i64) {
+        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if failures.len() > 100_000 {
+            failures.retain(|_, entry| now - entry.last_ms < THROTTLE_FORGET_MS);
+        }
+        for key in keys {
+            let entry = failures.entry(key.clone()).or_insert(Failures { count: 0, last_ms: now });
+            if now - entry.last_ms >= THROTTLE_FORGET_MS {
+                entry.count = 0;
+            }
+            entry.count += 1;
+            entry.last_ms = now;
+        }
+    }
+
+    fn success(&self, key: &ThrottleKey) {
+        self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_back_off_per_login_and_address_but_not_across_addresses() {
+        let throttle = Throttle::default();
+        let attacker: IpAddr = "10.0.0.1".parse().unwrap();
+        let owner: IpAddr = "10.0.0.2".parse().unwrap();
+        let attacked = |address| [ThrottleKey::Address(address), ThrottleKey::Login("ada@example.com".into(), address)];
+        for _ in 0..3 {
+            assert!(throttle.check(&attacked(attacker), 0).is_ok());
+            throttle.failure(&attacked(attacker), 0);
+        }
+        let Err(LoginError::Throttled(wait)) = throttle.check(&attacked(attacker), 0) else { panic!("not throttled") };
+        assert_eq!(wait, Duration::from_secs(1));
+        assert!(throttle.check(&attacked(attacker), 1000).is_ok(), "the delay passes");
+        throttle.failure(&attacked(attacker), 1000);
+        let Err(LoginError::Throttled(wait)) = throttle.check(&attacked(attacker), 1000) else { panic!() };
+        assert_eq!(wait, Duration::from_secs(2), "and doubles");
+        assert!(throttle.check(&attacked(owner), 1000).is_ok(), "another address is not delayed");
+        throttle.success(&attacked(attacker)[1]);
+        assert!(throttle.check(&attacked(attacker), 1000).is_ok());
+    }
+
+    #[test]
+    fn emails_are_normalized_and_checked() {
+        assert_eq!(normalize_email(" Ada@Example.COM ").unwrap(), "ada@example.com");
+        for bad in ["", "ada", "@example.com", "ada@", "a b@example.com", "a@b@c"] {
+            assert!(normalize_email(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! The SQLite implementation of [`PeopleStore`]: users, their second factor, teams, invites, login challenges.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use tessera_core::{AccountId, CollectionId, Id, Role, SecretDigest, TeamId, UserId};
+
+use crate::codec::*;
+use crate::sqlite::{insert_team_in, insert_user_in};
+use crate::{
+    Invite, LoginChallenge, Membership, PeopleStore, SqliteStore, StoreError, StoreResult, Team, User, UserReach,
+    UserTotp,
+};
+
+macro_rules! user_columns {
+    () => {
+        "u.id, u.account_id, u.email, u.password_hash, u.display_name, u.phone, u.is_admin, u.created_at, \
+         u.totp_secret, u.totp_enabled, u.totp_last_step"
+    };
+}
+
+fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
+    let secret: Option<Vec<u8>> = row.try_get(8)?;
+    Ok(User {
+        id: UserId::from_i64(row.try_get(0)?),
+        account: AccountId::from_i64(row.try_get(1)?),
+        email: row.try_get(2)?,
+        password_hash: row.try_get(3)?,
+        display_name: row.try_get(4)?,
+        phone: row.try_get(5)?,
+        is_admin: row.try_get(6)?,
+        created_at_ms: row.try_get(7)?,
+        totp: secret
+            .map(|secret| -> StoreResult<UserTotp> {
+                Ok(UserTotp { secret, enabled: row.try_get(9)?, last_step: row.try_get(10)? })
+            })
+            .transpose()?,
+    })
+}
+
+macro_rules! team_columns {
+    () => {
+        "t.id, t.account_id, t.tags, t.private_of, t.created_at"
+    };
+}
+
+fn team_from_row(row: &SqliteRow) -> StoreResult<Team> {
+    Ok(Team {
+        id: TeamId::from_i64(row.try_get(0)?),
+        account: AccountId::from_i64(row.try_get(1)?),
+        tags: tags_from_column(row.try_get(2)?)?,
+        private_of: row.try_get::<Option<i64>, _>(3)?.map(UserId::from_i64),
+        created_at_ms: row.try_get(4)?,
+    })
+}
+
+fn role_column(role: Role) -> &'static str {
+    match role {
+        Role::Admin => "admin",
+        Role::Member => "member",
+    }
+}
+
+fn role_from_column(text: &str) -> StoreResult<Role> {
+    match text {
+        "admin" => Ok(Role::Admin),
+        "member" => Ok(Role::Member),
+        other => Err(corrupt(format!("unknown team role '{other}'"))),
+    }
+}
+
+fn invite_from_row(row: &SqliteRow) -> StoreResult<Invite> {
+    let digest: Vec<u8> = row.try_get(0)?;
+    Ok(Invite {
+        digest: SecretDigest(digest.try_into().map_err(|_| corrupt("invite digest is not 32 bytes"))?),
+        team: TeamId::from_i64(row.try_get(1)?),
+        created_by: UserId::from_i64(row.try_get(2)?),
+        created_at_ms: row.try_get(3)?,
+        expires_at_ms: row.try_get(4)?,
+        accepted_by: row.try_get::<Option<i64>, _>(5)?.map(UserId::from_i64),
+        accepted_at_ms: row.try_get(6)?,
+    })
+}
+
+#[async_trait]
+impl PeopleStore for SqliteStore {
+    async fn insert_user(&self, user: &User, private_team: &Team) -> StoreResult<()> {
+        let mut transaction = self.pool.begin().await?;
+        insert_user_in(&mut transaction, user, private_team).await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn user(&self, account: AccountId, user: UserId) -> StoreResult<User> {
+        let row = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.account_id = ? AND u.id = ?"))
+            .bind(account.as_i64())
+            .bind(user.as_i64())
+            .fetch_one(&self.pool)
+            .await?;
+        user_from_row(&row)
+    }
+
+    async fn user_by_id(&self, user: UserId) -> StoreResult<User> {
+        let row = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.id = ?"))
+            .bind(user.as_i64())
+            .fetch_one(&self.pool)
+            .await?;
+        user_from_row(&row)
+    }
+
+    async fn users_by_email(&self, email: &str) -> StoreResult<Vec<User>> {
+        let rows = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.email = ? ORDER BY u.id"))
+            .bind(email)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn list_users(&self, account: AccountId) -> StoreResult<Vec<User>> {
+        let rows =
+            sqlx::query(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.account_id = ? ORDER BY u.id"))
+                .bind(account.as_i64())
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn set_totp(
+        &self,
+        user: UserId,
+        totp: Option<&UserTotp>,
+        recovery_codes: &[SecretDigest],
+    ) -> StoreResult<()> {
+        let mut transaction = self.pool.begin().await?;
+        let updated =
+            sqlx::query("UPDATE users SET totp_secret = ?, totp_enabled = ?, totp_last_step = ? WHERE id = ?")
+                .bind(totp.map(|totp| totp.secret.clone()))
+                .bind(totp.is_some_and(|totp| totp.enabled))
+                .bind(totp.and_then(|totp| totp.last_step))
+                .bind(user.as_i64())
+                .execute(&mut *transaction)
+                .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("DELETE FROM recovery_codes WHERE user_id = ?")
+            .bind(user.as_i64())
+            .execute(&mut *transaction)
+            .await?;
+        for code in recovery_codes {
+            sqlx::query("INSERT INTO recovery_codes (user_id, digest) VALUES (?, ?)")
+                .bind(user.as_i64())
+                .bind(code.0.as_slice())
+                .execute(&mut *transaction)
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn accept_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE users SET totp_last_step = ? WHERE id = ? AND (totp_last_step IS NULL OR totp_last_step < ?)",
+        )
+        .bind(step)
+        .bind(user.as_i64())
+        .bind(step)
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    async fn use_recovery_code(&self, user: UserId, code: &SecretDigest, at_ms: i64) -> StoreResult<bool> {
+        let updated =
+            sqlx::query("UPDATE recovery_codes SET used_at = ? WHERE user_id = ? AND digest = ? AND used_at IS NULL")
+                .bind(at_ms)
+                .bind(user.as_i64())
+                .bind(code.0.as_slice())
+                .execute(&self.pool)
+                .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    async fn user_reach(&self, user: UserId) -> StoreResult<UserReach> {
+        let is_admin: bool = sqlx::query_scalar("SELECT is_admin FROM users WHERE id = ?")
+            .bind(user.as_i64())
+            .fetch_one(&self.pool)
+            .await?;
+        let memberships = sqlx::query("SELECT team_id, role FROM team_members WHERE user_id = ?")
+            .bind(user.as_i64())
+            .fetch_all(&self.pool)
+            .await?;
+        let teams = memberships
+            .iter()
+            .map(|row| Ok((TeamId::from_i64(row.try_get(0)?), role_from_column(row.try_get(1)?)?)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let owned = sqlx::query(
+            "SELECT c.id, c.team_id FROM collections c JOIN team_members m ON m.team_id = c.team_id WHERE m.user_id = ?",
+        )
+        .bind(user.as_i64())
+        .fetch_all(&self.pool)
+        .await?;
+        let collections = owned
+            .iter()
+            .map(|row| Ok((CollectionId::from_i64(row.try_get(0)?), TeamId::from_i64(row.try_get(1)?))))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(UserReach { is_admin, teams, collections })
+    }
+
+    async fn insert_team(&self, team: &Team, creator: UserId) -> StoreResult<()> {
+        let mut transaction = self.pool.begin().await?;
+        insert_team_in(&mut transaction, team, creator).await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn team(&self, account: AccountId, team: TeamId) -> StoreResult<Team> {
+        let row = sqlx::query(concat!("SELECT ", team_columns!(), " FROM teams t WHERE t.account_id = ? AND t.id = ?"))
+            .bind(account.as_i64())
+            .bind(team.as_i64())
+            .fetch_one(&self.pool)
+            .await?;
+        team_from_row(&row)
+    }
+
+    async fn teams_of(&self, user: UserId) -> StoreResult<Vec<(Team, Role)>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            team_columns!(),
+            ", m.role FROM teams t JOIN team_members m ON m.team_id = t.id WHERE m.user_id = ? ORDER BY t.id"
+        ))
+        .bind(user.as_i64())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| Ok((team_from_row(row)?, role_from_column(row.try_get(5)?)?))).collect()
+    }
+
+    async fn set_team_tags(&self, team: TeamId, tags: &BTreeMap<String, String>) -> StoreResult<()> {
+        let updated = sqlx::query("UPDATE teams SET tags = ? WHERE id = ?")
+            .bind(tags_column(tags))
+            .bind(team.as_i64())
+            .execute(&self.pool)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn delete_team(&self, account: AccountId, team: TeamId) -> StoreResult<()> {
+        let mut transaction = self.pool.begin().await?;
+        let private_of: Option<i64> =
+            sqlx::query_scalar("SELECT private_of FROM teams WHERE account_id = ? AND id = ?")
+                .bind(account.as_i64())
+                .bind(team.as_i64())
+                .fetch_one(&mut *transaction)
+                .await?;
+        if private_of.is_some() {
+            return Err(StoreError::Conflict("a user's private team cannot be deleted".into()));
+        }
+        let owned: i64 = sqlx::query_scalar("SELECT count(*) FROM collections WHERE team_id = ?")
+            .bind(team.as_i64())
+            .fetch_one(&mut *transaction)
+            .await?;
+        if owned > 0 {
+            return Err(StoreError::Conflict(format!("the team still owns {owned} collection(s)")));
+        }
+        sqlx::query("DELETE FROM teams WHERE id = ?").bind(team.as_i64()).execute(&mut *transaction).await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn members(&self, team: TeamId) -> StoreResult<Vec<(Membership, User)>> {
+        let rows = sqlx::query(concat!(
+            "SELECT m.team_id, m.user_id, m.role, m.created_at, ",
+            user_columns!(),
+            " FROM team_members m JOIN users u ON u.id = m.user_id WHERE m.team_id = ? ORDER BY m.created_at, u.id"
+        ))
+        .bind(team.as_i64())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let membership = Membership {
+                    team: TeamId::from_i64(row.try_get(0)?),
+                    user: UserId::from_i64(row.try_get(1)?),
+                    role: role_from_column(row.try_get(2)?)?,
+                    created_at_ms: row.try_get(3)?,
+                };
+                // The user's columns follow the membership's four.
+                let user = User {
+                    id: UserId::from_i64(row.try_get(4)?),
+                    account: AccountId::from_i64(row.try_get(5)?),
+                    email: row.try_get(6)?,
+                    password_hash: row.try_get(7)?,
+                    display_name: row.try_get(8)?,
+                    phone: row.try_get(9)?,
+                    is_admin: row.try_get(10)?,
+                    created_at_ms: row.try_get(11)?,
+                    totp: row.try_get::<Option<Vec<u8>>, _>(12)?.map(|secret| UserTotp {
+                        secret,
+                        enabled: row.try_get(13).unwrap_or(false),
+                        last_step: row.try_get(14).unwrap_or(None),
+                    }),
+                };
+                Ok((membership, user))
+            })
+            .collect()
+    }
+
+    async fn set_member_role(&self, team: TeamId, user: UserId, role: Role) -> StoreResult<()> {
+        let updated = sqlx::query("UPDATE team_members SET role = ? WHERE team_id = ? AND user_id = ?")
+            .bind(role_column(role))
+            .bind(team.as_i64())
+            .bind(user.as_i64())
+            .execute(&self.pool)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn remove_member(&self, team: TeamId, user: UserId) -> StoreResult<()> {
+        let deleted = sqlx::query("DELETE FROM team_members WHERE team_id = ? AND user_id = ?")
+            .bind(team.as_i64())
+            .bind(user.as_i64())
+            .execute(&self.pool)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn insert_invite(&self, invite: &Invite) -> StoreResult<()> {
+        sqlx::query("INSERT INTO invites (digest, team_id, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(invite.digest.0.as_slice())
+            .bind(invite.team.as_i64())
+            .bind(invite.created_by.as_i64())
+            .bind(invite.created_at_ms)
+            .bind(invite.expires_at_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn invites(&self, team: TeamId) -> StoreResult<Vec<Invite>> {
+        let rows = sqlx::query(
+            "SELECT digest, team_id, created_by, created_at, expires_at, accepted_by, accepted_at FROM invites \
+             WHERE team_id = ? ORDER BY created_at",
+        )
+        .bind(team.as_i64())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(invite_from_row).collect()
+    }
+
+    async fn delete_invite(&self, team: TeamId, code: &SecretDigest) -> StoreResult<()> {
+        let deleted = sqlx::query("DELETE FROM invites WHERE team_id = ? AND digest = ?")
+            .bind(team.as_i64())
+            .bind(code.0.as_slice())
+            .execute(&self.pool)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn accept_invite(&self, code: &SecretDigest, user: UserId, at_ms: i64) -> StoreResult<TeamId> {
+        let mut transaction = self.pool.begin().await?;
+        let team: i64 = sqlx::query_scalar(
+            "UPDATE invites SET accepted_by = ?, accepted_at = ? \
+             WHERE digest = ? AND accepted_at IS NULL AND expires_at > ? RETURNING team_id",
+        )
+        .bind(user.as_i64())
+        .bind(at_ms)
+        .bind(code.0.as_slice())
+        .bind(at_ms)
+        .fetch_one(&mut *transaction)
+        .await?;
+        sqlx::query(
+            "INSERT INTO team_members (team_id, user_id, role, created_at) VALUES (?, ?, 'member', ?) \
+             ON CONFLICT (team_id, user_id) DO NOTHING",
+        )
+        .bind(team)
+        .bind(user.as_i64())
+        .bind(at_ms)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(TeamId::from_i64(team))
+    }
+
+    async fn insert_challenge(&self, challenge: &LoginChallenge) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO login_challenges (id, user_id, client_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(challenge.id.as_i64())
+        .bind(challenge.user.as_i64())
+        .bind(&challenge.client_id)
+        .bind(challenge.created_at_ms)
+        .bind(challenge.expires_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn challenge(&self, id: Id, user: UserId, now_ms: i64) -> StoreResult<LoginChallenge> {
+        let row = sqlx::query(
+            "SELECT id, user_id, client_id, created_at, expires_at FROM login_challenges \
+             WHERE id = ? AND user_id = ? AND used_at IS NULL AND expires_at > ?",
+        )
+        .bind(id.as_i64())
+        .bind(user.as_i64())
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(LoginChallenge {
+            id: Id::from_i64(row.try_get(0)?),
+            user: UserId::from_i64(row.try_get(1)?),
+            client_id: row.try_get(2)?,
+            created_at_ms: row.try_get(3)?,
+            expires_at_ms: row.try_get(4)?,
+        })
+    }
+
+    async fn use_challenge(&self, id: Id, at_ms: i64) -> StoreResult<bool> {
+        let updated = sqlx::query("UPDATE login_challenges SET used_at = ? WHERE id = ? AND used_at IS NULL")
+            .bind(at_ms)
+            .bind(id.as_i64())
+            .execute(&self.pool)
+            .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+}
