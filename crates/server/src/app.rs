@@ -49,6 +49,12 @@ impl App {
             created_at_ms: now_ms(),
         };
         self.store.insert_collection(&collection).await.map_err(|error| AppError::from_store("team", error))?;
+        if let Some(team) = team {
+            // The team's members now reach one more collection.
+            for (membership, _) in self.store.members(team).await? {
+                self.tokens.reach_changed(tessera_store::Creator::User(membership.user));
+            }
+        }
         Ok(collection)
     }
 

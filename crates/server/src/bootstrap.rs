@@ -100,6 +100,38 @@ fn load_or_create_server_key(path: &Path) -> io::Result<ServerKey> {
     }
 }
 
+/// Adds a user to the data directory's account on the operator's authority (the command line).
+pub async fn add_user_as_operator(config: &Config, new: crate::people::NewUser) -> Result<User, OperatorError> {
+    let (store, key) = open_data_dir(config).await?;
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
+    let accounts = store.accounts().await.map_err(OpenError::Bootstrap)?;
+    let account = match accounts.as_slice() {
+        [only] => only.id,
+        [] => return Err(OperatorError::Refused("the data directory has no account yet; run `tessera init`".into())),
+        _ => return Err(OperatorError::Refused("the data directory holds several accounts".into())),
+    };
+    let tokens = std::sync::Arc::new(crate::tokens::TokenService::new(store.clone(), key.clone(), 16));
+    let defaults = Config::new(config.data_dir.clone());
+    let people = crate::people::PeopleService::new(
+        store.clone(),
+        tokens,
+        key,
+        defaults.access_token_ttl,
+        defaults.refresh_token_ttl,
+    );
+    let created = people.create_user_as_operator(account, new).await;
+    store.close().await;
+    created.map_err(|error| OperatorError::Refused(error.to_string()))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// Hashes a password with argon2id at the library's recommended parameters, which the PHC string records so
 /// they can be raised later without invalidating existing hashes.
 pub fn hash_password(password: &str) -> String {

@@ -174,6 +174,11 @@ impl PeopleService {
         Ok(user)
     }
 
+    /// The digest kept of a one-time code (invites, recovery codes).
+    pub fn digest_code(&self, code: &str) -> tessera_core::SecretDigest {
+        self.key.digest_bytes(code.as_bytes())
+    }
+
     /// The private team of the user whose session `caller` is.
     pub async fn private_team(&self, caller: &Caller) -> Result<TeamId, AppError> {
         let user = self.user_of(caller).await?;

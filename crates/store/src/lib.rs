@@ -38,6 +38,8 @@ pub trait AccountStore {
     /// the store holds no account yet. Returns whether it created them.
     async fn bootstrap(&self, bootstrap: &Bootstrap) -> StoreResult<bool>;
     async fn account(&self, account: AccountId) -> StoreResult<Account>;
+    /// Every account, oldest first.
+    async fn accounts(&self) -> StoreResult<Vec<Account>>;
 }
 
 /// Tokens: only digests are stored, never secrets.

@@ -251,6 +251,11 @@ impl AccountStore for SqliteStore {
         outcome
     }
 
+    async fn accounts(&self) -> StoreResult<Vec<Account>> {
+        let rows = sqlx::query("SELECT id, name, created_at FROM accounts ORDER BY id").fetch_all(&self.pool).await?;
+        rows.iter().map(account_from_row).collect()
+    }
+
     async fn account(&self, account: AccountId) -> StoreResult<Account> {
         let row = sqlx::query("SELECT id, name, created_at FROM accounts WHERE id = ?")
             .bind(account.as_i64())

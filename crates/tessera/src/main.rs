@@ -36,6 +36,11 @@ enum Command {
         #[arg(long, env = "TESSERA_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
     },
+    /// Manage users of the account.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Create the data directory and a bootstrap account. Running it again changes and reveals nothing.
     Init {
         #[command(flatten)]
@@ -43,6 +48,28 @@ enum Command {
         /// Print the credentials as one JSON object (only when they are created).
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user (with a private team). The password is never logged.
+    Add {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long)]
+        email: String,
+        /// The password (visible in the process list; prefer --password-stdin)
+        #[arg(long, conflicts_with = "password_stdin")]
+        password: Option<String>,
+        /// Read the password from the first line of standard input
+        #[arg(long)]
+        password_stdin: bool,
+        /// Make the user an administrator of the account
+        #[arg(long)]
+        admin: bool,
+        #[arg(long, default_value = "")]
+        name: String,
     },
 }
 
@@ -57,6 +84,34 @@ fn main() -> anyhow::Result<()> {
                 config.http_addr = http_addr;
             }
             runtime.block_on(serve(config))
+        }
+        Command::User { command: UserCommand::Add { common, email, password, password_stdin, admin, name } } => {
+            init_logging("text");
+            let config = Settings::load(&common)?.into_config();
+            let password = match (password, password_stdin) {
+                (Some(password), _) => password,
+                (None, true) => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line).context("reading the password from standard input")?;
+                    line.trim_end_matches(['\n', '\r']).to_owned()
+                }
+                (None, false) => anyhow::bail!("give the password with --password or --password-stdin"),
+            };
+            let new = tessera_server::people::NewUser {
+                email,
+                password,
+                display_name: name,
+                phone: String::new(),
+                is_admin: admin,
+            };
+            let user = runtime.block_on(tessera_server::bootstrap::add_user_as_operator(&config, new))?;
+            println!(
+                "Added user {} ({}){}",
+                user.email,
+                user.id,
+                if user.is_admin { " as an administrator" } else { "" }
+            );
+            Ok(())
         }
         Command::Init { common, json } => {
             init_logging("text");

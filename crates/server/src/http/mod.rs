@@ -2,6 +2,8 @@
 //! uses to read requests (absolute URLs, bodies, query strings). Each dialect lives in its own module and owns its
 //! wire shapes and error bodies; adding a route touches only its dialect's module.
 
+pub mod allthingstalk;
+pub mod horde;
 pub mod native;
 pub mod ubidots;
 
@@ -25,6 +27,8 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(readyz))
         .nest("/v1", native::routes())
         .nest("/api/v1.6", ubidots::routes())
+        .merge(allthingstalk::routes())
+        .merge(horde::routes())
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .with_state(app)
 }

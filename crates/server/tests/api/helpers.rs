@@ -8,6 +8,8 @@ pub struct TestServer {
     pub server: Option<Server>,
     pub base: String,
     pub api_key: String,
+    pub admin_email: String,
+    pub admin_password: String,
     pub client: reqwest::Client,
     pub data_dir: tempfile::TempDir,
 }
@@ -19,10 +21,30 @@ impl TestServer {
     }
 
     pub async fn start_in(data_dir: tempfile::TempDir) -> TestServer {
-        let server = start_server(&data_dir).await;
-        let api_key = server.credentials().expect("a fresh data directory is bootstrapped").api_key.expose().to_owned();
+        TestServer::start_configured(data_dir, |_| {}).await
+    }
+
+    /// Starts with configuration changed by `adjust` (shorter token lives, say).
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::start_configured(tempfile::tempdir().expect("temporary directory"), adjust).await
+    }
+
+    async fn start_configured(data_dir: tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config::new(data_dir.path().to_path_buf());
+        config.http_addr = "127.0.0.1:0".parse().unwrap();
+        adjust(&mut config);
+        let server = tessera_server::start(config).await.expect("tessera starts");
+        let credentials = server.credentials().expect("a fresh data directory is bootstrapped").clone();
         let base = format!("http://{}", server.http_addr());
-        TestServer { server: Some(server), base, api_key, client: reqwest::Client::new(), data_dir }
+        TestServer {
+            server: Some(server),
+            base,
+            api_key: credentials.api_key.expose().to_owned(),
+            admin_email: credentials.admin_email,
+            admin_password: credentials.admin_password,
+            client: reqwest::Client::new(),
+            data_dir,
+        }
     }
 
     /// Starts on a data directory that was bootstrapped before: no credentials are revealed again.
@@ -30,7 +52,15 @@ impl TestServer {
         let server = start_server(&data_dir).await;
         assert!(server.credentials().is_none(), "a second start reveals nothing");
         let base = format!("http://{}", server.http_addr());
-        TestServer { server: Some(server), base, api_key: String::new(), client: reqwest::Client::new(), data_dir }
+        TestServer {
+            server: Some(server),
+            base,
+            api_key: String::new(),
+            admin_email: String::new(),
+            admin_password: String::new(),
+            client: reqwest::Client::new(),
+            data_dir,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -96,12 +126,43 @@ impl TestServer {
         body
     }
 
+    /// Logs in through the native API; answers the session (`access_token`, `refresh_token`, ...).
+    pub async fn login(&self, email: &str, password: &str) -> Value {
+        let (status, session) =
+            self.call(Method::POST, "/v1/login", &[], Some(json!({"email": email, "password": password}))).await;
+        assert_eq!(status, StatusCode::OK, "{session}");
+        session
+    }
+
+    /// The bootstrap administrator's access token.
+    pub async fn admin_session(&self) -> String {
+        self.login(&self.admin_email.clone(), &self.admin_password.clone()).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// A new user created by the administrator; answers the user's access token and id.
+    pub async fn user(&self, email: &str, password: &str) -> (String, String) {
+        let admin = self.admin_session().await;
+        let (status, user) =
+            self.native(Method::POST, "/users", &admin, Some(json!({"email": email, "password": password}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{user}");
+        let session = self.login(email, password).await;
+        (session["access_token"].as_str().unwrap().to_owned(), user["id"].as_str().unwrap().to_owned())
+    }
+
     /// Stops the server the graceful way, waiting for the last commit.
     pub async fn stop(&mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
     }
+}
+
+/// A client whose requests come from another loopback address (127.0.0.0/8 all reaches this machine).
+pub fn client_from(address: &str) -> reqwest::Client {
+    reqwest::Client::builder().local_address(address.parse::<std::net::IpAddr>().ok()).build().unwrap()
 }
 
 async fn start_server(data_dir: &tempfile::TempDir) -> Server {

@@ -2,7 +2,9 @@
 
 mod helpers;
 mod native;
+mod people;
 mod python_clients;
+mod teams;
 mod tokens;
 mod ubidots_data;
 mod ubidots_datasources;

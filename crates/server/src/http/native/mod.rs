@@ -19,10 +19,13 @@ use crate::time::{now_ms, rfc3339};
 use crate::tokens::{Caller, NewToken};
 
 /// Largest native request body.
-const BODY_LIMIT: usize = 1024 * 1024;
+pub(crate) const BODY_LIMIT: usize = 1024 * 1024;
+
+mod people;
 
 pub fn routes() -> Router<App> {
     Router::new()
+        .merge(people::routes())
         .route("/collections", get(list_collections).post(create_collection))
         .route("/collections/{id}", get(get_collection).delete(delete_collection))
         .route("/tokens", get(list_tokens).post(create_token))
@@ -35,11 +38,13 @@ pub fn routes() -> Router<App> {
 pub struct Problem {
     status: StatusCode,
     detail: String,
+    /// Seconds for `Retry-After`, on 429.
+    retry_after: Option<u64>,
 }
 
 impl Problem {
     fn new(status: StatusCode, detail: impl Into<String>) -> Problem {
-        Problem { status, detail: detail.into() }
+        Problem { status, detail: detail.into(), retry_after: None }
     }
 }
 
@@ -69,7 +74,7 @@ impl From<AppError> for Problem {
             }
             other => other.to_string(),
         };
-        Problem { status, detail }
+        Problem { status, detail, retry_after: None }
     }
 }
 
@@ -84,6 +89,9 @@ impl IntoResponse for Problem {
         let mut response = (self.status, body.to_string()).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"tessera\""));
         }
@@ -314,7 +322,7 @@ async fn create_token(
 async fn managed_token(app: &App, caller: &Caller, id: &str) -> Result<(TokenRecord, tessera_core::Permit), AppError> {
     let id: TokenId = parse_id("token", id)?;
     let token = app.tokens.find(caller.account(), id).await.map_err(|error| AppError::from_store("token", error))?;
-    if own_tokens_only(&caller).is_some_and(|me| token.creator != me) {
+    if own_tokens_only(caller).is_some_and(|me| token.creator != me) {
         // Another user's token does not exist as far as this user can tell.
         return Err(AppError::NotFound("token"));
     }

@@ -1,0 +1,113 @@
+//! The Horde dialect (Telenor NB-IoT). So far: teams, their members and invites (`/teams`). Credentials are a
+//! token in `X-API-Token` or a user session in `Authorization: Bearer`; errors are `{"status", "message"}`.
+
+mod teams;
+
+use axum::Router;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::app::{App, AppError};
+use crate::tokens::{Caller, VerifyError};
+
+pub fn routes() -> Router<App> {
+    teams::routes()
+}
+
+/// An error in Horde's shape.
+#[derive(Debug)]
+pub struct HordeError {
+    status: StatusCode,
+    message: String,
+}
+
+impl HordeError {
+    fn new(status: StatusCode, message: impl Into<String>) -> HordeError {
+        HordeError { status, message: message.into() }
+    }
+}
+
+impl From<AppError> for HordeError {
+    fn from(error: AppError) -> HordeError {
+        if error.is_unauthenticated() {
+            let message = match &error {
+                AppError::Unauthenticated(VerifyError::Missing) => "Missing API Token".to_owned(),
+                _ => "Invalid API token".to_owned(),
+            };
+            return HordeError::new(StatusCode::UNAUTHORIZED, message);
+        }
+        match error {
+            AppError::Denied(reason) => HordeError::new(StatusCode::FORBIDDEN, format!("Access denied: {reason}")),
+            AppError::NotFound(what) => HordeError::new(StatusCode::NOT_FOUND, format!("Unknown {what}")),
+            AppError::Conflict(message) => HordeError::new(StatusCode::CONFLICT, message),
+            AppError::BadRequest(message) => HordeError::new(StatusCode::BAD_REQUEST, message),
+            other => {
+                tracing::error!(error = ?other, "horde request failed");
+                let status = if matches!(other, AppError::Unavailable(_)) {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                };
+                HordeError::new(status, "Internal error")
+            }
+        }
+    }
+}
+
+impl IntoResponse for HordeError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({"status": self.status.as_u16(), "message": self.message}))).into_response()
+    }
+}
+
+type HordeResult = Result<Response, HordeError>;
+
+/// The caller of a Horde route: a token in `X-API-Token`, or a user session in `Authorization: Bearer`.
+#[derive(Debug)]
+pub struct HordeCaller(pub Caller);
+
+impl FromRequestParts<App> for HordeCaller {
+    type Rejection = HordeError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<HordeCaller, HordeError> {
+        let presented = match (parts.headers.get("x-api-token"), parts.headers.get(header::AUTHORIZATION)) {
+            (Some(token), _) => token.to_str().ok().map(str::to_owned),
+            (None, Some(authorization)) => authorization
+                .to_str()
+                .ok()
+                .and_then(|text| text.strip_prefix("Bearer ").or_else(|| text.strip_prefix("bearer ")))
+                .map(str::to_owned),
+            (None, None) => return Err(AppError::Unauthenticated(VerifyError::Missing).into()),
+        };
+        let presented = presented.ok_or(AppError::Unauthenticated(VerifyError::Unknown))?;
+        Ok(HordeCaller(app.tokens.verify(presented.trim()).await.map_err(AppError::from)?))
+    }
+}
+
+/// Horde's tags: names lower-cased; a tag set to `""` is removed when merged.
+fn merge_tags(
+    tags: &mut std::collections::BTreeMap<String, String>,
+    update: &serde_json::Value,
+) -> Result<(), AppError> {
+    let Some(update) = update.as_object() else {
+        return Err(AppError::BadRequest("'tags' must be an object of strings".into()));
+    };
+    for (name, value) in update {
+        let Some(value) = value.as_str() else {
+            return Err(AppError::BadRequest(format!("tag '{name}' must be a string")));
+        };
+        let name = name.trim().to_lowercase();
+        if name.is_empty() {
+            return Err(AppError::BadRequest("tag names cannot be empty".into()));
+        }
+        if value.is_empty() {
+            tags.remove(&name);
+        } else {
+            tags.insert(name, value.to_owned());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! Teams own collections: admins reach them read-write, members read-only, and a token a user makes never
+//! reaches further than the user does at the time of each use.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::TestServer;
+
+#[tokio::test]
+async fn a_member_reads_the_teams_collections_and_loses_them_when_removed() {
+    let tessera = TestServer::start().await;
+    let (ada, _) = tessera.user("ada@example.com", "correct horse battery").await;
+    let (bob, bob_id) = tessera.user("bob@example.com", "correct horse battery").await;
+
+    let (status, team) = tessera
+        .call(
+            Method::POST,
+            "/teams",
+            &[("authorization", &format!("Bearer {ada}"))],
+            Some(json!({"tags": {"Name": "Plant"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{team}");
+    assert_eq!(team["tags"], json!({"name": "Plant"}), "tag names are lower-cased");
+    assert_eq!(team["members"][0]["role"], "Admin");
+    let team_id = team["teamId"].as_str().unwrap();
+
+    let (status, collection) =
+        tessera.native(Method::POST, "/collections", &ada, Some(json!({"name": "Line 1", "team": team_id}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{collection}");
+    let collection_id = collection["id"].as_str().unwrap();
+    let (status, _) = tessera.native(Method::GET, &format!("/collections/{collection_id}"), &bob, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "not a member yet");
+
+    let bearer = |token: &str| format!("Bearer {token}");
+    let (status, invite) = tessera
+        .call(Method::POST, &format!("/teams/{team_id}/invites"), &[("authorization", &bearer(&ada))], None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{invite}");
+    let (status, _) = tessera
+        .call(Method::POST, &format!("/teams/{team_id}/invites"), &[("authorization", &bearer(&bob))], None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "only admins invite");
+    let (status, joined) = tessera
+        .call(Method::POST, "/teams/accept", &[("authorization", &bearer(&bob))], Some(json!({"code": invite["code"]})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{joined}");
+    assert_eq!(joined["members"].as_array().unwrap().len(), 2);
+    let (status, _) = tessera
+        .call(Method::POST, "/teams/accept", &[("authorization", &bearer(&bob))], Some(json!({"code": invite["code"]})))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "an invite serves once");
+
+    // Bob reads the collection with his session and with a token he makes, and writes with neither.
+    let (status, _) = tessera.native(Method::GET, &format!("/collections/{collection_id}"), &bob, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, minted) = tessera
+        .native(Method::POST, "/tokens", &bob, Some(json!({"kind": "collection", "collection": collection_id})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{minted}");
+    let bob_token = minted["secret"].as_str().unwrap();
+    let (status, _) = tessera.ubidots(Method::GET, "/datasources", bob_token, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = tessera.ubidots(Method::POST, "/devices/sensor", bob_token, Some(json!({"t": 1}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a member's token cannot write");
+    let (status, _) = tessera.native(Method::DELETE, &format!("/collections/{collection_id}"), &bob, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Ada's own token writes; an admin cannot change their own membership.
+    let (_, ada_minted) = tessera
+        .native(Method::POST, "/tokens", &ada, Some(json!({"kind": "collection", "collection": collection_id})))
+        .await;
+    let (status, _) = tessera
+        .ubidots(Method::POST, "/devices/sensor", ada_minted["secret"].as_str().unwrap(), Some(json!({"t": 1})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let ada_id = team["members"][0]["userId"].as_str().unwrap();
+    let (status, _) = tessera
+        .call(Method::DELETE, &format!("/teams/{team_id}/members/{ada_id}"), &[("authorization", &bearer(&ada))], None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Promoted, Bob's token writes at once; removed, it reaches nothing.
+    let (status, member) = tessera
+        .call(
+            Method::PATCH,
+            &format!("/teams/{team_id}/members/{bob_id}"),
+            &[("authorization", &bearer(&ada))],
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{member}");
+    assert_eq!(member["role"], "Admin");
+    let (status, _) = tessera.ubidots(Method::POST, "/devices/sensor", bob_token, Some(json!({"t": 2}))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = tessera
+        .call(Method::DELETE, &format!("/teams/{team_id}/members/{bob_id}"), &[("authorization", &bearer(&ada))], None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = tessera.ubidots(Method::GET, "/devices/sensor/t/values", bob_token, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = tessera.native(Method::GET, &format!("/collections/{collection_id}"), &bob, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Another user's token is not Bob's to see.
+    let (status, _) =
+        tessera.native(Method::GET, &format!("/tokens/{}", ada_minted["id"].as_str().unwrap()), &bob, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn teams_list_update_and_delete_with_horde_shapes() {
+    let tessera = TestServer::start().await;
+    let (ada, _) = tessera.user("ada@example.com", "correct horse battery").await;
+    let auth = [("authorization", format!("Bearer {ada}"))];
+    let auth: Vec<(&str, &str)> = auth.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    let (_, listed) = tessera.call(Method::GET, "/teams", &auth, None).await;
+    assert_eq!(listed["teams"].as_array().unwrap().len(), 1, "the private team");
+    let private = listed["teams"][0]["teamId"].as_str().unwrap().to_owned();
+    assert!(listed["teams"][0].get("tags").is_none(), "empty tags are omitted");
+
+    let (_, team) = tessera.call(Method::POST, "/teams", &auth, Some(json!({"tags": {"a": "1", "b": "2"}}))).await;
+    let id = team["teamId"].as_str().unwrap();
+    let (status, updated) =
+        tessera.call(Method::PATCH, &format!("/teams/{id}"), &auth, Some(json!({"tags": {"a": "", "C": "3"}}))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(updated["tags"], json!({"b": "2", "c": "3"}));
+    let (status, members) = tessera.call(Method::GET, &format!("/teams/{id}/members"), &auth, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(members["members"][0]["email"], "ada@example.com");
+
+    let (status, error) = tessera.call(Method::DELETE, &format!("/teams/{private}"), &auth, None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(error["status"], 409);
+    let (status, _) = tessera.call(Method::DELETE, &format!("/teams/{id}"), &auth, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, error) = tessera.call(Method::GET, &format!("/teams/{id}"), &auth, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{error}");
+
+    let (status, error) = tessera.call(Method::GET, "/teams", &[], None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error, json!({"status": 401, "message": "Missing API Token"}));
+}
