@@ -277,10 +277,19 @@ impl From<StoreError> for AppError {
 /// by collection list nothing yet.
 pub fn visible_devices(caller: &Caller) -> Result<Option<tessera_store::DeviceFilter>, tessera_core::Denial> {
     use tessera_store::DeviceFilter;
-    Ok(match caller.authorize_listing()? {
-        Scope::Account => Some(DeviceFilter::default()),
-        Scope::Collection(collection) => Some(DeviceFilter { collection: Some(collection), device: None }),
-        Scope::Device(device) => Some(DeviceFilter { collection: None, device: Some(device) }),
-        Scope::Team(_) | Scope::AllTeams | Scope::AllCollections => None,
-    })
+    let mut filter = match caller.authorize_listing()? {
+        Scope::Account | Scope::AllCollections => DeviceFilter::default(),
+        Scope::Collection(collection) => DeviceFilter::collection(collection),
+        Scope::Device(device) => DeviceFilter::device(device),
+        Scope::Team(_) | Scope::AllTeams => return Ok(None),
+    };
+    // A creator who reaches only some collections (a user, through teams) narrows the listing to those.
+    if let tessera_core::Reach::Limited { collections, .. } = &caller.grant.creator_reach {
+        let reachable: Vec<CollectionId> = collections.keys().copied().collect();
+        filter.collections = Some(match filter.collections {
+            Some(scoped) => scoped.into_iter().filter(|collection| reachable.contains(collection)).collect(),
+            None => reachable,
+        });
+    }
+    Ok(Some(filter))
 }

@@ -95,7 +95,7 @@ pub trait DeviceStore {
     /// Inserts the device unless its label is already taken in the account, and returns whichever device holds
     /// the label afterwards: the new one, or the one that claimed it first (possibly in another collection).
     async fn insert_device_if_absent(&self, device: &Device) -> StoreResult<Device>;
-    async fn list_devices(&self, account: AccountId, filter: DeviceFilter, page: Page) -> StoreResult<Paged<Device>>;
+    async fn list_devices(&self, account: AccountId, filter: &DeviceFilter, page: Page) -> StoreResult<Paged<Device>>;
     /// Deletes a device with its variables and their readings.
     async fn delete_device(&self, account: AccountId, device: DeviceId) -> StoreResult<()>;
 
@@ -106,7 +106,7 @@ pub trait DeviceStore {
     async fn list_variables(
         &self,
         account: AccountId,
-        filter: DeviceFilter,
+        filter: &DeviceFilter,
         page: Page,
     ) -> StoreResult<Paged<Variable>>;
     /// Deletes a variable with its readings.

@@ -139,10 +139,21 @@ pub struct Variable {
 }
 
 /// Narrows a device or variable listing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceFilter {
-    pub collection: Option<CollectionId>,
+    /// Only devices in one of these collections.
+    pub collections: Option<Vec<CollectionId>>,
     pub device: Option<DeviceId>,
+}
+
+impl DeviceFilter {
+    pub fn collection(collection: CollectionId) -> DeviceFilter {
+        DeviceFilter { collections: Some(vec![collection]), device: None }
+    }
+
+    pub fn device(device: DeviceId) -> DeviceFilter {
+        DeviceFilter { collections: None, device: Some(device) }
+    }
 }
 
 /// Who made a token; the token never reaches further than its creator does now.

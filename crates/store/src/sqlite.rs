@@ -538,10 +538,21 @@ impl CollectionStore for SqliteStore {
 }
 
 /// Appends the `WHERE` conditions of a device filter on a query whose devices table is aliased `d`.
-fn push_device_filter(query: &mut QueryBuilder<Sqlite>, account: AccountId, filter: DeviceFilter) {
+fn push_device_filter(query: &mut QueryBuilder<Sqlite>, account: AccountId, filter: &DeviceFilter) {
     query.push(" WHERE d.account_id = ").push_bind(account.as_i64());
-    if let Some(collection) = filter.collection {
-        query.push(" AND d.collection_id = ").push_bind(collection.as_i64());
+    match filter.collections.as_deref() {
+        None => {}
+        Some([]) => {
+            query.push(" AND 0");
+        }
+        Some(collections) => {
+            query.push(" AND d.collection_id IN (");
+            let mut separated = query.separated(", ");
+            for collection in collections {
+                separated.push_bind(collection.as_i64());
+            }
+            query.push(")");
+        }
     }
     if let Some(device) = filter.device {
         query.push(" AND d.id = ").push_bind(device.as_i64());
@@ -585,7 +596,7 @@ impl DeviceStore for SqliteStore {
         self.device_by_label(device.account, &device.label).await
     }
 
-    async fn list_devices(&self, account: AccountId, filter: DeviceFilter, page: Page) -> StoreResult<Paged<Device>> {
+    async fn list_devices(&self, account: AccountId, filter: &DeviceFilter, page: Page) -> StoreResult<Paged<Device>> {
         let mut count = QueryBuilder::<Sqlite>::new("SELECT count(*) FROM devices d");
         push_device_filter(&mut count, account, filter);
         let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
@@ -658,7 +669,7 @@ impl DeviceStore for SqliteStore {
     async fn list_variables(
         &self,
         account: AccountId,
-        filter: DeviceFilter,
+        filter: &DeviceFilter,
         page: Page,
     ) -> StoreResult<Paged<Variable>> {
         let mut count =

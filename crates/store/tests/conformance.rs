@@ -228,17 +228,10 @@ async fn device_labels_are_claimed_by_the_first_collection(store: &dyn Store) {
     assert!(matches!(store.device_by_label(world.account, &label("nope")).await, Err(StoreError::NotFound)));
     assert!(matches!(store.device(AccountId(id(999)), first.id).await, Err(StoreError::NotFound)));
 
-    let listed = store
-        .list_devices(world.account, DeviceFilter { collection: Some(organization), device: None }, Page::ALL)
-        .await
-        .unwrap();
+    let listed = store.list_devices(world.account, &DeviceFilter::collection(organization), Page::ALL).await.unwrap();
     assert_eq!(listed.items, vec![first.clone()]);
     let in_default = store
-        .list_devices(
-            world.account,
-            DeviceFilter { collection: Some(world.default_collection), device: None },
-            Page::ALL,
-        )
+        .list_devices(world.account, &DeviceFilter::collection(world.default_collection), Page::ALL)
         .await
         .unwrap();
     assert_eq!(in_default.total, 0);
@@ -306,10 +299,7 @@ async fn deleting_a_device_removes_its_variables_and_readings(store: &dyn Store)
     let device = device(store, &world, 100, world.default_collection, "dev").await;
     let humidity = variable(store, &device, 200, "humidity").await;
     store.insert_readings(&[reading(humidity.id, 1, Value::Number(1.0))]).await.unwrap();
-    let listed = store
-        .list_variables(world.account, DeviceFilter { collection: None, device: Some(device.id) }, Page::ALL)
-        .await
-        .unwrap();
+    let listed = store.list_variables(world.account, &DeviceFilter::device(device.id), Page::ALL).await.unwrap();
     assert_eq!(listed.items, vec![humidity.clone()]);
     store.delete_device(world.account, device.id).await.unwrap();
     assert!(matches!(store.variable(world.account, humidity.id).await, Err(StoreError::NotFound)));

@@ -93,6 +93,12 @@ async fn a_member_reads_the_teams_collections_and_loses_them_when_removed() {
     assert_eq!(member["role"], "Admin");
     let (status, _) = tessera.ubidots(Method::POST, "/devices/sensor", bob_token, Some(json!({"t": 2}))).await;
     assert_eq!(status, StatusCode::OK);
+    // Listings show a user only what their teams own, counts included.
+    let account_token = tessera.account_token().await;
+    tessera.ubidots(Method::POST, "/devices/elsewhere", &account_token, Some(json!({"t": 1}))).await;
+    let (_, listed) = tessera.ubidots(Method::GET, "/datasources", &bob, None).await;
+    assert_eq!(listed["count"], 1, "{listed}");
+    assert_eq!(listed["results"][0]["label"], "sensor");
     let (status, _) = tessera
         .call(Method::DELETE, &format!("/teams/{team_id}/members/{bob_id}"), &[("authorization", &bearer(&ada))], None)
         .await;

@@ -110,7 +110,7 @@ pub async fn list_datasources(
     let (total, results) = match visible_devices(&caller).map_err(AppError::from)? {
         None => (0, Vec::new()),
         Some(filter) => {
-            let devices = app.store.list_devices(caller.account(), filter, page).await.map_err(AppError::from)?;
+            let devices = app.store.list_devices(caller.account(), &filter, page).await.map_err(AppError::from)?;
             let results = devices
                 .items
                 .iter()
@@ -182,7 +182,7 @@ async fn variables_page(
     let Some(filter) = filter else {
         return Ok(axum::Json(paginated(base, path, query, page, 0, Vec::new())).into_response());
     };
-    let variables = app.store.list_variables(caller.account(), filter, page).await.map_err(AppError::from)?;
+    let variables = app.store.list_variables(caller.account(), &filter, page).await.map_err(AppError::from)?;
     let results = variables
         .items
         .iter()
@@ -202,7 +202,7 @@ pub async fn list_datasource_variables(
     query: QueryParams,
 ) -> UbidotsResult {
     let (device, _) = device_by_id(&app, &caller, Action::Read, &id).await?;
-    let filter = DeviceFilter { collection: None, device: Some(device.id) };
+    let filter = DeviceFilter::device(device.id);
     variables_page(&app, &caller, Some(filter), &base, uri.path(), &query).await
 }
 

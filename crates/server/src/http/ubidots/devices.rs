@@ -139,8 +139,8 @@ pub async fn device_last_values(
 ) -> UbidotsResult {
     let label = parse_label("device", &device)?;
     let (device, _) = app.data.device_for(&caller, Action::Read, &label).await?;
-    let filter = DeviceFilter { collection: None, device: Some(device.id) };
-    let variables = app.store.list_variables(device.account, filter, Page::ALL).await.map_err(AppError::from)?;
+    let filter = DeviceFilter::device(device.id);
+    let variables = app.store.list_variables(device.account, &filter, Page::ALL).await.map_err(AppError::from)?;
     let mut answer = Map::new();
     for variable in variables.items {
         let last = app.store.last_reading(variable.id).await.map_err(AppError::from)?;
