@@ -179,3 +179,45 @@ async fn acknowledged_readings_survive_kill_9() {
     }
     restarted.child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn user_add_creates_a_user_who_can_log_in() {
+    let directory = tempfile::tempdir().unwrap();
+    let init = tessera().args(["init", "--json", "--data-dir"]).arg(directory.path()).output().await.unwrap();
+    assert!(init.status.success());
+
+    let mut add = tessera()
+        .args(["user", "add", "--email", "ada@example.com", "--password-stdin", "--admin", "--data-dir"])
+        .arg(directory.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    add.stdin.take().unwrap().write_all(b"correct horse battery\n").await.unwrap();
+    let output = add.wait_with_output().await.unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    assert!(printed.contains("ada@example.com") && printed.contains("administrator"), "{printed}");
+    assert!(!printed.contains("correct horse battery"), "the password is never printed");
+
+    let short = tessera()
+        .args(["user", "add", "--email", "bob@example.com", "--password", "short", "--data-dir"])
+        .arg(directory.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 10"));
+
+    let mut serving = serve(directory.path()).await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/login", serving.base))
+        .json(&json!({"email": "ada@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    serving.child.kill().await.unwrap();
+}

@@ -50,6 +50,19 @@ async fn a_member_reads_the_teams_collections_and_loses_them_when_removed() {
         .call(Method::POST, "/teams/accept", &[("authorization", &bearer(&bob))], Some(json!({"code": invite["code"]})))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "an invite serves once");
+    let (_, withdrawn) = tessera
+        .call(Method::POST, &format!("/teams/{team_id}/invites"), &[("authorization", &bearer(&ada))], None)
+        .await;
+    let code = withdrawn["code"].as_str().unwrap();
+    let path = format!("/teams/{team_id}/invites/{code}");
+    let (status, _) = tessera.call(Method::DELETE, &path, &[("authorization", &bearer(&bob))], None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a member cannot withdraw invites");
+    let (status, _) = tessera.call(Method::DELETE, &path, &[("authorization", &bearer(&ada))], None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, invites) = tessera
+        .call(Method::GET, &format!("/teams/{team_id}/invites"), &[("authorization", &bearer(&ada))], None)
+        .await;
+    assert_eq!(invites["invites"].as_array().unwrap().len(), 1, "the accepted one remains listed: {invites}");
 
     // Bob reads the collection with his session and with a token he makes, and writes with neither.
     let (status, _) = tessera.native(Method::GET, &format!("/collections/{collection_id}"), &bob, None).await;

@@ -8,7 +8,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use serde_json::{Value as Json_, json};
 use tessera_core::{Action, Permit, Role, Target, TeamId, UserId};
@@ -33,6 +33,7 @@ pub fn routes() -> Router<App> {
         .route("/teams/{team}/members", get(list_members))
         .route("/teams/{team}/members/{user}", patch(set_role).delete(remove_member))
         .route("/teams/{team}/invites", get(list_invites).post(create_invite))
+        .route("/teams/{team}/invites/{code}", delete(delete_invite))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
 }
 
@@ -253,6 +254,20 @@ async fn list_invites(
     let (team, _) = team_for(&app, &caller, Action::Write, &team).await?;
     let invites = app.store.invites(team.id).await.map_err(AppError::from)?;
     Ok(Json(json!({ "invites": invites.iter().map(invite_json).collect::<Vec<_>>() })).into_response())
+}
+
+/// `DELETE /teams/{id}/invites/{code}`: withdraws an invite.
+async fn delete_invite(
+    State(app): State<App>,
+    HordeCaller(caller): HordeCaller,
+    Path((team, code)): Path<(String, String)>,
+) -> HordeResult {
+    let (team, _) = team_for(&app, &caller, Action::Write, &team).await?;
+    app.store
+        .delete_invite(team.id, &app.people.digest_code(code.trim()))
+        .await
+        .map_err(|error| AppError::from_store("invite", error))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `POST /teams/accept` with `{"code"}`: the caller joins the team as a member.
