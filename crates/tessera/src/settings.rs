@@ -30,6 +30,8 @@ pub struct Settings {
     device_cache_capacity: Option<u64>,
     writer_max_batch: Option<usize>,
     writer_queue: Option<usize>,
+    access_token_ttl_seconds: Option<u64>,
+    refresh_token_ttl_seconds: Option<u64>,
 }
 
 impl Settings {
@@ -68,6 +70,12 @@ impl Settings {
         }
         if let Some(queue) = self.writer_queue {
             config.writer_queue = queue;
+        }
+        if let Some(seconds) = self.access_token_ttl_seconds {
+            config.access_token_ttl = Duration::from_secs(seconds);
+        }
+        if let Some(seconds) = self.refresh_token_ttl_seconds {
+            config.refresh_token_ttl = Duration::from_secs(seconds);
         }
         config
     }
