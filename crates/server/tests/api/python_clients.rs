@@ -19,31 +19,42 @@ fn client_script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients").join(name)
 }
 
-#[tokio::test]
-async fn the_ubidots_python_client_works_unchanged() {
-    if !python_module_available("ubidots") {
-        assert!(std::env::var_os("CI").is_none(), "CI must install the Python package ubidots==1.6.6");
-        eprintln!("skipped: the Python package ubidots 1.6.6 is not installed (pip install ubidots==1.6.6)");
+/// Runs a client script against `tessera` with `environment`, unless its Python packages are missing.
+async fn run_client(script: &str, packages: &[&str], environment: Vec<(&'static str, String)>) {
+    let missing: Vec<&&str> = packages.iter().filter(|package| !python_module_available(package)).collect();
+    if !missing.is_empty() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install the Python packages {missing:?}");
+        eprintln!("skipped {script}: the Python packages {missing:?} are not installed (see .ci/run)");
         return;
     }
-    let tessera = TestServer::start().await;
-    let script = client_script("ubidots_client.py");
-    let base = tessera.base.clone();
-    let api_key = tessera.api_key.clone();
+    let script = client_script(script);
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .env("TESSERA_BASE_URL", base)
-            .env("TESSERA_API_KEY", api_key)
-            .output()
-            .expect("python3 runs")
+        Command::new("python3").arg(&script).envs(environment).output().expect("python3 runs")
     })
     .await
     .unwrap();
     assert!(
         output.status.success(),
-        "the ubidots client failed:\n{}\n{}",
+        "the client failed:\n{}\n{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[tokio::test]
+async fn the_ubidots_python_client_works_unchanged() {
+    let tessera = TestServer::start().await;
+    let environment = vec![("TESSERA_BASE_URL", tessera.base.clone()), ("TESSERA_API_KEY", tessera.api_key.clone())];
+    run_client("ubidots_client.py", &["ubidots"], environment).await;
+}
+
+#[tokio::test]
+async fn a_real_totp_generator_logs_in() {
+    let tessera = TestServer::start().await;
+    let environment = vec![
+        ("TESSERA_BASE_URL", tessera.base.clone()),
+        ("TESSERA_ADMIN_EMAIL", tessera.admin_email.clone()),
+        ("TESSERA_ADMIN_PASSWORD", tessera.admin_password.clone()),
+    ];
+    run_client("totp_login.py", &["pyotp", "requests"], environment).await;
 }
