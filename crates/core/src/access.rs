@@ -185,8 +185,11 @@ impl Scope {
 /// What a token's creator reaches at the moment of the request, computed by the caller from the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reach {
-    /// The whole account (an API key, an account administrator).
+    /// The whole account, people included (an account administrator).
     Account(Rights),
+    /// The whole account's data, but not its teams: people are managed by people (an API key and the tokens it
+    /// mints).
+    AccountData(Rights),
     /// Some teams and collections (a user, through their teams' memberships).
     Limited { teams: BTreeMap<TeamId, Rights>, collections: BTreeMap<CollectionId, Rights> },
     /// Nothing any more (the creator was removed or its key revoked).
@@ -197,6 +200,7 @@ impl Reach {
     fn rights_over(&self, target: &Target) -> Option<Rights> {
         match self {
             Reach::Account(rights) => Some(*rights),
+            Reach::AccountData(rights) => target.team_id().is_none().then_some(*rights),
             Reach::Limited { teams, collections } => {
                 if let Some(collection) = target.collection_id() {
                     collections.get(&collection).copied()
@@ -569,6 +573,16 @@ mod tests {
         // Removed from the team, or the API key that minted the token revoked.
         token.creator_reach = Reach::Nothing;
         assert_eq!(authorize(&token, NOW, Action::Read, &device_in(10, 5)), Err(Denial::CreatorLostAccess));
+    }
+
+    #[test]
+    fn tokens_of_an_api_key_reach_the_data_but_not_the_teams() {
+        let mut token = grant(TokenKind::Account, Scope::Account, Rights::ReadWrite);
+        token.creator_reach = Reach::AccountData(Rights::ReadWrite);
+        assert!(authorize(&token, NOW, Action::Write, &device_in(10, 5)).is_ok());
+        assert!(authorize(&token, NOW, Action::Write, &Target::account(account())).is_ok());
+        let team = Target::team(account(), TeamId(id(3)));
+        assert_eq!(authorize(&token, NOW, Action::Read, &team), Err(Denial::CreatorLostAccess));
     }
 
     #[test]

@@ -22,6 +22,13 @@ use crate::entropy::{new_id, random_bytes};
 use crate::time::now_ms;
 use crate::tokens::{Caller, NewToken, TokenService};
 
+/// Whether a session is new or replaces the pair of a refresh token.
+#[derive(Debug, Clone, Copy)]
+enum Rotation<'a> {
+    NewSession,
+    Replace(&'a TokenRecord),
+}
+
 /// Passwords shorter than this are refused.
 pub const MIN_PASSWORD_LEN: usize = 10;
 /// How long a second-factor challenge lives.
@@ -209,16 +216,16 @@ impl PeopleService {
         source: IpAddr,
     ) -> Result<LoginStep, LoginError> {
         let email = email.trim().to_lowercase();
+        let source = source_key(source);
         let keys = [ThrottleKey::Address(source), ThrottleKey::Login(email.clone(), source)];
-        self.throttle.check(&keys, now_ms())?;
+        self.throttle.attempt(&keys, now_ms())?;
         let candidates = self.store.users_by_email(&email).await?;
         let user = self.first_matching_password(candidates, password.to_owned()).await?;
         let Some(user) = user else {
-            self.throttle.failure(&keys, now_ms());
             tracing::info!(%source, "login failed: wrong email or password");
             return Err(LoginError::InvalidGrant);
         };
-        self.throttle.success(&keys[1]);
+        self.throttle.succeeded(&keys);
         if user.totp.as_ref().is_some_and(|totp| totp.enabled) {
             let now = now_ms();
             let challenge = LoginChallenge {
@@ -231,7 +238,7 @@ impl PeopleService {
             self.store.insert_challenge(&challenge).await?;
             return Ok(LoginStep::Challenge { challenge: challenge.id, user: user.id });
         }
-        Ok(LoginStep::Session(self.open_session(&user, client_id, None).await?))
+        Ok(LoginStep::Session(self.new_session(&user, client_id).await?))
     }
 
     /// Verifies the password against each candidate (normally one). With no candidate, a dummy hash is verified so
@@ -262,26 +269,34 @@ impl PeopleService {
         client_id: &str,
         source: IpAddr,
     ) -> Result<Session, LoginError> {
+        let source = source_key(source);
         let keys = [ThrottleKey::Address(source), ThrottleKey::User(user, source)];
-        self.throttle.check(&keys, now_ms())?;
-        let outcome = self.check_challenge_code(challenge, user, code).await;
+        self.throttle.attempt(&keys, now_ms())?;
+        let outcome = self.check_challenge_code(challenge, user, code, client_id).await;
         let user = match outcome {
             Ok(user) => user,
             Err(LoginError::InvalidGrant) => {
-                self.throttle.failure(&keys, now_ms());
                 tracing::info!(%source, %user, "second factor failed");
                 return Err(LoginError::InvalidGrant);
             }
             Err(other) => return Err(other),
         };
-        self.throttle.success(&keys[1]);
-        Ok(self.open_session(&user, client_id, None).await?)
+        self.throttle.succeeded(&keys);
+        Ok(self.new_session(&user, client_id).await?)
     }
 
-    async fn check_challenge_code(&self, challenge: Id, user: UserId, code: &str) -> Result<User, LoginError> {
+    async fn check_challenge_code(
+        &self,
+        challenge: Id,
+        user: UserId,
+        code: &str,
+        client_id: &str,
+    ) -> Result<User, LoginError> {
         let now = now_ms();
         match self.store.challenge(challenge, user, now).await {
-            Ok(_) => {}
+            // The code must come from the client the password came from.
+            Ok(issued) if issued.client_id == client_id => {}
+            Ok(_) => return Err(LoginError::InvalidGrant),
             Err(StoreError::NotFound) => return Err(LoginError::InvalidGrant),
             Err(error) => return Err(error.into()),
         }
@@ -315,22 +330,20 @@ impl PeopleService {
     /// Step three: a refresh token for a new pair. The refresh token rotates; presenting one that was already used
     /// revokes the whole session, since one of the two presenters must be a thief.
     pub async fn refresh(&self, presented: &str, client_id: &str, source: IpAddr) -> Result<Session, LoginError> {
-        let keys = [ThrottleKey::Address(source)];
-        self.throttle.check(&keys, now_ms())?;
+        let keys = [ThrottleKey::Address(source_key(source))];
+        self.throttle.attempt(&keys, now_ms())?;
         let Ok(secret) = Secret::parse(presented.trim()) else {
-            self.throttle.failure(&keys, now_ms());
             return Err(LoginError::InvalidGrant);
         };
         let record = match self.store.token_by_digest(&self.tokens.digest(&secret)).await {
             Ok(record) if record.kind == TokenKind::Refresh => record,
             Ok(_) | Err(StoreError::NotFound) => {
-                self.throttle.failure(&keys, now_ms());
                 return Err(LoginError::InvalidGrant);
             }
             Err(error) => return Err(error.into()),
         };
         let now = now_ms();
-        if record.revoked_at_ms.is_some() || !self.store.consume_token(record.id, now).await? {
+        if record.revoked_at_ms.is_some() {
             self.revoke_session_of(&record, "a used refresh token was presented again").await?;
             return Err(LoginError::InvalidGrant);
         }
@@ -343,7 +356,18 @@ impl PeopleService {
             Err(StoreError::NotFound) => return Err(LoginError::InvalidGrant),
             Err(error) => return Err(error.into()),
         };
-        Ok(self.open_session(&user, client_id, record.family).await?)
+        // The old refresh token is consumed in the same transaction that stores the new pair: a concurrent
+        // presentation of it either loses here (and revokes the family, new pair included) or finds it consumed.
+        match self.open_session(&user, client_id, Rotation::Replace(&record)).await? {
+            Some(session) => {
+                self.throttle.succeeded(&keys);
+                Ok(session)
+            }
+            None => {
+                self.revoke_session_of(&record, "a refresh token was presented twice at once").await?;
+                Err(LoginError::InvalidGrant)
+            }
+        }
     }
 
     async fn revoke_session_of(&self, record: &TokenRecord, reason: &str) -> Result<(), StoreError> {
@@ -364,9 +388,25 @@ impl PeopleService {
         Ok(())
     }
 
-    async fn open_session(&self, user: &User, client_id: &str, family: Option<Id>) -> Result<Session, AppError> {
+    async fn new_session(&self, user: &User, client_id: &str) -> Result<Session, AppError> {
+        self.open_session(user, client_id, Rotation::NewSession)
+            .await?
+            .ok_or_else(|| AppError::Internal("a new session cannot collide".into()))
+    }
+
+    /// Stores a new access and refresh token for `user`: a new session at login, or the next pair of a session
+    /// when rotating, in which case `None` means the old refresh token had been used already.
+    async fn open_session(
+        &self,
+        user: &User,
+        client_id: &str,
+        rotation: Rotation<'_>,
+    ) -> Result<Option<Session>, AppError> {
         let now = now_ms();
-        let family = family.unwrap_or_else(new_id);
+        let family = match rotation {
+            Rotation::NewSession => new_id(),
+            Rotation::Replace(old) => old.family.unwrap_or_else(new_id),
+        };
         let expires_at_ms = now + self.access_ttl.as_millis() as i64;
         let creator = Creator::User(user.id);
         let access = NewToken {
@@ -383,16 +423,29 @@ impl PeopleService {
             name: format!("refresh ({client_id})"),
             expires_at_ms: Some(now + self.refresh_ttl.as_millis() as i64),
         };
-        let (_, access_token) = self.tokens.issue(user.account, creator, access, Some(family)).await?;
-        let (_, refresh_token) = self.tokens.issue(user.account, creator, refresh, Some(family)).await?;
-        Ok(Session {
+        let (access_record, access_token) = self.tokens.prepare(user.account, creator, access, Some(family));
+        let (refresh_record, refresh_token) = self.tokens.prepare(user.account, creator, refresh, Some(family));
+        let records = [access_record, refresh_record];
+        match rotation {
+            Rotation::NewSession => {
+                for record in &records {
+                    self.store.insert_token(record).await?;
+                }
+            }
+            Rotation::Replace(old) => {
+                if !self.store.rotate_tokens(old.id, &records, now).await? {
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(Session {
             access_token,
             refresh_token,
             issued_at_ms: now,
             expires_at_ms,
             email: user.email.clone(),
             client_id: client_id.to_owned(),
-        })
+        }))
     }
 
     /// Starts TOTP enrollment: a new secret, not yet in force until a code confirms it.
@@ -511,8 +564,10 @@ impl Throttle {
         (1000_i64 << doublings).min(THROTTLE_MAX_DELAY_MS)
     }
 
-    fn check(&self, keys: &[ThrottleKey], now: i64) -> Result<(), LoginError> {
-        let failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    /// Counts an attempt before its work is done, or refuses it while any of its keys must wait. Counting first
+    /// means a burst of simultaneous guesses is throttled as a sequence would be.
+    fn attempt(&self, keys: &[ThrottleKey], now: i64) -> Result<(), LoginError> {
+        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let wait = keys
             .iter()
             .filter_map(|key| failures.get(key).map(|entry| (key, entry)))
@@ -520,11 +575,9 @@ impl Throttle {
             .map(|(key, entry)| entry.last_ms + Throttle::delay_ms(key, entry.count) - now)
             .max()
             .unwrap_or(0);
-        if wait > 0 { Err(LoginError::Throttled(Duration::from_millis(wait as u64))) } else { Ok(()) }
-    }
-
-    fn failure(&self, keys: &[ThrottleKey], now: i64) {
-        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if wait > 0 {
+            return Err(LoginError::Throttled(Duration::from_millis(wait as u64)));
+        }
         if failures.len() > 100_000 {
             failures.retain(|_, entry| now - entry.last_ms < THROTTLE_FORGET_MS);
         }
@@ -536,10 +589,36 @@ impl Throttle {
             entry.count += 1;
             entry.last_ms = now;
         }
+        Ok(())
     }
 
-    fn success(&self, key: &ThrottleKey) {
-        self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key);
+    /// Forgives a successful attempt: the login's own count is cleared, the address gets its attempt back.
+    fn succeeded(&self, keys: &[ThrottleKey]) {
+        let mut failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for key in keys {
+            match key {
+                ThrottleKey::Address(_) => {
+                    if let Some(entry) = failures.get_mut(key) {
+                        entry.count = entry.count.saturating_sub(1);
+                        if entry.count == 0 {
+                            failures.remove(key);
+                        }
+                    }
+                }
+                ThrottleKey::Login(..) | ThrottleKey::User(..) => {
+                    failures.remove(key);
+                }
+            }
+        }
+    }
+}
+
+/// The address failures are counted against: IPv4 as is, IPv6 by its /64, which one subscriber usually holds
+/// whole.
+fn source_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
     }
 }
 
@@ -554,18 +633,29 @@ mod tests {
         let owner: IpAddr = "10.0.0.2".parse().unwrap();
         let attacked = |address| [ThrottleKey::Address(address), ThrottleKey::Login("ada@example.com".into(), address)];
         for _ in 0..3 {
-            assert!(throttle.check(&attacked(attacker), 0).is_ok());
-            throttle.failure(&attacked(attacker), 0);
+            assert!(throttle.attempt(&attacked(attacker), 0).is_ok());
         }
-        let Err(LoginError::Throttled(wait)) = throttle.check(&attacked(attacker), 0) else { panic!("not throttled") };
+        let Err(LoginError::Throttled(wait)) = throttle.attempt(&attacked(attacker), 0) else {
+            panic!("not throttled")
+        };
         assert_eq!(wait, Duration::from_secs(1));
-        assert!(throttle.check(&attacked(attacker), 1000).is_ok(), "the delay passes");
-        throttle.failure(&attacked(attacker), 1000);
-        let Err(LoginError::Throttled(wait)) = throttle.check(&attacked(attacker), 1000) else { panic!() };
+        assert!(throttle.attempt(&attacked(attacker), 1000).is_ok(), "the delay passes");
+        let Err(LoginError::Throttled(wait)) = throttle.attempt(&attacked(attacker), 1000) else { panic!() };
         assert_eq!(wait, Duration::from_secs(2), "and doubles");
-        assert!(throttle.check(&attacked(owner), 1000).is_ok(), "another address is not delayed");
-        throttle.success(&attacked(attacker)[1]);
-        assert!(throttle.check(&attacked(attacker), 1000).is_ok());
+        assert!(throttle.attempt(&attacked(owner), 1000).is_ok(), "another address is not delayed");
+        throttle.succeeded(&attacked(owner));
+        throttle.succeeded(&attacked(attacker));
+        assert!(throttle.attempt(&attacked(attacker), 1000).is_ok(), "a success forgives the login's count");
+    }
+
+    #[test]
+    fn ipv6_addresses_are_counted_by_their_64_bit_prefix() {
+        let one: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(source_key(one), source_key(other));
+        assert_ne!(source_key(one), source_key("2001:db8:1:3::1".parse().unwrap()));
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(source_key(v4), v4);
     }
 
     #[test]

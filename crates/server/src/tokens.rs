@@ -135,11 +135,11 @@ impl TokenService {
         }
         let started = self.creator_reach.read_started();
         let reach = match creator {
-            Creator::System => Reach::Account(Rights::ReadWrite),
-            // A token minted with an API key reaches what the key reaches: the whole account while the key lives.
+            Creator::System => Reach::AccountData(Rights::ReadWrite),
+            // A token minted with an API key reaches what the key reaches: the account's data while the key lives.
             Creator::Token(minter) => match self.store.token(account, minter).await {
                 Ok(minter) if minter.revoked_at_ms.is_none() && minter.kind == TokenKind::ApiKey => {
-                    Reach::Account(Rights::ReadWrite)
+                    Reach::AccountData(Rights::ReadWrite)
                 }
                 Ok(_) | Err(StoreError::NotFound) => Reach::Nothing,
                 Err(error) => return Err(error),
@@ -187,6 +187,19 @@ impl TokenService {
         new: NewToken,
         family: Option<Id>,
     ) -> Result<(TokenRecord, Secret), StoreError> {
+        let (record, secret) = self.prepare(account, creator, new, family);
+        self.store.insert_token(&record).await?;
+        Ok((record, secret))
+    }
+
+    /// A new token's record and secret, not yet stored.
+    pub(crate) fn prepare(
+        &self,
+        account: AccountId,
+        creator: Creator,
+        new: NewToken,
+        family: Option<Id>,
+    ) -> (TokenRecord, Secret) {
         let secret = new_secret(new.kind);
         let record = TokenRecord {
             id: TokenId(new_id()),
@@ -205,8 +218,7 @@ impl TokenService {
             uses: 0,
             family,
         };
-        self.store.insert_token(&record).await?;
-        Ok((record, secret))
+        (record, secret)
     }
 
     /// Live tokens that pass `filter`.

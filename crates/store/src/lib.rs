@@ -59,6 +59,10 @@ pub trait TokenStore {
     ) -> StoreResult<Paged<TokenRecord>>;
     /// Marks a live token used up (revoked), atomically: exactly one caller gets `true` for a refresh token.
     async fn consume_token(&self, token: TokenId, at_ms: i64) -> StoreResult<bool>;
+    /// Consumes the live token `consumed` and inserts `tokens` in one transaction; inserts nothing and answers
+    /// `false` if `consumed` was used already. Refresh rotation: the new pair exists exactly when the old refresh
+    /// token was this request's to use, so a concurrent reuse that revokes the family afterwards revokes it too.
+    async fn rotate_tokens(&self, consumed: TokenId, tokens: &[TokenRecord], at_ms: i64) -> StoreResult<bool>;
     /// Revokes every live token of a login session and returns them.
     async fn revoke_family(&self, family: Id, at_ms: i64) -> StoreResult<Vec<TokenRecord>>;
     /// Revokes every live token made by `creator` and returns them.

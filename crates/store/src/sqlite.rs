@@ -404,6 +404,23 @@ impl TokenStore for SqliteStore {
         Ok(updated.rows_affected() == 1)
     }
 
+    async fn rotate_tokens(&self, consumed: TokenId, tokens: &[TokenRecord], at_ms: i64) -> StoreResult<bool> {
+        let mut transaction = self.pool.begin().await?;
+        let updated = sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            .bind(at_ms)
+            .bind(consumed.as_i64())
+            .execute(&mut *transaction)
+            .await?;
+        if updated.rows_affected() != 1 {
+            return Ok(false);
+        }
+        for token in tokens {
+            insert_token_in(&mut *transaction, token).await?;
+        }
+        transaction.commit().await?;
+        Ok(true)
+    }
+
     async fn revoke_family(&self, family: Id, at_ms: i64) -> StoreResult<Vec<TokenRecord>> {
         let rows = sqlx::query(concat!(
             "UPDATE tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL RETURNING ",

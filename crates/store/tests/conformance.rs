@@ -493,8 +493,16 @@ async fn token_families_and_creators_are_revoked_together(store: &dyn Store) {
     let mine = TokenFilter { scope: None, creator: Some(Creator::User(ada)) };
     assert_eq!(store.list_tokens(world.account, mine, NOW, Page::ALL).await.unwrap().total, 3);
 
-    assert!(store.consume_token(refresh.id, NOW).await.unwrap());
+    let mut rotated = token(4, world.account, TokenKind::Refresh, Scope::Account);
+    rotated.family = Some(family);
+    rotated.creator = Creator::User(ada);
+    assert!(store.rotate_tokens(refresh.id, std::slice::from_ref(&rotated), NOW).await.unwrap());
     assert!(!store.consume_token(refresh.id, NOW).await.unwrap(), "a refresh token is consumed once");
+    let mut again = token(5, world.account, TokenKind::Refresh, Scope::Account);
+    again.family = Some(family);
+    assert!(!store.rotate_tokens(refresh.id, std::slice::from_ref(&again), NOW).await.unwrap());
+    assert!(matches!(store.token(world.account, again.id).await, Err(StoreError::NotFound)), "nothing inserted");
+    assert!(store.consume_token(rotated.id, NOW).await.unwrap());
     let revoked = store.revoke_family(family, NOW).await.unwrap();
     assert_eq!(revoked.iter().map(|token| token.id).collect::<Vec<_>>(), vec![access.id]);
     let revoked = store.revoke_tokens_of(world.account, Creator::User(ada), NOW).await.unwrap();

@@ -308,3 +308,69 @@ async fn users_are_managed_by_account_administrators_only() {
     assert_eq!(listed["users"].as_array().unwrap().len(), 2);
     assert!(!listed.to_string().contains("argon2"), "no password hash leaves the server");
 }
+
+#[tokio::test]
+async fn a_burst_of_simultaneous_guesses_is_throttled_like_a_sequence() {
+    let tessera = TestServer::start().await;
+    tessera.user("ada@example.com", "correct horse battery").await;
+    let attacker = client_from("127.0.0.9");
+    let guess =
+        [("grant_type", "password"), ("username", "ada@example.com"), ("password", "guess"), ("client_id", "web")];
+    for _ in 0..3 {
+        att_login(&tessera, &attacker, &guess).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let request = attacker.post(tessera.url("/login")).form(&guess);
+        burst.spawn(async move { request.send().await.unwrap().status() });
+    }
+    let mut checked = 0;
+    while let Some(status) = burst.join_next().await {
+        match status.unwrap() {
+            StatusCode::BAD_REQUEST => checked += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(checked, 1, "after the delay, one guess is checked and the rest wait");
+}
+
+#[tokio::test]
+async fn a_refresh_token_presented_many_times_at_once_leaves_no_live_session() {
+    let tessera = TestServer::start().await;
+    tessera.user("ada@example.com", "correct horse battery").await;
+    let session = tessera.login("ada@example.com", "correct horse battery").await;
+    let refresh = session["refresh_token"].as_str().unwrap().to_owned();
+    let mut racers = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let request = tessera.client.post(tessera.url("/v1/token/refresh")).json(&json!({"refresh_token": refresh}));
+        racers.spawn(async move { decode(request.send().await.unwrap()).await });
+    }
+    let mut winners = Vec::new();
+    while let Some(outcome) = racers.join_next().await {
+        let (status, body) = outcome.unwrap();
+        if status == StatusCode::OK {
+            winners.push(body);
+        }
+    }
+    assert!(winners.len() <= 1, "one refresh at most: {winners:?}");
+    for winner in winners {
+        let (status, _) = tessera.native(Method::GET, "/me", winner["access_token"].as_str().unwrap(), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "the reuse revoked the winner's access token");
+        let (status, _) = tessera
+            .call(Method::POST, "/v1/token/refresh", &[], Some(json!({"refresh_token": winner["refresh_token"]})))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "and its refresh token");
+    }
+}
+
+#[tokio::test]
+async fn is_admin_must_be_a_boolean() {
+    let tessera = TestServer::start().await;
+    let admin = tessera.admin_session().await;
+    let body = json!({"email": "ada@example.com", "password": "correct horse battery", "is_admin": "yes"});
+    let (status, problem) = tessera.native(Method::POST, "/users", &admin, Some(body)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(problem["detail"].as_str().unwrap().contains("is_admin"));
+}

@@ -160,3 +160,63 @@ async fn teams_list_update_and_delete_with_horde_shapes() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(error, json!({"status": 401, "message": "Missing API Token"}));
 }
+
+#[tokio::test]
+async fn teams_keep_an_admin_and_tokens_of_the_api_key_do_not_administer_them() {
+    let tessera = TestServer::start().await;
+    let (ada, ada_id) = tessera.user("ada@example.com", "correct horse battery").await;
+    let (bob, bob_id) = tessera.user("bob@example.com", "correct horse battery").await;
+    let ada_auth = [("authorization", format!("Bearer {ada}"))];
+    let ada_auth: Vec<(&str, &str)> = ada_auth.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    let bob_auth = [("authorization", format!("Bearer {bob}"))];
+    let bob_auth: Vec<(&str, &str)> = bob_auth.iter().map(|(a, b)| (*a, b.as_str())).collect();
+
+    // Ada invites Bob into her private team and makes him an admin; he still cannot demote her.
+    let (_, teams) = tessera.call(Method::GET, "/teams", &ada_auth, None).await;
+    let private = teams["teams"][0]["teamId"].as_str().unwrap().to_owned();
+    let (_, invite) = tessera.call(Method::POST, &format!("/teams/{private}/invites"), &ada_auth, None).await;
+    tessera.call(Method::POST, "/teams/accept", &bob_auth, Some(json!({"code": invite["code"]}))).await;
+    let (status, _) = tessera
+        .call(Method::PATCH, &format!("/teams/{private}/members/{bob_id}"), &ada_auth, Some(json!({"role": "admin"})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, error) = tessera
+        .call(Method::PATCH, &format!("/teams/{private}/members/{ada_id}"), &bob_auth, Some(json!({"role": "member"})))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+    let (status, _) =
+        tessera.call(Method::DELETE, &format!("/teams/{private}/members/{ada_id}"), &bob_auth, None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // A shared team keeps its last admin.
+    let (_, team) = tessera.call(Method::POST, "/teams", &ada_auth, Some(json!({}))).await;
+    let team_id = team["teamId"].as_str().unwrap();
+    let (_, invite) = tessera.call(Method::POST, &format!("/teams/{team_id}/invites"), &ada_auth, None).await;
+    tessera.call(Method::POST, "/teams/accept", &bob_auth, Some(json!({"code": invite["code"]}))).await;
+    tessera
+        .call(Method::PATCH, &format!("/teams/{team_id}/members/{bob_id}"), &ada_auth, Some(json!({"role": "admin"})))
+        .await;
+    let (status, _) = tessera
+        .call(Method::PATCH, &format!("/teams/{team_id}/members/{ada_id}"), &bob_auth, Some(json!({"role": "member"})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "two admins: one may go");
+    let (status, error) = tessera
+        .call(Method::PATCH, &format!("/teams/{team_id}/members/{bob_id}"), &ada_auth, Some(json!({"role": "member"})))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "ada is no longer an admin: {error}");
+
+    // A token minted with the API key reaches the account's data, not its people.
+    let account_token = tessera.account_token().await;
+    let token_auth = [("x-api-token", account_token.as_str())];
+    let (status, _) = tessera.call(Method::GET, &format!("/teams/{team_id}/members"), &token_auth, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = tessera
+        .call(
+            Method::PATCH,
+            &format!("/teams/{team_id}/members/{bob_id}"),
+            &token_auth,
+            Some(json!({"role": "member"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}

@@ -195,7 +195,11 @@ async fn create_user(
         password: text(&document, "password")?.to_owned(),
         display_name: optional("display_name"),
         phone: optional("phone"),
-        is_admin: document.get("is_admin").and_then(Json_::as_bool).unwrap_or(false),
+        is_admin: match document.get("is_admin") {
+            None => false,
+            Some(Json_::Bool(is_admin)) => *is_admin,
+            Some(_) => return Err(AppError::BadRequest("'is_admin' must be true or false".into()).into()),
+        },
     };
     let user = app.people.create_user(&permit, new).await?;
     let mut response = (StatusCode::CREATED, Json(user_json(&user))).into_response();
