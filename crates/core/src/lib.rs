@@ -6,6 +6,7 @@ pub mod access;
 pub mod id;
 pub mod label;
 pub mod reading;
+pub mod resource;
 pub mod secret;
 pub mod totp;
 
@@ -15,4 +16,5 @@ pub use access::{
 pub use id::{AccountId, CollectionId, DeviceId, Id, TeamId, TokenId, UserId, VariableId};
 pub use label::Label;
 pub use reading::{Reading, Value};
+pub use resource::{InvalidResource, Resource};
 pub use secret::{SECRET_RANDOM_BYTES, Secret, SecretDigest, SecretError, ServerKey, TokenKind};
