@@ -47,6 +47,7 @@ impl App {
             is_default: false,
             team,
             created_at_ms: now_ms(),
+            tags: Default::default(),
         };
         self.store.insert_collection(&collection).await.map_err(|error| AppError::from_store("team", error))?;
         if let Some(team) = team {

@@ -157,6 +157,7 @@ pub async fn bootstrap(store: &dyn Store, key: &ServerKey) -> Result<Option<Cred
             is_default: true,
             team: None,
             created_at_ms: now,
+            tags: Default::default(),
         },
         api_key: TokenRecord {
             id: TokenId(new_id()),
@@ -174,6 +175,7 @@ pub async fn bootstrap(store: &dyn Store, key: &ServerKey) -> Result<Option<Cred
             last_used_at_ms: None,
             uses: 0,
             family: None,
+            resource: None,
         },
         admin: User {
             id: admin,

@@ -134,6 +134,9 @@ impl DataService {
             label: label.clone(),
             name,
             created_at_ms: now_ms(),
+            imsi: None,
+            imei: None,
+            tags: Default::default(),
         };
         let started = self.devices.read_started();
         let device = self

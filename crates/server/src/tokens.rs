@@ -217,6 +217,7 @@ impl TokenService {
             last_used_at_ms: None,
             uses: 0,
             family,
+            resource: None,
         };
         (record, secret)
     }

@@ -154,6 +154,9 @@ mod tests {
             label: Label::parse("d").unwrap(),
             name: "d".into(),
             created_at_ms: 0,
+            imsi: None,
+            imei: None,
+            tags: Default::default(),
         };
         store.insert_device_if_absent(&device).await.unwrap();
         let mut ids = Vec::new();

@@ -57,6 +57,8 @@ pub trait TokenStore {
         now_ms: i64,
         page: Page,
     ) -> StoreResult<Paged<TokenRecord>>;
+    /// Stores a live token's scope, rights, name, tags and resource.
+    async fn update_token(&self, token: &TokenRecord) -> StoreResult<()>;
     /// Marks a live token used up (revoked), atomically: exactly one caller gets `true` for a refresh token.
     async fn consume_token(&self, token: TokenId, at_ms: i64) -> StoreResult<bool>;
     /// Consumes the live token `consumed` and inserts `tokens` in one transaction; inserts nothing and answers
@@ -80,6 +82,8 @@ pub trait CollectionStore {
     async fn insert_collection(&self, collection: &Collection) -> StoreResult<()>;
     async fn collection(&self, account: AccountId, collection: CollectionId) -> StoreResult<Collection>;
     async fn default_collection(&self, account: AccountId) -> StoreResult<Collection>;
+    /// Stores a collection's name and tags.
+    async fn update_collection(&self, collection: &Collection) -> StoreResult<()>;
     async fn list_collections(&self, account: AccountId) -> StoreResult<Vec<Collection>>;
     /// Deletes an empty collection and revokes the tokens scoped to it, in one transaction; returns those tokens.
     /// `Conflict` if it still holds devices or is the account's default collection.
@@ -100,6 +104,12 @@ pub trait DeviceStore {
     /// the label afterwards: the new one, or the one that claimed it first (possibly in another collection).
     async fn insert_device_if_absent(&self, device: &Device) -> StoreResult<Device>;
     async fn list_devices(&self, account: AccountId, filter: &DeviceFilter, page: Page) -> StoreResult<Paged<Device>>;
+    /// Stores a device's name, IMSI, IMEI and tags; `Conflict` if the IMSI or IMEI belongs to another device.
+    async fn update_device(&self, device: &Device) -> StoreResult<()>;
+    /// Queues a message for a device.
+    async fn insert_downlink(&self, downlink: &Downlink) -> StoreResult<()>;
+    /// The messages queued for a device, oldest first.
+    async fn downlinks(&self, account: AccountId, device: DeviceId) -> StoreResult<Vec<Downlink>>;
     /// Deletes a device with its variables and their readings.
     async fn delete_device(&self, account: AccountId, device: DeviceId) -> StoreResult<()>;
 
@@ -126,6 +136,14 @@ pub trait ReadingStore {
     /// Readings of a variable within `range` (inclusive), newest first.
     async fn readings(&self, variable: VariableId, range: TimeRange, page: Page) -> StoreResult<Paged<Reading>>;
     async fn last_reading(&self, variable: VariableId) -> StoreResult<Option<Reading>>;
+    /// Readings of every variable of the devices `filter` selects, within `range`, newest first, at most `limit`.
+    async fn device_readings(
+        &self,
+        account: AccountId,
+        filter: &DeviceFilter,
+        range: TimeRange,
+        limit: u64,
+    ) -> StoreResult<Vec<(DeviceId, Reading)>>;
     /// Deletes the readings of a variable within `range` (inclusive) and returns how many there were.
     async fn delete_readings(&self, variable: VariableId, range: TimeRange) -> StoreResult<u64>;
 }

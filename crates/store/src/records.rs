@@ -110,6 +110,7 @@ pub struct Collection {
     pub is_default: bool,
     /// The team that owns it; `None` for collections of the account itself, which account admins reach.
     pub team: Option<TeamId>,
+    pub tags: BTreeMap<String, String>,
     pub created_at_ms: i64,
 }
 
@@ -121,6 +122,10 @@ pub struct Device {
     /// Unique within the account; claimed by the collection that created the device.
     pub label: Label,
     pub name: String,
+    /// The SIM's IMSI and the modem's IMEI (Horde), each unique in the account when set.
+    pub imsi: Option<String>,
+    pub imei: Option<String>,
+    pub tags: BTreeMap<String, String>,
     pub created_at_ms: i64,
 }
 
@@ -185,6 +190,8 @@ pub struct TokenRecord {
     pub uses: u64,
     /// The login session a user's access and refresh tokens belong to; revoked together.
     pub family: Option<Id>,
+    /// The normalised resource path of a Horde token.
+    pub resource: Option<String>,
 }
 
 impl TokenRecord {
@@ -242,6 +249,9 @@ pub struct Membership {
 /// An invitation to join a team; the code is kept only as a digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invite {
+    /// The code is derived from this id with the server key, so a listing can show it without the store
+    /// holding it.
+    pub id: Id,
     pub digest: SecretDigest,
     pub team: TeamId,
     pub created_by: UserId,
@@ -284,4 +294,16 @@ impl UserReach {
             .collect();
         Reach::Limited { teams, collections }
     }
+}
+
+/// A message queued for a device (Horde `/to`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Downlink {
+    pub id: Id,
+    pub account: AccountId,
+    pub device: DeviceId,
+    pub port: u16,
+    pub payload: Vec<u8>,
+    pub created_at_ms: i64,
+    pub delivered_at_ms: Option<i64>,
 }

@@ -16,9 +16,9 @@ use tessera_core::{
 
 use crate::codec::*;
 use crate::{
-    Account, AccountStore, Bootstrap, Collection, CollectionStore, Creator, Device, DeviceFilter, DeviceStore, Page,
-    Paged, ReadingStore, Store, StoreError, StoreResult, Team, TimeRange, TokenFilter, TokenRecord, TokenStore,
-    TokenUsage, User, Variable,
+    Account, AccountStore, Bootstrap, Collection, CollectionStore, Creator, Device, DeviceFilter, DeviceStore,
+    Downlink, Page, Paged, ReadingStore, Store, StoreError, StoreResult, Team, TimeRange, TokenFilter, TokenRecord,
+    TokenStore, TokenUsage, User, Variable,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -95,7 +95,7 @@ fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
 
 macro_rules! collection_columns {
     () => {
-        "id, account_id, name, is_default, created_at, team_id"
+        "id, account_id, name, is_default, created_at, team_id, tags"
     };
 }
 
@@ -107,12 +107,13 @@ fn collection_from_row(row: &SqliteRow) -> StoreResult<Collection> {
         is_default: row.try_get(3)?,
         created_at_ms: row.try_get(4)?,
         team: row.try_get::<Option<i64>, _>(5)?.map(TeamId::from_i64),
+        tags: tags_from_column(row.try_get(6)?)?,
     })
 }
 
 macro_rules! device_columns {
     () => {
-        "id, account_id, collection_id, label, name, created_at"
+        "id, account_id, collection_id, label, name, created_at, imsi, imei, tags"
     };
 }
 
@@ -124,6 +125,9 @@ fn device_from_row(row: &SqliteRow) -> StoreResult<Device> {
         label: label_from_column(row.try_get(3)?)?,
         name: row.try_get(4)?,
         created_at_ms: row.try_get(5)?,
+        imsi: row.try_get(6)?,
+        imei: row.try_get(7)?,
+        tags: tags_from_column(row.try_get(8)?)?,
     })
 }
 
@@ -150,7 +154,7 @@ fn variable_from_row(row: &SqliteRow) -> StoreResult<Variable> {
 macro_rules! token_columns {
     () => {
         "id, account_id, kind, digest, scope_kind, scope_id, rights, creator_kind, creator_id, name, tags, \
-         created_at, expires_at, revoked_at, last_used_at, uses, family_id"
+         created_at, expires_at, revoked_at, last_used_at, uses, family_id, resource"
     };
 }
 
@@ -174,6 +178,7 @@ fn token_from_row(row: &SqliteRow) -> StoreResult<TokenRecord> {
         last_used_at_ms: row.try_get(14)?,
         uses: u64::try_from(uses).unwrap_or(0),
         family: row.try_get::<Option<i64>, _>(16)?.map(Id::from_i64),
+        resource: row.try_get(17)?,
     })
 }
 
@@ -195,8 +200,8 @@ where
     let (creator_kind, creator_id) = creator_columns(token.creator);
     sqlx::query(
         "INSERT INTO tokens (id, account_id, kind, digest, scope_kind, scope_id, rights, creator_kind, creator_id, \
-         name, tags, created_at, expires_at, revoked_at, last_used_at, uses, family_id) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         name, tags, created_at, expires_at, revoked_at, last_used_at, uses, family_id, resource) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(token.id.as_i64())
     .bind(token.account.as_i64())
@@ -215,6 +220,7 @@ where
     .bind(token.last_used_at_ms)
     .bind(to_i64(token.uses))
     .bind(token.family.map(Id::as_i64))
+    .bind(&token.resource)
     .execute(executor)
     .await?;
     Ok(())
@@ -225,7 +231,8 @@ where
     E: sqlx::Executor<'e, Database = Sqlite>,
 {
     sqlx::query(
-        "INSERT INTO collections (id, account_id, name, is_default, created_at, team_id) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO collections (id, account_id, name, is_default, created_at, team_id, tags) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(collection.id.as_i64())
     .bind(collection.account.as_i64())
@@ -233,6 +240,7 @@ where
     .bind(collection.is_default)
     .bind(collection.created_at_ms)
     .bind(collection.team.map(TeamId::as_i64))
+    .bind(tags_column(&collection.tags))
     .execute(executor)
     .await?;
     Ok(())
@@ -395,6 +403,28 @@ impl TokenStore for SqliteStore {
         token_from_row(&row)
     }
 
+    async fn update_token(&self, token: &TokenRecord) -> StoreResult<()> {
+        let (scope_kind, scope_id) = scope_columns(token.scope);
+        let updated = sqlx::query(
+            "UPDATE tokens SET scope_kind = ?, scope_id = ?, rights = ?, name = ?, tags = ?, resource = ? \
+             WHERE account_id = ? AND id = ? AND revoked_at IS NULL",
+        )
+        .bind(scope_kind)
+        .bind(scope_id)
+        .bind(rights_column(token.rights))
+        .bind(&token.name)
+        .bind(tags_column(&token.tags))
+        .bind(&token.resource)
+        .bind(token.account.as_i64())
+        .bind(token.id.as_i64())
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     async fn consume_token(&self, token: TokenId, at_ms: i64) -> StoreResult<bool> {
         let updated = sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
             .bind(at_ms)
@@ -485,6 +515,20 @@ impl CollectionStore for SqliteStore {
                 .fetch_one(&self.pool)
                 .await?;
         collection_from_row(&row)
+    }
+
+    async fn update_collection(&self, collection: &Collection) -> StoreResult<()> {
+        let updated = sqlx::query("UPDATE collections SET name = ?, tags = ? WHERE account_id = ? AND id = ?")
+            .bind(&collection.name)
+            .bind(tags_column(&collection.tags))
+            .bind(collection.account.as_i64())
+            .bind(collection.id.as_i64())
+            .execute(&self.pool)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
     }
 
     async fn default_collection(&self, account: AccountId) -> StoreResult<Collection> {
@@ -599,8 +643,8 @@ impl DeviceStore for SqliteStore {
 
     async fn insert_device_if_absent(&self, device: &Device) -> StoreResult<Device> {
         sqlx::query(
-            "INSERT INTO devices (id, account_id, collection_id, label, name, created_at) VALUES (?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (account_id, label) DO NOTHING",
+            "INSERT INTO devices (id, account_id, collection_id, label, name, created_at, imsi, imei, tags) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, label) DO NOTHING",
         )
         .bind(device.id.as_i64())
         .bind(device.account.as_i64())
@@ -608,9 +652,69 @@ impl DeviceStore for SqliteStore {
         .bind(device.label.as_str())
         .bind(&device.name)
         .bind(device.created_at_ms)
+        .bind(&device.imsi)
+        .bind(&device.imei)
+        .bind(tags_column(&device.tags))
         .execute(&self.pool)
         .await?;
         self.device_by_label(device.account, &device.label).await
+    }
+
+    async fn update_device(&self, device: &Device) -> StoreResult<()> {
+        let updated =
+            sqlx::query("UPDATE devices SET name = ?, imsi = ?, imei = ?, tags = ? WHERE account_id = ? AND id = ?")
+                .bind(&device.name)
+                .bind(&device.imsi)
+                .bind(&device.imei)
+                .bind(tags_column(&device.tags))
+                .bind(device.account.as_i64())
+                .bind(device.id.as_i64())
+                .execute(&self.pool)
+                .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn insert_downlink(&self, downlink: &Downlink) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO downlinks (id, account_id, device_id, port, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(downlink.id.as_i64())
+        .bind(downlink.account.as_i64())
+        .bind(downlink.device.as_i64())
+        .bind(i64::from(downlink.port))
+        .bind(downlink.payload.as_slice())
+        .bind(downlink.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn downlinks(&self, account: AccountId, device: DeviceId) -> StoreResult<Vec<Downlink>> {
+        let rows = sqlx::query(
+            "SELECT id, account_id, device_id, port, payload, created_at, delivered_at FROM downlinks \
+             WHERE account_id = ? AND device_id = ? ORDER BY id",
+        )
+        .bind(account.as_i64())
+        .bind(device.as_i64())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let port: i64 = row.try_get(3)?;
+                Ok(Downlink {
+                    id: Id::from_i64(row.try_get(0)?),
+                    account: AccountId::from_i64(row.try_get(1)?),
+                    device: DeviceId::from_i64(row.try_get(2)?),
+                    port: u16::try_from(port).map_err(|_| corrupt("downlink port out of range"))?,
+                    payload: row.try_get(4)?,
+                    created_at_ms: row.try_get(5)?,
+                    delivered_at_ms: row.try_get(6)?,
+                })
+            })
+            .collect()
     }
 
     async fn list_devices(&self, account: AccountId, filter: &DeviceFilter, page: Page) -> StoreResult<Paged<Device>> {
@@ -777,6 +881,29 @@ impl ReadingStore for SqliteStore {
         .await?;
         let items = rows.iter().map(|row| reading_from_row(variable, row)).collect::<StoreResult<_>>()?;
         Ok(Paged { total: total as u64, items })
+    }
+
+    async fn device_readings(
+        &self,
+        account: AccountId,
+        filter: &DeviceFilter,
+        range: TimeRange,
+        limit: u64,
+    ) -> StoreResult<Vec<(DeviceId, Reading)>> {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT r.ts, r.num, r.json, r.bytes, r.context, r.received_at, r.variable_id, d.id FROM readings r \
+             JOIN variables v ON v.id = r.variable_id JOIN devices d ON d.id = v.device_id",
+        );
+        push_device_filter(&mut query, account, filter);
+        query.push(" AND r.ts BETWEEN ").push_bind(range.start_ms).push(" AND ").push_bind(range.end_ms);
+        query.push(" ORDER BY r.ts DESC, r.variable_id DESC LIMIT ").push_bind(to_i64(limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                let variable = VariableId::from_i64(row.try_get(6)?);
+                Ok((DeviceId::from_i64(row.try_get(7)?), reading_from_row(variable, row)?))
+            })
+            .collect()
     }
 
     async fn last_reading(&self, variable: VariableId) -> StoreResult<Option<Reading>> {

@@ -74,6 +74,7 @@ fn role_from_column(text: &str) -> StoreResult<Role> {
 fn invite_from_row(row: &SqliteRow) -> StoreResult<Invite> {
     let digest: Vec<u8> = row.try_get(0)?;
     Ok(Invite {
+        id: Id::from_i64(row.try_get(7)?),
         digest: SecretDigest(digest.try_into().map_err(|_| corrupt("invite digest is not 32 bytes"))?),
         team: TeamId::from_i64(row.try_get(1)?),
         created_by: UserId::from_i64(row.try_get(2)?),
@@ -336,20 +337,23 @@ impl PeopleStore for SqliteStore {
     }
 
     async fn insert_invite(&self, invite: &Invite) -> StoreResult<()> {
-        sqlx::query("INSERT INTO invites (digest, team_id, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(invite.digest.0.as_slice())
-            .bind(invite.team.as_i64())
-            .bind(invite.created_by.as_i64())
-            .bind(invite.created_at_ms)
-            .bind(invite.expires_at_ms)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO invites (digest, team_id, created_by, created_at, expires_at, id) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(invite.digest.0.as_slice())
+        .bind(invite.team.as_i64())
+        .bind(invite.created_by.as_i64())
+        .bind(invite.created_at_ms)
+        .bind(invite.expires_at_ms)
+        .bind(invite.id.as_i64())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     async fn invites(&self, team: TeamId) -> StoreResult<Vec<Invite>> {
         let rows = sqlx::query(
-            "SELECT digest, team_id, created_by, created_at, expires_at, accepted_by, accepted_at FROM invites \
+            "SELECT digest, team_id, created_by, created_at, expires_at, accepted_by, accepted_at, id FROM invites \
              WHERE team_id = ? ORDER BY created_at",
         )
         .bind(team.as_i64())

@@ -9,8 +9,8 @@ use tessera_core::{
     TokenKind, UserId, Value, VariableId,
 };
 use tessera_store::{
-    Account, Bootstrap, Collection, Creator, Device, DeviceFilter, Invite, LoginChallenge, Page, Store, StoreError,
-    Team, TimeRange, TokenFilter, TokenRecord, TokenUsage, User, UserTotp, Variable,
+    Account, Bootstrap, Collection, Creator, Device, DeviceFilter, Downlink, Invite, LoginChallenge, Page, Store,
+    StoreError, Team, TimeRange, TokenFilter, TokenRecord, TokenUsage, User, UserTotp, Variable,
 };
 
 const NOW: i64 = 1_800_000_000_000;
@@ -40,6 +40,7 @@ fn token(n: u32, account: AccountId, kind: TokenKind, scope: Scope) -> TokenReco
         last_used_at_ms: None,
         uses: 0,
         family: None,
+        resource: None,
     }
 }
 
@@ -71,6 +72,7 @@ async fn bootstrap(store: &dyn Store, n: u32) -> World {
                 is_default: true,
                 team: None,
                 created_at_ms: NOW,
+                tags: Default::default(),
             },
             api_key: api_key.clone(),
             admin: User {
@@ -101,6 +103,9 @@ async fn device(store: &dyn Store, world: &World, n: u32, collection: Collection
             label: label(text),
             name: text.into(),
             created_at_ms: NOW,
+            imsi: None,
+            imei: None,
+            tags: Default::default(),
         })
         .await
         .unwrap()
@@ -141,6 +146,7 @@ async fn bootstrap_happens_once(store: &dyn Store) {
             is_default: true,
             team: None,
             created_at_ms: NOW,
+            tags: Default::default(),
         },
         api_key: second,
         admin: User {
@@ -217,6 +223,7 @@ async fn device_labels_are_claimed_by_the_first_collection(store: &dyn Store) {
             is_default: false,
             team: None,
             created_at_ms: NOW,
+            tags: Default::default(),
         })
         .await
         .unwrap();
@@ -327,6 +334,9 @@ async fn rows_of_missing_parents_are_refused_or_dropped(store: &dyn Store) {
         label: label("orphan"),
         name: "orphan".into(),
         created_at_ms: NOW,
+        imsi: None,
+        imei: None,
+        tags: Default::default(),
     };
     assert!(matches!(store.insert_device_if_absent(&orphan_device).await, Err(StoreError::NotFound)));
     let device = device(store, &world, 100, world.default_collection, "dev").await;
@@ -426,6 +436,7 @@ async fn team_membership_decides_reach(store: &dyn Store) {
         is_default: false,
         team: Some(team.id),
         created_at_ms: NOW,
+        tags: Default::default(),
     };
     store.insert_collection(&owned).await.unwrap();
     assert_eq!(store.collection(world.account, owned.id).await.unwrap().team, Some(team.id));
@@ -438,6 +449,7 @@ async fn team_membership_decides_reach(store: &dyn Store) {
         expires_at_ms: NOW + 1000,
         accepted_by: None,
         accepted_at_ms: None,
+        id: id(440),
     };
     store.insert_invite(&invite).await.unwrap();
     assert_eq!(store.invites(team.id).await.unwrap(), vec![invite.clone()]);
@@ -530,6 +542,74 @@ async fn login_challenges_serve_once_and_expire(store: &dyn Store) {
     assert!(matches!(store.challenge(challenge.id, ada.id, NOW + 4).await, Err(StoreError::NotFound)));
 }
 
+async fn horde_fields_readings_by_device_and_downlinks(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let mut first = device(store, &world, 100, world.default_collection, "first").await;
+    first.imsi = Some("242016000001".into());
+    first.imei = Some("357000000000001".into());
+    first.tags = BTreeMap::from([("name".into(), "First".into())]);
+    store.update_device(&first).await.unwrap();
+    assert_eq!(store.device(world.account, first.id).await.unwrap(), first);
+    let mut second = device(store, &world, 101, world.default_collection, "second").await;
+    second.imsi = first.imsi.clone();
+    assert!(matches!(store.update_device(&second).await, Err(StoreError::Conflict(_))), "IMSIs are unique");
+
+    let a = variable(store, &first, 200, "a").await;
+    let b = variable(store, &first, 201, "b").await;
+    let c = variable(store, &second, 202, "c").await;
+    store
+        .insert_readings(&[
+            reading(a.id, 1000, Value::Number(1.0)),
+            reading(b.id, 2000, Value::Number(2.0)),
+            reading(c.id, 3000, Value::Number(3.0)),
+        ])
+        .await
+        .unwrap();
+    let all = store
+        .device_readings(world.account, &DeviceFilter::collection(world.default_collection), TimeRange::ALL, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|(device, reading)| (*device, reading.timestamp_ms)).collect::<Vec<_>>(),
+        vec![(second.id, 3000), (first.id, 2000), (first.id, 1000)]
+    );
+    let one = store
+        .device_readings(world.account, &DeviceFilter::device(first.id), TimeRange { start_ms: 1500, end_ms: 5000 }, 10)
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(
+        store.device_readings(world.account, &DeviceFilter::default(), TimeRange::ALL, 2).await.unwrap().len(),
+        2
+    );
+
+    let downlink = Downlink {
+        id: id(300),
+        account: world.account,
+        device: first.id,
+        port: 17,
+        payload: vec![1, 2],
+        created_at_ms: NOW,
+        delivered_at_ms: None,
+    };
+    store.insert_downlink(&downlink).await.unwrap();
+    assert_eq!(store.downlinks(world.account, first.id).await.unwrap(), vec![downlink]);
+    assert!(store.downlinks(world.account, second.id).await.unwrap().is_empty());
+
+    let mut scoped = token(1, world.account, TokenKind::Resource, Scope::Collection(world.default_collection));
+    store.insert_token(&scoped).await.unwrap();
+    scoped.scope = Scope::AllCollections;
+    scoped.rights = Rights::Read;
+    scoped.resource = Some("/collections".into());
+    store.update_token(&scoped).await.unwrap();
+    assert_eq!(store.token(world.account, scoped.id).await.unwrap(), scoped);
+
+    let mut collection = store.default_collection(world.account).await.unwrap();
+    collection.tags = BTreeMap::from([("name".into(), "Main".into())]);
+    store.update_collection(&collection).await.unwrap();
+    assert_eq!(store.collection(world.account, collection.id).await.unwrap(), collection);
+}
+
 macro_rules! store_cases {
     ($($case:ident),* $(,)?) => {
         mod sqlite_in_memory {
@@ -569,4 +649,5 @@ store_cases!(
     team_membership_decides_reach,
     token_families_and_creators_are_revoked_together,
     login_challenges_serve_once_and_expire,
+    horde_fields_readings_by_device_and_downlinks,
 );

@@ -258,6 +258,7 @@ async fn create_invite(
         expires_at_ms: now + INVITE_TTL_MS,
         accepted_by: None,
         accepted_at_ms: None,
+        id: new_id(),
     };
     app.store.insert_invite(&invite).await.map_err(AppError::from)?;
     let mut body = invite_json(&invite);
