@@ -34,7 +34,7 @@ impl Id {
         self.0
     }
 
-    pub fn from_i64(value: i64) -> Id {
+    pub const fn from_i64(value: i64) -> Id {
         Id(value)
     }
 }

@@ -9,6 +9,7 @@ use tessera_store::{Collection, Store, StoreError};
 use crate::config::Config;
 use crate::data::DataService;
 use crate::entropy::new_id;
+use crate::hub::Hub;
 use crate::people::PeopleService;
 use crate::time::now_ms;
 use crate::tokens::{TokenError, TokenService, VerifyError};
@@ -22,6 +23,7 @@ pub struct App {
     pub tokens: Arc<TokenService>,
     pub data: Arc<DataService>,
     pub people: Arc<PeopleService>,
+    pub hub: Arc<Hub>,
 }
 
 impl App {

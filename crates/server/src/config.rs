@@ -24,6 +24,8 @@ pub struct Config {
     pub writer_queue: usize,
     /// How often token usage counted in memory is written to the store.
     pub usage_flush_interval: Duration,
+    /// Readings the live hub holds for its slowest consumer before that consumer loses the oldest.
+    pub hub_capacity: usize,
     /// How long a user's access token lives after login or refresh.
     pub access_token_ttl: Duration,
     /// How long a refresh token lives.
@@ -42,6 +44,7 @@ impl Config {
             writer_max_batch: 5_000,
             writer_queue: 4_096,
             usage_flush_interval: Duration::from_secs(1),
+            hub_capacity: 4096,
             access_token_ttl: Duration::from_secs(3599),
             refresh_token_ttl: Duration::from_secs(60 * 24 * 60 * 60),
         }

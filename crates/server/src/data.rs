@@ -16,7 +16,7 @@ use crate::cache::RecordCache;
 use crate::entropy::new_id;
 use crate::time::now_ms;
 use crate::tokens::Caller;
-use crate::writer::ReadingWriter;
+use crate::writer::{Origin, ReadingWriter};
 
 /// One value to store in a variable.
 #[derive(Debug, Clone, PartialEq)]
@@ -239,19 +239,23 @@ impl DataService {
             }
         }
         let received_at_ms = now_ms();
-        let readings = series
-            .iter()
-            .flat_map(|(variable, dots)| {
-                dots.iter().map(move |dot| Reading {
+        let count = series.iter().map(|(_, dots)| dots.len()).sum();
+        let mut readings = Vec::with_capacity(count);
+        let mut origins = Vec::with_capacity(count);
+        for (variable, dots) in series {
+            let origin = Origin { account: variable.account, collection: variable.collection, device: variable.device };
+            for dot in dots {
+                readings.push(Reading {
                     variable: variable.id,
                     timestamp_ms: dot.timestamp_ms,
                     value: dot.value.clone(),
                     context: dot.context.clone(),
                     received_at_ms,
-                })
-            })
-            .collect();
-        self.writer.write(readings).await?;
+                });
+                origins.push(origin);
+            }
+        }
+        self.writer.write(readings, origins).await?;
         Ok(())
     }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod data;
 mod entropy;
 pub mod http;
+pub mod hub;
 pub mod people;
 mod server;
 pub mod time;

@@ -15,6 +15,7 @@ use crate::bootstrap::{Credentials, OpenError, bootstrap, open_data_dir};
 use crate::config::Config;
 use crate::data::DataService;
 use crate::http;
+use crate::hub::Hub;
 use crate::people::PeopleService;
 use crate::tokens::TokenService;
 use crate::writer::ReadingWriter;
@@ -69,7 +70,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let credentials = bootstrap(&store, &key).await?;
     let store: Arc<dyn Store> = Arc::new(store);
 
-    let (writer, writer_task) = ReadingWriter::start(store.clone(), config.writer_queue, config.writer_max_batch);
+    let hub = Arc::new(Hub::new(config.hub_capacity));
+    let (writer, writer_task) =
+        ReadingWriter::start(store.clone(), hub.clone(), config.writer_queue, config.writer_max_batch);
     let tokens = Arc::new(TokenService::new(store.clone(), key.clone(), config.token_cache_capacity));
     let data = Arc::new(DataService::new(store.clone(), writer.clone(), config.device_cache_capacity));
     let people = Arc::new(PeopleService::new(
@@ -79,7 +82,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         config.access_token_ttl,
         config.refresh_token_ttl,
     ));
-    let app = App { config: Arc::new(config.clone()), store: store.clone(), tokens: tokens.clone(), data, people };
+    let app = App { config: Arc::new(config.clone()), store: store.clone(), tokens: tokens.clone(), data, people, hub };
 
     let listener = TcpListener::bind(config.http_addr)
         .await

@@ -6,10 +6,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tessera_core::Reading;
+use tessera_core::{AccountId, CollectionId, DeviceId, Reading};
 use tessera_store::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+use crate::hub::{Hub, LiveReading};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -19,9 +21,18 @@ pub enum WriteError {
     Commit(#[source] Arc<StoreError>),
 }
 
+/// Where a reading belongs, carried beside it so the hub can tell consumers after the commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub account: AccountId,
+    pub collection: CollectionId,
+    pub device: DeviceId,
+}
+
 enum Message {
     Write {
         readings: Vec<Reading>,
+        origins: Vec<Origin>,
         done: oneshot::Sender<Result<(), WriteError>>,
     },
     /// Sent once at shutdown, after the last request: everything queued before it is committed first.
@@ -58,10 +69,15 @@ impl std::fmt::Debug for Message {
 impl ReadingWriter {
     /// Starts the writer task. `queue` bounds how many requests may wait (backpressure beyond it); `max_batch`
     /// bounds the readings in one transaction.
-    pub fn start(store: Arc<dyn Store>, queue: usize, max_batch: usize) -> (ReadingWriter, JoinHandle<()>) {
+    pub fn start(
+        store: Arc<dyn Store>,
+        hub: Arc<Hub>,
+        queue: usize,
+        max_batch: usize,
+    ) -> (ReadingWriter, JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(queue.max(1));
         let stats = Arc::new(WriterStats::default());
-        let task = tokio::spawn(run(store, receiver, max_batch.max(1), stats.clone()));
+        let task = tokio::spawn(run(store, hub, receiver, max_batch.max(1), stats.clone()));
         (ReadingWriter { sender, stats }, task)
     }
 
@@ -69,13 +85,15 @@ impl ReadingWriter {
         &self.stats
     }
 
-    /// Commits `readings` together with other requests' readings, returning once they are durable.
-    pub async fn write(&self, readings: Vec<Reading>) -> Result<(), WriteError> {
+    /// Commits `readings` (each with its origin, in the same order) together with other requests' readings,
+    /// returning once they are durable; the hub hears of them right after the commit, in commit order.
+    pub async fn write(&self, readings: Vec<Reading>, origins: Vec<Origin>) -> Result<(), WriteError> {
         if readings.is_empty() {
             return Ok(());
         }
+        debug_assert_eq!(readings.len(), origins.len());
         let (done, answer) = oneshot::channel();
-        self.sender.send(Message::Write { readings, done }).await.map_err(|_| WriteError::ShuttingDown)?;
+        self.sender.send(Message::Write { readings, origins, done }).await.map_err(|_| WriteError::ShuttingDown)?;
         answer.await.map_err(|_| WriteError::ShuttingDown)?
     }
 
@@ -86,8 +104,15 @@ impl ReadingWriter {
     }
 }
 
-async fn run(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Message>, max_batch: usize, stats: Arc<WriterStats>) {
+async fn run(
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    mut receiver: mpsc::Receiver<Message>,
+    max_batch: usize,
+    stats: Arc<WriterStats>,
+) {
     let mut batch: Vec<Reading> = Vec::new();
+    let mut batch_origins: Vec<Origin> = Vec::new();
     let mut waiting: Vec<oneshot::Sender<Result<(), WriteError>>> = Vec::new();
     let mut stopping = false;
     while !stopping {
@@ -97,8 +122,9 @@ async fn run(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Message>, max_b
         // next commit takes all of it; when idle a lone request is committed at once.
         while let Some(message) = next.take() {
             match message {
-                Message::Write { readings, done } => {
+                Message::Write { readings, origins, done } => {
                     batch.extend(readings);
+                    batch_origins.extend(origins);
                     waiting.push(done);
                 }
                 Message::Stop => {
@@ -121,12 +147,22 @@ async fn run(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Message>, max_b
         if let Err(error) = &outcome {
             tracing::error!(error = ?error, readings = batch.len(), requests = waiting.len(), "commit of readings failed");
         }
+        let committed = outcome.is_ok();
         let shared = outcome.map_err(Arc::new);
         for done in waiting.drain(..) {
             // A requester that went away (client disconnected) no longer needs the answer; its readings are stored.
             let _ = done.send(shared.clone().map_err(WriteError::Commit));
         }
+        if committed {
+            hub.publish(batch.drain(..).zip(batch_origins.drain(..)).map(|(reading, origin)| LiveReading {
+                account: origin.account,
+                collection: origin.collection,
+                device: origin.device,
+                reading,
+            }));
+        }
         batch.clear();
+        batch_origins.clear();
     }
     tracing::debug!("reading writer stopped");
 }
@@ -176,6 +212,12 @@ mod tests {
         (Arc::new(store), [ids[0], ids[1]])
     }
 
+    const ORIGIN: Origin = Origin {
+        account: AccountId(tessera_core::Id::from_i64(1)),
+        collection: CollectionId(tessera_core::Id::from_i64(1)),
+        device: DeviceId(tessera_core::Id::from_i64(1)),
+    };
+
     fn reading(variable: VariableId, timestamp_ms: i64) -> Reading {
         Reading {
             variable,
@@ -191,8 +233,8 @@ mod tests {
     #[tokio::test]
     async fn queued_requests_are_committed_together() {
         let (store, [a, b]) = store_with_two_variables().await;
-        let (writer, task) = ReadingWriter::start(store.clone(), 64, 10_000);
-        let requests = (0..20).map(|n| writer.write(vec![reading(a, n), reading(b, n)]));
+        let (writer, task) = ReadingWriter::start(store.clone(), Arc::new(Hub::new(16)), 64, 10_000);
+        let requests = (0..20).map(|n| writer.write(vec![reading(a, n), reading(b, n)], vec![ORIGIN; 2]));
         let outcomes = futures_join(requests).await;
         assert!(outcomes.iter().all(Result::is_ok));
         assert_eq!(writer.stats().commits.load(Ordering::Relaxed), 1);
@@ -207,13 +249,14 @@ mod tests {
     #[tokio::test]
     async fn batches_are_bounded_and_stop_commits_what_was_queued() {
         let (store, [a, _]) = store_with_two_variables().await;
-        let (writer, task) = ReadingWriter::start(store.clone(), 64, 5);
-        let requests = (0..10).map(|n| writer.write(vec![reading(a, n), reading(a, n + 100), reading(a, n + 200)]));
+        let (writer, task) = ReadingWriter::start(store.clone(), Arc::new(Hub::new(16)), 64, 5);
+        let requests = (0..10)
+            .map(|n| writer.write(vec![reading(a, n), reading(a, n + 100), reading(a, n + 200)], vec![ORIGIN; 3]));
         assert!(futures_join(requests).await.iter().all(Result::is_ok));
         assert_eq!(writer.stats().commits.load(Ordering::Relaxed), 5, "two requests (6 readings) per commit");
         writer.stop().await;
         task.await.unwrap();
-        assert!(matches!(writer.write(vec![reading(a, 1)]).await, Err(WriteError::ShuttingDown)));
+        assert!(matches!(writer.write(vec![reading(a, 1)], vec![ORIGIN]).await, Err(WriteError::ShuttingDown)));
         let stored = store.readings(a, TimeRange::ALL, Page::ALL).await.unwrap();
         assert_eq!(stored.total, 30);
     }

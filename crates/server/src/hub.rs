@@ -1,0 +1,109 @@
+//! The live hub: every committed reading, in commit order, to every live consumer (Horde WebSockets today; MQTT
+//! and Server-Sent Events later). A consumer that falls behind loses its oldest messages and learns how many; it
+//! never slows ingest, and the hub's memory is bounded by its capacity.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tessera_core::{AccountId, CollectionId, DeviceId, Reading};
+use tokio::sync::broadcast;
+
+/// A reading with where it belongs, as consumers filter by it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveReading {
+    pub account: AccountId,
+    pub collection: CollectionId,
+    pub device: DeviceId,
+    pub reading: Reading,
+}
+
+#[derive(Debug)]
+pub struct Hub {
+    sender: broadcast::Sender<Arc<LiveReading>>,
+    /// Messages consumers missed because they fell behind.
+    dropped: AtomicU64,
+}
+
+impl Hub {
+    pub fn new(capacity: usize) -> Hub {
+        let (sender, _) = broadcast::channel(capacity.max(1));
+        Hub { sender, dropped: AtomicU64::new(0) }
+    }
+
+    /// Publishes committed readings; with no consumer this costs next to nothing.
+    pub fn publish(&self, readings: impl IntoIterator<Item = LiveReading>) {
+        if self.sender.receiver_count() == 0 {
+            return;
+        }
+        for reading in readings {
+            // An error only means every consumer left in the meantime.
+            let _ = self.sender.send(Arc::new(reading));
+        }
+    }
+
+    pub fn subscribe(&self) -> Subscription<'_> {
+        Subscription { receiver: self.sender.subscribe(), hub: self }
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// One consumer's view of the hub.
+#[derive(Debug)]
+pub struct Subscription<'a> {
+    receiver: broadcast::Receiver<Arc<LiveReading>>,
+    hub: &'a Hub,
+}
+
+impl Subscription<'_> {
+    /// The next reading; `None` once the hub is gone. Readings missed by falling behind are counted and skipped.
+    pub async fn next(&mut self) -> Option<Arc<LiveReading>> {
+        loop {
+            match self.receiver.recv().await {
+                Ok(reading) => return Some(reading),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    self.hub.dropped.fetch_add(missed, Ordering::Relaxed);
+                    tracing::debug!(missed, "a live consumer fell behind and lost its oldest messages");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tessera_core::{Id, Value, VariableId};
+
+    use super::*;
+
+    fn live(timestamp_ms: i64) -> LiveReading {
+        LiveReading {
+            account: AccountId(Id::from_i64(1)),
+            collection: CollectionId(Id::from_i64(2)),
+            device: DeviceId(Id::from_i64(3)),
+            reading: Reading {
+                variable: VariableId(Id::from_i64(4)),
+                timestamp_ms,
+                value: Value::Number(1.0),
+                context: Default::default(),
+                received_at_ms: 0,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn consumers_get_readings_in_order_and_a_slow_one_loses_the_oldest() {
+        let hub = Hub::new(4);
+        let mut subscription = hub.subscribe();
+        hub.publish((0..10).map(live));
+        let mut seen = Vec::new();
+        while seen.len() < 4 {
+            seen.push(subscription.next().await.unwrap().reading.timestamp_ms);
+        }
+        assert_eq!(seen, [6, 7, 8, 9], "the newest four, in order");
+        assert_eq!(hub.dropped(), 6);
+    }
+}
