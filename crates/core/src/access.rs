@@ -353,8 +353,11 @@ pub fn authorize(grant: &Grant, now_ms: i64, action: Action, target: &Target) ->
     if action.writes() && !grant.rights.can_write() {
         return Err(Denial::ReadOnly);
     }
-    if action == Action::SelfService {
-        // A person acting for themselves needs only to still be someone in the account.
+    // A person acting for themselves, or managing their own tokens at the account's root (a token for "/" reaches
+    // only what they reach, at each use), needs only to still be someone in the account.
+    let personal = action == Action::SelfService
+        || (action == Action::ManageTokens && grant.kind == TokenKind::UserAccess && target.path.is_empty());
+    if personal {
         if grant.creator_reach == Reach::Nothing {
             return Err(Denial::CreatorLostAccess);
         }
@@ -596,6 +599,15 @@ mod tests {
         assert_eq!(authorize(&user, NOW, Action::ManageUsers, &root), Err(Denial::CreatorLostAccess));
         assert!(authorize(&user, NOW, Action::SelfService, &root).is_ok(), "but they still act for themselves");
         assert!(authorize(&user, NOW, Action::Write, &Target::team(account(), TeamId(id(3)))).is_ok());
+        assert!(
+            authorize(&user, NOW, Action::ManageTokens, &root).is_ok(),
+            "their own tokens, for everything they reach"
+        );
+        assert_eq!(
+            authorize(&user, NOW, Action::ManageTokens, &Target::collection(account(), CollectionId(id(9)))),
+            Err(Denial::CreatorLostAccess),
+            "but not a collection they do not reach"
+        );
         user.creator_reach = Reach::Nothing;
         assert_eq!(authorize(&user, NOW, Action::SelfService, &root), Err(Denial::CreatorLostAccess));
     }

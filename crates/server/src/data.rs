@@ -149,6 +149,37 @@ impl DataService {
         Ok(device)
     }
 
+    /// Creates `device` in the collection the permit names; `Conflict` if its label, IMSI or IMEI is taken.
+    pub async fn insert_device(&self, permit: &Permit, device: &Device) -> Result<Arc<Device>, AppError> {
+        if !permit.covers(Action::Write, &Target::collection(permit.account(), device.collection))
+            || device.account != permit.account()
+        {
+            return Err(permit_mismatch(permit, "insert device"));
+        }
+        let stored = self
+            .store
+            .insert_device_if_absent(device)
+            .await
+            .map_err(|error| AppError::from_store("collection", error))?;
+        if stored.id != device.id {
+            return Err(AppError::Conflict(format!("the label '{}' is taken", device.label)));
+        }
+        Ok(Arc::new(stored))
+    }
+
+    /// Queues a message for a device; needs a write permit on the device.
+    pub async fn queue_downlink(&self, permit: &Permit, downlink: &tessera_store::Downlink) -> Result<(), AppError> {
+        let device = self
+            .store
+            .device(downlink.account, downlink.device)
+            .await
+            .map_err(|error| AppError::from_store("device", error))?;
+        if !permit.covers(Action::Write, &device_target(&device)) {
+            return Err(permit_mismatch(permit, "queue downlink"));
+        }
+        self.store.insert_downlink(downlink).await.map_err(|error| AppError::from_store("device", error))
+    }
+
     pub async fn delete_device(&self, permit: &Permit, device: &Device) -> Result<(), AppError> {
         if !permit.covers(Action::Write, &device_target(device)) {
             return Err(permit_mismatch(permit, "delete device"));

@@ -258,6 +258,11 @@ impl TokenService {
         Ok(())
     }
 
+    /// Drops a token whose scope, rights or tags changed from the cache, so the next request sees the change.
+    pub fn changed(&self, token: &TokenRecord) {
+        self.by_digest.invalidate(&token.digest);
+    }
+
     /// Forgets what a creator was known to reach, after a change of their memberships or role, so the next
     /// request of every token they made is judged on what they reach now.
     pub fn reach_changed(&self, creator: Creator) {

@@ -1,7 +1,9 @@
 //! The Horde dialect (Telenor NB-IoT). So far: teams, their members and invites (`/teams`). Credentials are a
 //! token in `X-API-Token` or a user session in `Authorization: Bearer`; errors are `{"status", "message"}`.
 
+mod collections;
 mod teams;
+mod tokens;
 
 use axum::Router;
 use axum::extract::FromRequestParts;
@@ -13,8 +15,36 @@ use serde_json::json;
 use crate::app::{App, AppError};
 use crate::tokens::{Caller, VerifyError};
 
+/// Largest Horde request body.
+const BODY_LIMIT: usize = 64 * 1024;
+
 pub fn routes() -> Router<App> {
-    teams::routes()
+    Router::new()
+        .route("/", axum::routing::get(root))
+        .merge(teams::routes())
+        .merge(collections::routes())
+        .merge(tokens::routes())
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+}
+
+/// `GET /`: clients use it as a ping. Only a token whose resource is `/` may read the root; others get 403.
+async fn root(HordeCaller(caller): HordeCaller) -> HordeResult {
+    match caller.authorize_listing().map_err(AppError::from)? {
+        tessera_core::Scope::Account => Ok(axum::Json(json!({"status": "ok"})).into_response()),
+        _ => Err(HordeError::new(StatusCode::FORBIDDEN, "The token does not reach /")),
+    }
+}
+
+/// A JSON body (an empty body reads as `{}`).
+fn document(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<serde_json::Value, HordeError> {
+    let bytes =
+        crate::http::body_bytes(body, BODY_LIMIT).map_err(|(status, message)| HordeError::new(status, message))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    Ok(crate::http::parse_json(&bytes)?)
 }
 
 /// An error in Horde's shape.

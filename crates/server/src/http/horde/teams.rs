@@ -14,14 +14,12 @@ use serde_json::{Value as Json_, json};
 use tessera_core::{Action, Permit, Role, Target, TeamId, UserId};
 use tessera_store::{Creator, Invite, Membership, Team, User};
 
-use super::{HordeCaller, HordeError, HordeResult, merge_tags};
+use super::{HordeCaller, HordeError, HordeResult, document, merge_tags};
 use crate::app::{App, AppError};
 use crate::entropy::{new_id, new_secret};
-use crate::http::{body_bytes, parse_json};
 use crate::time::now_ms;
 use crate::tokens::Caller;
 
-const BODY_LIMIT: usize = 64 * 1024;
 /// How long an invite code can be accepted.
 const INVITE_TTL_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
@@ -34,15 +32,6 @@ pub fn routes() -> Router<App> {
         .route("/teams/{team}/members/{user}", patch(set_role).delete(remove_member))
         .route("/teams/{team}/invites", get(list_invites).post(create_invite))
         .route("/teams/{team}/invites/{code}", delete(delete_invite))
-        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
-}
-
-fn document(body: Result<Bytes, BytesRejection>) -> Result<Json_, HordeError> {
-    let bytes = body_bytes(body, BODY_LIMIT).map_err(|(status, message)| HordeError::new(status, message))?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(json!({}));
-    }
-    Ok(parse_json(&bytes)?)
 }
 
 fn role_text(role: Role) -> &'static str {
