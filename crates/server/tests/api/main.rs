@@ -1,6 +1,7 @@
 //! Integration tests of the HTTP API: each test starts its own Tessera on port 0 with its own data directory.
 
 mod helpers;
+mod horde;
 mod native;
 mod people;
 mod python_clients;

@@ -2,6 +2,7 @@
 //! token in `X-API-Token` or a user session in `Authorization: Bearer`; errors are `{"status", "message"}`.
 
 mod collections;
+mod stream;
 mod teams;
 mod tokens;
 
@@ -24,6 +25,7 @@ pub fn routes() -> Router<App> {
         .merge(teams::routes())
         .merge(collections::routes())
         .merge(tokens::routes())
+        .merge(stream::routes())
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
 }
 

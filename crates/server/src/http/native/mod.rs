@@ -30,6 +30,7 @@ pub fn routes() -> Router<App> {
         .route("/collections/{id}", get(get_collection).delete(delete_collection))
         .route("/tokens", get(list_tokens).post(create_token))
         .route("/tokens/{id}", delete(revoke_token).get(get_token))
+        .route("/devices/{id}/downlinks", get(list_downlinks))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
 }
 
@@ -343,4 +344,25 @@ async fn revoke_token(State(app): State<App>, Bearer(caller): Bearer, Path(id): 
     }
     app.tokens.revoke(&permit, &token).await.map_err(AppError::from)?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /v1/devices/{id}/downlinks`: the messages queued for a device, oldest first.
+async fn list_downlinks(State(app): State<App>, Bearer(caller): Bearer, Path(id): Path<String>) -> NativeResult {
+    let id: tessera_core::DeviceId = parse_id("device", &id)?;
+    let device = app.store.device(caller.account(), id).await.map_err(|error| AppError::from_store("device", error))?;
+    caller.authorize(Action::Read, &crate::data::device_target(&device)).map_err(AppError::from)?;
+    let downlinks = app.store.downlinks(caller.account(), id).await.map_err(AppError::from)?;
+    let listed: Vec<Json_> = downlinks
+        .iter()
+        .map(|downlink| {
+            json!({
+                "id": downlink.id.to_string(),
+                "port": downlink.port,
+                "payload": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &downlink.payload),
+                "created_at": rfc3339(downlink.created_at_ms),
+                "delivered_at": downlink.delivered_at_ms.map(rfc3339),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "downlinks": listed })).into_response())
 }

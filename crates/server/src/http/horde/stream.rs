@@ -1,0 +1,169 @@
+//! `/collections/{id}/from` and `/collections/{id}/devices/{id}/from`: WebSockets streaming each new reading of
+//! the collection or device as a Horde message, and `{"type": "keepAlive"}` after 30 s without one. The token
+//! comes in `X-API-Token` (or `Authorization: Bearer`), or in the `api_token` query parameter, which only a
+//! read-only token may use. The token is checked again every second, so a revoked one is cut off.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use axum::routing::get;
+use serde_json::json;
+use tessera_core::{Action, DeviceId, Rights, Target};
+use tessera_store::Device;
+use tokio::time::Instant;
+
+use super::collections::{device_for, message_json};
+use super::{HordeError, HordeResult};
+use crate::app::{App, AppError};
+use crate::data::device_target;
+use crate::http::QueryParams;
+use crate::tokens::{Caller, VerifyError};
+
+const KEEP_ALIVE_AFTER: Duration = Duration::from_secs(30);
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/collections/{collection}/from", get(collection_stream))
+        .route("/collections/{collection}/devices/{device}/from", get(device_stream))
+}
+
+/// The stream's caller and the secret it presented (kept to check it again while the stream lives).
+struct StreamCaller {
+    caller: Caller,
+    secret: String,
+}
+
+impl FromRequestParts<App> for StreamCaller {
+    type Rejection = HordeError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<StreamCaller, HordeError> {
+        let header_secret =
+            parts.headers.get("x-api-token").and_then(|value| value.to_str().ok()).map(str::to_owned).or_else(|| {
+                parts
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|text| text.strip_prefix("Bearer "))
+                    .map(str::to_owned)
+            });
+        if let Some(secret) = header_secret {
+            let caller = app.tokens.verify(secret.trim()).await.map_err(AppError::from)?;
+            return Ok(StreamCaller { caller, secret });
+        }
+        let query = QueryParams::from_request_parts(parts, app).await.unwrap_or_default();
+        let Some(secret) = query.text("api_token").map(str::to_owned) else {
+            return Err(AppError::Unauthenticated(VerifyError::Missing).into());
+        };
+        let caller = app.tokens.verify(secret.trim()).await.map_err(AppError::from)?;
+        if caller.record.rights != Rights::Read {
+            return Err(HordeError::new(
+                StatusCode::FORBIDDEN,
+                "Only a read-only token may be given as api_token; send others in the X-API-Token header",
+            ));
+        }
+        Ok(StreamCaller { caller, secret })
+    }
+}
+
+/// Which readings a stream carries.
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    Collection(tessera_core::CollectionId),
+    Device(DeviceId),
+}
+
+async fn collection_stream(
+    State(app): State<App>,
+    StreamCaller { caller, secret }: StreamCaller,
+    Path(collection): Path<String>,
+    upgrade: WebSocketUpgrade,
+) -> HordeResult {
+    let collection = collection.parse().map_err(|_| AppError::NotFound("collection"))?;
+    caller.authorize(Action::Read, &Target::collection(caller.account(), collection)).map_err(AppError::from)?;
+    app.store
+        .collection(caller.account(), collection)
+        .await
+        .map_err(|error| AppError::from_store("collection", error))?;
+    Ok(start(upgrade, app, caller, secret, Stream::Collection(collection)))
+}
+
+async fn device_stream(
+    State(app): State<App>,
+    StreamCaller { caller, secret }: StreamCaller,
+    Path((collection, device)): Path<(String, String)>,
+    upgrade: WebSocketUpgrade,
+) -> HordeResult {
+    let (device, _) = device_for(&app, &caller, Action::Read, &collection, &device).await?;
+    Ok(start(upgrade, app, caller, secret, Stream::Device(device.id)))
+}
+
+fn start(upgrade: WebSocketUpgrade, app: App, caller: Caller, secret: String, stream: Stream) -> Response {
+    upgrade.on_upgrade(move |socket| serve(socket, app, caller, secret, stream))
+}
+
+async fn serve(mut socket: WebSocket, app: App, mut caller: Caller, secret: String, stream: Stream) {
+    let mut subscription = app.hub.subscribe();
+    let mut devices: HashMap<DeviceId, Device> = HashMap::new();
+    let mut keep_alive_at = Instant::now() + KEEP_ALIVE_AFTER;
+    let mut recheck = tokio::time::interval(RECHECK_EVERY);
+    loop {
+        tokio::select! {
+            live = subscription.next() => {
+                let Some(live) = live else { break };
+                let wanted = match stream {
+                    Stream::Collection(collection) => live.collection == collection,
+                    Stream::Device(device) => live.device == device,
+                };
+                if !wanted || live.account != caller.account() {
+                    continue;
+                }
+                let device = match devices.get(&live.device) {
+                    Some(device) => device.clone(),
+                    None => match app.store.device(live.account, live.device).await {
+                        Ok(device) => {
+                            devices.insert(device.id, device.clone());
+                            device
+                        }
+                        Err(_) => continue,
+                    },
+                };
+                if caller.authorize(Action::Read, &device_target(&device)).is_err() {
+                    continue;
+                }
+                let text = message_json(&device, &live.reading).to_string();
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+                keep_alive_at = Instant::now() + KEEP_ALIVE_AFTER;
+            }
+            _ = tokio::time::sleep_until(keep_alive_at) => {
+                let text = json!({"type": "keepAlive"}).to_string();
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    break;
+                }
+                keep_alive_at = Instant::now() + KEEP_ALIVE_AFTER;
+            }
+            _ = recheck.tick() => {
+                // Revoked, expired, or its creator's reach changed: judge the stream again.
+                match app.tokens.verify(&secret).await {
+                    Ok(fresh) => caller = fresh,
+                    Err(_) => {
+                        let _ = socket.send(Message::Close(None)).await;
+                        break;
+                    }
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
