@@ -8,9 +8,11 @@
 //! 3. What the token's kind may ever do: an API key only manages tokens, a refresh token only refreshes, and
 //!    among the rest only a user's access token manages tokens. Device-level tokens (device, ground) reach device
 //!    data only, never a collection, team or account resource.
-//! 4. The token's scope must be an ancestor-or-self of the target, compared node by node by id.
-//! 5. A write needs read-write rights (reads are GET, HEAD, OPTIONS and subscribe; everything else writes).
-//! 6. The token never reaches further than its creator reaches now: the creator's current reach (computed by the
+//! 4. A person acting for themselves at the account's root (creating a team, accepting an invite, managing their
+//!    own tokens) needs only to still reach something; no scope or reach check follows.
+//! 5. The token's scope must be an ancestor-or-self of the target, compared node by node by id.
+//! 6. A write needs read-write rights (reads are GET, HEAD, OPTIONS and subscribe; everything else writes).
+//! 7. The token never reaches further than its creator reaches now: the creator's current reach (computed by the
 //!    caller from the store, passed in) must cover the target, with write rights for a write.
 
 use std::collections::BTreeMap;
@@ -340,6 +342,9 @@ pub fn authorize(grant: &Grant, now_ms: i64, action: Action, target: &Target) ->
         (TokenKind::ApiKey, Action::ManageTokens) => {}
         (TokenKind::ApiKey, _) => return Err(Denial::ApiKeyOnlyManagesTokens),
         (TokenKind::UserAccess, _) => {}
+        // A Horde token for "/" or "/teams" that may write acts as its owner in creating and joining teams.
+        (TokenKind::Resource, Action::SelfService)
+            if matches!(grant.scope, Scope::Account | Scope::AllTeams) && grant.rights.can_write() => {}
         (_, Action::ManageTokens) => return Err(Denial::TokenCannotManageTokens),
         (_, Action::ManageUsers | Action::SelfService) => return Err(Denial::UsersOnly),
         _ => {}
@@ -347,21 +352,21 @@ pub fn authorize(grant: &Grant, now_ms: i64, action: Action, target: &Target) ->
     if is_device_level(grant.kind) && !target.is_device_data() {
         return Err(Denial::DeviceLevelOnly);
     }
-    if !grant.scope.covers(target) {
-        return Err(Denial::OutOfScope);
-    }
-    if action.writes() && !grant.rights.can_write() {
-        return Err(Denial::ReadOnly);
-    }
     // A person acting for themselves, or managing their own tokens at the account's root (a token for "/" reaches
     // only what they reach, at each use), needs only to still be someone in the account.
-    let personal = action == Action::SelfService
-        || (action == Action::ManageTokens && grant.kind == TokenKind::UserAccess && target.path.is_empty());
+    let personal = target.path.is_empty()
+        && (action == Action::SelfService || (action == Action::ManageTokens && grant.kind == TokenKind::UserAccess));
     if personal {
         if grant.creator_reach == Reach::Nothing {
             return Err(Denial::CreatorLostAccess);
         }
         return Ok(Permit { token: grant.token, action, target: target.clone() });
+    }
+    if !grant.scope.covers(target) {
+        return Err(Denial::OutOfScope);
+    }
+    if action.writes() && !grant.rights.can_write() {
+        return Err(Denial::ReadOnly);
     }
     match grant.creator_reach.rights_over(target) {
         None => return Err(Denial::CreatorLostAccess),
@@ -419,6 +424,9 @@ mod tests {
         let ground_token = grant(TokenKind::Ground, Scope::Collection(org(10)), rw);
         let user = grant(TokenKind::UserAccess, Scope::Account, rw);
         let refresh = grant(TokenKind::Refresh, Scope::Account, rw);
+        let teams_writer = grant(TokenKind::Resource, Scope::AllTeams, rw);
+        let teams_reader = grant(TokenKind::Resource, Scope::AllTeams, ro);
+        let collection_writer = grant(TokenKind::Resource, Scope::Collection(org(10)), rw);
         let variable = Target::variable(account(), org(10), DeviceId(id(500)), VariableId(id(7)));
         let other_account = Target::collection(AccountId(id(2)), org(10));
 
@@ -503,6 +511,21 @@ mod tests {
             (
                 "account token acts as a person",
                 &account_token,
+                SelfService,
+                Target::account(account()),
+                Err(Denial::UsersOnly),
+            ),
+            ("a /teams write token creates teams", &teams_writer, SelfService, Target::account(account()), Ok(())),
+            (
+                "a /teams read token does not",
+                &teams_reader,
+                SelfService,
+                Target::account(account()),
+                Err(Denial::UsersOnly),
+            ),
+            (
+                "a collection token does not",
+                &collection_writer,
                 SelfService,
                 Target::account(account()),
                 Err(Denial::UsersOnly),

@@ -181,6 +181,13 @@ impl PeopleService {
         Ok(user)
     }
 
+    /// The code of an invite: derived from its id with the server key, so only the digest need be stored and a
+    /// listing can still show it.
+    pub fn invite_code(&self, invite: Id) -> String {
+        let digest = self.key.digest_bytes(format!("invite:{}", invite.as_i64()).as_bytes());
+        digest.0[..16].iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
     /// The digest kept of a one-time code (invites, recovery codes).
     pub fn digest_code(&self, code: &str) -> tessera_core::SecretDigest {
         self.key.digest_bytes(code.as_bytes())
@@ -200,7 +207,8 @@ impl PeopleService {
     /// The user a session belongs to.
     pub async fn user_of(&self, caller: &Caller) -> Result<User, AppError> {
         match caller.record.creator {
-            Creator::User(user) if caller.record.kind == TokenKind::UserAccess => {
+            // A session, or a Horde token acting as its owner.
+            Creator::User(user) if matches!(caller.record.kind, TokenKind::UserAccess | TokenKind::Resource) => {
                 self.store.user(caller.account(), user).await.map_err(|error| AppError::from_store("user", error))
             }
             _ => Err(AppError::Denied(tessera_core::Denial::UsersOnly)),

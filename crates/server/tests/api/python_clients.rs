@@ -58,3 +58,23 @@ async fn a_real_totp_generator_logs_in() {
     ];
     run_client("totp_login.py", &["pyotp", "requests"], environment).await;
 }
+
+#[tokio::test]
+async fn the_telenor_nbiot_client_works_unchanged() {
+    let tessera = TestServer::start().await;
+    let (session, _) = tessera.user("ada@example.com", "correct horse battery").await;
+    let (status, token) = tessera
+        .call(
+            reqwest::Method::POST,
+            "/tokens",
+            &[("authorization", &format!("Bearer {session}"))],
+            Some(serde_json::json!({"resource": "/", "write": true})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{token}");
+    let environment = vec![
+        ("TESSERA_BASE_URL", tessera.base.clone()),
+        ("TESSERA_TOKEN", token["token"].as_str().unwrap().to_owned()),
+    ];
+    run_client("nbiot_client.py", &["nbiot", "websockets", "requests"], environment).await;
+}

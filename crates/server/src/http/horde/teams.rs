@@ -16,7 +16,7 @@ use tessera_store::{Creator, Invite, Membership, Team, User};
 
 use super::{HordeCaller, HordeError, HordeResult, document, merge_tags};
 use crate::app::{App, AppError};
-use crate::entropy::{new_id, new_secret};
+use crate::entropy::new_id;
 use crate::time::now_ms;
 use crate::tokens::Caller;
 
@@ -31,7 +31,8 @@ pub fn routes() -> Router<App> {
         .route("/teams/{team}/members", get(list_members))
         .route("/teams/{team}/members/{user}", patch(set_role).delete(remove_member))
         .route("/teams/{team}/invites", get(list_invites).post(create_invite))
-        .route("/teams/{team}/invites/{code}", delete(delete_invite))
+        .route("/teams/{team}/invites/{code}", get(get_invite).delete(delete_invite))
+        .route("/teams/{team}/tags/{name}", delete(delete_team_tag))
 }
 
 fn role_text(role: Role) -> &'static str {
@@ -221,8 +222,9 @@ async fn keeps_an_admin(app: &App, team: &Team, user: UserId) -> Result<(), AppE
     Ok(())
 }
 
-fn invite_json(invite: &Invite) -> Json_ {
+fn invite_json(app: &App, invite: &Invite) -> Json_ {
     json!({
+        "code": app.people.invite_code(invite.id),
         "createdAt": invite.created_at_ms,
         "expiresAt": invite.expires_at_ms,
         "accepted": invite.accepted_at_ms.is_some(),
@@ -237,7 +239,8 @@ async fn create_invite(
 ) -> HordeResult {
     let (team, _) = team_for(&app, &caller, Action::Write, &team).await?;
     let inviter = app.people.user_of(&caller).await?;
-    let code = new_secret(tessera_core::TokenKind::Refresh).expose()[4..30].to_owned();
+    let id = new_id();
+    let code = app.people.invite_code(id);
     let now = now_ms();
     let invite = Invite {
         digest: app.people.digest_code(&code),
@@ -247,12 +250,10 @@ async fn create_invite(
         expires_at_ms: now + INVITE_TTL_MS,
         accepted_by: None,
         accepted_at_ms: None,
-        id: new_id(),
+        id,
     };
     app.store.insert_invite(&invite).await.map_err(AppError::from)?;
-    let mut body = invite_json(&invite);
-    body["code"] = Json_::String(code);
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    Ok((StatusCode::CREATED, Json(invite_json(&app, &invite))).into_response())
 }
 
 async fn list_invites(
@@ -262,7 +263,31 @@ async fn list_invites(
 ) -> HordeResult {
     let (team, _) = team_for(&app, &caller, Action::Write, &team).await?;
     let invites = app.store.invites(team.id).await.map_err(AppError::from)?;
-    Ok(Json(json!({ "invites": invites.iter().map(invite_json).collect::<Vec<_>>() })).into_response())
+    let invites: Vec<Json_> = invites.iter().map(|invite| invite_json(&app, invite)).collect();
+    Ok(Json(json!({ "invites": invites })).into_response())
+}
+
+async fn get_invite(
+    State(app): State<App>,
+    HordeCaller(caller): HordeCaller,
+    Path((team, code)): Path<(String, String)>,
+) -> HordeResult {
+    let (team, _) = team_for(&app, &caller, Action::Write, &team).await?;
+    let digest = app.people.digest_code(code.trim());
+    let invites = app.store.invites(team.id).await.map_err(AppError::from)?;
+    let invite = invites.iter().find(|invite| invite.digest == digest).ok_or(AppError::NotFound("invite"))?;
+    Ok(Json(invite_json(&app, invite)).into_response())
+}
+
+async fn delete_team_tag(
+    State(app): State<App>,
+    HordeCaller(caller): HordeCaller,
+    Path((team, name)): Path<(String, String)>,
+) -> HordeResult {
+    let (mut team, _) = team_for(&app, &caller, Action::Write, &team).await?;
+    team.tags.remove(&name.to_lowercase());
+    app.store.set_team_tags(team.id, &team.tags).await.map_err(AppError::from)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `DELETE /teams/{id}/invites/{code}`: withdraws an invite.
