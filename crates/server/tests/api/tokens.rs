@@ -221,3 +221,97 @@ async fn a_token_with_non_ascii_characters_is_refused_not_a_crash() {
     let (status, body) = tessera.call(Method::GET, &format!("/api/v1.6/datasources?token={forged}"), &[], None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 }
+
+#[tokio::test]
+async fn device_and_ground_tokens_reach_device_data_only() {
+    let tessera = TestServer::start().await;
+    let org = tessera.organization("Ground").await;
+    let org_token = tessera.organization_token(&org, "provisioner").await;
+    let provisioner = org_token["token"].as_str().unwrap();
+    for label in ["meter-1", "meter-2"] {
+        tessera.ubidots(Method::POST, &format!("/devices/{label}"), provisioner, Some(json!({"t": 1}))).await;
+    }
+    let account_token = tessera.account_token().await;
+    tessera.ubidots(Method::POST, "/devices/elsewhere", &account_token, Some(json!({"t": 1}))).await;
+    let (_, sources) = tessera.ubidots(Method::GET, "/datasources", provisioner, None).await;
+    let meter_1 = sources["results"].as_array().unwrap().iter().find(|d| d["label"] == "meter-1").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Two device tokens for one device: one can be rotated while the other works.
+    let mut device_tokens = Vec::new();
+    for name in ["primary", "spare"] {
+        let (status, minted) = tessera
+            .native(
+                Method::POST,
+                &format!("/devices/{meter_1}/tokens"),
+                &tessera.api_key,
+                Some(json!({"name": name, "expires_in": 3600})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{minted}");
+        assert!(minted["secret"].as_str().unwrap().starts_with("tsd_"));
+        assert!(minted["expires_at"].is_string());
+        assert_eq!(minted["issued_by"]["kind"], "token");
+        device_tokens.push(minted);
+    }
+    let device_token = device_tokens[0]["secret"].as_str().unwrap();
+    let (_, listed) = tessera.native(Method::GET, &format!("/devices/{meter_1}/tokens"), &tessera.api_key, None).await;
+    assert_eq!(listed["tokens"].as_array().unwrap().len(), 2);
+    assert!(!listed.to_string().contains(device_token), "listings never show secrets");
+
+    let (status, _) = tessera.ubidots(Method::POST, "/devices/meter-1", device_token, Some(json!({"t": 2}))).await;
+    assert_eq!(status, StatusCode::OK, "a device token writes its device");
+    for (method, path) in [
+        (Method::POST, "/devices/meter-2"),
+        (Method::POST, "/devices/brand-new"),
+        (Method::GET, "/devices/meter-2/t/values"),
+    ] {
+        let (status, _) = tessera.ubidots(method.clone(), path, device_token, Some(json!({"t": 3}))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}");
+    }
+    let (status, _) = tessera.native(Method::GET, &format!("/collections/{org}"), device_token, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "never the collection");
+    let (status, _) = tessera.native(Method::GET, "/tokens", device_token, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "never tokens");
+
+    // A ground token reaches every device of its ground, and no other, at device level only.
+    let (status, ground) = tessera
+        .native(
+            Method::POST,
+            &format!("/collections/{org}/ground-tokens"),
+            &tessera.api_key,
+            Some(json!({"name": "g"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ground}");
+    let ground_token = ground["secret"].as_str().unwrap();
+    assert!(ground_token.starts_with("tsg_"));
+    for label in ["meter-1", "meter-2"] {
+        let (status, _) =
+            tessera.ubidots(Method::POST, &format!("/devices/{label}"), ground_token, Some(json!({"t": 4}))).await;
+        assert_eq!(status, StatusCode::OK, "{label}");
+    }
+    let (status, _) = tessera.ubidots(Method::GET, "/devices/elsewhere/t/values", ground_token, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) =
+        tessera.ubidots(Method::POST, "/devices/new-in-ground", ground_token, Some(json!({"t": 1}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "device-level tokens do not create devices");
+    let (_, visible) = tessera.ubidots(Method::GET, "/datasources", ground_token, None).await;
+    assert_eq!(visible["count"], 2);
+
+    // Deleting one device token leaves the other working.
+    let id = device_tokens[0]["id"].as_str().unwrap();
+    let (status, _) =
+        tessera.native(Method::DELETE, &format!("/devices/{meter_1}/tokens/{id}"), &tessera.api_key, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = tessera.ubidots(Method::POST, "/devices/meter-1", device_token, Some(json!({"t": 5}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let spare = device_tokens[1]["secret"].as_str().unwrap();
+    let (status, _) = tessera.ubidots(Method::POST, "/devices/meter-1", spare, Some(json!({"t": 5}))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) =
+        tessera.native(Method::POST, &format!("/devices/{meter_1}/tokens"), provisioner, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a token never mints tokens");
+}

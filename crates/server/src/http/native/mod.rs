@@ -21,11 +21,13 @@ use crate::tokens::{Caller, NewToken};
 /// Largest native request body.
 pub(crate) const BODY_LIMIT: usize = 1024 * 1024;
 
+mod device_tokens;
 mod people;
 
 pub fn routes() -> Router<App> {
     Router::new()
         .merge(people::routes())
+        .merge(device_tokens::routes())
         .route("/collections", get(list_collections).post(create_collection))
         .route("/collections/{id}", get(get_collection).delete(delete_collection))
         .route("/tokens", get(list_tokens).post(create_token))
@@ -127,7 +129,7 @@ impl FromRequestParts<App> for Bearer {
     }
 }
 
-fn parse_id<T: std::str::FromStr>(what: &'static str, text: &str) -> Result<T, AppError> {
+pub(crate) fn parse_id<T: std::str::FromStr>(what: &'static str, text: &str) -> Result<T, AppError> {
     text.parse().map_err(|_| AppError::NotFound(what))
 }
 
@@ -204,6 +206,15 @@ async fn delete_collection(State(app): State<App>, Bearer(caller): Bearer, Path(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Which authority issued a token.
+fn issuer_json(creator: Creator) -> Json_ {
+    match creator {
+        Creator::System => json!({"kind": "system"}),
+        Creator::Token(token) => json!({"kind": "token", "id": token.to_string()}),
+        Creator::User(user) => json!({"kind": "user", "id": user.to_string()}),
+    }
+}
+
 /// A user manages only the tokens they made; the API key manages every token of the account.
 fn own_tokens_only(caller: &Caller) -> Option<Creator> {
     (caller.record.kind == TokenKind::UserAccess).then_some(caller.record.creator)
@@ -227,7 +238,7 @@ fn rights_text(rights: Rights) -> &'static str {
     }
 }
 
-fn token_json(token: &TokenRecord) -> Json_ {
+pub(crate) fn token_json(token: &TokenRecord) -> Json_ {
     json!({
         "id": token.id.to_string(),
         "kind": token.kind.as_str(),
@@ -238,6 +249,7 @@ fn token_json(token: &TokenRecord) -> Json_ {
         "expires_at": token.expires_at_ms.map(rfc3339),
         "last_used_at": token.last_used_at_ms.map(rfc3339),
         "uses": token.uses,
+        "issued_by": issuer_json(token.creator),
     })
 }
 
