@@ -5,6 +5,7 @@
 pub mod access;
 pub mod id;
 pub mod label;
+pub mod profile;
 pub mod reading;
 pub mod resource;
 pub mod secret;

@@ -236,6 +236,10 @@ impl DataService {
             name: name.to_owned(),
             unit: unit.to_owned(),
             created_at_ms: now_ms(),
+            title: String::new(),
+            description: String::new(),
+            kind: "sensor".into(),
+            profile: None,
         };
         let started = self.variables.read_started();
         let variable = Arc::new(
@@ -246,6 +250,25 @@ impl DataService {
         );
         self.variables.insert_read((device.id, label.clone()), variable.clone(), started);
         Ok(variable)
+    }
+
+    /// Creates the variable `definition` describes on its device, or brings an existing one of the same label up to
+    /// it (name, unit, title, description, kind, profile). Needs a write permit on the device.
+    pub async fn define_variable(
+        &self,
+        permit: &Permit,
+        device: &Device,
+        definition: Variable,
+    ) -> Result<Arc<Variable>, AppError> {
+        let existing =
+            self.variable_for_write(permit, device, &definition.label, &definition.name, &definition.unit).await?;
+        let wanted = Variable { id: existing.id, created_at_ms: existing.created_at_ms, ..definition };
+        if *existing == wanted {
+            return Ok(existing);
+        }
+        self.store.update_variable(&wanted).await.map_err(|error| AppError::from_store("variable", error))?;
+        self.variables.invalidate(&(device.id, wanted.label.clone()));
+        Ok(Arc::new(wanted))
     }
 
     pub async fn delete_variable(&self, permit: &Permit, variable: &Variable) -> Result<(), AppError> {

@@ -206,6 +206,10 @@ mod tests {
                 name: label.into(),
                 unit: String::new(),
                 created_at_ms: 0,
+                title: String::new(),
+                description: String::new(),
+                kind: "sensor".into(),
+                profile: None,
             };
             ids.push(store.insert_variable_if_absent(&variable).await.unwrap().id);
         }

@@ -123,6 +123,8 @@ pub trait DeviceStore {
         filter: &DeviceFilter,
         page: Page,
     ) -> StoreResult<Paged<Variable>>;
+    /// Stores a variable's name, unit, title, description, kind and profile.
+    async fn update_variable(&self, variable: &Variable) -> StoreResult<()>;
     /// Deletes a variable with its readings.
     async fn delete_variable(&self, account: AccountId, variable: VariableId) -> StoreResult<()>;
 }
@@ -180,7 +182,9 @@ pub trait PeopleStore {
     /// Deletes a shared team; `Conflict` if it is a private team or still owns collections.
     async fn delete_team(&self, account: AccountId, team: TeamId) -> StoreResult<()>;
     async fn members(&self, team: TeamId) -> StoreResult<Vec<(Membership, User)>>;
+    /// Changes a member's role; `Conflict` if that would leave the team without an admin (checked atomically).
     async fn set_member_role(&self, team: TeamId, user: UserId, role: Role) -> StoreResult<()>;
+    /// Removes a member; `Conflict` if that would leave the team without an admin (checked atomically).
     async fn remove_member(&self, team: TeamId, user: UserId) -> StoreResult<()>;
 
     async fn insert_invite(&self, invite: &Invite) -> StoreResult<()>;

@@ -140,6 +140,12 @@ pub struct Variable {
     pub label: Label,
     pub name: String,
     pub unit: String,
+    /// AllThingsTalk's asset fields: a title, a description, what it is (sensor, actuator, config, virtual) and
+    /// the profile (JSON schema subset) its states must satisfy.
+    pub title: String,
+    pub description: String,
+    pub kind: String,
+    pub profile: Option<serde_json::Value>,
     pub created_at_ms: i64,
 }
 

@@ -133,8 +133,8 @@ fn device_from_row(row: &SqliteRow) -> StoreResult<Device> {
 
 macro_rules! variable_select {
     () => {
-        "SELECT v.id, v.account_id, v.device_id, d.collection_id, v.label, v.name, v.unit, v.created_at \
-         FROM variables v JOIN devices d ON d.id = v.device_id"
+        "SELECT v.id, v.account_id, v.device_id, d.collection_id, v.label, v.name, v.unit, v.created_at, \
+         v.title, v.description, v.kind, v.profile FROM variables v JOIN devices d ON d.id = v.device_id"
     };
 }
 
@@ -148,6 +148,13 @@ fn variable_from_row(row: &SqliteRow) -> StoreResult<Variable> {
         name: row.try_get(5)?,
         unit: row.try_get(6)?,
         created_at_ms: row.try_get(7)?,
+        title: row.try_get(8)?,
+        description: row.try_get(9)?,
+        kind: row.try_get(10)?,
+        profile: row
+            .try_get::<Option<String>, _>(11)?
+            .map(|text| serde_json::from_str(&text).map_err(|_| corrupt("an asset profile is not JSON")))
+            .transpose()?,
     })
 }
 
@@ -772,8 +779,8 @@ impl DeviceStore for SqliteStore {
 
     async fn insert_variable_if_absent(&self, variable: &Variable) -> StoreResult<Variable> {
         sqlx::query(
-            "INSERT INTO variables (id, account_id, device_id, label, name, unit, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, label) DO NOTHING",
+            "INSERT INTO variables (id, account_id, device_id, label, name, unit, created_at, title, description, \
+             kind, profile) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, label) DO NOTHING",
         )
         .bind(variable.id.as_i64())
         .bind(variable.account.as_i64())
@@ -782,9 +789,34 @@ impl DeviceStore for SqliteStore {
         .bind(&variable.name)
         .bind(&variable.unit)
         .bind(variable.created_at_ms)
+        .bind(&variable.title)
+        .bind(&variable.description)
+        .bind(&variable.kind)
+        .bind(variable.profile.as_ref().map(|profile| profile.to_string()))
         .execute(&self.pool)
         .await?;
         self.variable_by_label(variable.device, &variable.label).await
+    }
+
+    async fn update_variable(&self, variable: &Variable) -> StoreResult<()> {
+        let updated = sqlx::query(
+            "UPDATE variables SET name = ?, unit = ?, title = ?, description = ?, kind = ?, profile = ? \
+             WHERE account_id = ? AND id = ?",
+        )
+        .bind(&variable.name)
+        .bind(&variable.unit)
+        .bind(&variable.title)
+        .bind(&variable.description)
+        .bind(&variable.kind)
+        .bind(variable.profile.as_ref().map(|profile| profile.to_string()))
+        .bind(variable.account.as_i64())
+        .bind(variable.id.as_i64())
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
     }
 
     async fn list_variables(

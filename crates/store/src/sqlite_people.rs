@@ -14,6 +14,14 @@ use crate::{
     UserTotp,
 };
 
+/// A condition true while the team (bound first) has an admin other than the user (bound second).
+macro_rules! keeps_another_admin {
+    () => {
+        "EXISTS (SELECT 1 FROM team_members other WHERE other.team_id = ? AND other.role = 'admin' \
+         AND other.user_id != ?)"
+    };
+}
+
 macro_rules! user_columns {
     () => {
         "u.id, u.account_id, u.email, u.password_hash, u.display_name, u.phone, u.is_admin, u.created_at, \
@@ -83,6 +91,24 @@ fn invite_from_row(row: &SqliteRow) -> StoreResult<Invite> {
         accepted_by: row.try_get::<Option<i64>, _>(5)?.map(UserId::from_i64),
         accepted_at_ms: row.try_get(6)?,
     })
+}
+
+impl SqliteStore {
+    /// Why a guarded membership change changed nothing: the user is no member, or the team would lose its last
+    /// admin.
+    async fn why_membership_unchanged(&self, team: TeamId, user: UserId) -> StoreError {
+        let member =
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM team_members WHERE team_id = ? AND user_id = ?")
+                .bind(team.as_i64())
+                .bind(user.as_i64())
+                .fetch_one(&self.pool)
+                .await;
+        match member {
+            Ok(0) => StoreError::NotFound,
+            Ok(_) => StoreError::Conflict("a team must keep at least one admin".into()),
+            Err(error) => error.into(),
+        }
+    }
 }
 
 #[async_trait]
@@ -312,26 +338,40 @@ impl PeopleStore for SqliteStore {
     }
 
     async fn set_member_role(&self, team: TeamId, user: UserId, role: Role) -> StoreResult<()> {
-        let updated = sqlx::query("UPDATE team_members SET role = ? WHERE team_id = ? AND user_id = ?")
-            .bind(role_column(role))
-            .bind(team.as_i64())
-            .bind(user.as_i64())
-            .execute(&self.pool)
-            .await?;
+        // One statement, so two admins demoting each other at once cannot both succeed.
+        let updated = sqlx::query(concat!(
+            "UPDATE team_members SET role = ? WHERE team_id = ? AND user_id = ? AND (? = 'admin' OR ",
+            keeps_another_admin!(),
+            ")"
+        ))
+        .bind(role_column(role))
+        .bind(team.as_i64())
+        .bind(user.as_i64())
+        .bind(role_column(role))
+        .bind(team.as_i64())
+        .bind(user.as_i64())
+        .execute(&self.pool)
+        .await?;
         if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+            return Err(self.why_membership_unchanged(team, user).await);
         }
         Ok(())
     }
 
     async fn remove_member(&self, team: TeamId, user: UserId) -> StoreResult<()> {
-        let deleted = sqlx::query("DELETE FROM team_members WHERE team_id = ? AND user_id = ?")
-            .bind(team.as_i64())
-            .bind(user.as_i64())
-            .execute(&self.pool)
-            .await?;
+        let deleted = sqlx::query(concat!(
+            "DELETE FROM team_members WHERE team_id = ? AND user_id = ? AND (role != 'admin' OR ",
+            keeps_another_admin!(),
+            ")"
+        ))
+        .bind(team.as_i64())
+        .bind(user.as_i64())
+        .bind(team.as_i64())
+        .bind(user.as_i64())
+        .execute(&self.pool)
+        .await?;
         if deleted.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+            return Err(self.why_membership_unchanged(team, user).await);
         }
         Ok(())
     }

@@ -122,6 +122,10 @@ async fn variable(store: &dyn Store, device: &Device, n: u32, text: &str) -> Var
             name: text.into(),
             unit: "°C".into(),
             created_at_ms: NOW,
+            title: String::new(),
+            description: String::new(),
+            kind: "sensor".into(),
+            profile: None,
         })
         .await
         .unwrap()
@@ -349,6 +353,10 @@ async fn rows_of_missing_parents_are_refused_or_dropped(store: &dyn Store) {
         name: "v".into(),
         unit: String::new(),
         created_at_ms: NOW,
+        title: String::new(),
+        description: String::new(),
+        kind: "sensor".into(),
+        profile: None,
     };
     assert!(matches!(store.insert_variable_if_absent(&orphan_variable).await, Err(StoreError::NotFound)));
 
@@ -463,6 +471,12 @@ async fn team_membership_decides_reach(store: &dyn Store) {
     let bob_reach = store.user_reach(bob.id).await.unwrap().to_reach();
     let Reach::Limited { collections, .. } = &bob_reach else { panic!("{bob_reach:?}") };
     assert_eq!(collections.get(&owned.id), Some(&Rights::Read));
+    assert!(
+        matches!(store.set_member_role(team.id, ada.id, Role::Member).await, Err(StoreError::Conflict(_))),
+        "the only admin cannot be demoted"
+    );
+    assert!(matches!(store.remove_member(team.id, ada.id).await, Err(StoreError::Conflict(_))), "nor removed");
+    assert!(matches!(store.set_member_role(team.id, UserId(id(999)), Role::Admin).await, Err(StoreError::NotFound)));
     store.set_member_role(team.id, bob.id, Role::Admin).await.unwrap();
     let Reach::Limited { collections, .. } = store.user_reach(bob.id).await.unwrap().to_reach() else { panic!() };
     assert_eq!(collections.get(&owned.id), Some(&Rights::ReadWrite));

@@ -217,6 +217,9 @@ async fn a_token_reaches_nothing_once_its_owner_left_the_team() {
     horde(&tessera, Method::DELETE, &format!("/teams/{team_id}/members/{bob_id}"), &ada, None).await;
     let (status, _) = with_token(&tessera, Method::GET, &format!("/collections/{collection_id}"), token, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // Bob can still revoke the token that now reaches nothing, so it cannot come back if he is invited again.
+    let (status, _) = horde(&tessera, Method::DELETE, &format!("/tokens/{token}"), &bob, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Integration tests of the HTTP API: each test starts its own Tessera on port 0 with its own data directory.
 
+mod allthingstalk;
 mod helpers;
 mod horde;
 mod native;

@@ -1,4 +1,4 @@
-//! The AllThingsTalk dialect. So far: user login, `POST /login`, an OAuth2 password grant (form-encoded) with a
+//! The AllThingsTalk dialect: devices, assets and their state (`assets.rs`), and user login, `POST /login`, an OAuth2 password grant (form-encoded) with a
 //! TOTP second factor and rotating refresh tokens, answering in AllThingsTalk's token shape.
 
 use std::collections::HashMap;
@@ -20,8 +20,10 @@ use crate::time::http_date;
 /// The OAuth2 clients AllThingsTalk knows.
 const CLIENT_IDS: [&str; 3] = ["web", "mobile", "postman"];
 
+mod assets;
+
 pub fn routes() -> Router<App> {
-    Router::new().route("/login", post(login))
+    Router::new().route("/login", post(login)).merge(assets::routes())
 }
 
 /// An OAuth2 error answer: `{"error", "error_description"}`.

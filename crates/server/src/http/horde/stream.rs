@@ -54,14 +54,15 @@ impl FromRequestParts<App> for StreamCaller {
                     .map(str::to_owned)
             });
         if let Some(secret) = header_secret {
-            let caller = app.tokens.verify(secret.trim()).await.map_err(AppError::from)?;
+            let secret = secret.trim().to_owned();
+            let caller = app.tokens.verify(&secret).await.map_err(AppError::from)?;
             return Ok(StreamCaller { caller, secret });
         }
         let query = QueryParams::from_request_parts(parts, app).await.unwrap_or_default();
-        let Some(secret) = query.text("api_token").map(str::to_owned) else {
+        let Some(secret) = query.text("api_token").map(|secret| secret.trim().to_owned()) else {
             return Err(AppError::Unauthenticated(VerifyError::Missing).into());
         };
-        let caller = app.tokens.verify(secret.trim()).await.map_err(AppError::from)?;
+        let caller = app.tokens.verify(&secret).await.map_err(AppError::from)?;
         if caller.record.rights != Rights::Read {
             return Err(HordeError::new(
                 StatusCode::FORBIDDEN,

@@ -186,7 +186,7 @@ async fn set_role(
     };
     let (team, user) = other_member(&app, &caller, &team, &user).await?;
     if role == Role::Member {
-        keeps_an_admin(&app, &team, user).await?;
+        keeps_an_admin(&team, user)?;
     }
     app.store.set_member_role(team.id, user, role).await.map_err(|error| AppError::from_store("member", error))?;
     app.tokens.reach_changed(Creator::User(user));
@@ -205,27 +205,19 @@ async fn remove_member(
     Path((team, user)): Path<(String, String)>,
 ) -> HordeResult {
     let (team, user) = other_member(&app, &caller, &team, &user).await?;
-    keeps_an_admin(&app, &team, user).await?;
+    keeps_an_admin(&team, user)?;
     app.store.remove_member(team.id, user).await.map_err(|error| AppError::from_store("member", error))?;
     app.tokens.reach_changed(Creator::User(user));
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Refuses a change that would take `user`'s admin role away where the team cannot spare it: the owner of a
-/// private team stays its admin, and every team keeps at least one admin.
-async fn keeps_an_admin(app: &App, team: &Team, user: UserId) -> Result<(), AppError> {
+/// private team stays its admin (and every team keeps at least one admin, which the store enforces).
+fn keeps_an_admin(team: &Team, user: UserId) -> Result<(), AppError> {
     if team.private_of == Some(user) {
         return Err(AppError::Conflict("the owner of a private team stays its admin".into()));
     }
-    let members = app.store.members(team.id).await?;
-    let admins: Vec<UserId> = members
-        .iter()
-        .filter(|(membership, _)| membership.role == Role::Admin)
-        .map(|(membership, _)| membership.user)
-        .collect();
-    if admins == [user] {
-        return Err(AppError::Conflict("a team must keep at least one admin".into()));
-    }
+    // That the team keeps an admin is checked by the store, in the statement that changes the membership.
     Ok(())
 }
 

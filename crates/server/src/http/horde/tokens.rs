@@ -190,8 +190,11 @@ async fn delete_token(
 ) -> HordeResult {
     session(&caller)?;
     let token = own_token(&app, &caller, &named).await?;
-    let target = app.tokens.management_target(caller.account(), token.scope).await.map_err(AppError::from)?;
-    let permit = caller.authorize(Action::ManageTokens, &target).map_err(AppError::from)?;
+    // One's own token can always be revoked, even once it reaches nothing (its owner left the team, its device
+    // was deleted): the permit is the owner's own, at the account's root.
+    let permit = caller
+        .authorize(Action::ManageTokens, &tessera_core::Target::account(caller.account()))
+        .map_err(AppError::from)?;
     app.tokens.revoke(&permit, &token).await.map_err(AppError::from)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

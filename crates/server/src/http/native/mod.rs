@@ -339,6 +339,11 @@ async fn managed_token(app: &App, caller: &Caller, id: &str) -> Result<(TokenRec
         // Another user's token does not exist as far as this user can tell.
         return Err(AppError::NotFound("token"));
     }
+    if own_tokens_only(caller).is_some() {
+        // A user's own token is theirs to see and revoke even once it reaches nothing.
+        let permit = caller.authorize(Action::ManageTokens, &Target::account(caller.account()))?;
+        return Ok((token, permit));
+    }
     let target = app.tokens.management_target(caller.account(), token.scope).await?;
     let permit = caller.authorize(Action::ManageTokens, &target)?;
     Ok((token, permit))

@@ -1,0 +1,258 @@
+//! AllThingsTalk devices and assets over HTTP: `/device/{id}`, its assets, and each asset's state. An asset is a
+//! variable of the one model, so a state written here is a reading every dialect sees, and the other way round.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value as Json_, json};
+use tessera_core::profile::Profile;
+use tessera_core::{Action, DeviceId, Label, Permit, Value};
+use tessera_store::{Device, DeviceFilter, Page, Variable};
+
+use crate::app::{App, AppError};
+use crate::data::{Dot, device_target, variable_target};
+use crate::http::{body_bytes, parse_json};
+use crate::time::{now_ms, parse_iso8601, rfc3339};
+use crate::tokens::{Caller, VerifyError};
+
+const BODY_LIMIT: usize = 64 * 1024;
+const ASSET_KINDS: [&str; 4] = ["sensor", "actuator", "config", "virtual"];
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/device/{device}", get(get_device))
+        .route("/device/{device}/assets", get(list_assets).post(create_asset))
+        .route("/device/{device}/asset/{asset}/state", get(get_state).put(put_state))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+}
+
+/// An error as AllThingsTalk's API gives it: `{"message"}`.
+#[derive(Debug)]
+pub struct AttError {
+    status: StatusCode,
+    message: String,
+}
+
+impl From<AppError> for AttError {
+    fn from(error: AppError) -> AttError {
+        let status = if error.is_unauthenticated() {
+            StatusCode::UNAUTHORIZED
+        } else {
+            match &error {
+                AppError::Denied(_) => StatusCode::FORBIDDEN,
+                AppError::NotFound(_) => StatusCode::NOT_FOUND,
+                AppError::Conflict(_) => StatusCode::CONFLICT,
+                AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            }
+        };
+        let message = match &error {
+            AppError::Internal(_) | AppError::Unavailable(_) => {
+                tracing::error!(error = ?error, "allthingstalk request failed");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        AttError { status, message }
+    }
+}
+
+impl IntoResponse for AttError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "message": self.message }))).into_response()
+    }
+}
+
+type AttResult = Result<Response, AttError>;
+
+/// The caller, from `Authorization: Bearer <token>` (a device, ground or user token).
+pub struct AttCaller(pub Caller);
+
+impl std::fmt::Debug for AttCaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AttCaller").field(&self.0.record.id).finish()
+    }
+}
+
+impl FromRequestParts<App> for AttCaller {
+    type Rejection = AttError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<AttCaller, AttError> {
+        let secret = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| text.strip_prefix("Bearer ").or_else(|| text.strip_prefix("bearer ")))
+            .ok_or(AppError::Unauthenticated(VerifyError::Missing))?;
+        Ok(AttCaller(app.tokens.verify(secret.trim()).await.map_err(AppError::from)?))
+    }
+}
+
+fn document(body: Result<Bytes, BytesRejection>) -> Result<Json_, AttError> {
+    let bytes = body_bytes(body, BODY_LIMIT).map_err(|(status, message)| AttError { status, message })?;
+    Ok(parse_json(&bytes)?)
+}
+
+async fn device_for(app: &App, caller: &Caller, action: Action, id: &str) -> Result<(Device, Permit), AppError> {
+    let id: DeviceId = id.parse().map_err(|_| AppError::NotFound("device"))?;
+    let device = app.store.device(caller.account(), id).await.map_err(|error| AppError::from_store("device", error))?;
+    let permit = caller.authorize(action, &device_target(&device))?;
+    Ok((device, permit))
+}
+
+fn asset_json(variable: &Variable) -> Json_ {
+    json!({
+        "id": variable.id.to_string(),
+        "name": variable.label.as_str(),
+        "title": if variable.title.is_empty() { variable.name.clone() } else { variable.title.clone() },
+        "description": variable.description,
+        "is": variable.kind,
+        "profile": variable.profile.clone().unwrap_or_else(|| json!({})),
+        "deviceId": variable.device.to_string(),
+    })
+}
+
+async fn assets_of(app: &App, device: &Device) -> Result<Vec<Json_>, AppError> {
+    let variables = app.store.list_variables(device.account, &DeviceFilter::device(device.id), Page::ALL).await?;
+    Ok(variables.items.iter().map(asset_json).collect())
+}
+
+async fn get_device(State(app): State<App>, AttCaller(caller): AttCaller, Path(device): Path<String>) -> AttResult {
+    let (device, _) = device_for(&app, &caller, Action::Read, &device).await?;
+    Ok(Json(json!({
+        "id": device.id.to_string(),
+        "name": if device.name.is_empty() { device.label.to_string() } else { device.name.clone() },
+        "description": "",
+        "assets": assets_of(&app, &device).await?,
+    }))
+    .into_response())
+}
+
+async fn list_assets(State(app): State<App>, AttCaller(caller): AttCaller, Path(device): Path<String>) -> AttResult {
+    let (device, _) = device_for(&app, &caller, Action::Read, &device).await?;
+    Ok(Json(Json_::Array(assets_of(&app, &device).await?)).into_response())
+}
+
+/// A string field of an asset definition, under its capitalised name (the SDK's) or lower-case.
+fn field<'a>(document: &'a Json_, name: &str) -> Result<Option<&'a str>, AppError> {
+    let lower = name.to_lowercase();
+    match document.get(name).or_else(|| document.get(&lower)) {
+        None | Some(Json_::Null) => Ok(None),
+        Some(Json_::String(text)) if text.chars().count() <= 200 => Ok(Some(text)),
+        Some(_) => Err(AppError::BadRequest(format!("'{name}' must be a string of at most 200 characters"))),
+    }
+}
+
+/// `POST /device/{id}/assets` with `{"Name", "Title", "Description", "Is", "Profile"}`: defines the asset (or
+/// updates the one of that name).
+async fn create_asset(
+    State(app): State<App>,
+    AttCaller(caller): AttCaller,
+    Path(device): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> AttResult {
+    let document = document(body)?;
+    let name = field(&document, "Name")?.ok_or_else(|| AppError::BadRequest("'Name' is required".into()))?;
+    let label = Label::parse(name).map_err(|error| AppError::bad_label("asset", error))?;
+    let kind = field(&document, "Is")?.unwrap_or("sensor").to_lowercase();
+    if !ASSET_KINDS.contains(&kind.as_str()) {
+        return Err(
+            AppError::BadRequest(format!("'Is' must be sensor, actuator, config or virtual, not '{kind}'")).into()
+        );
+    }
+    let profile =
+        document.get("Profile").or_else(|| document.get("profile")).cloned().filter(|profile| !profile.is_null());
+    if let Some(profile) = &profile {
+        Profile::parse(profile).map_err(AppError::BadRequest)?;
+    }
+    let (device, permit) = device_for(&app, &caller, Action::Write, &device).await?;
+    let definition = Variable {
+        id: tessera_core::VariableId(crate::entropy::new_id()),
+        account: device.account,
+        device: device.id,
+        collection: device.collection,
+        label: label.clone(),
+        name: label.to_string(),
+        unit: String::new(),
+        title: field(&document, "Title")?.unwrap_or(name).to_owned(),
+        description: field(&document, "Description")?.unwrap_or_default().to_owned(),
+        kind,
+        profile,
+        created_at_ms: now_ms(),
+    };
+    let asset = app.data.define_variable(&permit, &device, definition).await?;
+    Ok((StatusCode::CREATED, Json(asset_json(&asset))).into_response())
+}
+
+fn state_json(value: Json_, at_ms: i64) -> Json_ {
+    json!({"state": {"value": value, "at": rfc3339(at_ms)}})
+}
+
+async fn asset_for(
+    app: &App,
+    caller: &Caller,
+    action: Action,
+    device: &str,
+    asset: &str,
+) -> Result<(Device, std::sync::Arc<Variable>, Permit), AppError> {
+    let (device, _) = device_for(app, caller, action, device).await?;
+    let label = Label::parse(asset).map_err(|_| AppError::NotFound("asset"))?;
+    let variable = app.data.variable_by_label(&device, &label).await.map_err(|error| match error {
+        AppError::NotFound(_) => AppError::NotFound("asset"),
+        other => other,
+    })?;
+    let permit = caller.authorize(action, &variable_target(&variable))?;
+    Ok((device, variable, permit))
+}
+
+/// `GET /device/{id}/asset/{name}/state`: the last state; 404 before the first.
+async fn get_state(
+    State(app): State<App>,
+    AttCaller(caller): AttCaller,
+    Path((device, asset)): Path<(String, String)>,
+) -> AttResult {
+    let (_, variable, _) = asset_for(&app, &caller, Action::Read, &device, &asset).await?;
+    match app.store.last_reading(variable.id).await.map_err(AppError::from)? {
+        Some(reading) => Ok(Json(state_json(reading.value.to_json(), reading.timestamp_ms)).into_response()),
+        None => Err(AppError::NotFound("state").into()),
+    }
+}
+
+/// `PUT /device/{id}/asset/{name}/state` with `{"value", "at"?}`: stored like any reading, if the profile allows.
+async fn put_state(
+    State(app): State<App>,
+    AttCaller(caller): AttCaller,
+    Path((device, asset)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> AttResult {
+    let document = document(body)?;
+    let (value, at) = match &document {
+        Json_::Object(fields) if fields.contains_key("value") => (fields["value"].clone(), fields.get("at")),
+        // A bare JSON value is a state too.
+        other => (other.clone(), None),
+    };
+    let timestamp_ms = match at {
+        None | Some(Json_::Null) => now_ms(),
+        Some(Json_::String(text)) => parse_iso8601(text)
+            .ok_or_else(|| AppError::BadRequest(format!("'at' must be an ISO 8601 time, not '{text}'")))?,
+        Some(_) => return Err(AppError::BadRequest("'at' must be an ISO 8601 time".into()).into()),
+    };
+    let (_, variable, permit) = asset_for(&app, &caller, Action::Write, &device, &asset).await?;
+    if let Some(profile) = &variable.profile {
+        let profile = Profile::parse(profile).map_err(|error| AppError::Internal(error.into()))?;
+        profile.check(&value).map_err(AppError::BadRequest)?;
+    }
+    let stored = match &value {
+        Json_::Number(number) => Value::Number(number.as_f64().unwrap_or_default()),
+        other => Value::Json(other.clone()),
+    };
+    let dot = Dot { timestamp_ms, value: stored, context: Default::default() };
+    app.data.write(&[&permit], &[(variable, vec![dot])]).await?;
+    Ok(Json(state_json(value, timestamp_ms)).into_response())
+}
