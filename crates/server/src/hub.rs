@@ -41,8 +41,8 @@ impl Hub {
         }
     }
 
-    pub fn subscribe(&self) -> Subscription<'_> {
-        Subscription { receiver: self.sender.subscribe(), hub: self }
+    pub fn subscribe(self: &Arc<Hub>) -> Subscription {
+        Subscription { receiver: self.sender.subscribe(), hub: self.clone() }
     }
 
     pub fn dropped(&self) -> u64 {
@@ -52,12 +52,12 @@ impl Hub {
 
 /// One consumer's view of the hub.
 #[derive(Debug)]
-pub struct Subscription<'a> {
+pub struct Subscription {
     receiver: broadcast::Receiver<Arc<LiveReading>>,
-    hub: &'a Hub,
+    hub: Arc<Hub>,
 }
 
-impl Subscription<'_> {
+impl Subscription {
     /// The next reading; `None` once the hub is gone. Readings missed by falling behind are counted and skipped.
     pub async fn next(&mut self) -> Option<Arc<LiveReading>> {
         loop {
@@ -96,7 +96,7 @@ mod tests {
 
     #[tokio::test]
     async fn consumers_get_readings_in_order_and_a_slow_one_loses_the_oldest() {
-        let hub = Hub::new(4);
+        let hub = Arc::new(Hub::new(4));
         let mut subscription = hub.subscribe();
         hub.publish((0..10).map(live));
         let mut seen = Vec::new();

@@ -277,6 +277,19 @@ impl TokenService {
         }
     }
 
+    /// Judges a long-lived caller again (a stream, a connection): its token as the store has it now and its
+    /// creator's current reach. `None` once it is revoked, expired or gone.
+    pub async fn reverify(&self, caller: &Caller) -> Option<Caller> {
+        let record = match self.by_digest.get(&caller.record.digest) {
+            Some(record) => record,
+            None => Arc::new(self.store.token(caller.record.account, caller.record.id).await.ok()?),
+        };
+        let reach = self.reach_of(record.account, record.creator).await.ok()?;
+        let grant = record.grant(reach);
+        check_live(&grant, now_ms()).ok()?;
+        Some(Caller { record, grant })
+    }
+
     /// The digest the store keeps of `secret`.
     pub fn digest(&self, secret: &Secret) -> SecretDigest {
         self.key.digest(secret)

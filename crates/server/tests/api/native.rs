@@ -87,3 +87,58 @@ async fn health_and_readiness_answer() {
     let (status, body) = tessera.call(Method::GET, "/readyz", &[], None).await;
     assert_eq!((status, body), (StatusCode::OK, json!({"status": "ready"})));
 }
+
+#[tokio::test]
+async fn server_sent_events_carry_new_readings_of_the_collection() {
+    let tessera = TestServer::start().await;
+    let org = tessera.organization("Live").await;
+    let org_token = tessera.organization_token(&org, "sender").await;
+    let sender = org_token["token"].as_str().unwrap().to_owned();
+    let reader = tessera.account_token().await;
+    let mut response = tessera
+        .client
+        .get(tessera.url(&format!("/v1/collections/{org}/events")))
+        .header("authorization", format!("Bearer {reader}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+
+    // A reading in another collection is not this stream's; the one in this collection is.
+    tessera.ubidots(Method::POST, "/devices/elsewhere", &reader, Some(json!({"t": 1}))).await;
+    tessera
+        .ubidots(Method::POST, "/devices/live-1", &sender, Some(json!({"t": {"value": 7, "timestamp": 1000}})))
+        .await;
+    let mut received = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !received.contains("\n\n") {
+        let chunk =
+            tokio::time::timeout_at(deadline, response.chunk()).await.expect("an event arrives").unwrap().unwrap();
+        received.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(received.starts_with("event: reading\n"), "{received}");
+    let data = received.lines().find_map(|line| line.strip_prefix("data: ")).unwrap();
+    let event: serde_json::Value = serde_json::from_str(data).unwrap();
+    assert_eq!(event["collection"], org.as_str());
+    assert_eq!(event["value"], 7.0);
+    assert_eq!(event["timestamp"], 1000);
+
+    let own = tessera
+        .client
+        .get(tessera.url(&format!("/v1/collections/{org}/events")))
+        .header("authorization", format!("Bearer {sender}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), StatusCode::OK, "the collection's own token may follow it too");
+    let other = tessera.organization("Other").await;
+    let refused = tessera
+        .client
+        .get(tessera.url(&format!("/v1/collections/{other}/events")))
+        .header("authorization", format!("Bearer {sender}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN, "but not another collection");
+}

@@ -1,7 +1,7 @@
 //! `/collections/{id}/from` and `/collections/{id}/devices/{id}/from`: WebSockets streaming each new reading of
 //! the collection or device as a Horde message, and `{"type": "keepAlive"}` after 30 s without one. The token
 //! comes in `X-API-Token` (or `Authorization: Bearer`), or in the `api_token` query parameter, which only a
-//! read-only token may use. The token is checked again every second, so a revoked one is cut off.
+//! read-only token may use. The caller is judged again every second, so a revoked token is cut off.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -34,11 +34,8 @@ pub fn routes() -> Router<App> {
         .route("/collections/{collection}/devices/{device}/from", get(device_stream))
 }
 
-/// The stream's caller and the secret it presented (kept to check it again while the stream lives).
-struct StreamCaller {
-    caller: Caller,
-    secret: String,
-}
+/// The stream's caller.
+struct StreamCaller(Caller);
 
 impl FromRequestParts<App> for StreamCaller {
     type Rejection = HordeError;
@@ -56,7 +53,7 @@ impl FromRequestParts<App> for StreamCaller {
         if let Some(secret) = header_secret {
             let secret = secret.trim().to_owned();
             let caller = app.tokens.verify(&secret).await.map_err(AppError::from)?;
-            return Ok(StreamCaller { caller, secret });
+            return Ok(StreamCaller(caller));
         }
         let query = QueryParams::from_request_parts(parts, app).await.unwrap_or_default();
         let Some(secret) = query.text("api_token").map(|secret| secret.trim().to_owned()) else {
@@ -69,7 +66,7 @@ impl FromRequestParts<App> for StreamCaller {
                 "Only a read-only token may be given as api_token; send others in the X-API-Token header",
             ));
         }
-        Ok(StreamCaller { caller, secret })
+        Ok(StreamCaller(caller))
     }
 }
 
@@ -82,7 +79,7 @@ enum Stream {
 
 async fn collection_stream(
     State(app): State<App>,
-    StreamCaller { caller, secret }: StreamCaller,
+    StreamCaller(caller): StreamCaller,
     Path(collection): Path<String>,
     upgrade: WebSocketUpgrade,
 ) -> HordeResult {
@@ -92,24 +89,24 @@ async fn collection_stream(
         .collection(caller.account(), collection)
         .await
         .map_err(|error| AppError::from_store("collection", error))?;
-    Ok(start(upgrade, app, caller, secret, Stream::Collection(collection)))
+    Ok(start(upgrade, app, caller, Stream::Collection(collection)))
 }
 
 async fn device_stream(
     State(app): State<App>,
-    StreamCaller { caller, secret }: StreamCaller,
+    StreamCaller(caller): StreamCaller,
     Path((collection, device)): Path<(String, String)>,
     upgrade: WebSocketUpgrade,
 ) -> HordeResult {
     let (device, _) = device_for(&app, &caller, Action::Read, &collection, &device).await?;
-    Ok(start(upgrade, app, caller, secret, Stream::Device(device.id)))
+    Ok(start(upgrade, app, caller, Stream::Device(device.id)))
 }
 
-fn start(upgrade: WebSocketUpgrade, app: App, caller: Caller, secret: String, stream: Stream) -> Response {
-    upgrade.on_upgrade(move |socket| serve(socket, app, caller, secret, stream))
+fn start(upgrade: WebSocketUpgrade, app: App, caller: Caller, stream: Stream) -> Response {
+    upgrade.on_upgrade(move |socket| serve(socket, app, caller, stream))
 }
 
-async fn serve(mut socket: WebSocket, app: App, mut caller: Caller, secret: String, stream: Stream) {
+async fn serve(mut socket: WebSocket, app: App, mut caller: Caller, stream: Stream) {
     let mut subscription = app.hub.subscribe();
     let mut devices: HashMap<DeviceId, Device> = HashMap::new();
     let mut keep_alive_at = Instant::now() + KEEP_ALIVE_AFTER;
@@ -153,9 +150,9 @@ async fn serve(mut socket: WebSocket, app: App, mut caller: Caller, secret: Stri
             }
             _ = recheck.tick() => {
                 // Revoked, expired, or its creator's reach changed: judge the stream again.
-                match app.tokens.verify(&secret).await {
-                    Ok(fresh) => caller = fresh,
-                    Err(_) => {
+                match app.tokens.reverify(&caller).await {
+                    Some(fresh) => caller = fresh,
+                    None => {
                         let _ = socket.send(Message::Close(None)).await;
                         break;
                     }

@@ -22,12 +22,14 @@ use crate::tokens::{Caller, NewToken};
 pub(crate) const BODY_LIMIT: usize = 1024 * 1024;
 
 mod device_tokens;
+mod events;
 mod people;
 
 pub fn routes() -> Router<App> {
     Router::new()
         .merge(people::routes())
         .merge(device_tokens::routes())
+        .merge(events::routes())
         .route("/collections", get(list_collections).post(create_collection))
         .route("/collections/{id}", get(get_collection).delete(delete_collection))
         .route("/tokens", get(list_tokens).post(create_token))

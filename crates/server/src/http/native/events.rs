@@ -1,0 +1,90 @@
+//! `GET /v1/collections/{id}/events`: Server-Sent Events, one `reading` event per new reading of the collection
+//! that the caller may read, fed by the live hub; a comment line every 15 s keeps proxies from closing it. The
+//! token is checked again every second, so a revoked one ends the stream.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use futures_util::stream::{self, Stream};
+use serde_json::json;
+use tessera_core::{Action, CollectionId, Target};
+
+use super::{Bearer, NativeResult, parse_id};
+use crate::app::{App, AppError};
+use crate::time::rfc3339;
+use crate::tokens::Caller;
+
+pub fn routes() -> Router<App> {
+    Router::new().route("/collections/{id}/events", get(events))
+}
+
+async fn events(State(app): State<App>, Bearer(caller): Bearer, Path(id): Path<String>) -> NativeResult {
+    let collection: CollectionId = parse_id("collection", &id)?;
+    caller.authorize(Action::Read, &Target::collection(caller.account(), collection)).map_err(AppError::from)?;
+    app.store
+        .collection(caller.account(), collection)
+        .await
+        .map_err(|error| AppError::from_store("collection", error))?;
+    Ok(Sse::new(reading_events(app, caller, collection))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+struct Follow {
+    app: App,
+    caller: Caller,
+    collection: CollectionId,
+    subscription: crate::hub::Subscription,
+    recheck: tokio::time::Interval,
+}
+
+fn reading_events(app: App, caller: Caller, collection: CollectionId) -> impl Stream<Item = Result<Event, Infallible>> {
+    let subscription = app.hub.subscribe();
+    let recheck = tokio::time::interval(Duration::from_secs(1));
+    let follow = Follow { app, caller, collection, subscription, recheck };
+    stream::unfold(follow, |mut follow| async move {
+        loop {
+            tokio::select! {
+                live = follow.subscription.next() => {
+                    let live = live?;
+                    if live.account != follow.caller.account() || live.collection != follow.collection {
+                        continue;
+                    }
+                    let target = Target::device(live.account, live.collection, live.device);
+                    if follow.caller.authorize(Action::Read, &target).is_err() {
+                        continue;
+                    }
+                    let reading = &live.reading;
+                    let data = json!({
+                        "collection": live.collection.to_string(),
+                        "device": live.device.to_string(),
+                        "variable": reading.variable.to_string(),
+                        "timestamp": reading.timestamp_ms,
+                        "at": rfc3339(reading.timestamp_ms),
+                        "value": reading.value.to_json(),
+                        "context": reading.context,
+                    });
+                    let event = Event::default().event("reading").data(data.to_string());
+                    return Some((Ok(event), follow));
+                }
+                _ = follow.recheck.tick() => {
+                    // The caller's grant is judged again: revoked, expired, or its creator's reach changed.
+                    let presented = follow.caller.record.id;
+                    let still_live = follow.app.tokens.reverify(&follow.caller).await;
+                    match still_live {
+                        Some(fresh) => follow.caller = fresh,
+                        None => {
+                            tracing::debug!(token = %presented, "event stream closed: the token no longer works");
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
