@@ -11,6 +11,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Where the HTTP API listens; port 0 picks a free port (tests).
     pub http_addr: SocketAddr,
+    /// Where the MQTT server listens; port 0 picks a free port (tests).
+    pub mqtt_addr: SocketAddr,
+    /// Whether failing to listen for MQTT stops the start. When the address is only the default (1883, often
+    /// taken by a broker already on the machine), Tessera warns and serves HTTP alone instead.
+    pub mqtt_required: bool,
     /// How long a token from the Ubidots `auth/token` exchange lives. Each exchange mints a new token, so an
     /// expiry keeps clients that exchange at every start from piling up live tokens.
     pub exchange_token_ttl: Duration,
@@ -38,6 +43,8 @@ impl Config {
         Config {
             data_dir,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            mqtt_required: false,
             exchange_token_ttl: Duration::from_secs(24 * 60 * 60),
             token_cache_capacity: 100_000,
             device_cache_capacity: 100_000,

@@ -10,6 +10,7 @@ pub mod data;
 mod entropy;
 pub mod http;
 pub mod hub;
+pub mod mqtt;
 pub mod people;
 mod server;
 pub mod time;

@@ -26,12 +26,15 @@ pub enum StartError {
     Open(#[from] OpenError),
     #[error("cannot listen for HTTP on {addr}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen for MQTT on {addr}")]
+    ListenMqtt { addr: SocketAddr, source: std::io::Error },
 }
 
 /// A running server. Dropping it stops it too, but only [`Server::shutdown`] waits for the last commit.
 #[derive(Debug)]
 pub struct Server {
     http_addr: SocketAddr,
+    mqtt_addr: Option<SocketAddr>,
     credentials: Option<Credentials>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -41,6 +44,11 @@ impl Server {
     /// The address HTTP listens on (with the real port when the configuration asked for port 0).
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The address MQTT listens on, if it listens.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_addr
     }
 
     /// The bootstrap credentials, when this start created the account; `None` on every later start.
@@ -91,6 +99,24 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tracing::info!(%http_addr, data_dir = %config.data_dir.display(), "tessera is serving HTTP");
 
     let (stop, mut stopped) = watch::channel(false);
+    let mqtt_addr = match TcpListener::bind(config.mqtt_addr).await {
+        Ok(listener) => {
+            let addr =
+                listener.local_addr().map_err(|source| StartError::ListenMqtt { addr: config.mqtt_addr, source })?;
+            tracing::info!(mqtt_addr = %addr, "tessera is serving MQTT");
+            tokio::spawn(crate::mqtt::serve(listener, app.clone(), stop.subscribe()));
+            Some(addr)
+        }
+        Err(source) if config.mqtt_required => return Err(StartError::ListenMqtt { addr: config.mqtt_addr, source }),
+        Err(error) => {
+            tracing::warn!(
+                addr = %config.mqtt_addr, %error,
+                "cannot listen for MQTT on the default address (is another broker there?); serving HTTP only. \
+                 Choose another with --mqtt-addr"
+            );
+            None
+        }
+    };
     let usage_tokens = tokens.clone();
     let mut usage_stopped = stop.subscribe();
     let flush_interval = config.usage_flush_interval;
@@ -135,5 +161,5 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         tracing::info!("tessera stopped");
     });
 
-    Ok(Server { http_addr, credentials, stop, task })
+    Ok(Server { http_addr, mqtt_addr, credentials, stop, task })
 }

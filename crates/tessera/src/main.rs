@@ -32,6 +32,9 @@ enum Command {
         /// Address for the HTTP API [default: 127.0.0.1:8080]
         #[arg(long, env = "TESSERA_HTTP_ADDR", value_name = "ADDR")]
         http_addr: Option<std::net::SocketAddr>,
+        /// Address for the MQTT server [default: 127.0.0.1:1883; if that is taken, HTTP is served alone]
+        #[arg(long, env = "TESSERA_MQTT_ADDR", value_name = "ADDR")]
+        mqtt_addr: Option<std::net::SocketAddr>,
         /// Log format: "text" or "json"
         #[arg(long, env = "TESSERA_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
@@ -77,11 +80,16 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     match cli.command {
-        Command::Serve { common, http_addr, log_format } => {
+        Command::Serve { common, http_addr, mqtt_addr, log_format } => {
             init_logging(&log_format);
             let mut config = Settings::load(&common)?.into_config();
             if let Some(http_addr) = http_addr {
                 config.http_addr = http_addr;
+            }
+            if let Some(mqtt_addr) = mqtt_addr {
+                // An address asked for must be served: failing to listen on it stops the start.
+                config.mqtt_addr = mqtt_addr;
+                config.mqtt_required = true;
             }
             runtime.block_on(serve(config))
         }
@@ -137,6 +145,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let server = tessera_server::start(config).await.context("starting tessera")?;
     if let Some(credentials) = server.credentials() {
         print_credentials_readably(credentials, &data_dir.display().to_string());
+    }
+    if let Some(mqtt_addr) = server.mqtt_addr() {
+        println!("Tessera MQTT is listening on {mqtt_addr}");
     }
     println!("Tessera is listening on http://{}", server.http_addr());
     server.run_until(shutdown_signal()).await;

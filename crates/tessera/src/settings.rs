@@ -25,6 +25,7 @@ pub struct CommonArgs {
 pub struct Settings {
     data_dir: Option<PathBuf>,
     http_addr: Option<std::net::SocketAddr>,
+    mqtt_addr: Option<std::net::SocketAddr>,
     exchange_token_ttl_seconds: Option<u64>,
     token_cache_capacity: Option<u64>,
     device_cache_capacity: Option<u64>,
@@ -55,6 +56,10 @@ impl Settings {
         let mut config = Config::new(self.data_dir.unwrap_or_else(|| PathBuf::from("tessera-data")));
         if let Some(http_addr) = self.http_addr {
             config.http_addr = http_addr;
+        }
+        if let Some(mqtt_addr) = self.mqtt_addr {
+            config.mqtt_addr = mqtt_addr;
+            config.mqtt_required = true;
         }
         if let Some(seconds) = self.exchange_token_ttl_seconds {
             config.exchange_token_ttl = Duration::from_secs(seconds);

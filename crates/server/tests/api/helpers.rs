@@ -32,6 +32,8 @@ impl TestServer {
     async fn start_configured(data_dir: tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config::new(data_dir.path().to_path_buf());
         config.http_addr = "127.0.0.1:0".parse().unwrap();
+        config.mqtt_addr = "127.0.0.1:0".parse().unwrap();
+        config.mqtt_required = true;
         adjust(&mut config);
         let server = tessera_server::start(config).await.expect("tessera starts");
         let credentials = server.credentials().expect("a fresh data directory is bootstrapped").clone();
@@ -168,6 +170,7 @@ pub fn client_from(address: &str) -> reqwest::Client {
 async fn start_server(data_dir: &tempfile::TempDir) -> Server {
     let mut config = Config::new(data_dir.path().to_path_buf());
     config.http_addr = "127.0.0.1:0".parse().unwrap();
+    config.mqtt_addr = "127.0.0.1:0".parse().unwrap();
     tessera_server::start(config).await.expect("tessera starts")
 }
 

@@ -3,6 +3,7 @@
 mod allthingstalk;
 mod helpers;
 mod horde;
+mod mqtt;
 mod native;
 mod people;
 mod python_clients;

@@ -232,7 +232,20 @@ async fn put_state(
     body: Result<Bytes, BytesRejection>,
 ) -> AttResult {
     let document = document(body)?;
-    let (value, at) = match &document {
+    let (value, timestamp_ms) = write_state(&app, &caller, &device, &asset, &document).await?;
+    Ok(Json(state_json(value, timestamp_ms)).into_response())
+}
+
+/// Stores a state (`{"value", "at"?}` or a bare JSON value) of an asset, whichever transport carried it (HTTP or
+/// MQTT), if the asset's profile allows it. Answers the value and its time.
+pub async fn write_state(
+    app: &App,
+    caller: &Caller,
+    device: &str,
+    asset: &str,
+    document: &Json_,
+) -> Result<(Json_, i64), AppError> {
+    let (value, at) = match document {
         Json_::Object(fields) if fields.contains_key("value") => (fields["value"].clone(), fields.get("at")),
         // A bare JSON value is a state too.
         other => (other.clone(), None),
@@ -241,9 +254,9 @@ async fn put_state(
         None | Some(Json_::Null) => now_ms(),
         Some(Json_::String(text)) => parse_iso8601(text)
             .ok_or_else(|| AppError::BadRequest(format!("'at' must be an ISO 8601 time, not '{text}'")))?,
-        Some(_) => return Err(AppError::BadRequest("'at' must be an ISO 8601 time".into()).into()),
+        Some(_) => return Err(AppError::BadRequest("'at' must be an ISO 8601 time".into())),
     };
-    let (_, variable, permit) = asset_for(&app, &caller, Action::Write, &device, &asset).await?;
+    let (_, variable, permit) = asset_for(app, caller, Action::Write, device, asset).await?;
     if let Some(profile) = &variable.profile {
         let profile = Profile::parse(profile).map_err(|error| AppError::Internal(error.into()))?;
         profile.check(&value).map_err(AppError::BadRequest)?;
@@ -254,5 +267,5 @@ async fn put_state(
     };
     let dot = Dot { timestamp_ms, value: stored, context: Default::default() };
     app.data.write(&[&permit], &[(variable, vec![dot])]).await?;
-    Ok(Json(state_json(value, timestamp_ms)).into_response())
+    Ok((value, timestamp_ms))
 }

@@ -20,7 +20,7 @@ use crate::time::http_date;
 /// The OAuth2 clients AllThingsTalk knows.
 const CLIENT_IDS: [&str; 3] = ["web", "mobile", "postman"];
 
-mod assets;
+pub mod assets;
 
 pub fn routes() -> Router<App> {
     Router::new().route("/login", post(login)).merge(assets::routes())

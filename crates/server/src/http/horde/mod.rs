@@ -2,6 +2,7 @@
 //! token in `X-API-Token` or a user session in `Authorization: Bearer`; errors are `{"status", "message"}`.
 
 mod collections;
+pub use collections::message_json;
 mod stream;
 mod teams;
 mod tokens;

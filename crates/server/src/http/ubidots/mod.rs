@@ -3,7 +3,7 @@
 //! trailing slash (the router trims it before routing).
 
 mod datasources;
-mod devices;
+pub mod devices;
 pub mod payload;
 mod tokens;
 

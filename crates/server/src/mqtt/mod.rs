@@ -1,0 +1,325 @@
+//! The MQTT server inside `tessera serve`: MQTT 3.1.1 on the `rmqtt-codec` codec, with every CONNECT, PUBLISH and
+//! SUBSCRIBE judged by the one authorization path. So far: QoS 0 and 1 from clients (QoS 1 acknowledged after the
+//! commit), deliveries at QoS 0, keep-alive, and a connection whose token stops working closed within a second.
+//! A CONNECT for MQTT 5 is refused for now.
+//!
+//! CONNECT takes the token as each dialect puts it: Ubidots `username = token`; AllThingsTalk `username = token`
+//! or `maker:<token>` (password anything); Horde consumers `username = collection id, password = token`.
+
+pub mod topics;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use futures_util::{SinkExt, StreamExt};
+use rmqtt_codec::types::Publish;
+use rmqtt_codec::v3::{self, ConnectAck, ConnectAckReason, Packet, QoS, SubscribeReturnCode};
+use rmqtt_codec::version::ProtocolVersion;
+use rmqtt_codec::{MqttCodec, MqttPacket};
+use serde_json::json;
+use tessera_core::{Action, DeviceId, Label, Secret, Target, VariableId};
+use tessera_store::{Device, Variable};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+
+use crate::app::{App, AppError};
+use crate::data::{device_target, variable_target};
+use crate::hub::LiveReading;
+use crate::time::rfc3339;
+use crate::tokens::Caller;
+use topics::{Inbound, Outbound};
+
+const MAX_PACKET: u32 = 256 * 1024;
+/// How long a client has to send CONNECT after opening the connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Accepts MQTT connections until `stopped` turns true.
+pub async fn serve(listener: TcpListener, app: App, stopped: watch::Receiver<bool>) {
+    let mut stop_signal = stopped.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let app = app.clone();
+                    let stopped = stopped.clone();
+                    tokio::spawn(async move {
+                        if let Err(reason) = connection(stream, peer, app, stopped).await {
+                            tracing::debug!(%peer, %reason, "mqtt connection ended");
+                        }
+                    });
+                }
+                Err(error) => tracing::warn!(%error, "mqtt accept failed"),
+            },
+            _ = stop_signal.changed() => break,
+        }
+    }
+}
+
+type Connection = Framed<TcpStream, MqttCodec>;
+
+async fn send(framed: &mut Connection, packet: Packet) -> Result<(), String> {
+    framed.send(MqttPacket::V3(packet)).await.map_err(|error| format!("send failed: {error}"))
+}
+
+async fn refuse(framed: &mut Connection, reason: ConnectAckReason) -> Result<(), String> {
+    send(framed, Packet::ConnectAck(ConnectAck { return_code: reason, session_present: false })).await?;
+    Err(format!("connection refused: {}", reason.reason()))
+}
+
+/// The token in a CONNECT, as each dialect puts it.
+async fn authenticate(app: &App, connect: &v3::Connect) -> Option<Caller> {
+    let username = connect.username.as_ref().map(|name| name.to_string()).unwrap_or_default();
+    let username = username.strip_prefix("maker:").unwrap_or(&username).to_owned();
+    let password = connect.password.as_ref().and_then(|password| std::str::from_utf8(password).ok()).unwrap_or("");
+    for candidate in [username.as_str(), password] {
+        if Secret::parse(candidate.trim()).is_ok() {
+            return app.tokens.verify(candidate.trim()).await.ok();
+        }
+    }
+    None
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: App,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut framed = Framed::new(stream, MqttCodec::Version(rmqtt_codec::version::VersionCodec));
+    let version = match tokio::time::timeout(CONNECT_TIMEOUT, framed.next()).await {
+        Ok(Some(Ok((MqttPacket::Version(version), _)))) => version,
+        _ => return Err("no CONNECT".into()),
+    };
+    *framed.codec_mut() = MqttCodec::V3(v3::Codec::new(MAX_PACKET));
+    if version == ProtocolVersion::MQTT5 {
+        return refuse(&mut framed, ConnectAckReason::UnacceptableProtocolVersion).await;
+    }
+    let connect = match tokio::time::timeout(CONNECT_TIMEOUT, framed.next()).await {
+        Ok(Some(Ok((MqttPacket::V3(Packet::Connect(connect)), _)))) => connect,
+        _ => return Err("no CONNECT".into()),
+    };
+    let Some(caller) = authenticate(&app, &connect).await else {
+        return refuse(&mut framed, ConnectAckReason::BadUserNameOrPassword).await;
+    };
+    send(
+        &mut framed,
+        Packet::ConnectAck(ConnectAck { return_code: ConnectAckReason::ConnectionAccepted, session_present: false }),
+    )
+    .await?;
+    tracing::debug!(%peer, token = %caller.record.id, "mqtt client connected");
+    Session { app, caller, framed, subscriptions: Vec::new(), devices: HashMap::new(), variables: HashMap::new() }
+        .run(connect.keep_alive, &mut stopped)
+        .await
+}
+
+struct Session {
+    app: App,
+    caller: Caller,
+    framed: Connection,
+    subscriptions: Vec<String>,
+    devices: HashMap<DeviceId, Device>,
+    variables: HashMap<VariableId, Arc<Variable>>,
+}
+
+impl Session {
+    async fn run(mut self, keep_alive: u16, stopped: &mut watch::Receiver<bool>) -> Result<(), String> {
+        // A client silent for one and a half keep-alive periods is gone (MQTT 3.1.1 §3.1.2.10).
+        let allowance = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+        let mut deadline = allowance.map(|allowance| Instant::now() + allowance);
+        let mut live = self.app.hub.subscribe();
+        let mut recheck = tokio::time::interval(RECHECK_EVERY);
+        loop {
+            tokio::select! {
+                packet = self.framed.next() => {
+                    let packet = match packet {
+                        Some(Ok((MqttPacket::V3(packet), _))) => packet,
+                        Some(Ok(_)) => return Err("unexpected packet".into()),
+                        Some(Err(error)) => return Err(format!("malformed packet: {error}")),
+                        None => return Ok(()),
+                    };
+                    deadline = allowance.map(|allowance| Instant::now() + allowance);
+                    if !self.handle(packet).await? {
+                        return Ok(());
+                    }
+                }
+                reading = live.next() => {
+                    let Some(reading) = reading else { return Ok(()) };
+                    self.deliver(&reading).await?;
+                }
+                _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
+                    return Err("keep-alive expired".into());
+                }
+                _ = recheck.tick() => {
+                    match self.app.tokens.reverify(&self.caller).await {
+                        Some(fresh) => self.caller = fresh,
+                        None => return Err("the token no longer works".into()),
+                    }
+                }
+                _ = stopped.changed() => return Ok(()),
+            }
+        }
+    }
+
+    /// Handles one packet; `false` when the client disconnects.
+    async fn handle(&mut self, packet: Packet) -> Result<bool, String> {
+        match packet {
+            Packet::Publish(publish) => {
+                let packet_id = publish.packet_id;
+                let qos = publish.qos;
+                if let Err(error) = self.ingest(&publish).await {
+                    // MQTT 3.1.1 has no way to refuse one publish: a refused one ends the connection.
+                    return Err(format!("publish to '{}' refused: {error}", publish.topic));
+                }
+                if let (QoS::AtLeastOnce, Some(packet_id)) = (qos, packet_id) {
+                    send(&mut self.framed, Packet::PublishAck { packet_id }).await?;
+                }
+                Ok(true)
+            }
+            Packet::Subscribe { packet_id, topic_filters } => {
+                let mut status = Vec::with_capacity(topic_filters.len());
+                for (filter, qos) in topic_filters {
+                    if may_subscribe(&self.app, &self.caller, &filter).await {
+                        self.subscriptions.retain(|existing| existing.as_str() != &*filter);
+                        self.subscriptions.push(filter.to_string());
+                        let granted = if qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+                        status.push(SubscribeReturnCode::Success(granted));
+                    } else {
+                        status.push(SubscribeReturnCode::Failure);
+                    }
+                }
+                send(&mut self.framed, Packet::SubscribeAck { packet_id, status }).await?;
+                Ok(true)
+            }
+            Packet::Unsubscribe { packet_id, topic_filters } => {
+                self.subscriptions
+                    .retain(|existing| !topic_filters.iter().any(|filter| &**filter == existing.as_str()));
+                send(&mut self.framed, Packet::UnsubscribeAck { packet_id }).await?;
+                Ok(true)
+            }
+            Packet::PingRequest => {
+                send(&mut self.framed, Packet::PingResponse).await?;
+                Ok(true)
+            }
+            Packet::PublishAck { .. } => Ok(true),
+            Packet::Disconnect => Ok(false),
+            other => Err(format!("unexpected packet {}", other.packet_type())),
+        }
+    }
+
+    /// Stores what a client published, through the same path as HTTP.
+    async fn ingest(&mut self, publish: &Publish) -> Result<(), AppError> {
+        let body: serde_json::Value = serde_json::from_slice(&publish.payload)
+            .map_err(|error| AppError::BadRequest(format!("the payload is not JSON: {error}")))?;
+        match topics::inbound(&publish.topic) {
+            Some(Inbound::UbidotsDevice { label }) => {
+                let label = Label::parse(label).map_err(|error| AppError::bad_label("device", error))?;
+                let now = crate::time::now_ms();
+                crate::http::ubidots::devices::ingest_device_body(&self.app, &self.caller, &label, &body, now).await?;
+            }
+            Some(Inbound::AssetState { device, asset }) => {
+                crate::http::allthingstalk::assets::write_state(&self.app, &self.caller, device, asset, &body).await?;
+            }
+            None => return Err(AppError::BadRequest(format!("no dialect publishes to '{}'", publish.topic))),
+        }
+        Ok(())
+    }
+
+    /// Sends a new reading on every subscribed topic it matches, if the caller may read it.
+    async fn deliver(&mut self, reading: &LiveReading) -> Result<(), String> {
+        if self.subscriptions.is_empty() || reading.account != self.caller.account() {
+            return Ok(());
+        }
+        let Some((device, variable)) = self.describe(reading).await else { return Ok(()) };
+        if self.caller.authorize(Action::Read, &variable_target(&variable)).is_err() {
+            return Ok(());
+        }
+        let topics = topics::outbound_topics(
+            &reading.collection.to_string(),
+            &device.id.to_string(),
+            device.label.as_str(),
+            variable.label.as_str(),
+        );
+        for (topic, kind) in topics {
+            if !self.subscriptions.iter().any(|filter| topics::matches(filter, &topic)) {
+                continue;
+            }
+            let value = reading.reading.value.to_json();
+            let payload = match kind {
+                Outbound::UbidotsLastValue => value.to_string(),
+                Outbound::UbidotsDot => json!({
+                    "value": value,
+                    "timestamp": reading.reading.timestamp_ms,
+                    "context": reading.reading.context,
+                })
+                .to_string(),
+                Outbound::AssetFeed => json!({"value": value, "at": rfc3339(reading.reading.timestamp_ms)}).to_string(),
+                Outbound::HordeMessage => crate::http::horde::message_json(&device, &reading.reading).to_string(),
+            };
+            let publish = Publish {
+                dup: false,
+                retain: false,
+                qos: QoS::AtMostOnce,
+                topic: ByteString::from(topic),
+                packet_id: None,
+                payload: Bytes::from(payload),
+                properties: None,
+            };
+            send(&mut self.framed, Packet::Publish(Box::new(publish))).await?;
+        }
+        Ok(())
+    }
+
+    /// The device and variable of a reading, remembered for the connection's life.
+    async fn describe(&mut self, reading: &LiveReading) -> Option<(Device, Arc<Variable>)> {
+        if !self.devices.contains_key(&reading.device) {
+            let device = self.app.store.device(reading.account, reading.device).await.ok()?;
+            self.devices.insert(device.id, device);
+        }
+        if !self.variables.contains_key(&reading.reading.variable) {
+            let variable = self.app.store.variable(reading.account, reading.reading.variable).await.ok()?;
+            self.variables.insert(variable.id, Arc::new(variable));
+        }
+        Some((self.devices.get(&reading.device)?.clone(), self.variables.get(&reading.reading.variable)?.clone()))
+    }
+}
+
+/// Whether a SUBSCRIBE for `filter` is granted: a topic of a dialect, and, where it names one device or
+/// collection, one the caller may read. Wildcards are granted and filtered message by message.
+async fn may_subscribe(app: &App, caller: &Caller, filter: &str) -> bool {
+    if !topics::valid_filter(filter) {
+        return false;
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    let account = caller.account();
+    match levels.as_slice() {
+        ["", "v1.6", "devices", label, ..] | ["v1.6", "devices", label, ..] if !label.contains(['+', '#']) => {
+            let Ok(label) = Label::parse(label) else { return false };
+            match app.data.device_by_label(account, &label).await {
+                Ok(device) => caller.authorize(Action::Read, &device_target(&device)).is_ok(),
+                Err(_) => false,
+            }
+        }
+        ["device", device, ..] if !device.contains(['+', '#']) => {
+            let Ok(device) = device.parse::<DeviceId>() else { return false };
+            match app.store.device(account, device).await {
+                Ok(device) => caller.authorize(Action::Read, &device_target(&device)).is_ok(),
+                Err(_) => false,
+            }
+        }
+        [collection, ..]
+            if !collection.contains(['+', '#']) && collection.parse::<tessera_core::CollectionId>().is_ok() =>
+        {
+            let Ok(collection) = collection.parse() else { return false };
+            caller.authorize(Action::Read, &Target::collection(account, collection)).is_ok()
+                || caller.authorize_listing().is_ok()
+        }
+        _ => caller.authorize_listing().is_ok(),
+    }
+}

@@ -1,0 +1,212 @@
+//! The MQTT server: CONNECT with each dialect's credentials, publishing through the one authorization path, and
+//! subscriptions that deliver only what the grant reaches.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use futures_util::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use rmqtt_codec::types::Publish;
+use rmqtt_codec::v3::{self, ConnectAckReason, Packet, QoS, SubscribeReturnCode};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+use crate::helpers::TestServer;
+
+/// A small MQTT 3.1.1 client on the same codec the server uses.
+struct Client {
+    framed: Framed<TcpStream, v3::Codec>,
+    next_id: u16,
+}
+
+impl Client {
+    async fn connect(tessera: &TestServer, username: &str, password: &str) -> Result<Client, ConnectAckReason> {
+        let address = tessera.server.as_ref().unwrap().mqtt_addr().expect("MQTT listens");
+        let stream = TcpStream::connect(address).await.unwrap();
+        let mut framed = Framed::new(stream, v3::Codec::new(1 << 20));
+        let connect = v3::Connect {
+            protocol: Default::default(),
+            clean_session: true,
+            keep_alive: 30,
+            last_will: None,
+            client_id: ByteString::from("test"),
+            username: Some(ByteString::from(username.to_owned())),
+            password: Some(Bytes::from(password.to_owned())),
+            cert: None,
+        };
+        framed.send(Packet::Connect(Box::new(connect))).await.unwrap();
+        match framed.next().await {
+            Some(Ok((Packet::ConnectAck(ack), _))) if ack.return_code == ConnectAckReason::ConnectionAccepted => {
+                Ok(Client { framed, next_id: 1 })
+            }
+            Some(Ok((Packet::ConnectAck(ack), _))) => Err(ack.return_code),
+            other => panic!("no CONNACK: {other:?}"),
+        }
+    }
+
+    fn packet_id(&mut self) -> std::num::NonZeroU16 {
+        self.next_id += 1;
+        std::num::NonZeroU16::new(self.next_id).unwrap()
+    }
+
+    async fn subscribe(&mut self, filter: &str) -> SubscribeReturnCode {
+        let packet_id = self.packet_id();
+        let topic_filters = vec![(ByteString::from(filter.to_owned()), QoS::AtMostOnce)];
+        self.framed.send(Packet::Subscribe { packet_id, topic_filters }).await.unwrap();
+        match self.next().await {
+            Some(Packet::SubscribeAck { status, .. }) => status[0],
+            other => panic!("no SUBACK: {other:?}"),
+        }
+    }
+
+    /// Publishes at QoS 1 and waits for the PUBACK; `false` if the server closed the connection instead.
+    async fn publish(&mut self, topic: &str, payload: Value) -> bool {
+        let packet_id = self.packet_id();
+        let publish = Publish {
+            dup: false,
+            retain: false,
+            qos: QoS::AtLeastOnce,
+            topic: ByteString::from(topic.to_owned()),
+            packet_id: Some(packet_id),
+            payload: Bytes::from(payload.to_string()),
+            properties: None,
+        };
+        self.framed.send(Packet::Publish(Box::new(publish))).await.unwrap();
+        matches!(self.next().await, Some(Packet::PublishAck { .. }))
+    }
+
+    async fn next(&mut self) -> Option<Packet> {
+        match tokio::time::timeout(Duration::from_secs(10), self.framed.next()).await {
+            Ok(Some(Ok((packet, _)))) => Some(packet),
+            Ok(_) => None,
+            Err(_) => panic!("nothing from the server in 10 s"),
+        }
+    }
+
+    /// The next PUBLISH, as (topic, payload).
+    async fn message(&mut self) -> (String, Value) {
+        loop {
+            match self.next().await {
+                Some(Packet::Publish(publish)) => {
+                    return (publish.topic.to_string(), serde_json::from_slice(&publish.payload).unwrap());
+                }
+                Some(_) => continue,
+                None => panic!("the connection closed"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn ubidots_devices_publish_and_subscribers_get_last_values() {
+    let tessera = TestServer::start().await;
+    let org = tessera.organization("Mqtt").await;
+    let token = tessera.organization_token(&org, "mqtt").await["token"].as_str().unwrap().to_owned();
+    let mut subscriber = Client::connect(&tessera, &token, "").await.unwrap();
+    assert_eq!(
+        subscriber.subscribe("/v1.6/devices/+/temperature/lv").await,
+        SubscribeReturnCode::Success(QoS::AtMostOnce)
+    );
+    let mut device = Client::connect(&tessera, &token, "ignored").await.unwrap();
+    assert!(device.publish("/v1.6/devices/mqtt-dev", json!({"temperature": 21.5, "humidity": 40})).await);
+
+    let (topic, value) = subscriber.message().await;
+    assert_eq!(topic, "/v1.6/devices/mqtt-dev/temperature/lv");
+    assert_eq!(value, json!(21.5));
+    let (status, last) = tessera.ubidots(Method::GET, "/devices/mqtt-dev/humidity/lv", &token, None).await;
+    assert_eq!((status, last), (StatusCode::OK, json!(40.0)), "an MQTT reading is an HTTP reading");
+
+    // A label claimed by another organization cannot be written over MQTT either: the connection ends.
+    let account_token = tessera.account_token().await;
+    tessera.ubidots(Method::POST, "/devices/claimed", &account_token, Some(json!({"t": 1}))).await;
+    assert!(!device.publish("/v1.6/devices/claimed", json!({"t": 2})).await);
+    let (_, values) = tessera.ubidots(Method::GET, "/devices/claimed/t/values", &account_token, None).await;
+    assert_eq!(values["count"], 1);
+}
+
+#[tokio::test]
+async fn credentials_are_checked_at_connect() {
+    let tessera = TestServer::start().await;
+    assert_eq!(
+        Client::connect(&tessera, "nobody", "nothing").await.err(),
+        Some(ConnectAckReason::BadUserNameOrPassword)
+    );
+    let token = tessera.account_token().await;
+    let mut flipped = token.clone().into_bytes();
+    let last = flipped.len() - 1;
+    flipped[last] = if flipped[last] == b'a' { b'b' } else { b'a' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    assert_eq!(Client::connect(&tessera, &flipped, "").await.err(), Some(ConnectAckReason::BadUserNameOrPassword));
+    assert!(Client::connect(&tessera, &format!("maker:{token}"), "x").await.is_ok(), "AllThingsTalk's maker: form");
+    assert!(Client::connect(&tessera, "some-collection-id", &token).await.is_ok(), "Horde's password form");
+}
+
+#[tokio::test]
+async fn a_ground_token_subscribed_with_wildcards_gets_its_ground_and_no_other() {
+    let tessera = TestServer::start().await;
+    let ground = tessera.organization("Ground").await;
+    let provisioner = tessera.organization_token(&ground, "p").await["token"].as_str().unwrap().to_owned();
+    let account_token = tessera.account_token().await;
+    tessera.ubidots(Method::POST, "/devices/inside", &provisioner, Some(json!({"temp": 1}))).await;
+    tessera.ubidots(Method::POST, "/devices/outside", &account_token, Some(json!({"temp": 1}))).await;
+    let (_, minted) = tessera
+        .native(Method::POST, &format!("/collections/{ground}/ground-tokens"), &tessera.api_key, Some(json!({})))
+        .await;
+    let ground_token = minted["secret"].as_str().unwrap().to_owned();
+
+    let mut subscriber = Client::connect(&tessera, &ground_token, &ground_token).await.unwrap();
+    assert_eq!(subscriber.subscribe("device/+/asset/temp/feed").await, SubscribeReturnCode::Success(QoS::AtMostOnce));
+    tessera
+        .ubidots(Method::POST, "/devices/outside", &account_token, Some(json!({"temp": {"value": 99, "timestamp": 5}})))
+        .await;
+    tessera
+        .ubidots(Method::POST, "/devices/inside", &provisioner, Some(json!({"temp": {"value": 7, "timestamp": 6}})))
+        .await;
+    let (topic, state) = subscriber.message().await;
+    assert!(topic.starts_with("device/") && topic.ends_with("/asset/temp/feed"), "{topic}");
+    assert_eq!(state["value"], 7.0, "only the ground's device: {state}");
+
+    // A device token may not subscribe to another device's topic, and a revoked token is cut off.
+    let (_, sources) = tessera.ubidots(Method::GET, "/datasources", &account_token, None).await;
+    let id_of = |label: &str| {
+        sources["results"].as_array().unwrap().iter().find(|d| d["label"] == label).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (inside, outside) = (id_of("inside"), id_of("outside"));
+    let (_, device_token) =
+        tessera.native(Method::POST, &format!("/devices/{inside}/tokens"), &tessera.api_key, Some(json!({}))).await;
+    let device_secret = device_token["secret"].as_str().unwrap().to_owned();
+    let mut device = Client::connect(&tessera, &device_secret, &device_secret).await.unwrap();
+    assert_eq!(device.subscribe(&format!("device/{outside}/asset/+/feed")).await, SubscribeReturnCode::Failure);
+    assert_eq!(
+        device.subscribe(&format!("device/{inside}/asset/+/feed")).await,
+        SubscribeReturnCode::Success(QoS::AtMostOnce)
+    );
+    assert!(device.publish(&format!("device/{inside}/asset/temp/state"), json!({"value": 8})).await);
+    let (status, state) = tessera
+        .call(
+            Method::GET,
+            &format!("/device/{inside}/asset/temp/state"),
+            &[("authorization", &format!("Bearer {device_secret}"))],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(state["state"]["value"], 8.0);
+
+    let id = device_token["id"].as_str().unwrap();
+    tessera.native(Method::DELETE, &format!("/devices/{inside}/tokens/{id}"), &tessera.api_key, None).await;
+    let started = std::time::Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), device.framed.next()).await {
+            Ok(None) | Ok(Some(Err(_))) => break,
+            Ok(Some(Ok(_))) => continue,
+            Err(_) => panic!("the connection of a revoked token stayed open"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_millis(2500), "closed within about a second: {:?}", started.elapsed());
+}
