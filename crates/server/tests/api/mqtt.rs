@@ -210,3 +210,60 @@ async fn a_ground_token_subscribed_with_wildcards_gets_its_ground_and_no_other()
     }
     assert!(started.elapsed() < Duration::from_millis(2500), "closed within about a second: {:?}", started.elapsed());
 }
+
+/// The Debian `mosquitto_pub` and `mosquitto_sub` clients, unchanged, against Tessera's MQTT server.
+#[tokio::test]
+async fn mosquitto_clients_publish_and_subscribe() {
+    let available = std::process::Command::new("mosquitto_pub").arg("--help").output().is_ok();
+    if !available {
+        assert!(std::env::var_os("CI").is_none(), "CI must install mosquitto-clients");
+        eprintln!("skipped: mosquitto_pub/mosquitto_sub are not installed (apt-get install mosquitto-clients)");
+        return;
+    }
+    let tessera = TestServer::start().await;
+    let token = tessera.account_token().await;
+    let port = tessera.server.as_ref().unwrap().mqtt_addr().unwrap().port().to_string();
+    let subscriber = tokio::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-u",
+            &token,
+            "-t",
+            "/v1.6/devices/+/temperature/lv",
+            "-C",
+            "1",
+            "-W",
+            "10",
+            "-v",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // mosquitto_sub gives no sign once subscribed: publish until it has received one message.
+    let publisher = async {
+        for attempt in 0..50 {
+            let status = tokio::process::Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &port, "-u", &token, "-q", "1", "-t", "/v1.6/devices/cli"])
+                .args(["-m", &json!({"temperature": {"value": 19.5, "timestamp": 1000 + attempt}}).to_string()])
+                .status()
+                .await
+                .unwrap();
+            assert!(status.success());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let output = tokio::select! {
+        output = subscriber.wait_with_output() => output.unwrap(),
+        _ = publisher => panic!("mosquitto_sub received nothing"),
+    };
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "/v1.6/devices/cli/temperature/lv 19.5");
+    let refused = tokio::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-u", "not-a-token", "-t", "/v1.6/devices/cli", "-m", "{}"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success(), "bad credentials are refused");
+}
