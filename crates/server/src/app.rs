@@ -27,6 +27,18 @@ pub struct App {
 }
 
 impl App {
+    /// The collections of the account the caller may read (refused outright to credentials that read nothing).
+    pub async fn readable_collections(&self, caller: &crate::tokens::Caller) -> Result<Vec<Collection>, AppError> {
+        caller.authorize_listing()?;
+        let collections = self.store.list_collections(caller.account()).await?;
+        Ok(collections
+            .into_iter()
+            .filter(|collection| {
+                caller.authorize(Action::Read, &Target::collection(caller.account(), collection.id)).is_ok()
+            })
+            .collect())
+    }
+
     /// Creates a collection owned by `team`, or by the account itself when `team` is `None`; needs a write
     /// permit on that team, or on the account.
     pub async fn create_collection(
@@ -109,6 +121,22 @@ impl AppError {
 
     pub fn bad_label(what: &str, error: tessera_core::label::InvalidLabel) -> AppError {
         AppError::BadRequest(format!("invalid {what} label: {error}"))
+    }
+
+    /// The HTTP status every dialect answers this error with (each shapes its own body).
+    pub fn status(&self) -> axum::http::StatusCode {
+        use axum::http::StatusCode;
+        if self.is_unauthenticated() {
+            return StatusCode::UNAUTHORIZED;
+        }
+        match self {
+            AppError::Denied(_) => StatusCode::FORBIDDEN,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unauthenticated(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
     }
 
     /// Denials that revoke or expire the credential are authentication failures; all others are 403s.

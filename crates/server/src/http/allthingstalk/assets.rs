@@ -40,18 +40,7 @@ pub struct AttError {
 
 impl From<AppError> for AttError {
     fn from(error: AppError) -> AttError {
-        let status = if error.is_unauthenticated() {
-            StatusCode::UNAUTHORIZED
-        } else {
-            match &error {
-                AppError::Denied(_) => StatusCode::FORBIDDEN,
-                AppError::NotFound(_) => StatusCode::NOT_FOUND,
-                AppError::Conflict(_) => StatusCode::CONFLICT,
-                AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
-                AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            }
-        };
+        let status = error.status();
         let message = match &error {
             AppError::Internal(_) | AppError::Unavailable(_) => {
                 tracing::error!(error = ?error, "allthingstalk request failed");

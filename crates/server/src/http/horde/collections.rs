@@ -113,15 +113,7 @@ pub async fn device_for(
 }
 
 async fn list_collections(State(app): State<App>, HordeCaller(caller): HordeCaller) -> HordeResult {
-    caller.authorize_listing().map_err(AppError::from)?;
-    let collections = app.store.list_collections(caller.account()).await.map_err(AppError::from)?;
-    let visible: Vec<Json_> = collections
-        .iter()
-        .filter(|collection| {
-            caller.authorize(Action::Read, &Target::collection(caller.account(), collection.id)).is_ok()
-        })
-        .map(collection_json)
-        .collect();
+    let visible: Vec<Json_> = app.readable_collections(&caller).await?.iter().map(collection_json).collect();
     Ok(Json(json!({ "collections": visible })).into_response())
 }
 

@@ -55,18 +55,7 @@ impl Problem {
 
 impl From<AppError> for Problem {
     fn from(error: AppError) -> Problem {
-        let status = if error.is_unauthenticated() {
-            StatusCode::UNAUTHORIZED
-        } else {
-            match &error {
-                AppError::Denied(_) => StatusCode::FORBIDDEN,
-                AppError::NotFound(_) => StatusCode::NOT_FOUND,
-                AppError::Conflict(_) => StatusCode::CONFLICT,
-                AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
-                AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                AppError::Unauthenticated(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            }
-        };
+        let status = error.status();
         let detail = match &error {
             // Server-side failures say nothing of internals; the cause chain goes to the log.
             AppError::Internal(_) | AppError::Unavailable(_) => {
@@ -146,15 +135,7 @@ fn collection_json(collection: &Collection) -> Json_ {
 }
 
 async fn list_collections(State(app): State<App>, Bearer(caller): Bearer) -> NativeResult {
-    caller.authorize_listing().map_err(AppError::from)?;
-    let collections = app.store.list_collections(caller.account()).await.map_err(AppError::from)?;
-    let visible: Vec<Json_> = collections
-        .iter()
-        .filter(|collection| {
-            caller.authorize(Action::Read, &Target::collection(caller.account(), collection.id)).is_ok()
-        })
-        .map(collection_json)
-        .collect();
+    let visible: Vec<Json_> = app.readable_collections(&caller).await?.iter().map(collection_json).collect();
     Ok(Json(json!({ "collections": visible })).into_response())
 }
 
