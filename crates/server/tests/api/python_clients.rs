@@ -78,3 +78,34 @@ async fn the_telenor_nbiot_client_works_unchanged() {
     ];
     run_client("nbiot_client.py", &["nbiot", "websockets", "requests"], environment).await;
 }
+
+#[tokio::test]
+async fn the_allthingstalk_sdk_works_unchanged() {
+    let tessera = TestServer::start().await;
+    let account_token = tessera.account_token().await;
+    tessera
+        .ubidots(reqwest::Method::POST, "/devices/thermostat", &account_token, Some(serde_json::json!({"boot": 1})))
+        .await;
+    let (_, sources) = tessera.ubidots(reqwest::Method::GET, "/datasources", &account_token, None).await;
+    let device = sources["results"][0]["id"].as_str().unwrap().to_owned();
+    let (_, minted) = tessera
+        .native(
+            reqwest::Method::POST,
+            &format!("/devices/{device}/tokens"),
+            &tessera.api_key,
+            Some(serde_json::json!({"name": "sdk"})),
+        )
+        .await;
+    // The SDK's own boot asset list must not include the Ubidots variable: remove it first.
+    let (_, variables) = tessera.ubidots(reqwest::Method::GET, "/variables", &account_token, None).await;
+    let boot = variables["results"][0]["id"].as_str().unwrap().to_owned();
+    tessera.ubidots(reqwest::Method::DELETE, &format!("/variables/{boot}"), &account_token, None).await;
+    let server = tessera.server.as_ref().unwrap();
+    let environment = vec![
+        ("TESSERA_HTTP", server.http_addr().to_string()),
+        ("TESSERA_MQTT", server.mqtt_addr().unwrap().to_string()),
+        ("TESSERA_DEVICE", device),
+        ("TESSERA_TOKEN", minted["secret"].as_str().unwrap().to_owned()),
+    ];
+    run_client("allthingstalk_sdk.py", &["allthingstalk", "paho.mqtt", "dateutil"], environment).await;
+}
