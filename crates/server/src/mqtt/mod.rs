@@ -184,10 +184,12 @@ impl Session {
             }
             Packet::Subscribe { packet_id, topic_filters } => {
                 let mut status = Vec::with_capacity(topic_filters.len());
+                let mut granted_filters = Vec::new();
                 for (filter, qos) in topic_filters {
                     if may_subscribe(&self.app, &self.caller, &filter).await {
                         self.subscriptions.retain(|existing| existing.as_str() != &*filter);
                         self.subscriptions.push(filter.to_string());
+                        granted_filters.push(filter.to_string());
                         let granted = if qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce };
                         status.push(SubscribeReturnCode::Success(granted));
                     } else {
@@ -195,6 +197,9 @@ impl Session {
                     }
                 }
                 send(&mut self.framed, Packet::SubscribeAck { packet_id, status }).await?;
+                for filter in granted_filters {
+                    self.send_retained(&filter).await?;
+                }
                 Ok(true)
             }
             Packet::Unsubscribe { packet_id, topic_filters } => {
@@ -250,28 +255,51 @@ impl Session {
             if !self.subscriptions.iter().any(|filter| topics::matches(filter, &topic)) {
                 continue;
             }
-            let value = reading.reading.value.to_json();
-            let payload = match kind {
-                Outbound::UbidotsLastValue => value.to_string(),
-                Outbound::UbidotsDot => json!({
-                    "value": value,
-                    "timestamp": reading.reading.timestamp_ms,
-                    "context": reading.reading.context,
-                })
-                .to_string(),
-                Outbound::AssetFeed => json!({"value": value, "at": rfc3339(reading.reading.timestamp_ms)}).to_string(),
-                Outbound::HordeMessage => crate::http::horde::message_json(&device, &reading.reading).to_string(),
-            };
-            let publish = Publish {
-                dup: false,
-                retain: false,
-                qos: QoS::AtMostOnce,
-                topic: ByteString::from(topic),
-                packet_id: None,
-                payload: Bytes::from(payload),
-                properties: None,
-            };
-            send(&mut self.framed, Packet::Publish(Box::new(publish))).await?;
+            let payload = payload(&kind, &device, &reading.reading);
+            send(&mut self.framed, Packet::Publish(Box::new(publication(topic, payload, false)))).await?;
+        }
+        Ok(())
+    }
+
+    /// After a SUBSCRIBE naming one device, sends each of its variables' last state on the topics the filter
+    /// matches, flagged retained: a subscriber learns the current state without waiting for the next one.
+    async fn send_retained(&mut self, filter: &str) -> Result<(), String> {
+        let account = self.caller.account();
+        let levels: Vec<&str> = filter.split('/').collect();
+        let device = match levels.as_slice() {
+            ["device", id, ..] => match id.parse::<DeviceId>() {
+                Ok(id) => self.app.store.device(account, id).await.ok(),
+                Err(_) => None,
+            },
+            ["", "v1.6", "devices", label, ..] | ["v1.6", "devices", label, ..] => match Label::parse(label) {
+                Ok(label) => self.app.data.device_by_label(account, &label).await.ok().map(|device| (*device).clone()),
+                Err(_) => None,
+            },
+            _ => None,
+        };
+        let Some(device) = device else { return Ok(()) };
+        let filter_by_device = tessera_store::DeviceFilter::device(device.id);
+        let Ok(variables) = self.app.store.list_variables(account, &filter_by_device, tessera_store::Page::ALL).await
+        else {
+            return Ok(());
+        };
+        for variable in variables.items {
+            if self.caller.authorize(Action::Read, &variable_target(&variable)).is_err() {
+                continue;
+            }
+            let Ok(Some(last)) = self.app.store.last_reading(variable.id).await else { continue };
+            let topics = topics::outbound_topics(
+                &device.collection.to_string(),
+                &device.id.to_string(),
+                device.label.as_str(),
+                variable.label.as_str(),
+            );
+            for (topic, kind) in topics {
+                if topics::matches(filter, &topic) && kind != Outbound::HordeMessage {
+                    let payload = payload(&kind, &device, &last);
+                    send(&mut self.framed, Packet::Publish(Box::new(publication(topic, payload, true)))).await?;
+                }
+            }
         }
         Ok(())
     }
@@ -321,5 +349,31 @@ async fn may_subscribe(app: &App, caller: &Caller, filter: &str) -> bool {
                 || caller.authorize_listing().is_ok()
         }
         _ => caller.authorize_listing().is_ok(),
+    }
+}
+
+/// What a reading looks like on one kind of topic.
+fn payload(kind: &Outbound, device: &Device, reading: &tessera_core::Reading) -> String {
+    let value = reading.value.to_json();
+    match kind {
+        Outbound::UbidotsLastValue => value.to_string(),
+        Outbound::UbidotsDot => {
+            json!({"value": value, "timestamp": reading.timestamp_ms, "context": reading.context}).to_string()
+        }
+        Outbound::AssetFeed => json!({"value": value, "at": rfc3339(reading.timestamp_ms)}).to_string(),
+        Outbound::HordeMessage => crate::http::horde::message_json(device, reading).to_string(),
+    }
+}
+
+/// A PUBLISH to a subscriber, at QoS 0.
+fn publication(topic: String, payload: String, retain: bool) -> Publish {
+    Publish {
+        dup: false,
+        retain,
+        qos: QoS::AtMostOnce,
+        topic: ByteString::from(topic),
+        packet_id: None,
+        payload: Bytes::from(payload),
+        properties: None,
     }
 }

@@ -74,7 +74,14 @@ impl Client {
             properties: None,
         };
         self.framed.send(Packet::Publish(Box::new(publish))).await.unwrap();
-        matches!(self.next().await, Some(Packet::PublishAck { .. }))
+        loop {
+            match self.next().await {
+                Some(Packet::PublishAck { .. }) => return true,
+                // Messages to this client (retained states, feeds) may come first.
+                Some(Packet::Publish(_)) => continue,
+                _ => return false,
+            }
+        }
     }
 
     async fn next(&mut self) -> Option<Packet> {
@@ -117,6 +124,18 @@ async fn ubidots_devices_publish_and_subscribers_get_last_values() {
     assert_eq!(value, json!(21.5));
     let (status, last) = tessera.ubidots(Method::GET, "/devices/mqtt-dev/humidity/lv", &token, None).await;
     assert_eq!((status, last), (StatusCode::OK, json!(40.0)), "an MQTT reading is an HTTP reading");
+
+    // A new subscriber to one device gets the last state at once, flagged retained.
+    let mut late = Client::connect(&tessera, &token, "").await.unwrap();
+    late.subscribe("/v1.6/devices/mqtt-dev/humidity/lv").await;
+    match late.next().await {
+        Some(Packet::Publish(publish)) => {
+            assert!(publish.retain);
+            assert_eq!(&*publish.topic, "/v1.6/devices/mqtt-dev/humidity/lv");
+            assert_eq!(&publish.payload[..], b"40.0");
+        }
+        other => panic!("no retained state: {other:?}"),
+    }
 
     // A label claimed by another organization cannot be written over MQTT either: the connection ends.
     let account_token = tessera.account_token().await;
