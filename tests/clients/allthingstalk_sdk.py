@@ -1,6 +1,6 @@
 """Drives Tessera with the public AllThingsTalk SDK `allthingstalk` 0.3.0 (which talks HTTP and, through
 `paho-mqtt`, MQTT), unchanged: a device connects with its device token, creates its assets, publishes state over
-HTTP (the SDK's setter) and over MQTT (with paho, as device firmware does), reads it back, and receives the feed.
+HTTP (the SDK's setter) and over MQTT (with paho, as device firmware does), reads it back, and receives the feed and a command.
 
 Run by the Rust test `python_clients::the_allthingstalk_sdk_works_unchanged`, which passes TESSERA_HTTP,
 TESSERA_MQTT, TESSERA_DEVICE and TESSERA_TOKEN. Exits non-zero with a message on the first mismatch.
@@ -32,9 +32,15 @@ def main():
                                     ("TESSERA_HTTP", "TESSERA_MQTT", "TESSERA_DEVICE", "TESSERA_TOKEN"))
     feed = queue.Queue()
 
+    commands = queue.Queue()
+
     @Thermostat.feed.temperature
     def on_temperature(device, value, at):
         feed.put(value)
+
+    @Thermostat.command.mode
+    def on_mode(device, value, at):
+        commands.put(value)
 
     client = Client(token, api=http, http="http://" + http, mqtt=mqtt)
     check(client.mqtt is not None, "the SDK's MQTT client connected")
@@ -58,6 +64,15 @@ def main():
     check(device.temperature.value == 23, "and is the asset's state over HTTP")
     device.mode = "eco"
     check(device.mode.value == "eco", "string assets keep strings")
+
+    import requests
+    sent = requests.put("http://%s/device/%s/asset/mode/command" % (http, device_id),
+                        json={"value": "comfort"}, headers={"Authorization": "Bearer " + token})
+    check(sent.status_code == 202, "command accepted: %s %s" % (sent.status_code, sent.text))
+    check(commands.get(timeout=10) == "comfort", "the actuator received the command over MQTT")
+    refused = requests.put("http://%s/device/%s/asset/temperature/command" % (http, device_id),
+                           json={"value": 1}, headers={"Authorization": "Bearer " + token})
+    check(refused.status_code == 400, "commands go to actuators only: %s" % refused.status_code)
     firmware.loop_stop()
     print("allthingstalk SDK: all checks passed")
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tessera_core::{AccountId, CollectionId, DeviceId, Reading};
+use tessera_core::{AccountId, CollectionId, DeviceId, Reading, VariableId};
 use tokio::sync::broadcast;
 
 /// A reading with where it belongs, as consumers filter by it.
@@ -17,9 +17,21 @@ pub struct LiveReading {
     pub reading: Reading,
 }
 
+/// A command sent to an actuator (AllThingsTalk): not a reading, only passed on to live consumers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveCommand {
+    pub account: AccountId,
+    pub collection: CollectionId,
+    pub device: DeviceId,
+    pub variable: VariableId,
+    pub value: serde_json::Value,
+    pub at_ms: i64,
+}
+
 #[derive(Debug)]
 pub struct Hub {
     sender: broadcast::Sender<Arc<LiveReading>>,
+    commands: broadcast::Sender<Arc<LiveCommand>>,
     /// Messages consumers missed because they fell behind.
     dropped: AtomicU64,
 }
@@ -27,7 +39,8 @@ pub struct Hub {
 impl Hub {
     pub fn new(capacity: usize) -> Hub {
         let (sender, _) = broadcast::channel(capacity.max(1));
-        Hub { sender, dropped: AtomicU64::new(0) }
+        let (commands, _) = broadcast::channel(capacity.max(1));
+        Hub { sender, commands, dropped: AtomicU64::new(0) }
     }
 
     /// Publishes committed readings; with no consumer this costs next to nothing.
@@ -39,6 +52,15 @@ impl Hub {
             // An error only means every consumer left in the meantime.
             let _ = self.sender.send(Arc::new(reading));
         }
+    }
+
+    /// Passes a command on to whoever listens now; answers how many listeners there were.
+    pub fn command(&self, command: LiveCommand) -> usize {
+        self.commands.send(Arc::new(command)).unwrap_or(0)
+    }
+
+    pub fn subscribe_commands(&self) -> broadcast::Receiver<Arc<LiveCommand>> {
+        self.commands.subscribe()
     }
 
     pub fn subscribe(self: &Arc<Hub>) -> Subscription {

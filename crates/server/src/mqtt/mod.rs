@@ -134,6 +134,7 @@ impl Session {
         let allowance = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let mut deadline = allowance.map(|allowance| Instant::now() + allowance);
         let mut live = self.app.hub.subscribe();
+        let mut commands = self.app.hub.subscribe_commands();
         let mut recheck = tokio::time::interval(RECHECK_EVERY);
         loop {
             tokio::select! {
@@ -153,6 +154,11 @@ impl Session {
                     let Some(reading) = reading else { return Ok(()) };
                     self.deliver(&reading).await?;
                 }
+                command = commands.recv() => match command {
+                    Ok(command) => self.deliver_command(&command).await?,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                },
                 _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
                     return Err("keep-alive expired".into());
                 }
@@ -300,6 +306,35 @@ impl Session {
                     send(&mut self.framed, Packet::Publish(Box::new(publication(topic, payload, true)))).await?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Sends a command to a subscriber of its actuator's command topic, if the caller may read the actuator.
+    async fn deliver_command(&mut self, command: &crate::hub::LiveCommand) -> Result<(), String> {
+        if self.subscriptions.is_empty() || command.account != self.caller.account() {
+            return Ok(());
+        }
+        let probe = LiveReading {
+            account: command.account,
+            collection: command.collection,
+            device: command.device,
+            reading: tessera_core::Reading {
+                variable: command.variable,
+                timestamp_ms: command.at_ms,
+                value: tessera_core::Value::Json(command.value.clone()),
+                context: Default::default(),
+                received_at_ms: command.at_ms,
+            },
+        };
+        let Some((device, variable)) = self.describe(&probe).await else { return Ok(()) };
+        if self.caller.authorize(Action::Read, &variable_target(&variable)).is_err() {
+            return Ok(());
+        }
+        let topic = format!("device/{}/asset/{}/command", device.id, variable.label);
+        if self.subscriptions.iter().any(|filter| topics::matches(filter, &topic)) {
+            let payload = json!({"value": command.value, "at": rfc3339(command.at_ms)}).to_string();
+            send(&mut self.framed, Packet::Publish(Box::new(publication(topic, payload, false)))).await?;
         }
         Ok(())
     }

@@ -28,6 +28,7 @@ pub fn routes() -> Router<App> {
         .route("/device/{device}", get(get_device))
         .route("/device/{device}/assets", get(list_assets).post(create_asset))
         .route("/device/{device}/asset/{asset}/state", get(get_state).put(put_state))
+        .route("/device/{device}/asset/{asset}/command", axum::routing::put(send_command).post(send_command))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
 }
 
@@ -257,4 +258,45 @@ pub async fn write_state(
     let dot = Dot { timestamp_ms, value: stored, context: Default::default() };
     app.data.write(&[&permit], &[(variable, vec![dot])]).await?;
     Ok((value, timestamp_ms))
+}
+
+/// `PUT /device/{id}/asset/{name}/command` with `{"value"}`: a command for an actuator, passed on at once to the
+/// device's live subscribers (`device/{id}/asset/{name}/command` over MQTT). Commands are not stored.
+async fn send_command(
+    State(app): State<App>,
+    AttCaller(caller): AttCaller,
+    Path((device, asset)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> AttResult {
+    let document = document(body)?;
+    let value = match &document {
+        Json_::Object(fields) if fields.contains_key("value") => fields["value"].clone(),
+        other => other.clone(),
+    };
+    let (device, variable, _) = asset_for(&app, &caller, Action::Write, &device, &asset).await?;
+    if variable.kind != "actuator" {
+        return Err(AppError::BadRequest(format!(
+            "'{}' is a {}; commands go to actuators",
+            variable.label, variable.kind
+        ))
+        .into());
+    }
+    if let Some(profile) = &variable.profile {
+        let profile = Profile::parse(profile).map_err(|error| AppError::Internal(error.into()))?;
+        profile.check(&value).map_err(AppError::BadRequest)?;
+    }
+    let at_ms = now_ms();
+    let listeners = app.hub.command(crate::hub::LiveCommand {
+        account: device.account,
+        collection: device.collection,
+        device: device.id,
+        variable: variable.id,
+        value: value.clone(),
+        at_ms,
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"command": {"value": value, "at": rfc3339(at_ms)}, "delivered_to": listeners})),
+    )
+        .into_response())
 }
