@@ -381,7 +381,6 @@ async fn may_subscribe(app: &App, caller: &Caller, filter: &str) -> bool {
         {
             let Ok(collection) = collection.parse() else { return false };
             caller.authorize(Action::Read, &Target::collection(account, collection)).is_ok()
-                || caller.authorize_listing().is_ok()
         }
         _ => caller.authorize_listing().is_ok(),
     }

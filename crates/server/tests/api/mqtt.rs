@@ -286,3 +286,48 @@ async fn mosquitto_clients_publish_and_subscribe() {
         .unwrap();
     assert!(!refused.status.success(), "bad credentials are refused");
 }
+
+#[tokio::test]
+async fn horde_consumers_follow_a_collection_and_every_dialect_sees_an_mqtt_reading() {
+    let tessera = TestServer::start().await;
+    let org = tessera.organization("Horde").await;
+    let token = tessera.organization_token(&org, "consumer").await["token"].as_str().unwrap().to_owned();
+    let mut consumer = Client::connect(&tessera, &org, &token).await.unwrap();
+    assert_eq!(consumer.subscribe(&format!("{org}/#")).await, SubscribeReturnCode::Success(QoS::AtMostOnce));
+    let other = tessera.organization("Other").await;
+    assert_eq!(consumer.subscribe(&format!("{other}/#")).await, SubscribeReturnCode::Failure);
+
+    let mut events = tessera
+        .client
+        .get(tessera.url(&format!("/v1/collections/{org}/events")))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    let mut device = Client::connect(&tessera, &token, "").await.unwrap();
+    assert!(device.publish("/v1.6/devices/meter", json!({"flow": {"value": 3.5, "timestamp": 2000}})).await);
+
+    let (topic, message) = consumer.message().await;
+    assert!(topic.starts_with(&format!("{org}/")), "{topic}");
+    assert_eq!(message["type"], "data");
+    assert_eq!(message["payload"], "My41", "base64 of 3.5");
+
+    // The same reading through Ubidots, Horde, AllThingsTalk and the event stream.
+    let (_, last) = tessera.ubidots(Method::GET, "/devices/meter/flow/lv", &token, None).await;
+    assert_eq!(last, json!(3.5));
+    let device_id = message["device"]["deviceId"].as_str().unwrap();
+    let (_, data) =
+        tessera.call(Method::GET, &format!("/collections/{org}/data"), &[("x-api-token", token.as_str())], None).await;
+    assert_eq!(data["messages"][0]["payload"], "My41");
+    let (_, state) = tessera
+        .call(
+            Method::GET,
+            &format!("/device/{device_id}/asset/flow/state"),
+            &[("authorization", &format!("Bearer {token}"))],
+            None,
+        )
+        .await;
+    assert_eq!(state["state"]["value"], 3.5);
+    let chunk = tokio::time::timeout(Duration::from_secs(10), events.chunk()).await.unwrap().unwrap().unwrap();
+    assert!(std::str::from_utf8(&chunk).unwrap().contains("\"value\":3.5"));
+}
