@@ -114,16 +114,27 @@ async fn connection(
     )
     .await?;
     tracing::debug!(%peer, token = %caller.record.id, "mqtt client connected");
-    Session { app, caller, framed, subscriptions: Vec::new(), devices: HashMap::new(), variables: HashMap::new() }
-        .run(connect.keep_alive, &mut stopped)
-        .await
+    Session {
+        app,
+        caller,
+        framed,
+        subscriptions: Vec::new(),
+        devices: HashMap::new(),
+        variables: HashMap::new(),
+        last_packet_id: 0,
+    }
+    .run(connect.keep_alive, &mut stopped)
+    .await
 }
 
 struct Session {
     app: App,
     caller: Caller,
     framed: Connection,
-    subscriptions: Vec<String>,
+    /// Granted filters with their QoS.
+    subscriptions: Vec<(String, QoS)>,
+    /// The last packet id used for a QoS 1 delivery.
+    last_packet_id: u16,
     devices: HashMap<DeviceId, Device>,
     variables: HashMap<VariableId, Arc<Variable>>,
 }
@@ -193,10 +204,10 @@ impl Session {
                 let mut granted_filters = Vec::new();
                 for (filter, qos) in topic_filters {
                     if may_subscribe(&self.app, &self.caller, &filter).await {
-                        self.subscriptions.retain(|existing| existing.as_str() != &*filter);
-                        self.subscriptions.push(filter.to_string());
-                        granted_filters.push(filter.to_string());
                         let granted = if qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+                        self.subscriptions.retain(|(existing, _)| existing.as_str() != &*filter);
+                        self.subscriptions.push((filter.to_string(), granted));
+                        granted_filters.push(filter.to_string());
                         status.push(SubscribeReturnCode::Success(granted));
                     } else {
                         status.push(SubscribeReturnCode::Failure);
@@ -210,7 +221,7 @@ impl Session {
             }
             Packet::Unsubscribe { packet_id, topic_filters } => {
                 self.subscriptions
-                    .retain(|existing| !topic_filters.iter().any(|filter| &**filter == existing.as_str()));
+                    .retain(|(existing, _)| !topic_filters.iter().any(|filter| &**filter == existing.as_str()));
                 send(&mut self.framed, Packet::UnsubscribeAck { packet_id }).await?;
                 Ok(true)
             }
@@ -258,11 +269,9 @@ impl Session {
             variable.label.as_str(),
         );
         for (topic, kind) in topics {
-            if !self.subscriptions.iter().any(|filter| topics::matches(filter, &topic)) {
-                continue;
-            }
+            let Some(qos) = self.subscribed_qos(&topic) else { continue };
             let payload = payload(&kind, &device, &reading.reading);
-            send(&mut self.framed, Packet::Publish(Box::new(publication(topic, payload, false)))).await?;
+            self.publish(topic, payload, qos, false).await?;
         }
         Ok(())
     }
@@ -302,8 +311,9 @@ impl Session {
             );
             for (topic, kind) in topics {
                 if topics::matches(filter, &topic) && kind != Outbound::HordeMessage {
+                    let qos = self.subscribed_qos(&topic).unwrap_or(QoS::AtMostOnce);
                     let payload = payload(&kind, &device, &last);
-                    send(&mut self.framed, Packet::Publish(Box::new(publication(topic, payload, true)))).await?;
+                    self.publish(topic, payload, qos, true).await?;
                 }
             }
         }
@@ -332,11 +342,31 @@ impl Session {
             return Ok(());
         }
         let topic = format!("device/{}/asset/{}/command", device.id, variable.label);
-        if self.subscriptions.iter().any(|filter| topics::matches(filter, &topic)) {
+        if let Some(qos) = self.subscribed_qos(&topic) {
             let payload = json!({"value": command.value, "at": rfc3339(command.at_ms)}).to_string();
-            send(&mut self.framed, Packet::Publish(Box::new(publication(topic, payload, false)))).await?;
+            self.publish(topic, payload, qos, false).await?;
         }
         Ok(())
+    }
+
+    /// The highest QoS among the subscriptions matching `topic`, if any matches.
+    fn subscribed_qos(&self, topic: &str) -> Option<QoS> {
+        self.subscriptions
+            .iter()
+            .filter(|(filter, _)| topics::matches(filter, topic))
+            .map(|(_, qos)| *qos)
+            .max_by_key(|qos| *qos as u8)
+    }
+
+    /// Sends a PUBLISH at `qos` (0 or 1; QoS 1 gets a packet id, and the client's PUBACK is taken as it comes).
+    async fn publish(&mut self, topic: String, payload: String, qos: QoS, retain: bool) -> Result<(), String> {
+        let mut publish = publication(topic, payload, retain);
+        if qos != QoS::AtMostOnce {
+            self.last_packet_id = self.last_packet_id.checked_add(1).unwrap_or(1);
+            publish.qos = QoS::AtLeastOnce;
+            publish.packet_id = std::num::NonZeroU16::new(self.last_packet_id);
+        }
+        send(&mut self.framed, Packet::Publish(Box::new(publish))).await
     }
 
     /// The device and variable of a reading, remembered for the connection's life.

@@ -52,8 +52,12 @@ impl Client {
     }
 
     async fn subscribe(&mut self, filter: &str) -> SubscribeReturnCode {
+        self.subscribe_at(filter, QoS::AtMostOnce).await
+    }
+
+    async fn subscribe_at(&mut self, filter: &str, qos: QoS) -> SubscribeReturnCode {
         let packet_id = self.packet_id();
-        let topic_filters = vec![(ByteString::from(filter.to_owned()), QoS::AtMostOnce)];
+        let topic_filters = vec![(ByteString::from(filter.to_owned()), qos)];
         self.framed.send(Packet::Subscribe { packet_id, topic_filters }).await.unwrap();
         match self.next().await {
             Some(Packet::SubscribeAck { status, .. }) => status[0],
@@ -330,4 +334,33 @@ async fn horde_consumers_follow_a_collection_and_every_dialect_sees_an_mqtt_read
     assert_eq!(state["state"]["value"], 3.5);
     let chunk = tokio::time::timeout(Duration::from_secs(10), events.chunk()).await.unwrap().unwrap().unwrap();
     assert!(std::str::from_utf8(&chunk).unwrap().contains("\"value\":3.5"));
+}
+
+#[tokio::test]
+async fn qos_1_subscriptions_get_qos_1_deliveries() {
+    let tessera = TestServer::start().await;
+    let token = tessera.account_token().await;
+    let mut subscriber = Client::connect(&tessera, &token, "").await.unwrap();
+    assert_eq!(
+        subscriber.subscribe_at("/v1.6/devices/+/t", QoS::AtLeastOnce).await,
+        SubscribeReturnCode::Success(QoS::AtLeastOnce)
+    );
+    assert_eq!(
+        subscriber.subscribe_at("/v1.6/devices/+/t/lv", QoS::ExactlyOnce).await,
+        SubscribeReturnCode::Success(QoS::AtLeastOnce),
+        "QoS 2 is granted as 1"
+    );
+    let mut device = Client::connect(&tessera, &token, "").await.unwrap();
+    assert!(device.publish("/v1.6/devices/q", json!({"t": 1})).await);
+    for _ in 0..2 {
+        match subscriber.next().await {
+            Some(Packet::Publish(publish)) => {
+                assert_eq!(publish.qos, QoS::AtLeastOnce);
+                assert!(publish.packet_id.is_some());
+                let packet_id = publish.packet_id.unwrap();
+                subscriber.framed.send(Packet::PublishAck { packet_id }).await.unwrap();
+            }
+            other => panic!("no delivery: {other:?}"),
+        }
+    }
 }
