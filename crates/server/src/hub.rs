@@ -54,9 +54,10 @@ impl Hub {
         }
     }
 
-    /// Passes a command on to whoever listens now; answers how many listeners there were.
-    pub fn command(&self, command: LiveCommand) -> usize {
-        self.commands.send(Arc::new(command)).unwrap_or(0)
+    /// Passes a command on to whoever listens now (each listener decides whether it may see it).
+    pub fn command(&self, command: LiveCommand) {
+        // An error only means nobody listens.
+        let _ = self.commands.send(Arc::new(command));
     }
 
     pub fn subscribe_commands(&self) -> broadcast::Receiver<Arc<LiveCommand>> {

@@ -39,6 +39,8 @@ const MAX_PACKET: u32 = 256 * 1024;
 /// How long a client has to send CONNECT after opening the connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RECHECK_EVERY: Duration = Duration::from_secs(1);
+/// Most topic filters one connection may hold; further ones are refused at SUBACK.
+const MAX_SUBSCRIPTIONS: usize = 256;
 
 /// Accepts MQTT connections until `stopped` turns true.
 pub async fn serve(listener: TcpListener, app: App, stopped: watch::Receiver<bool>) {
@@ -108,6 +110,10 @@ async fn connection(
     let Some(caller) = authenticate(&app, &connect).await else {
         return refuse(&mut framed, ConnectAckReason::BadUserNameOrPassword).await;
     };
+    if matches!(caller.record.kind, tessera_core::TokenKind::ApiKey | tessera_core::TokenKind::Refresh) {
+        // An API key only mints tokens and a refresh token only refreshes: neither carries data.
+        return refuse(&mut framed, ConnectAckReason::NotAuthorized).await;
+    }
     send(
         &mut framed,
         Packet::ConnectAck(ConnectAck { return_code: ConnectAckReason::ConnectionAccepted, session_present: false }),
@@ -190,6 +196,10 @@ impl Session {
             Packet::Publish(publish) => {
                 let packet_id = publish.packet_id;
                 let qos = publish.qos;
+                if qos == QoS::ExactlyOnce {
+                    // Not stored rather than stored without the PUBREC handshake (a resend would store it twice).
+                    return Err("QoS 2 publishes are not supported; use QoS 0 or 1".into());
+                }
                 if let Err(error) = self.ingest(&publish).await {
                     // MQTT 3.1.1 has no way to refuse one publish: a refused one ends the connection.
                     return Err(format!("publish to '{}' refused: {error}", publish.topic));
@@ -203,11 +213,21 @@ impl Session {
                 let mut status = Vec::with_capacity(topic_filters.len());
                 let mut granted_filters = Vec::new();
                 for (filter, qos) in topic_filters {
+                    // Let other tasks run between filters: a packet may hold thousands.
+                    tokio::task::yield_now().await;
+                    let already = self.subscriptions.iter().any(|(existing, _)| existing.as_str() == &*filter);
+                    if !already && self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+                        status.push(SubscribeReturnCode::Failure);
+                        continue;
+                    }
                     if may_subscribe(&self.app, &self.caller, &filter).await {
                         let granted = if qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce };
                         self.subscriptions.retain(|(existing, _)| existing.as_str() != &*filter);
                         self.subscriptions.push((filter.to_string(), granted));
-                        granted_filters.push(filter.to_string());
+                        // Retained states go once per new filter, not again for one already held.
+                        if !already && !granted_filters.iter().any(|held: &String| held.as_str() == &*filter) {
+                            granted_filters.push(filter.to_string());
+                        }
                         status.push(SubscribeReturnCode::Success(granted));
                     } else {
                         status.push(SubscribeReturnCode::Failure);

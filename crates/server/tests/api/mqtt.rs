@@ -364,3 +364,39 @@ async fn qos_1_subscriptions_get_qos_1_deliveries() {
         }
     }
 }
+
+#[tokio::test]
+async fn subscriptions_are_bounded_and_the_api_key_does_not_connect() {
+    let tessera = TestServer::start().await;
+    assert_eq!(
+        Client::connect(&tessera, &tessera.api_key, "").await.err(),
+        Some(ConnectAckReason::NotAuthorized),
+        "an API key carries no data"
+    );
+    let token = tessera.account_token().await;
+    let mut client = Client::connect(&tessera, &token, "").await.unwrap();
+    let packet_id = client.packet_id();
+    let topic_filters: Vec<_> = (0..300).map(|n| (ByteString::from(format!("z{n}/#")), QoS::AtMostOnce)).collect();
+    client.framed.send(Packet::Subscribe { packet_id, topic_filters }).await.unwrap();
+    match client.next().await {
+        Some(Packet::SubscribeAck { status, .. }) => {
+            let granted = status.iter().filter(|code| matches!(code, SubscribeReturnCode::Success(_))).count();
+            assert_eq!(granted, 256, "at most 256 filters per connection");
+        }
+        other => panic!("no SUBACK: {other:?}"),
+    }
+    // QoS 2 is refused rather than stored without its handshake.
+    let publish = Publish {
+        dup: false,
+        retain: false,
+        qos: QoS::ExactlyOnce,
+        topic: ByteString::from("/v1.6/devices/q2"),
+        packet_id: Some(client.packet_id()),
+        payload: Bytes::from(json!({"t": 1}).to_string()),
+        properties: None,
+    };
+    client.framed.send(Packet::Publish(Box::new(publish))).await.unwrap();
+    assert!(client.next().await.is_none(), "the connection ends");
+    let (status, _) = tessera.ubidots(Method::GET, "/devices/q2", &token, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored");
+}

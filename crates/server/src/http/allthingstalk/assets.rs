@@ -286,7 +286,7 @@ async fn send_command(
         profile.check(&value).map_err(AppError::BadRequest)?;
     }
     let at_ms = now_ms();
-    let listeners = app.hub.command(crate::hub::LiveCommand {
+    app.hub.command(crate::hub::LiveCommand {
         account: device.account,
         collection: device.collection,
         device: device.id,
@@ -294,9 +294,5 @@ async fn send_command(
         value: value.clone(),
         at_ms,
     });
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"command": {"value": value, "at": rfc3339(at_ms)}, "delivered_to": listeners})),
-    )
-        .into_response())
+    Ok((StatusCode::ACCEPTED, Json(json!({"command": {"value": value, "at": rfc3339(at_ms)}}))).into_response())
 }
