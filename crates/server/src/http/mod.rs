@@ -72,6 +72,21 @@ impl<S: Send + Sync> FromRequestParts<S> for BaseUrl {
     }
 }
 
+/// The secret in `Authorization: Bearer <secret>` (scheme case-insensitive), if the header holds one.
+pub fn bearer_secret(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, secret) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim())
+}
+
+/// A Horde token: `X-API-Token`, or else `Authorization: Bearer`.
+pub fn api_token_or_bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    match headers.get("x-api-token") {
+        Some(value) => value.to_str().ok().map(str::trim),
+        None => bearer_secret(headers),
+    }
+}
+
 /// A request body read up to the router's limit, with a message fit for a client when it could not be read.
 pub fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, (StatusCode, String)> {
     body.map_err(|rejection| {

@@ -4,8 +4,8 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -74,13 +74,9 @@ impl FromRequestParts<App> for AttCaller {
     type Rejection = AttError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<AttCaller, AttError> {
-        let secret = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|text| text.strip_prefix("Bearer ").or_else(|| text.strip_prefix("bearer ")))
-            .ok_or(AppError::Unauthenticated(VerifyError::Missing))?;
-        Ok(AttCaller(app.tokens.verify(secret.trim()).await.map_err(AppError::from)?))
+        let secret =
+            crate::http::bearer_secret(&parts.headers).ok_or(AppError::Unauthenticated(VerifyError::Missing))?;
+        Ok(AttCaller(app.tokens.verify(secret).await.map_err(AppError::from)?))
     }
 }
 

@@ -106,17 +106,12 @@ impl FromRequestParts<App> for HordeCaller {
     type Rejection = HordeError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<HordeCaller, HordeError> {
-        let presented = match (parts.headers.get("x-api-token"), parts.headers.get(header::AUTHORIZATION)) {
-            (Some(token), _) => token.to_str().ok().map(str::to_owned),
-            (None, Some(authorization)) => authorization
-                .to_str()
-                .ok()
-                .and_then(|text| text.strip_prefix("Bearer ").or_else(|| text.strip_prefix("bearer ")))
-                .map(str::to_owned),
-            (None, None) => return Err(AppError::Unauthenticated(VerifyError::Missing).into()),
-        };
-        let presented = presented.ok_or(AppError::Unauthenticated(VerifyError::Unknown))?;
-        Ok(HordeCaller(app.tokens.verify(presented.trim()).await.map_err(AppError::from)?))
+        if !parts.headers.contains_key("x-api-token") && !parts.headers.contains_key(header::AUTHORIZATION) {
+            return Err(AppError::Unauthenticated(VerifyError::Missing).into());
+        }
+        let presented =
+            crate::http::api_token_or_bearer(&parts.headers).ok_or(AppError::Unauthenticated(VerifyError::Unknown))?;
+        Ok(HordeCaller(app.tokens.verify(presented).await.map_err(AppError::from)?))
     }
 }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
 use axum::response::Response;
 use axum::routing::get;
 use serde_json::json;
@@ -41,18 +41,8 @@ impl FromRequestParts<App> for StreamCaller {
     type Rejection = HordeError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<StreamCaller, HordeError> {
-        let header_secret =
-            parts.headers.get("x-api-token").and_then(|value| value.to_str().ok()).map(str::to_owned).or_else(|| {
-                parts
-                    .headers
-                    .get(header::AUTHORIZATION)
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|text| text.strip_prefix("Bearer "))
-                    .map(str::to_owned)
-            });
-        if let Some(secret) = header_secret {
-            let secret = secret.trim().to_owned();
-            let caller = app.tokens.verify(&secret).await.map_err(AppError::from)?;
+        if let Some(secret) = crate::http::api_token_or_bearer(&parts.headers) {
+            let caller = app.tokens.verify(secret).await.map_err(AppError::from)?;
             return Ok(StreamCaller(caller));
         }
         let query = QueryParams::from_request_parts(parts, app).await.unwrap_or_default();

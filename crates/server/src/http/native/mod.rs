@@ -103,18 +103,12 @@ impl FromRequestParts<App> for Bearer {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Bearer, Problem> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| Problem::new(StatusCode::UNAUTHORIZED, "send a token as 'Authorization: Bearer <token>'"))?;
-        let secret = value
-            .to_str()
-            .ok()
-            .and_then(|text| text.strip_prefix("Bearer ").or_else(|| text.strip_prefix("bearer ")))
-            .map(str::trim)
-            .ok_or_else(|| {
-                Problem::new(StatusCode::UNAUTHORIZED, "the Authorization header must be 'Bearer <token>'")
-            })?;
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            return Err(Problem::new(StatusCode::UNAUTHORIZED, "send a token as 'Authorization: Bearer <token>'"));
+        }
+        let secret = crate::http::bearer_secret(&parts.headers).ok_or_else(|| {
+            Problem::new(StatusCode::UNAUTHORIZED, "the Authorization header must be 'Bearer <token>'")
+        })?;
         let caller = app.tokens.verify(secret).await.map_err(AppError::from)?;
         Ok(Bearer(caller))
     }
