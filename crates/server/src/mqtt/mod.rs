@@ -42,8 +42,38 @@ const RECHECK_EVERY: Duration = Duration::from_secs(1);
 /// Most topic filters one connection may hold; further ones are refused at SUBACK.
 const MAX_SUBSCRIPTIONS: usize = 256;
 
+/// Most persistent sessions remembered at once; beyond it the oldest are forgotten.
+const MAX_SESSIONS: usize = 10_000;
+
+/// The subscriptions of clients that connected with `clean_session = false`, kept while they are away so that a
+/// reconnect with the same client id resumes them. (Messages published while they are away are not queued.)
+#[derive(Debug, Default)]
+struct Sessions {
+    kept: std::sync::Mutex<HashMap<(tessera_core::AccountId, String), (u64, Vec<(String, QoS)>)>>,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl Sessions {
+    fn take(&self, key: &(tessera_core::AccountId, String)) -> Option<Vec<(String, QoS)>> {
+        self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key).map(|(_, filters)| filters)
+    }
+
+    fn keep(&self, key: (tessera_core::AccountId, String), filters: Vec<(String, QoS)>) {
+        let order = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut kept = self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if kept.len() >= MAX_SESSIONS {
+            let oldest = kept.iter().min_by_key(|(_, (order, _))| *order).map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                kept.remove(&oldest);
+            }
+        }
+        kept.insert(key, (order, filters));
+    }
+}
+
 /// Accepts MQTT connections until `stopped` turns true.
 pub async fn serve(listener: TcpListener, app: App, stopped: watch::Receiver<bool>) {
+    let sessions = Arc::new(Sessions::default());
     let mut stop_signal = stopped.clone();
     loop {
         tokio::select! {
@@ -51,8 +81,9 @@ pub async fn serve(listener: TcpListener, app: App, stopped: watch::Receiver<boo
                 Ok((stream, peer)) => {
                     let app = app.clone();
                     let stopped = stopped.clone();
+                    let sessions = sessions.clone();
                     tokio::spawn(async move {
-                        if let Err(reason) = connection(stream, peer, app, stopped).await {
+                        if let Err(reason) = connection(stream, peer, app, stopped, sessions).await {
                             tracing::debug!(%peer, %reason, "mqtt connection ended");
                         }
                     });
@@ -93,6 +124,7 @@ async fn connection(
     peer: SocketAddr,
     app: App,
     mut stopped: watch::Receiver<bool>,
+    sessions: Arc<Sessions>,
 ) -> Result<(), String> {
     let mut framed = Framed::new(stream, MqttCodec::Version(rmqtt_codec::version::VersionCodec));
     let version = match tokio::time::timeout(CONNECT_TIMEOUT, framed.next()).await {
@@ -114,23 +146,33 @@ async fn connection(
         // An API key only mints tokens and a refresh token only refreshes: neither carries data.
         return refuse(&mut framed, ConnectAckReason::NotAuthorized).await;
     }
-    send(
-        &mut framed,
-        Packet::ConnectAck(ConnectAck { return_code: ConnectAckReason::ConnectionAccepted, session_present: false }),
-    )
-    .await?;
-    tracing::debug!(%peer, token = %caller.record.id, "mqtt client connected");
-    Session {
+    // A persistent session resumes the subscriptions it had, each judged again for this connection's caller.
+    let key = (caller.account(), connect.client_id.to_string());
+    let resumed = sessions.take(&key).filter(|_| !connect.clean_session);
+    let mut subscriptions = Vec::new();
+    for (filter, qos) in resumed.iter().flatten() {
+        if may_subscribe(&app, &caller, filter).await {
+            subscriptions.push((filter.clone(), *qos));
+        }
+    }
+    let session_present = resumed.is_some();
+    let accepted = ConnectAck { return_code: ConnectAckReason::ConnectionAccepted, session_present };
+    send(&mut framed, Packet::ConnectAck(accepted)).await?;
+    tracing::debug!(%peer, token = %caller.record.id, session_present, "mqtt client connected");
+    let mut session = Session {
         app,
         caller,
         framed,
-        subscriptions: Vec::new(),
+        subscriptions,
         devices: HashMap::new(),
         variables: HashMap::new(),
         last_packet_id: 0,
+    };
+    let outcome = session.run(connect.keep_alive, &mut stopped).await;
+    if !connect.clean_session && !connect.client_id.is_empty() {
+        sessions.keep(key, std::mem::take(&mut session.subscriptions));
     }
-    .run(connect.keep_alive, &mut stopped)
-    .await
+    outcome
 }
 
 struct Session {
@@ -146,7 +188,7 @@ struct Session {
 }
 
 impl Session {
-    async fn run(mut self, keep_alive: u16, stopped: &mut watch::Receiver<bool>) -> Result<(), String> {
+    async fn run(&mut self, keep_alive: u16, stopped: &mut watch::Receiver<bool>) -> Result<(), String> {
         // A client silent for one and a half keep-alive periods is gone (MQTT 3.1.1 §3.1.2.10).
         let allowance = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let mut deadline = allowance.map(|allowance| Instant::now() + allowance);

@@ -10,6 +10,7 @@ use reqwest::{Method, StatusCode};
 use rmqtt_codec::types::Publish;
 use rmqtt_codec::v3::{self, ConnectAckReason, Packet, QoS, SubscribeReturnCode};
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
@@ -23,15 +24,26 @@ struct Client {
 
 impl Client {
     async fn connect(tessera: &TestServer, username: &str, password: &str) -> Result<Client, ConnectAckReason> {
+        Client::connect_as(tessera, username, password, "test", true).await.map(|(client, _)| client)
+    }
+
+    /// Connects with a client id and session choice; answers the client and whether a session was resumed.
+    async fn connect_as(
+        tessera: &TestServer,
+        username: &str,
+        password: &str,
+        client_id: &str,
+        clean_session: bool,
+    ) -> Result<(Client, bool), ConnectAckReason> {
         let address = tessera.server.as_ref().unwrap().mqtt_addr().expect("MQTT listens");
         let stream = TcpStream::connect(address).await.unwrap();
         let mut framed = Framed::new(stream, v3::Codec::new(1 << 20));
         let connect = v3::Connect {
             protocol: Default::default(),
-            clean_session: true,
+            clean_session,
             keep_alive: 30,
             last_will: None,
-            client_id: ByteString::from("test"),
+            client_id: ByteString::from(client_id.to_owned()),
             username: Some(ByteString::from(username.to_owned())),
             password: Some(Bytes::from(password.to_owned())),
             cert: None,
@@ -39,7 +51,7 @@ impl Client {
         framed.send(Packet::Connect(Box::new(connect))).await.unwrap();
         match framed.next().await {
             Some(Ok((Packet::ConnectAck(ack), _))) if ack.return_code == ConnectAckReason::ConnectionAccepted => {
-                Ok(Client { framed, next_id: 1 })
+                Ok((Client { framed, next_id: 1 }, ack.session_present))
             }
             Some(Ok((Packet::ConnectAck(ack), _))) => Err(ack.return_code),
             other => panic!("no CONNACK: {other:?}"),
@@ -399,4 +411,35 @@ async fn subscriptions_are_bounded_and_the_api_key_does_not_connect() {
     assert!(client.next().await.is_none(), "the connection ends");
     let (status, _) = tessera.ubidots(Method::GET, "/devices/q2", &token, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored");
+}
+
+#[tokio::test]
+async fn a_persistent_session_keeps_its_subscriptions_across_reconnects() {
+    let tessera = TestServer::start().await;
+    let token = tessera.account_token().await;
+    let (mut first, resumed) = Client::connect_as(&tessera, &token, "", "keeper", false).await.unwrap();
+    assert!(!resumed);
+    first.subscribe("/v1.6/devices/+/t/lv").await;
+    first.framed.send(Packet::Disconnect).await.unwrap();
+    drop(first);
+
+    // The server keeps the session once the connection has ended; reconnect until it has.
+    let mut again = None;
+    for _ in 0..50 {
+        let (client, resumed) = Client::connect_as(&tessera, &token, "", "keeper", false).await.unwrap();
+        if resumed {
+            again = Some(client);
+            break;
+        }
+        client.framed.into_inner().shutdown().await.ok();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut again = again.expect("the session was resumed");
+    let mut device = Client::connect(&tessera, &token, "").await.unwrap();
+    assert!(device.publish("/v1.6/devices/p", json!({"t": 5})).await);
+    let (topic, value) = again.message().await;
+    assert_eq!((topic.as_str(), value), ("/v1.6/devices/p/t/lv", json!(5.0)), "delivered without subscribing again");
+
+    let (_, resumed) = Client::connect_as(&tessera, &token, "", "keeper", true).await.unwrap();
+    assert!(!resumed, "a clean session starts afresh");
 }
