@@ -47,18 +47,24 @@ const MAX_SESSIONS: usize = 10_000;
 
 /// The subscriptions of clients that connected with `clean_session = false`, kept while they are away so that a
 /// reconnect with the same client id resumes them. (Messages published while they are away are not queued.)
+/// A session's key: the account and the client id.
+type SessionKey = (tessera_core::AccountId, String);
+/// The filters a session holds, with their QoS.
+type Filters = Vec<(String, QoS)>;
+
 #[derive(Debug, Default)]
 struct Sessions {
-    kept: std::sync::Mutex<HashMap<(tessera_core::AccountId, String), (u64, Vec<(String, QoS)>)>>,
+    /// Each kept session with the order it was kept in (the oldest goes first when full).
+    kept: std::sync::Mutex<HashMap<SessionKey, (u64, Filters)>>,
     counter: std::sync::atomic::AtomicU64,
 }
 
 impl Sessions {
-    fn take(&self, key: &(tessera_core::AccountId, String)) -> Option<Vec<(String, QoS)>> {
+    fn take(&self, key: &SessionKey) -> Option<Filters> {
         self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key).map(|(_, filters)| filters)
     }
 
-    fn keep(&self, key: (tessera_core::AccountId, String), filters: Vec<(String, QoS)>) {
+    fn keep(&self, key: SessionKey, filters: Filters) {
         let order = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut kept = self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if kept.len() >= MAX_SESSIONS {
