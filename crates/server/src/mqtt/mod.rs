@@ -1,12 +1,13 @@
-//! The MQTT server inside `tessera serve`: MQTT 3.1.1 on the `rmqtt-codec` codec, with every CONNECT, PUBLISH and
-//! SUBSCRIBE judged by the one authorization path. So far: QoS 0 and 1 from clients (QoS 1 acknowledged after the
-//! commit), deliveries at QoS 0, keep-alive, and a connection whose token stops working closed within a second.
-//! A CONNECT for MQTT 5 is refused for now.
+//! The MQTT server inside `tessera serve`: MQTT 3.1.1 and 5 on the `rmqtt-codec` codec, with every CONNECT,
+//! PUBLISH and SUBSCRIBE judged by the one authorization path. The session speaks 3.1.1 packets; MQTT 5 ones are
+//! translated at the edge (`v5.rs`). QoS 0 and 1 both ways, retained last states, persistent-session
+//! subscriptions, keep-alive, and a connection whose token stops working closed within a second.
 //!
 //! CONNECT takes the token as each dialect puts it: Ubidots `username = token`; AllThingsTalk `username = token`
 //! or `maker:<token>` (password anything); Horde consumers `username = collection id, password = token`.
 
 pub mod topics;
+mod v5;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -101,14 +102,36 @@ pub async fn serve(listener: TcpListener, app: App, stopped: watch::Receiver<boo
     }
 }
 
-type Connection = Framed<TcpStream, MqttCodec>;
-
-async fn send(framed: &mut Connection, packet: Packet) -> Result<(), String> {
-    framed.send(MqttPacket::V3(packet)).await.map_err(|error| format!("send failed: {error}"))
+/// A client connection. The session speaks MQTT 3.1.1 packets; for an MQTT 5 client they are translated at this
+/// edge (`v5.rs`), so every rule is written once.
+struct Connection {
+    framed: Framed<TcpStream, MqttCodec>,
+    version: ProtocolVersion,
+    /// Filters in the last MQTT 5 UNSUBSCRIBE, whose acknowledgement lists one reason per filter.
+    unsubscribed: usize,
 }
 
-async fn refuse(framed: &mut Connection, reason: ConnectAckReason) -> Result<(), String> {
-    send(framed, Packet::ConnectAck(ConnectAck { return_code: reason, session_present: false })).await?;
+impl Connection {
+    async fn next(&mut self) -> Option<Result<Packet, String>> {
+        match self.framed.next().await? {
+            Ok((MqttPacket::V3(packet), _)) => Some(Ok(packet)),
+            Ok((MqttPacket::V5(packet), _)) => Some(v5::incoming(packet, &mut self.unsubscribed)),
+            Ok((MqttPacket::Version(_), _)) => Some(Err("unexpected packet".into())),
+            Err(error) => Some(Err(format!("malformed packet: {error}"))),
+        }
+    }
+}
+
+async fn send(connection: &mut Connection, packet: Packet) -> Result<(), String> {
+    let packet = match connection.version {
+        ProtocolVersion::MQTT3 => MqttPacket::V3(packet),
+        ProtocolVersion::MQTT5 => MqttPacket::V5(v5::outgoing(packet, connection.unsubscribed)),
+    };
+    connection.framed.send(packet).await.map_err(|error| format!("send failed: {error}"))
+}
+
+async fn refuse(connection: &mut Connection, reason: ConnectAckReason) -> Result<(), String> {
+    send(connection, Packet::ConnectAck(ConnectAck { return_code: reason, session_present: false })).await?;
     Err(format!("connection refused: {}", reason.reason()))
 }
 
@@ -137,12 +160,14 @@ async fn connection(
         Ok(Some(Ok((MqttPacket::Version(version), _)))) => version,
         _ => return Err("no CONNECT".into()),
     };
-    *framed.codec_mut() = MqttCodec::V3(v3::Codec::new(MAX_PACKET));
-    if version == ProtocolVersion::MQTT5 {
-        return refuse(&mut framed, ConnectAckReason::UnacceptableProtocolVersion).await;
-    }
-    let connect = match tokio::time::timeout(CONNECT_TIMEOUT, framed.next()).await {
+    *framed.codec_mut() = match version {
+        ProtocolVersion::MQTT3 => MqttCodec::V3(v3::Codec::new(MAX_PACKET)),
+        ProtocolVersion::MQTT5 => MqttCodec::V5(rmqtt_codec::v5::Codec::new(MAX_PACKET, MAX_PACKET)),
+    };
+    let mut framed = Connection { framed, version, unsubscribed: 0 };
+    let connect = match tokio::time::timeout(CONNECT_TIMEOUT, framed.framed.next()).await {
         Ok(Some(Ok((MqttPacket::V3(Packet::Connect(connect)), _)))) => connect,
+        Ok(Some(Ok((MqttPacket::V5(rmqtt_codec::v5::Packet::Connect(connect)), _)))) => v5::connect(*connect),
         _ => return Err("no CONNECT".into()),
     };
     let Some(caller) = authenticate(&app, &connect).await else {
@@ -205,9 +230,8 @@ impl Session {
             tokio::select! {
                 packet = self.framed.next() => {
                     let packet = match packet {
-                        Some(Ok((MqttPacket::V3(packet), _))) => packet,
-                        Some(Ok(_)) => return Err("unexpected packet".into()),
-                        Some(Err(error)) => return Err(format!("malformed packet: {error}")),
+                        Some(Ok(packet)) => packet,
+                        Some(Err(reason)) => return Err(reason),
                         None => return Ok(()),
                     };
                     deadline = allowance.map(|allowance| Instant::now() + allowance);
@@ -464,6 +488,8 @@ async fn may_subscribe(app: &App, caller: &Caller, filter: &str) -> bool {
             let Ok(label) = Label::parse(label) else { return false };
             match app.data.device_by_label(account, &label).await {
                 Ok(device) => caller.authorize(Action::Read, &device_target(&device)).is_ok(),
+                // A device not created yet may be waited for; its messages are authorized one by one.
+                Err(AppError::NotFound(_)) => caller.authorize_listing().is_ok(),
                 Err(_) => false,
             }
         }

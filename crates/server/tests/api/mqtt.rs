@@ -246,7 +246,8 @@ async fn a_ground_token_subscribed_with_wildcards_gets_its_ground_and_no_other()
     assert!(started.elapsed() < Duration::from_millis(2500), "closed within about a second: {:?}", started.elapsed());
 }
 
-/// The Debian `mosquitto_pub` and `mosquitto_sub` clients, unchanged, against Tessera's MQTT server.
+/// The Debian `mosquitto_pub` and `mosquitto_sub` clients, unchanged, against Tessera's MQTT server, in MQTT 3.1.1
+/// and in MQTT 5.
 #[tokio::test]
 async fn mosquitto_clients_publish_and_subscribe() {
     let available = std::process::Command::new("mosquitto_pub").arg("--help").output().is_ok();
@@ -258,49 +259,123 @@ async fn mosquitto_clients_publish_and_subscribe() {
     let tessera = TestServer::start().await;
     let token = tessera.account_token().await;
     let port = tessera.server.as_ref().unwrap().mqtt_addr().unwrap().port().to_string();
-    let subscriber = tokio::process::Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-u",
-            &token,
-            "-t",
-            "/v1.6/devices/+/temperature/lv",
-            "-C",
-            "1",
-            "-W",
-            "10",
-            "-v",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // mosquitto_sub gives no sign once subscribed: publish until it has received one message.
-    let publisher = async {
-        for attempt in 0..50 {
-            let status = tokio::process::Command::new("mosquitto_pub")
-                .args(["-h", "127.0.0.1", "-p", &port, "-u", &token, "-q", "1", "-t", "/v1.6/devices/cli"])
-                .args(["-m", &json!({"temperature": {"value": 19.5, "timestamp": 1000 + attempt}}).to_string()])
-                .status()
-                .await
-                .unwrap();
-            assert!(status.success());
-            tokio::time::sleep(Duration::from_millis(200)).await;
+    for version in ["mqttv311", "mqttv5"] {
+        let device = format!("cli-{version}");
+        let subscriber = tokio::process::Command::new("mosquitto_sub")
+            .args(["-V", version, "-h", "127.0.0.1", "-p", &port, "-u", &token, "-C", "1", "-W", "10", "-v"])
+            .args(["-t", &format!("/v1.6/devices/{device}/temperature/lv")])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // mosquitto_sub gives no sign once subscribed: publish until it has received one message.
+        let publisher = async {
+            for attempt in 0..50 {
+                let status = tokio::process::Command::new("mosquitto_pub")
+                    .args(["-V", version, "-h", "127.0.0.1", "-p", &port, "-u", &token, "-q", "1"])
+                    .args(["-t", &format!("/v1.6/devices/{device}")])
+                    .args(["-m", &json!({"temperature": {"value": 19.5, "timestamp": 1000 + attempt}}).to_string()])
+                    .status()
+                    .await
+                    .unwrap();
+                assert!(status.success(), "{version}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        let output = tokio::select! {
+            output = subscriber.wait_with_output() => output.unwrap(),
+            _ = publisher => panic!("mosquitto_sub ({version}) received nothing"),
+        };
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            format!("/v1.6/devices/{device}/temperature/lv 19.5")
+        );
+        let refused = tokio::process::Command::new("mosquitto_pub")
+            .args([
+                "-V",
+                version,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-u",
+                "not-a-token",
+                "-t",
+                "/v1.6/devices/x",
+                "-m",
+                "{}",
+            ])
+            .output()
+            .await
+            .unwrap();
+        assert!(!refused.status.success(), "bad credentials are refused ({version})");
+    }
+}
+
+#[tokio::test]
+async fn subscriptions_are_bounded_and_the_api_key_does_not_connect() {
+    let tessera = TestServer::start().await;
+    assert_eq!(
+        Client::connect(&tessera, &tessera.api_key, "").await.err(),
+        Some(ConnectAckReason::NotAuthorized),
+        "an API key carries no data"
+    );
+    let token = tessera.account_token().await;
+    let mut client = Client::connect(&tessera, &token, "").await.unwrap();
+    let packet_id = client.packet_id();
+    let topic_filters: Vec<_> = (0..300).map(|n| (ByteString::from(format!("z{n}/#")), QoS::AtMostOnce)).collect();
+    client.framed.send(Packet::Subscribe { packet_id, topic_filters }).await.unwrap();
+    match client.next().await {
+        Some(Packet::SubscribeAck { status, .. }) => {
+            let granted = status.iter().filter(|code| matches!(code, SubscribeReturnCode::Success(_))).count();
+            assert_eq!(granted, 256, "at most 256 filters per connection");
         }
+        other => panic!("no SUBACK: {other:?}"),
+    }
+    // QoS 2 is refused rather than stored without its handshake.
+    let publish = Publish {
+        dup: false,
+        retain: false,
+        qos: QoS::ExactlyOnce,
+        topic: ByteString::from("/v1.6/devices/q2"),
+        packet_id: Some(client.packet_id()),
+        payload: Bytes::from(json!({"t": 1}).to_string()),
+        properties: None,
     };
-    let output = tokio::select! {
-        output = subscriber.wait_with_output() => output.unwrap(),
-        _ = publisher => panic!("mosquitto_sub received nothing"),
-    };
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "/v1.6/devices/cli/temperature/lv 19.5");
-    let refused = tokio::process::Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port, "-u", "not-a-token", "-t", "/v1.6/devices/cli", "-m", "{}"])
-        .output()
-        .await
-        .unwrap();
-    assert!(!refused.status.success(), "bad credentials are refused");
+    client.framed.send(Packet::Publish(Box::new(publish))).await.unwrap();
+    assert!(client.next().await.is_none(), "the connection ends");
+    let (status, _) = tessera.ubidots(Method::GET, "/devices/q2", &token, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored");
+}
+
+#[tokio::test]
+async fn a_persistent_session_keeps_its_subscriptions_across_reconnects() {
+    let tessera = TestServer::start().await;
+    let token = tessera.account_token().await;
+    let (mut first, resumed) = Client::connect_as(&tessera, &token, "", "keeper", false).await.unwrap();
+    assert!(!resumed);
+    first.subscribe("/v1.6/devices/+/t/lv").await;
+    first.framed.send(Packet::Disconnect).await.unwrap();
+    drop(first);
+
+    // The server keeps the session once the connection has ended; reconnect until it has.
+    let mut again = None;
+    for _ in 0..50 {
+        let (client, resumed) = Client::connect_as(&tessera, &token, "", "keeper", false).await.unwrap();
+        if resumed {
+            again = Some(client);
+            break;
+        }
+        client.framed.into_inner().shutdown().await.ok();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut again = again.expect("the session was resumed");
+    let mut device = Client::connect(&tessera, &token, "").await.unwrap();
+    assert!(device.publish("/v1.6/devices/p", json!({"t": 5})).await);
+    let (topic, value) = again.message().await;
+    assert_eq!((topic.as_str(), value), ("/v1.6/devices/p/t/lv", json!(5.0)), "delivered without subscribing again");
+
+    let (_, resumed) = Client::connect_as(&tessera, &token, "", "keeper", true).await.unwrap();
+    assert!(!resumed, "a clean session starts afresh");
 }
 
 #[tokio::test]
@@ -375,71 +450,4 @@ async fn qos_1_subscriptions_get_qos_1_deliveries() {
             other => panic!("no delivery: {other:?}"),
         }
     }
-}
-
-#[tokio::test]
-async fn subscriptions_are_bounded_and_the_api_key_does_not_connect() {
-    let tessera = TestServer::start().await;
-    assert_eq!(
-        Client::connect(&tessera, &tessera.api_key, "").await.err(),
-        Some(ConnectAckReason::NotAuthorized),
-        "an API key carries no data"
-    );
-    let token = tessera.account_token().await;
-    let mut client = Client::connect(&tessera, &token, "").await.unwrap();
-    let packet_id = client.packet_id();
-    let topic_filters: Vec<_> = (0..300).map(|n| (ByteString::from(format!("z{n}/#")), QoS::AtMostOnce)).collect();
-    client.framed.send(Packet::Subscribe { packet_id, topic_filters }).await.unwrap();
-    match client.next().await {
-        Some(Packet::SubscribeAck { status, .. }) => {
-            let granted = status.iter().filter(|code| matches!(code, SubscribeReturnCode::Success(_))).count();
-            assert_eq!(granted, 256, "at most 256 filters per connection");
-        }
-        other => panic!("no SUBACK: {other:?}"),
-    }
-    // QoS 2 is refused rather than stored without its handshake.
-    let publish = Publish {
-        dup: false,
-        retain: false,
-        qos: QoS::ExactlyOnce,
-        topic: ByteString::from("/v1.6/devices/q2"),
-        packet_id: Some(client.packet_id()),
-        payload: Bytes::from(json!({"t": 1}).to_string()),
-        properties: None,
-    };
-    client.framed.send(Packet::Publish(Box::new(publish))).await.unwrap();
-    assert!(client.next().await.is_none(), "the connection ends");
-    let (status, _) = tessera.ubidots(Method::GET, "/devices/q2", &token, None).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored");
-}
-
-#[tokio::test]
-async fn a_persistent_session_keeps_its_subscriptions_across_reconnects() {
-    let tessera = TestServer::start().await;
-    let token = tessera.account_token().await;
-    let (mut first, resumed) = Client::connect_as(&tessera, &token, "", "keeper", false).await.unwrap();
-    assert!(!resumed);
-    first.subscribe("/v1.6/devices/+/t/lv").await;
-    first.framed.send(Packet::Disconnect).await.unwrap();
-    drop(first);
-
-    // The server keeps the session once the connection has ended; reconnect until it has.
-    let mut again = None;
-    for _ in 0..50 {
-        let (client, resumed) = Client::connect_as(&tessera, &token, "", "keeper", false).await.unwrap();
-        if resumed {
-            again = Some(client);
-            break;
-        }
-        client.framed.into_inner().shutdown().await.ok();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut again = again.expect("the session was resumed");
-    let mut device = Client::connect(&tessera, &token, "").await.unwrap();
-    assert!(device.publish("/v1.6/devices/p", json!({"t": 5})).await);
-    let (topic, value) = again.message().await;
-    assert_eq!((topic.as_str(), value), ("/v1.6/devices/p/t/lv", json!(5.0)), "delivered without subscribing again");
-
-    let (_, resumed) = Client::connect_as(&tessera, &token, "", "keeper", true).await.unwrap();
-    assert!(!resumed, "a clean session starts afresh");
 }
