@@ -46,35 +46,109 @@ const MAX_SUBSCRIPTIONS: usize = 256;
 /// Most persistent sessions remembered at once; beyond it the oldest are forgotten.
 const MAX_SESSIONS: usize = 10_000;
 
-/// The subscriptions of clients that connected with `clean_session = false`, kept while they are away so that a
-/// reconnect with the same client id resumes them. (Messages published while they are away are not queued.)
+/// Messages kept for one persistent session while its client is away, at most; the oldest go first.
+const MAX_QUEUED: usize = 1_000;
+/// How long a persistent session collects messages for an absent client.
+const SESSION_COLLECTS_FOR: Duration = Duration::from_secs(60 * 60);
+
 /// A session's key: the account and the client id.
 type SessionKey = (tessera_core::AccountId, String);
 /// The filters a session holds, with their QoS.
 type Filters = Vec<(String, QoS)>;
+/// Messages waiting for a client: topic, payload, QoS.
+type Queue = std::collections::VecDeque<(String, String, QoS)>;
 
-#[derive(Debug, Default)]
+/// A persistent session whose client is away: its subscriptions, and a task collecting the QoS 1 messages they
+/// call for (authorized as they arrive, with the token judged again every second) until the client returns.
+struct Kept {
+    order: u64,
+    filters: Filters,
+    queue: Arc<std::sync::Mutex<Queue>>,
+    collector: tokio::task::JoinHandle<()>,
+}
+
+impl Kept {
+    /// Stops collecting and hands over the subscriptions and what was collected.
+    fn resume(mut self) -> (Filters, Queue) {
+        self.collector.abort();
+        let queue = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        (std::mem::take(&mut self.filters), queue)
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        self.collector.abort();
+    }
+}
+
+/// The persistent sessions of clients that are away (`clean_session = false`), at most `MAX_SESSIONS`.
+#[derive(Default)]
 struct Sessions {
-    /// Each kept session with the order it was kept in (the oldest goes first when full).
-    kept: std::sync::Mutex<HashMap<SessionKey, (u64, Filters)>>,
+    kept: std::sync::Mutex<HashMap<SessionKey, Kept>>,
     counter: std::sync::atomic::AtomicU64,
 }
 
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions").finish_non_exhaustive()
+    }
+}
+
 impl Sessions {
-    fn take(&self, key: &SessionKey) -> Option<Filters> {
-        self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key).map(|(_, filters)| filters)
+    fn take(&self, key: &SessionKey) -> Option<Kept> {
+        self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key)
     }
 
-    fn keep(&self, key: SessionKey, filters: Filters) {
+    /// Keeps a session whose connection ended, and starts collecting for it.
+    fn keep(&self, key: SessionKey, session: Session) {
+        let Session { app, caller, subscriptions, routing, .. } = session;
+        let queue = Arc::new(std::sync::Mutex::new(Queue::new()));
+        let collector = tokio::spawn(collect(app, caller, subscriptions.clone(), routing, queue.clone()));
         let order = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut kept = self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if kept.len() >= MAX_SESSIONS {
-            let oldest = kept.iter().min_by_key(|(_, (order, _))| *order).map(|(key, _)| key.clone());
+            let oldest = kept.iter().min_by_key(|(_, kept)| kept.order).map(|(key, _)| key.clone());
             if let Some(oldest) = oldest {
                 kept.remove(&oldest);
             }
         }
-        kept.insert(key, (order, filters));
+        kept.insert(key, Kept { order, filters: subscriptions, queue, collector });
+    }
+}
+
+/// Collects the QoS 1 messages an absent client's subscriptions call for.
+async fn collect(
+    app: App,
+    mut caller: Caller,
+    filters: Filters,
+    mut routing: Routing,
+    queue: Arc<std::sync::Mutex<Queue>>,
+) {
+    let mut live = app.hub.subscribe();
+    let mut recheck = tokio::time::interval(RECHECK_EVERY);
+    let until = Instant::now() + SESSION_COLLECTS_FOR;
+    loop {
+        tokio::select! {
+            reading = live.next() => {
+                let Some(reading) = reading else { return };
+                for message in routing.messages(&app, &caller, &filters, &reading).await {
+                    if message.2 == QoS::AtMostOnce {
+                        continue;
+                    }
+                    let mut queue = queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    if queue.len() >= MAX_QUEUED {
+                        queue.pop_front();
+                    }
+                    queue.push_back(message);
+                }
+            }
+            _ = recheck.tick() => match app.tokens.reverify(&caller).await {
+                Some(fresh) => caller = fresh,
+                None => return,
+            },
+            _ = tokio::time::sleep_until(until) => return,
+        }
     }
 }
 
@@ -180,28 +254,25 @@ async fn connection(
     // A persistent session resumes the subscriptions it had, each judged again for this connection's caller.
     let key = (caller.account(), connect.client_id.to_string());
     let resumed = sessions.take(&key).filter(|_| !connect.clean_session);
+    let session_present = resumed.is_some();
+    let (kept_filters, queued) = resumed.map(Kept::resume).unwrap_or_default();
     let mut subscriptions = Vec::new();
-    for (filter, qos) in resumed.iter().flatten() {
-        if may_subscribe(&app, &caller, filter).await {
-            subscriptions.push((filter.clone(), *qos));
+    for (filter, qos) in kept_filters {
+        if may_subscribe(&app, &caller, &filter).await {
+            subscriptions.push((filter, qos));
         }
     }
-    let session_present = resumed.is_some();
     let accepted = ConnectAck { return_code: ConnectAckReason::ConnectionAccepted, session_present };
     send(&mut framed, Packet::ConnectAck(accepted)).await?;
     tracing::debug!(%peer, token = %caller.record.id, session_present, "mqtt client connected");
-    let mut session = Session {
-        app,
-        caller,
-        framed,
-        subscriptions,
-        devices: HashMap::new(),
-        variables: HashMap::new(),
-        last_packet_id: 0,
-    };
+    let mut session = Session { app, caller, framed, subscriptions, routing: Routing::default(), last_packet_id: 0 };
+    // What came for a persistent session while its client was away goes first.
+    for (topic, payload, qos) in queued {
+        session.publish(topic, payload, qos, false).await?;
+    }
     let outcome = session.run(connect.keep_alive, &mut stopped).await;
     if !connect.clean_session && !connect.client_id.is_empty() {
-        sessions.keep(key, std::mem::take(&mut session.subscriptions));
+        sessions.keep(key, session);
     }
     outcome
 }
@@ -214,8 +285,68 @@ struct Session {
     subscriptions: Vec<(String, QoS)>,
     /// The last packet id used for a QoS 1 delivery.
     last_packet_id: u16,
+    routing: Routing,
+}
+
+/// Turns a new reading into the messages a client's subscriptions call for, remembering devices and variables.
+#[derive(Default)]
+struct Routing {
     devices: HashMap<DeviceId, Device>,
     variables: HashMap<VariableId, Arc<Variable>>,
+}
+
+impl Routing {
+    /// The device and variable of a reading.
+    async fn describe(&mut self, app: &App, reading: &LiveReading) -> Option<(Device, Arc<Variable>)> {
+        if !self.devices.contains_key(&reading.device) {
+            let device = app.store.device(reading.account, reading.device).await.ok()?;
+            self.devices.insert(device.id, device);
+        }
+        if !self.variables.contains_key(&reading.reading.variable) {
+            let variable = app.store.variable(reading.account, reading.reading.variable).await.ok()?;
+            self.variables.insert(variable.id, Arc::new(variable));
+        }
+        Some((self.devices.get(&reading.device)?.clone(), self.variables.get(&reading.reading.variable)?.clone()))
+    }
+
+    /// `(topic, payload, QoS)` of every message the subscriptions call for, if the caller may read the reading.
+    async fn messages(
+        &mut self,
+        app: &App,
+        caller: &Caller,
+        subscriptions: &[(String, QoS)],
+        reading: &LiveReading,
+    ) -> Vec<(String, String, QoS)> {
+        if subscriptions.is_empty() || reading.account != caller.account() {
+            return Vec::new();
+        }
+        let Some((device, variable)) = self.describe(app, reading).await else { return Vec::new() };
+        if caller.authorize(Action::Read, &variable_target(&variable)).is_err() {
+            return Vec::new();
+        }
+        let topics = topics::outbound_topics(
+            &reading.collection.to_string(),
+            &device.id.to_string(),
+            device.label.as_str(),
+            variable.label.as_str(),
+        );
+        topics
+            .into_iter()
+            .filter_map(|(topic, kind)| {
+                let qos = subscribed_qos(subscriptions, &topic)?;
+                Some((topic, payload(&kind, &device, &reading.reading), qos))
+            })
+            .collect()
+    }
+}
+
+/// The highest QoS among the subscriptions matching `topic`, if any matches.
+fn subscribed_qos(subscriptions: &[(String, QoS)], topic: &str) -> Option<QoS> {
+    subscriptions
+        .iter()
+        .filter(|(filter, _)| topics::matches(filter, topic))
+        .map(|(_, qos)| *qos)
+        .max_by_key(|qos| *qos as u8)
 }
 
 impl Session {
@@ -347,22 +478,8 @@ impl Session {
 
     /// Sends a new reading on every subscribed topic it matches, if the caller may read it.
     async fn deliver(&mut self, reading: &LiveReading) -> Result<(), String> {
-        if self.subscriptions.is_empty() || reading.account != self.caller.account() {
-            return Ok(());
-        }
-        let Some((device, variable)) = self.describe(reading).await else { return Ok(()) };
-        if self.caller.authorize(Action::Read, &variable_target(&variable)).is_err() {
-            return Ok(());
-        }
-        let topics = topics::outbound_topics(
-            &reading.collection.to_string(),
-            &device.id.to_string(),
-            device.label.as_str(),
-            variable.label.as_str(),
-        );
-        for (topic, kind) in topics {
-            let Some(qos) = self.subscribed_qos(&topic) else { continue };
-            let payload = payload(&kind, &device, &reading.reading);
+        let messages = self.routing.messages(&self.app, &self.caller, &self.subscriptions, reading).await;
+        for (topic, payload, qos) in messages {
             self.publish(topic, payload, qos, false).await?;
         }
         Ok(())
@@ -403,7 +520,7 @@ impl Session {
             );
             for (topic, kind) in topics {
                 if topics::matches(filter, &topic) && kind != Outbound::HordeMessage {
-                    let qos = self.subscribed_qos(&topic).unwrap_or(QoS::AtMostOnce);
+                    let qos = subscribed_qos(&self.subscriptions, &topic).unwrap_or(QoS::AtMostOnce);
                     let payload = payload(&kind, &device, &last);
                     self.publish(topic, payload, qos, true).await?;
                 }
@@ -429,25 +546,16 @@ impl Session {
                 received_at_ms: command.at_ms,
             },
         };
-        let Some((device, variable)) = self.describe(&probe).await else { return Ok(()) };
+        let Some((device, variable)) = self.routing.describe(&self.app, &probe).await else { return Ok(()) };
         if self.caller.authorize(Action::Read, &variable_target(&variable)).is_err() {
             return Ok(());
         }
         let topic = format!("device/{}/asset/{}/command", device.id, variable.label);
-        if let Some(qos) = self.subscribed_qos(&topic) {
+        if let Some(qos) = subscribed_qos(&self.subscriptions, &topic) {
             let payload = json!({"value": command.value, "at": rfc3339(command.at_ms)}).to_string();
             self.publish(topic, payload, qos, false).await?;
         }
         Ok(())
-    }
-
-    /// The highest QoS among the subscriptions matching `topic`, if any matches.
-    fn subscribed_qos(&self, topic: &str) -> Option<QoS> {
-        self.subscriptions
-            .iter()
-            .filter(|(filter, _)| topics::matches(filter, topic))
-            .map(|(_, qos)| *qos)
-            .max_by_key(|qos| *qos as u8)
     }
 
     /// Sends a PUBLISH at `qos` (0 or 1; QoS 1 gets a packet id, and the client's PUBACK is taken as it comes).
@@ -459,19 +567,6 @@ impl Session {
             publish.packet_id = std::num::NonZeroU16::new(self.last_packet_id);
         }
         send(&mut self.framed, Packet::Publish(Box::new(publish))).await
-    }
-
-    /// The device and variable of a reading, remembered for the connection's life.
-    async fn describe(&mut self, reading: &LiveReading) -> Option<(Device, Arc<Variable>)> {
-        if !self.devices.contains_key(&reading.device) {
-            let device = self.app.store.device(reading.account, reading.device).await.ok()?;
-            self.devices.insert(device.id, device);
-        }
-        if !self.variables.contains_key(&reading.reading.variable) {
-            let variable = self.app.store.variable(reading.account, reading.reading.variable).await.ok()?;
-            self.variables.insert(variable.id, Arc::new(variable));
-        }
-        Some((self.devices.get(&reading.device)?.clone(), self.variables.get(&reading.reading.variable)?.clone()))
     }
 }
 

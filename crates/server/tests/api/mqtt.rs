@@ -451,3 +451,36 @@ async fn qos_1_subscriptions_get_qos_1_deliveries() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_persistent_session_receives_what_came_while_it_was_away() {
+    let tessera = TestServer::start().await;
+    let token = tessera.account_token().await;
+    let (mut away, _) = Client::connect_as(&tessera, &token, "", "sleeper", false).await.unwrap();
+    assert_eq!(
+        away.subscribe_at("/v1.6/devices/+/level/lv", QoS::AtLeastOnce).await,
+        SubscribeReturnCode::Success(QoS::AtLeastOnce)
+    );
+    away.framed.send(Packet::Disconnect).await.unwrap();
+    drop(away);
+
+    // Readings keep coming while the client is away; the last ones surely after the server kept its session.
+    let mut device = Client::connect(&tessera, &token, "").await.unwrap();
+    for level in 1..=20 {
+        assert!(device.publish("/v1.6/devices/tank", json!({"level": {"value": level, "timestamp": level}})).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut back, resumed) = Client::connect_as(&tessera, &token, "", "sleeper", false).await.unwrap();
+    assert!(resumed);
+    let mut received = Vec::new();
+    while received.last() != Some(&json!(20.0)) {
+        match back.next().await {
+            Some(Packet::Publish(publish)) => {
+                assert_eq!(publish.qos, QoS::AtLeastOnce);
+                received.push(serde_json::from_slice::<Value>(&publish.payload).unwrap());
+            }
+            other => panic!("expected the queued messages, got {other:?} after {received:?}"),
+        }
+    }
+    assert!(received.len() >= 2, "{received:?}");
+}
