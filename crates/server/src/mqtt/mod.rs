@@ -42,6 +42,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RECHECK_EVERY: Duration = Duration::from_secs(1);
 /// Most topic filters one connection may hold; further ones are refused at SUBACK.
 const MAX_SUBSCRIPTIONS: usize = 256;
+/// Most devices whose last states a wildcard SUBSCRIBE is answered with.
+const RETAINED_DEVICES: u64 = 1_000;
 
 /// Most persistent sessions remembered at once; beyond it the oldest are forgotten.
 const MAX_SESSIONS: usize = 10_000;
@@ -485,41 +487,68 @@ impl Session {
         Ok(())
     }
 
-    /// After a SUBSCRIBE naming one device, sends each of its variables' last state on the topics the filter
-    /// matches, flagged retained: a subscriber learns the current state without waiting for the next one.
+    /// After a SUBSCRIBE, sends the last state of every variable whose topics the filter matches, flagged
+    /// retained: a subscriber learns the current state without waiting for the next one. A filter naming one
+    /// device looks at that device; a wildcard in the device's place looks at the devices the caller may list
+    /// (at most `RETAINED_DEVICES` of them).
     async fn send_retained(&mut self, filter: &str) -> Result<(), String> {
         let account = self.caller.account();
         let levels: Vec<&str> = filter.split('/').collect();
-        let device = match levels.as_slice() {
+        let devices: Vec<Device> = match levels.as_slice() {
+            ["device", "+", ..] | ["", "v1.6", "devices", "+", ..] | ["v1.6", "devices", "+", ..] => {
+                let Ok(Some(visible)) = crate::data::visible_devices(&self.caller) else { return Ok(()) };
+                let page = tessera_store::Page { number: 1, size: RETAINED_DEVICES };
+                self.app
+                    .store
+                    .list_devices(account, &visible, page)
+                    .await
+                    .map(|devices| devices.items)
+                    .unwrap_or_default()
+            }
             ["device", id, ..] => match id.parse::<DeviceId>() {
-                Ok(id) => self.app.store.device(account, id).await.ok(),
-                Err(_) => None,
+                Ok(id) => self.app.store.device(account, id).await.ok().into_iter().collect(),
+                Err(_) => Vec::new(),
             },
             ["", "v1.6", "devices", label, ..] | ["v1.6", "devices", label, ..] => match Label::parse(label) {
-                Ok(label) => self.app.data.device_by_label(account, &label).await.ok().map(|device| (*device).clone()),
-                Err(_) => None,
+                Ok(label) => self
+                    .app
+                    .data
+                    .device_by_label(account, &label)
+                    .await
+                    .ok()
+                    .map(|device| (*device).clone())
+                    .into_iter()
+                    .collect(),
+                Err(_) => Vec::new(),
             },
-            _ => None,
+            _ => Vec::new(),
         };
-        let Some(device) = device else { return Ok(()) };
-        let filter_by_device = tessera_store::DeviceFilter::device(device.id);
-        let Ok(variables) = self.app.store.list_variables(account, &filter_by_device, tessera_store::Page::ALL).await
-        else {
-            return Ok(());
-        };
-        for variable in variables.items {
-            if self.caller.authorize(Action::Read, &variable_target(&variable)).is_err() {
+        for device in devices {
+            let filter_by_device = tessera_store::DeviceFilter::device(device.id);
+            let Ok(variables) =
+                self.app.store.list_variables(account, &filter_by_device, tessera_store::Page::ALL).await
+            else {
                 continue;
-            }
-            let Ok(Some(last)) = self.app.store.last_reading(variable.id).await else { continue };
-            let topics = topics::outbound_topics(
-                &device.collection.to_string(),
-                &device.id.to_string(),
-                device.label.as_str(),
-                variable.label.as_str(),
-            );
-            for (topic, kind) in topics {
-                if topics::matches(filter, &topic) && kind != Outbound::HordeMessage {
+            };
+            for variable in variables.items {
+                if self.caller.authorize(Action::Read, &variable_target(&variable)).is_err() {
+                    continue;
+                }
+                let topics = topics::outbound_topics(
+                    &device.collection.to_string(),
+                    &device.id.to_string(),
+                    device.label.as_str(),
+                    variable.label.as_str(),
+                );
+                let wanted: Vec<_> = topics
+                    .into_iter()
+                    .filter(|(topic, kind)| *kind != Outbound::HordeMessage && topics::matches(filter, topic))
+                    .collect();
+                if wanted.is_empty() {
+                    continue;
+                }
+                let Ok(Some(last)) = self.app.store.last_reading(variable.id).await else { continue };
+                for (topic, kind) in wanted {
                     let qos = subscribed_qos(&self.subscriptions, &topic).unwrap_or(QoS::AtMostOnce);
                     let payload = payload(&kind, &device, &last);
                     self.publish(topic, payload, qos, true).await?;

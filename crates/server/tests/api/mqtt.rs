@@ -199,8 +199,11 @@ async fn a_ground_token_subscribed_with_wildcards_gets_its_ground_and_no_other()
     tessera
         .ubidots(Method::POST, "/devices/inside", &provisioner, Some(json!({"temp": {"value": 7, "timestamp": 6}})))
         .await;
-    let (topic, state) = subscriber.message().await;
+    // First the ground's current state, retained (the other ground's device is not there), then the new one.
+    let (topic, retained) = subscriber.message().await;
     assert!(topic.starts_with("device/") && topic.ends_with("/asset/temp/feed"), "{topic}");
+    assert_eq!(retained["value"], 1.0, "the inside device's last state: {retained}");
+    let (_, state) = subscriber.message().await;
     assert_eq!(state["value"], 7.0, "only the ground's device: {state}");
 
     // A device token may not subscribe to another device's topic, and a revoked token is cut off.
