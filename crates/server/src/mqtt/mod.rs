@@ -106,7 +106,9 @@ impl Sessions {
     fn keep(&self, key: SessionKey, session: Session) {
         let Session { app, caller, subscriptions, routing, .. } = session;
         let queue = Arc::new(std::sync::Mutex::new(Queue::new()));
-        let collector = tokio::spawn(collect(app, caller, subscriptions.clone(), routing, queue.clone()));
+        // Subscribed here, before the connection is gone, so nothing published from now on is missed.
+        let live = app.hub.subscribe();
+        let collector = tokio::spawn(collect(app, caller, subscriptions.clone(), routing, queue.clone(), live));
         let order = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut kept = self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if kept.len() >= MAX_SESSIONS {
@@ -126,8 +128,8 @@ async fn collect(
     filters: Filters,
     mut routing: Routing,
     queue: Arc<std::sync::Mutex<Queue>>,
+    mut live: crate::hub::Subscription,
 ) {
-    let mut live = app.hub.subscribe();
     let mut recheck = tokio::time::interval(RECHECK_EVERY);
     let until = Instant::now() + SESSION_COLLECTS_FOR;
     loop {
