@@ -251,8 +251,9 @@ async fn connection(
     let Some(caller) = authenticate(&app, &connect).await else {
         return refuse(&mut framed, ConnectAckReason::BadUserNameOrPassword).await;
     };
-    if matches!(caller.record.kind, tessera_core::TokenKind::ApiKey | tessera_core::TokenKind::Refresh) {
-        // An API key only mints tokens and a refresh token only refreshes: neither carries data.
+    if caller.authorize_listing().is_err() {
+        // The core's rule for credentials that read no data at all (an API key, a refresh token, a token whose
+        // creator reaches nothing): such a credential has no business on the data channel.
         return refuse(&mut framed, ConnectAckReason::NotAuthorized).await;
     }
     // A persistent session resumes the subscriptions it had, each judged again for this connection's caller.
