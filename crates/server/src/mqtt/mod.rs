@@ -84,11 +84,20 @@ impl Drop for Kept {
     }
 }
 
-/// The persistent sessions of clients that are away (`clean_session = false`), at most `MAX_SESSIONS`.
+/// The persistent sessions of clients that are away (`clean_session = false`), at most `MAX_SESSIONS`, and the
+/// connections live now, so that a client connecting again with its id takes its earlier connection over.
 #[derive(Default)]
 struct Sessions {
     kept: std::sync::Mutex<HashMap<SessionKey, Kept>>,
+    live: std::sync::Mutex<HashMap<SessionKey, Takeover>>,
     counter: std::sync::atomic::AtomicU64,
+}
+
+/// How a live connection is asked to end, and how it tells it has (its session kept, if persistent).
+struct Takeover {
+    connection: u64,
+    end: Arc<tokio::sync::Notify>,
+    ended: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -98,6 +107,31 @@ impl std::fmt::Debug for Sessions {
 }
 
 impl Sessions {
+    /// Registers a new connection for `key`, first ending the one that held it (MQTT 3.1.1 §3.1.4): waits, briefly,
+    /// until that one has ended and kept its session. Answers this connection's number, its end signal and the
+    /// sender through which it reports having ended.
+    async fn arrive(&self, key: &SessionKey) -> (u64, Arc<tokio::sync::Notify>, watch::Sender<bool>) {
+        let previous = self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key);
+        if let Some(mut previous) = previous {
+            previous.end.notify_one();
+            let _ = tokio::time::timeout(Duration::from_secs(5), previous.ended.wait_for(|ended| *ended)).await;
+        }
+        let connection = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let end = Arc::new(tokio::sync::Notify::new());
+        let (ended_sender, ended) = watch::channel(false);
+        let takeover = Takeover { connection, end: end.clone(), ended };
+        self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key.clone(), takeover);
+        (connection, end, ended_sender)
+    }
+
+    /// Forgets a connection that ended, unless another has taken its key since.
+    fn leave(&self, key: &SessionKey, connection: u64) {
+        let mut live = self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if live.get(key).is_some_and(|takeover| takeover.connection == connection) {
+            live.remove(key);
+        }
+    }
+
     fn take(&self, key: &SessionKey) -> Option<Kept> {
         self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key)
     }
@@ -257,7 +291,13 @@ async fn connection(
         return refuse(&mut framed, ConnectAckReason::NotAuthorized).await;
     }
     // A persistent session resumes the subscriptions it had, each judged again for this connection's caller.
-    let key = (caller.account(), connect.client_id.to_string());
+    // A client without an id gets one of its own (MQTT 3.1.1 §3.1.3.1), so it takes nobody over.
+    let client_id = match connect.client_id.is_empty() {
+        true => format!("\u{0}anonymous-{}", sessions.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+        false => connect.client_id.to_string(),
+    };
+    let key = (caller.account(), client_id);
+    let (connection, end, ended) = sessions.arrive(&key).await;
     let resumed = sessions.take(&key).filter(|_| !connect.clean_session);
     let session_present = resumed.is_some();
     let (kept_filters, queued) = resumed.map(Kept::resume).unwrap_or_default();
@@ -275,10 +315,12 @@ async fn connection(
     for (topic, payload, qos) in queued {
         session.publish(topic, payload, qos, false).await?;
     }
-    let outcome = session.run(connect.keep_alive, &mut stopped).await;
+    let outcome = session.run(connect.keep_alive, &mut stopped, &end).await;
     if !connect.clean_session && !connect.client_id.is_empty() {
-        sessions.keep(key, session);
+        sessions.keep(key.clone(), session);
     }
+    sessions.leave(&key, connection);
+    let _ = ended.send(true);
     outcome
 }
 
@@ -355,7 +397,12 @@ fn subscribed_qos(subscriptions: &[(String, QoS)], topic: &str) -> Option<QoS> {
 }
 
 impl Session {
-    async fn run(&mut self, keep_alive: u16, stopped: &mut watch::Receiver<bool>) -> Result<(), String> {
+    async fn run(
+        &mut self,
+        keep_alive: u16,
+        stopped: &mut watch::Receiver<bool>,
+        taken_over: &tokio::sync::Notify,
+    ) -> Result<(), String> {
         // A client silent for one and a half keep-alive periods is gone (MQTT 3.1.1 §3.1.2.10).
         let allowance = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let mut deadline = allowance.map(|allowance| Instant::now() + allowance);
@@ -394,6 +441,7 @@ impl Session {
                     }
                 }
                 _ = stopped.changed() => return Ok(()),
+                _ = taken_over.notified() => return Err("another connection took the client id over".into()),
             }
         }
     }

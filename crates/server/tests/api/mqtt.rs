@@ -23,7 +23,9 @@ struct Client {
 
 impl Client {
     async fn connect(tessera: &TestServer, username: &str, password: &str) -> Result<Client, ConnectAckReason> {
-        Client::connect_as(tessera, username, password, "test", true).await.map(|(client, _)| client)
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let client_id = format!("test-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        Client::connect_as(tessera, username, password, &client_id, true).await.map(|(client, _)| client)
     }
 
     /// Connects with a client id and session choice; answers the client and whether a session was resumed.
@@ -477,4 +479,23 @@ async fn a_persistent_session_receives_what_came_while_it_was_away() {
     }
     let expected: Vec<Value> = (1..=20).map(|level| json!(f64::from(level))).collect();
     assert_eq!(received, expected, "every message that came while away, in order");
+}
+
+#[tokio::test]
+async fn a_client_connecting_again_with_its_id_takes_the_old_connection_over() {
+    let tessera = TestServer::start().await;
+    let token = tessera.account_token().await;
+    let (mut first, _) = Client::connect_as(&tessera, &token, "", "twin", false).await.unwrap();
+    first.subscribe("/v1.6/devices/+/x/lv").await;
+    let (mut second, resumed) = Client::connect_as(&tessera, &token, "", "twin", false).await.unwrap();
+    assert!(resumed, "the new connection takes the old one's session");
+    assert!(first.framed.next().await.is_none(), "the old connection is closed");
+    let mut device = Client::connect(&tessera, &token, "").await.unwrap();
+    assert!(device.publish("/v1.6/devices/d", json!({"x": 1})).await);
+    let (topic, _) = second.message().await;
+    assert_eq!(topic, "/v1.6/devices/d/x/lv");
+    // Clients without an id never take each other over.
+    let mut anonymous = Client::connect_as(&tessera, &token, "", "", true).await.unwrap().0;
+    let _other = Client::connect_as(&tessera, &token, "", "", true).await.unwrap();
+    assert_eq!(anonymous.subscribe("/v1.6/devices/+/x/lv").await, SubscribeReturnCode::Success(QoS::AtMostOnce));
 }
