@@ -284,9 +284,14 @@ impl DataService {
     }
 
     /// Stores dots in their variables through the batching writer and returns once they are durable, all of
-    /// them or none. Every variable must be covered by one of the write permits.
-    pub async fn write(&self, permits: &[&Permit], series: &[(Arc<Variable>, Vec<Dot>)]) -> Result<(), AppError> {
-        for (variable, _) in series {
+    /// them or none, answering each variable with the number of its dots stored. Every variable must be covered by
+    /// one of the write permits. The dots are moved into the readings, not copied: this is the ingest hot path.
+    pub async fn write(
+        &self,
+        permits: &[&Permit],
+        series: Vec<(Arc<Variable>, Vec<Dot>)>,
+    ) -> Result<Vec<(Arc<Variable>, usize)>, AppError> {
+        for (variable, _) in &series {
             let target = variable_target(variable);
             if !permits.iter().any(|permit| permit.covers(Action::Write, &target)) {
                 return Err(AppError::Internal(format!("no permit covers writing to variable {}", variable.id).into()));
@@ -296,21 +301,23 @@ impl DataService {
         let count = series.iter().map(|(_, dots)| dots.len()).sum();
         let mut readings = Vec::with_capacity(count);
         let mut origins = Vec::with_capacity(count);
+        let mut stored = Vec::with_capacity(series.len());
         for (variable, dots) in series {
             let origin = Origin { account: variable.account, collection: variable.collection, device: variable.device };
+            stored.push((variable.clone(), dots.len()));
             for dot in dots {
                 readings.push(Reading {
                     variable: variable.id,
                     timestamp_ms: dot.timestamp_ms,
-                    value: dot.value.clone(),
-                    context: dot.context.clone(),
+                    value: dot.value,
+                    context: dot.context,
                     received_at_ms,
                 });
                 origins.push(origin);
             }
         }
         self.writer.write(readings, origins).await?;
-        Ok(())
+        Ok(stored)
     }
 
     /// Deletes the readings of a variable in an inclusive range; needs a write permit on the variable.

@@ -222,6 +222,14 @@ async fn put_state(
     Ok(Json(state_json(value, timestamp_ms)).into_response())
 }
 
+/// The value and optional `at` of a state or command body: `{"value", "at"?}`, or a bare JSON value.
+fn state_value(document: &Json_) -> (Json_, Option<&Json_>) {
+    match document {
+        Json_::Object(fields) if fields.contains_key("value") => (fields["value"].clone(), fields.get("at")),
+        other => (other.clone(), None),
+    }
+}
+
 /// Stores a state (`{"value", "at"?}` or a bare JSON value) of an asset, whichever transport carried it (HTTP or
 /// MQTT), if the asset's profile allows it. Answers the value and its time.
 pub async fn write_state(
@@ -231,11 +239,7 @@ pub async fn write_state(
     asset: &str,
     document: &Json_,
 ) -> Result<(Json_, i64), AppError> {
-    let (value, at) = match document {
-        Json_::Object(fields) if fields.contains_key("value") => (fields["value"].clone(), fields.get("at")),
-        // A bare JSON value is a state too.
-        other => (other.clone(), None),
-    };
+    let (value, at) = state_value(document);
     let timestamp_ms = match at {
         None | Some(Json_::Null) => now_ms(),
         Some(Json_::String(text)) => parse_iso8601(text)
@@ -252,7 +256,7 @@ pub async fn write_state(
         other => Value::Json(other.clone()),
     };
     let dot = Dot { timestamp_ms, value: stored, context: Default::default() };
-    app.data.write(&[&permit], &[(variable, vec![dot])]).await?;
+    app.data.write(&[&permit], vec![(variable, vec![dot])]).await?;
     Ok((value, timestamp_ms))
 }
 
@@ -265,10 +269,7 @@ async fn send_command(
     body: Result<Bytes, BytesRejection>,
 ) -> AttResult {
     let document = document(body)?;
-    let value = match &document {
-        Json_::Object(fields) if fields.contains_key("value") => fields["value"].clone(),
-        other => other.clone(),
-    };
+    let (value, _) = state_value(&document);
     let (device, variable, _) = asset_for(&app, &caller, Action::Write, &device, &asset).await?;
     if variable.kind != "actuator" {
         return Err(AppError::BadRequest(format!(

@@ -356,6 +356,6 @@ pub async fn send_collection(
         }
     }
     let permit_refs: Vec<&Permit> = permits.iter().collect();
-    app.data.write(&permit_refs, &series).await?;
+    app.data.write(&permit_refs, series).await?;
     Ok(axum::Json(created_statuses(items.len())).into_response())
 }

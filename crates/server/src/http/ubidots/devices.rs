@@ -54,8 +54,8 @@ pub async fn ingest_device_body(
         let variable = app.data.variable_for_write(&permit, &device, &entry.label, entry.label.as_str(), "").await?;
         series.push((variable, entry.dots));
     }
-    app.data.write(&[&permit], &series).await?;
-    Ok(series.iter().map(|(variable, dots)| (variable.label.to_string(), dots.len())).collect())
+    let stored = app.data.write(&[&permit], series).await?;
+    Ok(stored.into_iter().map(|(variable, dots)| (variable.label.to_string(), dots)).collect())
 }
 
 /// Stores dots in one variable and answers as Ubidots does: the stored dot for a single dot, one status per dot
@@ -68,22 +68,17 @@ pub async fn store_dots(
     default_timestamp_ms: i64,
 ) -> UbidotsResult {
     let dots = payload::parse_dots(body, default_timestamp_ms).map_err(UbidotsError::bad_request)?;
-    let single = !body.is_array();
-    let series = [(variable, dots)];
-    app.data.write(&[permit], &series).await?;
-    let [(variable, dots)] = series;
-    if single {
+    // A single dot is answered with itself, as stored.
+    let echo = (!body.is_array()).then(|| {
         let dot: &Dot = &dots[0];
-        let stored = Reading {
-            variable: variable.id,
-            timestamp_ms: dot.timestamp_ms,
-            value: dot.value.clone(),
-            context: dot.context.clone(),
-            received_at_ms: now_ms(),
-        };
-        return Ok((StatusCode::CREATED, axum::Json(dot_json(&stored))).into_response());
+        (variable.id, dot.timestamp_ms, dot.value.clone(), dot.context.clone())
+    });
+    let stored = app.data.write(&[permit], vec![(variable, dots)]).await?;
+    if let Some((variable, timestamp_ms, value, context)) = echo {
+        let reading = Reading { variable, timestamp_ms, value, context, received_at_ms: now_ms() };
+        return Ok((StatusCode::CREATED, axum::Json(dot_json(&reading))).into_response());
     }
-    Ok(axum::Json(created_statuses(dots.len())).into_response())
+    Ok(axum::Json(created_statuses(stored.iter().map(|(_, dots)| dots).sum())).into_response())
 }
 
 /// `POST devices/<device_label>/<variable_label>/values`: one dot or a list, creating device and variable.
