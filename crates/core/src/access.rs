@@ -331,6 +331,25 @@ pub fn authorize_listing(grant: &Grant, now_ms: i64) -> Result<Scope, Denial> {
     Ok(grant.scope)
 }
 
+/// A listing of a whole branch of the tree rather than of one node's children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// The account's root (Horde `GET /`): only a scope holding everything the creator reaches.
+    Root,
+    /// Every team of the creator (Horde `GET /teams`).
+    Teams,
+}
+
+/// Whether `grant` may list a whole branch: the listing rule, and a scope that holds the branch.
+pub fn authorize_listing_of(grant: &Grant, now_ms: i64, listing: Listing) -> Result<Scope, Denial> {
+    let scope = authorize_listing(grant, now_ms)?;
+    let holds = match listing {
+        Listing::Root => scope == Scope::Account,
+        Listing::Teams => matches!(scope, Scope::Account | Scope::AllTeams),
+    };
+    if holds { Ok(scope) } else { Err(Denial::OutOfScope) }
+}
+
 /// Decides whether `grant` may perform `action` on `target` at `now_ms` (milliseconds since the Unix epoch).
 pub fn authorize(grant: &Grant, now_ms: i64, action: Action, target: &Target) -> Result<Permit, Denial> {
     check_live(grant, now_ms)?;
@@ -649,6 +668,20 @@ mod tests {
         let mut revoked = org_token;
         revoked.revoked = true;
         assert_eq!(authorize_listing(&revoked, NOW), Err(Denial::Revoked));
+    }
+
+    #[test]
+    fn branches_are_listed_only_by_scopes_that_hold_them() {
+        let root = grant(TokenKind::Resource, Scope::Account, Rights::Read);
+        let teams = grant(TokenKind::Resource, Scope::AllTeams, Rights::Read);
+        let one = grant(TokenKind::Resource, Scope::Collection(org(10)), Rights::Read);
+        assert!(authorize_listing_of(&root, NOW, Listing::Root).is_ok());
+        assert!(authorize_listing_of(&root, NOW, Listing::Teams).is_ok());
+        assert_eq!(authorize_listing_of(&teams, NOW, Listing::Root), Err(Denial::OutOfScope));
+        assert!(authorize_listing_of(&teams, NOW, Listing::Teams).is_ok());
+        assert_eq!(authorize_listing_of(&one, NOW, Listing::Teams), Err(Denial::OutOfScope));
+        let api_key = grant(TokenKind::ApiKey, Scope::Account, Rights::ReadWrite);
+        assert_eq!(authorize_listing_of(&api_key, NOW, Listing::Root), Err(Denial::ApiKeyOnlyManagesTokens));
     }
 
     #[test]

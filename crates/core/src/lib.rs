@@ -12,7 +12,8 @@ pub mod secret;
 pub mod totp;
 
 pub use access::{
-    Action, Denial, Grant, Node, Permit, Reach, Rights, Role, Scope, Target, authorize, authorize_listing, check_live,
+    Action, Denial, Grant, Listing, Node, Permit, Reach, Rights, Role, Scope, Target, authorize, authorize_listing,
+    authorize_listing_of, check_live,
 };
 pub use id::{AccountId, CollectionId, DeviceId, Id, TeamId, TokenId, UserId, VariableId};
 pub use label::Label;

@@ -47,6 +47,11 @@ impl Caller {
         tessera_core::authorize_listing(&self.grant, now_ms())
     }
 
+    /// Whether this caller may list a whole branch (the root, or every team).
+    pub fn authorize_listing_of(&self, listing: tessera_core::Listing) -> Result<Scope, Denial> {
+        tessera_core::authorize_listing_of(&self.grant, now_ms(), listing)
+    }
+
     /// The one authorization path, at the current time.
     pub fn authorize(&self, action: Action, target: &Target) -> Result<Permit, Denial> {
         authorize(&self.grant, now_ms(), action, target)

@@ -32,9 +32,10 @@ pub fn routes() -> Router<App> {
 
 /// `GET /`: clients use it as a ping. Only a token whose resource is `/` may read the root; others get 403.
 async fn root(HordeCaller(caller): HordeCaller) -> HordeResult {
-    match caller.authorize_listing().map_err(AppError::from)? {
-        tessera_core::Scope::Account => Ok(axum::Json(json!({"status": "ok"})).into_response()),
-        _ => Err(HordeError::new(StatusCode::FORBIDDEN, "The token does not reach /")),
+    match caller.authorize_listing_of(tessera_core::Listing::Root) {
+        Ok(_) => Ok(axum::Json(json!({"status": "ok"})).into_response()),
+        Err(denial) if denial.is_unauthenticated() => Err(AppError::Denied(denial).into()),
+        Err(_) => Err(HordeError::new(StatusCode::FORBIDDEN, "The token does not reach /")),
     }
 }
 

@@ -84,10 +84,7 @@ async fn team_for(app: &App, caller: &Caller, action: Action, team: &str) -> Res
 
 async fn list_teams(State(app): State<App>, HordeCaller(caller): HordeCaller) -> HordeResult {
     // `/teams` is a resource of its own: only a credential whose scope holds every team of its owner lists it.
-    match caller.authorize_listing().map_err(AppError::from)? {
-        tessera_core::Scope::Account | tessera_core::Scope::AllTeams => {}
-        _ => return Err(AppError::Denied(tessera_core::Denial::OutOfScope).into()),
-    }
+    caller.authorize_listing_of(tessera_core::Listing::Teams).map_err(AppError::from)?;
     let user = app.people.user_of(&caller).await?;
     let mut teams = Vec::new();
     for (team, _) in app.store.teams_of(user.id).await.map_err(AppError::from)? {
