@@ -442,7 +442,7 @@ impl TokenStore for SqliteStore {
     }
 
     async fn rotate_tokens(&self, consumed: TokenId, tokens: &[TokenRecord], at_ms: i64) -> StoreResult<bool> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let updated = sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
             .bind(at_ms)
             .bind(consumed.as_i64())
@@ -492,7 +492,7 @@ impl TokenStore for SqliteStore {
     }
 
     async fn record_token_usage(&self, usage: &[TokenUsage]) -> StoreResult<()> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for entry in usage {
             sqlx::query(
                 "UPDATE tokens SET uses = uses + ?, last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?",
@@ -568,7 +568,7 @@ impl CollectionStore for SqliteStore {
         collection: CollectionId,
         at_ms: i64,
     ) -> StoreResult<Vec<TokenRecord>> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row =
             sqlx::query(concat!("SELECT ", collection_columns!(), " FROM collections WHERE account_id = ? AND id = ?"))
                 .bind(account.as_i64())
@@ -738,7 +738,7 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn delete_device(&self, account: AccountId, device: DeviceId) -> StoreResult<()> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "DELETE FROM readings WHERE variable_id IN \
              (SELECT v.id FROM variables v WHERE v.device_id = ? AND v.account_id = ?)",
@@ -839,7 +839,7 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn delete_variable(&self, account: AccountId, variable: VariableId) -> StoreResult<()> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let deleted = sqlx::query("DELETE FROM variables WHERE account_id = ? AND id = ?")
             .bind(account.as_i64())
             .bind(variable.as_i64())
@@ -863,7 +863,7 @@ impl ReadingStore for SqliteStore {
         if readings.is_empty() {
             return Ok(());
         }
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for chunk in readings.chunks(READINGS_PER_STATEMENT) {
             // Readings of a variable deleted while they waited in the writer's queue are dropped here: the delete
             // came after them, so they are gone as if written first and deleted with it, and no orphan row stays.

@@ -114,7 +114,7 @@ impl SqliteStore {
 #[async_trait]
 impl PeopleStore for SqliteStore {
     async fn insert_user(&self, user: &User, private_team: &Team) -> StoreResult<()> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         insert_user_in(&mut transaction, user, private_team).await?;
         transaction.commit().await?;
         Ok(())
@@ -160,7 +160,7 @@ impl PeopleStore for SqliteStore {
         totp: Option<&UserTotp>,
         recovery_codes: &[SecretDigest],
     ) -> StoreResult<()> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let updated =
             sqlx::query("UPDATE users SET totp_secret = ?, totp_enabled = ?, totp_last_step = ? WHERE id = ?")
                 .bind(totp.map(|totp| totp.secret.clone()))
@@ -237,7 +237,7 @@ impl PeopleStore for SqliteStore {
     }
 
     async fn insert_team(&self, team: &Team, creator: UserId) -> StoreResult<()> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         insert_team_in(&mut transaction, team, creator).await?;
         transaction.commit().await?;
         Ok(())
@@ -277,7 +277,7 @@ impl PeopleStore for SqliteStore {
     }
 
     async fn delete_team(&self, account: AccountId, team: TeamId) -> StoreResult<()> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let private_of: Option<i64> =
             sqlx::query_scalar("SELECT private_of FROM teams WHERE account_id = ? AND id = ?")
                 .bind(account.as_i64())
@@ -415,7 +415,7 @@ impl PeopleStore for SqliteStore {
     }
 
     async fn accept_invite(&self, code: &SecretDigest, user: UserId, at_ms: i64) -> StoreResult<TeamId> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let team: i64 = sqlx::query_scalar(
             "UPDATE invites SET accepted_by = ?, accepted_at = ? \
              WHERE digest = ? AND accepted_at IS NULL AND expires_at > ? RETURNING team_id",
