@@ -119,3 +119,31 @@ pub(crate) fn context_from_column(
         },
     }
 }
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
+        match error {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(ref database) if database.is_unique_violation() => {
+                StoreError::Conflict(database.message().to_owned())
+            }
+            // A row refers to one that does not exist (any more): the collection or device it belongs to was
+            // deleted, or never was.
+            sqlx::Error::Database(ref database) if database.is_foreign_key_violation() => StoreError::NotFound,
+            // PostgreSQL's connection exceptions (class 08) and "shutting down / cannot connect now" (57P01-03):
+            // the database is going or gone, which is worth a retry, not a bug report.
+            sqlx::Error::Database(ref database)
+                if database.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
+            {
+                StoreError::Unavailable(Box::new(error))
+            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(Box::new(error)),
+            other => StoreError::Internal(Box::new(other)),
+        }
+    }
+}

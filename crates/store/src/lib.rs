@@ -1,13 +1,14 @@
 //! Tessera's storage boundary: the records the server keeps, the `Store` traits split by capability, and the
-//! implementations (SQLite today). Database errors never cross this boundary: "not found" and unique-constraint
+//! implementations (SQLite, the embedded default, and PostgreSQL for several nodes). Database errors never cross this boundary: "not found" and unique-constraint
 //! violations become [`StoreError`] variants here, and anything else becomes an opaque internal error that keeps
 //! its cause chain for the log.
 
 mod codec;
+mod postgres;
 mod records;
 mod sqlite;
-mod sqlite_people;
 
+pub use postgres::{ListenEvent, PostgresEvents, PostgresListener, PostgresStore};
 pub use records::*;
 pub use sqlite::SqliteStore;
 
@@ -40,6 +41,10 @@ pub trait AccountStore {
     async fn account(&self, account: AccountId) -> StoreResult<Account>;
     /// Every account, oldest first.
     async fn accounts(&self) -> StoreResult<Vec<Account>>;
+    /// The secret stored under `name`, storing `proposed` first if there is none yet: every process that asks
+    /// gets the same bytes, whoever asked first. (On PostgreSQL the server key lives here, so that every node
+    /// verifies every token.)
+    async fn shared_secret(&self, name: &str, proposed: &[u8]) -> StoreResult<Vec<u8>>;
 }
 
 /// Tokens: only digests are stored, never secrets.

@@ -1,5 +1,6 @@
 //! The store conformance suite: every `Store` implementation must pass each case. Cases take a fresh, empty
-//! store; `store_cases!` runs them against SQLite (in memory and on disk).
+//! store; `store_cases!` runs them against SQLite (in memory and on disk), and against PostgreSQL when
+//! `TESSERA_TEST_POSTGRES_URL` is set, each case in a schema of its own.
 
 use std::collections::BTreeMap;
 
@@ -624,6 +625,53 @@ async fn horde_fields_readings_by_device_and_downlinks(store: &dyn Store) {
     assert_eq!(store.collection(world.account, collection.id).await.unwrap(), collection);
 }
 
+async fn shared_secrets_are_agreed_once(store: &dyn Store) {
+    let first = store.shared_secret("server_key", &[1; 32]).await.unwrap();
+    assert_eq!(first, vec![1; 32]);
+    // A second process proposing another secret gets the first one: every node agrees on one key.
+    assert_eq!(store.shared_secret("server_key", &[2; 32]).await.unwrap(), vec![1; 32]);
+    assert_eq!(store.shared_secret("other", &[3; 4]).await.unwrap(), vec![3; 4]);
+}
+
+/// A fresh schema on the PostgreSQL server `TESSERA_TEST_POSTGRES_URL` names, for one test.
+mod postgres_schema {
+    use sqlx::Connection;
+
+    pub struct Schema {
+        pub url: String,
+        base: String,
+        name: String,
+    }
+
+    impl Schema {
+        /// `None`, after saying so, when no PostgreSQL server is configured.
+        pub async fn create(test: &str) -> Option<Schema> {
+            let Ok(base) = std::env::var("TESSERA_TEST_POSTGRES_URL") else {
+                eprintln!("skipped on PostgreSQL: TESSERA_TEST_POSTGRES_URL is not set");
+                return None;
+            };
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+            let name = format!("conformance_{test}_{}_{}", std::process::id(), nanos % 1_000_000_000);
+            let mut connection = sqlx::PgConnection::connect(&base).await.expect("TESSERA_TEST_POSTGRES_URL answers");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{name}\"")))
+                .execute(&mut connection)
+                .await
+                .unwrap();
+            let separator = if base.contains('?') { '&' } else { '?' };
+            let url = format!("{base}{separator}options=-c%20search_path%3D{name}");
+            Some(Schema { url, base, name })
+        }
+
+        pub async fn drop(self) {
+            let mut connection = sqlx::PgConnection::connect(&self.base).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{}\" CASCADE", self.name)))
+                .execute(&mut connection)
+                .await
+                .unwrap();
+        }
+    }
+}
+
 macro_rules! store_cases {
     ($($case:ident),* $(,)?) => {
         mod sqlite_in_memory {
@@ -632,6 +680,18 @@ macro_rules! store_cases {
                 async fn $case() {
                     let store = tessera_store::SqliteStore::open_in_memory().await.unwrap();
                     super::$case(&store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let Some(schema) = super::postgres_schema::Schema::create(stringify!($case)).await else { return };
+                    let store = tessera_store::PostgresStore::connect(&schema.url).await.unwrap();
+                    super::$case(&store).await;
+                    tessera_store::Store::close(&store).await;
+                    schema.drop().await;
                 }
             )*
         }
@@ -664,4 +724,5 @@ store_cases!(
     token_families_and_creators_are_revoked_together,
     login_challenges_serve_once_and_expire,
     horde_fields_readings_by_device_and_downlinks,
+    shared_secrets_are_agreed_once,
 );

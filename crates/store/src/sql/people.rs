@@ -1,24 +1,16 @@
-//! The SQLite implementation of [`PeopleStore`]: users, their second factor, teams, invites, login challenges.
+// Users, their second factor, teams, invites and login challenges: the `PeopleStore` half of the shared SQL,
+// included after `store.rs`, whose imports and helpers it uses.
 
-use std::collections::BTreeMap;
-
-use async_trait::async_trait;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
-use tessera_core::{AccountId, CollectionId, Id, Role, SecretDigest, TeamId, UserId};
-
-use crate::codec::*;
-use crate::sqlite::{insert_team_in, insert_user_in};
-use crate::{
-    Invite, LoginChallenge, Membership, PeopleStore, SqliteStore, StoreError, StoreResult, Team, User, UserReach,
-    UserTotp,
-};
-
-/// A condition true while the team (bound first) has an admin other than the user (bound second).
+/// A condition true while the team (placeholder `$team`) has an admin other than the user (`$user`).
 macro_rules! keeps_another_admin {
-    () => {
-        "EXISTS (SELECT 1 FROM team_members other WHERE other.team_id = ? AND other.role = 'admin' \
-         AND other.user_id != ?)"
+    ($team:literal, $user:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM team_members other WHERE other.team_id = ",
+            $team,
+            " AND other.role = 'admin' AND other.user_id != ",
+            $user,
+            ")"
+        )
     };
 }
 
@@ -29,7 +21,7 @@ macro_rules! user_columns {
     };
 }
 
-fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
+fn user_from_row(row: &DbRow) -> StoreResult<User> {
     let secret: Option<Vec<u8>> = row.try_get(8)?;
     Ok(User {
         id: UserId::from_i64(row.try_get(0)?),
@@ -54,7 +46,7 @@ macro_rules! team_columns {
     };
 }
 
-fn team_from_row(row: &SqliteRow) -> StoreResult<Team> {
+fn team_from_row(row: &DbRow) -> StoreResult<Team> {
     Ok(Team {
         id: TeamId::from_i64(row.try_get(0)?),
         account: AccountId::from_i64(row.try_get(1)?),
@@ -79,7 +71,7 @@ fn role_from_column(text: &str) -> StoreResult<Role> {
     }
 }
 
-fn invite_from_row(row: &SqliteRow) -> StoreResult<Invite> {
+fn invite_from_row(row: &DbRow) -> StoreResult<Invite> {
     let digest: Vec<u8> = row.try_get(0)?;
     Ok(Invite {
         id: Id::from_i64(row.try_get(7)?),
@@ -93,12 +85,23 @@ fn invite_from_row(row: &SqliteRow) -> StoreResult<Invite> {
     })
 }
 
-impl SqliteStore {
+/// Takes the team's row lock until the transaction ends, so concurrent membership changes of one team run one
+/// after the other and the "at least one admin" check in each sees the other's outcome. (SQLite's write
+/// transactions are serial already; PostgreSQL's READ COMMITTED ones are not.)
+async fn lock_team(connection: &mut DbConnection, team: TeamId) -> StoreResult<()> {
+    sqlx::query(concat!("SELECT id FROM teams WHERE id = $1", for_update!()))
+        .bind(team.as_i64())
+        .fetch_one(&mut *connection)
+        .await?;
+    Ok(())
+}
+
+impl Backend {
     /// Why a guarded membership change changed nothing: the user is no member, or the team would lose its last
     /// admin.
     async fn why_membership_unchanged(&self, team: TeamId, user: UserId) -> StoreError {
         let member =
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM team_members WHERE team_id = ? AND user_id = ?")
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM team_members WHERE team_id = $1 AND user_id = $2")
                 .bind(team.as_i64())
                 .bind(user.as_i64())
                 .fetch_one(&self.pool)
@@ -112,16 +115,16 @@ impl SqliteStore {
 }
 
 #[async_trait]
-impl PeopleStore for SqliteStore {
+impl PeopleStore for Backend {
     async fn insert_user(&self, user: &User, private_team: &Team) -> StoreResult<()> {
-        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut transaction = begin_write(&self.pool).await?;
         insert_user_in(&mut transaction, user, private_team).await?;
         transaction.commit().await?;
         Ok(())
     }
 
     async fn user(&self, account: AccountId, user: UserId) -> StoreResult<User> {
-        let row = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.account_id = ? AND u.id = ?"))
+        let row = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.account_id = $1 AND u.id = $2"))
             .bind(account.as_i64())
             .bind(user.as_i64())
             .fetch_one(&self.pool)
@@ -130,7 +133,7 @@ impl PeopleStore for SqliteStore {
     }
 
     async fn user_by_id(&self, user: UserId) -> StoreResult<User> {
-        let row = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.id = ?"))
+        let row = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.id = $1"))
             .bind(user.as_i64())
             .fetch_one(&self.pool)
             .await?;
@@ -138,7 +141,7 @@ impl PeopleStore for SqliteStore {
     }
 
     async fn users_by_email(&self, email: &str) -> StoreResult<Vec<User>> {
-        let rows = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.email = ? ORDER BY u.id"))
+        let rows = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.email = $1 ORDER BY u.id"))
             .bind(email)
             .fetch_all(&self.pool)
             .await?;
@@ -147,7 +150,7 @@ impl PeopleStore for SqliteStore {
 
     async fn list_users(&self, account: AccountId) -> StoreResult<Vec<User>> {
         let rows =
-            sqlx::query(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.account_id = ? ORDER BY u.id"))
+            sqlx::query(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.account_id = $1 ORDER BY u.id"))
                 .bind(account.as_i64())
                 .fetch_all(&self.pool)
                 .await?;
@@ -160,9 +163,9 @@ impl PeopleStore for SqliteStore {
         totp: Option<&UserTotp>,
         recovery_codes: &[SecretDigest],
     ) -> StoreResult<()> {
-        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut transaction = begin_write(&self.pool).await?;
         let updated =
-            sqlx::query("UPDATE users SET totp_secret = ?, totp_enabled = ?, totp_last_step = ? WHERE id = ?")
+            sqlx::query("UPDATE users SET totp_secret = $1, totp_enabled = $2, totp_last_step = $3 WHERE id = $4")
                 .bind(totp.map(|totp| totp.secret.clone()))
                 .bind(totp.is_some_and(|totp| totp.enabled))
                 .bind(totp.and_then(|totp| totp.last_step))
@@ -172,12 +175,12 @@ impl PeopleStore for SqliteStore {
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        sqlx::query("DELETE FROM recovery_codes WHERE user_id = ?")
+        sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
             .bind(user.as_i64())
             .execute(&mut *transaction)
             .await?;
         for code in recovery_codes {
-            sqlx::query("INSERT INTO recovery_codes (user_id, digest) VALUES (?, ?)")
+            sqlx::query("INSERT INTO recovery_codes (user_id, digest) VALUES ($1, $2)")
                 .bind(user.as_i64())
                 .bind(code.0.as_slice())
                 .execute(&mut *transaction)
@@ -189,7 +192,7 @@ impl PeopleStore for SqliteStore {
 
     async fn accept_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool> {
         let updated = sqlx::query(
-            "UPDATE users SET totp_last_step = ? WHERE id = ? AND (totp_last_step IS NULL OR totp_last_step < ?)",
+            "UPDATE users SET totp_last_step = $1 WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $3)",
         )
         .bind(step)
         .bind(user.as_i64())
@@ -201,7 +204,7 @@ impl PeopleStore for SqliteStore {
 
     async fn use_recovery_code(&self, user: UserId, code: &SecretDigest, at_ms: i64) -> StoreResult<bool> {
         let updated =
-            sqlx::query("UPDATE recovery_codes SET used_at = ? WHERE user_id = ? AND digest = ? AND used_at IS NULL")
+            sqlx::query("UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND digest = $3 AND used_at IS NULL")
                 .bind(at_ms)
                 .bind(user.as_i64())
                 .bind(code.0.as_slice())
@@ -211,11 +214,11 @@ impl PeopleStore for SqliteStore {
     }
 
     async fn user_reach(&self, user: UserId) -> StoreResult<UserReach> {
-        let is_admin: bool = sqlx::query_scalar("SELECT is_admin FROM users WHERE id = ?")
+        let is_admin: bool = sqlx::query_scalar("SELECT is_admin FROM users WHERE id = $1")
             .bind(user.as_i64())
             .fetch_one(&self.pool)
             .await?;
-        let memberships = sqlx::query("SELECT team_id, role FROM team_members WHERE user_id = ?")
+        let memberships = sqlx::query("SELECT team_id, role FROM team_members WHERE user_id = $1")
             .bind(user.as_i64())
             .fetch_all(&self.pool)
             .await?;
@@ -224,7 +227,7 @@ impl PeopleStore for SqliteStore {
             .map(|row| Ok((TeamId::from_i64(row.try_get(0)?), role_from_column(row.try_get(1)?)?)))
             .collect::<StoreResult<Vec<_>>>()?;
         let owned = sqlx::query(
-            "SELECT c.id, c.team_id FROM collections c JOIN team_members m ON m.team_id = c.team_id WHERE m.user_id = ?",
+            "SELECT c.id, c.team_id FROM collections c JOIN team_members m ON m.team_id = c.team_id WHERE m.user_id = $1",
         )
         .bind(user.as_i64())
         .fetch_all(&self.pool)
@@ -237,14 +240,14 @@ impl PeopleStore for SqliteStore {
     }
 
     async fn insert_team(&self, team: &Team, creator: UserId) -> StoreResult<()> {
-        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut transaction = begin_write(&self.pool).await?;
         insert_team_in(&mut transaction, team, creator).await?;
         transaction.commit().await?;
         Ok(())
     }
 
     async fn team(&self, account: AccountId, team: TeamId) -> StoreResult<Team> {
-        let row = sqlx::query(concat!("SELECT ", team_columns!(), " FROM teams t WHERE t.account_id = ? AND t.id = ?"))
+        let row = sqlx::query(concat!("SELECT ", team_columns!(), " FROM teams t WHERE t.account_id = $1 AND t.id = $2"))
             .bind(account.as_i64())
             .bind(team.as_i64())
             .fetch_one(&self.pool)
@@ -256,7 +259,7 @@ impl PeopleStore for SqliteStore {
         let rows = sqlx::query(concat!(
             "SELECT ",
             team_columns!(),
-            ", m.role FROM teams t JOIN team_members m ON m.team_id = t.id WHERE m.user_id = ? ORDER BY t.id"
+            ", m.role FROM teams t JOIN team_members m ON m.team_id = t.id WHERE m.user_id = $1 ORDER BY t.id"
         ))
         .bind(user.as_i64())
         .fetch_all(&self.pool)
@@ -265,7 +268,7 @@ impl PeopleStore for SqliteStore {
     }
 
     async fn set_team_tags(&self, team: TeamId, tags: &BTreeMap<String, String>) -> StoreResult<()> {
-        let updated = sqlx::query("UPDATE teams SET tags = ? WHERE id = ?")
+        let updated = sqlx::query("UPDATE teams SET tags = $1 WHERE id = $2")
             .bind(tags_column(tags))
             .bind(team.as_i64())
             .execute(&self.pool)
@@ -277,9 +280,9 @@ impl PeopleStore for SqliteStore {
     }
 
     async fn delete_team(&self, account: AccountId, team: TeamId) -> StoreResult<()> {
-        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut transaction = begin_write(&self.pool).await?;
         let private_of: Option<i64> =
-            sqlx::query_scalar("SELECT private_of FROM teams WHERE account_id = ? AND id = ?")
+            sqlx::query_scalar(concat!("SELECT private_of FROM teams WHERE account_id = $1 AND id = $2", for_update!()))
                 .bind(account.as_i64())
                 .bind(team.as_i64())
                 .fetch_one(&mut *transaction)
@@ -287,14 +290,14 @@ impl PeopleStore for SqliteStore {
         if private_of.is_some() {
             return Err(StoreError::Conflict("a user's private team cannot be deleted".into()));
         }
-        let owned: i64 = sqlx::query_scalar("SELECT count(*) FROM collections WHERE team_id = ?")
+        let owned: i64 = sqlx::query_scalar("SELECT count(*) FROM collections WHERE team_id = $1")
             .bind(team.as_i64())
             .fetch_one(&mut *transaction)
             .await?;
         if owned > 0 {
             return Err(StoreError::Conflict(format!("the team still owns {owned} collection(s)")));
         }
-        sqlx::query("DELETE FROM teams WHERE id = ?").bind(team.as_i64()).execute(&mut *transaction).await?;
+        sqlx::query("DELETE FROM teams WHERE id = $1").bind(team.as_i64()).execute(&mut *transaction).await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -303,7 +306,7 @@ impl PeopleStore for SqliteStore {
         let rows = sqlx::query(concat!(
             "SELECT m.team_id, m.user_id, m.role, m.created_at, ",
             user_columns!(),
-            " FROM team_members m JOIN users u ON u.id = m.user_id WHERE m.team_id = ? ORDER BY m.created_at, u.id"
+            " FROM team_members m JOIN users u ON u.id = m.user_id WHERE m.team_id = $1 ORDER BY m.created_at, u.id"
         ))
         .bind(team.as_i64())
         .fetch_all(&self.pool)
@@ -338,47 +341,49 @@ impl PeopleStore for SqliteStore {
     }
 
     async fn set_member_role(&self, team: TeamId, user: UserId, role: Role) -> StoreResult<()> {
-        // One statement, so two admins demoting each other at once cannot both succeed.
+        let mut transaction = begin_write(&self.pool).await?;
+        lock_team(&mut transaction, team).await?;
         let updated = sqlx::query(concat!(
-            "UPDATE team_members SET role = ? WHERE team_id = ? AND user_id = ? AND (? = 'admin' OR ",
-            keeps_another_admin!(),
+            "UPDATE team_members SET role = $1 WHERE team_id = $2 AND user_id = $3 AND ($1 = 'admin' OR ",
+            keeps_another_admin!("$2", "$3"),
             ")"
         ))
         .bind(role_column(role))
         .bind(team.as_i64())
         .bind(user.as_i64())
-        .bind(role_column(role))
-        .bind(team.as_i64())
-        .bind(user.as_i64())
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
         if updated.rows_affected() == 0 {
+            drop(transaction);
             return Err(self.why_membership_unchanged(team, user).await);
         }
+        transaction.commit().await?;
         Ok(())
     }
 
     async fn remove_member(&self, team: TeamId, user: UserId) -> StoreResult<()> {
+        let mut transaction = begin_write(&self.pool).await?;
+        lock_team(&mut transaction, team).await?;
         let deleted = sqlx::query(concat!(
-            "DELETE FROM team_members WHERE team_id = ? AND user_id = ? AND (role != 'admin' OR ",
-            keeps_another_admin!(),
+            "DELETE FROM team_members WHERE team_id = $1 AND user_id = $2 AND (role != 'admin' OR ",
+            keeps_another_admin!("$1", "$2"),
             ")"
         ))
         .bind(team.as_i64())
         .bind(user.as_i64())
-        .bind(team.as_i64())
-        .bind(user.as_i64())
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
         if deleted.rows_affected() == 0 {
+            drop(transaction);
             return Err(self.why_membership_unchanged(team, user).await);
         }
+        transaction.commit().await?;
         Ok(())
     }
 
     async fn insert_invite(&self, invite: &Invite) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO invites (digest, team_id, created_by, created_at, expires_at, id) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO invites (digest, team_id, created_by, created_at, expires_at, id) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(invite.digest.0.as_slice())
         .bind(invite.team.as_i64())
@@ -394,7 +399,7 @@ impl PeopleStore for SqliteStore {
     async fn invites(&self, team: TeamId) -> StoreResult<Vec<Invite>> {
         let rows = sqlx::query(
             "SELECT digest, team_id, created_by, created_at, expires_at, accepted_by, accepted_at, id FROM invites \
-             WHERE team_id = ? ORDER BY created_at",
+             WHERE team_id = $1 ORDER BY created_at",
         )
         .bind(team.as_i64())
         .fetch_all(&self.pool)
@@ -403,7 +408,7 @@ impl PeopleStore for SqliteStore {
     }
 
     async fn delete_invite(&self, team: TeamId, code: &SecretDigest) -> StoreResult<()> {
-        let deleted = sqlx::query("DELETE FROM invites WHERE team_id = ? AND digest = ?")
+        let deleted = sqlx::query("DELETE FROM invites WHERE team_id = $1 AND digest = $2")
             .bind(team.as_i64())
             .bind(code.0.as_slice())
             .execute(&self.pool)
@@ -415,10 +420,10 @@ impl PeopleStore for SqliteStore {
     }
 
     async fn accept_invite(&self, code: &SecretDigest, user: UserId, at_ms: i64) -> StoreResult<TeamId> {
-        let mut transaction = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut transaction = begin_write(&self.pool).await?;
         let team: i64 = sqlx::query_scalar(
-            "UPDATE invites SET accepted_by = ?, accepted_at = ? \
-             WHERE digest = ? AND accepted_at IS NULL AND expires_at > ? RETURNING team_id",
+            "UPDATE invites SET accepted_by = $1, accepted_at = $2 \
+             WHERE digest = $3 AND accepted_at IS NULL AND expires_at > $4 RETURNING team_id",
         )
         .bind(user.as_i64())
         .bind(at_ms)
@@ -427,7 +432,7 @@ impl PeopleStore for SqliteStore {
         .fetch_one(&mut *transaction)
         .await?;
         sqlx::query(
-            "INSERT INTO team_members (team_id, user_id, role, created_at) VALUES (?, ?, 'member', ?) \
+            "INSERT INTO team_members (team_id, user_id, role, created_at) VALUES ($1, $2, 'member', $3) \
              ON CONFLICT (team_id, user_id) DO NOTHING",
         )
         .bind(team)
@@ -441,7 +446,7 @@ impl PeopleStore for SqliteStore {
 
     async fn insert_challenge(&self, challenge: &LoginChallenge) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO login_challenges (id, user_id, client_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO login_challenges (id, user_id, client_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(challenge.id.as_i64())
         .bind(challenge.user.as_i64())
@@ -456,7 +461,7 @@ impl PeopleStore for SqliteStore {
     async fn challenge(&self, id: Id, user: UserId, now_ms: i64) -> StoreResult<LoginChallenge> {
         let row = sqlx::query(
             "SELECT id, user_id, client_id, created_at, expires_at FROM login_challenges \
-             WHERE id = ? AND user_id = ? AND used_at IS NULL AND expires_at > ?",
+             WHERE id = $1 AND user_id = $2 AND used_at IS NULL AND expires_at > $3",
         )
         .bind(id.as_i64())
         .bind(user.as_i64())
@@ -473,7 +478,7 @@ impl PeopleStore for SqliteStore {
     }
 
     async fn use_challenge(&self, id: Id, at_ms: i64) -> StoreResult<bool> {
-        let updated = sqlx::query("UPDATE login_challenges SET used_at = ? WHERE id = ? AND used_at IS NULL")
+        let updated = sqlx::query("UPDATE login_challenges SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
             .bind(at_ms)
             .bind(id.as_i64())
             .execute(&self.pool)

@@ -1,0 +1,192 @@
+//! The PostgreSQL store, for several `tessera serve` nodes sharing one database. The SQL is the SQLite store's
+//! (see `sqlite.rs` for why it is included text); what differs is here: row locks where SQLite's serial writers
+//! need none, an exclusive bootstrap, and the event channel between nodes (LISTEN/NOTIFY).
+
+use std::time::Duration;
+
+use sqlx::Transaction;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The PostgreSQL implementation of [`Store`].
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+type Backend = PostgresStore;
+type Db = sqlx::Postgres;
+type DbRow = PgRow;
+type DbConnection = sqlx::PgConnection;
+
+/// Locks the rows a check-then-write transaction read, so a concurrent transaction cannot change what was
+/// checked before this one commits (READ COMMITTED would let it).
+macro_rules! for_update {
+    () => {
+        " FOR UPDATE"
+    };
+}
+
+async fn begin_write(pool: &PgPool) -> StoreResult<Transaction<'static, Db>> {
+    Ok(pool.begin().await?)
+}
+
+/// A transaction that holds the accounts table exclusively, so nodes bootstrapping at once create one account.
+async fn begin_exclusive(pool: &PgPool) -> StoreResult<Transaction<'static, Db>> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query("LOCK TABLE accounts IN EXCLUSIVE MODE").execute(&mut *transaction).await?;
+    Ok(transaction)
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host/db`) and brings the schema up to date. Migrations hold an
+    /// advisory lock, so several nodes starting at once apply each one exactly once.
+    pub async fn connect(url: &str) -> StoreResult<PostgresStore> {
+        let options: PgConnectOptions = url.parse()?;
+        PostgresStore::connect_with(options).await
+    }
+
+    pub async fn connect_with(options: PgConnectOptions) -> StoreResult<PostgresStore> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await.map_err(|error| match error {
+            sqlx::migrate::MigrateError::Execute(error) => StoreError::from(error),
+            other => StoreError::Internal(Box::new(other)),
+        })?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// The channel this store's nodes tell each other about changes on.
+    pub fn events(&self) -> PostgresEvents {
+        PostgresEvents { pool: self.pool.clone() }
+    }
+}
+
+include!("sql/store.rs");
+include!("sql/people.rs");
+
+/// The NOTIFY channel all nodes of one database listen on.
+const CHANNEL: &str = "tessera_events";
+/// NOTIFY payloads must stay under 8000 bytes; larger events go by reference through the `events` table.
+const INLINE_LIMIT: usize = 7900;
+/// How long an event stored by reference is kept for listeners to fetch.
+const EVENT_RETENTION_MS: i64 = 3_600_000;
+
+/// Publishing side of the event channel between nodes: payloads are opaque text (the server decides what they
+/// mean); each reaches every listening node, in the order they were published by one connection.
+#[derive(Debug, Clone)]
+pub struct PostgresEvents {
+    pool: PgPool,
+}
+
+/// What a listener hears.
+#[derive(Debug, PartialEq)]
+pub enum ListenEvent {
+    /// An event another node (or this one) published.
+    Payload(String),
+    /// The connection was lost and is back: events published meanwhile were missed, so whatever was derived
+    /// from them (caches) must be reloaded.
+    Reconnected,
+    /// The database cannot be reached now; the listener keeps retrying.
+    Unreachable,
+}
+
+impl PostgresEvents {
+    /// Publishes one event. Small payloads travel in the notification itself; larger ones are stored and the
+    /// notification carries their row id.
+    pub async fn publish(&self, payload: &str, now_ms: i64) -> StoreResult<()> {
+        if payload.len() <= INLINE_LIMIT {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(format!("i{payload}"))
+                .execute(&self.pool)
+                .await?;
+            return Ok(());
+        }
+        let mut transaction = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar("INSERT INTO events (created_at, payload) VALUES ($1, $2) RETURNING id")
+            .bind(now_ms)
+            .bind(payload)
+            .fetch_one(&mut *transaction)
+            .await?;
+        // NOTIFY inside the transaction is delivered at commit, when the row is visible to the listeners.
+        sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(format!("r{id}")).execute(&mut *transaction).await?;
+        sqlx::query("DELETE FROM events WHERE created_at < $1")
+            .bind(now_ms - EVENT_RETENTION_MS)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Starts listening; events published from now on are heard.
+    pub async fn listen(&self) -> StoreResult<PostgresListener> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        Ok(PostgresListener { listener, pool: self.pool.clone(), lost: false })
+    }
+}
+
+/// The receiving side: one dedicated connection that reconnects by itself.
+#[derive(Debug)]
+pub struct PostgresListener {
+    listener: PgListener,
+    pool: PgPool,
+    /// The connection dropped and has not been re-established yet.
+    lost: bool,
+}
+
+impl PostgresListener {
+    /// Waits for the next event. After the connection is lost it answers `Unreachable` about every half second
+    /// until the database answers again, then `Reconnected` once, listening again.
+    pub async fn next(&mut self) -> ListenEvent {
+        if self.lost {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Connects if needed (subscribing again) and runs nothing else.
+            return match self.listener.listen_all(std::iter::empty()).await {
+                Ok(()) => {
+                    self.lost = false;
+                    tracing::info!("event listener reconnected to PostgreSQL");
+                    ListenEvent::Reconnected
+                }
+                Err(_) => ListenEvent::Unreachable,
+            };
+        }
+        loop {
+            match self.listener.try_recv().await {
+                Ok(Some(notification)) => match self.resolve(notification.payload()).await {
+                    Some(payload) => return ListenEvent::Payload(payload),
+                    None => continue,
+                },
+                // The connection dropped and sqlx has already connected again: events between were missed.
+                Ok(None) => return ListenEvent::Reconnected,
+                Err(error) => {
+                    tracing::warn!(%error, "event listener lost PostgreSQL; retrying");
+                    self.lost = true;
+                    return ListenEvent::Unreachable;
+                }
+            }
+        }
+    }
+
+    /// The event a notification carries, fetching it if it went by reference. `None` for a notification this
+    /// version does not understand, or whose stored event is gone.
+    async fn resolve(&self, notification: &str) -> Option<String> {
+        if let Some(inline) = notification.strip_prefix('i') {
+            return Some(inline.to_owned());
+        }
+        let id: i64 = notification.strip_prefix('r')?.parse().ok()?;
+        match sqlx::query_scalar("SELECT payload FROM events WHERE id = $1").bind(id).fetch_one(&self.pool).await {
+            Ok(payload) => Some(payload),
+            Err(error) => {
+                tracing::warn!(%error, id, "an event stored by reference could not be read");
+                None
+            }
+        }
+    }
+}

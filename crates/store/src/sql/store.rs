@@ -1,0 +1,942 @@
+// The SQL shared by every backend, included by `sqlite.rs` and `postgres.rs` (see the comment there for why this
+// is text inclusion rather than generics). The including module defines `Db`, `DbRow`, `DbConnection`, `Backend`
+// (the store type, with a `pool`), `begin_write`, `begin_exclusive` and the `for_update!`
+// macro. Placeholders are `$N`, which both SQLite and PostgreSQL read as "the N-th bound value".
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use sqlx::{QueryBuilder, Row};
+use tessera_core::{
+    AccountId, CollectionId, DeviceId, Id, Label, Reading, Role, SecretDigest, TeamId, TokenId, UserId, VariableId,
+};
+
+use crate::codec::*;
+use crate::{
+    Account, AccountStore, Bootstrap, Collection, CollectionStore, Creator, Device, DeviceFilter, DeviceStore,
+    Downlink, Page, Paged, ReadingStore, Store, StoreError, StoreResult, Team, TimeRange, TokenFilter, TokenRecord,
+    TokenStore, TokenUsage, User, Variable,
+};
+use crate::{Invite, LoginChallenge, Membership, PeopleStore, UserReach, UserTotp};
+
+fn label_from_column(text: String) -> StoreResult<Label> {
+    Label::parse(&text).map_err(|error| corrupt(format!("stored label is invalid: {error}")))
+}
+
+/// Readings per INSERT statement: 7 parameters each stays well under SQLite's limit of 32 766 and PostgreSQL's
+/// of 65 535.
+const READINGS_PER_STATEMENT: usize = 500;
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn account_from_row(row: &DbRow) -> StoreResult<Account> {
+    Ok(Account { id: AccountId::from_i64(row.try_get(0)?), name: row.try_get(1)?, created_at_ms: row.try_get(2)? })
+}
+
+macro_rules! collection_columns {
+    () => {
+        "id, account_id, name, is_default, created_at, team_id, tags"
+    };
+}
+
+fn collection_from_row(row: &DbRow) -> StoreResult<Collection> {
+    Ok(Collection {
+        id: CollectionId::from_i64(row.try_get(0)?),
+        account: AccountId::from_i64(row.try_get(1)?),
+        name: row.try_get(2)?,
+        is_default: row.try_get(3)?,
+        created_at_ms: row.try_get(4)?,
+        team: row.try_get::<Option<i64>, _>(5)?.map(TeamId::from_i64),
+        tags: tags_from_column(row.try_get(6)?)?,
+    })
+}
+
+macro_rules! device_columns {
+    () => {
+        "id, account_id, collection_id, label, name, created_at, imsi, imei, tags"
+    };
+}
+
+fn device_from_row(row: &DbRow) -> StoreResult<Device> {
+    Ok(Device {
+        id: DeviceId::from_i64(row.try_get(0)?),
+        account: AccountId::from_i64(row.try_get(1)?),
+        collection: CollectionId::from_i64(row.try_get(2)?),
+        label: label_from_column(row.try_get(3)?)?,
+        name: row.try_get(4)?,
+        created_at_ms: row.try_get(5)?,
+        imsi: row.try_get(6)?,
+        imei: row.try_get(7)?,
+        tags: tags_from_column(row.try_get(8)?)?,
+    })
+}
+
+macro_rules! variable_select {
+    () => {
+        "SELECT v.id, v.account_id, v.device_id, d.collection_id, v.label, v.name, v.unit, v.created_at, \
+         v.title, v.description, v.kind, v.profile FROM variables v JOIN devices d ON d.id = v.device_id"
+    };
+}
+
+fn variable_from_row(row: &DbRow) -> StoreResult<Variable> {
+    Ok(Variable {
+        id: VariableId::from_i64(row.try_get(0)?),
+        account: AccountId::from_i64(row.try_get(1)?),
+        device: DeviceId::from_i64(row.try_get(2)?),
+        collection: CollectionId::from_i64(row.try_get(3)?),
+        label: label_from_column(row.try_get(4)?)?,
+        name: row.try_get(5)?,
+        unit: row.try_get(6)?,
+        created_at_ms: row.try_get(7)?,
+        title: row.try_get(8)?,
+        description: row.try_get(9)?,
+        kind: row.try_get(10)?,
+        profile: row
+            .try_get::<Option<String>, _>(11)?
+            .map(|text| serde_json::from_str(&text).map_err(|_| corrupt("an asset profile is not JSON")))
+            .transpose()?,
+    })
+}
+
+macro_rules! token_columns {
+    () => {
+        "id, account_id, kind, digest, scope_kind, scope_id, rights, creator_kind, creator_id, name, tags, \
+         created_at, expires_at, revoked_at, last_used_at, uses, family_id, resource"
+    };
+}
+
+fn token_from_row(row: &DbRow) -> StoreResult<TokenRecord> {
+    let digest: Vec<u8> = row.try_get(3)?;
+    let digest: [u8; 32] = digest.try_into().map_err(|_| corrupt("token digest is not 32 bytes"))?;
+    let uses: i64 = row.try_get(15)?;
+    Ok(TokenRecord {
+        id: TokenId::from_i64(row.try_get(0)?),
+        account: AccountId::from_i64(row.try_get(1)?),
+        kind: kind_from_column(row.try_get(2)?)?,
+        digest: SecretDigest(digest),
+        scope: scope_from_columns(row.try_get(4)?, row.try_get(5)?)?,
+        rights: rights_from_column(row.try_get(6)?)?,
+        creator: creator_from_columns(row.try_get(7)?, row.try_get(8)?)?,
+        name: row.try_get(9)?,
+        tags: tags_from_column(row.try_get(10)?)?,
+        created_at_ms: row.try_get(11)?,
+        expires_at_ms: row.try_get(12)?,
+        revoked_at_ms: row.try_get(13)?,
+        last_used_at_ms: row.try_get(14)?,
+        uses: u64::try_from(uses).unwrap_or(0),
+        family: row.try_get::<Option<i64>, _>(16)?.map(Id::from_i64),
+        resource: row.try_get(17)?,
+    })
+}
+
+fn reading_from_row(variable: VariableId, row: &DbRow) -> StoreResult<Reading> {
+    Ok(Reading {
+        variable,
+        timestamp_ms: row.try_get(0)?,
+        value: value_from_columns(row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)?,
+        context: context_from_column(row.try_get(4)?)?,
+        received_at_ms: row.try_get(5)?,
+    })
+}
+
+async fn insert_token_in<'e, E>(executor: E, token: &TokenRecord) -> StoreResult<()>
+where
+    E: sqlx::Executor<'e, Database = Db>,
+{
+    let (scope_kind, scope_id) = scope_columns(token.scope);
+    let (creator_kind, creator_id) = creator_columns(token.creator);
+    sqlx::query(
+        "INSERT INTO tokens (id, account_id, kind, digest, scope_kind, scope_id, rights, creator_kind, creator_id, \
+         name, tags, created_at, expires_at, revoked_at, last_used_at, uses, family_id, resource) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+    )
+    .bind(token.id.as_i64())
+    .bind(token.account.as_i64())
+    .bind(token.kind.as_str())
+    .bind(token.digest.0.as_slice())
+    .bind(scope_kind)
+    .bind(scope_id)
+    .bind(rights_column(token.rights))
+    .bind(creator_kind)
+    .bind(creator_id)
+    .bind(&token.name)
+    .bind(tags_column(&token.tags))
+    .bind(token.created_at_ms)
+    .bind(token.expires_at_ms)
+    .bind(token.revoked_at_ms)
+    .bind(token.last_used_at_ms)
+    .bind(to_i64(token.uses))
+    .bind(token.family.map(Id::as_i64))
+    .bind(&token.resource)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+async fn insert_collection_in<'e, E>(executor: E, collection: &Collection) -> StoreResult<()>
+where
+    E: sqlx::Executor<'e, Database = Db>,
+{
+    sqlx::query(
+        "INSERT INTO collections (id, account_id, name, is_default, created_at, team_id, tags) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(collection.id.as_i64())
+    .bind(collection.account.as_i64())
+    .bind(&collection.name)
+    .bind(collection.is_default)
+    .bind(collection.created_at_ms)
+    .bind(collection.team.map(TeamId::as_i64))
+    .bind(tags_column(&collection.tags))
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl AccountStore for Backend {
+    async fn bootstrap(&self, bootstrap: &Bootstrap) -> StoreResult<bool> {
+        // The exclusive transaction makes two processes running `init` at once (or two nodes starting on one
+        // database) agree: one creates the account, the other sees it.
+        let mut transaction = begin_exclusive(&self.pool).await?;
+        let created = bootstrap_in(&mut transaction, bootstrap).await?;
+        if created {
+            transaction.commit().await?;
+        }
+        Ok(created)
+    }
+
+    async fn accounts(&self) -> StoreResult<Vec<Account>> {
+        let rows = sqlx::query("SELECT id, name, created_at FROM accounts ORDER BY id").fetch_all(&self.pool).await?;
+        rows.iter().map(account_from_row).collect()
+    }
+
+    async fn shared_secret(&self, name: &str, proposed: &[u8]) -> StoreResult<Vec<u8>> {
+        sqlx::query("INSERT INTO shared_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(proposed)
+            .execute(&self.pool)
+            .await?;
+        Ok(sqlx::query_scalar("SELECT value FROM shared_secrets WHERE name = $1").bind(name).fetch_one(&self.pool).await?)
+    }
+
+    async fn account(&self, account: AccountId) -> StoreResult<Account> {
+        let row = sqlx::query("SELECT id, name, created_at FROM accounts WHERE id = $1")
+            .bind(account.as_i64())
+            .fetch_one(&self.pool)
+            .await?;
+        account_from_row(&row)
+    }
+}
+
+/// Inserts a user, their private team and their admin membership of it.
+pub(crate) async fn insert_user_in(
+    connection: &mut DbConnection,
+    user: &User,
+    private_team: &Team,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO users (id, account_id, email, password_hash, display_name, phone, is_admin, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(user.id.as_i64())
+    .bind(user.account.as_i64())
+    .bind(&user.email)
+    .bind(&user.password_hash)
+    .bind(&user.display_name)
+    .bind(&user.phone)
+    .bind(user.is_admin)
+    .bind(user.created_at_ms)
+    .execute(&mut *connection)
+    .await?;
+    insert_team_in(connection, private_team, user.id).await
+}
+
+/// Inserts a team and makes `admin` its admin.
+pub(crate) async fn insert_team_in(
+    connection: &mut DbConnection,
+    team: &Team,
+    admin: UserId,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO teams (id, account_id, tags, private_of, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(team.id.as_i64())
+        .bind(team.account.as_i64())
+        .bind(tags_column(&team.tags))
+        .bind(team.private_of.map(UserId::as_i64))
+        .bind(team.created_at_ms)
+        .execute(&mut *connection)
+        .await?;
+    sqlx::query("INSERT INTO team_members (team_id, user_id, role, created_at) VALUES ($1, $2, 'admin', $3)")
+        .bind(team.id.as_i64())
+        .bind(admin.as_i64())
+        .bind(team.created_at_ms)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
+async fn bootstrap_in(connection: &mut DbConnection, bootstrap: &Bootstrap) -> StoreResult<bool> {
+    let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts").fetch_one(&mut *connection).await?;
+    if existing > 0 {
+        return Ok(false);
+    }
+    let account = &bootstrap.account;
+    sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)")
+        .bind(account.id.as_i64())
+        .bind(&account.name)
+        .bind(account.created_at_ms)
+        .execute(&mut *connection)
+        .await?;
+    insert_collection_in(&mut *connection, &bootstrap.default_collection).await?;
+    insert_token_in(&mut *connection, &bootstrap.api_key).await?;
+    insert_user_in(&mut *connection, &bootstrap.admin, &bootstrap.admin_team).await?;
+    Ok(true)
+}
+
+#[async_trait]
+impl TokenStore for Backend {
+    async fn insert_token(&self, token: &TokenRecord) -> StoreResult<()> {
+        insert_token_in(&self.pool, token).await
+    }
+
+    async fn token_by_digest(&self, digest: &SecretDigest) -> StoreResult<TokenRecord> {
+        let row = sqlx::query(concat!("SELECT ", token_columns!(), " FROM tokens WHERE digest = $1"))
+            .bind(digest.0.as_slice())
+            .fetch_one(&self.pool)
+            .await?;
+        token_from_row(&row)
+    }
+
+    async fn token(&self, account: AccountId, token: TokenId) -> StoreResult<TokenRecord> {
+        let row = sqlx::query(concat!("SELECT ", token_columns!(), " FROM tokens WHERE account_id = $1 AND id = $2"))
+            .bind(account.as_i64())
+            .bind(token.as_i64())
+            .fetch_one(&self.pool)
+            .await?;
+        token_from_row(&row)
+    }
+
+    async fn list_tokens(
+        &self,
+        account: AccountId,
+        filter: TokenFilter,
+        now_ms: i64,
+        page: Page,
+    ) -> StoreResult<Paged<TokenRecord>> {
+        let push_filter = |query: &mut QueryBuilder<Db>| {
+            query.push(" WHERE account_id = ").push_bind(account.as_i64()).push(" AND revoked_at IS NULL");
+            query.push(" AND (expires_at IS NULL OR expires_at > ").push_bind(now_ms).push(")");
+            // `IS` compares NULLs as equal, so scopes and creators without an id match too.
+            if let Some((kind, id)) = filter.scope.map(scope_columns) {
+                query.push(" AND scope_kind = ").push_bind(kind).push(" AND scope_id IS NOT DISTINCT FROM ").push_bind(id);
+            }
+            if let Some((kind, id)) = filter.creator.map(creator_columns) {
+                query.push(" AND creator_kind = ").push_bind(kind).push(" AND creator_id IS NOT DISTINCT FROM ").push_bind(id);
+            }
+        };
+        let mut count = QueryBuilder::<Db>::new("SELECT count(*) FROM tokens");
+        push_filter(&mut count);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        let mut select = QueryBuilder::<Db>::new(concat!("SELECT ", token_columns!(), " FROM tokens"));
+        push_filter(&mut select);
+        select.push(" ORDER BY id LIMIT ").push_bind(to_i64(page.size));
+        select.push(" OFFSET ").push_bind(to_i64(page.offset()));
+        let rows = select.build().fetch_all(&self.pool).await?;
+        let items = rows.iter().map(token_from_row).collect::<StoreResult<_>>()?;
+        Ok(Paged { total: total as u64, items })
+    }
+
+    async fn revoke_token(&self, account: AccountId, token: TokenId, at_ms: i64) -> StoreResult<TokenRecord> {
+        let row = sqlx::query(concat!(
+            "UPDATE tokens SET revoked_at = $1 WHERE account_id = $2 AND id = $3 AND revoked_at IS NULL RETURNING ",
+            token_columns!()
+        ))
+        .bind(at_ms)
+        .bind(account.as_i64())
+        .bind(token.as_i64())
+        .fetch_one(&self.pool)
+        .await?;
+        token_from_row(&row)
+    }
+
+    async fn update_token(&self, token: &TokenRecord) -> StoreResult<()> {
+        let (scope_kind, scope_id) = scope_columns(token.scope);
+        let updated = sqlx::query(
+            "UPDATE tokens SET scope_kind = $1, scope_id = $2, rights = $3, name = $4, tags = $5, resource = $6 \
+             WHERE account_id = $7 AND id = $8 AND revoked_at IS NULL",
+        )
+        .bind(scope_kind)
+        .bind(scope_id)
+        .bind(rights_column(token.rights))
+        .bind(&token.name)
+        .bind(tags_column(&token.tags))
+        .bind(&token.resource)
+        .bind(token.account.as_i64())
+        .bind(token.id.as_i64())
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn consume_token(&self, token: TokenId, at_ms: i64) -> StoreResult<bool> {
+        let updated = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(at_ms)
+            .bind(token.as_i64())
+            .execute(&self.pool)
+            .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    async fn rotate_tokens(&self, consumed: TokenId, tokens: &[TokenRecord], at_ms: i64) -> StoreResult<bool> {
+        let mut transaction = begin_write(&self.pool).await?;
+        let updated = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(at_ms)
+            .bind(consumed.as_i64())
+            .execute(&mut *transaction)
+            .await?;
+        if updated.rows_affected() != 1 {
+            return Ok(false);
+        }
+        for token in tokens {
+            insert_token_in(&mut *transaction, token).await?;
+        }
+        transaction.commit().await?;
+        Ok(true)
+    }
+
+    async fn revoke_family(&self, family: Id, at_ms: i64) -> StoreResult<Vec<TokenRecord>> {
+        let rows = sqlx::query(concat!(
+            "UPDATE tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL RETURNING ",
+            token_columns!()
+        ))
+        .bind(at_ms)
+        .bind(family.as_i64())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_tokens_of(
+        &self,
+        account: AccountId,
+        creator: Creator,
+        at_ms: i64,
+    ) -> StoreResult<Vec<TokenRecord>> {
+        let (kind, id) = creator_columns(creator);
+        let rows = sqlx::query(concat!(
+            "UPDATE tokens SET revoked_at = $1 WHERE account_id = $2 AND creator_kind = $3 AND creator_id IS NOT DISTINCT FROM $4 \
+             AND revoked_at IS NULL RETURNING ",
+            token_columns!()
+        ))
+        .bind(at_ms)
+        .bind(account.as_i64())
+        .bind(kind)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn record_token_usage(&self, usage: &[TokenUsage]) -> StoreResult<()> {
+        let mut transaction = begin_write(&self.pool).await?;
+        for entry in usage {
+            sqlx::query(
+                "UPDATE tokens SET uses = uses + $1, last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $2 THEN $2 ELSE last_used_at END \
+                 WHERE id = $3",
+            )
+            .bind(to_i64(entry.uses))
+            .bind(entry.last_used_at_ms)
+            .bind(entry.token.as_i64())
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CollectionStore for Backend {
+    async fn insert_collection(&self, collection: &Collection) -> StoreResult<()> {
+        insert_collection_in(&self.pool, collection).await
+    }
+
+    async fn collection(&self, account: AccountId, collection: CollectionId) -> StoreResult<Collection> {
+        let row =
+            sqlx::query(concat!("SELECT ", collection_columns!(), " FROM collections WHERE account_id = $1 AND id = $2"))
+                .bind(account.as_i64())
+                .bind(collection.as_i64())
+                .fetch_one(&self.pool)
+                .await?;
+        collection_from_row(&row)
+    }
+
+    async fn update_collection(&self, collection: &Collection) -> StoreResult<()> {
+        let updated = sqlx::query("UPDATE collections SET name = $1, tags = $2 WHERE account_id = $3 AND id = $4")
+            .bind(&collection.name)
+            .bind(tags_column(&collection.tags))
+            .bind(collection.account.as_i64())
+            .bind(collection.id.as_i64())
+            .execute(&self.pool)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn default_collection(&self, account: AccountId) -> StoreResult<Collection> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            collection_columns!(),
+            " FROM collections WHERE account_id = $1 AND is_default"
+        ))
+        .bind(account.as_i64())
+        .fetch_one(&self.pool)
+        .await?;
+        collection_from_row(&row)
+    }
+
+    async fn list_collections(&self, account: AccountId) -> StoreResult<Vec<Collection>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            collection_columns!(),
+            " FROM collections WHERE account_id = $1 ORDER BY id"
+        ))
+        .bind(account.as_i64())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(collection_from_row).collect()
+    }
+
+    async fn delete_collection(
+        &self,
+        account: AccountId,
+        collection: CollectionId,
+        at_ms: i64,
+    ) -> StoreResult<Vec<TokenRecord>> {
+        let mut transaction = begin_write(&self.pool).await?;
+        let row =
+            sqlx::query(concat!(
+                "SELECT ",
+                collection_columns!(),
+                " FROM collections WHERE account_id = $1 AND id = $2",
+                for_update!()
+            ))
+            .bind(account.as_i64())
+            .bind(collection.as_i64())
+            .fetch_one(&mut *transaction)
+                .await?;
+        if collection_from_row(&row)?.is_default {
+            return Err(StoreError::Conflict("the account's default collection cannot be deleted".into()));
+        }
+        let devices: i64 = sqlx::query_scalar("SELECT count(*) FROM devices WHERE collection_id = $1")
+            .bind(collection.as_i64())
+            .fetch_one(&mut *transaction)
+            .await?;
+        if devices > 0 {
+            return Err(StoreError::Conflict(format!("the collection still holds {devices} device(s)")));
+        }
+        let revoked = sqlx::query(concat!(
+            "UPDATE tokens SET revoked_at = $1 WHERE account_id = $2 AND scope_kind = 'collection' AND scope_id = $3 \
+             AND revoked_at IS NULL RETURNING ",
+            token_columns!()
+        ))
+        .bind(at_ms)
+        .bind(account.as_i64())
+        .bind(collection.as_i64())
+        .fetch_all(&mut *transaction)
+        .await?;
+        let revoked = revoked.iter().map(token_from_row).collect::<StoreResult<Vec<_>>>()?;
+        sqlx::query("DELETE FROM collections WHERE id = $1")
+            .bind(collection.as_i64())
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(revoked)
+    }
+}
+
+/// Appends the `WHERE` conditions of a device filter on a query whose devices table is aliased `d`.
+fn push_device_filter(query: &mut QueryBuilder<Db>, account: AccountId, filter: &DeviceFilter) {
+    query.push(" WHERE d.account_id = ").push_bind(account.as_i64());
+    match filter.collections.as_deref() {
+        None => {}
+        Some([]) => {
+            query.push(" AND FALSE");
+        }
+        Some(collections) => {
+            query.push(" AND d.collection_id IN (");
+            let mut separated = query.separated(", ");
+            for collection in collections {
+                separated.push_bind(collection.as_i64());
+            }
+            query.push(")");
+        }
+    }
+    if let Some(device) = filter.device {
+        query.push(" AND d.id = ").push_bind(device.as_i64());
+    }
+}
+
+#[async_trait]
+impl DeviceStore for Backend {
+    async fn device(&self, account: AccountId, device: DeviceId) -> StoreResult<Device> {
+        let row = sqlx::query(concat!("SELECT ", device_columns!(), " FROM devices WHERE account_id = $1 AND id = $2"))
+            .bind(account.as_i64())
+            .bind(device.as_i64())
+            .fetch_one(&self.pool)
+            .await?;
+        device_from_row(&row)
+    }
+
+    async fn device_by_label(&self, account: AccountId, label: &Label) -> StoreResult<Device> {
+        let row =
+            sqlx::query(concat!("SELECT ", device_columns!(), " FROM devices WHERE account_id = $1 AND label = $2"))
+                .bind(account.as_i64())
+                .bind(label.as_str())
+                .fetch_one(&self.pool)
+                .await?;
+        device_from_row(&row)
+    }
+
+    async fn insert_device_if_absent(&self, device: &Device) -> StoreResult<Device> {
+        sqlx::query(
+            "INSERT INTO devices (id, account_id, collection_id, label, name, created_at, imsi, imei, tags) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (account_id, label) DO NOTHING",
+        )
+        .bind(device.id.as_i64())
+        .bind(device.account.as_i64())
+        .bind(device.collection.as_i64())
+        .bind(device.label.as_str())
+        .bind(&device.name)
+        .bind(device.created_at_ms)
+        .bind(&device.imsi)
+        .bind(&device.imei)
+        .bind(tags_column(&device.tags))
+        .execute(&self.pool)
+        .await?;
+        self.device_by_label(device.account, &device.label).await
+    }
+
+    async fn update_device(&self, device: &Device) -> StoreResult<()> {
+        let updated =
+            sqlx::query("UPDATE devices SET name = $1, imsi = $2, imei = $3, tags = $4 WHERE account_id = $5 AND id = $6")
+                .bind(&device.name)
+                .bind(&device.imsi)
+                .bind(&device.imei)
+                .bind(tags_column(&device.tags))
+                .bind(device.account.as_i64())
+                .bind(device.id.as_i64())
+                .execute(&self.pool)
+                .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn insert_downlink(&self, downlink: &Downlink) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO downlinks (id, account_id, device_id, port, payload, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(downlink.id.as_i64())
+        .bind(downlink.account.as_i64())
+        .bind(downlink.device.as_i64())
+        .bind(i64::from(downlink.port))
+        .bind(downlink.payload.as_slice())
+        .bind(downlink.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn downlinks(&self, account: AccountId, device: DeviceId) -> StoreResult<Vec<Downlink>> {
+        let rows = sqlx::query(
+            "SELECT id, account_id, device_id, port, payload, created_at, delivered_at FROM downlinks \
+             WHERE account_id = $1 AND device_id = $2 ORDER BY id",
+        )
+        .bind(account.as_i64())
+        .bind(device.as_i64())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let port: i64 = row.try_get(3)?;
+                Ok(Downlink {
+                    id: Id::from_i64(row.try_get(0)?),
+                    account: AccountId::from_i64(row.try_get(1)?),
+                    device: DeviceId::from_i64(row.try_get(2)?),
+                    port: u16::try_from(port).map_err(|_| corrupt("downlink port out of range"))?,
+                    payload: row.try_get(4)?,
+                    created_at_ms: row.try_get(5)?,
+                    delivered_at_ms: row.try_get(6)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_devices(&self, account: AccountId, filter: &DeviceFilter, page: Page) -> StoreResult<Paged<Device>> {
+        let mut count = QueryBuilder::<Db>::new("SELECT count(*) FROM devices d");
+        push_device_filter(&mut count, account, filter);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        let mut select = QueryBuilder::<Db>::new(concat!("SELECT ", device_columns!(), " FROM devices d"));
+        push_device_filter(&mut select, account, filter);
+        select.push(" ORDER BY d.id LIMIT ").push_bind(to_i64(page.size));
+        select.push(" OFFSET ").push_bind(to_i64(page.offset()));
+        let rows = select.build().fetch_all(&self.pool).await?;
+        let items = rows.iter().map(device_from_row).collect::<StoreResult<_>>()?;
+        Ok(Paged { total: total as u64, items })
+    }
+
+    async fn delete_device(&self, account: AccountId, device: DeviceId) -> StoreResult<()> {
+        let mut transaction = begin_write(&self.pool).await?;
+        sqlx::query(
+            "DELETE FROM readings WHERE variable_id IN \
+             (SELECT v.id FROM variables v WHERE v.device_id = $1 AND v.account_id = $2)",
+        )
+        .bind(device.as_i64())
+        .bind(account.as_i64())
+        .execute(&mut *transaction)
+        .await?;
+        let deleted = sqlx::query("DELETE FROM devices WHERE account_id = $1 AND id = $2")
+            .bind(account.as_i64())
+            .bind(device.as_i64())
+            .execute(&mut *transaction)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn variable(&self, account: AccountId, variable: VariableId) -> StoreResult<Variable> {
+        let row = sqlx::query(concat!(variable_select!(), " WHERE v.account_id = $1 AND v.id = $2"))
+            .bind(account.as_i64())
+            .bind(variable.as_i64())
+            .fetch_one(&self.pool)
+            .await?;
+        variable_from_row(&row)
+    }
+
+    async fn variable_by_label(&self, device: DeviceId, label: &Label) -> StoreResult<Variable> {
+        let row = sqlx::query(concat!(variable_select!(), " WHERE v.device_id = $1 AND v.label = $2"))
+            .bind(device.as_i64())
+            .bind(label.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        variable_from_row(&row)
+    }
+
+    async fn insert_variable_if_absent(&self, variable: &Variable) -> StoreResult<Variable> {
+        sqlx::query(
+            "INSERT INTO variables (id, account_id, device_id, label, name, unit, created_at, title, description, \
+             kind, profile) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (device_id, label) DO NOTHING",
+        )
+        .bind(variable.id.as_i64())
+        .bind(variable.account.as_i64())
+        .bind(variable.device.as_i64())
+        .bind(variable.label.as_str())
+        .bind(&variable.name)
+        .bind(&variable.unit)
+        .bind(variable.created_at_ms)
+        .bind(&variable.title)
+        .bind(&variable.description)
+        .bind(&variable.kind)
+        .bind(variable.profile.as_ref().map(|profile| profile.to_string()))
+        .execute(&self.pool)
+        .await?;
+        self.variable_by_label(variable.device, &variable.label).await
+    }
+
+    async fn update_variable(&self, variable: &Variable) -> StoreResult<()> {
+        let updated = sqlx::query(
+            "UPDATE variables SET name = $1, unit = $2, title = $3, description = $4, kind = $5, profile = $6 \
+             WHERE account_id = $7 AND id = $8",
+        )
+        .bind(&variable.name)
+        .bind(&variable.unit)
+        .bind(&variable.title)
+        .bind(&variable.description)
+        .bind(&variable.kind)
+        .bind(variable.profile.as_ref().map(|profile| profile.to_string()))
+        .bind(variable.account.as_i64())
+        .bind(variable.id.as_i64())
+        .execute(&self.pool)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn list_variables(
+        &self,
+        account: AccountId,
+        filter: &DeviceFilter,
+        page: Page,
+    ) -> StoreResult<Paged<Variable>> {
+        let mut count =
+            QueryBuilder::<Db>::new("SELECT count(*) FROM variables v JOIN devices d ON d.id = v.device_id");
+        push_device_filter(&mut count, account, filter);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        let mut select = QueryBuilder::<Db>::new(variable_select!());
+        push_device_filter(&mut select, account, filter);
+        select.push(" ORDER BY v.id LIMIT ").push_bind(to_i64(page.size));
+        select.push(" OFFSET ").push_bind(to_i64(page.offset()));
+        let rows = select.build().fetch_all(&self.pool).await?;
+        let items = rows.iter().map(variable_from_row).collect::<StoreResult<_>>()?;
+        Ok(Paged { total: total as u64, items })
+    }
+
+    async fn delete_variable(&self, account: AccountId, variable: VariableId) -> StoreResult<()> {
+        let mut transaction = begin_write(&self.pool).await?;
+        let deleted = sqlx::query("DELETE FROM variables WHERE account_id = $1 AND id = $2")
+            .bind(account.as_i64())
+            .bind(variable.as_i64())
+            .execute(&mut *transaction)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("DELETE FROM readings WHERE variable_id = $1")
+            .bind(variable.as_i64())
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ReadingStore for Backend {
+    async fn insert_readings(&self, readings: &[Reading]) -> StoreResult<()> {
+        if readings.is_empty() {
+            return Ok(());
+        }
+        // One statement may not set a row twice (PostgreSQL refuses), so of readings sharing a variable and a
+        // timestamp only the last is written: the same outcome as writing them in order.
+        let mut last_of = HashMap::with_capacity(readings.len());
+        for (index, reading) in readings.iter().enumerate() {
+            last_of.insert((reading.variable, reading.timestamp_ms), index);
+        }
+        let unique: Vec<&Reading> = readings
+            .iter()
+            .enumerate()
+            .filter(|(index, reading)| last_of[&(reading.variable, reading.timestamp_ms)] == *index)
+            .map(|(_, reading)| reading)
+            .collect();
+        let mut transaction = begin_write(&self.pool).await?;
+        for chunk in unique.chunks(READINGS_PER_STATEMENT) {
+            // Readings of a variable deleted while they waited in the writer's queue are dropped here: the delete
+            // came after them, so they are gone as if written first and deleted with it, and no orphan row stays.
+            let mut insert = QueryBuilder::<Db>::new(
+                "INSERT INTO readings (variable_id, ts, num, json, bytes, context, received_at) \
+                 SELECT column1, column2, column3, column4, column5, column6, column7 FROM (",
+            );
+            insert.push_values(chunk, |mut row, reading| {
+                let (number, json, bytes) = value_columns(&reading.value);
+                row.push_bind(reading.variable.as_i64())
+                    .push_bind(reading.timestamp_ms)
+                    .push_bind(number)
+                    .push_bind(json)
+                    .push_bind(bytes)
+                    .push_bind(context_column(&reading.context))
+                    .push_bind(reading.received_at_ms);
+            });
+            insert.push(
+                ") AS incoming WHERE EXISTS (SELECT 1 FROM variables WHERE variables.id = incoming.column1) \
+                 ON CONFLICT (variable_id, ts) DO UPDATE SET num = excluded.num, json = excluded.json, \
+                 bytes = excluded.bytes, context = excluded.context, received_at = excluded.received_at",
+            );
+            insert.build().execute(&mut *transaction).await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn readings(&self, variable: VariableId, range: TimeRange, page: Page) -> StoreResult<Paged<Reading>> {
+        let total: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM readings WHERE variable_id = $1 AND ts BETWEEN $2 AND $3")
+                .bind(variable.as_i64())
+                .bind(range.start_ms)
+                .bind(range.end_ms)
+                .fetch_one(&self.pool)
+                .await?;
+        let rows = sqlx::query(
+            "SELECT ts, num, json, bytes, context, received_at FROM readings \
+             WHERE variable_id = $1 AND ts BETWEEN $2 AND $3 ORDER BY ts DESC LIMIT $4 OFFSET $5",
+        )
+        .bind(variable.as_i64())
+        .bind(range.start_ms)
+        .bind(range.end_ms)
+        .bind(to_i64(page.size))
+        .bind(to_i64(page.offset()))
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows.iter().map(|row| reading_from_row(variable, row)).collect::<StoreResult<_>>()?;
+        Ok(Paged { total: total as u64, items })
+    }
+
+    async fn device_readings(
+        &self,
+        account: AccountId,
+        filter: &DeviceFilter,
+        range: TimeRange,
+        limit: u64,
+    ) -> StoreResult<Vec<(DeviceId, Reading)>> {
+        let mut query = QueryBuilder::<Db>::new(
+            "SELECT r.ts, r.num, r.json, r.bytes, r.context, r.received_at, r.variable_id, d.id FROM readings r \
+             JOIN variables v ON v.id = r.variable_id JOIN devices d ON d.id = v.device_id",
+        );
+        push_device_filter(&mut query, account, filter);
+        query.push(" AND r.ts BETWEEN ").push_bind(range.start_ms).push(" AND ").push_bind(range.end_ms);
+        query.push(" ORDER BY r.ts DESC, r.variable_id DESC LIMIT ").push_bind(to_i64(limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                let variable = VariableId::from_i64(row.try_get(6)?);
+                Ok((DeviceId::from_i64(row.try_get(7)?), reading_from_row(variable, row)?))
+            })
+            .collect()
+    }
+
+    async fn last_reading(&self, variable: VariableId) -> StoreResult<Option<Reading>> {
+        let row = sqlx::query(
+            "SELECT ts, num, json, bytes, context, received_at FROM readings WHERE variable_id = $1 \
+             ORDER BY ts DESC LIMIT 1",
+        )
+        .bind(variable.as_i64())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| reading_from_row(variable, &row)).transpose()
+    }
+
+    async fn delete_readings(&self, variable: VariableId, range: TimeRange) -> StoreResult<u64> {
+        let deleted = sqlx::query("DELETE FROM readings WHERE variable_id = $1 AND ts BETWEEN $2 AND $3")
+            .bind(variable.as_i64())
+            .bind(range.start_ms)
+            .bind(range.end_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(deleted.rows_affected())
+    }
+}
+
+#[async_trait]
+impl Store for Backend {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
