@@ -24,6 +24,8 @@ pub struct App {
     pub data: Arc<DataService>,
     pub people: Arc<PeopleService>,
     pub hub: Arc<Hub>,
+    /// The other nodes on a shared database (none on SQLite).
+    pub peers: crate::cluster::Peers,
 }
 
 impl App {

@@ -6,14 +6,21 @@ use std::path::Path;
 
 use argon2::Argon2;
 use argon2::password_hash::PasswordHasher;
+use std::sync::Arc;
 use tessera_core::{AccountId, CollectionId, Rights, Scope, Secret, ServerKey, TeamId, TokenId, TokenKind, UserId};
-use tessera_store::{Account, Bootstrap, Collection, Creator, SqliteStore, Store, StoreError, Team, TokenRecord, User};
 
-use crate::config::Config;
+use tessera_store::{
+    Account, AccountStore, Bootstrap, Collection, Creator, PostgresEvents, PostgresStore, SqliteStore, Store,
+    StoreError, Team, TokenRecord, User,
+};
+
+use crate::config::{Config, Database};
 use crate::entropy::{new_id, new_secret, random_bytes};
 use crate::time::now_ms;
 
 const SERVER_KEY_FILE: &str = "server.key";
+/// The name the server key is kept under in a shared database.
+const SHARED_SERVER_KEY: &str = "server_key";
 const ADMIN_EMAIL: &str = "admin@tessera.local";
 
 /// What the first start reveals, once: shown to the operator and never stored in the clear.
@@ -44,23 +51,55 @@ pub enum OpenError {
     ServerKey { path: String, source: io::Error },
     #[error("cannot open the store at {path}")]
     Store { path: String, source: StoreError },
+    #[error("{0}")]
+    DatabaseUrl(String),
+    #[error("cannot connect to PostgreSQL or bring its schema up to date")]
+    Postgres(#[source] StoreError),
+    #[error("cannot read or store the server key in the database")]
+    SharedKey(#[source] StoreError),
     #[error("cannot create the bootstrap account")]
     Bootstrap(#[source] StoreError),
 }
 
-/// Opens the data directory, creating it, the server key and the store as needed.
-pub async fn open_data_dir(config: &Config) -> Result<(SqliteStore, ServerKey), OpenError> {
-    let data_dir = &config.data_dir;
-    create_private_dir(data_dir)
-        .map_err(|source| OpenError::DataDir { path: data_dir.display().to_string(), source })?;
-    let key_path = data_dir.join(SERVER_KEY_FILE);
-    let key = load_or_create_server_key(&key_path)
-        .map_err(|source| OpenError::ServerKey { path: key_path.display().to_string(), source })?;
-    let database = config.database_path();
-    let store = SqliteStore::open(&database)
-        .await
-        .map_err(|source| OpenError::Store { path: database.display().to_string(), source })?;
-    Ok((store, key))
+/// An open store with the key its token digests are made under.
+#[derive(Debug)]
+pub struct Opened {
+    pub store: Arc<dyn Store>,
+    pub key: ServerKey,
+    /// The channel to the other nodes, when the store is shared.
+    pub events: Option<PostgresEvents>,
+}
+
+/// Opens the configured store, bringing its schema up to date, and its server key, creating both as needed.
+/// SQLite: the data directory (0700) holds the database and the key file (0600). PostgreSQL: the database holds
+/// both, so that nodes need no local state; the first node to start chooses the key.
+pub async fn open_store(config: &Config) -> Result<Opened, OpenError> {
+    match config.database().map_err(OpenError::DatabaseUrl)? {
+        Database::Sqlite(database) => {
+            let data_dir = &config.data_dir;
+            create_private_dir(data_dir)
+                .map_err(|source| OpenError::DataDir { path: data_dir.display().to_string(), source })?;
+            let key_path = data_dir.join(SERVER_KEY_FILE);
+            let key = load_or_create_server_key(&key_path)
+                .map_err(|source| OpenError::ServerKey { path: key_path.display().to_string(), source })?;
+            let store = SqliteStore::open(&database)
+                .await
+                .map_err(|source| OpenError::Store { path: database.display().to_string(), source })?;
+            Ok(Opened { store: Arc::new(store), key, events: None })
+        }
+        Database::Postgres(url) => {
+            let store = PostgresStore::connect(&url).await.map_err(OpenError::Postgres)?;
+            let proposed = random_bytes::<{ ServerKey::LEN }>();
+            let stored = store.shared_secret(SHARED_SERVER_KEY, &proposed).await.map_err(OpenError::SharedKey)?;
+            let key: [u8; ServerKey::LEN] = stored.try_into().map_err(|bytes: Vec<u8>| {
+                OpenError::SharedKey(StoreError::Internal(
+                    format!("the stored server key has {} bytes, not {}", bytes.len(), ServerKey::LEN).into(),
+                ))
+            })?;
+            let events = store.events();
+            Ok(Opened { store: Arc::new(store), key: ServerKey::new(&key), events: Some(events) })
+        }
+    }
 }
 
 fn create_private_dir(path: &Path) -> io::Result<()> {
@@ -102,15 +141,15 @@ fn load_or_create_server_key(path: &Path) -> io::Result<ServerKey> {
 
 /// Adds a user to the data directory's account on the operator's authority (the command line).
 pub async fn add_user_as_operator(config: &Config, new: crate::people::NewUser) -> Result<User, OperatorError> {
-    let (store, key) = open_data_dir(config).await?;
-    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
+    let Opened { store, key, .. } = open_store(config).await?;
     let accounts = store.accounts().await.map_err(OpenError::Bootstrap)?;
     let account = match accounts.as_slice() {
         [only] => only.id,
         [] => return Err(OperatorError::Refused("the data directory has no account yet; run `tessera init`".into())),
         _ => return Err(OperatorError::Refused("the data directory holds several accounts".into())),
     };
-    let tokens = std::sync::Arc::new(crate::tokens::TokenService::new(store.clone(), key.clone(), 16));
+    let tokens =
+        Arc::new(crate::tokens::TokenService::new(store.clone(), key.clone(), 16, crate::cluster::Peers::none()));
     let defaults = Config::new(config.data_dir.clone());
     let people = crate::people::PeopleService::new(
         store.clone(),

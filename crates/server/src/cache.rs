@@ -64,6 +64,12 @@ where
         self.entries.invalidate(key);
     }
 
+    /// Drops every entry; as [`RecordCache::invalidate`] for every key.
+    pub fn invalidate_all(&self) {
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
+        self.entries.invalidate_all();
+    }
+
     pub fn entry_count(&self) -> u64 {
         self.entries.entry_count()
     }

@@ -9,6 +9,9 @@ use std::time::Duration;
 pub struct Config {
     /// Holds the SQLite database and the server key; created on first start.
     pub data_dir: PathBuf,
+    /// `postgres://…` for a database shared by several nodes, `sqlite://PATH` for another SQLite file; `None`
+    /// for SQLite in the data directory.
+    pub database_url: Option<String>,
     /// Where the HTTP API listens; port 0 picks a free port (tests).
     pub http_addr: SocketAddr,
     /// Where the MQTT server listens; port 0 picks a free port (tests).
@@ -42,6 +45,7 @@ impl Config {
     pub fn new(data_dir: PathBuf) -> Config {
         Config {
             data_dir,
+            database_url: None,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             mqtt_addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
             mqtt_required: false,
@@ -57,7 +61,48 @@ impl Config {
         }
     }
 
-    pub fn database_path(&self) -> PathBuf {
-        self.data_dir.join("tessera.db")
+    /// The database this configuration names, or what is wrong with its URL.
+    pub fn database(&self) -> Result<Database, String> {
+        let Some(url) = self.database_url.as_deref() else {
+            return Ok(Database::Sqlite(self.data_dir.join("tessera.db")));
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Database::Postgres(url.to_owned()));
+        }
+        match url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            Some("") => Err("the SQLite database URL names no file (sqlite://PATH)".to_owned()),
+            Some(path) => Ok(Database::Sqlite(PathBuf::from(path))),
+            None => Err(format!(
+                "the database URL must start with postgres://, postgresql:// or sqlite://, not '{}'",
+                url.split("://").next().unwrap_or(url)
+            )),
+        }
+    }
+}
+
+/// Where Tessera keeps its data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Database {
+    /// One SQLite file: one node. Its server key lives in the data directory.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database any number of nodes share. Its server key lives in the database.
+    Postgres(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_are_understood_or_refused_by_name() {
+        let mut config = Config::new(PathBuf::from("/data"));
+        assert_eq!(config.database(), Ok(Database::Sqlite(PathBuf::from("/data/tessera.db"))));
+        config.database_url = Some("postgres://u@h/db".into());
+        assert_eq!(config.database(), Ok(Database::Postgres("postgres://u@h/db".into())));
+        config.database_url = Some("sqlite:///var/t.db".into());
+        assert_eq!(config.database(), Ok(Database::Sqlite(PathBuf::from("/var/t.db"))));
+        config.database_url = Some("mysql://u:secret@h/db".into());
+        let refused = config.database().unwrap_err();
+        assert!(refused.contains("'mysql'") && !refused.contains("secret"), "{refused}");
     }
 }

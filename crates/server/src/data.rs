@@ -13,6 +13,7 @@ use tessera_store::{Device, Store, StoreError, Variable};
 
 use crate::app::{AppError, permit_mismatch};
 use crate::cache::RecordCache;
+use crate::cluster::{Change, Peers};
 use crate::entropy::new_id;
 use crate::time::now_ms;
 use crate::tokens::Caller;
@@ -45,16 +46,39 @@ pub struct DataService {
     writer: ReadingWriter,
     devices: RecordCache<(AccountId, Label), Arc<Device>>,
     variables: RecordCache<(DeviceId, Label), Arc<Variable>>,
+    peers: Peers,
 }
 
 impl DataService {
-    pub fn new(store: Arc<dyn Store>, writer: ReadingWriter, cache_capacity: u64) -> DataService {
+    pub fn new(store: Arc<dyn Store>, writer: ReadingWriter, cache_capacity: u64, peers: Peers) -> DataService {
         DataService {
             store,
             writer,
             devices: RecordCache::new(cache_capacity, CACHE_TIME_TO_LIVE),
             variables: RecordCache::new(cache_capacity, CACHE_TIME_TO_LIVE),
+            peers,
         }
+    }
+
+    /// A device was deleted on another node: its label may name another device from now on.
+    pub fn device_changed_here(&self, account: AccountId, label: Label) {
+        self.devices.invalidate(&(account, label));
+    }
+
+    /// A variable was changed or deleted on another node.
+    pub fn variable_changed_here(&self, device: DeviceId, label: Label) {
+        self.variables.invalidate(&(device, label));
+    }
+
+    /// Empties the caches, after changes were missed that cannot be named.
+    pub fn forget_everything(&self) {
+        self.devices.invalidate_all();
+        self.variables.invalidate_all();
+    }
+
+    fn variable_changed(&self, device: DeviceId, label: &Label) {
+        self.variable_changed_here(device, label.clone());
+        self.peers.tell(Change::Variable { device: device.as_i64(), label: label.as_str().to_owned() });
     }
 
     pub fn writer(&self) -> &ReadingWriter {
@@ -189,7 +213,8 @@ impl DataService {
             .await
             .map_err(|error| AppError::from_store("device", error))?;
         // Cached variables of the device stay unreachable: lookups go through the device, and ids are never reused.
-        self.devices.invalidate(&(device.account, device.label.clone()));
+        self.device_changed_here(device.account, device.label.clone());
+        self.peers.tell(Change::Device { account: device.account.as_i64(), label: device.label.as_str().to_owned() });
         Ok(())
     }
 
@@ -267,7 +292,7 @@ impl DataService {
             return Ok(existing);
         }
         self.store.update_variable(&wanted).await.map_err(|error| AppError::from_store("variable", error))?;
-        self.variables.invalidate(&(device.id, wanted.label.clone()));
+        self.variable_changed(device.id, &wanted.label);
         Ok(Arc::new(wanted))
     }
 
@@ -279,7 +304,7 @@ impl DataService {
             .delete_variable(variable.account, variable.id)
             .await
             .map_err(|error| AppError::from_store("variable", error))?;
-        self.variables.invalidate(&(variable.device, variable.label.clone()));
+        self.variable_changed(variable.device, &variable.label);
         Ok(())
     }
 

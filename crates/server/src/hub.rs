@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tessera_core::{AccountId, CollectionId, DeviceId, Reading, VariableId};
 use tokio::sync::broadcast;
 
+use crate::cluster::{Change, Peers};
+
 /// A reading with where it belongs, as consumers filter by it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveReading {
@@ -34,17 +36,31 @@ pub struct Hub {
     commands: broadcast::Sender<Arc<LiveCommand>>,
     /// Messages consumers missed because they fell behind.
     dropped: AtomicU64,
+    /// Other nodes' consumers hear what is published here, and this hub what is published there.
+    peers: Peers,
 }
 
 impl Hub {
-    pub fn new(capacity: usize) -> Hub {
+    pub fn new(capacity: usize, peers: Peers) -> Hub {
         let (sender, _) = broadcast::channel(capacity.max(1));
         let (commands, _) = broadcast::channel(capacity.max(1));
-        Hub { sender, commands, dropped: AtomicU64::new(0) }
+        Hub { sender, commands, dropped: AtomicU64::new(0), peers }
     }
 
-    /// Publishes committed readings; with no consumer this costs next to nothing.
+    /// Publishes committed readings to the consumers of every node; with no consumer and no other node this
+    /// costs next to nothing.
     pub fn publish(&self, readings: impl IntoIterator<Item = LiveReading>) {
+        if self.peers.is_alone() {
+            self.publish_here(readings);
+            return;
+        }
+        let readings: Vec<LiveReading> = readings.into_iter().collect();
+        self.peers.tell(Change::readings(&readings));
+        self.publish_here(readings);
+    }
+
+    /// Publishes readings to this node's consumers only (they were published on another node).
+    pub fn publish_here(&self, readings: impl IntoIterator<Item = LiveReading>) {
         if self.sender.receiver_count() == 0 {
             return;
         }
@@ -56,6 +72,12 @@ impl Hub {
 
     /// Passes a command on to whoever listens now (each listener decides whether it may see it).
     pub fn command(&self, command: LiveCommand) {
+        self.peers.tell(Change::command(&command));
+        self.command_here(command);
+    }
+
+    /// Passes on a command sent on another node.
+    pub fn command_here(&self, command: LiveCommand) {
         // An error only means nobody listens.
         let _ = self.commands.send(Arc::new(command));
     }
@@ -119,7 +141,7 @@ mod tests {
 
     #[tokio::test]
     async fn consumers_get_readings_in_order_and_a_slow_one_loses_the_oldest() {
-        let hub = Arc::new(Hub::new(4));
+        let hub = Arc::new(Hub::new(4, Peers::none()));
         let mut subscription = hub.subscribe();
         hub.publish((0..10).map(live));
         let mut seen = Vec::new();

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod bootstrap;
 mod cache;
+pub mod cluster;
 pub mod config;
 pub mod data;
 mod entropy;
@@ -18,5 +19,5 @@ pub mod tokens;
 pub mod writer;
 
 pub use bootstrap::Credentials;
-pub use config::Config;
+pub use config::{Config, Database};
 pub use server::{Server, StartError, start};

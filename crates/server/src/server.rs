@@ -4,14 +4,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tessera_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::Layer;
 
 use crate::app::App;
-use crate::bootstrap::{Credentials, OpenError, bootstrap, open_data_dir};
+use crate::bootstrap::{Credentials, OpenError, Opened, bootstrap, open_store};
+use crate::cluster::{self, Hearers, Peers};
 use crate::config::Config;
 use crate::data::DataService;
 use crate::http;
@@ -28,6 +28,8 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("cannot listen for MQTT on {addr}")]
     ListenMqtt { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen for the other nodes' changes")]
+    Join(#[source] tessera_store::StoreError),
 }
 
 /// A running server. Dropping it stops it too, but only [`Server::shutdown`] waits for the last commit.
@@ -74,15 +76,27 @@ impl Server {
 
 /// Opens the data directory (creating and bootstrapping it on first start) and starts serving.
 pub async fn start(config: Config) -> Result<Server, StartError> {
-    let (store, key) = open_data_dir(&config).await?;
-    let credentials = bootstrap(&store, &key).await?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let Opened { store, key, events } = open_store(&config).await?;
+    let credentials = bootstrap(store.as_ref(), &key).await?;
+    // Listening starts before serving, so no change another node makes once this one answers is missed.
+    let (peers, joined) = match events {
+        Some(events) => {
+            let (peers, joined) = cluster::join(events).await.map_err(StartError::Join)?;
+            (peers, Some(joined))
+        }
+        None => (Peers::none(), None),
+    };
 
-    let hub = Arc::new(Hub::new(config.hub_capacity));
+    let hub = Arc::new(Hub::new(config.hub_capacity, peers.clone()));
     let (writer, writer_task) =
         ReadingWriter::start(store.clone(), hub.clone(), config.writer_queue, config.writer_max_batch);
-    let tokens = Arc::new(TokenService::new(store.clone(), key.clone(), config.token_cache_capacity));
-    let data = Arc::new(DataService::new(store.clone(), writer.clone(), config.device_cache_capacity));
+    let tokens = Arc::new(TokenService::new(store.clone(), key.clone(), config.token_cache_capacity, peers.clone()));
+    let data = Arc::new(DataService::new(store.clone(), writer.clone(), config.device_cache_capacity, peers.clone()));
+    let (stop_cluster, cluster_stopped) = watch::channel(false);
+    let cluster_task = joined.map(|joined| {
+        let hearers = Hearers { tokens: tokens.clone(), data: data.clone(), hub: hub.clone() };
+        tokio::spawn(joined.run(hearers, cluster_stopped))
+    });
     let people = Arc::new(PeopleService::new(
         store.clone(),
         tokens.clone(),
@@ -90,7 +104,15 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         config.access_token_ttl,
         config.refresh_token_ttl,
     ));
-    let app = App { config: Arc::new(config.clone()), store: store.clone(), tokens: tokens.clone(), data, people, hub };
+    let app = App {
+        config: Arc::new(config.clone()),
+        store: store.clone(),
+        tokens: tokens.clone(),
+        data,
+        people,
+        hub,
+        peers,
+    };
 
     let listener = TcpListener::bind(config.http_addr)
         .await
@@ -156,6 +178,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         let _ = usage_task.await;
         if let Err(error) = tokens.flush_usage().await {
             tracing::warn!(error = ?error, "could not record token usage at shutdown");
+        }
+        // The last changes (the writer's last readings) go out to the other nodes before the store closes.
+        let _ = stop_cluster.send(true);
+        if let Some(cluster_task) = cluster_task {
+            let _ = cluster_task.await;
         }
         store.close().await;
         tracing::info!("tessera stopped");

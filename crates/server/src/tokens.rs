@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::cache::RecordCache;
+use crate::cluster::{Change, Peers};
 use tessera_core::{
     AccountId, Action, Denial, Grant, Id, Permit, Reach, Rights, Scope, Secret, SecretDigest, SecretError, ServerKey,
     Target, TokenId, TokenKind, authorize, check_live,
@@ -84,6 +85,7 @@ pub struct TokenService {
     by_digest: RecordCache<SecretDigest, Arc<TokenRecord>>,
     creator_reach: RecordCache<Creator, Reach>,
     usage: Mutex<HashMap<TokenId, TokenUsage>>,
+    peers: Peers,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -93,7 +95,7 @@ impl std::fmt::Debug for TokenService {
 }
 
 impl TokenService {
-    pub fn new(store: Arc<dyn Store>, key: ServerKey, cache_capacity: u64) -> TokenService {
+    pub fn new(store: Arc<dyn Store>, key: ServerKey, cache_capacity: u64, peers: Peers) -> TokenService {
         TokenService {
             store,
             key,
@@ -102,6 +104,7 @@ impl TokenService {
             by_digest: RecordCache::new(cache_capacity, Duration::from_secs(600)),
             creator_reach: RecordCache::new(10_000, Duration::from_secs(60)),
             usage: Mutex::new(HashMap::new()),
+            peers,
         }
     }
 
@@ -266,20 +269,39 @@ impl TokenService {
     /// Drops a token whose scope, rights or tags changed from the cache, so the next request sees the change.
     pub fn changed(&self, token: &TokenRecord) {
         self.by_digest.invalidate(&token.digest);
+        self.peers.tell(Change::token(token.id, &token.digest));
     }
 
     /// Forgets what a creator was known to reach, after a change of their memberships or role, so the next
     /// request of every token they made is judged on what they reach now.
     pub fn reach_changed(&self, creator: Creator) {
+        self.reach_changed_here(creator);
+        self.peers.tell(Change::reach(creator));
+    }
+
+    /// As [`TokenService::reach_changed`], for a change another node made and told.
+    pub fn reach_changed_here(&self, creator: Creator) {
         self.creator_reach.invalidate(&creator);
     }
 
     /// Drops tokens the store has just revoked from the caches, so the next request with them is refused.
     pub fn forget(&self, revoked: &[TokenRecord]) {
         for token in revoked {
-            self.by_digest.invalidate(&token.digest);
-            self.creator_reach.invalidate(&Creator::Token(token.id));
+            self.forget_here(token.id, &token.digest);
+            self.peers.tell(Change::token(token.id, &token.digest));
         }
+    }
+
+    /// As [`TokenService::forget`], for a token another node revoked or changed.
+    pub fn forget_here(&self, token: TokenId, digest: &SecretDigest) {
+        self.by_digest.invalidate(digest);
+        self.creator_reach.invalidate(&Creator::Token(token));
+    }
+
+    /// Empties the caches, after changes were missed that cannot be named.
+    pub fn forget_everything(&self) {
+        self.by_digest.invalidate_all();
+        self.creator_reach.invalidate_all();
     }
 
     /// Judges a long-lived caller again (a stream, a connection): its token as the store has it now and its

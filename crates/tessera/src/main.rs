@@ -44,6 +44,12 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Bring the database's schema up to date and exit (`serve` does this too at start; several nodes starting at
+    /// once apply each migration once).
+    Migrate {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
     /// Create the data directory and a bootstrap account. Running it again changes and reveals nothing.
     Init {
         #[command(flatten)]
@@ -121,6 +127,11 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Migrate { common } => {
+            init_logging("text");
+            let config = Settings::load(&common)?.into_config();
+            runtime.block_on(migrate(config))
+        }
         Command::Init { common, json } => {
             init_logging("text");
             let config = Settings::load(&common)?.into_config();
@@ -140,11 +151,31 @@ fn init_logging(format: &str) {
     }
 }
 
+/// Where the data lives, for people: the data directory, or the database (its URL without the password).
+fn data_place(config: &Config) -> String {
+    match config.database() {
+        Ok(tessera_server::Database::Postgres(url)) => match url.split_once('@') {
+            Some((_, host)) => format!("PostgreSQL at {host}"),
+            None => format!("PostgreSQL at {}", url.split_once("://").map_or(url.as_str(), |(_, rest)| rest)),
+        },
+        Ok(tessera_server::Database::Sqlite(path)) => path.display().to_string(),
+        Err(_) => config.data_dir.display().to_string(),
+    }
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    let place = data_place(&config);
+    let opened = tessera_server::bootstrap::open_store(&config).await.context("opening the store")?;
+    opened.store.close().await;
+    println!("The schema of {place} is up to date.");
+    Ok(())
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let data_dir = config.data_dir.clone();
+    let data_dir = data_place(&config);
     let server = tessera_server::start(config).await.context("starting tessera")?;
     if let Some(credentials) = server.credentials() {
-        print_credentials_readably(credentials, &data_dir.display().to_string());
+        print_credentials_readably(credentials, &data_dir);
     }
     if let Some(mqtt_addr) = server.mqtt_addr() {
         println!("Tessera MQTT is listening on {mqtt_addr}");
@@ -155,10 +186,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn init(config: Config, json: bool) -> anyhow::Result<()> {
-    let data_dir = config.data_dir.display().to_string();
-    let (store, key) = tessera_server::bootstrap::open_data_dir(&config).await.context("opening the data directory")?;
-    let created = tessera_server::bootstrap::bootstrap(&store, &key).await.context("creating the bootstrap account")?;
-    tessera_store::Store::close(&store).await;
+    let data_dir = data_place(&config);
+    let opened = tessera_server::bootstrap::open_store(&config).await.context("opening the store")?;
+    let created = tessera_server::bootstrap::bootstrap(opened.store.as_ref(), &opened.key)
+        .await
+        .context("creating the bootstrap account")?;
+    opened.store.close().await;
     match created {
         Some(credentials) if json => {
             let document = serde_json::json!({

@@ -14,6 +14,10 @@ pub struct CommonArgs {
     /// Directory for the database and server key [default: ./tessera-data]
     #[arg(long, env = "TESSERA_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The database: postgres://USER@HOST/DB to share one among several nodes, or sqlite://PATH
+    /// [default: SQLite in the data directory]
+    #[arg(long, env = "TESSERA_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
     /// A TOML file with settings (keys as in the README)
     #[arg(long, env = "TESSERA_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -24,6 +28,7 @@ pub struct CommonArgs {
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     data_dir: Option<PathBuf>,
+    database_url: Option<String>,
     http_addr: Option<std::net::SocketAddr>,
     mqtt_addr: Option<std::net::SocketAddr>,
     exchange_token_ttl_seconds: Option<u64>,
@@ -49,11 +54,15 @@ impl Settings {
         if let Some(data_dir) = &common.data_dir {
             settings.data_dir = Some(data_dir.clone());
         }
+        if let Some(url) = &common.database_url {
+            settings.database_url = Some(url.clone());
+        }
         Ok(settings)
     }
 
     pub fn into_config(self) -> Config {
         let mut config = Config::new(self.data_dir.unwrap_or_else(|| PathBuf::from("tessera-data")));
+        config.database_url = self.database_url;
         if let Some(http_addr) = self.http_addr {
             config.http_addr = http_addr;
         }
@@ -95,17 +104,22 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("tessera.toml");
         std::fs::write(&path, "data_dir = \"/from/file\"\nhttp_addr = \"127.0.0.1:9999\"\n").unwrap();
-        let from_file = Settings::load(&CommonArgs { data_dir: None, config: Some(path.clone()) }).unwrap();
+        let from_file =
+            Settings::load(&CommonArgs { data_dir: None, database_url: None, config: Some(path.clone()) }).unwrap();
         let config = from_file.into_config();
         assert_eq!(config.data_dir, PathBuf::from("/from/file"));
         assert_eq!(config.http_addr.port(), 9999);
 
-        let overridden =
-            Settings::load(&CommonArgs { data_dir: Some("/from/flag".into()), config: Some(path.clone()) }).unwrap();
+        let overridden = Settings::load(&CommonArgs {
+            data_dir: Some("/from/flag".into()),
+            database_url: None,
+            config: Some(path.clone()),
+        })
+        .unwrap();
         assert_eq!(overridden.into_config().data_dir, PathBuf::from("/from/flag"));
 
         std::fs::write(&path, "data_dri = \"typo\"\n").unwrap();
-        let error = Settings::load(&CommonArgs { data_dir: None, config: Some(path) }).unwrap_err();
+        let error = Settings::load(&CommonArgs { data_dir: None, database_url: None, config: Some(path) }).unwrap_err();
         assert!(format!("{error:#}").contains("unknown field `data_dri`"), "{error:#}");
     }
 }

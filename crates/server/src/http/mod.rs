@@ -38,8 +38,16 @@ async fn healthz() -> Response {
     axum::Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
-/// The process can do its work: the store answers.
+/// The process can do its work: the store answers, and on a shared database this node hears the others' changes
+/// (without them its caches could hold revoked tokens).
 async fn readyz(State(app): State<App>) -> Response {
+    if !app.peers.in_touch() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "out of touch with the database"})),
+        )
+            .into_response();
+    }
     match app.store.ping().await {
         Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
         Err(error) => {

@@ -1,4 +1,6 @@
-//! A Tessera of the test's own, and the few requests most tests start with.
+//! A Tessera of the test's own, and the few requests most tests start with. The suite runs on the store the test
+//! target names in `crate::STORE`: SQLite in a temporary data directory (`tests/api`), or a PostgreSQL schema of
+//! the test's own (`tests/api_postgres`).
 
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
@@ -12,6 +14,41 @@ pub struct TestServer {
     pub admin_password: String,
     pub client: reqwest::Client,
     pub data_dir: tempfile::TempDir,
+    /// The test's PostgreSQL schema, when the suite runs on PostgreSQL.
+    pub database_url: Option<String>,
+}
+
+/// The store a test target runs the suite on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+/// A new, empty schema on the server `TESSERA_TEST_POSTGRES_URL` names, as a database URL whose connections use
+/// it. Schemas that earlier runs left behind (a failed test keeps its own, for a look) go after an hour.
+pub async fn postgres_schema() -> String {
+    use sqlx::Connection;
+    let base = std::env::var("TESSERA_TEST_POSTGRES_URL").expect("TESSERA_TEST_POSTGRES_URL is set");
+    let mut connection = sqlx::PgConnection::connect(&base).await.expect("TESSERA_TEST_POSTGRES_URL answers");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("api_{}_{}_{serial}", now.as_secs(), std::process::id());
+    let stale: Vec<String> = sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'api\\_%'")
+        .fetch_all(&mut connection)
+        .await
+        .unwrap();
+    for schema in stale {
+        let created = schema.split('_').nth(1).and_then(|secs| secs.parse::<u64>().ok());
+        if created.is_some_and(|secs| secs + 3600 < now.as_secs()) {
+            let drop = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut connection).await;
+        }
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{name}\""))).execute(&mut connection).await.unwrap();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{separator}options=-c%20search_path%3D{name}")
 }
 
 impl TestServer {
@@ -30,10 +67,11 @@ impl TestServer {
     }
 
     async fn start_configured(data_dir: tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> TestServer {
-        let mut config = Config::new(data_dir.path().to_path_buf());
-        config.http_addr = "127.0.0.1:0".parse().unwrap();
-        config.mqtt_addr = "127.0.0.1:0".parse().unwrap();
-        config.mqtt_required = true;
+        let database_url = match crate::STORE {
+            StoreKind::Sqlite => None,
+            StoreKind::Postgres => Some(postgres_schema().await),
+        };
+        let mut config = test_config(&data_dir, database_url.clone());
         adjust(&mut config);
         let server = tessera_server::start(config).await.expect("tessera starts");
         let credentials = server.credentials().expect("a fresh data directory is bootstrapped").clone();
@@ -46,22 +84,38 @@ impl TestServer {
             admin_password: credentials.admin_password,
             client: reqwest::Client::new(),
             data_dir,
+            database_url,
         }
     }
 
-    /// Starts on a data directory that was bootstrapped before: no credentials are revealed again.
-    pub async fn start_existing(data_dir: tempfile::TempDir) -> TestServer {
-        let server = start_server(&data_dir).await;
+    /// Stops the server and starts it again on the same store: no credentials are revealed again.
+    pub async fn restart(mut self) -> TestServer {
+        self.stop().await;
+        let server = tessera_server::start(test_config(&self.data_dir, self.database_url.clone()))
+            .await
+            .expect("tessera starts again");
         assert!(server.credentials().is_none(), "a second start reveals nothing");
-        let base = format!("http://{}", server.http_addr());
+        self.base = format!("http://{}", server.http_addr());
+        self.server = Some(server);
+        self
+    }
+
+    /// Another node on the same PostgreSQL database, with the same credentials.
+    pub async fn another_node(&self) -> TestServer {
+        let data_dir = tempfile::tempdir().expect("temporary directory");
+        let server = tessera_server::start(test_config(&data_dir, self.database_url.clone()))
+            .await
+            .expect("a second node starts");
+        assert!(server.credentials().is_none(), "the account exists already");
         TestServer {
+            base: format!("http://{}", server.http_addr()),
             server: Some(server),
-            base,
-            api_key: String::new(),
-            admin_email: String::new(),
-            admin_password: String::new(),
+            api_key: self.api_key.clone(),
+            admin_email: self.admin_email.clone(),
+            admin_password: self.admin_password.clone(),
             client: reqwest::Client::new(),
             data_dir,
+            database_url: self.database_url.clone(),
         }
     }
 
@@ -167,11 +221,13 @@ pub fn client_from(address: &str) -> reqwest::Client {
     reqwest::Client::builder().local_address(address.parse::<std::net::IpAddr>().ok()).build().unwrap()
 }
 
-async fn start_server(data_dir: &tempfile::TempDir) -> Server {
+fn test_config(data_dir: &tempfile::TempDir, database_url: Option<String>) -> Config {
     let mut config = Config::new(data_dir.path().to_path_buf());
+    config.database_url = database_url;
     config.http_addr = "127.0.0.1:0".parse().unwrap();
     config.mqtt_addr = "127.0.0.1:0".parse().unwrap();
-    tessera_server::start(config).await.expect("tessera starts")
+    config.mqtt_required = true;
+    config
 }
 
 pub async fn decode(response: Response) -> (StatusCode, Value) {

@@ -1,5 +1,7 @@
 //! Integration tests of the HTTP API: each test starts its own Tessera on port 0 with its own data directory.
 
+pub const STORE: helpers::StoreKind = helpers::StoreKind::Sqlite;
+
 mod allthingstalk;
 mod helpers;
 mod horde;

@@ -155,10 +155,7 @@ async fn acknowledged_readings_survive_a_restart() {
     while let Some(sent) = sends.join_next().await {
         assert_eq!(sent.unwrap().unwrap(), StatusCode::OK);
     }
-    tessera.stop().await;
-
-    let data_dir = std::mem::replace(&mut tessera.data_dir, tempfile::tempdir().unwrap());
-    let restarted = TestServer::start_existing(data_dir).await;
+    let restarted = tessera.restart().await;
     let (_, values) = restarted.ubidots(Method::GET, "/devices/d/v/values", &token, None).await;
     assert_eq!(values["count"], 20);
 }

@@ -1,0 +1,396 @@
+//! Several nodes on one database: what a node must tell the others so that nothing a user sees depends on which
+//! node answers. Each node keeps caches (tokens, creators' reach, devices and variables by label) and live
+//! consumers (MQTT, WebSockets, SSE); a change made on one node reaches the others as a [`Change`] over the
+//! database's event channel (PostgreSQL LISTEN/NOTIFY), and each node applies it as if it had made it.
+//!
+//! Invariants:
+//! - A change is told only after the store committed it, so a node that drops a cache entry on hearing it reads
+//!   the new state when it goes back to the store.
+//! - A node ignores its own changes (it applied them before telling).
+//! - When the event connection drops, the node cannot know what it missed: it empties every cache when the
+//!   connection is lost and again when it is back, and `/readyz` answers 503 in between.
+//! - On SQLite there is one node, and [`Peers::none`] tells nobody.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
+use tessera_core::{
+    AccountId, CollectionId, DeviceId, Label, Reading, SecretDigest, TokenId, UserId, Value, VariableId,
+};
+use tessera_store::{Creator, ListenEvent, PostgresEvents, PostgresListener};
+use tokio::sync::{mpsc, watch};
+
+use crate::data::DataService;
+use crate::hub::{Hub, LiveCommand, LiveReading};
+use crate::time::now_ms;
+use crate::tokens::TokenService;
+
+/// A committed change other nodes must hear of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Change {
+    /// A token was revoked or its scope, rights or tags changed.
+    Token { id: i64, digest: String },
+    /// What a token creator reaches changed (membership, role).
+    Reach { creator: WireCreator },
+    /// A device was deleted (its label may now name another device).
+    Device { account: i64, label: String },
+    /// A variable was changed or deleted.
+    Variable { device: i64, label: String },
+    /// Readings committed on the telling node, for live consumers.
+    Readings { readings: Vec<WireReading> },
+    /// A command for an actuator, for live consumers.
+    Command { command: WireCommand },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum WireCreator {
+    System,
+    Token(i64),
+    User(i64),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireReading {
+    account: i64,
+    collection: i64,
+    device: i64,
+    variable: i64,
+    ts: i64,
+    received_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    number: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    json: Option<serde_json::Value>,
+    /// Base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bytes: Option<String>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    context: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireCommand {
+    account: i64,
+    collection: i64,
+    device: i64,
+    variable: i64,
+    value: serde_json::Value,
+    at: i64,
+}
+
+/// What travels: the change and the node it comes from.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    origin: u64,
+    #[serde(flatten)]
+    change: Change,
+}
+
+impl Change {
+    pub fn token(id: TokenId, digest: &SecretDigest) -> Change {
+        Change::Token { id: id.as_i64(), digest: hex(&digest.0) }
+    }
+
+    pub fn reach(creator: Creator) -> Change {
+        Change::Reach {
+            creator: match creator {
+                Creator::System => WireCreator::System,
+                Creator::Token(token) => WireCreator::Token(token.as_i64()),
+                Creator::User(user) => WireCreator::User(user.as_i64()),
+            },
+        }
+    }
+
+    pub fn readings(readings: &[LiveReading]) -> Change {
+        Change::Readings { readings: readings.iter().map(WireReading::from).collect() }
+    }
+
+    pub fn command(command: &LiveCommand) -> Change {
+        Change::Command {
+            command: WireCommand {
+                account: command.account.as_i64(),
+                collection: command.collection.as_i64(),
+                device: command.device.as_i64(),
+                variable: command.variable.as_i64(),
+                value: command.value.clone(),
+                at: command.at_ms,
+            },
+        }
+    }
+}
+
+impl From<&LiveReading> for WireReading {
+    fn from(live: &LiveReading) -> WireReading {
+        let (number, json, bytes) = match &live.reading.value {
+            Value::Number(number) => (Some(*number), None, None),
+            Value::Json(json) => (None, Some(json.clone()), None),
+            Value::Bytes(bytes) => (None, None, Some(BASE64.encode(bytes))),
+        };
+        WireReading {
+            account: live.account.as_i64(),
+            collection: live.collection.as_i64(),
+            device: live.device.as_i64(),
+            variable: live.reading.variable.as_i64(),
+            ts: live.reading.timestamp_ms,
+            received_at: live.reading.received_at_ms,
+            number,
+            json,
+            bytes,
+            context: live.reading.context.clone(),
+        }
+    }
+}
+
+impl WireReading {
+    fn into_live(self) -> Option<LiveReading> {
+        let value = match (self.number, self.json, self.bytes) {
+            (Some(number), None, None) => Value::Number(number),
+            (None, Some(json), None) => Value::Json(json),
+            (None, None, Some(bytes)) => Value::Bytes(BASE64.decode(bytes).ok()?),
+            _ => return None,
+        };
+        Some(LiveReading {
+            account: AccountId::from_i64(self.account),
+            collection: CollectionId::from_i64(self.collection),
+            device: DeviceId::from_i64(self.device),
+            reading: Reading {
+                variable: VariableId::from_i64(self.variable),
+                timestamp_ms: self.ts,
+                value,
+                context: self.context,
+                received_at_ms: self.received_at,
+            },
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let bytes: Vec<u8> = (0..text.len())
+        .step_by(2)
+        .map(|at| text.get(at..at + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect::<Option<_>>()?;
+    bytes.try_into().ok()
+}
+
+/// The other nodes, as the parts of one node see them: they tell changes here, and ask whether the node is
+/// in touch with the others.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    link: Option<Arc<Link>>,
+}
+
+#[derive(Debug)]
+struct Link {
+    origin: u64,
+    outbox: mpsc::UnboundedSender<Change>,
+    /// The event connection is up: changes by other nodes are being heard.
+    listening: AtomicBool,
+}
+
+impl Peers {
+    /// A node alone on its store.
+    pub fn none() -> Peers {
+        Peers { link: None }
+    }
+
+    /// Tells every other node of a committed change. Never waits: changes leave in order from a queue.
+    pub fn tell(&self, change: Change) {
+        if let Some(link) = &self.link {
+            // An error means the publisher stopped: the node is shutting down.
+            let _ = link.outbox.send(change);
+        }
+    }
+
+    /// Whether this node hears the other nodes' changes now (always, when it is alone).
+    pub fn in_touch(&self) -> bool {
+        self.link.as_ref().is_none_or(|link| link.listening.load(Ordering::SeqCst))
+    }
+
+    pub fn is_alone(&self) -> bool {
+        self.link.is_none()
+    }
+}
+
+/// How long to keep trying to publish one change before giving up on it (the database is down; the other nodes
+/// then lose their connection too and empty their caches when it is back).
+const PUBLISH_ATTEMPTS: u32 = 20;
+const PUBLISH_RETRY: Duration = Duration::from_millis(250);
+
+/// Connects a node to the others: starts listening (before the node serves, so no change made after it starts
+/// serving is missed) and returns the peers handle with the task that publishes what the node tells.
+pub async fn join(events: PostgresEvents) -> Result<(Peers, Joined), tessera_store::StoreError> {
+    let listener = events.listen().await?;
+    let (outbox, queue) = mpsc::unbounded_channel();
+    let origin = u64::from_le_bytes(crate::entropy::random_bytes::<8>());
+    let link = Arc::new(Link { origin, outbox, listening: AtomicBool::new(true) });
+    Ok((Peers { link: Some(link.clone()) }, Joined { link, listener, events, queue }))
+}
+
+/// A node connected to the others, waiting for the parts that apply what it hears.
+#[derive(Debug)]
+pub struct Joined {
+    link: Arc<Link>,
+    listener: PostgresListener,
+    events: PostgresEvents,
+    queue: mpsc::UnboundedReceiver<Change>,
+}
+
+/// The parts of a node that hear changes.
+#[derive(Debug, Clone)]
+pub struct Hearers {
+    pub tokens: Arc<TokenService>,
+    pub data: Arc<DataService>,
+    pub hub: Arc<Hub>,
+}
+
+impl Joined {
+    /// Publishes what this node tells and applies what the others tell, until `stop`; then publishes what is
+    /// still queued and returns. Stop it after the last change was told (the writer's last commit).
+    pub async fn run(self, hearers: Hearers, mut stop: watch::Receiver<bool>) {
+        let Joined { link, mut listener, events, queue } = self;
+        let publisher = tokio::spawn(publish(events, link.origin, queue, stop.clone()));
+        loop {
+            let event = tokio::select! {
+                event = listener.next() => event,
+                _ = stop.changed() => break,
+            };
+            match event {
+                ListenEvent::Payload(payload) => match serde_json::from_str::<Envelope>(&payload) {
+                    Ok(envelope) if envelope.origin == link.origin => {}
+                    Ok(envelope) => apply(&hearers, envelope.change),
+                    Err(error) => tracing::warn!(%error, "ignoring an event this version does not understand"),
+                },
+                ListenEvent::Unreachable => {
+                    if link.listening.swap(false, Ordering::SeqCst) {
+                        tracing::warn!("lost touch with the other nodes; caches emptied until the database is back");
+                        forget_everything(&hearers);
+                    }
+                }
+                ListenEvent::Reconnected => {
+                    tracing::info!("back in touch with the other nodes; reloading caches");
+                    forget_everything(&hearers);
+                    link.listening.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        let _ = publisher.await;
+    }
+}
+
+async fn publish(
+    events: PostgresEvents,
+    origin: u64,
+    mut queue: mpsc::UnboundedReceiver<Change>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let change = tokio::select! {
+            change = queue.recv() => change,
+            // Take nothing new, send what is queued, then end (`recv` answers `None` once the queue is empty).
+            _ = stop.changed() => { queue.close(); continue; }
+        };
+        let Some(change) = change else { break };
+        let payload = match serde_json::to_string(&Envelope { origin, change }) {
+            Ok(payload) => payload,
+            Err(error) => {
+                tracing::error!(%error, "a change could not be encoded");
+                continue;
+            }
+        };
+        let mut attempt = 1;
+        while let Err(error) = events.publish(&payload, now_ms()).await {
+            if attempt == PUBLISH_ATTEMPTS {
+                tracing::error!(?error, "could not tell the other nodes of a change; giving up on it");
+                break;
+            }
+            attempt += 1;
+            tokio::time::sleep(PUBLISH_RETRY).await;
+        }
+    }
+}
+
+/// The node missed changes it cannot name: everything cached may be stale.
+fn forget_everything(hearers: &Hearers) {
+    hearers.tokens.forget_everything();
+    hearers.data.forget_everything();
+}
+
+fn apply(hearers: &Hearers, change: Change) {
+    match change {
+        Change::Token { id, digest } => match unhex(&digest) {
+            Some(digest) => hearers.tokens.forget_here(TokenId::from_i64(id), &SecretDigest(digest)),
+            None => hearers.tokens.forget_everything(),
+        },
+        Change::Reach { creator } => hearers.tokens.reach_changed_here(match creator {
+            WireCreator::System => Creator::System,
+            WireCreator::Token(id) => Creator::Token(TokenId::from_i64(id)),
+            WireCreator::User(id) => Creator::User(UserId::from_i64(id)),
+        }),
+        Change::Device { account, label } => match Label::parse(&label) {
+            Ok(label) => hearers.data.device_changed_here(AccountId::from_i64(account), label),
+            Err(_) => hearers.data.forget_everything(),
+        },
+        Change::Variable { device, label } => match Label::parse(&label) {
+            Ok(label) => hearers.data.variable_changed_here(DeviceId::from_i64(device), label),
+            Err(_) => hearers.data.forget_everything(),
+        },
+        Change::Readings { readings } => {
+            hearers.hub.publish_here(readings.into_iter().filter_map(WireReading::into_live));
+        }
+        Change::Command { command } => hearers.hub.command_here(LiveCommand {
+            account: AccountId::from_i64(command.account),
+            collection: CollectionId::from_i64(command.collection),
+            device: DeviceId::from_i64(command.device),
+            variable: VariableId::from_i64(command.variable),
+            value: command.value,
+            at_ms: command.at,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tessera_core::Id;
+
+    use super::*;
+
+    #[test]
+    fn changes_survive_the_wire() {
+        let live = LiveReading {
+            account: AccountId(Id::from_i64(1)),
+            collection: CollectionId(Id::from_i64(2)),
+            device: DeviceId(Id::from_i64(3)),
+            reading: Reading {
+                variable: VariableId(Id::from_i64(4)),
+                timestamp_ms: 5,
+                value: Value::Bytes(vec![0, 255]),
+                context: serde_json::from_str(r#"{"a":1}"#).unwrap(),
+                received_at_ms: 6,
+            },
+        };
+        let changes = [
+            Change::readings(std::slice::from_ref(&live)),
+            Change::token(TokenId(Id::from_i64(7)), &SecretDigest([0xab; 32])),
+            Change::reach(Creator::User(UserId(Id::from_i64(8)))),
+        ];
+        for change in changes {
+            let text = serde_json::to_string(&Envelope { origin: 9, change: change.clone() }).unwrap();
+            let back: Envelope = serde_json::from_str(&text).unwrap();
+            assert_eq!((back.origin, &back.change), (9, &change));
+        }
+        let Change::Readings { readings } = Change::readings(&[live.clone()]) else { unreachable!() };
+        assert_eq!(readings.into_iter().next().unwrap().into_live(), Some(live));
+        assert_eq!(unhex(&hex(&[0x0f; 32])), Some([0x0f; 32]));
+        assert_eq!(unhex("zz"), None);
+    }
+}
