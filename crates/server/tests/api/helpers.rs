@@ -102,8 +102,13 @@ impl TestServer {
 
     /// Another node on the same PostgreSQL database, with the same credentials.
     pub async fn another_node(&self) -> TestServer {
+        self.another_node_at(self.database_url.as_deref().expect("the suite runs on PostgreSQL")).await
+    }
+
+    /// Another node on this node's database, reached through `database_url` (a proxy, say).
+    pub async fn another_node_at(&self, database_url: &str) -> TestServer {
         let data_dir = tempfile::tempdir().expect("temporary directory");
-        let server = tessera_server::start(test_config(&data_dir, self.database_url.clone()))
+        let server = tessera_server::start(test_config(&data_dir, Some(database_url.to_owned())))
             .await
             .expect("a second node starts");
         assert!(server.credentials().is_none(), "the account exists already");

@@ -16,13 +16,17 @@ use tokio_util::codec::Framed;
 use crate::helpers::TestServer;
 
 /// A small MQTT 3.1.1 client on the same codec the server uses.
-struct Client {
+pub(crate) struct Client {
     framed: Framed<TcpStream, v3::Codec>,
     next_id: u16,
 }
 
 impl Client {
-    async fn connect(tessera: &TestServer, username: &str, password: &str) -> Result<Client, ConnectAckReason> {
+    pub(crate) async fn connect(
+        tessera: &TestServer,
+        username: &str,
+        password: &str,
+    ) -> Result<Client, ConnectAckReason> {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let client_id = format!("test-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         Client::connect_as(tessera, username, password, &client_id, true).await.map(|(client, _)| client)
@@ -64,7 +68,7 @@ impl Client {
         std::num::NonZeroU16::new(self.next_id).unwrap()
     }
 
-    async fn subscribe(&mut self, filter: &str) -> SubscribeReturnCode {
+    pub(crate) async fn subscribe(&mut self, filter: &str) -> SubscribeReturnCode {
         self.subscribe_at(filter, QoS::AtMostOnce).await
     }
 
@@ -110,7 +114,7 @@ impl Client {
     }
 
     /// The next PUBLISH, as (topic, payload).
-    async fn message(&mut self) -> (String, Value) {
+    pub(crate) async fn message(&mut self) -> (String, Value) {
         loop {
             match self.next().await {
                 Some(Packet::Publish(publish)) => {

@@ -1,1 +1,217 @@
-//! Several nodes on one PostgreSQL database.
+//! Several nodes on one PostgreSQL database: nothing a user sees may depend on which node answers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::helpers::TestServer;
+use crate::mqtt::Client;
+
+/// Polls `check` every few milliseconds until it holds; answers how long that took, or panics after `limit`.
+async fn until(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_token_revoked_on_one_node_is_refused_on_the_other() {
+    let a = TestServer::start().await;
+    let b = a.another_node().await;
+    let org = a.organization("Shared").await;
+    let mut delays = Vec::new();
+    for n in 0..20 {
+        let token = a.organization_token(&org, &format!("t{n}")).await;
+        let (secret, id) = (token["token"].as_str().unwrap(), token["id"].as_str().unwrap());
+        // Node B verifies the token (and caches it) before node A revokes it.
+        assert_eq!(b.ubidots(Method::GET, "/datasources", secret, None).await.0, StatusCode::OK);
+        let (status, _) = a.native(Method::DELETE, &format!("/tokens/{id}"), &a.api_key, None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        delays.push(
+            until(Duration::from_secs(2), "refused on node B", async || {
+                b.ubidots(Method::GET, "/datasources", secret, None).await.0 == StatusCode::UNAUTHORIZED
+            })
+            .await,
+        );
+    }
+    delays.sort();
+    println!("revocation seen on the other node: p50 {:?}, max {:?}", delays[delays.len() / 2], delays.last().unwrap());
+}
+
+#[tokio::test]
+async fn live_consumers_on_one_node_get_what_another_ingests() {
+    let a = TestServer::start().await;
+    let b = a.another_node().await;
+    let org = a.organization("Live").await;
+    let token = a.organization_token(&org, "sensor").await["token"].as_str().unwrap().to_owned();
+
+    let mut subscriber = Client::connect(&b, &token, "").await.unwrap();
+    subscriber.subscribe("/v1.6/devices/+/temperature/lv").await;
+    let mut events = b
+        .client
+        .get(b.url(&format!("/v1/collections/{org}/events")))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
+
+    let reading = json!({"temperature": {"value": 21.5, "timestamp": 1000}});
+    assert_eq!(a.ubidots(Method::POST, "/devices/boiler", &token, Some(reading)).await.0, StatusCode::OK);
+    let (topic, value) = subscriber.message().await;
+    assert_eq!((topic.as_str(), value), ("/v1.6/devices/boiler/temperature/lv", json!(21.5)));
+    let mut received = String::new();
+    while !received.contains("\n\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), events.chunk()).await.expect("an event").unwrap();
+        received.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    assert!(received.contains("\"value\":21.5"), "{received}");
+}
+
+#[tokio::test]
+async fn a_device_deleted_on_one_node_is_forgotten_by_the_other() {
+    let a = TestServer::start().await;
+    let b = a.another_node().await;
+    let token = a.account_token().await;
+    // Node B learns the device and its variable (and caches them).
+    let first = json!({"t": {"value": 1, "timestamp": 1000}});
+    assert_eq!(b.ubidots(Method::POST, "/devices/meter", &token, Some(first)).await.0, StatusCode::OK);
+    let id = datasource_id(&a, &token, "meter").await;
+    assert_eq!(a.ubidots(Method::DELETE, &format!("/datasources/{id}"), &token, None).await.0, StatusCode::NO_CONTENT);
+
+    // The label names a new device now; a reading through node B lands in it and is seen through node A.
+    until(Duration::from_secs(2), "node B writes to the new device", async || {
+        let again = json!({"t": {"value": 2, "timestamp": 2000}});
+        b.ubidots(Method::POST, "/devices/meter", &token, Some(again)).await;
+        a.ubidots(Method::GET, "/devices/meter/t/lv", &token, None).await == (StatusCode::OK, json!(2.0))
+    })
+    .await;
+    assert_ne!(datasource_id(&a, &token, "meter").await, id);
+}
+
+async fn datasource_id(node: &TestServer, token: &str, label: &str) -> String {
+    let (_, listing) = node.ubidots(Method::GET, "/datasources", token, None).await;
+    let found = listing["results"].as_array().unwrap().iter().find(|datasource| datasource["label"] == label);
+    found.expect("the datasource is listed")["id"].as_str().unwrap().to_owned()
+}
+
+/// A TCP forwarder to PostgreSQL that can be cut (every connection dropped, new ones refused) and restored: the
+/// database going away, as one node sees it.
+struct Cable {
+    address: std::net::SocketAddr,
+    up: Arc<AtomicBool>,
+    cut: watch::Sender<u64>,
+}
+
+impl Cable {
+    async fn to(target: String) -> Cable {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let (cut, _) = watch::channel(0);
+        let (accept_up, accept_cut) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !accept_up.load(Ordering::SeqCst) {
+                    continue; // dropped at once: refused
+                }
+                let mut cuts = accept_cut.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Cable { address, up, cut }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cut.send_modify(|cuts| *cuts += 1);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_postgresql_is_unready_loses_no_acknowledged_reading_and_recovers() {
+    let a = TestServer::start().await;
+    // Node B reaches the database through a cable this test can cut.
+    let url = a.database_url.clone().unwrap();
+    let (head, rest) = url.split_once('@').unwrap();
+    let (host, tail) = rest.split_once('/').unwrap();
+    let cable = Cable::to(host.to_owned()).await;
+    let mut b = a.another_node_at(&format!("{head}@{}/{tail}", cable.address)).await;
+    let token = a.account_token().await;
+    let ready = |node: &TestServer| {
+        let request = node.client.get(node.url("/readyz"));
+        async move { request.send().await.map(|response| response.status()).ok() }
+    };
+    assert_eq!(ready(&b).await, Some(StatusCode::OK));
+
+    // Load on node B throughout: every reading it acknowledges must be stored.
+    let (stop_load, load_stopped) = watch::channel(false);
+    let sender = b.client.clone();
+    let ingest = b.url("/api/v1.6/devices/load");
+    let load_token = token.clone();
+    let load = tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        let mut timestamp = 1_000;
+        while !*load_stopped.borrow() {
+            timestamp += 1;
+            let body = json!({"n": {"value": timestamp, "timestamp": timestamp}});
+            let answer = sender.post(&ingest).header("x-auth-token", &load_token).json(&body).send().await;
+            if answer.is_ok_and(|answer| answer.status() == StatusCode::OK) {
+                acknowledged.push(timestamp);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        acknowledged
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    cable.cut();
+    until(Duration::from_secs(10), "node B unready while cut off", async || {
+        ready(&b).await == Some(StatusCode::SERVICE_UNAVAILABLE)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cable.restore();
+    until(Duration::from_secs(20), "node B ready again", async || ready(&b).await == Some(StatusCode::OK)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop_load.send(true).unwrap();
+    let acknowledged = load.await.unwrap();
+    assert!((10..1000).contains(&acknowledged.len()), "the load ran: {} acknowledged", acknowledged.len());
+
+    let (_, values) = a.ubidots(Method::GET, "/devices/load/n/values?page_size=1000", &token, None).await;
+    let stored: std::collections::BTreeSet<i64> =
+        values["results"].as_array().unwrap().iter().map(|value| value["timestamp"].as_i64().unwrap()).collect();
+    let lost: Vec<_> = acknowledged.iter().filter(|timestamp| !stored.contains(timestamp)).collect();
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+
+    // Back in touch: node B hears revocations again.
+    let org = a.organization("After").await;
+    let fresh = a.organization_token(&org, "fresh").await;
+    let (secret, id) = (fresh["token"].as_str().unwrap(), fresh["id"].as_str().unwrap());
+    assert_eq!(b.ubidots(Method::GET, "/datasources", secret, None).await.0, StatusCode::OK);
+    a.native(Method::DELETE, &format!("/tokens/{id}"), &a.api_key, None).await;
+    until(Duration::from_secs(2), "refused on node B after the outage", async || {
+        b.ubidots(Method::GET, "/datasources", secret, None).await.0 == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    b.stop().await;
+}
