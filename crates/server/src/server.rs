@@ -86,6 +86,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         }
         None => (Peers::none(), None),
     };
+    let store_kind = if peers.is_alone() { "sqlite" } else { "postgres" };
 
     let hub = Arc::new(Hub::new(config.hub_capacity, peers.clone()));
     let (writer, writer_task) =
@@ -118,7 +119,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         .await
         .map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
     let http_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
-    tracing::info!(%http_addr, data_dir = %config.data_dir.display(), "tessera is serving HTTP");
+    tracing::info!(%http_addr, store = store_kind, data_dir = %config.data_dir.display(), "tessera is serving HTTP");
 
     let (stop, mut stopped) = watch::channel(false);
     let mqtt_addr = match TcpListener::bind(config.mqtt_addr).await {

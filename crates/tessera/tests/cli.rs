@@ -10,7 +10,11 @@ use tokio::process::{Child, Command};
 
 fn tessera() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
-    command.env_remove("TESSERA_DATA_DIR").env_remove("TESSERA_HTTP_ADDR").env_remove("TESSERA_CONFIG");
+    for variable in
+        ["TESSERA_DATA_DIR", "TESSERA_DATABASE_URL", "TESSERA_HTTP_ADDR", "TESSERA_MQTT_ADDR", "TESSERA_CONFIG"]
+    {
+        command.env_remove(variable);
+    }
     command.env("RUST_LOG", "warn");
     command
 }
@@ -220,4 +224,68 @@ async fn user_add_creates_a_user_who_can_log_in() {
         .unwrap();
     assert_eq!(response.status(), 200);
     serving.child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn migrate_brings_the_schema_up_to_date_and_names_a_bad_database_url() {
+    let directory = tempfile::tempdir().unwrap();
+    let file = directory.path().join("elsewhere.db");
+    let url = format!("sqlite://{}", file.display());
+    let migrated = tessera().args(["migrate", "--database-url", &url]).output().await.unwrap();
+    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
+    assert!(String::from_utf8_lossy(&migrated.stdout).contains("up to date"));
+    assert!(file.exists(), "the SQLite file the URL names is created");
+
+    let refused =
+        tessera().args(["migrate", "--database-url", "mysql://root:hunter2@db/tessera"]).output().await.unwrap();
+    assert!(!refused.status.success());
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(error.contains("postgres://") && error.contains("'mysql'"), "{error}");
+    assert!(!error.contains("hunter2"), "the URL's password is not echoed: {error}");
+}
+
+/// Several nodes starting at once on one PostgreSQL database migrate it once and agree on one account.
+#[tokio::test]
+async fn nodes_starting_at_once_on_postgresql_migrate_once_and_bootstrap_once() {
+    use sqlx::Connection;
+    let Ok(base) = std::env::var("TESSERA_TEST_POSTGRES_URL") else {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "cli: PostgreSQL start skipped (TESSERA_TEST_POSTGRES_URL is not set)");
+        return;
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let schema = format!("cli_{}_{}", now.as_secs(), std::process::id());
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\""))).execute(&mut admin).await.unwrap();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+
+    // Three processes at once: each migrates and bootstraps if it finds no account.
+    let starts: Vec<Child> = (0..3)
+        .map(|_| {
+            tessera()
+                .args(["init", "--json", "--database-url", &url])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut created = 0;
+    for start in starts {
+        let output = start.wait_with_output().await.unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        if !output.stdout.is_empty() {
+            let credentials: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+            assert!(credentials["api_key"].as_str().unwrap().starts_with("tsk_"));
+            created += 1;
+        }
+    }
+    assert_eq!(created, 1, "exactly one of the starts created the account");
+    let accounts: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM \"{schema}\".accounts")))
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(accounts, 1);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE"))).execute(&mut admin).await.unwrap();
 }
