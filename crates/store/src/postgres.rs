@@ -127,6 +127,9 @@ impl PostgresEvents {
     /// Starts listening; events published from now on are heard.
     pub async fn listen(&self) -> StoreResult<PostgresListener> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
+        // Report a lost connection at once instead of first waiting (up to the pool's acquire timeout) for a new
+        // one: the node must stop trusting its caches as soon as it may be missing events.
+        listener.eager_reconnect(false);
         listener.listen(CHANNEL).await?;
         Ok(PostgresListener { listener, pool: self.pool.clone(), lost: false })
     }
@@ -163,8 +166,12 @@ impl PostgresListener {
                     Some(payload) => return ListenEvent::Payload(payload),
                     None => continue,
                 },
-                // The connection dropped and sqlx has already connected again: events between were missed.
-                Ok(None) => return ListenEvent::Reconnected,
+                // The connection dropped; the next call connects again.
+                Ok(None) => {
+                    tracing::warn!("event listener lost its PostgreSQL connection; reconnecting");
+                    self.lost = true;
+                    return ListenEvent::Unreachable;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "event listener lost PostgreSQL; retrying");
                     self.lost = true;
