@@ -141,7 +141,7 @@ async fn readings_of_unknown_devices_and_variables_are_404() {
 
 #[tokio::test]
 async fn acknowledged_readings_survive_a_restart() {
-    let mut tessera = TestServer::start().await;
+    let tessera = TestServer::start().await;
     let token = tessera.account_token().await;
     let mut sends = tokio::task::JoinSet::new();
     for n in 0..20 {
