@@ -74,6 +74,17 @@ async fn live_consumers_on_one_node_get_what_another_ingests() {
         received.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
     }
     assert!(received.contains("\"value\":21.5"), "{received}");
+
+    // One commit of 200 readings makes an event far over NOTIFY's 8000 bytes: it travels by reference.
+    let bulk: serde_json::Map<String, serde_json::Value> = (0..200).map(|n| (format!("v{n}"), json!(n))).collect();
+    let (status, _) = a.ubidots(Method::POST, "/devices/bulk", &token, Some(serde_json::Value::Object(bulk))).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut received = String::new();
+    while received.matches("event: reading").count() < 200 {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), events.chunk()).await.expect("the events").unwrap();
+        received.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    assert!(received.contains("\"value\":199.0"), "the last of the bulk arrived");
 }
 
 #[tokio::test]
