@@ -116,6 +116,7 @@ impl AppError {
         match error {
             StoreError::NotFound => AppError::NotFound(what),
             StoreError::Conflict(message) => AppError::Conflict(message),
+            StoreError::Invalid(message) => AppError::BadRequest(message),
             StoreError::Unavailable(source) => AppError::Unavailable(source),
             StoreError::Internal(source) => AppError::Internal(source),
         }

@@ -71,12 +71,17 @@ pub struct Opened {
 }
 
 /// Opens the configured store, bringing its schema up to date, and its server key, creating both as needed.
-/// SQLite: the data directory (0700) holds the database and the key file (0600). PostgreSQL: the database holds
-/// both, so that nodes need no local state; the first node to start chooses the key.
+/// SQLite: the database file's directory (the data directory unless `database_url` names another file; 0700 when
+/// Tessera creates it) holds the key file (0600) beside the database, so a key always goes with its database.
+/// PostgreSQL: the database holds both, so that nodes need no local state; the first node to start chooses the key.
 pub async fn open_store(config: &Config) -> Result<Opened, OpenError> {
     match config.database().map_err(OpenError::DatabaseUrl)? {
         Database::Sqlite(database) => {
-            let data_dir = &config.data_dir;
+            let data_dir = match database.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+                _ => Path::new(".").to_path_buf(),
+            };
+            let data_dir = &data_dir;
             create_private_dir(data_dir)
                 .map_err(|source| OpenError::DataDir { path: data_dir.display().to_string(), source })?;
             let key_path = data_dir.join(SERVER_KEY_FILE);

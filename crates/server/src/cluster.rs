@@ -221,10 +221,12 @@ impl Peers {
     }
 }
 
-/// How long to keep trying to publish one change before giving up on it (the database is down; the other nodes
-/// then lose their connection too and empty their caches when it is back).
-const PUBLISH_ATTEMPTS: u32 = 20;
+/// Live data (readings, commands) is given up after this many failed attempts: consumers can read it from the
+/// store. Cache invalidations are never given up while the node runs, since a node that misses one would keep
+/// trusting a revoked token.
+const LIVE_DATA_ATTEMPTS: u32 = 20;
 const PUBLISH_RETRY: Duration = Duration::from_millis(250);
+const SHUTDOWN_PUBLISH_LIMIT: Duration = Duration::from_secs(10);
 
 /// Connects a node to the others: starts listening (before the node serves, so no change made after it starts
 /// serving is missed) and returns the peers handle with the task that publishes what the node tells.
@@ -268,7 +270,10 @@ impl Joined {
                 ListenEvent::Payload(payload) => match serde_json::from_str::<Envelope>(&payload) {
                     Ok(envelope) if envelope.origin == link.origin => {}
                     Ok(envelope) => apply(&hearers, envelope.change),
-                    Err(error) => tracing::warn!(%error, "ignoring an event this version does not understand"),
+                    Err(error) => {
+                        tracing::warn!(%error, "an event this version does not understand; reloading caches");
+                        forget_everything(&hearers);
+                    }
                 },
                 ListenEvent::Unreachable => {
                     if link.listening.swap(false, Ordering::SeqCst) {
@@ -281,9 +286,16 @@ impl Joined {
                     forget_everything(&hearers);
                     link.listening.store(true, Ordering::SeqCst);
                 }
+                ListenEvent::Missed => forget_everything(&hearers),
             }
         }
-        let _ = publisher.await;
+        // The queue is closed; what is in it goes out, unless the database is gone: then give up after a while
+        // rather than hold the shutdown (the other nodes lose their connection too and empty their caches).
+        let mut publisher = publisher;
+        if tokio::time::timeout(SHUTDOWN_PUBLISH_LIMIT, &mut publisher).await.is_err() {
+            publisher.abort();
+            tracing::warn!("stopped before telling the other nodes every change: the database does not answer");
+        }
     }
 }
 
@@ -300,6 +312,10 @@ async fn publish(
             _ = stop.changed() => { queue.close(); continue; }
         };
         let Some(change) = change else { break };
+        let give_up_after = match change {
+            Change::Readings { .. } | Change::Command { .. } => Some(LIVE_DATA_ATTEMPTS),
+            _ => None,
+        };
         let payload = match serde_json::to_string(&Envelope { origin, change }) {
             Ok(payload) => payload,
             Err(error) => {
@@ -309,9 +325,12 @@ async fn publish(
         };
         let mut attempt = 1;
         while let Err(error) = events.publish(&payload, now_ms()).await {
-            if attempt == PUBLISH_ATTEMPTS {
-                tracing::error!(?error, "could not tell the other nodes of a change; giving up on it");
+            if give_up_after == Some(attempt) {
+                tracing::error!(?error, "could not pass live data on to the other nodes; giving up on it");
                 break;
+            }
+            if attempt == 1 {
+                tracing::warn!(?error, "cannot tell the other nodes of a change yet; retrying");
             }
             attempt += 1;
             tokio::time::sleep(PUBLISH_RETRY).await;

@@ -130,6 +130,10 @@ impl From<sqlx::Error> for StoreError {
             // A row refers to one that does not exist (any more): the collection or device it belongs to was
             // deleted, or never was.
             sqlx::Error::Database(ref database) if database.is_foreign_key_violation() => StoreError::NotFound,
+            // PostgreSQL: "character not in repertoire" / "untranslatable character": a NUL in a text value.
+            sqlx::Error::Database(ref database) if matches!(database.code().as_deref(), Some("22021" | "22P05")) => {
+                StoreError::Invalid("text may not contain the NUL character (U+0000)".into())
+            }
             // PostgreSQL's connection exceptions (class 08) and "shutting down / cannot connect now" (57P01-03):
             // the database is going or gone, which is worth a retry, not a bug report.
             sqlx::Error::Database(ref database)

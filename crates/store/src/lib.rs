@@ -17,13 +17,16 @@ use tessera_core::{
     AccountId, CollectionId, DeviceId, Id, Label, Reading, Role, SecretDigest, TeamId, TokenId, UserId, VariableId,
 };
 
-/// Errors the store reports. Callers match on the first three; `Internal` is for the log.
+/// Errors the store reports. Callers match on the first four; `Internal` is for the log.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
     NotFound,
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A value the database cannot hold (PostgreSQL refuses the NUL character in text, which SQLite keeps).
+    #[error("invalid value: {0}")]
+    Invalid(String),
     #[error("the store is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("internal store error")]

@@ -94,6 +94,8 @@ pub enum ListenEvent {
     Reconnected,
     /// The database cannot be reached now; the listener keeps retrying.
     Unreachable,
+    /// An event was heard but could not be read: whatever was derived from events must be reloaded.
+    Missed,
 }
 
 impl PostgresEvents {
@@ -126,33 +128,45 @@ impl PostgresEvents {
 
     /// Starts listening; events published from now on are heard.
     pub async fn listen(&self) -> StoreResult<PostgresListener> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        // Report a lost connection at once instead of first waiting (up to the pool's acquire timeout) for a new
-        // one: the node must stop trusting its caches as soon as it may be missing events.
-        listener.eager_reconnect(false);
-        listener.listen(CHANNEL).await?;
-        Ok(PostgresListener { listener, pool: self.pool.clone(), lost: false })
+        Ok(PostgresListener { listener: subscribe(&self.pool).await?, pool: self.pool.clone(), lost: false })
     }
 }
 
-/// The receiving side: one dedicated connection that reconnects by itself.
+/// A listener on its own connection, subscribed to the channel.
+async fn subscribe(pool: &PgPool) -> StoreResult<PgListener> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    // Report a lost connection at once instead of first waiting (up to the pool's acquire timeout) for a new
+    // one: the node must stop trusting its caches as soon as it may be missing events.
+    listener.eager_reconnect(false);
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}
+
+/// How long a listener waits in silence before it checks that its connection still answers: a connection cut
+/// without a FIN or RST (a partition) would otherwise wait for events forever.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+const HEARTBEAT_ANSWER: Duration = Duration::from_secs(5);
+
+/// The receiving side: one dedicated connection, replaced when it fails.
 #[derive(Debug)]
 pub struct PostgresListener {
     listener: PgListener,
     pool: PgPool,
-    /// The connection dropped and has not been re-established yet.
+    /// The connection failed and has not been replaced yet.
     lost: bool,
 }
 
 impl PostgresListener {
     /// Waits for the next event. After the connection is lost it answers `Unreachable` about every half second
-    /// until the database answers again, then `Reconnected` once, listening again.
+    /// (or every acquire timeout) until a new connection listens, then `Reconnected` once.
     pub async fn next(&mut self) -> ListenEvent {
         if self.lost {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            // Connects if needed (subscribing again) and runs nothing else.
-            return match self.listener.listen_all(std::iter::empty()).await {
-                Ok(()) => {
+            // A new listener rather than sqlx's reconnect: after some errors (a reset connection) sqlx keeps the
+            // dead connection and would never connect again.
+            return match subscribe(&self.pool).await {
+                Ok(listener) => {
+                    self.listener = listener;
                     self.lost = false;
                     tracing::info!("event listener reconnected to PostgreSQL");
                     ListenEvent::Reconnected
@@ -161,19 +175,27 @@ impl PostgresListener {
             };
         }
         loop {
-            match self.listener.try_recv().await {
-                Ok(Some(notification)) => match self.resolve(notification.payload()).await {
-                    Some(payload) => return ListenEvent::Payload(payload),
-                    None => continue,
-                },
-                // The connection dropped; the next call connects again.
+            let received = match tokio::time::timeout(HEARTBEAT, self.listener.try_recv()).await {
+                Ok(received) => received,
+                Err(_) => {
+                    let probe = sqlx::query("SELECT 1").execute(&mut self.listener);
+                    if matches!(tokio::time::timeout(HEARTBEAT_ANSWER, probe).await, Ok(Ok(_))) {
+                        continue;
+                    }
+                    tracing::warn!("event listener's connection stopped answering; reconnecting");
+                    self.lost = true;
+                    return ListenEvent::Unreachable;
+                }
+            };
+            match received {
+                Ok(Some(notification)) => return self.resolve(notification.payload()).await,
                 Ok(None) => {
                     tracing::warn!("event listener lost its PostgreSQL connection; reconnecting");
                     self.lost = true;
                     return ListenEvent::Unreachable;
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "event listener lost PostgreSQL; retrying");
+                    tracing::warn!(%error, "event listener lost PostgreSQL; reconnecting");
                     self.lost = true;
                     return ListenEvent::Unreachable;
                 }
@@ -181,18 +203,21 @@ impl PostgresListener {
         }
     }
 
-    /// The event a notification carries, fetching it if it went by reference. `None` for a notification this
-    /// version does not understand, or whose stored event is gone.
-    async fn resolve(&self, notification: &str) -> Option<String> {
+    /// The event a notification carries, fetching it if it went by reference. An event that cannot be read (or
+    /// that this version does not understand) was missed.
+    async fn resolve(&self, notification: &str) -> ListenEvent {
         if let Some(inline) = notification.strip_prefix('i') {
-            return Some(inline.to_owned());
+            return ListenEvent::Payload(inline.to_owned());
         }
-        let id: i64 = notification.strip_prefix('r')?.parse().ok()?;
+        let Some(id) = notification.strip_prefix('r').and_then(|id| id.parse::<i64>().ok()) else {
+            tracing::warn!(notification, "a notification this version does not understand");
+            return ListenEvent::Missed;
+        };
         match sqlx::query_scalar("SELECT payload FROM events WHERE id = $1").bind(id).fetch_one(&self.pool).await {
-            Ok(payload) => Some(payload),
+            Ok(payload) => ListenEvent::Payload(payload),
             Err(error) => {
                 tracing::warn!(%error, id, "an event stored by reference could not be read");
-                None
+                ListenEvent::Missed
             }
         }
     }

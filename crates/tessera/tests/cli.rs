@@ -231,13 +231,20 @@ async fn migrate_brings_the_schema_up_to_date_and_names_a_bad_database_url() {
     let directory = tempfile::tempdir().unwrap();
     let file = directory.path().join("elsewhere.db");
     let url = format!("sqlite://{}", file.display());
-    let migrated = tessera().args(["migrate", "--database-url", &url]).output().await.unwrap();
+    let migrated =
+        tessera().args(["migrate", "--database-url", &url]).current_dir(directory.path()).output().await.unwrap();
     assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
     assert!(String::from_utf8_lossy(&migrated.stdout).contains("up to date"));
     assert!(file.exists(), "the SQLite file the URL names is created");
+    assert!(directory.path().join("server.key").exists(), "its key goes beside it");
+    assert!(!directory.path().join("tessera-data").exists(), "not into a data directory in the working directory");
 
-    let refused =
-        tessera().args(["migrate", "--database-url", "mysql://root:hunter2@db/tessera"]).output().await.unwrap();
+    let refused = tessera()
+        .args(["migrate", "--database-url", "mysql://root:hunter2@db/tessera"])
+        .current_dir(directory.path())
+        .output()
+        .await
+        .unwrap();
     assert!(!refused.status.success());
     let error = String::from_utf8_lossy(&refused.stderr);
     assert!(error.contains("postgres://") && error.contains("'mysql'"), "{error}");

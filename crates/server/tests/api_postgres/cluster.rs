@@ -226,3 +226,16 @@ async fn a_node_cut_off_from_postgresql_is_unready_loses_no_acknowledged_reading
     .await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn text_postgresql_cannot_hold_is_refused_by_name_and_nothing_is_stored() {
+    let a = TestServer::start().await;
+    let token = a.account_token().await;
+    let (status, body) = a.native(Method::POST, "/collections", &token, Some(json!({"name": "nul\u{0}name"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("NUL"), "{body}");
+    let (_, collections) = a.native(Method::GET, "/collections", &token, None).await;
+    let names: Vec<&str> =
+        collections["collections"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Default"]);
+}

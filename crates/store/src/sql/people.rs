@@ -421,6 +421,13 @@ impl PeopleStore for Backend {
 
     async fn accept_invite(&self, code: &SecretDigest, user: UserId, at_ms: i64) -> StoreResult<TeamId> {
         let mut transaction = begin_write(&self.pool).await?;
+        // The team's row first, then the invite's: the order deleting a team takes them in (its row, then the
+        // invites its deletion cascades to), so the two cannot deadlock.
+        let team: i64 = sqlx::query_scalar("SELECT team_id FROM invites WHERE digest = $1")
+            .bind(code.0.as_slice())
+            .fetch_one(&mut *transaction)
+            .await?;
+        lock_team(&mut transaction, TeamId::from_i64(team)).await?;
         let team: i64 = sqlx::query_scalar(
             "UPDATE invites SET accepted_by = $1, accepted_at = $2 \
              WHERE digest = $3 AND accepted_at IS NULL AND expires_at > $4 RETURNING team_id",

@@ -410,14 +410,22 @@ impl TokenStore for Backend {
     }
 
     async fn revoke_family(&self, family: Id, at_ms: i64) -> StoreResult<Vec<TokenRecord>> {
+        let mut transaction = begin_write(&self.pool).await?;
+        // Waits for a rotation of this family in flight to commit, so that the UPDATE below (a statement of its
+        // own, with a snapshot taken after the wait) sees the pair the rotation inserted and revokes it too.
+        sqlx::query(concat!("SELECT id FROM tokens WHERE family_id = $1", for_update!()))
+            .bind(family.as_i64())
+            .fetch_all(&mut *transaction)
+            .await?;
         let rows = sqlx::query(concat!(
             "UPDATE tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL RETURNING ",
             token_columns!()
         ))
         .bind(at_ms)
         .bind(family.as_i64())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *transaction)
         .await?;
+        transaction.commit().await?;
         rows.iter().map(token_from_row).collect()
     }
 
@@ -443,6 +451,10 @@ impl TokenStore for Backend {
     }
 
     async fn record_token_usage(&self, usage: &[TokenUsage]) -> StoreResult<()> {
+        // Rows are updated in id order, as every other writer of several token rows would, so two nodes flushing
+        // usage of the same tokens at once cannot deadlock.
+        let mut usage: Vec<&TokenUsage> = usage.iter().collect();
+        usage.sort_by_key(|entry| entry.token);
         let mut transaction = begin_write(&self.pool).await?;
         for entry in usage {
             sqlx::query(
@@ -826,12 +838,14 @@ impl ReadingStore for Backend {
         for (index, reading) in readings.iter().enumerate() {
             last_of.insert((reading.variable, reading.timestamp_ms), index);
         }
-        let unique: Vec<&Reading> = readings
+        let mut unique: Vec<&Reading> = readings
             .iter()
             .enumerate()
             .filter(|(index, reading)| last_of[&(reading.variable, reading.timestamp_ms)] == *index)
             .map(|(_, reading)| reading)
             .collect();
+        // In key order, so two nodes' batches that share rows take their locks in the same order (no deadlock).
+        unique.sort_by_key(|reading| (reading.variable, reading.timestamp_ms));
         let mut transaction = begin_write(&self.pool).await?;
         for chunk in unique.chunks(READINGS_PER_STATEMENT) {
             // Readings of a variable deleted while they waited in the writer's queue are dropped here: the delete
