@@ -463,7 +463,7 @@ impl PeopleService {
         }
         let secret = TotpSecret::from_bytes(random_bytes::<{ totp::SECRET_BYTES }>().to_vec());
         let pending = UserTotp { secret: secret.as_bytes().to_vec(), enabled: false, last_step: None };
-        self.store.set_totp(user.id, Some(&pending), &[]).await?;
+        self.store.set_totp(user.id, user.totp.as_ref(), Some(&pending), &[]).await?;
         let uri = secret.otpauth_uri(ISSUER, &user.email);
         let qr_svg = qrcode::QrCode::new(uri.as_bytes())
             .map(|code| code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).build())
@@ -483,7 +483,7 @@ impl PeopleService {
         let digests: Vec<_> =
             codes.iter().map(|code| self.key.digest_bytes(code.replace('-', "").as_bytes())).collect();
         let enabled = UserTotp { secret: pending.secret.clone(), enabled: true, last_step: Some(step) };
-        self.store.set_totp(user.id, Some(&enabled), &digests).await?;
+        self.store.set_totp(user.id, Some(pending), Some(&enabled), &digests).await?;
         Ok(codes)
     }
 
@@ -495,7 +495,7 @@ impl PeopleService {
         if !self.accept_code(user, totp, code, now_ms()).await? {
             return Err(AppError::BadRequest("the code was not accepted".into()));
         }
-        self.store.set_totp(user.id, None, &[]).await?;
+        self.store.set_totp(user.id, Some(totp), None, &[]).await?;
         Ok(())
     }
 }

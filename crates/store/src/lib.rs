@@ -170,9 +170,16 @@ pub trait PeopleStore {
     /// Users with this (lower-cased) email, in any account.
     async fn users_by_email(&self, email: &str) -> StoreResult<Vec<User>>;
     async fn list_users(&self, account: AccountId) -> StoreResult<Vec<User>>;
-    /// Replaces the user's second factor (`None` removes it) and their recovery codes.
-    async fn set_totp(&self, user: UserId, totp: Option<&UserTotp>, recovery_codes: &[SecretDigest])
-    -> StoreResult<()>;
+    /// Replaces the user's second factor (`None` removes it) and their recovery codes, if the factor is still
+    /// `current` (the secret and enabled flag the caller read); `Conflict` if another change came first, so two
+    /// changes racing cannot undo each other (a late enrollment start turning a just-confirmed factor off).
+    async fn set_totp(
+        &self,
+        user: UserId,
+        current: Option<&UserTotp>,
+        totp: Option<&UserTotp>,
+        recovery_codes: &[SecretDigest],
+    ) -> StoreResult<()>;
     /// Records `step` as the last accepted TOTP step unless one at or after it was accepted already; atomic, so
     /// a code is accepted once even when presented twice at the same moment.
     async fn accept_totp_step(&self, user: UserId, step: i64) -> StoreResult<bool>;

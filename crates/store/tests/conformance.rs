@@ -411,15 +411,20 @@ async fn totp_steps_are_accepted_once_and_recovery_codes_once(store: &dyn Store)
     store.insert_user(&ada, &private_team(world.account, 101, ada.id)).await.unwrap();
     let totp = UserTotp { secret: vec![1, 2, 3], enabled: true, last_step: Some(10) };
     let codes = [SecretDigest([1; 32]), SecretDigest([2; 32])];
-    store.set_totp(ada.id, Some(&totp), &codes).await.unwrap();
-    assert_eq!(store.user(world.account, ada.id).await.unwrap().totp, Some(totp));
+    store.set_totp(ada.id, None, Some(&totp), &codes).await.unwrap();
+    let stale = UserTotp { secret: vec![9], enabled: false, last_step: None };
+    assert!(
+        matches!(store.set_totp(ada.id, None, Some(&stale), &[]).await, Err(StoreError::Conflict(_))),
+        "a change based on what was there before the last one is refused"
+    );
+    assert_eq!(store.user(world.account, ada.id).await.unwrap().totp, Some(totp.clone()));
     assert!(!store.accept_totp_step(ada.id, 10).await.unwrap());
     assert!(store.accept_totp_step(ada.id, 11).await.unwrap());
     assert!(!store.accept_totp_step(ada.id, 11).await.unwrap());
     assert!(store.use_recovery_code(ada.id, &codes[0], NOW).await.unwrap());
     assert!(!store.use_recovery_code(ada.id, &codes[0], NOW).await.unwrap());
     assert!(!store.use_recovery_code(ada.id, &SecretDigest([9; 32]), NOW).await.unwrap());
-    store.set_totp(ada.id, None, &[]).await.unwrap();
+    store.set_totp(ada.id, Some(&totp), None, &[]).await.unwrap();
     assert_eq!(store.user(world.account, ada.id).await.unwrap().totp, None);
     assert!(!store.use_recovery_code(ada.id, &codes[1], NOW).await.unwrap(), "codes go with the factor");
 }

@@ -160,20 +160,32 @@ impl PeopleStore for Backend {
     async fn set_totp(
         &self,
         user: UserId,
+        current: Option<&UserTotp>,
         totp: Option<&UserTotp>,
         recovery_codes: &[SecretDigest],
     ) -> StoreResult<()> {
         let mut transaction = begin_write(&self.pool).await?;
-        let updated =
-            sqlx::query("UPDATE users SET totp_secret = $1, totp_enabled = $2, totp_last_step = $3 WHERE id = $4")
-                .bind(totp.map(|totp| totp.secret.clone()))
-                .bind(totp.is_some_and(|totp| totp.enabled))
-                .bind(totp.and_then(|totp| totp.last_step))
-                .bind(user.as_i64())
-                .execute(&mut *transaction)
-                .await?;
+        let updated = sqlx::query(
+            "UPDATE users SET totp_secret = $1, totp_enabled = $2, totp_last_step = $3 \
+             WHERE id = $4 AND totp_secret IS NOT DISTINCT FROM $5 AND totp_enabled = $6",
+        )
+        .bind(totp.map(|totp| totp.secret.clone()))
+        .bind(totp.is_some_and(|totp| totp.enabled))
+        .bind(totp.and_then(|totp| totp.last_step))
+        .bind(user.as_i64())
+        .bind(current.map(|current| current.secret.clone()))
+        .bind(current.is_some_and(|current| current.enabled))
+        .execute(&mut *transaction)
+        .await?;
         if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+            let exists: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE id = $1")
+                .bind(user.as_i64())
+                .fetch_one(&mut *transaction)
+                .await?;
+            if exists == 0 {
+                return Err(StoreError::NotFound);
+            }
+            return Err(StoreError::Conflict("the second factor was changed meanwhile; try again".into()));
         }
         sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
             .bind(user.as_i64())
