@@ -2,6 +2,7 @@
 //! Configuration comes from flags, then `TESSERA_*` environment variables, then an optional TOML file, then
 //! defaults; it is parsed here into one `Config` and passed down.
 
+mod bench;
 mod settings;
 
 use std::io::Write;
@@ -49,6 +50,32 @@ enum Command {
     Migrate {
         #[command(flatten)]
         common: CommonArgs,
+    },
+    /// Measure what Tessera holds on this machine: it starts a Tessera and a bare baseline (an axum handler that
+    /// only hashes the token header and parses the body), drives both with the same load, and prints requests per
+    /// second, latency percentiles, errors, the server's CPU and peak memory, each against the baseline.
+    Bench {
+        /// Seconds per measured run
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent HTTP connections
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Simulated devices, each with its own token
+        #[arg(long, default_value_t = 1000)]
+        devices: usize,
+        /// Baseline and Tessera runs alternate this many times
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Print the figures as one JSON document
+        #[arg(long)]
+        json: bool,
+    },
+    /// The benchmark's baseline server (started by `tessera bench`).
+    #[command(hide = true)]
+    BenchBaseline {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        http_addr: std::net::SocketAddr,
     },
     /// Create the data directory and a bootstrap account. Running it again changes and reveals nothing.
     Init {
@@ -127,6 +154,22 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Bench { seconds, connections, devices, rounds, json } => {
+            init_logging("text");
+            anyhow::ensure!(
+                seconds > 0 && connections > 0 && devices > 0 && rounds > 0,
+                "every count must be at least 1"
+            );
+            let options = bench::Options {
+                duration: std::time::Duration::from_secs(seconds),
+                connections,
+                devices,
+                rounds,
+                json,
+            };
+            runtime.block_on(bench::run(options))
+        }
+        Command::BenchBaseline { http_addr } => runtime.block_on(bench::serve_baseline(http_addr)),
         Command::Migrate { common } => {
             init_logging("text");
             let config = Settings::load(&common)?.into_config();

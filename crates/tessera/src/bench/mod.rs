@@ -1,0 +1,303 @@
+//! `tessera bench`: how much Tessera holds on this machine, measured against the machine's own limit in the same
+//! run. It starts a Tessera and a bare baseline (see `baseline.rs`) as child processes, drives both with the same
+//! load generator, the same payloads and the same connection counts, alternating baseline and Tessera runs, and
+//! prints each figure with its ratio to the baseline's.
+
+mod baseline;
+mod load;
+mod process;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+pub use baseline::serve as serve_baseline;
+use load::{Connection, MakeRequest, Outcome, Plan};
+use process::ChildServer;
+
+/// What to run, from the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub duration: Duration,
+    pub connections: usize,
+    pub devices: usize,
+    pub rounds: usize,
+    pub json: bool,
+}
+
+/// One measured scenario, with the server's CPU and memory over it.
+#[derive(Debug, Clone)]
+struct Measured {
+    name: String,
+    outcome: Outcome,
+    /// CPU cores the server kept busy on average (1.0 = one core).
+    cpu_cores: f64,
+    peak_rss_mib: f64,
+    /// The baseline figure this one is compared with (requests per second).
+    baseline_per_second: Option<f64>,
+}
+
+impl Measured {
+    fn json(&self) -> Value {
+        json!({
+            "scenario": self.name,
+            "requests": self.outcome.requests,
+            "errors": self.outcome.errors,
+            "per_second": round(self.outcome.per_second()),
+            "p50_ms": round(self.outcome.quantile_ms(0.5)),
+            "p99_ms": round(self.outcome.quantile_ms(0.99)),
+            "p999_ms": round(self.outcome.quantile_ms(0.999)),
+            "server_cpu_cores": round(self.cpu_cores),
+            "server_peak_rss_mib": round(self.peak_rss_mib),
+            "ratio_to_baseline": self.baseline_per_second.map(|baseline| round(self.outcome.per_second() / baseline)),
+        })
+    }
+}
+
+fn round(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    let data_dir = tempfile_dir()?;
+    let data_dir_text = data_dir.to_string_lossy().into_owned();
+    say(&options, &format!("starting Tessera (data in {data_dir_text}) and the baseline"));
+    let tessera = ChildServer::start(
+        &["serve", "--data-dir", &data_dir_text, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"],
+        &[],
+    )
+    .await?;
+    let baseline = ChildServer::start(&["bench-baseline", "--http-addr", "127.0.0.1:0"], &[]).await?;
+    let api_key = tessera.api_key.clone().context("Tessera printed no API key")?;
+
+    say(&options, &format!("creating {} devices, each with its own token", options.devices));
+    let tokens = Arc::new(provision(tessera.http, &api_key, options.devices).await?);
+
+    let ingest = |address: SocketAddr| -> MakeRequest {
+        let tokens = tokens.clone();
+        Arc::new(move |sequence: u64| {
+            let device = (sequence as usize) % tokens.len();
+            let body = format!(
+                r#"{{"temperature": {{"value": {}, "timestamp": {}}}}}"#,
+                sequence % 1000,
+                1_700_000_000_000 + sequence
+            );
+            load::request(
+                "POST",
+                address,
+                &format!("/api/v1.6/devices/bench-{device}"),
+                &[("x-auth-token", &tokens[device])],
+                Some(&body),
+            )
+        })
+    };
+    let closed = Plan { connections: options.connections, duration: options.duration, rate: None, expect: 200 };
+
+    let mut results: Vec<Measured> = Vec::new();
+    let mut baseline_runs = Vec::new();
+    let mut tessera_runs = Vec::new();
+    for round in 1..=options.rounds {
+        let label = format!("baseline ingest (round {round})");
+        baseline_runs.push(measure(&options, &label, &baseline, ingest(baseline.http), closed, None).await?);
+        let label = format!("Tessera ingest (round {round})");
+        tessera_runs.push(measure(&options, &label, &tessera, ingest(tessera.http), closed, None).await?);
+    }
+    let baseline_rate = mean(baseline_runs.iter().map(|run| run.outcome.per_second()));
+    let tessera_rate = mean(tessera_runs.iter().map(|run| run.outcome.per_second()));
+    results.push(combine("baseline ingest", &baseline_runs, None));
+    results.push(combine("ingest (Ubidots HTTP, token check, durable write)", &tessera_runs, Some(baseline_rate)));
+
+    // Latency at half of what Tessera just sustained, paced (open loop), for both.
+    let half = Plan { rate: Some(tessera_rate / 2.0), ..closed };
+    let label = "baseline at half of Tessera's rate";
+    let paced_baseline = measure(&options, label, &baseline, ingest(baseline.http), half, None).await?;
+    let label = "ingest at half load (paced)";
+    let paced =
+        measure(&options, label, &tessera, ingest(tessera.http), half, Some(paced_baseline.outcome.per_second()))
+            .await?;
+    results.push(paced_baseline);
+    results.push(paced);
+
+    let reads: MakeRequest = {
+        let tokens = tokens.clone();
+        let address = tessera.http;
+        Arc::new(move |sequence: u64| {
+            let device = (sequence as usize) % tokens.len();
+            let path = format!("/api/v1.6/devices/bench-{device}/temperature/lv");
+            load::request("GET", address, &path, &[("x-auth-token", &tokens[device])], None)
+        })
+    };
+    results.push(
+        measure(&options, "token-checked reads (last value)", &tessera, reads, closed, Some(baseline_rate)).await?,
+    );
+
+    tessera.stop().await;
+    baseline.stop().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    report(&options, &results);
+    Ok(())
+}
+
+/// Runs one scenario and reads the server's CPU time and memory around it.
+async fn measure(
+    options: &Options,
+    name: &str,
+    server: &ChildServer,
+    make: MakeRequest,
+    plan: Plan,
+    baseline_per_second: Option<f64>,
+) -> anyhow::Result<Measured> {
+    let quiet = options.json;
+    let label = name.to_owned();
+    let cpu_before = server.cpu_seconds();
+    let started = std::time::Instant::now();
+    let outcome = load::run(server.http, make, plan, move |done, elapsed| {
+        if !quiet {
+            eprint!(
+                "\r  {label}: {:>4.0} s, {done} requests, {:.0}/s   ",
+                elapsed.as_secs_f64(),
+                done as f64 / elapsed.as_secs_f64()
+            );
+        }
+    })
+    .await?;
+    let cpu_cores = (server.cpu_seconds() - cpu_before) / started.elapsed().as_secs_f64();
+    if !quiet {
+        eprintln!(
+            "\r  {name}: {:.0}/s, p99 {:.2} ms, {} errors{}",
+            outcome.per_second(),
+            outcome.quantile_ms(0.99),
+            outcome.errors,
+            " ".repeat(20)
+        );
+    }
+    Ok(Measured { name: name.to_owned(), outcome, cpu_cores, peak_rss_mib: server.peak_rss_mib(), baseline_per_second })
+}
+
+/// One line for several rounds of a scenario: their requests and latencies together.
+fn combine(name: &str, runs: &[Measured], baseline_per_second: Option<f64>) -> Measured {
+    let mut outcome = Outcome::default();
+    for run in runs {
+        outcome.requests += run.outcome.requests;
+        outcome.errors += run.outcome.errors;
+        outcome.seconds += run.outcome.seconds;
+        outcome.latencies_us.extend(&run.outcome.latencies_us);
+    }
+    outcome.latencies_us.sort_unstable();
+    Measured {
+        name: name.to_owned(),
+        outcome,
+        cpu_cores: mean(runs.iter().map(|run| run.cpu_cores)),
+        peak_rss_mib: runs.iter().map(|run| run.peak_rss_mib).fold(0.0, f64::max),
+        baseline_per_second,
+    }
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, count) = values.fold((0.0, 0usize), |(sum, count), value| (sum + value, count + 1));
+    sum / count.max(1) as f64
+}
+
+fn say(options: &Options, text: &str) {
+    if !options.json {
+        eprintln!("{text}");
+    }
+}
+
+fn report(options: &Options, results: &[Measured]) {
+    if options.json {
+        let document = json!({
+            "connections": options.connections,
+            "devices": options.devices,
+            "seconds_per_run": options.duration.as_secs_f64(),
+            "rounds": options.rounds,
+            "scenarios": results.iter().map(Measured::json).collect::<Vec<_>>(),
+        });
+        println!("{document:#}");
+        return;
+    }
+    println!(
+        "\n{:<52} {:>10} {:>8} {:>8} {:>8} {:>7} {:>6} {:>8} {:>9}",
+        "scenario", "per s", "p50 ms", "p99 ms", "p999 ms", "errors", "CPU", "peak MiB", "×baseline"
+    );
+    for result in results {
+        let ratio = result
+            .baseline_per_second
+            .map_or_else(|| "-".to_owned(), |baseline| format!("{:.2}", result.outcome.per_second() / baseline));
+        println!(
+            "{:<52} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>6.2} {:>8.1} {:>9}",
+            result.name,
+            result.outcome.per_second(),
+            result.outcome.quantile_ms(0.5),
+            result.outcome.quantile_ms(0.99),
+            result.outcome.quantile_ms(0.999),
+            result.outcome.errors,
+            result.cpu_cores,
+            result.peak_rss_mib,
+            ratio
+        );
+    }
+    println!(
+        "\n{} connections, {} devices each with its own token, {} s per run, baseline and Tessera alternated over {} \
+         rounds; CPU in cores of the server process.",
+        options.connections,
+        options.devices,
+        options.duration.as_secs(),
+        options.rounds
+    );
+}
+
+/// An organization with `devices` tokens, each device created by its first reading. Answers the tokens.
+async fn provision(address: SocketAddr, api_key: &str, devices: usize) -> anyhow::Result<Vec<String>> {
+    let mut connection = Connection::open(address).await?;
+    let exchange = load::request("POST", address, "/api/v1.6/auth/token", &[("x-ubidots-apikey", api_key)], None);
+    let account_token = json_field(&mut connection, &exchange, 201, "token").await?;
+    let create = load::request(
+        "POST",
+        address,
+        "/v1/collections",
+        &[("authorization", &format!("Bearer {account_token}"))],
+        Some(r#"{"name": "bench"}"#),
+    );
+    let organization = json_field(&mut connection, &create, 201, "id").await?;
+    let mut tokens = Vec::with_capacity(devices);
+    for device in 0..devices {
+        let path = format!("/api/v1.6/auth/tokens/organizations/{organization}/");
+        let body = format!(r#"{{"name": "device {device}"}}"#);
+        let mint = load::request("POST", address, &path, &[("x-ubidots-apikey", api_key)], Some(&body));
+        let token = json_field(&mut connection, &mint, 201, "token").await?;
+        let first = load::request(
+            "POST",
+            address,
+            &format!("/api/v1.6/devices/bench-{device}"),
+            &[("x-auth-token", &token)],
+            Some(r#"{"temperature": 0}"#),
+        );
+        let (status, body) = connection.send(&first).await?;
+        if status != 200 {
+            bail!("creating device bench-{device}: {status} {}", String::from_utf8_lossy(&body));
+        }
+        tokens.push(token);
+    }
+    Ok(tokens)
+}
+
+async fn json_field(connection: &mut Connection, request: &[u8], expect: u16, field: &str) -> anyhow::Result<String> {
+    let (status, body) = connection.send(request).await?;
+    if status != expect {
+        bail!("setup request answered {status}: {}", String::from_utf8_lossy(&body));
+    }
+    let document: Value = serde_json::from_slice(&body)?;
+    document[field].as_str().map(str::to_owned).with_context(|| format!("no {field} in {document}"))
+}
+
+/// A fresh directory for the benchmark's store.
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+    let path = std::env::temp_dir().join(format!("tessera-bench-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&path)?;
+    Ok(path)
+}

@@ -1,0 +1,86 @@
+//! The servers a benchmark measures run as child processes of `tessera bench`, so that their CPU time and memory
+//! can be read apart from the load generator's (from `/proc`).
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A server started by the benchmark, stopped when dropped.
+pub struct ChildServer {
+    child: Child,
+    pub http: SocketAddr,
+    /// The API key printed at the first start, if this start printed one.
+    pub api_key: Option<String>,
+}
+
+impl ChildServer {
+    /// Runs this executable with `args` and waits for the line that says where it listens.
+    pub async fn start(args: &[&str], environment: &[(&str, &str)]) -> anyhow::Result<ChildServer> {
+        let executable = std::env::current_exe().context("finding the tessera executable")?;
+        let mut command = Command::new(executable);
+        command.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
+        command.env("RUST_LOG", "warn");
+        for (name, value) in environment {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().context("starting a server")?;
+        let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
+        let mut api_key = None;
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+                .await
+                .context("the server did not say where it listens within 60 s")??;
+            let Some(line) = line else { bail!("the server exited before listening") };
+            if let Some(key) = line.trim().strip_prefix("API key:") {
+                api_key = Some(key.trim().to_owned());
+            } else if let Some(address) = line
+                .strip_prefix("Tessera is listening on http://")
+                .or_else(|| line.strip_prefix("Baseline is listening on http://"))
+            {
+                // Keep draining stdout so the child never blocks on a full pipe.
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                return Ok(ChildServer { child, http: address.parse()?, api_key });
+            }
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// CPU seconds the process has used so far (user + system).
+    pub fn cpu_seconds(&self) -> f64 {
+        let Some(pid) = self.pid() else { return 0.0 };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+        // Fields after the command name (which may hold spaces, inside parentheses): utime and stime are the
+        // 12th and 13th, in clock ticks (100 per second on Linux).
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks = |index: usize| fields.get(index).and_then(|field| field.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    /// The process's peak resident memory so far, in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        self.status_kib("VmHWM:") / 1024.0
+    }
+
+    fn status_kib(&self, field: &str) -> f64 {
+        let Some(pid) = self.pid() else { return 0.0 };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return 0.0 };
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|value| value.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
