@@ -28,13 +28,17 @@ macro_rules! for_update {
     };
 }
 
-async fn begin_write(pool: &PgPool) -> StoreResult<Transaction<'static, Db>> {
-    Ok(pool.begin().await?)
+async fn begin_write(store: &PostgresStore) -> StoreResult<Transaction<'static, Db>> {
+    Ok(store.pool.begin().await?)
+}
+
+async fn close_pools(store: &PostgresStore) {
+    store.pool.close().await;
 }
 
 /// A transaction that holds the accounts table exclusively, so nodes bootstrapping at once create one account.
-async fn begin_exclusive(pool: &PgPool) -> StoreResult<Transaction<'static, Db>> {
-    let mut transaction = pool.begin().await?;
+async fn begin_exclusive(store: &PostgresStore) -> StoreResult<Transaction<'static, Db>> {
+    let mut transaction = store.pool.begin().await?;
     sqlx::query("LOCK TABLE accounts IN EXCLUSIVE MODE").execute(&mut *transaction).await?;
     Ok(transaction)
 }

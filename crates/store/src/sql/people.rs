@@ -117,7 +117,7 @@ impl Backend {
 #[async_trait]
 impl PeopleStore for Backend {
     async fn insert_user(&self, user: &User, private_team: &Team) -> StoreResult<()> {
-        let mut transaction = begin_write(&self.pool).await?;
+        let mut transaction = begin_write(self).await?;
         insert_user_in(&mut transaction, user, private_team).await?;
         transaction.commit().await?;
         Ok(())
@@ -164,7 +164,7 @@ impl PeopleStore for Backend {
         totp: Option<&UserTotp>,
         recovery_codes: &[SecretDigest],
     ) -> StoreResult<()> {
-        let mut transaction = begin_write(&self.pool).await?;
+        let mut transaction = begin_write(self).await?;
         let updated = sqlx::query(
             "UPDATE users SET totp_secret = $1, totp_enabled = $2, totp_last_step = $3 \
              WHERE id = $4 AND totp_secret IS NOT DISTINCT FROM $5 AND totp_enabled = $6",
@@ -252,7 +252,7 @@ impl PeopleStore for Backend {
     }
 
     async fn insert_team(&self, team: &Team, creator: UserId) -> StoreResult<()> {
-        let mut transaction = begin_write(&self.pool).await?;
+        let mut transaction = begin_write(self).await?;
         insert_team_in(&mut transaction, team, creator).await?;
         transaction.commit().await?;
         Ok(())
@@ -292,7 +292,7 @@ impl PeopleStore for Backend {
     }
 
     async fn delete_team(&self, account: AccountId, team: TeamId) -> StoreResult<()> {
-        let mut transaction = begin_write(&self.pool).await?;
+        let mut transaction = begin_write(self).await?;
         let private_of: Option<i64> =
             sqlx::query_scalar(concat!("SELECT private_of FROM teams WHERE account_id = $1 AND id = $2", for_update!()))
                 .bind(account.as_i64())
@@ -353,7 +353,7 @@ impl PeopleStore for Backend {
     }
 
     async fn set_member_role(&self, team: TeamId, user: UserId, role: Role) -> StoreResult<()> {
-        let mut transaction = begin_write(&self.pool).await?;
+        let mut transaction = begin_write(self).await?;
         lock_team(&mut transaction, team).await?;
         let updated = sqlx::query(concat!(
             "UPDATE team_members SET role = $1 WHERE team_id = $2 AND user_id = $3 AND ($1 = 'admin' OR ",
@@ -374,7 +374,7 @@ impl PeopleStore for Backend {
     }
 
     async fn remove_member(&self, team: TeamId, user: UserId) -> StoreResult<()> {
-        let mut transaction = begin_write(&self.pool).await?;
+        let mut transaction = begin_write(self).await?;
         lock_team(&mut transaction, team).await?;
         let deleted = sqlx::query(concat!(
             "DELETE FROM team_members WHERE team_id = $1 AND user_id = $2 AND (role != 'admin' OR ",
@@ -432,7 +432,7 @@ impl PeopleStore for Backend {
     }
 
     async fn accept_invite(&self, code: &SecretDigest, user: UserId, at_ms: i64) -> StoreResult<TeamId> {
-        let mut transaction = begin_write(&self.pool).await?;
+        let mut transaction = begin_write(self).await?;
         // The team's row first, then the invite's: the order deleting a team takes them in (its row, then the
         // invites its deletion cascades to), so the two cannot deadlock.
         let team: i64 = sqlx::query_scalar("SELECT team_id FROM invites WHERE digest = $1")

@@ -1,6 +1,6 @@
 // The SQL shared by every backend, included by `sqlite.rs` and `postgres.rs` (see the comment there for why this
 // is text inclusion rather than generics). The including module defines `Db`, `DbRow`, `DbConnection`, `Backend`
-// (the store type, with a `pool`), `begin_write`, `begin_exclusive` and the `for_update!`
+// (the store type, with a `pool`), `begin_write`, `begin_exclusive` (both taking the store), `close_pools` and the `for_update!`
 // macro. Placeholders are `$N`, which both SQLite and PostgreSQL read as "the N-th bound value".
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +26,9 @@ fn label_from_column(text: String) -> StoreResult<Label> {
 /// Readings per INSERT statement: 7 parameters each stays well under SQLite's limit of 32 766 and PostgreSQL's
 /// of 65 535.
 const READINGS_PER_STATEMENT: usize = 500;
+
+/// Tokens whose usage one transaction records.
+const USAGE_PER_TRANSACTION: usize = 100;
 
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -200,7 +203,7 @@ impl AccountStore for Backend {
     async fn bootstrap(&self, bootstrap: &Bootstrap) -> StoreResult<bool> {
         // The exclusive transaction makes two processes running `init` at once (or two nodes starting on one
         // database) agree: one creates the account, the other sees it.
-        let mut transaction = begin_exclusive(&self.pool).await?;
+        let mut transaction = begin_exclusive(self).await?;
         let created = bootstrap_in(&mut transaction, bootstrap).await?;
         if created {
             transaction.commit().await?;
@@ -393,7 +396,7 @@ impl TokenStore for Backend {
     }
 
     async fn rotate_tokens(&self, consumed: TokenId, tokens: &[TokenRecord], at_ms: i64) -> StoreResult<bool> {
-        let mut transaction = begin_write(&self.pool).await?;
+        let mut transaction = begin_write(self).await?;
         let updated = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(at_ms)
             .bind(consumed.as_i64())
@@ -410,7 +413,7 @@ impl TokenStore for Backend {
     }
 
     async fn revoke_family(&self, family: Id, at_ms: i64) -> StoreResult<Vec<TokenRecord>> {
-        let mut transaction = begin_write(&self.pool).await?;
+        let mut transaction = begin_write(self).await?;
         // Waits for a rotation of this family in flight to commit, so that the UPDATE below (a statement of its
         // own, with a snapshot taken after the wait) sees the pair the rotation inserted and revokes it too.
         sqlx::query(concat!("SELECT id FROM tokens WHERE family_id = $1", for_update!()))
@@ -455,19 +458,22 @@ impl TokenStore for Backend {
         // usage of the same tokens at once cannot deadlock.
         let mut usage: Vec<&TokenUsage> = usage.iter().collect();
         usage.sort_by_key(|entry| entry.token);
-        let mut transaction = begin_write(&self.pool).await?;
-        for entry in usage {
-            sqlx::query(
-                "UPDATE tokens SET uses = uses + $1, last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $2 THEN $2 ELSE last_used_at END \
-                 WHERE id = $3",
-            )
-            .bind(to_i64(entry.uses))
-            .bind(entry.last_used_at_ms)
-            .bind(entry.token.as_i64())
-            .execute(&mut *transaction)
-            .await?;
+        // Small transactions of one statement each: the write lock is held for a moment at a time, so readings
+        // waiting to be committed are not held up behind thousands of token rows.
+        for chunk in usage.chunks(USAGE_PER_TRANSACTION) {
+            let mut update = QueryBuilder::<Db>::new(
+                "UPDATE tokens SET uses = tokens.uses + usage.column2, last_used_at = CASE \
+                 WHEN tokens.last_used_at IS NULL OR tokens.last_used_at < usage.column3 THEN usage.column3 \
+                 ELSE tokens.last_used_at END FROM (",
+            );
+            update.push_values(chunk, |mut row, entry| {
+                row.push_bind(entry.token.as_i64()).push_bind(to_i64(entry.uses)).push_bind(entry.last_used_at_ms);
+            });
+            update.push(") AS usage WHERE tokens.id = usage.column1");
+            let mut transaction = begin_write(self).await?;
+            update.build().execute(&mut *transaction).await?;
+            transaction.commit().await?;
         }
-        transaction.commit().await?;
         Ok(())
     }
 }
@@ -532,7 +538,7 @@ impl CollectionStore for Backend {
         collection: CollectionId,
         at_ms: i64,
     ) -> StoreResult<Vec<TokenRecord>> {
-        let mut transaction = begin_write(&self.pool).await?;
+        let mut transaction = begin_write(self).await?;
         let row =
             sqlx::query(concat!(
                 "SELECT ",
@@ -707,7 +713,7 @@ impl DeviceStore for Backend {
     }
 
     async fn delete_device(&self, account: AccountId, device: DeviceId) -> StoreResult<()> {
-        let mut transaction = begin_write(&self.pool).await?;
+        let mut transaction = begin_write(self).await?;
         sqlx::query(
             "DELETE FROM readings WHERE variable_id IN \
              (SELECT v.id FROM variables v WHERE v.device_id = $1 AND v.account_id = $2)",
@@ -808,7 +814,7 @@ impl DeviceStore for Backend {
     }
 
     async fn delete_variable(&self, account: AccountId, variable: VariableId) -> StoreResult<()> {
-        let mut transaction = begin_write(&self.pool).await?;
+        let mut transaction = begin_write(self).await?;
         let deleted = sqlx::query("DELETE FROM variables WHERE account_id = $1 AND id = $2")
             .bind(account.as_i64())
             .bind(variable.as_i64())
@@ -846,7 +852,7 @@ impl ReadingStore for Backend {
             .collect();
         // In key order, so two nodes' batches that share rows take their locks in the same order (no deadlock).
         unique.sort_by_key(|reading| (reading.variable, reading.timestamp_ms));
-        let mut transaction = begin_write(&self.pool).await?;
+        let mut transaction = begin_write(self).await?;
         for chunk in unique.chunks(READINGS_PER_STATEMENT) {
             // Readings of a variable deleted while they waited in the writer's queue are dropped here: the delete
             // came after them, so they are gone as if written first and deleted with it, and no orphan row stays.
@@ -951,6 +957,6 @@ impl Store for Backend {
     }
 
     async fn close(&self) {
-        self.pool.close().await;
+        close_pools(self).await;
     }
 }
