@@ -61,7 +61,53 @@ fn round(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
 }
 
+/// Time per token verification, in microseconds (p50, p99).
+#[derive(Debug, Clone, Copy)]
+struct VerifyTimes {
+    cached: (f64, f64),
+    from_store: (f64, f64),
+}
+
+/// Verifies one token over and over in this process: from the cache, and with the cache emptied before each
+/// verification, from the store (SQLite on disk, as `serve` keeps it).
+async fn verify_times() -> anyhow::Result<VerifyTimes> {
+    let data_dir = tempfile_dir()?;
+    let config = tessera_server::Config::new(data_dir.clone());
+    let opened = tessera_server::bootstrap::open_store(&config).await?;
+    let credentials = tessera_server::bootstrap::bootstrap(opened.store.as_ref(), &opened.key)
+        .await?
+        .context("a fresh store is bootstrapped")?;
+    let tokens = tessera_server::tokens::TokenService::new(
+        opened.store.clone(),
+        opened.key.clone(),
+        1_000,
+        tessera_server::cluster::Peers::none(),
+    );
+    let secret = credentials.api_key.expose().to_owned();
+    let time = async |rounds: usize, empty_cache: bool| -> anyhow::Result<(f64, f64)> {
+        let mut samples = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            if empty_cache {
+                tokens.forget_everything();
+            }
+            let started = std::time::Instant::now();
+            tokens.verify(&secret).await.map_err(|error| anyhow::anyhow!("verify failed: {error}"))?;
+            samples.push(started.elapsed().as_nanos() as f64 / 1000.0);
+        }
+        samples.sort_by(f64::total_cmp);
+        Ok((samples[samples.len() / 2], samples[samples.len() * 99 / 100]))
+    };
+    time(1_000, false).await?; // warm-up
+    let cached = time(200_000, false).await?;
+    let from_store = time(5_000, true).await?;
+    opened.store.close().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(VerifyTimes { cached, from_store })
+}
+
 pub async fn run(options: Options) -> anyhow::Result<()> {
+    say(&options, "timing token verification in this process");
+    let verify = verify_times().await?;
     let data_dir = tempfile_dir()?;
     let data_dir_text = data_dir.to_string_lossy().into_owned();
     say(&options, &format!("starting Tessera (data in {data_dir_text}) and the baseline"));
@@ -137,7 +183,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     tessera.stop().await;
     baseline.stop().await;
     let _ = std::fs::remove_dir_all(&data_dir);
-    report(&options, &results);
+    report(&options, &results, verify);
     Ok(())
 }
 
@@ -207,9 +253,15 @@ fn say(options: &Options, text: &str) {
     }
 }
 
-fn report(options: &Options, results: &[Measured]) {
+fn report(options: &Options, results: &[Measured], verify: VerifyTimes) {
     if options.json {
         let document = json!({
+            "token_verify_us": {
+                "cached_p50": round(verify.cached.0),
+                "cached_p99": round(verify.cached.1),
+                "store_p50": round(verify.from_store.0),
+                "store_p99": round(verify.from_store.1),
+            },
             "connections": options.connections,
             "devices": options.devices,
             "seconds_per_run": options.duration.as_secs_f64(),
@@ -241,7 +293,11 @@ fn report(options: &Options, results: &[Measured]) {
         );
     }
     println!(
-        "\n{} connections, {} devices each with its own token, {} s per run, baseline and Tessera alternated over {} \
+        "\ntoken verification: {:.2} µs p50, {:.2} µs p99 from the cache; {:.1} µs p50, {:.1} µs p99 from the store",
+        verify.cached.0, verify.cached.1, verify.from_store.0, verify.from_store.1
+    );
+    println!(
+        "{} connections, {} devices each with its own token, {} s per run, baseline and Tessera alternated over {} \
          rounds; CPU in cores of the server process.",
         options.connections,
         options.devices,
