@@ -70,6 +70,9 @@ enum Command {
         /// Print the figures as one JSON document
         #[arg(long)]
         json: bool,
+        /// The machine's Mosquitto, driven by the same MQTT load for comparison (skipped if it does not answer)
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        mosquitto: std::net::SocketAddr,
     },
     /// The benchmark's baseline server (started by `tessera bench`).
     #[command(hide = true)]
@@ -154,7 +157,7 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Bench { seconds, connections, devices, rounds, json } => {
+        Command::Bench { seconds, connections, devices, rounds, json, mosquitto } => {
             init_logging("text");
             anyhow::ensure!(
                 seconds > 0 && connections > 0 && devices > 0 && rounds > 0,
@@ -162,6 +165,7 @@ fn main() -> anyhow::Result<()> {
             );
             let options = bench::Options {
                 duration: std::time::Duration::from_secs(seconds),
+                mosquitto,
                 connections,
                 devices,
                 rounds,

@@ -5,6 +5,7 @@
 
 mod baseline;
 mod load;
+mod mqtt;
 mod process;
 
 use std::net::SocketAddr;
@@ -22,6 +23,8 @@ use process::ChildServer;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub duration: Duration,
+    /// Where the machine's Mosquitto listens, for the MQTT comparison.
+    pub mosquitto: SocketAddr,
     pub connections: usize,
     pub devices: usize,
     pub rounds: usize,
@@ -179,12 +182,75 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     results.push(
         measure(&options, "token-checked reads (last value)", &tessera, reads, closed, Some(baseline_rate)).await?,
     );
+    results.extend(mqtt_comparison(&options, &tessera, &tokens).await?);
 
     tessera.stop().await;
     baseline.stop().await;
     let _ = std::fs::remove_dir_all(&data_dir);
     report(&options, &results, verify);
     Ok(())
+}
+
+/// Publishers at QoS 0 to one subscriber, on Mosquitto and on Tessera alternately: messages per second that reach
+/// the subscriber. Skipped, with a line saying so, when no Mosquitto answers.
+async fn mqtt_comparison(options: &Options, tessera: &ChildServer, tokens: &[String]) -> anyhow::Result<Vec<Measured>> {
+    const PUBLISHERS: usize = 8;
+    let Some(tessera_mqtt) = tessera.mqtt else { return Ok(Vec::new()) };
+    if tokio::net::TcpStream::connect(options.mosquitto).await.is_err() {
+        say(options, &format!("MQTT comparison skipped: no Mosquitto at {}", options.mosquitto));
+        return Ok(Vec::new());
+    }
+    let mosquitto_pid = process::pid_of("mosquitto");
+    let topic = |publisher: usize| format!("/v1.6/devices/bench-{}", publisher % tokens.len());
+    let tessera_credentials: Vec<Option<String>> = tokens.iter().take(PUBLISHERS).cloned().map(Some).collect();
+    let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+    for round in 1..=options.rounds {
+        let cpu_before = mosquitto_pid.map_or(0.0, process::cpu_seconds);
+        let outcome =
+            mqtt::run(options.mosquitto, &[None], None, "/v1.6/devices/+", topic, PUBLISHERS, options.duration).await?;
+        let cpu = (mosquitto_pid.map_or(0.0, process::cpu_seconds) - cpu_before) / outcome.seconds;
+        let name = format!("Mosquitto QoS 0 to a subscriber (round {round})");
+        theirs.push(mqtt_measured(options, &name, outcome, cpu, mosquitto_pid.map_or(0.0, process::peak_rss_mib)));
+
+        let cpu_before = tessera.cpu_seconds();
+        let outcome = mqtt::run(
+            tessera_mqtt,
+            &tessera_credentials,
+            Some(&tokens[0]),
+            "/v1.6/devices/+/temperature/lv",
+            topic,
+            PUBLISHERS,
+            options.duration,
+        )
+        .await?;
+        let cpu = (tessera.cpu_seconds() - cpu_before) / outcome.seconds;
+        let name = format!("Tessera MQTT QoS 0 to a subscriber (round {round})");
+        ours.push(mqtt_measured(options, &name, outcome, cpu, tessera.peak_rss_mib()));
+    }
+    let mosquitto_rate = mean(theirs.iter().map(|run| run.outcome.per_second()));
+    Ok(vec![
+        combine("MQTT QoS 0 delivered, Mosquitto (reference)", &theirs, None),
+        combine("MQTT QoS 0 delivered (ACL checked, stored)", &ours, Some(mosquitto_rate)),
+    ])
+}
+
+fn mqtt_measured(options: &Options, name: &str, outcome: mqtt::MqttOutcome, cpu_cores: f64, peak: f64) -> Measured {
+    say(
+        options,
+        &format!(
+            "  {name}: {:.0} delivered/s ({} published, {} delivered)",
+            outcome.delivered_per_second(),
+            outcome.published,
+            outcome.delivered
+        ),
+    );
+    Measured {
+        name: name.to_owned(),
+        outcome: Outcome { requests: outcome.delivered, errors: 0, seconds: outcome.seconds, latencies_us: Vec::new() },
+        cpu_cores,
+        peak_rss_mib: peak,
+        baseline_per_second: None,
+    }
 }
 
 /// Runs one scenario and reads the server's CPU time and memory around it.
@@ -279,13 +345,17 @@ fn report(options: &Options, results: &[Measured], verify: VerifyTimes) {
         let ratio = result
             .baseline_per_second
             .map_or_else(|| "-".to_owned(), |baseline| format!("{:.2}", result.outcome.per_second() / baseline));
+        let millis = |q: f64| {
+            let value = result.outcome.quantile_ms(q);
+            if value.is_nan() { "-".to_owned() } else { format!("{value:.2}") }
+        };
         println!(
-            "{:<52} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>6.2} {:>8.1} {:>9}",
+            "{:<52} {:>10.0} {:>8} {:>8} {:>8} {:>7} {:>6.2} {:>8.1} {:>9}",
             result.name,
             result.outcome.per_second(),
-            result.outcome.quantile_ms(0.5),
-            result.outcome.quantile_ms(0.99),
-            result.outcome.quantile_ms(0.999),
+            millis(0.5),
+            millis(0.99),
+            millis(0.999),
             result.outcome.errors,
             result.cpu_cores,
             result.peak_rss_mib,

@@ -13,6 +13,7 @@ use tokio::process::{Child, Command};
 pub struct ChildServer {
     child: Child,
     pub http: SocketAddr,
+    pub mqtt: Option<SocketAddr>,
     /// The API key printed at the first start, if this start printed one.
     pub api_key: Option<String>,
 }
@@ -29,7 +30,7 @@ impl ChildServer {
         }
         let mut child = command.spawn().context("starting a server")?;
         let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
-        let mut api_key = None;
+        let (mut mqtt, mut api_key) = (None, None);
         loop {
             let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
                 .await
@@ -37,13 +38,15 @@ impl ChildServer {
             let Some(line) = line else { bail!("the server exited before listening") };
             if let Some(key) = line.trim().strip_prefix("API key:") {
                 api_key = Some(key.trim().to_owned());
+            } else if let Some(address) = line.strip_prefix("Tessera MQTT is listening on ") {
+                mqtt = Some(address.parse()?);
             } else if let Some(address) = line
                 .strip_prefix("Tessera is listening on http://")
                 .or_else(|| line.strip_prefix("Baseline is listening on http://"))
             {
                 // Keep draining stdout so the child never blocks on a full pipe.
                 tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-                return Ok(ChildServer { child, http: address.parse()?, api_key });
+                return Ok(ChildServer { child, http: address.parse()?, mqtt, api_key });
             }
         }
     }
@@ -54,33 +57,47 @@ impl ChildServer {
 
     /// CPU seconds the process has used so far (user + system).
     pub fn cpu_seconds(&self) -> f64 {
-        let Some(pid) = self.pid() else { return 0.0 };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-        // Fields after the command name (which may hold spaces, inside parentheses): utime and stime are the
-        // 12th and 13th, in clock ticks (100 per second on Linux).
-        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        let ticks = |index: usize| fields.get(index).and_then(|field| field.parse::<f64>().ok()).unwrap_or(0.0);
-        (ticks(11) + ticks(12)) / 100.0
+        self.pid().map_or(0.0, cpu_seconds)
     }
 
     /// The process's peak resident memory so far, in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
-        self.status_kib("VmHWM:") / 1024.0
-    }
-
-    fn status_kib(&self, field: &str) -> f64 {
-        let Some(pid) = self.pid() else { return 0.0 };
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return 0.0 };
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(field))
-            .and_then(|value| value.split_whitespace().next())
-            .and_then(|kib| kib.parse().ok())
-            .unwrap_or(0.0)
+        self.pid().map_or(0.0, peak_rss_mib)
     }
 
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// CPU seconds process `pid` has used so far (user + system).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the command name (which may hold spaces, inside parentheses): utime and stime are the 12th and
+    // 13th, in clock ticks (100 per second on Linux).
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index).and_then(|field| field.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Process `pid`'s peak resident memory so far, in MiB.
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return 0.0 };
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// The pid of a running process named exactly `name` (the machine's Mosquitto, say).
+pub fn pid_of(name: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let command = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+        (command.trim() == name).then_some(pid)
+    })
 }
