@@ -40,6 +40,16 @@ pub fn variable_target(variable: &Variable) -> Target {
 /// behind the server's back.
 const CACHE_TIME_TO_LIVE: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// How long a write waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Until the readings are committed: for every request that is answered (HTTP, MQTT QoS 1).
+    Committed,
+    /// Until they are queued for the next commit: for MQTT QoS 0, which is owed no acknowledgement. Ordered like
+    /// committed writes; a failed commit is logged, and the sender never learns of it (as QoS 0 promises).
+    Queued,
+}
+
 #[derive(Debug)]
 pub struct DataService {
     store: Arc<dyn Store>,
@@ -316,6 +326,16 @@ impl DataService {
         permits: &[&Permit],
         series: Vec<(Arc<Variable>, Vec<Dot>)>,
     ) -> Result<Vec<(Arc<Variable>, usize)>, AppError> {
+        self.write_waiting(permits, series, Wait::Committed).await
+    }
+
+    /// As [`DataService::write`], returning when the dots are committed or, for a sender owed no answer, queued.
+    pub async fn write_waiting(
+        &self,
+        permits: &[&Permit],
+        series: Vec<(Arc<Variable>, Vec<Dot>)>,
+        wait: Wait,
+    ) -> Result<Vec<(Arc<Variable>, usize)>, AppError> {
         for (variable, _) in &series {
             let target = variable_target(variable);
             if !permits.iter().any(|permit| permit.covers(Action::Write, &target)) {
@@ -341,7 +361,10 @@ impl DataService {
                 origins.push(origin);
             }
         }
-        self.writer.write(readings, origins).await?;
+        match wait {
+            Wait::Committed => self.writer.write(readings, origins).await?,
+            Wait::Queued => self.writer.enqueue(readings, origins).await?,
+        }
         Ok(stored)
     }
 

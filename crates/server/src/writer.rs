@@ -33,7 +33,8 @@ enum Message {
     Write {
         readings: Vec<Reading>,
         origins: Vec<Origin>,
-        done: oneshot::Sender<Result<(), WriteError>>,
+        /// `None` when nobody waits for the commit (MQTT QoS 0); a failure is then only logged.
+        done: Option<oneshot::Sender<Result<(), WriteError>>>,
     },
     /// Sent once at shutdown, after the last request: everything queued before it is committed first.
     Stop,
@@ -93,8 +94,20 @@ impl ReadingWriter {
         }
         debug_assert_eq!(readings.len(), origins.len());
         let (done, answer) = oneshot::channel();
-        self.sender.send(Message::Write { readings, origins, done }).await.map_err(|_| WriteError::ShuttingDown)?;
+        let message = Message::Write { readings, origins, done: Some(done) };
+        self.sender.send(message).await.map_err(|_| WriteError::ShuttingDown)?;
         answer.await.map_err(|_| WriteError::ShuttingDown)?
+    }
+
+    /// Queues `readings` for the next commit and returns as soon as they are queued (waiting only while the queue
+    /// is full), for a sender that is owed no acknowledgement (MQTT QoS 0). Queued in call order, so a sender's
+    /// readings are committed, and reach live consumers, in the order it sent them.
+    pub async fn enqueue(&self, readings: Vec<Reading>, origins: Vec<Origin>) -> Result<(), WriteError> {
+        if readings.is_empty() {
+            return Ok(());
+        }
+        let message = Message::Write { readings, origins, done: None };
+        self.sender.send(message).await.map_err(|_| WriteError::ShuttingDown)
     }
 
     /// Asks the task to stop once everything queued so far is committed. Await the task's handle afterwards.
@@ -113,7 +126,7 @@ async fn run(
 ) {
     let mut batch: Vec<Reading> = Vec::new();
     let mut batch_origins: Vec<Origin> = Vec::new();
-    let mut waiting: Vec<oneshot::Sender<Result<(), WriteError>>> = Vec::new();
+    let mut waiting: Vec<Option<oneshot::Sender<Result<(), WriteError>>>> = Vec::new();
     let mut stopping = false;
     while !stopping {
         let Some(first) = receiver.recv().await else { break };
@@ -149,7 +162,7 @@ async fn run(
         }
         let committed = outcome.is_ok();
         let shared = outcome.map_err(Arc::new);
-        for done in waiting.drain(..) {
+        for done in waiting.drain(..).flatten() {
             // A requester that went away (client disconnected) no longer needs the answer; its readings are stored.
             let _ = done.send(shared.clone().map_err(WriteError::Commit));
         }

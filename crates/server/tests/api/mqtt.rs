@@ -105,6 +105,20 @@ impl Client {
         }
     }
 
+    /// Publishes at QoS 0: nothing comes back.
+    async fn publish_at_most_once(&mut self, topic: &str, payload: Value) {
+        let publish = Publish {
+            dup: false,
+            retain: false,
+            qos: QoS::AtMostOnce,
+            topic: ByteString::from(topic.to_owned()),
+            packet_id: None,
+            payload: Bytes::from(payload.to_string()),
+            properties: None,
+        };
+        self.framed.send(Packet::Publish(Box::new(publish))).await.unwrap();
+    }
+
     async fn next(&mut self) -> Option<Packet> {
         match tokio::time::timeout(Duration::from_secs(10), self.framed.next()).await {
             Ok(Some(Ok((packet, _)))) => Some(packet),
@@ -502,4 +516,24 @@ async fn a_client_connecting_again_with_its_id_takes_the_old_connection_over() {
     let mut anonymous = Client::connect_as(&tessera, &token, "", "", true).await.unwrap().0;
     let _other = Client::connect_as(&tessera, &token, "", "", true).await.unwrap();
     assert_eq!(anonymous.subscribe("/v1.6/devices/+/x/lv").await, SubscribeReturnCode::Success(QoS::AtMostOnce));
+}
+
+#[tokio::test]
+async fn qos_0_publishes_are_stored_and_delivered_in_the_order_sent() {
+    let tessera = TestServer::start().await;
+    let org = tessera.organization("Stream").await;
+    let token = tessera.organization_token(&org, "stream").await["token"].as_str().unwrap().to_owned();
+    let mut subscriber = Client::connect(&tessera, &token, "").await.unwrap();
+    subscriber.subscribe("/v1.6/devices/stream/n/lv").await;
+    let mut device = Client::connect(&tessera, &token, "").await.unwrap();
+    // QoS 0 is not acknowledged, so the device sends them back to back without waiting for any commit.
+    for n in 0..200 {
+        device.publish_at_most_once("/v1.6/devices/stream", json!({"n": {"value": n, "timestamp": 1000 + n}})).await;
+    }
+    for n in 0..200 {
+        let (_, value) = subscriber.message().await;
+        assert_eq!(value, json!(f64::from(n)), "in the order sent");
+    }
+    let (_, values) = tessera.ubidots(Method::GET, "/devices/stream/n/values?page_size=1000", &token, None).await;
+    assert_eq!(values["count"], 200, "every one stored");
 }

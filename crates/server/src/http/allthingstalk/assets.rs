@@ -1,6 +1,7 @@
 //! AllThingsTalk devices and assets over HTTP: `/device/{id}`, its assets, and each asset's state. An asset is a
 //! variable of the one model, so a state written here is a reading every dialect sees, and the other way round.
 
+use crate::data::Wait;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, Path, State};
@@ -218,7 +219,7 @@ async fn put_state(
     body: Result<Bytes, BytesRejection>,
 ) -> AttResult {
     let document = document(body)?;
-    let (value, timestamp_ms) = write_state(&app, &caller, &device, &asset, &document).await?;
+    let (value, timestamp_ms) = write_state(&app, &caller, &device, &asset, &document, Wait::Committed).await?;
     Ok(Json(state_json(value, timestamp_ms)).into_response())
 }
 
@@ -238,6 +239,7 @@ pub async fn write_state(
     device: &str,
     asset: &str,
     document: &Json_,
+    wait: Wait,
 ) -> Result<(Json_, i64), AppError> {
     let (value, at) = state_value(document);
     let timestamp_ms = match at {
@@ -256,7 +258,7 @@ pub async fn write_state(
         other => Value::Json(other.clone()),
     };
     let dot = Dot { timestamp_ms, value: stored, context: Default::default() };
-    app.data.write(&[&permit], vec![(variable, vec![dot])]).await?;
+    app.data.write_waiting(&[&permit], vec![(variable, vec![dot])], wait).await?;
     Ok((value, timestamp_ms))
 }
 

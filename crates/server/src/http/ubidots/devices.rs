@@ -1,5 +1,6 @@
 //! Sending and reading data by device and variable label: `devices/<device_label>/...`.
 
+use crate::data::Wait;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -31,7 +32,7 @@ pub async fn send_to_device(
 ) -> UbidotsResult {
     let label = parse_label("device", &device)?;
     let body = json_body(body)?;
-    let stored = ingest_device_body(&app, &caller, &label, &body, default_timestamp(&query)?).await?;
+    let stored = ingest_device_body(&app, &caller, &label, &body, default_timestamp(&query)?, Wait::Committed).await?;
     let answer: Map<String, Json> =
         stored.into_iter().map(|(variable, dots)| (variable, created_statuses(dots))).collect();
     Ok(axum::Json(Json::Object(answer)).into_response())
@@ -46,6 +47,7 @@ pub async fn ingest_device_body(
     label: &tessera_core::Label,
     body: &Json,
     default_timestamp_ms: i64,
+    wait: Wait,
 ) -> Result<Vec<(String, usize)>, AppError> {
     let variables = payload::parse_device_body(body, default_timestamp_ms).map_err(AppError::BadRequest)?;
     let (device, permit) = app.data.device_for_write(caller, label).await?;
@@ -54,7 +56,7 @@ pub async fn ingest_device_body(
         let variable = app.data.variable_for_write(&permit, &device, &entry.label, entry.label.as_str(), "").await?;
         series.push((variable, entry.dots));
     }
-    let stored = app.data.write(&[&permit], series).await?;
+    let stored = app.data.write_waiting(&[&permit], series, wait).await?;
     Ok(stored.into_iter().map(|(variable, dots)| (variable.label.to_string(), dots)).collect())
 }
 
