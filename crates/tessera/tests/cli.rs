@@ -296,3 +296,32 @@ async fn nodes_starting_at_once_on_postgresql_migrate_once_and_bootstrap_once() 
     assert_eq!(accounts, 1);
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE"))).execute(&mut admin).await.unwrap();
 }
+
+/// A short `tessera bench` run answers every scenario with figures (not their size: that is the benchmark's job).
+#[tokio::test]
+async fn bench_measures_every_scenario_and_prints_json() {
+    let output = tessera()
+        .args(["bench", "--seconds", "1", "--connections", "2", "--devices", "3", "--rounds", "1", "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let figures: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+    let scenarios = figures["scenarios"].as_array().unwrap();
+    let names: Vec<&str> = scenarios.iter().map(|scenario| scenario["scenario"].as_str().unwrap()).collect();
+    for expected in
+        ["baseline ingest", "ingest (Ubidots HTTP, token check, durable write)", "ingest at half load (paced)"]
+    {
+        assert!(names.contains(&expected), "{names:?}");
+    }
+    for scenario in scenarios.iter().filter(|scenario| !scenario["scenario"].as_str().unwrap().starts_with("MQTT")) {
+        assert!(scenario["per_second"].as_f64().unwrap() > 0.0, "{scenario}");
+        assert_eq!(scenario["errors"], 0, "{scenario}");
+        assert!(scenario["p99_ms"].as_f64().unwrap() > 0.0, "{scenario}");
+        assert!(scenario["server_peak_rss_mib"].as_f64().unwrap() > 1.0, "{scenario}");
+    }
+    let ingest = scenarios.iter().find(|scenario| scenario["scenario"] == names[1]).unwrap();
+    assert!(ingest["ratio_to_baseline"].as_f64().unwrap() > 0.0);
+    let verify = &figures["token_verify_us"];
+    assert!(verify["cached_p50"].as_f64().unwrap() > 0.0 && verify["store_p50"].as_f64().unwrap() > 0.0);
+}
