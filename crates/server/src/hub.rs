@@ -103,6 +103,20 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// The next reading if one is waiting now, without waiting; readings missed by falling behind are counted and
+    /// skipped as in [`Subscription::next`].
+    pub fn try_next(&mut self) -> Option<Arc<LiveReading>> {
+        loop {
+            match self.receiver.try_recv() {
+                Ok(reading) => return Some(reading),
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                    self.hub.dropped.fetch_add(missed, Ordering::Relaxed);
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// The next reading; `None` once the hub is gone. Readings missed by falling behind are counted and skipped.
     pub async fn next(&mut self) -> Option<Arc<LiveReading>> {
         loop {

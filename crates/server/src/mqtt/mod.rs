@@ -43,6 +43,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RECHECK_EVERY: Duration = Duration::from_secs(1);
 /// Most topic filters one connection may hold; further ones are refused at SUBACK.
 const MAX_SUBSCRIPTIONS: usize = 256;
+/// Readings delivered before the connection's buffer is flushed and other work (its own packets) gets a turn.
+const DELIVERIES_PER_WRITE: usize = 256;
 /// Most devices whose last states a wildcard SUBSCRIBE is answered with.
 const RETAINED_DEVICES: u64 = 1_000;
 
@@ -236,11 +238,18 @@ impl Connection {
 }
 
 async fn send(connection: &mut Connection, packet: Packet) -> Result<(), String> {
+    feed(connection, packet).await?;
+    connection.framed.flush().await.map_err(|error| format!("send failed: {error}"))
+}
+
+/// Queues a packet in the connection's write buffer without flushing it (the buffer is flushed when it fills, or
+/// by the next `send` or `flush`): a burst of deliveries leaves in a few writes instead of one each.
+async fn feed(connection: &mut Connection, packet: Packet) -> Result<(), String> {
     let packet = match connection.version {
         ProtocolVersion::MQTT3 => MqttPacket::V3(packet),
         ProtocolVersion::MQTT5 => MqttPacket::V5(v5::outgoing(packet, connection.unsubscribed)),
     };
-    connection.framed.send(packet).await.map_err(|error| format!("send failed: {error}"))
+    connection.framed.feed(packet).await.map_err(|error| format!("send failed: {error}"))
 }
 
 async fn refuse(connection: &mut Connection, reason: ConnectAckReason) -> Result<(), String> {
@@ -426,6 +435,12 @@ impl Session {
                 reading = live.next() => {
                     let Some(reading) = reading else { return Ok(()) };
                     self.deliver(&reading).await?;
+                    // Whatever else the hub already holds goes out in the same write.
+                    for _ in 0..DELIVERIES_PER_WRITE {
+                        let Some(reading) = live.try_next() else { break };
+                        self.deliver(&reading).await?;
+                    }
+                    self.framed.framed.flush().await.map_err(|error| format!("send failed: {error}"))?;
                 }
                 command = commands.recv() => match command {
                     Ok(command) => self.deliver_command(&command).await?,
@@ -536,10 +551,12 @@ impl Session {
     }
 
     /// Sends a new reading on every subscribed topic it matches, if the caller may read it.
+    /// The packets are fed, not flushed: the caller flushes after a burst.
     async fn deliver(&mut self, reading: &LiveReading) -> Result<(), String> {
         let messages = self.routing.messages(&self.app, &self.caller, &self.subscriptions, reading).await;
         for (topic, payload, qos) in messages {
-            self.publish(topic, payload, qos, false).await?;
+            let publish = self.publication(topic, payload, qos, false);
+            feed(&mut self.framed, Packet::Publish(Box::new(publish))).await?;
         }
         Ok(())
     }
@@ -646,13 +663,19 @@ impl Session {
 
     /// Sends a PUBLISH at `qos` (0 or 1; QoS 1 gets a packet id, and the client's PUBACK is taken as it comes).
     async fn publish(&mut self, topic: String, payload: String, qos: QoS, retain: bool) -> Result<(), String> {
+        let publish = self.publication(topic, payload, qos, retain);
+        send(&mut self.framed, Packet::Publish(Box::new(publish))).await
+    }
+
+    /// A PUBLISH to this client at `qos` (QoS 1 takes the next packet id).
+    fn publication(&mut self, topic: String, payload: String, qos: QoS, retain: bool) -> Publish {
         let mut publish = publication(topic, payload, retain);
         if qos != QoS::AtMostOnce {
             self.last_packet_id = self.last_packet_id.checked_add(1).unwrap_or(1);
             publish.qos = QoS::AtLeastOnce;
             publish.packet_id = std::num::NonZeroU16::new(self.last_packet_id);
         }
-        send(&mut self.framed, Packet::Publish(Box::new(publish))).await
+        publish
     }
 }
 
