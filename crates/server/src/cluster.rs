@@ -192,7 +192,11 @@ pub struct Peers {
 #[derive(Debug)]
 struct Link {
     origin: u64,
-    outbox: mpsc::UnboundedSender<Change>,
+    /// Cache invalidations: they go out before any live data waiting, so a revocation never queues behind a
+    /// backlog of readings (it did: 2 s at p99 under two-node ingest).
+    urgent: mpsc::UnboundedSender<Change>,
+    /// Live data: readings and commands, in order.
+    live: mpsc::UnboundedSender<Change>,
     /// The event connection is up: changes by other nodes are being heard.
     listening: AtomicBool,
 }
@@ -207,7 +211,11 @@ impl Peers {
     pub fn tell(&self, change: Change) {
         if let Some(link) = &self.link {
             // An error means the publisher stopped: the node is shutting down.
-            let _ = link.outbox.send(change);
+            let queue = match change {
+                Change::Readings { .. } | Change::Command { .. } => &link.live,
+                _ => &link.urgent,
+            };
+            let _ = queue.send(change);
         }
     }
 
@@ -232,10 +240,12 @@ const SHUTDOWN_PUBLISH_LIMIT: Duration = Duration::from_secs(10);
 /// serving is missed) and returns the peers handle with the task that publishes what the node tells.
 pub async fn join(events: PostgresEvents) -> Result<(Peers, Joined), tessera_store::StoreError> {
     let listener = events.listen().await?;
-    let (outbox, queue) = mpsc::unbounded_channel();
+    let (urgent, urgent_queue) = mpsc::unbounded_channel();
+    let (live, live_queue) = mpsc::unbounded_channel();
     let origin = u64::from_le_bytes(crate::entropy::random_bytes::<8>());
-    let link = Arc::new(Link { origin, outbox, listening: AtomicBool::new(true) });
-    Ok((Peers { link: Some(link.clone()) }, Joined { link, listener, events, queue }))
+    let link = Arc::new(Link { origin, urgent, live, listening: AtomicBool::new(true) });
+    let queues = Queues { urgent: urgent_queue, live: live_queue };
+    Ok((Peers { link: Some(link.clone()) }, Joined { link, listener, events, queues }))
 }
 
 /// A node connected to the others, waiting for the parts that apply what it hears.
@@ -244,7 +254,14 @@ pub struct Joined {
     link: Arc<Link>,
     listener: PostgresListener,
     events: PostgresEvents,
-    queue: mpsc::UnboundedReceiver<Change>,
+    queues: Queues,
+}
+
+/// The receiving ends of a node's two outgoing queues.
+#[derive(Debug)]
+struct Queues {
+    urgent: mpsc::UnboundedReceiver<Change>,
+    live: mpsc::UnboundedReceiver<Change>,
 }
 
 /// The parts of a node that hear changes.
@@ -259,8 +276,8 @@ impl Joined {
     /// Publishes what this node tells and applies what the others tell, until `stop`; then publishes what is
     /// still queued and returns. Stop it after the last change was told (the writer's last commit).
     pub async fn run(self, hearers: Hearers, mut stop: watch::Receiver<bool>) {
-        let Joined { link, mut listener, events, queue } = self;
-        let publisher = tokio::spawn(publish(events, link.origin, queue, stop.clone()));
+        let Joined { link, mut listener, events, queues } = self;
+        let publisher = tokio::spawn(publish(events, link.origin, queues, stop.clone()));
         loop {
             let event = tokio::select! {
                 event = listener.next() => event,
@@ -299,19 +316,22 @@ impl Joined {
     }
 }
 
-async fn publish(
-    events: PostgresEvents,
-    origin: u64,
-    mut queue: mpsc::UnboundedReceiver<Change>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn publish(events: PostgresEvents, origin: u64, mut queues: Queues, mut stop: watch::Receiver<bool>) {
+    let mut stopping = false;
     loop {
         let change = tokio::select! {
-            change = queue.recv() => change,
-            // Take nothing new, send what is queued, then end (`recv` answers `None` once the queue is empty).
-            _ = stop.changed() => { queue.close(); continue; }
+            biased;
+            Some(change) = queues.urgent.recv() => change,
+            Some(change) = queues.live.recv() => change,
+            // Take nothing new, send what is queued, then end (`recv` answers `None` once a queue is empty).
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                queues.urgent.close();
+                queues.live.close();
+                continue;
+            }
+            else => break,
         };
-        let Some(change) = change else { break };
         let give_up_after = match change {
             Change::Readings { .. } | Change::Command { .. } => Some(LIVE_DATA_ATTEMPTS),
             _ => None,

@@ -73,6 +73,10 @@ enum Command {
         /// The machine's Mosquitto, driven by the same MQTT load for comparison (skipped if it does not answer)
         #[arg(long, default_value = "127.0.0.1:1883")]
         mosquitto: std::net::SocketAddr,
+        /// Run Tessera as two nodes on this PostgreSQL database (in a schema of the benchmark's own) instead of
+        /// SQLite, adding two-node ingest and revocation across nodes
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
     },
     /// The benchmark's baseline server (started by `tessera bench`).
     #[command(hide = true)]
@@ -157,7 +161,7 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Bench { seconds, connections, devices, rounds, json, mosquitto } => {
+        Command::Bench { seconds, connections, devices, rounds, json, mosquitto, database_url } => {
             init_logging("text");
             anyhow::ensure!(
                 seconds > 0 && connections > 0 && devices > 0 && rounds > 0,
@@ -166,6 +170,7 @@ fn main() -> anyhow::Result<()> {
             let options = bench::Options {
                 duration: std::time::Duration::from_secs(seconds),
                 mosquitto,
+                database_url,
                 connections,
                 devices,
                 rounds,

@@ -25,6 +25,9 @@ pub struct Options {
     pub duration: Duration,
     /// Where the machine's Mosquitto listens, for the MQTT comparison.
     pub mosquitto: SocketAddr,
+    /// A PostgreSQL database to run Tessera on, as two nodes, instead of SQLite; the benchmark works in a schema
+    /// of its own there and drops it afterwards.
+    pub database_url: Option<String>,
     pub connections: usize,
     pub devices: usize,
     pub rounds: usize,
@@ -114,25 +117,47 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let data_dir = tempfile_dir()?;
     let data_dir_text = data_dir.to_string_lossy().into_owned();
     say(&options, &format!("starting Tessera (data in {data_dir_text}) and the baseline"));
-    let tessera = ChildServer::start(
-        &["serve", "--data-dir", &data_dir_text, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"],
-        &[],
-    )
-    .await?;
+    let schema = match &options.database_url {
+        Some(url) => Some(postgres::Schema::create(url).await?),
+        None => None,
+    };
+    let database = schema.as_ref().map(|schema| schema.url.clone());
+    let serve_args = |data_dir: &str| -> Vec<String> {
+        let mut args: Vec<String> = ["serve", "--data-dir", data_dir, "--http-addr", "127.0.0.1:0"]
+            .into_iter()
+            .chain(["--mqtt-addr", "127.0.0.1:0"])
+            .map(str::to_owned)
+            .collect();
+        if let Some(url) = &database {
+            args.extend(["--database-url".to_owned(), url.clone()]);
+        }
+        args
+    };
+    let args = serve_args(&data_dir_text);
+    let tessera = ChildServer::start(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]).await?;
+    // On PostgreSQL a second node shares the database: the figures of two nodes, and revocation across them.
+    let second_node = match &database {
+        Some(_) => {
+            let other_dir = data_dir.join("second-node");
+            let args = serve_args(&other_dir.to_string_lossy());
+            Some(ChildServer::start(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]).await?)
+        }
+        None => None,
+    };
     let baseline = ChildServer::start(&["bench-baseline", "--http-addr", "127.0.0.1:0"], &[]).await?;
     let api_key = tessera.api_key.clone().context("Tessera printed no API key")?;
 
     say(&options, &format!("creating {} devices, each with its own token", options.devices));
     let tokens = Arc::new(provision(tessera.http, &api_key, options.devices).await?);
 
-    let ingest = |address: SocketAddr| -> MakeRequest {
+    let ingest_from = |address: SocketAddr, first_timestamp: u64| -> MakeRequest {
         let tokens = tokens.clone();
         Arc::new(move |sequence: u64| {
             let device = (sequence as usize) % tokens.len();
             let body = format!(
                 r#"{{"temperature": {{"value": {}, "timestamp": {}}}}}"#,
                 sequence % 1000,
-                1_700_000_000_000 + sequence
+                first_timestamp + sequence
             );
             load::request(
                 "POST",
@@ -143,6 +168,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             )
         })
     };
+    let ingest = |address: SocketAddr| ingest_from(address, 1_700_000_000_000);
     let closed = Plan { connections: options.connections, duration: options.duration, rate: None, expect: 200 };
 
     let mut results: Vec<Measured> = Vec::new();
@@ -184,10 +210,44 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     );
     results.extend(mqtt_comparison(&options, &tessera, &tokens).await?);
 
+    let mut revocation = None;
+    if let Some(second) = &second_node {
+        let half = Plan { connections: (options.connections / 2).max(1), ..closed };
+        let cpu_before = tessera.cpu_seconds() + second.cpu_seconds();
+        let started = std::time::Instant::now();
+        let (first, other) = tokio::join!(
+            load::run(tessera.http, ingest(tessera.http), half, |_, _| {}),
+            // Other timestamps than the first node's: two devices never send the same reading.
+            load::run(second.http, ingest_from(second.http, 1_800_000_000_000), half, |_, _| {}),
+        );
+        let (first, other) = (first?, other?);
+        let mut both = first.clone();
+        both.requests += other.requests;
+        both.errors += other.errors;
+        both.latencies_us.extend(&other.latencies_us);
+        both.latencies_us.sort_unstable();
+        say(&options, &format!("  ingest on two nodes: {:.0}/s", both.per_second()));
+        let cpu_cores = (tessera.cpu_seconds() + second.cpu_seconds() - cpu_before) / started.elapsed().as_secs_f64();
+        results.push(Measured {
+            name: "ingest on two PostgreSQL nodes (half the connections each)".into(),
+            outcome: both,
+            cpu_cores,
+            peak_rss_mib: tessera.peak_rss_mib().max(second.peak_rss_mib()),
+            baseline_per_second: Some(baseline_rate),
+        });
+        revocation = Some(revocation_delays(tessera.http, second.http, &api_key, 50).await?);
+    }
+
     tessera.stop().await;
+    if let Some(second) = second_node {
+        second.stop().await;
+    }
     baseline.stop().await;
+    if let Some(schema) = schema {
+        schema.drop().await;
+    }
     let _ = std::fs::remove_dir_all(&data_dir);
-    report(&options, &results, verify);
+    report(&options, &results, verify, revocation);
     Ok(())
 }
 
@@ -319,9 +379,11 @@ fn say(options: &Options, text: &str) {
     }
 }
 
-fn report(options: &Options, results: &[Measured], verify: VerifyTimes) {
+fn report(options: &Options, results: &[Measured], verify: VerifyTimes, revocation: Option<(f64, f64)>) {
     if options.json {
         let document = json!({
+            "store": if options.database_url.is_some() { "postgres" } else { "sqlite" },
+            "revocation_on_other_node_ms": revocation.map(|(p50, p99)| json!({"p50": round(p50), "p99": round(p99)})),
             "token_verify_us": {
                 "cached_p50": round(verify.cached.0),
                 "cached_p99": round(verify.cached.1),
@@ -366,6 +428,9 @@ fn report(options: &Options, results: &[Measured], verify: VerifyTimes) {
         "\ntoken verification: {:.2} µs p50, {:.2} µs p99 from the cache; {:.1} µs p50, {:.1} µs p99 from the store",
         verify.cached.0, verify.cached.1, verify.from_store.0, verify.from_store.1
     );
+    if let Some((p50, p99)) = revocation {
+        println!("revocation seen by the other node: {p50:.1} ms p50, {p99:.1} ms p99");
+    }
     println!(
         "{} connections, {} devices each with its own token, {} s per run, baseline and Tessera alternated over {} \
          rounds; CPU in cores of the server process.",
@@ -418,6 +483,96 @@ async fn json_field(connection: &mut Connection, request: &[u8], expect: u16, fi
     }
     let document: Value = serde_json::from_slice(&body)?;
     document[field].as_str().map(str::to_owned).with_context(|| format!("no {field} in {document}"))
+}
+
+/// How long after a token is revoked on `first` the node `second` refuses it, in milliseconds (p50, p99), over
+/// `trials` tokens that `second` verified (and cached) just before.
+async fn revocation_delays(
+    first: SocketAddr,
+    second: SocketAddr,
+    api_key: &str,
+    trials: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let mut on_first = Connection::open(first).await?;
+    let mut on_second = Connection::open(second).await?;
+    let exchange = load::request("POST", first, "/api/v1.6/auth/token", &[("x-ubidots-apikey", api_key)], None);
+    let account_token = json_field(&mut on_first, &exchange, 201, "token").await?;
+    let bearer = format!("Bearer {account_token}");
+    let create = load::request(
+        "POST",
+        first,
+        "/v1/collections",
+        &[("authorization", &bearer)],
+        Some(r#"{"name": "revocation"}"#),
+    );
+    let organization = json_field(&mut on_first, &create, 201, "id").await?;
+    let mut delays = Vec::with_capacity(trials);
+    for trial in 0..trials {
+        let path = format!("/api/v1.6/auth/tokens/organizations/{organization}/");
+        let body = format!(r#"{{"name": "revoked {trial}"}}"#);
+        let mint = load::request("POST", first, &path, &[("x-ubidots-apikey", api_key)], Some(&body));
+        let (status, answer) = on_first.send(&mint).await?;
+        if status != 201 {
+            bail!("minting a token answered {status}");
+        }
+        let answer: Value = serde_json::from_slice(&answer)?;
+        let (secret, id) = (answer["token"].as_str().unwrap_or_default(), answer["id"].as_str().unwrap_or_default());
+        let read = load::request("GET", second, "/api/v1.6/datasources", &[("x-auth-token", secret)], None);
+        if on_second.send(&read).await?.0 != 200 {
+            bail!("the second node refused a live token");
+        }
+        let revoke = load::request(
+            "DELETE",
+            first,
+            &format!("/v1/tokens/{id}"),
+            &[("authorization", &format!("Bearer {api_key}"))],
+            None,
+        );
+        if on_first.send(&revoke).await?.0 != 204 {
+            bail!("revoking a token failed");
+        }
+        let revoked_at = std::time::Instant::now();
+        loop {
+            if on_second.send(&read).await?.0 == 401 {
+                break;
+            }
+            if revoked_at.elapsed() > Duration::from_secs(5) {
+                bail!("the second node still accepts a token revoked 5 s ago");
+            }
+        }
+        delays.push(revoked_at.elapsed().as_secs_f64() * 1000.0);
+    }
+    delays.sort_by(f64::total_cmp);
+    Ok((delays[delays.len() / 2], delays[(delays.len() * 99 / 100).min(delays.len() - 1)]))
+}
+
+/// A schema of the benchmark's own in the PostgreSQL database it was given.
+mod postgres {
+    use sqlx::Connection;
+
+    pub struct Schema {
+        pub url: String,
+        base: String,
+        name: String,
+    }
+
+    impl Schema {
+        pub async fn create(base: &str) -> anyhow::Result<Schema> {
+            let name = format!("tessera_bench_{}", std::process::id());
+            let mut connection = sqlx::PgConnection::connect(base).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{name}\""))).execute(&mut connection).await?;
+            let separator = if base.contains('?') { '&' } else { '?' };
+            let url = format!("{base}{separator}options=-c%20search_path%3D{name}");
+            Ok(Schema { url, base: base.to_owned(), name })
+        }
+
+        pub async fn drop(self) {
+            if let Ok(mut connection) = sqlx::PgConnection::connect(&self.base).await {
+                let drop = format!("DROP SCHEMA \"{}\" CASCADE", self.name);
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut connection).await;
+            }
+        }
+    }
 }
 
 /// A fresh directory for the benchmark's store.
