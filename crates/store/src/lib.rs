@@ -8,7 +8,7 @@ mod postgres;
 mod records;
 mod sqlite;
 
-pub use postgres::{ListenEvent, PostgresEvents, PostgresListener, PostgresStore};
+pub use postgres::{ListenEvent, PostgresEvents, PostgresListener, PostgresStore, ScratchSchema};
 pub use records::*;
 pub use sqlite::SqliteStore;
 

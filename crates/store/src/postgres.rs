@@ -226,3 +226,57 @@ impl PostgresListener {
         }
     }
 }
+
+/// A schema of its own in a PostgreSQL database, for a test or a benchmark that must leave the rest of the
+/// database alone. Its name is `{prefix}_{unix seconds}_{pid}_{serial}`; creating one also drops schemas of the
+/// same prefix older than an hour (left behind by a run that failed or was killed), so runs clean up after
+/// each other.
+#[derive(Debug)]
+pub struct ScratchSchema {
+    base: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchSchema {
+    pub async fn create(base_url: &str, prefix: &str) -> StoreResult<ScratchSchema> {
+        use sqlx::Connection;
+        static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{prefix}_{now}_{}_{serial}", std::process::id());
+        let mut connection = sqlx::PgConnection::connect(base_url).await?;
+        let existing: Vec<String> = sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1")
+            .bind(format!("{prefix}\\_%"))
+            .fetch_all(&mut connection)
+            .await?;
+        for stale in existing {
+            let created = stale.strip_prefix(prefix).and_then(|rest| rest.split('_').nth(1)?.parse::<u64>().ok());
+            if created.is_some_and(|secs| secs + 3600 < now) {
+                let drop = format!("DROP SCHEMA IF EXISTS \"{stale}\" CASCADE");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut connection).await?;
+            }
+        }
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{name}\""))).execute(&mut connection).await?;
+        let separator = if base_url.contains('?') { '&' } else { '?' };
+        let url = format!("{base_url}{separator}options=-c%20search_path%3D{name}");
+        Ok(ScratchSchema { base: base_url.to_owned(), name, url })
+    }
+
+    /// A database URL whose connections work in this schema.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub async fn drop(self) -> StoreResult<()> {
+        use sqlx::Connection;
+        let mut connection = sqlx::PgConnection::connect(&self.base).await?;
+        let drop = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut connection).await?;
+        Ok(())
+    }
+}

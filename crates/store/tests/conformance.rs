@@ -638,51 +638,21 @@ async fn shared_secrets_are_agreed_once(store: &dyn Store) {
     assert_eq!(store.shared_secret("other", &[3; 4]).await.unwrap(), vec![3; 4]);
 }
 
-/// A fresh schema on the PostgreSQL server `TESSERA_TEST_POSTGRES_URL` names, for one test.
-mod postgres_schema {
-    use sqlx::Connection;
-
-    pub struct Schema {
-        pub url: String,
-        base: String,
-        name: String,
+/// The PostgreSQL server `TESSERA_TEST_POSTGRES_URL` names; `None`, said once past the harness's capture (so it
+/// shows in every run's output), when there is none.
+fn postgres_url() -> Option<String> {
+    let url = std::env::var("TESSERA_TEST_POSTGRES_URL").ok();
+    if url.is_none() {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "conformance: PostgreSQL cases skipped (TESSERA_TEST_POSTGRES_URL is not set)"
+            );
+        });
     }
-
-    impl Schema {
-        /// `None`, after saying so, when no PostgreSQL server is configured.
-        pub async fn create(test: &str) -> Option<Schema> {
-            let Ok(base) = std::env::var("TESSERA_TEST_POSTGRES_URL") else {
-                // Written past the test harness's capture, once, so the skip shows in every run's output.
-                static SAID: std::sync::Once = std::sync::Once::new();
-                SAID.call_once(|| {
-                    use std::io::Write;
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "conformance: PostgreSQL cases skipped (TESSERA_TEST_POSTGRES_URL is not set)"
-                    );
-                });
-                return None;
-            };
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-            let name = format!("conformance_{test}_{}_{}", std::process::id(), nanos % 1_000_000_000);
-            let mut connection = sqlx::PgConnection::connect(&base).await.expect("TESSERA_TEST_POSTGRES_URL answers");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{name}\"")))
-                .execute(&mut connection)
-                .await
-                .unwrap();
-            let separator = if base.contains('?') { '&' } else { '?' };
-            let url = format!("{base}{separator}options=-c%20search_path%3D{name}");
-            Some(Schema { url, base, name })
-        }
-
-        pub async fn drop(self) {
-            let mut connection = sqlx::PgConnection::connect(&self.base).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{}\" CASCADE", self.name)))
-                .execute(&mut connection)
-                .await
-                .unwrap();
-        }
-    }
+    url
 }
 
 macro_rules! store_cases {
@@ -700,11 +670,12 @@ macro_rules! store_cases {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    let Some(schema) = super::postgres_schema::Schema::create(stringify!($case)).await else { return };
-                    let store = tessera_store::PostgresStore::connect(&schema.url).await.unwrap();
+                    let Some(base) = super::postgres_url() else { return };
+                    let schema = tessera_store::ScratchSchema::create(&base, "conformance").await.unwrap();
+                    let store = tessera_store::PostgresStore::connect(schema.url()).await.unwrap();
                     super::$case(&store).await;
                     tessera_store::Store::close(&store).await;
-                    schema.drop().await;
+                    schema.drop().await.unwrap();
                 }
             )*
         }

@@ -260,12 +260,8 @@ async fn nodes_starting_at_once_on_postgresql_migrate_once_and_bootstrap_once() 
         let _ = writeln!(std::io::stderr(), "cli: PostgreSQL start skipped (TESSERA_TEST_POSTGRES_URL is not set)");
         return;
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-    let schema = format!("cli_{}_{}", now.as_secs(), std::process::id());
-    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\""))).execute(&mut admin).await.unwrap();
-    let separator = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+    let schema = tessera_store::ScratchSchema::create(&base, "cli").await.unwrap();
+    let url = schema.url().to_owned();
 
     // Three processes at once: each migrates and bootstraps if it finds no account.
     let starts: Vec<Child> = (0..3)
@@ -289,12 +285,11 @@ async fn nodes_starting_at_once_on_postgresql_migrate_once_and_bootstrap_once() 
         }
     }
     assert_eq!(created, 1, "exactly one of the starts created the account");
-    let accounts: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM \"{schema}\".accounts")))
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+    let count = format!("SELECT count(*) FROM \"{}\".accounts", schema.name());
+    let accounts: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count)).fetch_one(&mut admin).await.unwrap();
     assert_eq!(accounts, 1);
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{schema}\" CASCADE"))).execute(&mut admin).await.unwrap();
+    schema.drop().await.unwrap();
 }
 
 /// A short `tessera bench` run answers every scenario with figures (not their size: that is the benchmark's job).

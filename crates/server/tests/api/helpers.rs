@@ -26,29 +26,11 @@ pub enum StoreKind {
 }
 
 /// A new, empty schema on the server `TESSERA_TEST_POSTGRES_URL` names, as a database URL whose connections use
-/// it. Schemas that earlier runs left behind (a failed test keeps its own, for a look) go after an hour.
+/// it. It is left behind (a failed test's data stays for a look) and dropped by a run an hour later.
 pub async fn postgres_schema() -> String {
-    use sqlx::Connection;
     let base = std::env::var("TESSERA_TEST_POSTGRES_URL").expect("TESSERA_TEST_POSTGRES_URL is set");
-    let mut connection = sqlx::PgConnection::connect(&base).await.expect("TESSERA_TEST_POSTGRES_URL answers");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-    static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = format!("api_{}_{}_{serial}", now.as_secs(), std::process::id());
-    let stale: Vec<String> = sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'api\\_%'")
-        .fetch_all(&mut connection)
-        .await
-        .unwrap();
-    for schema in stale {
-        let created = schema.split('_').nth(1).and_then(|secs| secs.parse::<u64>().ok());
-        if created.is_some_and(|secs| secs + 3600 < now.as_secs()) {
-            let drop = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut connection).await;
-        }
-    }
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{name}\""))).execute(&mut connection).await.unwrap();
-    let separator = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{separator}options=-c%20search_path%3D{name}")
+    let schema = tessera_store::ScratchSchema::create(&base, "api").await.expect("TESSERA_TEST_POSTGRES_URL answers");
+    schema.url().to_owned()
 }
 
 impl TestServer {
@@ -98,30 +80,6 @@ impl TestServer {
         self.base = format!("http://{}", server.http_addr());
         self.server = Some(server);
         self
-    }
-
-    /// Another node on the same PostgreSQL database, with the same credentials.
-    pub async fn another_node(&self) -> TestServer {
-        self.another_node_at(self.database_url.as_deref().expect("the suite runs on PostgreSQL")).await
-    }
-
-    /// Another node on this node's database, reached through `database_url` (a proxy, say).
-    pub async fn another_node_at(&self, database_url: &str) -> TestServer {
-        let data_dir = tempfile::tempdir().expect("temporary directory");
-        let server = tessera_server::start(test_config(&data_dir, Some(database_url.to_owned())))
-            .await
-            .expect("a second node starts");
-        assert!(server.credentials().is_none(), "the account exists already");
-        TestServer {
-            base: format!("http://{}", server.http_addr()),
-            server: Some(server),
-            api_key: self.api_key.clone(),
-            admin_email: self.admin_email.clone(),
-            admin_password: self.admin_password.clone(),
-            client: reqwest::Client::new(),
-            data_dir,
-            database_url: self.database_url.clone(),
-        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -226,7 +184,7 @@ pub fn client_from(address: &str) -> reqwest::Client {
     reqwest::Client::builder().local_address(address.parse::<std::net::IpAddr>().ok()).build().unwrap()
 }
 
-fn test_config(data_dir: &tempfile::TempDir, database_url: Option<String>) -> Config {
+pub fn test_config(data_dir: &tempfile::TempDir, database_url: Option<String>) -> Config {
     let mut config = Config::new(data_dir.path().to_path_buf());
     config.database_url = database_url;
     config.http_addr = "127.0.0.1:0".parse().unwrap();

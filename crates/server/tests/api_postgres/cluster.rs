@@ -9,8 +9,32 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::helpers::TestServer;
+use crate::helpers::{TestServer, test_config};
 use crate::mqtt::Client;
+
+/// Another node on `first`'s PostgreSQL database, with the same credentials.
+async fn another_node(first: &TestServer) -> TestServer {
+    another_node_at(first, first.database_url.as_deref().expect("the suite runs on PostgreSQL")).await
+}
+
+/// Another node on `first`'s database, reached through `database_url` (a proxy, say).
+async fn another_node_at(first: &TestServer, database_url: &str) -> TestServer {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let server = tessera_server::start(test_config(&data_dir, Some(database_url.to_owned())))
+        .await
+        .expect("a second node starts");
+    assert!(server.credentials().is_none(), "the account exists already");
+    TestServer {
+        base: format!("http://{}", server.http_addr()),
+        server: Some(server),
+        api_key: first.api_key.clone(),
+        admin_email: first.admin_email.clone(),
+        admin_password: first.admin_password.clone(),
+        client: reqwest::Client::new(),
+        data_dir,
+        database_url: first.database_url.clone(),
+    }
+}
 
 /// Polls `check` every few milliseconds until it holds; answers how long that took, or panics after `limit`.
 async fn until(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
@@ -25,7 +49,7 @@ async fn until(limit: Duration, what: &str, mut check: impl AsyncFnMut() -> bool
 #[tokio::test]
 async fn a_token_revoked_on_one_node_is_refused_on_the_other() {
     let a = TestServer::start().await;
-    let b = a.another_node().await;
+    let b = another_node(&a).await;
     let org = a.organization("Shared").await;
     let mut delays = Vec::new();
     for n in 0..20 {
@@ -49,7 +73,7 @@ async fn a_token_revoked_on_one_node_is_refused_on_the_other() {
 #[tokio::test]
 async fn live_consumers_on_one_node_get_what_another_ingests() {
     let a = TestServer::start().await;
-    let b = a.another_node().await;
+    let b = another_node(&a).await;
     let org = a.organization("Live").await;
     let token = a.organization_token(&org, "sensor").await["token"].as_str().unwrap().to_owned();
 
@@ -90,7 +114,7 @@ async fn live_consumers_on_one_node_get_what_another_ingests() {
 #[tokio::test]
 async fn a_device_deleted_on_one_node_is_forgotten_by_the_other() {
     let a = TestServer::start().await;
-    let b = a.another_node().await;
+    let b = another_node(&a).await;
     let token = a.account_token().await;
     // Node B learns the device and its variable (and caches them).
     let first = json!({"t": {"value": 1, "timestamp": 1000}});
@@ -166,7 +190,7 @@ async fn a_node_cut_off_from_postgresql_is_unready_loses_no_acknowledged_reading
     let (head, rest) = url.split_once('@').unwrap();
     let (host, tail) = rest.split_once('/').unwrap();
     let cable = Cable::to(host.to_owned()).await;
-    let mut b = a.another_node_at(&format!("{head}@{}/{tail}", cable.address)).await;
+    let mut b = another_node_at(&a, &format!("{head}@{}/{tail}", cable.address)).await;
     let token = a.account_token().await;
     let ready = |node: &TestServer| {
         let request = node.client.get(node.url("/readyz"));

@@ -118,10 +118,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let data_dir_text = data_dir.to_string_lossy().into_owned();
     say(&options, &format!("starting Tessera (data in {data_dir_text}) and the baseline"));
     let schema = match &options.database_url {
-        Some(url) => Some(postgres::Schema::create(url).await?),
+        Some(url) => Some(tessera_store::ScratchSchema::create(url, "tessera_bench").await?),
         None => None,
     };
-    let database = schema.as_ref().map(|schema| schema.url.clone());
+    let database = schema.as_ref().map(|schema| schema.url().to_owned());
     let serve_args = |data_dir: &str| -> Vec<String> {
         let mut args: Vec<String> = ["serve", "--data-dir", data_dir, "--http-addr", "127.0.0.1:0"]
             .into_iter()
@@ -244,7 +244,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
     baseline.stop().await;
     if let Some(schema) = schema {
-        schema.drop().await;
+        schema.drop().await?;
     }
     let _ = std::fs::remove_dir_all(&data_dir);
     report(&options, &results, verify, revocation);
@@ -544,35 +544,6 @@ async fn revocation_delays(
     }
     delays.sort_by(f64::total_cmp);
     Ok((delays[delays.len() / 2], delays[(delays.len() * 99 / 100).min(delays.len() - 1)]))
-}
-
-/// A schema of the benchmark's own in the PostgreSQL database it was given.
-mod postgres {
-    use sqlx::Connection;
-
-    pub struct Schema {
-        pub url: String,
-        base: String,
-        name: String,
-    }
-
-    impl Schema {
-        pub async fn create(base: &str) -> anyhow::Result<Schema> {
-            let name = format!("tessera_bench_{}", std::process::id());
-            let mut connection = sqlx::PgConnection::connect(base).await?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{name}\""))).execute(&mut connection).await?;
-            let separator = if base.contains('?') { '&' } else { '?' };
-            let url = format!("{base}{separator}options=-c%20search_path%3D{name}");
-            Ok(Schema { url, base: base.to_owned(), name })
-        }
-
-        pub async fn drop(self) {
-            if let Ok(mut connection) = sqlx::PgConnection::connect(&self.base).await {
-                let drop = format!("DROP SCHEMA \"{}\" CASCADE", self.name);
-                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut connection).await;
-            }
-        }
-    }
 }
 
 /// A fresh directory for the benchmark's store.
