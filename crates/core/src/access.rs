@@ -65,8 +65,12 @@ pub enum Action {
     ManageTokens,
     /// Create, change or delete user accounts (an account administrator's work).
     ManageUsers,
-    /// What a person does for themselves: create a team, accept an invitation, set up a second factor, log out.
+    /// What a person does for themselves in the resource tree: create a team, accept an invitation.
     SelfService,
+    /// What only the person logged in may do to their own login: see their profile, set up or remove a second
+    /// factor, log out. Never a token acting for its owner: whoever holds a Horde token for "/" must not be able
+    /// to lock the owner out by enrolling a second factor of their own.
+    ManageOwnLogin,
 }
 
 impl Action {
@@ -365,7 +369,7 @@ pub fn authorize(grant: &Grant, now_ms: i64, action: Action, target: &Target) ->
         (TokenKind::Resource, Action::SelfService)
             if matches!(grant.scope, Scope::Account | Scope::AllTeams) && grant.rights.can_write() => {}
         (_, Action::ManageTokens) => return Err(Denial::TokenCannotManageTokens),
-        (_, Action::ManageUsers | Action::SelfService) => return Err(Denial::UsersOnly),
+        (_, Action::ManageUsers | Action::SelfService | Action::ManageOwnLogin) => return Err(Denial::UsersOnly),
         _ => {}
     }
     if is_device_level(grant.kind) && !target.is_device_data() {
@@ -374,7 +378,8 @@ pub fn authorize(grant: &Grant, now_ms: i64, action: Action, target: &Target) ->
     // A person acting for themselves, or managing their own tokens at the account's root (a token for "/" reaches
     // only what they reach, at each use), needs only to still be someone in the account.
     let personal = target.path.is_empty()
-        && (action == Action::SelfService || (action == Action::ManageTokens && grant.kind == TokenKind::UserAccess));
+        && (matches!(action, Action::SelfService | Action::ManageOwnLogin)
+            || (action == Action::ManageTokens && grant.kind == TokenKind::UserAccess));
     if personal {
         if grant.creator_reach == Reach::Nothing {
             return Err(Denial::CreatorLostAccess);
@@ -535,6 +540,14 @@ mod tests {
                 Err(Denial::UsersOnly),
             ),
             ("a /teams write token creates teams", &teams_writer, SelfService, Target::account(account()), Ok(())),
+            ("a user changes their own login", &user, ManageOwnLogin, Target::account(account()), Ok(())),
+            (
+                "a /teams write token never changes its owner's login",
+                &teams_writer,
+                ManageOwnLogin,
+                Target::account(account()),
+                Err(Denial::UsersOnly),
+            ),
             (
                 "a /teams read token does not",
                 &teams_reader,

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use tessera_core::profile::Profile;
 use tessera_core::{
     AccountId, Action, CollectionId, DeviceId, Label, Permit, Reading, Scope, Target, Value, VariableId,
 };
@@ -340,6 +341,17 @@ impl DataService {
             let target = variable_target(variable);
             if !permits.iter().any(|permit| permit.covers(Action::Write, &target)) {
                 return Err(AppError::Internal(format!("no permit covers writing to variable {}", variable.id).into()));
+            }
+        }
+        // An asset's profile holds whichever dialect or protocol the value comes through; one refused value
+        // refuses the whole write.
+        for (variable, dots) in &series {
+            let Some(profile) = &variable.profile else { continue };
+            let profile = Profile::parse(profile).map_err(|error| AppError::Internal(error.into()))?;
+            for dot in dots {
+                profile
+                    .check(&dot.value.to_json())
+                    .map_err(|error| AppError::BadRequest(format!("variable '{}': {error}", variable.label)))?;
             }
         }
         let received_at_ms = now_ms();

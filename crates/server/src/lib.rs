@@ -8,7 +8,7 @@ mod cache;
 pub mod cluster;
 pub mod config;
 pub mod data;
-mod entropy;
+pub mod entropy;
 pub mod http;
 pub mod hub;
 pub mod mqtt;

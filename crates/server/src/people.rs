@@ -471,14 +471,18 @@ impl PeopleService {
         Ok(TotpEnrollment { secret, uri, qr_svg })
     }
 
-    /// Confirms enrollment with a valid code; returns one-time recovery codes, shown this once.
-    pub async fn confirm_totp(&self, user: &User, code: &str) -> Result<Vec<String>, AppError> {
+    /// Confirms enrollment with a valid code; returns one-time recovery codes, shown this once. Wrong codes are
+    /// throttled per user, as at login.
+    pub async fn confirm_totp(&self, user: &User, code: &str) -> Result<Vec<String>, LoginError> {
         let Some(pending) = user.totp.as_ref().filter(|totp| !totp.enabled) else {
-            return Err(AppError::Conflict("no second-factor enrollment is waiting; start one first".into()));
+            return Err(AppError::Conflict("no second-factor enrollment is waiting; start one first".into()).into());
         };
+        let keys = [ThrottleKey::SecondFactorChange(user.id)];
+        self.throttle.attempt(&keys, now_ms())?;
         let secret = TotpSecret::from_bytes(pending.secret.clone());
         let step = totp::verify(&secret, code, now_ms(), None)
             .map_err(|error| AppError::BadRequest(format!("the code was not accepted: {error}")))?;
+        self.throttle.succeeded(&keys);
         let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
         let digests: Vec<_> =
             codes.iter().map(|code| self.key.digest_bytes(code.replace('-', "").as_bytes())).collect();
@@ -487,14 +491,19 @@ impl PeopleService {
         Ok(codes)
     }
 
-    /// Turns the second factor off; needs a current code.
-    pub async fn disable_totp(&self, user: &User, code: &str) -> Result<(), AppError> {
+    /// Turns the second factor off; needs a current code (or a recovery code, for someone who lost the
+    /// authenticator). Wrong codes are throttled per user: whoever holds a stolen session cannot guess codes to
+    /// turn the second factor off.
+    pub async fn disable_totp(&self, user: &User, code: &str) -> Result<(), LoginError> {
         let Some(totp) = user.totp.as_ref().filter(|totp| totp.enabled) else {
-            return Err(AppError::Conflict("no second factor is enabled".into()));
+            return Err(AppError::Conflict("no second factor is enabled".into()).into());
         };
+        let keys = [ThrottleKey::SecondFactorChange(user.id)];
+        self.throttle.attempt(&keys, now_ms())?;
         if !self.accept_code(user, totp, code, now_ms()).await? {
-            return Err(AppError::BadRequest("the code was not accepted".into()));
+            return Err(AppError::BadRequest("the code was not accepted".into()).into());
         }
+        self.throttle.succeeded(&keys);
         self.store.set_totp(user.id, Some(totp), None, &[]).await?;
         Ok(())
     }
@@ -533,6 +542,9 @@ enum ThrottleKey {
     Login(String, IpAddr),
     /// Codes tried for one user from one address.
     User(UserId, IpAddr),
+    /// Codes tried to turn a user's second factor on or off, from a session of theirs (wherever it is used: only
+    /// someone holding their session can add to this count).
+    SecondFactorChange(UserId),
 }
 
 impl ThrottleKey {
@@ -541,7 +553,7 @@ impl ThrottleKey {
     fn free_failures(&self) -> u32 {
         match self {
             ThrottleKey::Address(_) => 20,
-            ThrottleKey::Login(..) | ThrottleKey::User(..) => 3,
+            ThrottleKey::Login(..) | ThrottleKey::User(..) | ThrottleKey::SecondFactorChange(_) => 3,
         }
     }
 }
@@ -613,7 +625,7 @@ impl Throttle {
                         }
                     }
                 }
-                ThrottleKey::Login(..) | ThrottleKey::User(..) => {
+                ThrottleKey::Login(..) | ThrottleKey::User(..) | ThrottleKey::SecondFactorChange(_) => {
                     failures.remove(key);
                 }
             }

@@ -54,6 +54,8 @@ pub trait AccountStore {
 #[async_trait]
 pub trait TokenStore {
     async fn insert_token(&self, token: &TokenRecord) -> StoreResult<()>;
+    /// Inserts many tokens in one transaction: all of them, or none (provisioning a fleet).
+    async fn insert_tokens(&self, tokens: &[TokenRecord]) -> StoreResult<()>;
     /// The token with this digest, revoked or not; `NotFound` if none.
     async fn token_by_digest(&self, digest: &SecretDigest) -> StoreResult<TokenRecord>;
     async fn token(&self, account: AccountId, token: TokenId) -> StoreResult<TokenRecord>;
@@ -111,6 +113,9 @@ pub trait DeviceStore {
     /// Inserts the device unless its label is already taken in the account, and returns whichever device holds
     /// the label afterwards: the new one, or the one that claimed it first (possibly in another collection).
     async fn insert_device_if_absent(&self, device: &Device) -> StoreResult<Device>;
+    /// Inserts many devices in one transaction, skipping those whose label is already taken in their account;
+    /// answers how many were inserted (provisioning a fleet).
+    async fn insert_devices(&self, devices: &[Device]) -> StoreResult<u64>;
     async fn list_devices(&self, account: AccountId, filter: &DeviceFilter, page: Page) -> StoreResult<Paged<Device>>;
     /// Stores a device's name, IMSI, IMEI and tags; `Conflict` if the IMSI or IMEI belongs to another device.
     async fn update_device(&self, device: &Device) -> StoreResult<()>;

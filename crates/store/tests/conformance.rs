@@ -207,6 +207,39 @@ async fn tokens_are_found_by_digest_listed_and_revoked(store: &dyn Store) {
     assert!(matches!(store.revoke_token(AccountId(id(77)), other_org_token.id, NOW).await, Err(StoreError::NotFound)));
 }
 
+async fn fleets_are_provisioned_in_one_transaction(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let taken = device(store, &world, 100, world.default_collection, "fleet-1").await;
+    let fleet: Vec<Device> = (0..3)
+        .map(|n| Device {
+            id: DeviceId(id(200 + n)),
+            account: world.account,
+            collection: world.default_collection,
+            label: label(&format!("fleet-{n}")),
+            name: format!("fleet {n}"),
+            created_at_ms: NOW,
+            imsi: None,
+            imei: None,
+            tags: Default::default(),
+        })
+        .collect();
+    assert_eq!(store.insert_devices(&fleet).await.unwrap(), 2, "a taken label is skipped");
+    assert_eq!(store.device_by_label(world.account, &label("fleet-1")).await.unwrap(), taken);
+    assert_eq!(store.device_by_label(world.account, &label("fleet-2")).await.unwrap(), fleet[2]);
+
+    let scope = Scope::Collection(world.default_collection);
+    let tokens: Vec<TokenRecord> =
+        (0..3).map(|n| token(300 + n, world.account, TokenKind::Collection, scope)).collect();
+    store.insert_tokens(&tokens).await.unwrap();
+    assert_eq!(store.list_tokens(world.account, scoped(scope), NOW, Page::ALL).await.unwrap().total, 3);
+    // One duplicate digest refuses the whole batch.
+    let mut batch: Vec<TokenRecord> =
+        (0..3).map(|n| token(310 + n, world.account, TokenKind::Collection, scope)).collect();
+    batch[2].digest = tokens[0].digest;
+    assert!(matches!(store.insert_tokens(&batch).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.list_tokens(world.account, scoped(scope), NOW, Page::ALL).await.unwrap().total, 3);
+}
+
 async fn token_usage_accumulates(store: &dyn Store) {
     let world = bootstrap(store, 10).await;
     let usage = |uses, at| TokenUsage { token: world.api_key.id, last_used_at_ms: at, uses };
@@ -709,4 +742,5 @@ store_cases!(
     login_challenges_serve_once_and_expire,
     horde_fields_readings_by_device_and_downlinks,
     shared_secrets_are_agreed_once,
+    fleets_are_provisioned_in_one_transaction,
 );

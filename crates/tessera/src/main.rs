@@ -64,6 +64,10 @@ enum Command {
         /// Simulated devices, each with its own token
         #[arg(long, default_value_t = 1000)]
         devices: usize,
+        /// Devices and live tokens (as many of each) then added to the store before ingest is measured again;
+        /// 0 skips that scenario
+        #[arg(long, default_value_t = 1_000_000)]
+        population: usize,
         /// Baseline and Tessera runs alternate this many times
         #[arg(long, default_value_t = 2)]
         rounds: usize,
@@ -161,7 +165,7 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Bench { seconds, connections, devices, rounds, json, mosquitto, database_url } => {
+        Command::Bench { seconds, connections, devices, population, rounds, json, mosquitto, database_url } => {
             init_logging("text");
             anyhow::ensure!(
                 seconds > 0 && connections > 0 && devices > 0 && rounds > 0,
@@ -173,6 +177,7 @@ fn main() -> anyhow::Result<()> {
                 database_url,
                 connections,
                 devices,
+                population,
                 rounds,
                 json,
             };

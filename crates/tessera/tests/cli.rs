@@ -297,6 +297,7 @@ async fn nodes_starting_at_once_on_postgresql_migrate_once_and_bootstrap_once() 
 async fn bench_measures_every_scenario_and_prints_json() {
     let output = tessera()
         .args(["bench", "--seconds", "1", "--connections", "2", "--devices", "3", "--rounds", "1", "--json"])
+        .args(["--population", "25000"])
         .output()
         .await
         .unwrap();
@@ -317,6 +318,9 @@ async fn bench_measures_every_scenario_and_prints_json() {
     }
     let ingest = scenarios.iter().find(|scenario| scenario["scenario"] == names[1]).unwrap();
     assert!(ingest["ratio_to_baseline"].as_f64().unwrap() > 0.0);
+    let full = &figures["full_store"];
+    assert_eq!((&full["devices_added"], &full["tokens_added"]), (&json!(25000), &json!(25000)), "{full}");
+    assert!(full["ingest_ratio_to_small_store"].as_f64().unwrap() > 0.0, "{full}");
     let verify = &figures["token_verify_us"];
     assert!(verify["cached_p50"].as_f64().unwrap() > 0.0 && verify["store_p50"].as_f64().unwrap() > 0.0);
 }

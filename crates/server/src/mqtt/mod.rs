@@ -41,6 +41,9 @@ const MAX_PACKET: u32 = 256 * 1024;
 /// How long a client has to send CONNECT after opening the connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const RECHECK_EVERY: Duration = Duration::from_secs(1);
+/// A client that takes none of its deliveries for this long is disconnected (a slow consumer never holds its
+/// connection's task, and with it the token recheck, for longer).
+const STALLED_AFTER: Duration = Duration::from_secs(5);
 /// Most topic filters one connection may hold; further ones are refused at SUBACK.
 const MAX_SUBSCRIPTIONS: usize = 256;
 /// Readings delivered before the connection's buffer is flushed and other work (its own packets) gets a turn.
@@ -56,8 +59,26 @@ const MAX_QUEUED: usize = 1_000;
 /// How long a persistent session collects messages for an absent client.
 const SESSION_COLLECTS_FOR: Duration = Duration::from_secs(60 * 60);
 
-/// A session's key: the account and the client id.
-type SessionKey = (tessera_core::AccountId, String);
+/// A session's key: whose client ids these are, and the client id. Client ids are namespaced by credential, so a
+/// token can neither take over another token's connection nor resume its session (and read what was kept for it).
+type SessionKey = (Principal, String);
+
+/// Who holds a session: for a login, the user (their access tokens rotate, their sessions stay theirs); for any
+/// other token, the token itself (two device tokens of one creator reach different things).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Principal {
+    User(tessera_core::UserId),
+    Token(tessera_core::TokenId),
+}
+
+impl Principal {
+    fn of(caller: &Caller) -> Principal {
+        match (caller.record.kind, caller.record.creator) {
+            (tessera_core::TokenKind::UserAccess, tessera_store::Creator::User(user)) => Principal::User(user),
+            _ => Principal::Token(caller.record.id),
+        }
+    }
+}
 /// The filters a session holds, with their QoS.
 type Filters = Vec<(String, QoS)>;
 /// Messages waiting for a client: topic, payload, QoS.
@@ -141,10 +162,9 @@ impl Sessions {
 
     /// Keeps a session whose connection ended, and starts collecting for it.
     fn keep(&self, key: SessionKey, session: Session) {
-        let Session { app, caller, subscriptions, routing, .. } = session;
+        // The connection's own subscription to the hub carries on, so nothing published meanwhile is missed.
+        let Session { app, caller, subscriptions, routing, live, .. } = session;
         let queue = Arc::new(std::sync::Mutex::new(Queue::new()));
-        // Subscribed here, before the connection is gone, so nothing published from now on is missed.
-        let live = app.hub.subscribe();
         let collector = tokio::spawn(collect(app, caller, subscriptions.clone(), routing, queue.clone(), live));
         let order = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut kept = self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -306,7 +326,10 @@ async fn connection(
         true => format!("\u{0}anonymous-{}", sessions.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
         false => connect.client_id.to_string(),
     };
-    let key = (caller.account(), client_id);
+    let key = (Principal::of(&caller), client_id);
+    // Subscribed before an earlier connection or a kept session stops listening, so that a reading published
+    // while one hands over to the other reaches this client (twice at worst, which QoS 1 allows).
+    let live = app.hub.subscribe();
     let (connection, end, ended) = sessions.arrive(&key).await;
     let resumed = sessions.take(&key).filter(|_| !connect.clean_session);
     let session_present = resumed.is_some();
@@ -320,7 +343,8 @@ async fn connection(
     let accepted = ConnectAck { return_code: ConnectAckReason::ConnectionAccepted, session_present };
     send(&mut framed, Packet::ConnectAck(accepted)).await?;
     tracing::debug!(%peer, token = %caller.record.id, session_present, "mqtt client connected");
-    let mut session = Session { app, caller, framed, subscriptions, routing: Routing::default(), last_packet_id: 0 };
+    let mut session =
+        Session { app, caller, framed, subscriptions, routing: Routing::default(), last_packet_id: 0, live };
     // What came for a persistent session while its client was away goes first.
     for (topic, payload, qos) in queued {
         session.publish(topic, payload, qos, false).await?;
@@ -343,6 +367,8 @@ struct Session {
     /// The last packet id used for a QoS 1 delivery.
     last_packet_id: u16,
     routing: Routing,
+    /// Readings from the hub, from before the CONNACK until the connection ends (and on, if its session is kept).
+    live: crate::hub::Subscription,
 }
 
 /// Turns a new reading into the messages a client's subscriptions call for, remembering devices and variables.
@@ -416,7 +442,6 @@ impl Session {
         // A client silent for one and a half keep-alive periods is gone (MQTT 3.1.1 §3.1.2.10).
         let allowance = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let mut deadline = allowance.map(|allowance| Instant::now() + allowance);
-        let mut live = self.app.hub.subscribe();
         let mut commands = self.app.hub.subscribe_commands();
         let mut recheck = tokio::time::interval(RECHECK_EVERY);
         loop {
@@ -432,19 +457,29 @@ impl Session {
                         return Ok(());
                     }
                 }
-                reading = live.next() => {
+                reading = self.live.next() => {
                     let Some(reading) = reading else { return Ok(()) };
-                    self.deliver(&reading).await?;
                     // Whatever else the hub already holds goes out in the same write.
-                    for _ in 0..DELIVERIES_PER_WRITE {
-                        let Some(reading) = live.try_next() else { break };
-                        self.deliver(&reading).await?;
+                    let mut readings = vec![reading];
+                    while readings.len() < DELIVERIES_PER_WRITE {
+                        let Some(reading) = self.live.try_next() else { break };
+                        readings.push(reading);
                     }
-                    self.framed.framed.flush().await.map_err(|error| format!("send failed: {error}"))?;
+                    // A client that stops reading would hold this task in the write, where neither the keep-alive
+                    // nor the token recheck runs: it is let go instead.
+                    within(STALLED_AFTER, async {
+                        for reading in &readings {
+                            self.deliver(reading).await?;
+                        }
+                        self.framed.framed.flush().await.map_err(|error| format!("send failed: {error}"))
+                    })
+                    .await?;
                 }
                 command = commands.recv() => match command {
-                    Ok(command) => self.deliver_command(&command).await?,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Ok(command) => within(STALLED_AFTER, self.deliver_command(&command)).await?,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, token = %self.caller.record.id, "mqtt client too slow for commands");
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
                 },
                 _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
@@ -738,4 +773,9 @@ fn publication(topic: String, payload: String, retain: bool) -> Publish {
         payload: Bytes::from(payload),
         properties: None,
     }
+}
+
+/// `work`, or an error once `limit` has passed without it finishing.
+async fn within<T>(limit: Duration, work: impl Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::time::timeout(limit, work).await.map_err(|_| format!("the client took no deliveries for {limit:?}"))?
 }

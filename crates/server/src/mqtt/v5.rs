@@ -49,7 +49,8 @@ pub fn outgoing(packet: Packet, unsubscribed: usize) -> v5::Packet {
                 _ => v5::ConnectAckReason::NotAuthorized,
             },
             max_qos: QoS::AtLeastOnce,
-            retain_available: false,
+            // The last state of each asset is retained, and sent on SUBSCRIBE.
+            retain_available: true,
             shared_subscription_available: false,
             subscription_identifiers_available: false,
             ..Default::default()

@@ -66,6 +66,13 @@ async fn assets_take_states_their_profile_allows_and_every_dialect_sees_them() {
     // The Ubidots dialect reads the same reading, and a state sent there is the asset's state here.
     let (_, last) = tessera.ubidots(Method::GET, "/devices/thermostat/setpoint/lv", &account_token, None).await;
     assert_eq!(last, json!(21.0));
+    // The profile holds whichever dialect the value comes through.
+    let (status, error) =
+        tessera.ubidots(Method::POST, "/devices/thermostat", &account_token, Some(json!({"setpoint": 99}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert!(error.to_string().contains("above"), "{error}");
+    let (_, last) = tessera.ubidots(Method::GET, "/devices/thermostat/setpoint/lv", &account_token, None).await;
+    assert_eq!(last, json!(21.0), "nothing of the refused request is stored");
     tessera
         .ubidots(
             Method::POST,

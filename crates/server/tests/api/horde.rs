@@ -157,8 +157,24 @@ async fn resource_scopes_cannot_be_widened() {
             Some(json!({"tags": {"a": "b"}})),
         )
         .await;
-        assert!(matches!(status, StatusCode::FORBIDDEN | StatusCode::METHOD_NOT_ALLOWED), "{method}: {status} {error}");
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method}: {error}");
+        assert_eq!(error["status"], 403, "Horde's error shape: {error}");
     }
+    // A write token is told the method is not there, in Horde's shape too.
+    let writer = token_for(&scoped, &format!("/collections/{mine}"), true).await;
+    let (status, error) = with_token(tessera, Method::PUT, &format!("/collections/{mine}"), &writer, None).await;
+    assert_eq!((status, &error["status"]), (StatusCode::METHOD_NOT_ALLOWED, &json!(405)), "{error}");
+
+    // A token for "/" that may write acts for its owner in teams, never on the owner's login: it cannot enroll a
+    // second factor (which would lock the owner out) nor read the owner's profile.
+    let root_writer = token_for(&scoped, "/", true).await;
+    for (method, path) in [(Method::POST, "/v1/me/totp"), (Method::GET, "/v1/me"), (Method::POST, "/v1/logout")] {
+        let (status, error) =
+            tessera.call(method.clone(), path, &[("authorization", &format!("Bearer {root_writer}"))], None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {error}");
+    }
+    let (status, _) = horde(tessera, Method::POST, "/teams", &root_writer, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::CREATED, "a / write token still creates teams");
     let (status, _) = with_token(
         tessera,
         Method::POST,

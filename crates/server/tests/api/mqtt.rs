@@ -380,8 +380,13 @@ async fn a_persistent_session_keeps_its_subscriptions_across_reconnects() {
     // The server keeps the session before it closes the connection: wait for the close.
     while first.framed.next().await.is_some() {}
 
+    // Client ids belong to a credential: another token with the same id neither resumes nor takes over.
+    let stranger = tessera.account_token().await;
+    let (mut other, resumed) = Client::connect_as(&tessera, &stranger, "", "keeper", false).await.unwrap();
+    assert!(!resumed, "another token's session is not this one's");
     let (mut again, resumed) = Client::connect_as(&tessera, &token, "", "keeper", false).await.unwrap();
     assert!(resumed, "the session was resumed");
+    assert_eq!(other.subscribe("/v1.6/devices/+/u/lv").await, SubscribeReturnCode::Success(QoS::AtMostOnce));
     let mut device = Client::connect(&tessera, &token, "").await.unwrap();
     assert!(device.publish("/v1.6/devices/p", json!({"t": 5})).await);
     let (topic, value) = again.message().await;

@@ -192,9 +192,27 @@ async fn a_second_factor_is_enrolled_challenged_and_never_replayed() {
         decode(client.post(tessera.url("/login")).form(&mfa(&challenge, &recovery[0])).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
-    // Disabling needs a current code; the replay guard holds here too.
+    // Disabling needs a current code; the replay guard holds here too. A recovery code turns it off.
     let (status, _) = tessera.native(Method::DELETE, "/me/totp", &session, Some(json!({"code": next}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = tessera.native(Method::DELETE, "/me/totp", &session, Some(json!({"code": recovery[1]}))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, me) = tessera.native(Method::GET, "/me", &session, None).await;
+    assert_eq!(me["totp_enabled"], false);
+    let (_, challenge) = att_login(&tessera, &client, &password).await;
+    assert!(challenge["access_token"].is_string(), "no second factor asked any more: {challenge}");
+
+    // Guessing codes with the session is throttled as at login.
+    let (status, _) = tessera.native(Method::POST, "/me/totp", &session, None).await;
+    assert_eq!(status, StatusCode::OK);
+    for _ in 0..3 {
+        let (status, _) =
+            tessera.native(Method::POST, "/me/totp/confirm", &session, Some(json!({"code": "999999x"}))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+    let (status, throttled) =
+        tessera.native(Method::POST, "/me/totp/confirm", &session, Some(json!({"code": "999999x"}))).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{throttled}");
 }
 
 #[tokio::test]

@@ -178,6 +178,29 @@ where
     Ok(())
 }
 
+/// Inserts a device unless its label is taken in the account; answers whether it was inserted.
+async fn insert_device_unless_taken<'e, E>(executor: E, device: &Device) -> StoreResult<bool>
+where
+    E: sqlx::Executor<'e, Database = Db>,
+{
+    let inserted = sqlx::query(
+        "INSERT INTO devices (id, account_id, collection_id, label, name, created_at, imsi, imei, tags) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (account_id, label) DO NOTHING",
+    )
+    .bind(device.id.as_i64())
+    .bind(device.account.as_i64())
+    .bind(device.collection.as_i64())
+    .bind(device.label.as_str())
+    .bind(&device.name)
+    .bind(device.created_at_ms)
+    .bind(&device.imsi)
+    .bind(&device.imei)
+    .bind(tags_column(&device.tags))
+    .execute(executor)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
 async fn insert_collection_in<'e, E>(executor: E, collection: &Collection) -> StoreResult<()>
 where
     E: sqlx::Executor<'e, Database = Db>,
@@ -302,6 +325,15 @@ async fn bootstrap_in(connection: &mut DbConnection, bootstrap: &Bootstrap) -> S
 impl TokenStore for Backend {
     async fn insert_token(&self, token: &TokenRecord) -> StoreResult<()> {
         insert_token_in(&self.pool, token).await
+    }
+
+    async fn insert_tokens(&self, tokens: &[TokenRecord]) -> StoreResult<()> {
+        let mut transaction = begin_write(self).await?;
+        for token in tokens {
+            insert_token_in(&mut *transaction, token).await?;
+        }
+        transaction.commit().await?;
+        Ok(())
     }
 
     async fn token_by_digest(&self, digest: &SecretDigest) -> StoreResult<TokenRecord> {
@@ -624,22 +656,18 @@ impl DeviceStore for Backend {
     }
 
     async fn insert_device_if_absent(&self, device: &Device) -> StoreResult<Device> {
-        sqlx::query(
-            "INSERT INTO devices (id, account_id, collection_id, label, name, created_at, imsi, imei, tags) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (account_id, label) DO NOTHING",
-        )
-        .bind(device.id.as_i64())
-        .bind(device.account.as_i64())
-        .bind(device.collection.as_i64())
-        .bind(device.label.as_str())
-        .bind(&device.name)
-        .bind(device.created_at_ms)
-        .bind(&device.imsi)
-        .bind(&device.imei)
-        .bind(tags_column(&device.tags))
-        .execute(&self.pool)
-        .await?;
+        insert_device_unless_taken(&self.pool, device).await?;
         self.device_by_label(device.account, &device.label).await
+    }
+
+    async fn insert_devices(&self, devices: &[Device]) -> StoreResult<u64> {
+        let mut transaction = begin_write(self).await?;
+        let mut inserted = 0;
+        for device in devices {
+            inserted += u64::from(insert_device_unless_taken(&mut *transaction, device).await?);
+        }
+        transaction.commit().await?;
+        Ok(inserted)
     }
 
     async fn update_device(&self, device: &Device) -> StoreResult<()> {

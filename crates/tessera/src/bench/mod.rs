@@ -6,6 +6,7 @@
 mod baseline;
 mod load;
 mod mqtt;
+mod population;
 mod process;
 
 use std::net::SocketAddr;
@@ -30,6 +31,8 @@ pub struct Options {
     pub database_url: Option<String>,
     pub connections: usize,
     pub devices: usize,
+    /// Devices and live tokens added to the store before ingest is measured again (0: not measured).
+    pub population: usize,
     pub rounds: usize,
     pub json: bool,
 }
@@ -210,6 +213,40 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     );
     results.extend(mqtt_comparison(&options, &tessera, &tokens).await?);
 
+    // The same ingest once the store holds a million devices and tokens more (it does not restart: what it has
+    // cached is the benchmark's own devices, as it would be for the devices that are sending).
+    let mut population = None;
+    if options.population > 0 {
+        say(
+            &options,
+            &format!("adding {} devices and {} live tokens to the store", options.population, options.population),
+        );
+        let mut config = tessera_server::Config::new(data_dir.clone());
+        config.database_url = database.clone();
+        let quiet = options.json;
+        let took = population::populate(&config, &tokens[0], options.population, |added| {
+            if !quiet {
+                eprint!("\r  {added} of each added   ");
+            }
+        })
+        .await?;
+        say(&options, &format!("\r  added in {:.1} s", took.as_secs_f64()));
+        let mut runs = Vec::new();
+        for round in 1..=options.rounds {
+            let label = format!("Tessera ingest, full store (round {round})");
+            let make = ingest_from(tessera.http, 1_750_000_000_000);
+            runs.push(measure(&options, &label, &tessera, make, closed, None).await?);
+        }
+        let full = combine("ingest with the store full (see below)", &runs, Some(baseline_rate));
+        population = Some(Population {
+            added: options.population,
+            seconds_to_add: took.as_secs_f64(),
+            ratio_to_small_store: full.outcome.per_second() / tessera_rate,
+            peak_rss_mib: full.peak_rss_mib,
+        });
+        results.push(full);
+    }
+
     let mut revocation = None;
     if let Some(second) = &second_node {
         let half = Plan { connections: (options.connections / 2).max(1), ..closed };
@@ -247,8 +284,18 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         schema.drop().await?;
     }
     let _ = std::fs::remove_dir_all(&data_dir);
-    report(&options, &results, verify, revocation);
+    report(&options, &results, verify, revocation, population);
     Ok(())
+}
+
+/// Ingest with a full store against ingest with only the benchmark's devices.
+#[derive(Debug, Clone, Copy)]
+struct Population {
+    /// Devices added, and as many tokens.
+    added: usize,
+    seconds_to_add: f64,
+    ratio_to_small_store: f64,
+    peak_rss_mib: f64,
 }
 
 /// Publishers at QoS 0 to one subscriber, on Mosquitto and on Tessera alternately: messages per second that reach
@@ -379,11 +426,24 @@ fn say(options: &Options, text: &str) {
     }
 }
 
-fn report(options: &Options, results: &[Measured], verify: VerifyTimes, revocation: Option<(f64, f64)>) {
+fn report(
+    options: &Options,
+    results: &[Measured],
+    verify: VerifyTimes,
+    revocation: Option<(f64, f64)>,
+    population: Option<Population>,
+) {
     if options.json {
         let document = json!({
             "store": if options.database_url.is_some() { "postgres" } else { "sqlite" },
             "revocation_on_other_node_ms": revocation.map(|(p50, p99)| json!({"p50": round(p50), "p99": round(p99)})),
+            "full_store": population.map(|population| json!({
+                "devices_added": population.added,
+                "tokens_added": population.added,
+                "seconds_to_add": round(population.seconds_to_add),
+                "ingest_ratio_to_small_store": round(population.ratio_to_small_store),
+                "server_peak_rss_mib": round(population.peak_rss_mib),
+            })),
             "token_verify_us": {
                 "cached_p50": round(verify.cached.0),
                 "cached_p99": round(verify.cached.1),
@@ -430,6 +490,18 @@ fn report(options: &Options, results: &[Measured], verify: VerifyTimes, revocati
     );
     if let Some((p50, p99)) = revocation {
         println!("revocation seen by the other node: {p50:.1} ms p50, {p99:.1} ms p99");
+    }
+    if let Some(population) = population {
+        println!(
+            "full store: {} devices and {} live tokens added (in {:.0} s); ingest then ran at {:.2} of the rate with \
+             {} devices; server peak RSS {:.0} MiB",
+            population.added,
+            population.added,
+            population.seconds_to_add,
+            population.ratio_to_small_store,
+            options.devices,
+            population.peak_rss_mib
+        );
     }
     println!(
         "{} connections, {} devices each with its own token, {} s per run, baseline and Tessera alternated over {} \

@@ -249,10 +249,7 @@ pub async fn write_state(
         Some(_) => return Err(AppError::BadRequest("'at' must be an ISO 8601 time".into())),
     };
     let (_, variable, permit) = asset_for(app, caller, Action::Write, device, asset).await?;
-    if let Some(profile) = &variable.profile {
-        let profile = Profile::parse(profile).map_err(|error| AppError::Internal(error.into()))?;
-        profile.check(&value).map_err(AppError::BadRequest)?;
-    }
+    // The asset's profile is checked by the data service, for every dialect alike.
     let stored = match &value {
         Json_::Number(number) => Value::Number(number.as_f64().unwrap_or_default()),
         other => Value::Json(other.clone()),

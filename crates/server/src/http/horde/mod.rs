@@ -27,7 +27,18 @@ pub fn routes() -> Router<App> {
         .merge(collections::routes())
         .merge(tokens::routes())
         .merge(stream::routes())
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+}
+
+/// A method a Horde route does not have, answered in Horde's shape after the token is checked: a read-only token
+/// is refused every write as on any other route (403), anyone else is told the method is not supported (405).
+async fn method_not_allowed(HordeCaller(caller): HordeCaller, method: axum::http::Method) -> HordeError {
+    let writes = tessera_core::Action::for_http_method(method.as_str()) == tessera_core::Action::Write;
+    if writes && !caller.grant.rights.can_write() {
+        return AppError::Denied(tessera_core::Denial::ReadOnly).into();
+    }
+    HordeError::new(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not supported here"))
 }
 
 /// `GET /`: clients use it as a ping. Only a token whose resource is `/` may read the root; others get 403.

@@ -111,7 +111,7 @@ async fn refresh(
 
 /// `POST /v1/logout`: ends the session of the access token presented.
 async fn logout(State(app): State<App>, Bearer(caller): Bearer) -> NativeResult {
-    caller.authorize(Action::SelfService, &Target::account(caller.account())).map_err(AppError::from)?;
+    caller.authorize(Action::ManageOwnLogin, &Target::account(caller.account())).map_err(AppError::from)?;
     app.people.logout(&caller).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -128,9 +128,9 @@ fn user_json(user: &User) -> Json_ {
     })
 }
 
-/// The user of the session presented, after the self-service check.
+/// The user of the session presented: a user's own login, never a token acting for them.
 async fn session_user(app: &App, caller: &crate::tokens::Caller) -> Result<User, Problem> {
-    caller.authorize(Action::SelfService, &Target::account(caller.account())).map_err(AppError::from)?;
+    caller.authorize(Action::ManageOwnLogin, &Target::account(caller.account())).map_err(AppError::from)?;
     Ok(app.people.user_of(caller).await?)
 }
 

@@ -196,8 +196,15 @@ fn time_range_of(query: &QueryParams) -> Result<TimeRange, AppError> {
 fn default_timestamp(query: &QueryParams) -> Result<i64, AppError> {
     match query.text("timestamp") {
         None => Ok(crate::time::now_ms()),
-        Some(text) => payload::timestamp_ms(&Json::from(text.parse::<i64>().unwrap_or(-1)))
-            .map_err(|error| AppError::BadRequest(format!("query parameter {error}"))),
+        // Parsed as JSON so that `1.7e12` reads as it would in a body; the error names the text as given.
+        Some(text) => serde_json::from_str::<Json>(text)
+            .map_err(|_| ())
+            .and_then(|value| payload::timestamp_ms(&value).map_err(|_| ()))
+            .map_err(|()| {
+                AppError::BadRequest(format!(
+                    "query parameter \"timestamp\" must be milliseconds since the Unix epoch, not {text:?}"
+                ))
+            }),
     }
 }
 

@@ -1,0 +1,79 @@
+//! A full store: devices and live tokens added beside the benchmark's own, written straight into the store in
+//! large transactions (as a fleet is provisioned), so that ingest can be measured against a store of a million of
+//! each. They are real rows: devices of the benchmark's organization, and organization tokens for it whose secrets
+//! nobody keeps.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tessera_core::{DeviceId, Label, Rights, Scope, Secret, TokenId, TokenKind};
+use tessera_server::entropy::{new_id, new_secret};
+use tessera_store::{Device, TokenRecord};
+
+/// Rows per transaction: large enough that commits cost nothing, small enough to hold in memory.
+const CHUNK: usize = 10_000;
+
+/// Adds `count` devices and `count` live tokens to the organization that `sample_token` (one of the benchmark's
+/// tokens) belongs to, through the store of `config`. Calls `progress` with the rows added so far; answers how long
+/// it took.
+pub async fn populate(
+    config: &tessera_server::Config,
+    sample_token: &str,
+    count: usize,
+    progress: impl Fn(usize),
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let opened = tessera_server::bootstrap::open_store(config).await?;
+    let store = opened.store.clone();
+    let sample = Secret::parse(sample_token).map_err(|error| anyhow::anyhow!("a benchmark token: {error}"))?;
+    let sample = store.token_by_digest(&opened.key.digest(&sample)).await.context("the benchmark's token")?;
+    let Scope::Collection(organization) = sample.scope else {
+        anyhow::bail!("the benchmark's token is not an organization token");
+    };
+    let now = tessera_server::time::now_ms();
+    let mut added = 0;
+    while added < count {
+        let size = CHUNK.min(count - added);
+        let devices: Vec<Device> = (added..added + size)
+            .map(|n| {
+                Ok(Device {
+                    id: DeviceId(new_id()),
+                    account: sample.account,
+                    collection: organization,
+                    label: Label::parse(&format!("fleet-{n}")).map_err(|error| anyhow::anyhow!("{error}"))?,
+                    name: format!("fleet device {n}"),
+                    imsi: None,
+                    imei: None,
+                    tags: Default::default(),
+                    created_at_ms: now,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let tokens: Vec<TokenRecord> = (added..added + size)
+            .map(|n| TokenRecord {
+                id: TokenId(new_id()),
+                account: sample.account,
+                kind: TokenKind::Collection,
+                digest: opened.key.digest(&new_secret(TokenKind::Collection)),
+                scope: Scope::Collection(organization),
+                rights: Rights::ReadWrite,
+                creator: sample.creator,
+                name: format!("fleet token {n}"),
+                tags: Default::default(),
+                created_at_ms: now,
+                expires_at_ms: None,
+                revoked_at_ms: None,
+                last_used_at_ms: None,
+                uses: 0,
+                family: None,
+                resource: None,
+            })
+            .collect();
+        store.insert_devices(&devices).await?;
+        store.insert_tokens(&tokens).await?;
+        added += size;
+        progress(added);
+    }
+    store.close().await;
+    Ok(started.elapsed())
+}
