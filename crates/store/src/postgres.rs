@@ -32,6 +32,11 @@ async fn begin_write(store: &PostgresStore) -> StoreResult<Transaction<'static, 
     Ok(store.pool.begin().await?)
 }
 
+/// Where a write that is one statement runs: any connection of the pool.
+fn single_writes(store: &PostgresStore) -> &PgPool {
+    &store.pool
+}
+
 async fn close_pools(store: &PostgresStore) {
     store.pool.close().await;
 }

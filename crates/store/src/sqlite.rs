@@ -22,7 +22,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// The SQLite implementation of [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    /// Reads, and the rare single-statement writes.
+    /// Reads.
     pool: SqlitePool,
     /// Write transactions, on one connection: they queue here, without delay, for the one write lock SQLite has,
     /// instead of in SQLite's busy handler, which sleeps 1, 2, 5, 10, 15… ms between tries (a reading waiting
@@ -44,6 +44,13 @@ macro_rules! for_update {
 
 async fn begin_write(store: &SqliteStore) -> StoreResult<Transaction<'static, Db>> {
     Ok(store.writes.begin_with("BEGIN IMMEDIATE").await?)
+}
+
+/// Where a write that is one statement runs: on the write connection, queued behind the write transactions,
+/// rather than on a read connection, where it would meet the held write lock in SQLite's busy handler and sleep
+/// 1, 2, 5, 10… ms between tries (the first reading of a new device waited up to 300 ms that way).
+fn single_writes(store: &SqliteStore) -> &SqlitePool {
+    &store.writes
 }
 
 async fn close_pools(store: &SqliteStore) {

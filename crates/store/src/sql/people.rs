@@ -209,7 +209,7 @@ impl PeopleStore for Backend {
         .bind(step)
         .bind(user.as_i64())
         .bind(step)
-        .execute(&self.pool)
+        .execute(single_writes(self))
         .await?;
         Ok(updated.rows_affected() == 1)
     }
@@ -220,7 +220,7 @@ impl PeopleStore for Backend {
                 .bind(at_ms)
                 .bind(user.as_i64())
                 .bind(code.0.as_slice())
-                .execute(&self.pool)
+                .execute(single_writes(self))
                 .await?;
         Ok(updated.rows_affected() == 1)
     }
@@ -283,7 +283,7 @@ impl PeopleStore for Backend {
         let updated = sqlx::query("UPDATE teams SET tags = $1 WHERE id = $2")
             .bind(tags_column(tags))
             .bind(team.as_i64())
-            .execute(&self.pool)
+            .execute(single_writes(self))
             .await?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -403,7 +403,7 @@ impl PeopleStore for Backend {
         .bind(invite.created_at_ms)
         .bind(invite.expires_at_ms)
         .bind(invite.id.as_i64())
-        .execute(&self.pool)
+        .execute(single_writes(self))
         .await?;
         Ok(())
     }
@@ -423,7 +423,7 @@ impl PeopleStore for Backend {
         let deleted = sqlx::query("DELETE FROM invites WHERE team_id = $1 AND digest = $2")
             .bind(team.as_i64())
             .bind(code.0.as_slice())
-            .execute(&self.pool)
+            .execute(single_writes(self))
             .await?;
         if deleted.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -472,7 +472,7 @@ impl PeopleStore for Backend {
         .bind(&challenge.client_id)
         .bind(challenge.created_at_ms)
         .bind(challenge.expires_at_ms)
-        .execute(&self.pool)
+        .execute(single_writes(self))
         .await?;
         Ok(())
     }
@@ -500,7 +500,7 @@ impl PeopleStore for Backend {
         let updated = sqlx::query("UPDATE login_challenges SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
             .bind(at_ms)
             .bind(id.as_i64())
-            .execute(&self.pool)
+            .execute(single_writes(self))
             .await?;
         Ok(updated.rows_affected() == 1)
     }

@@ -243,7 +243,7 @@ impl AccountStore for Backend {
         sqlx::query("INSERT INTO shared_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .bind(proposed)
-            .execute(&self.pool)
+            .execute(single_writes(self))
             .await?;
         Ok(sqlx::query_scalar("SELECT value FROM shared_secrets WHERE name = $1").bind(name).fetch_one(&self.pool).await?)
     }
@@ -324,7 +324,7 @@ async fn bootstrap_in(connection: &mut DbConnection, bootstrap: &Bootstrap) -> S
 #[async_trait]
 impl TokenStore for Backend {
     async fn insert_token(&self, token: &TokenRecord) -> StoreResult<()> {
-        insert_token_in(&self.pool, token).await
+        insert_token_in(single_writes(self), token).await
     }
 
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> StoreResult<()> {
@@ -391,7 +391,7 @@ impl TokenStore for Backend {
         .bind(at_ms)
         .bind(account.as_i64())
         .bind(token.as_i64())
-        .fetch_one(&self.pool)
+        .fetch_one(single_writes(self))
         .await?;
         token_from_row(&row)
     }
@@ -410,7 +410,7 @@ impl TokenStore for Backend {
         .bind(&token.resource)
         .bind(token.account.as_i64())
         .bind(token.id.as_i64())
-        .execute(&self.pool)
+        .execute(single_writes(self))
         .await?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -422,7 +422,7 @@ impl TokenStore for Backend {
         let updated = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(at_ms)
             .bind(token.as_i64())
-            .execute(&self.pool)
+            .execute(single_writes(self))
             .await?;
         Ok(updated.rows_affected() == 1)
     }
@@ -513,7 +513,7 @@ impl TokenStore for Backend {
 #[async_trait]
 impl CollectionStore for Backend {
     async fn insert_collection(&self, collection: &Collection) -> StoreResult<()> {
-        insert_collection_in(&self.pool, collection).await
+        insert_collection_in(single_writes(self), collection).await
     }
 
     async fn collection(&self, account: AccountId, collection: CollectionId) -> StoreResult<Collection> {
@@ -532,7 +532,7 @@ impl CollectionStore for Backend {
             .bind(tags_column(&collection.tags))
             .bind(collection.account.as_i64())
             .bind(collection.id.as_i64())
-            .execute(&self.pool)
+            .execute(single_writes(self))
             .await?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -656,7 +656,7 @@ impl DeviceStore for Backend {
     }
 
     async fn insert_device_if_absent(&self, device: &Device) -> StoreResult<Device> {
-        insert_device_unless_taken(&self.pool, device).await?;
+        insert_device_unless_taken(single_writes(self), device).await?;
         self.device_by_label(device.account, &device.label).await
     }
 
@@ -679,7 +679,7 @@ impl DeviceStore for Backend {
                 .bind(tags_column(&device.tags))
                 .bind(device.account.as_i64())
                 .bind(device.id.as_i64())
-                .execute(&self.pool)
+                .execute(single_writes(self))
                 .await?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -697,7 +697,7 @@ impl DeviceStore for Backend {
         .bind(i64::from(downlink.port))
         .bind(downlink.payload.as_slice())
         .bind(downlink.created_at_ms)
-        .execute(&self.pool)
+        .execute(single_writes(self))
         .await?;
         Ok(())
     }
@@ -796,7 +796,7 @@ impl DeviceStore for Backend {
         .bind(&variable.description)
         .bind(&variable.kind)
         .bind(variable.profile.as_ref().map(|profile| profile.to_string()))
-        .execute(&self.pool)
+        .execute(single_writes(self))
         .await?;
         self.variable_by_label(variable.device, &variable.label).await
     }
@@ -814,7 +814,7 @@ impl DeviceStore for Backend {
         .bind(variable.profile.as_ref().map(|profile| profile.to_string()))
         .bind(variable.account.as_i64())
         .bind(variable.id.as_i64())
-        .execute(&self.pool)
+        .execute(single_writes(self))
         .await?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -971,7 +971,7 @@ impl ReadingStore for Backend {
             .bind(variable.as_i64())
             .bind(range.start_ms)
             .bind(range.end_ms)
-            .execute(&self.pool)
+            .execute(single_writes(self))
             .await?;
         Ok(deleted.rows_affected())
     }
@@ -980,7 +980,7 @@ impl ReadingStore for Backend {
 #[async_trait]
 impl Store for Backend {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(single_writes(self)).await?;
         Ok(())
     }
 
