@@ -140,9 +140,7 @@ impl Secret {
         if signed[PREFIX_LEN..].bytes().chain(checksum_text.bytes()).any(|b| base32_value(b).is_none()) {
             return Err(SecretError::BadCharacter);
         }
-        let mut expected = String::with_capacity(CHECKSUM_LEN);
-        push_checksum(&mut expected, crc32fast::hash(signed.as_bytes()));
-        if expected != checksum_text {
+        if checksum_text.as_bytes() != checksum_chars(crc32fast::hash(signed.as_bytes())) {
             return Err(SecretError::BadChecksum);
         }
         Ok(Secret { kind, text: text.to_owned() })
@@ -159,9 +157,15 @@ impl Secret {
 }
 
 fn push_checksum(text: &mut String, checksum: u32) {
-    for position in (0..CHECKSUM_LEN).rev() {
-        text.push(BASE32_ALPHABET[((u64::from(checksum) >> (position * 5)) & 31) as usize] as char);
-    }
+    text.extend(checksum_chars(checksum).map(char::from));
+}
+
+/// The checksum's base32 characters, most significant first.
+fn checksum_chars(checksum: u32) -> [u8; CHECKSUM_LEN] {
+    std::array::from_fn(|index| {
+        let position = CHECKSUM_LEN - 1 - index;
+        BASE32_ALPHABET[((u64::from(checksum) >> (position * 5)) & 31) as usize]
+    })
 }
 
 impl fmt::Debug for Secret {

@@ -94,6 +94,9 @@ impl std::fmt::Debug for TokenService {
     }
 }
 
+/// What a token made by Tessera itself reaches: the account's data.
+const SYSTEM_REACH: Reach = Reach::AccountData(Rights::ReadWrite);
+
 impl TokenService {
     pub fn new(store: Arc<dyn Store>, key: ServerKey, cache_capacity: u64, peers: Peers) -> TokenService {
         TokenService {
@@ -138,12 +141,16 @@ impl TokenService {
 
     /// What a token's creator reaches now.
     async fn reach_of(&self, account: AccountId, creator: Creator) -> Result<Reach, StoreError> {
+        // What Tessera made itself (the bootstrap API key) reaches a fixed set, known without a lookup.
+        if creator == Creator::System {
+            return Ok(SYSTEM_REACH);
+        }
         if let Some(reach) = self.creator_reach.get(&creator) {
             return Ok(reach);
         }
         let started = self.creator_reach.read_started();
         let reach = match creator {
-            Creator::System => Reach::AccountData(Rights::ReadWrite),
+            Creator::System => SYSTEM_REACH,
             // A token minted with an API key reaches what the key reaches: the account's data while the key lives.
             Creator::Token(minter) => match self.store.token(account, minter).await {
                 Ok(minter) if minter.revoked_at_ms.is_none() && minter.kind == TokenKind::ApiKey => {
