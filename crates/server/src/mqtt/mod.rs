@@ -164,6 +164,7 @@ impl Sessions {
     fn keep(&self, key: SessionKey, session: Session) {
         // The connection's own subscription to the hub carries on, so nothing published meanwhile is missed.
         let Session { app, caller, subscriptions, routing, live, .. } = session;
+        let live = live.unwrap_or_else(|| app.hub.subscribe());
         let queue = Arc::new(std::sync::Mutex::new(Queue::new()));
         let collector = tokio::spawn(collect(app, caller, subscriptions.clone(), routing, queue.clone(), live));
         let order = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -343,6 +344,8 @@ async fn connection(
     let accepted = ConnectAck { return_code: ConnectAckReason::ConnectionAccepted, session_present };
     send(&mut framed, Packet::ConnectAck(accepted)).await?;
     tracing::debug!(%peer, token = %caller.record.id, session_present, "mqtt client connected");
+    // A connection that subscribes to nothing (a device that only publishes) does not hear the hub at all.
+    let live = (!subscriptions.is_empty()).then_some(live);
     let mut session =
         Session { app, caller, framed, subscriptions, routing: Routing::default(), last_packet_id: 0, live };
     // What came for a persistent session while its client was away goes first.
@@ -367,23 +370,29 @@ struct Session {
     /// The last packet id used for a QoS 1 delivery.
     last_packet_id: u16,
     routing: Routing,
-    /// Readings from the hub, from before the CONNACK until the connection ends (and on, if its session is kept).
-    live: crate::hub::Subscription,
+    /// Readings from the hub, from before the CONNACK (or the first granted SUBSCRIBE) until the connection ends,
+    /// and on, if its session is kept; `None` while the connection subscribes to nothing, so that publishers are
+    /// not woken for every reading.
+    live: Option<crate::hub::Subscription>,
 }
 
 /// Turns a new reading into the messages a client's subscriptions call for, remembering devices and variables.
 #[derive(Default)]
 struct Routing {
-    devices: HashMap<DeviceId, Device>,
+    devices: HashMap<DeviceId, Arc<Device>>,
+    /// Where each variable's readings go for the subscriptions held: the topics that match one, with the QoS.
+    /// Made at a variable's first reading (every reading of a variable has the same topics) and forgotten when the
+    /// subscriptions change, so a reading is not matched against every filter again.
+    routes: HashMap<VariableId, Vec<(String, Outbound, QoS)>>,
     variables: HashMap<VariableId, Arc<Variable>>,
 }
 
 impl Routing {
     /// The device and variable of a reading.
-    async fn describe(&mut self, app: &App, reading: &LiveReading) -> Option<(Device, Arc<Variable>)> {
+    async fn describe(&mut self, app: &App, reading: &LiveReading) -> Option<(Arc<Device>, Arc<Variable>)> {
         if !self.devices.contains_key(&reading.device) {
             let device = app.store.device(reading.account, reading.device).await.ok()?;
-            self.devices.insert(device.id, device);
+            self.devices.insert(device.id, Arc::new(device));
         }
         if !self.variables.contains_key(&reading.reading.variable) {
             let variable = app.store.variable(reading.account, reading.reading.variable).await.ok()?;
@@ -407,19 +416,30 @@ impl Routing {
         if caller.authorize(Action::Read, &variable_target(&variable)).is_err() {
             return Vec::new();
         }
-        let topics = topics::outbound_topics(
-            &reading.collection.to_string(),
-            &device.id.to_string(),
-            device.label.as_str(),
-            variable.label.as_str(),
-        );
-        topics
-            .into_iter()
-            .filter_map(|(topic, kind)| {
-                let qos = subscribed_qos(subscriptions, &topic)?;
-                Some((topic, payload(&kind, &device, &reading.reading), qos))
-            })
+        let routes = self.routes.entry(variable.id).or_insert_with(|| {
+            let topics = topics::outbound_topics(
+                &reading.collection.to_string(),
+                &device.id.to_string(),
+                device.label.as_str(),
+                variable.label.as_str(),
+            );
+            topics
+                .into_iter()
+                .filter_map(|(topic, kind)| {
+                    let qos = subscribed_qos(subscriptions, &topic)?;
+                    Some((topic, kind, qos))
+                })
+                .collect()
+        });
+        routes
+            .iter()
+            .map(|(topic, kind, qos)| (topic.clone(), payload(kind, &device, &reading.reading), *qos))
             .collect()
+    }
+
+    /// Forgets where readings go, after the subscriptions changed.
+    fn subscriptions_changed(&mut self) {
+        self.routes.clear();
     }
 }
 
@@ -457,12 +477,12 @@ impl Session {
                         return Ok(());
                     }
                 }
-                reading = self.live.next() => {
+                reading = next_live(&mut self.live) => {
                     let Some(reading) = reading else { return Ok(()) };
                     // Whatever else the hub already holds goes out in the same write.
                     let mut readings = vec![reading];
-                    while readings.len() < DELIVERIES_PER_WRITE {
-                        let Some(reading) = self.live.try_next() else { break };
+                    while let Some(live) = self.live.as_mut().filter(|_| readings.len() < DELIVERIES_PER_WRITE) {
+                        let Some(reading) = live.try_next() else { break };
                         readings.push(reading);
                     }
                     // A client that stops reading would hold this task in the write, where neither the keep-alive
@@ -528,9 +548,14 @@ impl Session {
                         continue;
                     }
                     if may_subscribe(&self.app, &self.caller, &filter).await {
+                        // Heard from now on, before the retained states are read: nothing falls in between.
+                        if self.live.is_none() {
+                            self.live = Some(self.app.hub.subscribe());
+                        }
                         let granted = if qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce };
                         self.subscriptions.retain(|(existing, _)| existing.as_str() != &*filter);
                         self.subscriptions.push((filter.to_string(), granted));
+                        self.routing.subscriptions_changed();
                         // Retained states go once per new filter, not again for one already held.
                         if !already && !granted_filters.iter().any(|held: &String| held.as_str() == &*filter) {
                             granted_filters.push(filter.to_string());
@@ -549,6 +574,7 @@ impl Session {
             Packet::Unsubscribe { packet_id, topic_filters } => {
                 self.subscriptions
                     .retain(|(existing, _)| !topic_filters.iter().any(|filter| &**filter == existing.as_str()));
+                self.routing.subscriptions_changed();
                 send(&mut self.framed, Packet::UnsubscribeAck { packet_id }).await?;
                 Ok(true)
             }
@@ -778,4 +804,12 @@ fn publication(topic: String, payload: String, retain: bool) -> Publish {
 /// `work`, or an error once `limit` has passed without it finishing.
 async fn within<T>(limit: Duration, work: impl Future<Output = Result<T, String>>) -> Result<T, String> {
     tokio::time::timeout(limit, work).await.map_err(|_| format!("the client took no deliveries for {limit:?}"))?
+}
+
+/// The next reading from the hub, or never while the connection hears nothing.
+async fn next_live(live: &mut Option<crate::hub::Subscription>) -> Option<Arc<LiveReading>> {
+    match live {
+        Some(live) => live.next().await,
+        None => std::future::pending().await,
+    }
 }
