@@ -195,8 +195,11 @@ struct Link {
     /// Cache invalidations: they go out before any live data waiting, so a revocation never queues behind a
     /// backlog of readings (it did: 2 s at p99 under two-node ingest).
     urgent: mpsc::UnboundedSender<Change>,
-    /// Live data: readings and commands, in order.
-    live: mpsc::UnboundedSender<Change>,
+    /// Live data: readings and commands, in order, at most `LIVE_QUEUE` batches; beyond it they are dropped (and
+    /// counted), so a node that commits faster than the database takes notifications holds bounded memory.
+    live: mpsc::Sender<Change>,
+    /// Live data dropped because the queue was full.
+    live_dropped: std::sync::atomic::AtomicU64,
     /// The event connection is up: changes by other nodes are being heard.
     listening: AtomicBool,
 }
@@ -211,11 +214,20 @@ impl Peers {
     pub fn tell(&self, change: Change) {
         if let Some(link) = &self.link {
             // An error means the publisher stopped: the node is shutting down.
-            let queue = match change {
-                Change::Readings { .. } | Change::Command { .. } => &link.live,
-                _ => &link.urgent,
-            };
-            let _ = queue.send(change);
+            match change {
+                Change::Readings { .. } | Change::Command { .. } => {
+                    if let Err(mpsc::error::TrySendError::Full(_)) = link.live.try_send(change) {
+                        // Other nodes' live consumers miss this batch; it is stored, and readable there.
+                        let dropped = link.live_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                        if dropped.is_power_of_two() {
+                            tracing::warn!(dropped, "live data for the other nodes dropped: they do not keep up");
+                        }
+                    }
+                }
+                _ => {
+                    let _ = link.urgent.send(change);
+                }
+            }
         }
     }
 
@@ -233,6 +245,8 @@ impl Peers {
 /// store. Cache invalidations are never given up while the node runs, since a node that misses one would keep
 /// trusting a revoked token.
 const LIVE_DATA_ATTEMPTS: u32 = 20;
+/// Batches of live data waiting to be told, at most (each at most one commit of the writer).
+const LIVE_QUEUE: usize = 64;
 const PUBLISH_RETRY: Duration = Duration::from_millis(250);
 const SHUTDOWN_PUBLISH_LIMIT: Duration = Duration::from_secs(10);
 
@@ -241,9 +255,15 @@ const SHUTDOWN_PUBLISH_LIMIT: Duration = Duration::from_secs(10);
 pub async fn join(events: PostgresEvents) -> Result<(Peers, Joined), tessera_store::StoreError> {
     let listener = events.listen().await?;
     let (urgent, urgent_queue) = mpsc::unbounded_channel();
-    let (live, live_queue) = mpsc::unbounded_channel();
+    let (live, live_queue) = mpsc::channel(LIVE_QUEUE);
     let origin = u64::from_le_bytes(crate::entropy::random_bytes::<8>());
-    let link = Arc::new(Link { origin, urgent, live, listening: AtomicBool::new(true) });
+    let link = Arc::new(Link {
+        origin,
+        urgent,
+        live,
+        live_dropped: std::sync::atomic::AtomicU64::new(0),
+        listening: AtomicBool::new(true),
+    });
     let queues = Queues { urgent: urgent_queue, live: live_queue };
     Ok((Peers { link: Some(link.clone()) }, Joined { link, listener, events, queues }))
 }
@@ -261,7 +281,7 @@ pub struct Joined {
 #[derive(Debug)]
 struct Queues {
     urgent: mpsc::UnboundedReceiver<Change>,
-    live: mpsc::UnboundedReceiver<Change>,
+    live: mpsc::Receiver<Change>,
 }
 
 /// The parts of a node that hear changes.
@@ -402,6 +422,34 @@ mod tests {
     use tessera_core::Id;
 
     use super::*;
+
+    #[test]
+    fn live_data_waiting_for_the_other_nodes_is_bounded_and_invalidations_are_not() {
+        let (urgent, mut urgent_queue) = mpsc::unbounded_channel();
+        let (live, mut live_queue) = mpsc::channel(LIVE_QUEUE);
+        let link = Link {
+            origin: 1,
+            urgent,
+            live,
+            live_dropped: std::sync::atomic::AtomicU64::new(0),
+            listening: AtomicBool::new(true),
+        };
+        let peers = Peers { link: Some(Arc::new(link)) };
+        for _ in 0..LIVE_QUEUE + 10 {
+            peers.tell(Change::readings(&[]));
+            peers.tell(Change::token(TokenId(Id::from_i64(7)), &SecretDigest([0; 32])));
+        }
+        let link = peers.link.as_ref().unwrap();
+        assert_eq!(link.live_dropped.load(Ordering::Relaxed), 10);
+        let (mut live_waiting, mut urgent_waiting) = (0, 0);
+        while live_queue.try_recv().is_ok() {
+            live_waiting += 1;
+        }
+        while urgent_queue.try_recv().is_ok() {
+            urgent_waiting += 1;
+        }
+        assert_eq!((live_waiting, urgent_waiting), (LIVE_QUEUE, LIVE_QUEUE + 10));
+    }
 
     #[test]
     fn changes_survive_the_wire() {
