@@ -29,8 +29,21 @@ pub fn router(app: App) -> Router {
         .nest("/api/v1.6", ubidots::routes())
         .merge(allthingstalk::routes())
         .merge(horde::routes())
+        .fallback(no_such_route)
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .with_state(app)
+}
+
+/// A path no route has, answered as a 404 in the shape of the dialect whose part of the URL space it is in (the
+/// root, outside the other dialects' prefixes, is Horde's: `/collections`, `/teams`, `/tokens`).
+async fn no_such_route(uri: axum::http::Uri) -> Response {
+    let error = AppError::NotFound("route");
+    match uri.path().trim_start_matches('/').split('/').next().unwrap_or_default() {
+        "v1" => native::Problem::from(error).into_response(),
+        "api" => ubidots::UbidotsError::from(error).into_response(),
+        "device" | "login" => allthingstalk::assets::AttError::from(error).into_response(),
+        _ => horde::HordeError::from(error).into_response(),
+    }
 }
 
 /// The process is up and serving HTTP.

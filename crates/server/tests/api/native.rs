@@ -142,3 +142,25 @@ async fn server_sent_events_carry_new_readings_of_the_collection() {
         .unwrap();
     assert_eq!(refused.status(), StatusCode::FORBIDDEN, "but not another collection");
 }
+
+#[tokio::test]
+async fn unknown_paths_answer_404_in_their_dialects_shape() {
+    let tessera = TestServer::start().await;
+    let token = tessera.account_token().await;
+    let bearer = format!("Bearer {token}");
+    let headers = [("authorization", bearer.as_str()), ("x-auth-token", token.as_str())];
+    for (path, field) in [
+        ("/v1/no-such-thing", "detail"),
+        ("/api/v1.6/no-such-thing/", "detail"),
+        ("/device/0000000000000/no-such-thing", "message"),
+        ("/collections/0000000000000/outputs", "message"),
+    ] {
+        let (status, body) = tessera.call(Method::GET, path, &headers, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert!(body[field].is_string(), "{path}: {body}");
+    }
+    let (_, horde) = tessera.call(Method::GET, "/collections/0000000000000/outputs", &headers, None).await;
+    assert_eq!(horde["status"], 404, "Horde's shape: {horde}");
+    let response = tessera.client.get(tessera.url("/v1/no-such-thing")).send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+}
