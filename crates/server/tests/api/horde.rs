@@ -65,6 +65,23 @@ async fn the_seed_walkthrough_manages_tokens() {
     let (_, removed_tag) =
         horde(&tessera, Method::PATCH, &format!("/tokens/{id}"), &session, Some(json!({"tags": {"new": ""}}))).await;
     assert_eq!(removed_tag["tags"], json!({"name": "the read-only team token"}));
+    // Resource and write may change; the new resource is validated and normalised like a new one.
+    let (status, widened) = horde(
+        &tessera,
+        Method::PATCH,
+        &format!("/tokens/{id}"),
+        &session,
+        Some(json!({"resource": "//collections/", "write": true})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{widened}");
+    assert_eq!((&widened["resource"], &widened["write"]), (&json!("/collections"), &json!(true)));
+    let (status, _) =
+        horde(&tessera, Method::PATCH, &format!("/tokens/{id}"), &session, Some(json!({"resource": "/things"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, fetched) = horde(&tessera, Method::GET, &format!("/tokens/{secret}"), &session, None).await;
+    assert_eq!(status, StatusCode::OK, "the secret names the token too");
+    assert_eq!((&fetched["token"], &fetched["resource"]), (&json!(id.as_str()), &json!("/collections")));
 
     // Tokens are managed only in a session, never with a token; another user's token does not exist.
     let (status, _) = with_token(&tessera, Method::GET, "/tokens", &secret, None).await;
@@ -315,6 +332,24 @@ async fn devices_data_messages_and_the_live_stream() {
     )
     .await;
     assert_eq!(none["messages"].as_array().unwrap().len(), 0);
+    // Newest first; `until` is inclusive and `limit` keeps the newest of the window.
+    for timestamp in [2000, 3000, 4000] {
+        let body = json!({"temperature": {"value": timestamp, "timestamp": timestamp}});
+        tessera.ubidots(Method::POST, &format!("/devices/{device_id}"), &writer, Some(body)).await;
+    }
+    let received = |data: &Value| -> Vec<i64> {
+        data["messages"].as_array().unwrap().iter().map(|message| message["received"].as_i64().unwrap()).collect()
+    };
+    let data_path = format!("/collections/{mine}/devices/{device_id}/data");
+    let (_, all) = with_token(tessera, Method::GET, &data_path, &writer, None).await;
+    assert_eq!(received(&all), [4000, 3000, 2000, 1000]);
+    let (_, window) = with_token(tessera, Method::GET, &format!("{data_path}?until=3000&limit=2"), &writer, None).await;
+    assert_eq!(received(&window), [3000, 2000]);
+    let (_, window) =
+        with_token(tessera, Method::GET, &format!("{data_path}?since=2000&until=3000"), &writer, None).await;
+    assert_eq!(received(&window), [3000, 2000]);
+    let (status, _) = with_token(tessera, Method::GET, &format!("{data_path}?limit=-1"), &writer, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 
     // Only a read-only token may ride in the query string.
     let read_only = token_for(&scoped, &format!("/collections/{mine}"), false).await;
