@@ -319,6 +319,17 @@ pub fn check_live(grant: &Grant, now_ms: i64) -> Result<(), Denial> {
     Ok(())
 }
 
+/// Whether `grant` could take `action` anywhere, for a request that names no target (a method no route has): a
+/// dead token is refused as everywhere, and a read-only one every write. Grants nothing: such a request is refused
+/// either way, and this decides only which refusal it gets.
+pub fn authorize_untargeted(grant: &Grant, now_ms: i64, action: Action) -> Result<(), Denial> {
+    check_live(grant, now_ms)?;
+    if action.writes() && !grant.rights.can_write() {
+        return Err(Denial::ReadOnly);
+    }
+    Ok(())
+}
+
 /// Whether `grant` may list what its scope holds, and which scope that is. A listing still authorizes every item
 /// it shows; this first step keeps a credential that may read no data at all (an API key, a refresh token, a token
 /// whose creator reaches nothing any more) from learning even how many items there are.
@@ -580,7 +591,12 @@ mod tests {
             let action = Action::for_http_method(method);
             assert_eq!(action, Action::Write, "{method}");
             assert_eq!(authorize(&read_only, NOW, action, &device_in(10, 5)), Err(Denial::ReadOnly), "{method}");
+            // The same for a request that names no target (a method no route has).
+            assert_eq!(authorize_untargeted(&read_only, NOW, action), Err(Denial::ReadOnly), "{method}");
         }
+        assert_eq!(authorize_untargeted(&read_only, NOW, Action::Read), Ok(()));
+        let writer = grant(TokenKind::Resource, Scope::Collection(org(10)), Rights::ReadWrite);
+        assert_eq!(authorize_untargeted(&writer, NOW, Action::Write), Ok(()));
     }
 
     #[test]

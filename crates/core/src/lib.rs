@@ -13,7 +13,7 @@ pub mod totp;
 
 pub use access::{
     Action, Denial, Grant, Listing, Node, Permit, Reach, Rights, Role, Scope, Target, authorize, authorize_listing,
-    authorize_listing_of, check_live,
+    authorize_listing_of, authorize_untargeted, check_live,
 };
 pub use id::{AccountId, CollectionId, DeviceId, Id, TeamId, TokenId, UserId, VariableId};
 pub use label::Label;

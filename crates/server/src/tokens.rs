@@ -48,6 +48,11 @@ impl Caller {
         tessera_core::authorize_listing(&self.grant, now_ms())
     }
 
+    /// Whether this caller could take `action` anywhere, for a request that names no target.
+    pub fn authorize_untargeted(&self, action: Action) -> Result<(), Denial> {
+        tessera_core::authorize_untargeted(&self.grant, now_ms(), action)
+    }
+
     /// Whether this caller may list a whole branch (the root, or every team).
     pub fn authorize_listing_of(&self, listing: tessera_core::Listing) -> Result<Scope, Denial> {
         tessera_core::authorize_listing_of(&self.grant, now_ms(), listing)

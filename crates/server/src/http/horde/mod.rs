@@ -34,9 +34,8 @@ pub fn routes() -> Router<App> {
 /// A method a Horde route does not have, answered in Horde's shape after the token is checked: a read-only token
 /// is refused every write as on any other route (403), anyone else is told the method is not supported (405).
 async fn method_not_allowed(HordeCaller(caller): HordeCaller, method: axum::http::Method) -> HordeError {
-    let writes = tessera_core::Action::for_http_method(method.as_str()) == tessera_core::Action::Write;
-    if writes && !caller.grant.rights.can_write() {
-        return AppError::Denied(tessera_core::Denial::ReadOnly).into();
+    if let Err(denial) = caller.authorize_untargeted(tessera_core::Action::for_http_method(method.as_str())) {
+        return AppError::Denied(denial).into();
     }
     HordeError::new(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not supported here"))
 }
