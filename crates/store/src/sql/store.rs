@@ -490,8 +490,9 @@ impl TokenStore for Backend {
         // usage of the same tokens at once cannot deadlock.
         let mut usage: Vec<&TokenUsage> = usage.iter().collect();
         usage.sort_by_key(|entry| entry.token);
-        // Small transactions of one statement each: the write lock is held for a moment at a time, so readings
-        // waiting to be committed are not held up behind thousands of token rows.
+        // Small transactions of one statement each (autocommit: one round trip, not BEGIN, UPDATE, COMMIT): the
+        // write lock is held for a moment at a time, so readings waiting to be committed are not held up behind
+        // thousands of token rows.
         for chunk in usage.chunks(USAGE_PER_TRANSACTION) {
             let mut update = QueryBuilder::<Db>::new(
                 "UPDATE tokens SET uses = tokens.uses + usage.column2, last_used_at = CASE \
@@ -502,9 +503,7 @@ impl TokenStore for Backend {
                 row.push_bind(entry.token.as_i64()).push_bind(to_i64(entry.uses)).push_bind(entry.last_used_at_ms);
             });
             update.push(") AS usage WHERE tokens.id = usage.column1");
-            let mut transaction = begin_write(self).await?;
-            update.build().execute(&mut *transaction).await?;
-            transaction.commit().await?;
+            update.build().execute(single_writes(self)).await?;
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! The load generator: keep-alive HTTP/1.1 connections, each sending one request after another (closed loop) or
 //! at a fixed pace (open loop, latency counted from when the request was due, so a slow server cannot hide its
-//! queueing). A client of our own, a few dozen lines on a socket: it costs far less CPU than a general client, and
+//! queueing, but not from before the generator's own timer woke an idle connection). A client of our own, a few dozen lines on a socket: it costs far less CPU than a general client, and
 //! it shares the machine with the server it measures.
 
 use std::net::SocketAddr;
@@ -143,10 +143,19 @@ pub async fn run(
             let mut sequence = worker as u64;
             let mut due = started + offset.unwrap_or_default();
             loop {
+                // Latency counts from when the request was due, or, if this connection was idle and slept
+                // until then, from when it woke: the runtime's timer wakes it up to a millisecond late, which is
+                // the load generator's delay, not the server's. A connection still waiting for its previous
+                // answer when the next request is due counts from the due time (the server's queueing).
+                let mut counted_from = due;
                 if interval.is_some() {
-                    tokio::time::sleep_until(due.into()).await;
+                    if Instant::now() < due {
+                        tokio::time::sleep_until(due.into()).await;
+                        counted_from = Instant::now();
+                    }
                 } else {
                     due = Instant::now();
+                    counted_from = due;
                 }
                 if due >= deadline {
                     break;
@@ -156,7 +165,7 @@ pub async fn run(
                 match connection.send(&request).await {
                     Ok((status, _)) if status == plan.expect => {
                         requests += 1;
-                        latencies.push(u32::try_from(due.elapsed().as_micros()).unwrap_or(u32::MAX));
+                        latencies.push(u32::try_from(counted_from.elapsed().as_micros()).unwrap_or(u32::MAX));
                     }
                     Ok(_) => errors += 1,
                     Err(_) => {
