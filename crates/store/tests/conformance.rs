@@ -748,8 +748,11 @@ store_cases!(
 /// The WAL's checkpoint sequence number (bytes 12..16 of its header, big-endian), which SQLite increments each
 /// time a writer starts the WAL over from its beginning.
 fn wal_restarts(database: &std::path::Path) -> u32 {
-    let header = std::fs::read(database.with_extension("db-wal")).unwrap_or_default();
-    header.get(12..16).map_or(0, |bytes| u32::from_be_bytes(bytes.try_into().unwrap()))
+    use std::io::Read;
+    let mut header = [0u8; 16];
+    let mut wal = std::fs::File::open(database.with_extension("db-wal")).expect("the WAL exists after a commit");
+    wal.read_exact(&mut header).expect("the WAL has its header");
+    u32::from_be_bytes(header[12..16].try_into().unwrap())
 }
 
 /// Under writes that never pause, the background checkpoint must still let the WAL start over (it used to grow

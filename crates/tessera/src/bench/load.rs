@@ -1,7 +1,8 @@
 //! The load generator: keep-alive HTTP/1.1 connections, each sending one request after another (closed loop) or
 //! at a fixed pace (open loop, latency counted from when the request was due, so a slow server cannot hide its
-//! queueing, but not from before the generator's own timer woke an idle connection). A client of our own, a few dozen lines on a socket: it costs far less CPU than a general client, and
-//! it shares the machine with the server it measures.
+//! queueing, but not from before the generator's own timer woke an idle connection). A client of our own, a few
+//! dozen lines on a socket: it costs far less CPU than a general client, and it shares the machine with the
+//! server it measures.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -147,16 +148,17 @@ pub async fn run(
                 // until then, from when it woke: the runtime's timer wakes it up to a millisecond late, which is
                 // the load generator's delay, not the server's. A connection still waiting for its previous
                 // answer when the next request is due counts from the due time (the server's queueing).
-                let mut counted_from = due;
-                if interval.is_some() {
-                    if Instant::now() < due {
+                let counted_from = match interval {
+                    Some(_) if Instant::now() < due => {
                         tokio::time::sleep_until(due.into()).await;
-                        counted_from = Instant::now();
+                        Instant::now()
                     }
-                } else {
-                    due = Instant::now();
-                    counted_from = due;
-                }
+                    Some(_) => due,
+                    None => {
+                        due = Instant::now();
+                        due
+                    }
+                };
                 if due >= deadline {
                     break;
                 }
