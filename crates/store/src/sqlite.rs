@@ -67,10 +67,12 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// connection, queued between two commits like any write.
 ///
 /// The last step is what lets the WAL start over from its beginning: SQLite rewinds it only when a write
-/// transaction begins on a fully copied WAL. Under steady ingest a commit follows the last one within
-/// microseconds, so a checkpoint beside the writer always finished a few frames behind it and the WAL grew
-/// without end (600 MB after 20 s of ingest). Done right after the bulk, that step held the writer up 13–18 ms
-/// (its fsync queued behind the bulk's writes); after the second pass it takes under 3 ms.
+/// transaction begins on a fully copied WAL and no reader still uses an older snapshot. Under steady ingest a
+/// commit follows the last one within microseconds, so a checkpoint beside the writer always finished a few
+/// frames behind it and the WAL grew without end (600 MB after 20 s of ingest). Done right after the bulk, that
+/// step held the writer up 13–18 ms (its fsync queued behind the bulk's writes); after the second pass it takes
+/// under 3 ms. A long read holds both back (PASSIVE copies only what every reader has moved past): the WAL then
+/// starts over a second or more later, and the write-connection step copies whatever the first two could not.
 async fn checkpoint_in_background(reads: SqlitePool, writes: SqlitePool) {
     let mut ticker = tokio::time::interval(CHECKPOINT_EVERY);
     loop {
@@ -108,15 +110,15 @@ impl SqliteStore {
             // 1 KB pages (for a new database; an existing one keeps its own): a reading of each of many variables
             // lands on its own leaf of the readings table, and every commit writes each leaf it touched to the WAL
             // whole, then the checkpoint copies it again: ~8 KB of disk writes per reading with 4 KB pages, ~2 KB
-            // with 1 KB. The price: a reading whose value and context take more than ~230 bytes (readings are a
-            // WITHOUT ROWID table, kept like an index) spills into an overflow page.
+            // with 1 KB. The price: a reading whose value and context take more than ~190 bytes (readings are a
+            // WITHOUT ROWID table, kept like an index, ~230 bytes per row before it spills) needs an overflow page.
             .page_size(1024)
             // Checkpoints run in the background (`checkpoint_in_background`), not in the commit that happens to
             // cross the threshold: that commit and every reading waiting behind it paid for copying the WAL.
             .pragma("wal_autocheckpoint", "0")
             .pragma("journal_size_limit", "67108864");
-        // No ping before each use (sqlx's default): a connection to a local file does not go stale, and the ping
-        // is a round trip to the connection's thread on every query.
+        // No ping when a connection is taken from the pool (sqlx's default): a connection to a local file does
+        // not go stale, and the ping is a round trip to the connection's thread.
         let pool = SqlitePoolOptions::new()
             .test_before_acquire(false)
             .max_connections(4)

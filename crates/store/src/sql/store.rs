@@ -480,7 +480,7 @@ impl TokenStore for Backend {
         .bind(account.as_i64())
         .bind(kind)
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(single_writes(self))
         .await?;
         rows.iter().map(token_from_row).collect()
     }
