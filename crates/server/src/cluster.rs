@@ -12,7 +12,7 @@
 //! - On SQLite there is one node, and [`Peers::none`] tells nobody.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
@@ -199,7 +199,7 @@ struct Link {
     /// counted), so a node that commits faster than the database takes notifications holds bounded memory.
     live: mpsc::Sender<Change>,
     /// Live data dropped because the queue was full.
-    live_dropped: std::sync::atomic::AtomicU64,
+    live_dropped: AtomicU64,
     /// The event connection is up: changes by other nodes are being heard.
     listening: AtomicBool,
 }
@@ -257,13 +257,8 @@ pub async fn join(events: PostgresEvents) -> Result<(Peers, Joined), tessera_sto
     let (urgent, urgent_queue) = mpsc::unbounded_channel();
     let (live, live_queue) = mpsc::channel(LIVE_QUEUE);
     let origin = u64::from_le_bytes(crate::entropy::random_bytes::<8>());
-    let link = Arc::new(Link {
-        origin,
-        urgent,
-        live,
-        live_dropped: std::sync::atomic::AtomicU64::new(0),
-        listening: AtomicBool::new(true),
-    });
+    let link =
+        Arc::new(Link { origin, urgent, live, live_dropped: AtomicU64::new(0), listening: AtomicBool::new(true) });
     let queues = Queues { urgent: urgent_queue, live: live_queue };
     Ok((Peers { link: Some(link.clone()) }, Joined { link, listener, events, queues }))
 }
@@ -427,13 +422,7 @@ mod tests {
     fn live_data_waiting_for_the_other_nodes_is_bounded_and_invalidations_are_not() {
         let (urgent, mut urgent_queue) = mpsc::unbounded_channel();
         let (live, mut live_queue) = mpsc::channel(LIVE_QUEUE);
-        let link = Link {
-            origin: 1,
-            urgent,
-            live,
-            live_dropped: std::sync::atomic::AtomicU64::new(0),
-            listening: AtomicBool::new(true),
-        };
+        let link = Link { origin: 1, urgent, live, live_dropped: AtomicU64::new(0), listening: AtomicBool::new(true) };
         let peers = Peers { link: Some(Arc::new(link)) };
         for _ in 0..LIVE_QUEUE + 10 {
             peers.tell(Change::readings(&[]));

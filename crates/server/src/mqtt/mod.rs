@@ -481,9 +481,11 @@ impl Session {
                     let Some(reading) = reading else { return Ok(()) };
                     // Whatever else the hub already holds goes out in the same write.
                     let mut readings = vec![reading];
-                    while let Some(live) = self.live.as_mut().filter(|_| readings.len() < DELIVERIES_PER_WRITE) {
-                        let Some(reading) = live.try_next() else { break };
-                        readings.push(reading);
+                    if let Some(live) = self.live.as_mut() {
+                        while readings.len() < DELIVERIES_PER_WRITE {
+                            let Some(reading) = live.try_next() else { break };
+                            readings.push(reading);
+                        }
                     }
                     // A client that stops reading would hold this task in the write, where neither the keep-alive
                     // nor the token recheck runs: it is let go instead.
