@@ -2,8 +2,9 @@
 //! trip), minting, revoking, computing a creator's current reach, and counting use off the request path.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::cache::RecordCache;
 use crate::cluster::{Change, Peers};
@@ -36,7 +37,15 @@ pub enum VerifyError {
 pub struct Caller {
     pub record: Arc<TokenRecord>,
     pub grant: Grant,
+    /// When the record and the reach were last read (from the cache or the store) and found live.
+    confirmed_at: Instant,
 }
+
+/// How long a long-lived connection (MQTT, a stream) is kept while its token cannot be checked again because the
+/// store fails. Refusing at the first failed check would drop every such client on one database hiccup, and their
+/// reconnections would then fail too; trusting the last answer for ever would keep a token revoked meanwhile (on
+/// another node) working. Expiry is still checked every time.
+pub const RECHECK_GRACE: Duration = Duration::from_secs(30);
 
 impl Caller {
     pub fn account(&self) -> AccountId {
@@ -90,6 +99,8 @@ pub struct TokenService {
     by_digest: RecordCache<SecretDigest, Arc<TokenRecord>>,
     creator_reach: RecordCache<Creator, Reach>,
     usage: Mutex<HashMap<TokenId, TokenUsage>>,
+    /// Checks of long-lived callers the store failed to answer, since start (logged now and then, not each time).
+    recheck_failures: AtomicU64,
     peers: Peers,
 }
 
@@ -112,6 +123,7 @@ impl TokenService {
             by_digest: RecordCache::new(cache_capacity, Duration::from_secs(600)),
             creator_reach: RecordCache::new(10_000, Duration::from_secs(60)),
             usage: Mutex::new(HashMap::new()),
+            recheck_failures: AtomicU64::new(0),
             peers,
         }
     }
@@ -141,7 +153,7 @@ impl TokenService {
         let grant = record.grant(reach);
         check_live(&grant, now_ms()).map_err(VerifyError::Dead)?;
         self.count_use(record.id);
-        Ok(Caller { record, grant })
+        Ok(Caller { record, grant, confirmed_at: Instant::now() })
     }
 
     /// What a token's creator reaches now.
@@ -317,16 +329,49 @@ impl TokenService {
     }
 
     /// Judges a long-lived caller again (a stream, a connection): its token as the store has it now and its
-    /// creator's current reach. `None` once it is revoked, expired or gone.
+    /// creator's current reach. `None` once it is revoked, expired or gone, or once the store has failed to answer
+    /// for [`RECHECK_GRACE`] since the caller was last confirmed (until then the last answer stands).
     pub async fn reverify(&self, caller: &Caller) -> Option<Caller> {
+        match self.judge_again(caller).await {
+            Ok(judged) => judged,
+            Err(error) => {
+                let failures = self.recheck_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                let unconfirmed_for = caller.confirmed_at.elapsed();
+                let live = check_live(&caller.grant, now_ms()).is_ok();
+                if live && unconfirmed_for < RECHECK_GRACE {
+                    if failures.is_power_of_two() {
+                        tracing::warn!(
+                            ?error,
+                            failures,
+                            "a token could not be checked again; trusting the last answer for now"
+                        );
+                    }
+                    return Some(caller.clone());
+                }
+                if live {
+                    tracing::warn!(?error, token = %caller.record.id, ?unconfirmed_for, "a token could not be checked again for too long; ending its connection");
+                }
+                None
+            }
+        }
+    }
+
+    /// `Ok(None)` when the token is revoked, expired or gone; `Err` when the store could not say.
+    async fn judge_again(&self, caller: &Caller) -> Result<Option<Caller>, StoreError> {
         let record = match self.by_digest.get(&caller.record.digest) {
             Some(record) => record,
-            None => Arc::new(self.store.token(caller.record.account, caller.record.id).await.ok()?),
+            None => match self.store.token(caller.record.account, caller.record.id).await {
+                Ok(record) => Arc::new(record),
+                Err(StoreError::NotFound) => return Ok(None),
+                Err(error) => return Err(error),
+            },
         };
-        let reach = self.reach_of(record.account, record.creator).await.ok()?;
+        let reach = self.reach_of(record.account, record.creator).await?;
         let grant = record.grant(reach);
-        check_live(&grant, now_ms()).ok()?;
-        Some(Caller { record, grant })
+        if check_live(&grant, now_ms()).is_err() {
+            return Ok(None);
+        }
+        Ok(Some(Caller { record, grant, confirmed_at: Instant::now() }))
     }
 
     /// The digest the store keeps of `secret`.
@@ -388,5 +433,49 @@ fn scope_within(scope: Scope, target: &Target) -> bool {
         Scope::Device(device) => {
             target.path().is_empty() || target.path().contains(&tessera_core::Node::Device(device))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tessera_store::SqliteStore;
+
+    use super::*;
+
+    /// A service over an in-memory store, and a caller verified with the account's API key.
+    async fn service_and_caller() -> (Arc<dyn Store>, TokenService, Caller) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        let key = ServerKey::new(&[0; ServerKey::LEN]);
+        let credentials = crate::bootstrap::bootstrap(store.as_ref(), &key).await.unwrap().unwrap();
+        let tokens = TokenService::new(store.clone(), key, 100, Peers::none());
+        let caller = tokens.verify(credentials.api_key.expose()).await.unwrap();
+        (store, tokens, caller)
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_ends_a_long_lived_caller_only_after_the_grace_period() {
+        let (store, tokens, caller) = service_and_caller().await;
+        assert!(tokens.reverify(&caller).await.is_some(), "a live token passes while the store answers");
+        // Nothing cached and the store closed: the check cannot be answered.
+        tokens.forget_everything();
+        store.close().await;
+        let kept = tokens.reverify(&caller).await.expect("kept within the grace period");
+        assert_eq!(kept.confirmed_at, caller.confirmed_at, "a failed check confirms nothing");
+
+        let unconfirmed_too_long =
+            Caller { confirmed_at: Instant::now() - RECHECK_GRACE - Duration::from_secs(1), ..caller.clone() };
+        assert!(tokens.reverify(&unconfirmed_too_long).await.is_none(), "ended once the grace period is over");
+
+        let mut expired = caller.clone();
+        expired.grant.expires_at_ms = Some(now_ms() - 1);
+        assert!(tokens.reverify(&expired).await.is_none(), "expiry needs no store and is never overlooked");
+    }
+
+    #[tokio::test]
+    async fn a_token_gone_from_the_store_ends_the_caller_at_once() {
+        let (store, tokens, caller) = service_and_caller().await;
+        let revoked = store.revoke_token(caller.account(), caller.record.id, now_ms()).await.unwrap();
+        tokens.forget(&[revoked]);
+        assert!(tokens.reverify(&caller).await.is_none());
     }
 }

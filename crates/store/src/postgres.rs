@@ -72,7 +72,9 @@ impl PostgresStore {
 
     /// The channel this store's nodes tell each other about changes on.
     pub fn events(&self) -> PostgresEvents {
-        PostgresEvents { pool: self.pool.clone() }
+        // Only needs to differ between the nodes of one database: std's per-process random hash keys suffice.
+        let publisher = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), std::process::id());
+        PostgresEvents { pool: self.pool.clone(), publisher }
     }
 }
 
@@ -91,12 +93,17 @@ const EVENT_RETENTION_MS: i64 = 3_600_000;
 #[derive(Debug, Clone)]
 pub struct PostgresEvents {
     pool: PgPool,
+    /// Named in the notifications of events stored by reference, so that this handle's own listener skips them
+    /// without fetching them: a node has no use for its own events, and these are the large ones (a commit of
+    /// thousands of readings is a megabyte to read back and parse).
+    publisher: u64,
 }
 
 /// What a listener hears.
 #[derive(Debug, PartialEq)]
 pub enum ListenEvent {
-    /// An event another node (or this one) published.
+    /// An event another node published, or this one when it travelled inline (the node's own events stored by
+    /// reference are skipped without being fetched).
     Payload(String),
     /// The connection was lost and is back: events published meanwhile were missed, so whatever was derived
     /// from them (caches) must be reloaded.
@@ -126,7 +133,8 @@ impl PostgresEvents {
             .fetch_one(&mut *transaction)
             .await?;
         // NOTIFY inside the transaction is delivered at commit, when the row is visible to the listeners.
-        sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(format!("r{id}")).execute(&mut *transaction).await?;
+        let notification = format!("r{id}:{}", self.publisher);
+        sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(notification).execute(&mut *transaction).await?;
         sqlx::query("DELETE FROM events WHERE created_at < $1")
             .bind(now_ms - EVENT_RETENTION_MS)
             .execute(&mut *transaction)
@@ -137,7 +145,12 @@ impl PostgresEvents {
 
     /// Starts listening; events published from now on are heard.
     pub async fn listen(&self) -> StoreResult<PostgresListener> {
-        Ok(PostgresListener { listener: subscribe(&self.pool).await?, pool: self.pool.clone(), lost: false })
+        Ok(PostgresListener {
+            listener: subscribe(&self.pool).await?,
+            pool: self.pool.clone(),
+            publisher: self.publisher,
+            lost: false,
+        })
     }
 }
 
@@ -161,6 +174,8 @@ const HEARTBEAT_ANSWER: Duration = Duration::from_secs(5);
 pub struct PostgresListener {
     listener: PgListener,
     pool: PgPool,
+    /// The publisher whose events stored by reference are not fetched: the listener's own node.
+    publisher: u64,
     /// The connection failed and has not been replaced yet.
     lost: bool,
 }
@@ -197,7 +212,10 @@ impl PostgresListener {
                 }
             };
             match received {
-                Ok(Some(notification)) => return self.resolve(notification.payload()).await,
+                Ok(Some(notification)) => match self.resolve(notification.payload()).await {
+                    Some(event) => return event,
+                    None => continue,
+                },
                 Ok(None) => {
                     tracing::warn!("event listener lost its PostgreSQL connection; reconnecting");
                     self.lost = true;
@@ -212,23 +230,30 @@ impl PostgresListener {
         }
     }
 
-    /// The event a notification carries, fetching it if it went by reference. An event that cannot be read (or
-    /// that this version does not understand) was missed.
-    async fn resolve(&self, notification: &str) -> ListenEvent {
+    /// The event a notification carries, fetching it if it went by reference; `None` for this node's own event
+    /// stored by reference. An event that cannot be read (or that this version does not understand) was missed.
+    async fn resolve(&self, notification: &str) -> Option<ListenEvent> {
         if let Some(inline) = notification.strip_prefix('i') {
-            return ListenEvent::Payload(inline.to_owned());
+            return Some(ListenEvent::Payload(inline.to_owned()));
         }
-        let Some(id) = notification.strip_prefix('r').and_then(|id| id.parse::<i64>().ok()) else {
+        // `r<id>:<publisher>`; a node of an earlier version sends `r<id>`.
+        let reference = notification.strip_prefix('r').map(|rest| rest.split_once(':').unwrap_or((rest, "")));
+        let Some((Ok(id), publisher)) = reference.map(|(id, publisher)| (id.parse::<i64>(), publisher)) else {
             tracing::warn!(notification, "a notification this version does not understand");
-            return ListenEvent::Missed;
+            return Some(ListenEvent::Missed);
         };
-        match sqlx::query_scalar("SELECT payload FROM events WHERE id = $1").bind(id).fetch_one(&self.pool).await {
-            Ok(payload) => ListenEvent::Payload(payload),
-            Err(error) => {
-                tracing::warn!(%error, id, "an event stored by reference could not be read");
-                ListenEvent::Missed
-            }
+        if publisher.parse::<u64>() == Ok(self.publisher) {
+            return None;
         }
+        Some(
+            match sqlx::query_scalar("SELECT payload FROM events WHERE id = $1").bind(id).fetch_one(&self.pool).await {
+                Ok(payload) => ListenEvent::Payload(payload),
+                Err(error) => {
+                    tracing::warn!(%error, id, "an event stored by reference could not be read");
+                    ListenEvent::Missed
+                }
+            },
+        )
     }
 }
 

@@ -788,3 +788,33 @@ async fn sqlite_on_disk_rewinds_its_wal_under_steady_writes() {
     );
     tessera_store::Store::close(&store).await;
 }
+
+/// A node's listener skips its own events stored by reference (without fetching them); another node hears them,
+/// in order with the inline ones.
+#[tokio::test]
+async fn postgres_nodes_do_not_fetch_their_own_events_stored_by_reference() {
+    use tessera_store::ListenEvent;
+    let Some(base) = postgres_url() else { return };
+    let schema = tessera_store::ScratchSchema::create(&base, "conformance").await.unwrap();
+    let here = tessera_store::PostgresStore::connect(schema.url()).await.unwrap();
+    let there = tessera_store::PostgresStore::connect(schema.url()).await.unwrap();
+    let (ours, theirs) = (here.events(), there.events());
+    let (mut heard_here, mut heard_there) = (ours.listen().await.unwrap(), theirs.listen().await.unwrap());
+    let next = async |listener: &mut tessera_store::PostgresListener| {
+        tokio::time::timeout(std::time::Duration::from_secs(10), listener.next()).await.expect("an event")
+    };
+
+    let large = "x".repeat(10_000);
+    ours.publish(&large, 0).await.unwrap();
+    ours.publish("small", 0).await.unwrap();
+    assert_eq!(next(&mut heard_there).await, ListenEvent::Payload(large.clone()));
+    assert_eq!(next(&mut heard_there).await, ListenEvent::Payload("small".into()));
+    assert_eq!(next(&mut heard_here).await, ListenEvent::Payload("small".into()), "its own large event is skipped");
+    theirs.publish(&large, 0).await.unwrap();
+    assert_eq!(next(&mut heard_here).await, ListenEvent::Payload(large), "the other node's large event is fetched");
+
+    drop((heard_here, heard_there));
+    tessera_store::Store::close(&here).await;
+    tessera_store::Store::close(&there).await;
+    schema.drop().await.unwrap();
+}
