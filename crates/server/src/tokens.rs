@@ -44,8 +44,16 @@ pub struct Caller {
 /// How long a long-lived connection (MQTT, a stream) is kept while its token cannot be checked again because the
 /// store fails. Refusing at the first failed check would drop every such client on one database hiccup, and their
 /// reconnections would then fail too; trusting the last answer for ever would keep a token revoked meanwhile (on
-/// another node) working. Expiry is still checked every time.
+/// another node) working. Expiry is still checked every time, and a token this node has heard was revoked or
+/// changed (or whose creator's reach changed) since it was last confirmed gets no grace.
 pub const RECHECK_GRACE: Duration = Duration::from_secs(30);
+
+/// A check of a long-lived caller that takes longer counts as a failed one: a silent partition could otherwise
+/// hold the check (and the grace's end) for as long as the operating system keeps the connection.
+const RECHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// At most one warning about failing checks per this long, with the count since the last one.
+const RECHECK_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 impl Caller {
     pub fn account(&self) -> AccountId {
@@ -99,8 +107,12 @@ pub struct TokenService {
     by_digest: RecordCache<SecretDigest, Arc<TokenRecord>>,
     creator_reach: RecordCache<Creator, Reach>,
     usage: Mutex<HashMap<TokenId, TokenUsage>>,
-    /// Checks of long-lived callers the store failed to answer, since start (logged now and then, not each time).
+    /// Failed checks of long-lived callers since the last warning about them, and when that was.
     recheck_failures: AtomicU64,
+    recheck_warned: Mutex<Option<Instant>>,
+    /// When this node last heard that a token was revoked or changed (`Creator::Token`), or that a creator's reach
+    /// changed, for the last `RECHECK_GRACE`: such a caller is not given the grace when the store fails.
+    invalidated: Mutex<HashMap<Creator, Instant>>,
     peers: Peers,
 }
 
@@ -124,6 +136,8 @@ impl TokenService {
             creator_reach: RecordCache::new(10_000, Duration::from_secs(60)),
             usage: Mutex::new(HashMap::new()),
             recheck_failures: AtomicU64::new(0),
+            recheck_warned: Mutex::new(None),
+            invalidated: Mutex::new(HashMap::new()),
             peers,
         }
     }
@@ -306,6 +320,7 @@ impl TokenService {
     /// As [`TokenService::reach_changed`], for a change another node made and told.
     pub fn reach_changed_here(&self, creator: Creator) {
         self.creator_reach.invalidate(&creator);
+        self.remember_invalidation(creator);
     }
 
     /// Drops tokens the store has just revoked from the caches, so the next request with them is refused.
@@ -320,6 +335,23 @@ impl TokenService {
     pub fn forget_here(&self, token: TokenId, digest: &SecretDigest) {
         self.by_digest.invalidate(digest);
         self.creator_reach.invalidate(&Creator::Token(token));
+        self.remember_invalidation(Creator::Token(token));
+    }
+
+    fn remember_invalidation(&self, creator: Creator) {
+        let now = Instant::now();
+        let mut invalidated = self.invalidated.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        invalidated.retain(|_, at| now.duration_since(*at) < RECHECK_GRACE);
+        invalidated.insert(creator, now);
+    }
+
+    /// Whether this node heard of a change to the caller's token or to its creator's reach since the caller was
+    /// last confirmed.
+    fn invalidated_since_confirmed(&self, caller: &Caller) -> bool {
+        let invalidated = self.invalidated.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        [Creator::Token(caller.record.id), caller.record.creator]
+            .iter()
+            .any(|key| invalidated.get(key).is_some_and(|at| *at >= caller.confirmed_at))
     }
 
     /// Empties the caches, after changes were missed that cannot be named.
@@ -329,42 +361,57 @@ impl TokenService {
     }
 
     /// Judges a long-lived caller again (a stream, a connection): its token as the store has it now and its
-    /// creator's current reach. `None` once it is revoked, expired or gone, or once the store has failed to answer
-    /// for [`RECHECK_GRACE`] since the caller was last confirmed (until then the last answer stands).
+    /// creator's current reach. `None` once it is revoked, expired or gone. When the store cannot answer (or takes
+    /// longer than `RECHECK_TIMEOUT`), the last answer stands until [`RECHECK_GRACE`] has passed since the caller
+    /// was last confirmed, unless this node heard meanwhile that the token or its creator's reach changed.
     pub async fn reverify(&self, caller: &Caller) -> Option<Caller> {
-        match self.judge_again(caller).await {
-            Ok(judged) => judged,
-            Err(error) => {
-                let failures = self.recheck_failures.fetch_add(1, Ordering::Relaxed) + 1;
-                let unconfirmed_for = caller.confirmed_at.elapsed();
-                let live = check_live(&caller.grant, now_ms()).is_ok();
-                if live && unconfirmed_for < RECHECK_GRACE {
-                    if failures.is_power_of_two() {
-                        tracing::warn!(
-                            ?error,
-                            failures,
-                            "a token could not be checked again; trusting the last answer for now"
-                        );
-                    }
-                    return Some(caller.clone());
-                }
-                if live {
-                    tracing::warn!(?error, token = %caller.record.id, ?unconfirmed_for, "a token could not be checked again for too long; ending its connection");
-                }
-                None
-            }
+        let judged = tokio::time::timeout(RECHECK_TIMEOUT, self.judge_again(caller)).await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!("no answer within {} s", RECHECK_TIMEOUT.as_secs()).into()))
+        });
+        let error = match judged {
+            Ok(judged) => return judged,
+            Err(error) => error,
+        };
+        let kept = check_live(&caller.grant, now_ms()).is_ok()
+            && caller.confirmed_at.elapsed() < RECHECK_GRACE
+            && !self.invalidated_since_confirmed(caller);
+        self.recheck_failures.fetch_add(1, Ordering::Relaxed);
+        self.warn_of_failed_rechecks(&error);
+        kept.then(|| caller.clone())
+    }
+
+    /// Says that checks fail, at most once per `RECHECK_WARNING_EVERY`: during an outage every connection fails
+    /// its check every second.
+    fn warn_of_failed_rechecks(&self, error: &StoreError) {
+        let now = Instant::now();
+        let mut warned = self.recheck_warned.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if warned.is_some_and(|at| now.duration_since(at) < RECHECK_WARNING_EVERY) {
+            return;
         }
+        *warned = Some(now);
+        let failures = self.recheck_failures.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            ?error,
+            failures,
+            grace_s = RECHECK_GRACE.as_secs(),
+            "tokens of connected clients could not be checked again; each keeps its last answer for the grace period"
+        );
     }
 
     /// `Ok(None)` when the token is revoked, expired or gone; `Err` when the store could not say.
     async fn judge_again(&self, caller: &Caller) -> Result<Option<Caller>, StoreError> {
         let record = match self.by_digest.get(&caller.record.digest) {
             Some(record) => record,
-            None => match self.store.token(caller.record.account, caller.record.id).await {
-                Ok(record) => Arc::new(record),
-                Err(StoreError::NotFound) => return Ok(None),
-                Err(error) => return Err(error),
-            },
+            None => {
+                let started = self.by_digest.read_started();
+                let record = match self.store.token(caller.record.account, caller.record.id).await {
+                    Ok(record) => Arc::new(record),
+                    Err(StoreError::NotFound) => return Ok(None),
+                    Err(error) => return Err(error),
+                };
+                self.by_digest.insert_read(record.digest, record.clone(), started);
+                record
+            }
         };
         let reach = self.reach_of(record.account, record.creator).await?;
         let grant = record.grant(reach);
@@ -442,13 +489,25 @@ mod tests {
 
     use super::*;
 
-    /// A service over an in-memory store, and a caller verified with the account's API key.
+    /// A service over an in-memory store, and a caller verified with an account token the API key minted (so its
+    /// reach depends on another token, looked up in the store).
     async fn service_and_caller() -> (Arc<dyn Store>, TokenService, Caller) {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
         let key = ServerKey::new(&[0; ServerKey::LEN]);
         let credentials = crate::bootstrap::bootstrap(store.as_ref(), &key).await.unwrap().unwrap();
         let tokens = TokenService::new(store.clone(), key, 100, Peers::none());
-        let caller = tokens.verify(credentials.api_key.expose()).await.unwrap();
+        let api_key = tokens.verify(credentials.api_key.expose()).await.unwrap();
+        let permit = api_key.authorize(Action::ManageTokens, &Target::account(api_key.account())).unwrap();
+        let new = NewToken {
+            kind: TokenKind::Account,
+            scope: Scope::Account,
+            rights: Rights::ReadWrite,
+            name: "long-lived".into(),
+            expires_at_ms: None,
+        };
+        let (_, secret) = tokens.mint(&api_key, &permit, new).await.unwrap();
+        let caller = tokens.verify(secret.expose()).await.unwrap();
+        assert_eq!(caller.record.creator, Creator::Token(api_key.record.id));
         (store, tokens, caller)
     }
 
@@ -462,8 +521,8 @@ mod tests {
         let kept = tokens.reverify(&caller).await.expect("kept within the grace period");
         assert_eq!(kept.confirmed_at, caller.confirmed_at, "a failed check confirms nothing");
 
-        let unconfirmed_too_long =
-            Caller { confirmed_at: Instant::now() - RECHECK_GRACE - Duration::from_secs(1), ..caller.clone() };
+        let long_ago = Instant::now().checked_sub(RECHECK_GRACE + Duration::from_secs(1)).expect("a clock that old");
+        let unconfirmed_too_long = Caller { confirmed_at: long_ago, ..caller.clone() };
         assert!(tokens.reverify(&unconfirmed_too_long).await.is_none(), "ended once the grace period is over");
 
         let mut expired = caller.clone();
@@ -472,10 +531,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_token_gone_from_the_store_ends_the_caller_at_once() {
+    async fn a_revoked_token_ends_the_caller_at_once() {
         let (store, tokens, caller) = service_and_caller().await;
         let revoked = store.revoke_token(caller.account(), caller.record.id, now_ms()).await.unwrap();
         tokens.forget(&[revoked]);
         assert!(tokens.reverify(&caller).await.is_none());
+    }
+
+    /// A revocation this node heard of (here, or told by another node) is not outlived by the grace period when
+    /// the store then fails to confirm it.
+    #[tokio::test]
+    async fn no_grace_for_a_token_this_node_heard_was_revoked() {
+        let (store, tokens, caller) = service_and_caller().await;
+        tokens.forget_here(caller.record.id, &caller.record.digest);
+        store.close().await;
+        assert!(tokens.reverify(&caller).await.is_none(), "revoked since it was confirmed");
+
+        let (store, tokens, caller) = service_and_caller().await;
+        tokens.reach_changed_here(caller.record.creator);
+        store.close().await;
+        assert!(tokens.reverify(&caller).await.is_none(), "its creator's reach changed since it was confirmed");
+
+        let (store, tokens, caller) = service_and_caller().await;
+        tokens.forget_everything();
+        tokens.forget_here(TokenId::from_i64(caller.record.id.as_i64() + 1), &SecretDigest([0; 32]));
+        store.close().await;
+        assert!(tokens.reverify(&caller).await.is_some(), "another token's revocation does not end this one");
     }
 }

@@ -2,6 +2,8 @@
 //! (see `sqlite.rs` for why it is included text); what differs is here: row locks where SQLite's serial writers
 //! need none, an exclusive bootstrap, and the event channel between nodes (LISTEN/NOTIFY).
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::Transaction;
@@ -72,9 +74,7 @@ impl PostgresStore {
 
     /// The channel this store's nodes tell each other about changes on.
     pub fn events(&self) -> PostgresEvents {
-        // Only needs to differ between the nodes of one database: std's per-process random hash keys suffice.
-        let publisher = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), std::process::id());
-        PostgresEvents { pool: self.pool.clone(), publisher }
+        PostgresEvents { pool: self.pool.clone(), own_references: Arc::default() }
     }
 }
 
@@ -89,15 +89,21 @@ const INLINE_LIMIT: usize = 7900;
 const EVENT_RETENTION_MS: i64 = 3_600_000;
 
 /// Publishing side of the event channel between nodes: payloads are opaque text (the server decides what they
-/// mean); each reaches every listening node, in the order they were published by one connection.
+/// mean); each reaches every listening node, in the order they were published by one connection, except that a
+/// handle's own listener skips the handle's events stored by reference (see `own_references`).
 #[derive(Debug, Clone)]
 pub struct PostgresEvents {
     pool: PgPool,
-    /// Named in the notifications of events stored by reference, so that this handle's own listener skips them
-    /// without fetching them: a node has no use for its own events, and these are the large ones (a commit of
-    /// thousands of readings is a megabyte to read back and parse).
-    publisher: u64,
+    /// Ids of the events this handle stored by reference whose notification its listener has not heard yet. The
+    /// listener skips those without fetching them: a node has no use for its own events (the server drops them by
+    /// origin), and these are the large ones (a commit of thousands of readings is a megabyte to read back and
+    /// parse). Kept beside the wire format rather than in it, so nodes of different versions understand each other.
+    own_references: Arc<Mutex<VecDeque<i64>>>,
 }
+
+/// Own event ids remembered at most: more are waiting only if the listener lost notifications, which it reports
+/// as `Reconnected` anyway.
+const OWN_REFERENCES_KEPT: usize = 1024;
 
 /// What a listener hears.
 #[derive(Debug, PartialEq)]
@@ -116,7 +122,7 @@ pub enum ListenEvent {
 
 impl PostgresEvents {
     /// Publishes one event. Small payloads travel in the notification itself; larger ones are stored and the
-    /// notification carries their row id.
+    /// notification carries their row id (`r<id>`).
     pub async fn publish(&self, payload: &str, now_ms: i64) -> StoreResult<()> {
         if payload.len() <= INLINE_LIMIT {
             sqlx::query("SELECT pg_notify($1, $2)")
@@ -132,9 +138,16 @@ impl PostgresEvents {
             .bind(payload)
             .fetch_one(&mut *transaction)
             .await?;
+        // Remembered before the commit sends the notification, so the listener cannot hear it first.
+        {
+            let mut own = self.own_references.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if own.len() == OWN_REFERENCES_KEPT {
+                own.pop_front();
+            }
+            own.push_back(id);
+        }
         // NOTIFY inside the transaction is delivered at commit, when the row is visible to the listeners.
-        let notification = format!("r{id}:{}", self.publisher);
-        sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(notification).execute(&mut *transaction).await?;
+        sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(format!("r{id}")).execute(&mut *transaction).await?;
         sqlx::query("DELETE FROM events WHERE created_at < $1")
             .bind(now_ms - EVENT_RETENTION_MS)
             .execute(&mut *transaction)
@@ -148,7 +161,7 @@ impl PostgresEvents {
         Ok(PostgresListener {
             listener: subscribe(&self.pool).await?,
             pool: self.pool.clone(),
-            publisher: self.publisher,
+            own_references: self.own_references.clone(),
             lost: false,
         })
     }
@@ -174,8 +187,8 @@ const HEARTBEAT_ANSWER: Duration = Duration::from_secs(5);
 pub struct PostgresListener {
     listener: PgListener,
     pool: PgPool,
-    /// The publisher whose events stored by reference are not fetched: the listener's own node.
-    publisher: u64,
+    /// Shared with the `PostgresEvents` it was made from: its events stored by reference, not to be fetched.
+    own_references: Arc<Mutex<VecDeque<i64>>>,
     /// The connection failed and has not been replaced yet.
     lost: bool,
 }
@@ -236,14 +249,16 @@ impl PostgresListener {
         if let Some(inline) = notification.strip_prefix('i') {
             return Some(ListenEvent::Payload(inline.to_owned()));
         }
-        // `r<id>:<publisher>`; a node of an earlier version sends `r<id>`.
-        let reference = notification.strip_prefix('r').map(|rest| rest.split_once(':').unwrap_or((rest, "")));
-        let Some((Ok(id), publisher)) = reference.map(|(id, publisher)| (id.parse::<i64>(), publisher)) else {
+        let Some(id) = notification.strip_prefix('r').and_then(|id| id.parse::<i64>().ok()) else {
             tracing::warn!(notification, "a notification this version does not understand");
             return Some(ListenEvent::Missed);
         };
-        if publisher.parse::<u64>() == Ok(self.publisher) {
-            return None;
+        {
+            let mut own = self.own_references.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(at) = own.iter().position(|&own_id| own_id == id) {
+                own.remove(at);
+                return None;
+            }
         }
         Some(
             match sqlx::query_scalar("SELECT payload FROM events WHERE id = $1").bind(id).fetch_one(&self.pool).await {

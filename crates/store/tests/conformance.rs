@@ -789,8 +789,8 @@ async fn sqlite_on_disk_rewinds_its_wal_under_steady_writes() {
     tessera_store::Store::close(&store).await;
 }
 
-/// A node's listener skips its own events stored by reference (without fetching them); another node hears them,
-/// in order with the inline ones.
+/// A node's listener skips its own events stored by reference without fetching them; another node hears them, in
+/// order with the inline ones.
 #[tokio::test]
 async fn postgres_nodes_do_not_fetch_their_own_events_stored_by_reference() {
     use tessera_store::ListenEvent;
@@ -809,6 +809,10 @@ async fn postgres_nodes_do_not_fetch_their_own_events_stored_by_reference() {
     ours.publish("small", 0).await.unwrap();
     assert_eq!(next(&mut heard_there).await, ListenEvent::Payload(large.clone()));
     assert_eq!(next(&mut heard_there).await, ListenEvent::Payload("small".into()));
+    // With the stored event gone, a listener that fetched it would hear `Missed` first.
+    let database = sqlx::PgPool::connect(schema.url()).await.unwrap();
+    sqlx::query("DELETE FROM events").execute(&database).await.unwrap();
+    database.close().await;
     assert_eq!(next(&mut heard_here).await, ListenEvent::Payload("small".into()), "its own large event is skipped");
     theirs.publish(&large, 0).await.unwrap();
     assert_eq!(next(&mut heard_here).await, ListenEvent::Payload(large), "the other node's large event is fetched");
