@@ -2,7 +2,6 @@
 //! trip), minting, revoking, computing a creator's current reach, and counting use off the request path.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,12 +47,62 @@ pub struct Caller {
 /// changed (or whose creator's reach changed) since it was last confirmed gets no grace.
 pub const RECHECK_GRACE: Duration = Duration::from_secs(30);
 
+/// How often long-lived callers are judged again.
+pub const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// A check of a long-lived caller that takes longer counts as a failed one: a silent partition could otherwise
 /// hold the check (and the grace's end) for as long as the operating system keeps the connection.
 const RECHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// At most one warning about failing checks per this long, with the count since the last one.
+/// After the store failed a check, checks that would need it fail at once for this long: every connection would
+/// otherwise wait out its own timeout each second, delivering nothing meanwhile, and add a query to the failing
+/// store.
+const STORE_FAILING_PAUSE: Duration = Duration::from_secs(5);
+
+/// At most one warning about failing checks per this long, with the counts since the last one.
 const RECHECK_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// The ticker for [`TokenService::reverify`]: every [`RECHECK_EVERY`]; after a slow check the next comes a period
+/// later, not the missed ones back to back.
+pub fn recheck_ticker() -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(RECHECK_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
+}
+
+/// What the checks of long-lived callers remember between calls.
+#[derive(Debug, Default)]
+struct Rechecks {
+    /// When this node last heard that a token was revoked or changed (`Creator::Token`), or that a creator's
+    /// reach changed; entries older than `RECHECK_GRACE` are pruned now and then.
+    invalidated: HashMap<Creator, Instant>,
+    pruned_at: Option<Instant>,
+    /// Until when checks that need the store fail without asking it.
+    store_failing_until: Option<Instant>,
+    /// Failed checks since the last warning: callers kept on their last answer, and callers ended.
+    kept: u64,
+    ended: u64,
+    warned_at: Option<Instant>,
+}
+
+impl Rechecks {
+    fn remember_invalidation(&mut self, creator: Creator, now: Instant) {
+        if self.pruned_at.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+            self.invalidated.retain(|_, at| now.duration_since(*at) < RECHECK_GRACE);
+            self.pruned_at = Some(now);
+        }
+        self.invalidated.insert(creator, now);
+    }
+
+    /// Whether this node heard of a change to the caller's token or to its creator's reach within the grace
+    /// period. Not "since the caller was confirmed": a check that read the store just before a revocation
+    /// committed elsewhere can confirm the caller after this node heard of the revocation.
+    fn invalidated_lately(&self, caller: &Caller) -> bool {
+        [Creator::Token(caller.record.id), caller.record.creator]
+            .iter()
+            .any(|key| self.invalidated.get(key).is_some_and(|at| at.elapsed() < RECHECK_GRACE))
+    }
+}
 
 impl Caller {
     pub fn account(&self) -> AccountId {
@@ -107,12 +156,7 @@ pub struct TokenService {
     by_digest: RecordCache<SecretDigest, Arc<TokenRecord>>,
     creator_reach: RecordCache<Creator, Reach>,
     usage: Mutex<HashMap<TokenId, TokenUsage>>,
-    /// Failed checks of long-lived callers since the last warning about them, and when that was.
-    recheck_failures: AtomicU64,
-    recheck_warned: Mutex<Option<Instant>>,
-    /// When this node last heard that a token was revoked or changed (`Creator::Token`), or that a creator's reach
-    /// changed, for the last `RECHECK_GRACE`: such a caller is not given the grace when the store fails.
-    invalidated: Mutex<HashMap<Creator, Instant>>,
+    rechecks: Mutex<Rechecks>,
     peers: Peers,
 }
 
@@ -135,9 +179,7 @@ impl TokenService {
             by_digest: RecordCache::new(cache_capacity, Duration::from_secs(600)),
             creator_reach: RecordCache::new(10_000, Duration::from_secs(60)),
             usage: Mutex::new(HashMap::new()),
-            recheck_failures: AtomicU64::new(0),
-            recheck_warned: Mutex::new(None),
-            invalidated: Mutex::new(HashMap::new()),
+            rechecks: Mutex::default(),
             peers,
         }
     }
@@ -171,12 +213,17 @@ impl TokenService {
     }
 
     /// What a token's creator reaches now.
-    async fn reach_of(&self, account: AccountId, creator: Creator) -> Result<Reach, StoreError> {
+    /// What `creator` reaches, if known without the store.
+    fn cached_reach(&self, creator: Creator) -> Option<Reach> {
         // What Tessera made itself (the bootstrap API key) reaches a fixed set, known without a lookup.
         if creator == Creator::System {
-            return Ok(SYSTEM_REACH);
+            return Some(SYSTEM_REACH);
         }
-        if let Some(reach) = self.creator_reach.get(&creator) {
+        self.creator_reach.get(&creator)
+    }
+
+    async fn reach_of(&self, account: AccountId, creator: Creator) -> Result<Reach, StoreError> {
+        if let Some(reach) = self.cached_reach(creator) {
             return Ok(reach);
         }
         let started = self.creator_reach.read_started();
@@ -307,6 +354,7 @@ impl TokenService {
     /// Drops a token whose scope, rights or tags changed from the cache, so the next request sees the change.
     pub fn changed(&self, token: &TokenRecord) {
         self.by_digest.invalidate(&token.digest);
+        self.remember_invalidation(Creator::Token(token.id));
         self.peers.tell(Change::token(token.id, &token.digest));
     }
 
@@ -339,19 +387,11 @@ impl TokenService {
     }
 
     fn remember_invalidation(&self, creator: Creator) {
-        let now = Instant::now();
-        let mut invalidated = self.invalidated.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        invalidated.retain(|_, at| now.duration_since(*at) < RECHECK_GRACE);
-        invalidated.insert(creator, now);
+        self.rechecks().remember_invalidation(creator, Instant::now());
     }
 
-    /// Whether this node heard of a change to the caller's token or to its creator's reach since the caller was
-    /// last confirmed.
-    fn invalidated_since_confirmed(&self, caller: &Caller) -> bool {
-        let invalidated = self.invalidated.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        [Creator::Token(caller.record.id), caller.record.creator]
-            .iter()
-            .any(|key| invalidated.get(key).is_some_and(|at| *at >= caller.confirmed_at))
+    fn rechecks(&self) -> std::sync::MutexGuard<'_, Rechecks> {
+        self.rechecks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Empties the caches, after changes were missed that cannot be named.
@@ -363,39 +403,38 @@ impl TokenService {
     /// Judges a long-lived caller again (a stream, a connection): its token as the store has it now and its
     /// creator's current reach. `None` once it is revoked, expired or gone. When the store cannot answer (or takes
     /// longer than `RECHECK_TIMEOUT`), the last answer stands until [`RECHECK_GRACE`] has passed since the caller
-    /// was last confirmed, unless this node heard meanwhile that the token or its creator's reach changed.
+    /// was last confirmed, unless this node heard within that time that the token or its creator's reach changed.
     pub async fn reverify(&self, caller: &Caller) -> Option<Caller> {
         let judged = tokio::time::timeout(RECHECK_TIMEOUT, self.judge_again(caller)).await.unwrap_or_else(|_| {
+            self.store_failed();
             Err(StoreError::Unavailable(format!("no answer within {} s", RECHECK_TIMEOUT.as_secs()).into()))
         });
         let error = match judged {
             Ok(judged) => return judged,
             Err(error) => error,
         };
+        let mut rechecks = self.rechecks();
         let kept = check_live(&caller.grant, now_ms()).is_ok()
             && caller.confirmed_at.elapsed() < RECHECK_GRACE
-            && !self.invalidated_since_confirmed(caller);
-        self.recheck_failures.fetch_add(1, Ordering::Relaxed);
-        self.warn_of_failed_rechecks(&error);
-        kept.then(|| caller.clone())
-    }
-
-    /// Says that checks fail, at most once per `RECHECK_WARNING_EVERY`: during an outage every connection fails
-    /// its check every second.
-    fn warn_of_failed_rechecks(&self, error: &StoreError) {
-        let now = Instant::now();
-        let mut warned = self.recheck_warned.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if warned.is_some_and(|at| now.duration_since(at) < RECHECK_WARNING_EVERY) {
-            return;
+            && !rechecks.invalidated_lately(caller);
+        if kept {
+            rechecks.kept += 1;
+        } else {
+            rechecks.ended += 1;
         }
-        *warned = Some(now);
-        let failures = self.recheck_failures.swap(0, Ordering::Relaxed);
-        tracing::warn!(
-            ?error,
-            failures,
-            grace_s = RECHECK_GRACE.as_secs(),
-            "tokens of connected clients could not be checked again; each keeps its last answer for the grace period"
-        );
+        // During an outage every connection fails its check every second: one warning now and then says it all.
+        let now = Instant::now();
+        if rechecks.warned_at.is_none_or(|at| now.duration_since(at) >= RECHECK_WARNING_EVERY) {
+            tracing::warn!(
+                ?error,
+                kept_on_their_last_answer = rechecks.kept,
+                ended = rechecks.ended,
+                grace_s = RECHECK_GRACE.as_secs(),
+                "tokens of connected clients could not be checked again"
+            );
+            (rechecks.kept, rechecks.ended, rechecks.warned_at) = (0, 0, Some(now));
+        }
+        kept.then(|| caller.clone())
     }
 
     /// `Ok(None)` when the token is revoked, expired or gone; `Err` when the store could not say.
@@ -403,22 +442,46 @@ impl TokenService {
         let record = match self.by_digest.get(&caller.record.digest) {
             Some(record) => record,
             None => {
+                self.store_answering()?;
                 let started = self.by_digest.read_started();
                 let record = match self.store.token(caller.record.account, caller.record.id).await {
                     Ok(record) => Arc::new(record),
                     Err(StoreError::NotFound) => return Ok(None),
-                    Err(error) => return Err(error),
+                    Err(error) => {
+                        self.store_failed();
+                        return Err(error);
+                    }
                 };
                 self.by_digest.insert_read(record.digest, record.clone(), started);
                 record
             }
         };
-        let reach = self.reach_of(record.account, record.creator).await?;
+        let reach = match self.cached_reach(record.creator) {
+            Some(reach) => reach,
+            None => {
+                self.store_answering()?;
+                self.reach_of(record.account, record.creator).await.inspect_err(|_| self.store_failed())?
+            }
+        };
         let grant = record.grant(reach);
         if check_live(&grant, now_ms()).is_err() {
             return Ok(None);
         }
         Ok(Some(Caller { record, grant, confirmed_at: Instant::now() }))
+    }
+
+    /// Refuses a check's store read at once while the store is known to be failing (see `STORE_FAILING_PAUSE`).
+    fn store_answering(&self) -> Result<(), StoreError> {
+        match self.rechecks().store_failing_until {
+            Some(until) if Instant::now() < until => {
+                Err(StoreError::Unavailable("the store failed a check moments ago".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn store_failed(&self) {
+        self.rechecks().store_failing_until = Some(Instant::now() + STORE_FAILING_PAUSE);
     }
 
     /// The digest the store keeps of `secret`.
@@ -546,6 +609,19 @@ mod tests {
         tokens.forget_here(caller.record.id, &caller.record.digest);
         store.close().await;
         assert!(tokens.reverify(&caller).await.is_none(), "revoked since it was confirmed");
+
+        // A check that read the store just before the revocation committed elsewhere, and finished after this node
+        // heard of it, confirmed the caller after the revocation: still no grace.
+        let (store, tokens, caller) = service_and_caller().await;
+        tokens.forget_here(caller.record.id, &caller.record.digest);
+        let confirmed_after = Caller { confirmed_at: Instant::now(), ..caller.clone() };
+        store.close().await;
+        assert!(tokens.reverify(&confirmed_after).await.is_none(), "revoked just before it was confirmed");
+
+        let (store, tokens, caller) = service_and_caller().await;
+        tokens.changed(&caller.record);
+        store.close().await;
+        assert!(tokens.reverify(&caller).await.is_none(), "changed on this node since it was confirmed");
 
         let (store, tokens, caller) = service_and_caller().await;
         tokens.reach_changed_here(caller.record.creator);

@@ -101,8 +101,9 @@ pub struct PostgresEvents {
     own_references: Arc<Mutex<VecDeque<i64>>>,
 }
 
-/// Own event ids remembered at most: more are waiting only if the listener lost notifications, which it reports
-/// as `Reconnected` anyway.
+/// Own event ids remembered at most: more are waiting only if the listener lost notifications (which it reports
+/// as `Reconnected` anyway) or publishes failed after the id was taken; the oldest are forgotten, and an event
+/// whose id was forgotten is merely fetched.
 const OWN_REFERENCES_KEPT: usize = 1024;
 
 /// What a listener hears.
@@ -138,22 +139,25 @@ impl PostgresEvents {
             .bind(payload)
             .fetch_one(&mut *transaction)
             .await?;
-        // Remembered before the commit sends the notification, so the listener cannot hear it first.
-        {
-            let mut own = self.own_references.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if own.len() == OWN_REFERENCES_KEPT {
-                own.pop_front();
-            }
-            own.push_back(id);
+        // Remembered before the commit sends the notification, so the listener cannot hear it first; forgotten
+        // again if the event may not have gone out (it is then fetched if it did, which is only wasted work).
+        remember_own_reference(&self.own_references, id);
+        let sent: StoreResult<()> = async move {
+            // NOTIFY inside the transaction is delivered at commit, when the row is visible to the listeners.
+            let notification = format!("r{id}");
+            sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(notification).execute(&mut *transaction).await?;
+            sqlx::query("DELETE FROM events WHERE created_at < $1")
+                .bind(now_ms - EVENT_RETENTION_MS)
+                .execute(&mut *transaction)
+                .await?;
+            transaction.commit().await?;
+            Ok(())
         }
-        // NOTIFY inside the transaction is delivered at commit, when the row is visible to the listeners.
-        sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(format!("r{id}")).execute(&mut *transaction).await?;
-        sqlx::query("DELETE FROM events WHERE created_at < $1")
-            .bind(now_ms - EVENT_RETENTION_MS)
-            .execute(&mut *transaction)
-            .await?;
-        transaction.commit().await?;
-        Ok(())
+        .await;
+        if sent.is_err() {
+            take_own_reference(&self.own_references, id);
+        }
+        sent
     }
 
     /// Starts listening; events published from now on are heard.
@@ -165,6 +169,21 @@ impl PostgresEvents {
             lost: false,
         })
     }
+}
+
+fn remember_own_reference(own: &Mutex<VecDeque<i64>>, id: i64) {
+    let mut own = own.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if own.len() == OWN_REFERENCES_KEPT {
+        own.pop_front();
+    }
+    own.push_back(id);
+}
+
+/// Whether `id` is one of the handle's own events stored by reference (forgetting it: each is heard once).
+fn take_own_reference(own: &Mutex<VecDeque<i64>>, id: i64) -> bool {
+    let mut own = own.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let at = own.iter().position(|&own_id| own_id == id);
+    at.map(|at| own.remove(at)).is_some()
 }
 
 /// A listener on its own connection, subscribed to the channel.
@@ -253,12 +272,8 @@ impl PostgresListener {
             tracing::warn!(notification, "a notification this version does not understand");
             return Some(ListenEvent::Missed);
         };
-        {
-            let mut own = self.own_references.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Some(at) = own.iter().position(|&own_id| own_id == id) {
-                own.remove(at);
-                return None;
-            }
+        if take_own_reference(&self.own_references, id) {
+            return None;
         }
         Some(
             match sqlx::query_scalar("SELECT payload FROM events WHERE id = $1").bind(id).fetch_one(&self.pool).await {

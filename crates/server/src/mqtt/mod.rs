@@ -40,7 +40,6 @@ use topics::{Inbound, Outbound};
 const MAX_PACKET: u32 = 256 * 1024;
 /// How long a client has to send CONNECT after opening the connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const RECHECK_EVERY: Duration = Duration::from_secs(1);
 /// A client that takes none of its deliveries for this long is disconnected (a slow consumer never holds its
 /// connection's task, and with it the token recheck, for longer).
 const STALLED_AFTER: Duration = Duration::from_secs(5);
@@ -188,7 +187,7 @@ async fn collect(
     queue: Arc<std::sync::Mutex<Queue>>,
     mut live: crate::hub::Subscription,
 ) {
-    let mut recheck = tokio::time::interval(RECHECK_EVERY);
+    let mut recheck = crate::tokens::recheck_ticker();
     let until = Instant::now() + SESSION_COLLECTS_FOR;
     loop {
         tokio::select! {
@@ -463,7 +462,7 @@ impl Session {
         let allowance = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let mut deadline = allowance.map(|allowance| Instant::now() + allowance);
         let mut commands = self.app.hub.subscribe_commands();
-        let mut recheck = tokio::time::interval(RECHECK_EVERY);
+        let mut recheck = crate::tokens::recheck_ticker();
         loop {
             tokio::select! {
                 packet = self.framed.next() => {

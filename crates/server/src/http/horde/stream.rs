@@ -26,7 +26,6 @@ use crate::http::QueryParams;
 use crate::tokens::{Caller, VerifyError};
 
 const KEEP_ALIVE_AFTER: Duration = Duration::from_secs(30);
-const RECHECK_EVERY: Duration = Duration::from_secs(1);
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -100,7 +99,7 @@ async fn serve(mut socket: WebSocket, app: App, mut caller: Caller, stream: Stre
     let mut subscription = app.hub.subscribe();
     let mut devices: HashMap<DeviceId, Device> = HashMap::new();
     let mut keep_alive_at = Instant::now() + KEEP_ALIVE_AFTER;
-    let mut recheck = tokio::time::interval(RECHECK_EVERY);
+    let mut recheck = crate::tokens::recheck_ticker();
     loop {
         tokio::select! {
             live = subscription.next() => {

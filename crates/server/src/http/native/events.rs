@@ -45,7 +45,7 @@ struct Follow {
 
 fn reading_events(app: App, caller: Caller, collection: CollectionId) -> impl Stream<Item = Result<Event, Infallible>> {
     let subscription = app.hub.subscribe();
-    let recheck = tokio::time::interval(Duration::from_secs(1));
+    let recheck = crate::tokens::recheck_ticker();
     let follow = Follow { app, caller, collection, subscription, recheck };
     stream::unfold(follow, |mut follow| async move {
         loop {
