@@ -43,8 +43,8 @@ pub struct Caller {
 /// How long a long-lived connection (MQTT, a stream) is kept while its token cannot be checked again because the
 /// store fails. Refusing at the first failed check would drop every such client on one database hiccup, and their
 /// reconnections would then fail too; trusting the last answer for ever would keep a token revoked meanwhile (on
-/// another node) working. Expiry is still checked every time, and a token this node has heard was revoked or
-/// changed (or whose creator's reach changed) since it was last confirmed gets no grace.
+/// another node) working. Expiry is still checked every time, and a token this node heard within this time was
+/// revoked or changed (or whose creator's reach changed) gets no grace.
 pub const RECHECK_GRACE: Duration = Duration::from_secs(30);
 
 /// How often long-lived callers are judged again.
@@ -212,7 +212,6 @@ impl TokenService {
         Ok(Caller { record, grant, confirmed_at: Instant::now() })
     }
 
-    /// What a token's creator reaches now.
     /// What `creator` reaches, if known without the store.
     fn cached_reach(&self, creator: Creator) -> Option<Reach> {
         // What Tessera made itself (the bootstrap API key) reaches a fixed set, known without a lookup.
@@ -222,6 +221,7 @@ impl TokenService {
         self.creator_reach.get(&creator)
     }
 
+    /// What a token's creator reaches now.
     async fn reach_of(&self, account: AccountId, creator: Creator) -> Result<Reach, StoreError> {
         if let Some(reach) = self.cached_reach(creator) {
             return Ok(reach);
@@ -442,26 +442,20 @@ impl TokenService {
         let record = match self.by_digest.get(&caller.record.digest) {
             Some(record) => record,
             None => {
-                self.store_answering()?;
                 let started = self.by_digest.read_started();
-                let record = match self.store.token(caller.record.account, caller.record.id).await {
-                    Ok(record) => Arc::new(record),
-                    Err(StoreError::NotFound) => return Ok(None),
-                    Err(error) => {
-                        self.store_failed();
-                        return Err(error);
-                    }
-                };
+                let record =
+                    match self.recheck_from_store(self.store.token(caller.record.account, caller.record.id)).await {
+                        Ok(record) => Arc::new(record),
+                        Err(StoreError::NotFound) => return Ok(None),
+                        Err(error) => return Err(error),
+                    };
                 self.by_digest.insert_read(record.digest, record.clone(), started);
                 record
             }
         };
         let reach = match self.cached_reach(record.creator) {
             Some(reach) => reach,
-            None => {
-                self.store_answering()?;
-                self.reach_of(record.account, record.creator).await.inspect_err(|_| self.store_failed())?
-            }
+            None => self.recheck_from_store(self.reach_of(record.account, record.creator)).await?,
         };
         let grant = record.grant(reach);
         if check_live(&grant, now_ms()).is_err() {
@@ -470,14 +464,17 @@ impl TokenService {
         Ok(Some(Caller { record, grant, confirmed_at: Instant::now() }))
     }
 
-    /// Refuses a check's store read at once while the store is known to be failing (see `STORE_FAILING_PAUSE`).
-    fn store_answering(&self) -> Result<(), StoreError> {
-        match self.rechecks().store_failing_until {
-            Some(until) if Instant::now() < until => {
-                Err(StoreError::Unavailable("the store failed a check moments ago".into()))
-            }
-            _ => Ok(()),
+    /// A check's store read: refused at once while the store is known to be failing, and a failure (not a
+    /// "not found") starts that pause (see `STORE_FAILING_PAUSE`).
+    async fn recheck_from_store<T>(&self, read: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        if self.rechecks().store_failing_until.is_some_and(|until| Instant::now() < until) {
+            return Err(StoreError::Unavailable("the store failed a check moments ago".into()));
         }
+        read.await.inspect_err(|error| {
+            if !matches!(error, StoreError::NotFound) {
+                self.store_failed();
+            }
+        })
     }
 
     fn store_failed(&self) {

@@ -98,7 +98,7 @@ pub struct PostgresEvents {
     /// listener skips those without fetching them: a node has no use for its own events (the server drops them by
     /// origin), and these are the large ones (a commit of thousands of readings is a megabyte to read back and
     /// parse). Kept beside the wire format rather than in it, so nodes of different versions understand each other.
-    own_references: Arc<Mutex<VecDeque<i64>>>,
+    own_references: Arc<OwnReferences>,
 }
 
 /// Own event ids remembered at most: more are waiting only if the listener lost notifications (which it reports
@@ -141,7 +141,7 @@ impl PostgresEvents {
             .await?;
         // Remembered before the commit sends the notification, so the listener cannot hear it first; forgotten
         // again if the event may not have gone out (it is then fetched if it did, which is only wasted work).
-        remember_own_reference(&self.own_references, id);
+        self.own_references.remember(id);
         let sent: StoreResult<()> = async move {
             // NOTIFY inside the transaction is delivered at commit, when the row is visible to the listeners.
             let notification = format!("r{id}");
@@ -155,7 +155,7 @@ impl PostgresEvents {
         }
         .await;
         if sent.is_err() {
-            take_own_reference(&self.own_references, id);
+            self.own_references.take(id);
         }
         sent
     }
@@ -171,19 +171,29 @@ impl PostgresEvents {
     }
 }
 
-fn remember_own_reference(own: &Mutex<VecDeque<i64>>, id: i64) {
-    let mut own = own.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if own.len() == OWN_REFERENCES_KEPT {
-        own.pop_front();
-    }
-    own.push_back(id);
-}
+/// The ids of a handle's events stored by reference that its listener has not heard yet.
+#[derive(Debug, Default)]
+struct OwnReferences(Mutex<VecDeque<i64>>);
 
-/// Whether `id` is one of the handle's own events stored by reference (forgetting it: each is heard once).
-fn take_own_reference(own: &Mutex<VecDeque<i64>>, id: i64) -> bool {
-    let mut own = own.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let at = own.iter().position(|&own_id| own_id == id);
-    at.map(|at| own.remove(at)).is_some()
+impl OwnReferences {
+    fn ids(&self) -> std::sync::MutexGuard<'_, VecDeque<i64>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn remember(&self, id: i64) {
+        let mut ids = self.ids();
+        if ids.len() == OWN_REFERENCES_KEPT {
+            ids.pop_front();
+        }
+        ids.push_back(id);
+    }
+
+    /// Whether `id` is one of them (forgetting it: each is heard once).
+    fn take(&self, id: i64) -> bool {
+        let mut ids = self.ids();
+        let at = ids.iter().position(|&own_id| own_id == id);
+        at.map(|at| ids.remove(at)).is_some()
+    }
 }
 
 /// A listener on its own connection, subscribed to the channel.
@@ -207,7 +217,7 @@ pub struct PostgresListener {
     listener: PgListener,
     pool: PgPool,
     /// Shared with the `PostgresEvents` it was made from: its events stored by reference, not to be fetched.
-    own_references: Arc<Mutex<VecDeque<i64>>>,
+    own_references: Arc<OwnReferences>,
     /// The connection failed and has not been replaced yet.
     lost: bool,
 }
@@ -272,7 +282,7 @@ impl PostgresListener {
             tracing::warn!(notification, "a notification this version does not understand");
             return Some(ListenEvent::Missed);
         };
-        if take_own_reference(&self.own_references, id) {
+        if self.own_references.take(id) {
             return None;
         }
         Some(
