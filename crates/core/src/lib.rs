@@ -9,6 +9,7 @@ pub mod profile;
 pub mod reading;
 pub mod resource;
 pub mod secret;
+pub mod time;
 pub mod totp;
 
 pub use access::{

@@ -343,6 +343,14 @@ impl DataService {
                 return Err(AppError::Internal(format!("no permit covers writing to variable {}", variable.id).into()));
             }
         }
+        // Every dialect parses its own timestamps and names the field; this is the one range all of them share,
+        // so no front end can store an instant the others cannot give back.
+        for (variable, dots) in &series {
+            for dot in dots {
+                tessera_core::time::check_range(dot.timestamp_ms)
+                    .map_err(|error| AppError::BadRequest(format!("variable '{}': {error}", variable.label)))?;
+            }
+        }
         // An asset's profile holds whichever dialect or protocol the value comes through; one refused value
         // refuses the whole write.
         for (variable, dots) in &series {

@@ -10,6 +10,7 @@ mod native;
 mod people;
 mod python_clients;
 mod teams;
+mod timestamps;
 mod tokens;
 mod ubidots_data;
 mod ubidots_datasources;

@@ -83,7 +83,7 @@ impl Client {
     }
 
     /// Publishes at QoS 1 and waits for the PUBACK; `false` if the server closed the connection instead.
-    async fn publish(&mut self, topic: &str, payload: Value) -> bool {
+    pub(crate) async fn publish(&mut self, topic: &str, payload: Value) -> bool {
         let packet_id = self.packet_id();
         let publish = Publish {
             dup: false,

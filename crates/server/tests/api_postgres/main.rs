@@ -33,6 +33,9 @@ mod python_clients;
 #[path = "../api/teams.rs"]
 mod teams;
 #[cfg(postgres_tests)]
+#[path = "../api/timestamps.rs"]
+mod timestamps;
+#[cfg(postgres_tests)]
 #[path = "../api/tokens.rs"]
 mod tokens;
 #[cfg(postgres_tests)]

@@ -244,9 +244,10 @@ pub async fn write_state(
     let (value, at) = state_value(document);
     let timestamp_ms = match at {
         None | Some(Json_::Null) => now_ms(),
-        Some(Json_::String(text)) => parse_iso8601(text)
-            .ok_or_else(|| AppError::BadRequest(format!("'at' must be an ISO 8601 time, not '{text}'")))?,
-        Some(_) => return Err(AppError::BadRequest("'at' must be an ISO 8601 time".into())),
+        Some(Json_::String(text)) => {
+            parse_iso8601(text).map_err(|error| AppError::BadRequest(format!("'at': {error}")))?
+        }
+        Some(_) => return Err(AppError::BadRequest("'at' must be an ISO 8601 date and time as a string".into())),
     };
     let (_, variable, permit) = asset_for(app, caller, Action::Write, device, asset).await?;
     // The asset's profile is checked by the data service, for every dialect alike.

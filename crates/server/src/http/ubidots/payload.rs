@@ -5,6 +5,7 @@
 //! a list of them; a device body maps variable labels to those.
 
 use serde_json::{Map, Value as Json};
+use tessera_core::time::{EARLIEST_MS, LATEST_MS, check_range};
 use tessera_core::{Label, Value};
 
 use crate::data::Dot;
@@ -82,16 +83,21 @@ fn number(value: &Json) -> Result<Value, String> {
     }
 }
 
-/// Milliseconds since the epoch: a non-negative integer (or a float without a fraction, as some firmware sends).
+/// Milliseconds since the epoch: an integer (or a float without a fraction, as some firmware sends) within the
+/// range Tessera keeps (`tessera_core::time::check_range`).
 pub fn timestamp_ms(value: &Json) -> Result<i64, String> {
-    let invalid = || format!("\"timestamp\" must be milliseconds since the Unix epoch, not {value}");
-    if let Some(integer) = value.as_i64() {
-        return if integer >= 0 { Ok(integer) } else { Err(invalid()) };
-    }
-    match value.as_f64() {
-        Some(float) if float >= 0.0 && float.fract() == 0.0 && float < 9.0e15 => Ok(float as i64),
-        _ => Err(invalid()),
-    }
+    let invalid = || {
+        format!(
+            "\"timestamp\" must be milliseconds since the Unix epoch, from {EARLIEST_MS} to {LATEST_MS} \
+             (1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z), not {value}"
+        )
+    };
+    let milliseconds = match (value.as_i64(), value.as_f64()) {
+        (Some(integer), _) => integer,
+        (None, Some(float)) if float.fract() == 0.0 && (0.0..=LATEST_MS as f64).contains(&float) => float as i64,
+        _ => return Err(invalid()),
+    };
+    check_range(milliseconds).map_err(|_| invalid())
 }
 
 fn kind(value: &Json) -> &'static str {
