@@ -353,14 +353,23 @@ pub enum Listing {
     Root,
     /// Every team of the creator (Horde `GET /teams`).
     Teams,
+    /// The collections (Horde `GET /collections`, native `GET /v1/collections`): any scope may list the ones it
+    /// reaches, but a device-level token reaches no collection at all, so it is refused as on every group resource
+    /// (AllThingsTalk: "if you try to access user or ground resources using a device token, your request will be
+    /// blocked"), not answered with an empty list.
+    Collections,
 }
 
 /// Whether `grant` may list a whole branch: the listing rule, and a scope that holds the branch.
 pub fn authorize_listing_of(grant: &Grant, now_ms: i64, listing: Listing) -> Result<Scope, Denial> {
     let scope = authorize_listing(grant, now_ms)?;
+    if is_device_level(grant.kind) {
+        return Err(Denial::DeviceLevelOnly);
+    }
     let holds = match listing {
         Listing::Root => scope == Scope::Account,
         Listing::Teams => matches!(scope, Scope::Account | Scope::AllTeams),
+        Listing::Collections => true,
     };
     if holds { Ok(scope) } else { Err(Denial::OutOfScope) }
 }
@@ -711,6 +720,13 @@ mod tests {
         assert_eq!(authorize_listing_of(&one, NOW, Listing::Teams), Err(Denial::OutOfScope));
         let api_key = grant(TokenKind::ApiKey, Scope::Account, Rights::ReadWrite);
         assert_eq!(authorize_listing_of(&api_key, NOW, Listing::Root), Err(Denial::ApiKeyOnlyManagesTokens));
+        assert!(authorize_listing_of(&one, NOW, Listing::Collections).is_ok());
+        let device = grant(TokenKind::Device, Scope::Device(DeviceId(id(5))), Rights::ReadWrite);
+        let ground = grant(TokenKind::Ground, Scope::Collection(org(10)), Rights::ReadWrite);
+        for listing in [Listing::Root, Listing::Teams, Listing::Collections] {
+            assert_eq!(authorize_listing_of(&device, NOW, listing), Err(Denial::DeviceLevelOnly), "{listing:?}");
+            assert_eq!(authorize_listing_of(&ground, NOW, listing), Err(Denial::DeviceLevelOnly), "{listing:?}");
+        }
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub struct App {
 impl App {
     /// The collections of the account the caller may read (refused outright to credentials that read nothing).
     pub async fn readable_collections(&self, caller: &crate::tokens::Caller) -> Result<Vec<Collection>, AppError> {
-        caller.authorize_listing()?;
+        caller.authorize_listing_of(tessera_core::Listing::Collections)?;
         let collections = self.store.list_collections(caller.account()).await?;
         Ok(collections
             .into_iter()
@@ -94,8 +94,10 @@ impl App {
 /// What can go wrong between a dialect and the store.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    /// The credential is no credential (never a store failure: that is `Unavailable`, answered 503, since a
+    /// device told 401 concludes its token is bad).
     #[error("authentication failed: {0}")]
-    Unauthenticated(#[from] VerifyError),
+    Unauthenticated(VerifyError),
     #[error("access denied: {0}")]
     Denied(#[from] Denial),
     #[error("{0} not found")]
@@ -152,6 +154,15 @@ impl AppError {
     }
 }
 
+impl From<VerifyError> for AppError {
+    fn from(error: VerifyError) -> AppError {
+        match error {
+            VerifyError::Store(error) => AppError::from_store("token", error),
+            other => AppError::Unauthenticated(other),
+        }
+    }
+}
+
 impl From<TokenError> for AppError {
     fn from(error: TokenError) -> AppError {
         match error {
@@ -178,4 +189,17 @@ pub fn parse_label(what: &str, text: &str) -> Result<Label, AppError> {
 pub fn permit_mismatch(permit: &Permit, operation: &str) -> AppError {
     tracing::error!(?permit, operation, "permit does not cover the operation");
     AppError::Internal(format!("permit does not cover {operation}").into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_that_cannot_check_a_token_is_a_503_not_a_bad_credential() {
+        let error = AppError::from(VerifyError::Store(StoreError::Unavailable("connection refused".into())));
+        assert!(!error.is_unauthenticated());
+        assert_eq!(error.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(AppError::from(VerifyError::Unknown).status(), axum::http::StatusCode::UNAUTHORIZED);
+    }
 }

@@ -30,6 +30,7 @@ pub fn router(app: App) -> Router {
         .merge(allthingstalk::routes())
         .merge(horde::routes())
         .fallback(no_such_route)
+        .layer(axum::middleware::map_response(retry_after_on_unavailable))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .with_state(app)
 }
@@ -44,6 +45,18 @@ async fn no_such_route(uri: axum::http::Uri) -> Response {
         "device" | "login" => allthingstalk::assets::AttError::from(error).into_response(),
         _ => horde::HordeError::from(error).into_response(),
     }
+}
+
+/// How long a client told 503 is asked to wait before it tries again.
+const RETRY_UNAVAILABLE_AFTER_SECONDS: u32 = 5;
+
+/// Every 503, in every dialect, says when to come back (RFC 9110 `Retry-After`), so a device backs off instead of
+/// concluding that its credential or its request is bad.
+async fn retry_after_on_unavailable(mut response: Response) -> Response {
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE && !response.headers().contains_key(header::RETRY_AFTER) {
+        response.headers_mut().insert(header::RETRY_AFTER, RETRY_UNAVAILABLE_AFTER_SECONDS.into());
+    }
+    response
 }
 
 /// The process is up and serving HTTP.

@@ -251,6 +251,44 @@ async fn a_node_cut_off_from_postgresql_is_unready_loses_no_acknowledged_reading
     b.stop().await;
 }
 
+/// Issue 13: with the database out of reach, a token the node has not cached cannot be checked. That is the
+/// server's trouble, not the credential's: 503 with `Retry-After` in each dialect's shape, never 401 (a device told
+/// 401 concludes its token is bad and stops).
+#[tokio::test]
+async fn a_token_that_cannot_be_checked_while_the_store_is_away_is_answered_503_with_retry_after() {
+    let a = TestServer::start().await;
+    let url = a.database_url.clone().unwrap();
+    let (head, rest) = url.split_once('@').unwrap();
+    let (host, tail) = rest.split_once('/').unwrap();
+    let cable = Cable::to(host.to_owned()).await;
+    let mut b = another_node_at(&a, &format!("{head}@{}/{tail}", cable.address)).await;
+    let token = a.account_token().await; // minted on A: never seen by B
+    cable.cut();
+    let dialects: [(&str, &str, &str, &str); 4] = [
+        ("/api/v1.6/datasources", "x-auth-token", "", "detail"),
+        ("/v1/collections", "authorization", "Bearer ", "detail"),
+        ("/collections", "x-api-token", "", "message"),
+        ("/device/x/assets", "authorization", "Bearer ", "message"),
+    ];
+    for (path, header, prefix, field) in dialects {
+        let started = std::time::Instant::now();
+        let response = b.client.get(b.url(path)).header(header, format!("{prefix}{token}")).send().await.unwrap();
+        let status = response.status();
+        let retry_after = response.headers().get("retry-after").map(|value| value.to_str().unwrap().to_owned());
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {body}");
+        assert!(retry_after.is_some_and(|seconds| seconds.parse::<u32>().is_ok()), "{path}: Retry-After");
+        assert!(body[field].is_string(), "{path}: the dialect's shape: {body}");
+        assert!(started.elapsed() < Duration::from_secs(15), "{path}: answered in {:?}", started.elapsed());
+    }
+    cable.restore();
+    until(Duration::from_secs(20), "the token works once the store is back", async || {
+        b.ubidots(Method::GET, "/datasources", &token, None).await.0 == StatusCode::OK
+    })
+    .await;
+    b.stop().await;
+}
+
 #[tokio::test]
 async fn text_postgresql_cannot_hold_is_refused_by_name_and_nothing_is_stored() {
     let a = TestServer::start().await;

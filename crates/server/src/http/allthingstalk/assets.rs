@@ -46,7 +46,11 @@ impl From<AppError> for AttError {
         let message = match &error {
             AppError::Internal(_) | AppError::Unavailable(_) => {
                 tracing::error!(error = ?error, "allthingstalk request failed");
-                "internal error".to_owned()
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    "service temporarily unavailable, retry later".to_owned()
+                } else {
+                    "internal error".to_owned()
+                }
             }
             other => other.to_string(),
         };

@@ -90,12 +90,11 @@ impl From<AppError> for HordeError {
             AppError::BadRequest(message) => HordeError::new(StatusCode::BAD_REQUEST, message),
             other => {
                 tracing::error!(error = ?other, "horde request failed");
-                let status = if matches!(other, AppError::Unavailable(_)) {
-                    StatusCode::SERVICE_UNAVAILABLE
+                if matches!(other, AppError::Unavailable(_)) {
+                    HordeError::new(StatusCode::SERVICE_UNAVAILABLE, "Service temporarily unavailable, retry later")
                 } else {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                };
-                HordeError::new(status, "Internal error")
+                    HordeError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
+                }
             }
         }
     }

@@ -92,10 +92,6 @@ impl From<AppError> for UbidotsError {
             }
             AppError::NotFound(what) => UbidotsError::new(StatusCode::NOT_FOUND, format!("Not found: no such {what}.")),
             AppError::Conflict(message) | AppError::BadRequest(message) => UbidotsError::bad_request(message),
-            AppError::Unauthenticated(VerifyError::Store(error)) => {
-                tracing::error!(error = ?error, "token lookup failed");
-                UbidotsError::new(StatusCode::SERVICE_UNAVAILABLE, "The service is temporarily unavailable.")
-            }
             AppError::Unavailable(source) => {
                 tracing::error!(error = ?source, "ubidots request failed: store unavailable");
                 UbidotsError::new(StatusCode::SERVICE_UNAVAILABLE, "The service is temporarily unavailable.")
