@@ -464,7 +464,7 @@ mod tests {
             let back: Envelope = serde_json::from_str(&text).unwrap();
             assert_eq!((back.origin, &back.change), (9, &change));
         }
-        let Change::Readings { readings } = Change::readings(&[live.clone()]) else { unreachable!() };
+        let Change::Readings { readings } = Change::readings(std::slice::from_ref(&live)) else { unreachable!() };
         assert_eq!(readings.into_iter().next().unwrap().into_live(), Some(live));
         assert_eq!(unhex(&hex(&[0x0f; 32])), Some([0x0f; 32]));
         assert_eq!(unhex("zz"), None);
