@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::id::{AccountId, CollectionId, DeviceId, TeamId, TokenId, VariableId};
+use crate::id::{AccountId, CollectionId, DeviceId, TeamId, TokenId, UserId, VariableId};
 use crate::secret::TokenKind;
 
 /// Read-only or read-write.
@@ -221,6 +221,17 @@ impl Reach {
     }
 }
 
+/// Who made a token; the token never reaches further than its creator does now. For a user's session this is the
+/// user, so it also says who the caller is when a token's owner is asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Creator {
+    /// Made by Tessera itself (the bootstrap API key).
+    System,
+    /// Minted with another credential, an API key.
+    Token(TokenId),
+    User(UserId),
+}
+
 /// Everything `authorize` needs to know about a credential: its token record's access fields and its creator's
 /// current reach.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,6 +243,7 @@ pub struct Grant {
     pub rights: Rights,
     pub expires_at_ms: Option<i64>,
     pub revoked: bool,
+    pub creator: Creator,
     pub creator_reach: Reach,
 }
 
@@ -260,13 +272,40 @@ pub enum Denial {
     CreatorLostAccess,
     #[error("the token's creator may no longer change the target")]
     CreatorReadOnly,
+    /// Not a token the caller manages. Answered as "not found": another user's token does not exist as far as
+    /// this user can tell.
+    #[error("no such token among those this credential manages")]
+    NotYourToken,
+    #[error("managing tokens here is a change, and this credential's holder may only read here")]
+    ManagingTokensNeedsWrite,
+    #[error("a token cannot have more rights than the one who makes it")]
+    RightsBeyondCreator,
+    #[error("a token in a URL is accepted only when it is read-only, to read; send it in a header")]
+    UrlTokenNotReadOnly,
+    #[error("this takes the account's API key, not a token")]
+    NotAnApiKey,
+    #[error("this is done only in a logged-in user's session, never with a token")]
+    UserSessionOnly,
 }
 
 impl Denial {
     /// Revoked and expired credentials are no credentials at all (401); every other denial is a known credential
     /// that does not reach the target (403).
     pub fn is_unauthenticated(self) -> bool {
-        matches!(self, Denial::Revoked | Denial::Expired)
+        matches!(
+            self,
+            Denial::Revoked
+                | Denial::Expired
+                | Denial::UrlTokenNotReadOnly
+                | Denial::NotAnApiKey
+                | Denial::UserSessionOnly
+        )
+    }
+
+    /// A denial that is answered as if the thing asked for did not exist (404), because saying "forbidden" would
+    /// tell that it exists.
+    pub fn hides_existence(self) -> bool {
+        self == Denial::NotYourToken
     }
 }
 
@@ -317,6 +356,37 @@ pub fn check_live(grant: &Grant, now_ms: i64) -> Result<(), Denial> {
         return Err(Denial::Expired);
     }
     Ok(())
+}
+
+/// How a credential arrived, for the rules about *how* rather than *what*: inputs to the one path, decided here
+/// and not in the dialects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presentation {
+    /// In a header (`X-Auth-Token`, `X-API-Token`, `Authorization: Bearer`): anything goes.
+    Header,
+    /// In the URL (Ubidots `?token=`, Horde `?api_token=`), for `action`: URLs end up in logs, proxies and
+    /// browser histories, so such a token may only be a read-only one, reading.
+    InUrl(Action),
+    /// Where a dialect takes the account's API key and nothing else (Ubidots `X-Ubidots-ApiKey`).
+    ApiKeyOnly,
+    /// Where only a logged-in user's session is taken (Horde `/tokens`: "token management only from a logged-in
+    /// user, never with another token").
+    UserSessionOnly,
+}
+
+/// Whether a credential may be presented the way it was. Refusals are 401s: the credential as sent is no
+/// credential here.
+pub fn check_presentation(grant: &Grant, presentation: Presentation) -> Result<(), Denial> {
+    match presentation {
+        Presentation::Header => Ok(()),
+        Presentation::InUrl(action) if action != Action::Read || grant.rights.can_write() => {
+            Err(Denial::UrlTokenNotReadOnly)
+        }
+        Presentation::InUrl(_) => Ok(()),
+        Presentation::ApiKeyOnly if grant.kind != TokenKind::ApiKey => Err(Denial::NotAnApiKey),
+        Presentation::UserSessionOnly if grant.kind != TokenKind::UserAccess => Err(Denial::UserSessionOnly),
+        Presentation::ApiKeyOnly | Presentation::UserSessionOnly => Ok(()),
+    }
 }
 
 /// Whether `grant` could take `action` anywhere, for a request that names no target (a method no route has): a
@@ -374,32 +444,130 @@ pub fn authorize_listing_of(grant: &Grant, now_ms: i64, listing: Listing) -> Res
     if holds { Ok(scope) } else { Err(Denial::OutOfScope) }
 }
 
+// Token management: one rule for every token route of every dialect.
+//
+// - Only an API key or a logged-in user manages tokens (a refresh token only refreshes; any other token never
+//   manages tokens).
+// - Who sees and manages which existing token: the API key and an account administrator every token of the
+//   account; a user the tokens they made (even once those reach nothing, so they can always clean up), and, as an
+//   admin of a team, every token scoped to one of the team's collections or their devices (or to the team).
+//   Anyone else is told the token does not exist.
+// - Minting is a change: a token scoped to a node needs its maker to reach that node read-write; a token for the
+//   account's root (Horde "/", "/teams", "/collections") reaches at each use only what its maker reaches then,
+//   and may not ask for writes when its maker may write nowhere.
+
+/// A token as the management rule sees it: its account, who made it, and the node its scope names (built by the
+/// caller from the store's parent chain; the account itself for scopes at the root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedToken {
+    pub account: AccountId,
+    pub creator: Creator,
+    pub scope_target: Target,
+}
+
+/// Which tokens a listing may show: every token at the node, or only the caller's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListedTokens {
+    Everyones,
+    MadeBy(Creator),
+}
+
+/// The kinds of credential that manage tokens at all.
+fn check_token_manager(grant: &Grant, now_ms: i64, account: AccountId) -> Result<(), Denial> {
+    check_live(grant, now_ms)?;
+    match grant.kind {
+        TokenKind::ApiKey | TokenKind::UserAccess => {}
+        TokenKind::Refresh => return Err(Denial::RefreshTokenOnlyRefreshes),
+        _ => return Err(Denial::TokenCannotManageTokens),
+    }
+    if grant.account != account {
+        return Err(Denial::NotYourToken);
+    }
+    Ok(())
+}
+
+/// The API key, or an account administrator's session.
+fn manages_whole_account(grant: &Grant) -> bool {
+    grant.kind == TokenKind::ApiKey || grant.creator_reach == Reach::Account(Rights::ReadWrite)
+}
+
+/// Whether the caller may change `target` (a team admin over the team's collections, say).
+fn administers(grant: &Grant, target: &Target) -> bool {
+    !target.path.is_empty() && grant.creator_reach.rights_over(target) == Some(Rights::ReadWrite)
+}
+
+fn token_permit(grant: &Grant, target: &Target) -> Permit {
+    Permit { token: grant.token, action: Action::ManageTokens, target: target.clone() }
+}
+
+/// Whether `grant` may see, change or revoke an existing `token`. The permit's target is the token's scope node.
+pub fn authorize_token_management(grant: &Grant, now_ms: i64, token: &ManagedToken) -> Result<Permit, Denial> {
+    check_token_manager(grant, now_ms, token.account)?;
+    if manages_whole_account(grant) || token.creator == grant.creator || administers(grant, &token.scope_target) {
+        return Ok(token_permit(grant, &token.scope_target));
+    }
+    Err(Denial::NotYourToken)
+}
+
+/// Whether `grant` may list the tokens scoped at `at` (the account itself for every token), and which of them.
+/// Every listed token is still passed through [`authorize_token_management`] by the caller.
+pub fn authorize_token_listing(grant: &Grant, now_ms: i64, at: &Target) -> Result<(Permit, ListedTokens), Denial> {
+    check_token_manager(grant, now_ms, at.account)?;
+    let listed = if manages_whole_account(grant) || administers(grant, at) {
+        ListedTokens::Everyones
+    } else {
+        ListedTokens::MadeBy(grant.creator)
+    };
+    Ok((token_permit(grant, at), listed))
+}
+
+/// Whether `grant` may mint a token with `rights` whose scope names `scope_target`.
+pub fn authorize_mint(grant: &Grant, now_ms: i64, scope_target: &Target, rights: Rights) -> Result<Permit, Denial> {
+    check_token_manager(grant, now_ms, scope_target.account)?;
+    if scope_target.path.is_empty() {
+        let may_write_somewhere = match &grant.creator_reach {
+            Reach::Account(creator_rights) | Reach::AccountData(creator_rights) => creator_rights.can_write(),
+            Reach::Limited { teams, collections } => teams.values().chain(collections.values()).any(|r| r.can_write()),
+            Reach::Nothing => return Err(Denial::CreatorLostAccess),
+        };
+        if rights.can_write() && !may_write_somewhere {
+            return Err(Denial::RightsBeyondCreator);
+        }
+        return Ok(token_permit(grant, scope_target));
+    }
+    match grant.creator_reach.rights_over(scope_target) {
+        None => Err(Denial::CreatorLostAccess),
+        Some(Rights::Read) => Err(Denial::ManagingTokensNeedsWrite),
+        Some(Rights::ReadWrite) => Ok(token_permit(grant, scope_target)),
+    }
+}
+
 /// Decides whether `grant` may perform `action` on `target` at `now_ms` (milliseconds since the Unix epoch).
+/// Token management (`Action::ManageTokens`) at `target` is the token rule above: the permit to list, at least,
+/// one's own tokens there.
 pub fn authorize(grant: &Grant, now_ms: i64, action: Action, target: &Target) -> Result<Permit, Denial> {
+    if action == Action::ManageTokens {
+        return authorize_token_listing(grant, now_ms, target).map(|(permit, _)| permit);
+    }
     check_live(grant, now_ms)?;
     if grant.account != target.account {
         return Err(Denial::OutOfScope);
     }
     match (grant.kind, action) {
         (TokenKind::Refresh, _) => return Err(Denial::RefreshTokenOnlyRefreshes),
-        (TokenKind::ApiKey, Action::ManageTokens) => {}
         (TokenKind::ApiKey, _) => return Err(Denial::ApiKeyOnlyManagesTokens),
         (TokenKind::UserAccess, _) => {}
         // A Horde token for "/" or "/teams" that may write acts as its owner in creating and joining teams.
         (TokenKind::Resource, Action::SelfService)
             if matches!(grant.scope, Scope::Account | Scope::AllTeams) && grant.rights.can_write() => {}
-        (_, Action::ManageTokens) => return Err(Denial::TokenCannotManageTokens),
         (_, Action::ManageUsers | Action::SelfService | Action::ManageOwnLogin) => return Err(Denial::UsersOnly),
         _ => {}
     }
     if is_device_level(grant.kind) && !target.is_device_data() {
         return Err(Denial::DeviceLevelOnly);
     }
-    // A person acting for themselves, or managing their own tokens at the account's root (a token for "/" reaches
-    // only what they reach, at each use), needs only to still be someone in the account.
-    let personal = target.path.is_empty()
-        && (matches!(action, Action::SelfService | Action::ManageOwnLogin)
-            || (action == Action::ManageTokens && grant.kind == TokenKind::UserAccess));
+    // A person acting for themselves needs only to still be someone in the account.
+    let personal = target.path.is_empty() && matches!(action, Action::SelfService | Action::ManageOwnLogin);
     if personal {
         if grant.creator_reach == Reach::Nothing {
             return Err(Denial::CreatorLostAccess);
@@ -443,6 +611,7 @@ mod tests {
             rights,
             expires_at_ms: None,
             revoked: false,
+            creator: Creator::User(UserId(id(98))),
             creator_reach: Reach::Account(Rights::ReadWrite),
         }
     }
@@ -495,7 +664,7 @@ mod tests {
             ("account token in another account", &account_token, Read, other_account.clone(), Err(Denial::OutOfScope)),
             ("api key mints tokens", &api_key, ManageTokens, Target::collection(account(), org(10)), Ok(())),
             ("api key reads data", &api_key, Read, device_in(10, 500), Err(Denial::ApiKeyOnlyManagesTokens)),
-            ("api key of another account", &api_key, ManageTokens, other_account, Err(Denial::OutOfScope)),
+            ("api key of another account", &api_key, ManageTokens, other_account, Err(Denial::NotYourToken)),
             ("device token writes its device", &device_token, Write, variable.clone(), Ok(())),
             ("device token and another device", &device_token, Write, device_in(10, 501), Err(Denial::OutOfScope)),
             (
@@ -683,11 +852,6 @@ mod tests {
             authorize(&user, NOW, Action::ManageTokens, &root).is_ok(),
             "their own tokens, for everything they reach"
         );
-        assert_eq!(
-            authorize(&user, NOW, Action::ManageTokens, &Target::collection(account(), CollectionId(id(9)))),
-            Err(Denial::CreatorLostAccess),
-            "but not a collection they do not reach"
-        );
         user.creator_reach = Reach::Nothing;
         assert_eq!(authorize(&user, NOW, Action::SelfService, &root), Err(Denial::CreatorLostAccess));
     }
@@ -743,5 +907,106 @@ mod tests {
         assert!(!permit.covers(Action::Read, &device_in(10, 5)));
         assert!(!permit.covers(Action::Write, &device_in(10, 6)));
         assert!(!permit.covers(Action::Write, &Target::collection(account(), org(10))));
+    }
+
+    /// Issue 13: a read-only member (Bob) listed, revoked and minted tokens of a collection his admin (Alice)
+    /// manages. One rule now decides, for every token route.
+    #[test]
+    fn the_token_management_rule() {
+        let (alice, bob, carol) =
+            (Creator::User(UserId(id(21))), Creator::User(UserId(id(22))), Creator::User(UserId(id(23))));
+        let team_reach = |rights| Reach::Limited {
+            teams: BTreeMap::from([(TeamId(id(3)), rights)]),
+            collections: BTreeMap::from([(org(10), rights)]),
+        };
+        let session = |creator, reach| Grant {
+            creator,
+            creator_reach: reach,
+            ..grant(TokenKind::UserAccess, Scope::Account, Rights::ReadWrite)
+        };
+        let admin_of_team = session(alice, team_reach(Rights::ReadWrite));
+        let member = session(bob, team_reach(Rights::Read));
+        let outsider = session(carol, Reach::Limited { teams: BTreeMap::new(), collections: BTreeMap::new() });
+        let account_admin = session(Creator::User(UserId(id(24))), Reach::Account(Rights::ReadWrite));
+        let api_key = Grant {
+            creator: Creator::System,
+            creator_reach: Reach::AccountData(Rights::ReadWrite),
+            ..grant(TokenKind::ApiKey, Scope::Account, Rights::ReadWrite)
+        };
+        let device_token = grant(TokenKind::Device, Scope::Device(DeviceId(id(500))), Rights::ReadWrite);
+        let resource_token = grant(TokenKind::Resource, Scope::Account, Rights::ReadWrite);
+
+        let on_device = |creator| ManagedToken { account: account(), creator, scope_target: device_in(10, 500) };
+        let alices = on_device(alice);
+        let bobs = on_device(bob);
+        let alices_personal =
+            ManagedToken { account: account(), creator: alice, scope_target: Target::account(account()) };
+        let manage = |grant: &Grant, token: &ManagedToken| authorize_token_management(grant, NOW, token).map(|_| ());
+
+        assert_eq!(manage(&admin_of_team, &alices), Ok(()), "her own");
+        assert_eq!(manage(&admin_of_team, &bobs), Ok(()), "a team admin manages the team's collection's tokens");
+        assert_eq!(manage(&member, &alices), Err(Denial::NotYourToken), "a member does not see the admin's");
+        assert_eq!(manage(&member, &bobs), Ok(()), "but does his own, to clean up");
+        assert_eq!(manage(&outsider, &alices), Err(Denial::NotYourToken));
+        assert_eq!(manage(&admin_of_team, &alices_personal), Ok(()));
+        assert_eq!(manage(&member, &alices_personal), Err(Denial::NotYourToken), "a personal token is its maker's");
+        assert_eq!(manage(&account_admin, &alices_personal), Ok(()));
+        assert_eq!(manage(&api_key, &alices_personal), Ok(()));
+        assert_eq!(manage(&device_token, &alices), Err(Denial::TokenCannotManageTokens));
+        assert_eq!(manage(&resource_token, &alices), Err(Denial::TokenCannotManageTokens));
+        let elsewhere = ManagedToken { account: AccountId(id(2)), ..alices.clone() };
+        assert_eq!(manage(&api_key, &elsewhere), Err(Denial::NotYourToken), "another account's");
+        let revoked = Grant { revoked: true, ..admin_of_team.clone() };
+        assert_eq!(manage(&revoked, &alices), Err(Denial::Revoked));
+
+        let device = device_in(10, 500);
+        let mint = |grant: &Grant, target: &Target, rights| authorize_mint(grant, NOW, target, rights).map(|_| ());
+        assert_eq!(mint(&admin_of_team, &device, Rights::ReadWrite), Ok(()));
+        assert_eq!(mint(&member, &device, Rights::ReadWrite), Err(Denial::ManagingTokensNeedsWrite));
+        assert_eq!(mint(&member, &device, Rights::Read), Err(Denial::ManagingTokensNeedsWrite), "minting is a change");
+        assert_eq!(mint(&outsider, &device, Rights::Read), Err(Denial::CreatorLostAccess));
+        let root = Target::account(account());
+        assert_eq!(mint(&member, &root, Rights::Read), Ok(()), "a personal read token reaches what he reads");
+        assert_eq!(mint(&member, &root, Rights::ReadWrite), Err(Denial::RightsBeyondCreator));
+        assert_eq!(mint(&admin_of_team, &root, Rights::ReadWrite), Ok(()));
+        let nobody = session(carol, Reach::Nothing);
+        assert_eq!(mint(&nobody, &root, Rights::Read), Err(Denial::CreatorLostAccess));
+        assert_eq!(mint(&api_key, &device, Rights::ReadWrite), Ok(()));
+        assert_eq!(
+            mint(&api_key, &Target::team(account(), TeamId(id(3))), Rights::Read),
+            Err(Denial::CreatorLostAccess),
+            "people are managed by people"
+        );
+        assert_eq!(mint(&device_token, &device, Rights::Read), Err(Denial::TokenCannotManageTokens));
+
+        let list = |grant: &Grant, at: &Target| authorize_token_listing(grant, NOW, at).map(|(_, listed)| listed);
+        let collection = Target::collection(account(), org(10));
+        assert_eq!(list(&admin_of_team, &collection), Ok(ListedTokens::Everyones));
+        assert_eq!(list(&member, &collection), Ok(ListedTokens::MadeBy(bob)));
+        assert_eq!(list(&outsider, &collection), Ok(ListedTokens::MadeBy(carol)));
+        assert_eq!(list(&admin_of_team, &root), Ok(ListedTokens::MadeBy(alice)), "a team admin's root is her own");
+        assert_eq!(list(&account_admin, &root), Ok(ListedTokens::Everyones));
+        assert_eq!(list(&api_key, &root), Ok(ListedTokens::Everyones));
+        assert_eq!(list(&resource_token, &root), Err(Denial::TokenCannotManageTokens));
+        assert!(Denial::NotYourToken.hides_existence() && !Denial::ManagingTokensNeedsWrite.hides_existence());
+    }
+
+    #[test]
+    fn how_a_credential_arrived_is_judged_here() {
+        let read_only = grant(TokenKind::Resource, Scope::Collection(org(10)), Rights::Read);
+        let writer = grant(TokenKind::Resource, Scope::Collection(org(10)), Rights::ReadWrite);
+        let api_key = grant(TokenKind::ApiKey, Scope::Account, Rights::ReadWrite);
+        let user = grant(TokenKind::UserAccess, Scope::Account, Rights::ReadWrite);
+        let url = |action| Presentation::InUrl(action);
+        assert_eq!(check_presentation(&read_only, url(Action::Read)), Ok(()));
+        assert_eq!(check_presentation(&read_only, url(Action::Write)), Err(Denial::UrlTokenNotReadOnly));
+        assert_eq!(check_presentation(&writer, url(Action::Read)), Err(Denial::UrlTokenNotReadOnly));
+        assert_eq!(check_presentation(&writer, Presentation::Header), Ok(()));
+        assert_eq!(check_presentation(&api_key, Presentation::ApiKeyOnly), Ok(()));
+        assert_eq!(check_presentation(&user, Presentation::ApiKeyOnly), Err(Denial::NotAnApiKey));
+        assert_eq!(check_presentation(&user, Presentation::UserSessionOnly), Ok(()));
+        assert_eq!(check_presentation(&api_key, Presentation::UserSessionOnly), Err(Denial::UserSessionOnly));
+        assert_eq!(check_presentation(&writer, Presentation::UserSessionOnly), Err(Denial::UserSessionOnly));
+        assert!(Denial::UserSessionOnly.is_unauthenticated());
     }
 }

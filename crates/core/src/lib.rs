@@ -13,8 +13,9 @@ pub mod time;
 pub mod totp;
 
 pub use access::{
-    Action, Denial, Grant, Listing, Node, Permit, Reach, Rights, Role, Scope, Target, authorize, authorize_listing,
-    authorize_listing_of, authorize_untargeted, check_live,
+    Action, Creator, Denial, Grant, ListedTokens, Listing, ManagedToken, Node, Permit, Presentation, Reach, Rights,
+    Role, Scope, Target, authorize, authorize_listing, authorize_listing_of, authorize_mint, authorize_token_listing,
+    authorize_token_management, authorize_untargeted, check_live, check_presentation,
 };
 pub use id::{AccountId, CollectionId, DeviceId, Id, TeamId, TokenId, UserId, VariableId};
 pub use label::Label;

@@ -99,7 +99,7 @@ pub enum AppError {
     #[error("authentication failed: {0}")]
     Unauthenticated(VerifyError),
     #[error("access denied: {0}")]
-    Denied(#[from] Denial),
+    Denied(Denial),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{0}")]
@@ -154,6 +154,16 @@ impl AppError {
     }
 }
 
+impl From<Denial> for AppError {
+    fn from(denial: Denial) -> AppError {
+        if denial.hides_existence() {
+            // Another user's token does not exist as far as this user can tell.
+            return AppError::NotFound("token");
+        }
+        AppError::Denied(denial)
+    }
+}
+
 impl From<VerifyError> for AppError {
     fn from(error: VerifyError) -> AppError {
         match error {
@@ -166,7 +176,8 @@ impl From<VerifyError> for AppError {
 impl From<TokenError> for AppError {
     fn from(error: TokenError) -> AppError {
         match error {
-            TokenError::Denied(denial) => AppError::Denied(denial),
+            TokenError::Denied(denial) => AppError::from(denial),
+            TokenError::NoSuch(what) => AppError::NotFound(what),
             TokenError::Store(error) => AppError::from_store("token", error),
             TokenError::PermitMismatch => AppError::Internal(Box::new(TokenError::PermitMismatch)),
         }

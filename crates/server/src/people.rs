@@ -417,20 +417,20 @@ impl PeopleService {
         };
         let expires_at_ms = now + self.access_ttl.as_millis() as i64;
         let creator = Creator::User(user.id);
-        let access = NewToken {
-            kind: TokenKind::UserAccess,
-            scope: Scope::Account,
-            rights: Rights::ReadWrite,
-            name: format!("session ({client_id})"),
-            expires_at_ms: Some(expires_at_ms),
-        };
-        let refresh = NewToken {
-            kind: TokenKind::Refresh,
-            scope: Scope::Account,
-            rights: Rights::ReadWrite,
-            name: format!("refresh ({client_id})"),
-            expires_at_ms: Some(now + self.refresh_ttl.as_millis() as i64),
-        };
+        let access = NewToken::new(
+            TokenKind::UserAccess,
+            Scope::Account,
+            Rights::ReadWrite,
+            format!("session ({client_id})"),
+            Some(expires_at_ms),
+        );
+        let refresh = NewToken::new(
+            TokenKind::Refresh,
+            Scope::Account,
+            Rights::ReadWrite,
+            format!("refresh ({client_id})"),
+            Some(now + self.refresh_ttl.as_millis() as i64),
+        );
         let (access_record, access_token) = self.tokens.prepare(user.account, creator, access, Some(family));
         let (refresh_record, refresh_token) = self.tokens.prepare(user.account, creator, refresh, Some(family));
         let records = [access_record, refresh_record];

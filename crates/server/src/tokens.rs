@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use crate::cache::RecordCache;
 use crate::cluster::{Change, Peers};
 use tessera_core::{
-    AccountId, Action, Denial, Grant, Id, Permit, Reach, Rights, Scope, Secret, SecretDigest, SecretError, ServerKey,
-    Target, TokenId, TokenKind, authorize, check_live,
+    AccountId, Action, Denial, Grant, Id, ListedTokens, ManagedToken, Permit, Presentation, Reach, Rights, Scope,
+    Secret, SecretDigest, SecretError, ServerKey, Target, TokenId, TokenKind, authorize, authorize_mint,
+    authorize_token_listing, authorize_token_management, check_live, check_presentation,
 };
 use tessera_store::{Creator, Page, Paged, Store, StoreError, TokenFilter, TokenRecord, TokenUsage};
 
@@ -27,6 +28,10 @@ pub enum VerifyError {
     Unknown,
     #[error(transparent)]
     Dead(Denial),
+    /// A credential presented where it is not taken (a writing token in a URL, a token where only a user's
+    /// session is), decided by `tessera_core::check_presentation`.
+    #[error(transparent)]
+    NotTakenHere(Denial),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -138,6 +143,17 @@ pub struct NewToken {
     pub rights: Rights,
     pub name: String,
     pub expires_at_ms: Option<i64>,
+    /// Horde's tags.
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// The Horde resource path the scope was parsed from, as shown back.
+    pub resource: Option<String>,
+}
+
+impl NewToken {
+    /// A token without tags or a Horde resource text.
+    pub fn new(kind: TokenKind, scope: Scope, rights: Rights, name: String, expires_at_ms: Option<i64>) -> NewToken {
+        NewToken { kind, scope, rights, name, expires_at_ms, tags: Default::default(), resource: None }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +162,9 @@ pub enum TokenError {
     Denied(#[from] Denial),
     #[error("the permit does not cover this token operation")]
     PermitMismatch,
+    /// The node a token's scope names does not exist.
+    #[error("no such {0}")]
+    NoSuch(&'static str),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -212,6 +231,13 @@ impl TokenService {
         Ok(Caller { record, grant, confirmed_at: Instant::now() })
     }
 
+    /// As [`TokenService::verify`], for a credential presented as `presentation` says.
+    pub async fn verify_presented(&self, presented: &str, presentation: Presentation) -> Result<Caller, VerifyError> {
+        let caller = self.verify(presented).await?;
+        check_presentation(&caller.grant, presentation).map_err(VerifyError::NotTakenHere)?;
+        Ok(caller)
+    }
+
     /// What `creator` reaches, if known without the store.
     fn cached_reach(&self, creator: Creator) -> Option<Reach> {
         // What Tessera made itself (the bootstrap API key) reaches a fixed set, known without a lookup.
@@ -248,27 +274,19 @@ impl TokenService {
         Ok(reach)
     }
 
-    /// Mints a token for `caller` under `permit` (a token-management permit for the token's scope or above it)
-    /// and returns its record and its secret, which is shown once and never stored. A token minted with an API key
-    /// has the key as its creator; one minted in a user's session has the user, so it outlives the session and
-    /// reaches what the user reaches.
-    pub async fn mint(
-        &self,
-        caller: &Caller,
-        permit: &Permit,
-        new: NewToken,
-    ) -> Result<(TokenRecord, Secret), TokenError> {
-        if permit.action() != Action::ManageTokens
-            || permit.token() != caller.record.id
-            || !scope_within(new.scope, permit.target())
-        {
-            return Err(TokenError::PermitMismatch);
-        }
+    /// Mints `new` for `caller` if the token rule lets them (`tessera_core::authorize_mint`: minting is a change,
+    /// and a token never gets more rights than its maker) and returns its record and its secret, which is shown
+    /// once and never stored. The node its scope names must exist. A token minted with an API key has the key as
+    /// its creator; one minted in a user's session has the user, so it outlives the session and reaches what the
+    /// user reaches.
+    pub async fn mint(&self, caller: &Caller, new: NewToken) -> Result<(TokenRecord, Secret), TokenError> {
+        let target = self.management_target(caller.account(), new.scope).await?;
+        authorize_mint(&caller.grant, now_ms(), &target, new.rights)?;
         let creator = match caller.record.kind {
             TokenKind::UserAccess => caller.record.creator,
             _ => Creator::Token(caller.record.id),
         };
-        Ok(self.issue(permit.account(), creator, new, None).await?)
+        Ok(self.issue(caller.account(), creator, new, None).await?)
     }
 
     /// Stores a new token and returns it with its secret. Callers have authorized it: `mint` by a permit, a login
@@ -303,47 +321,102 @@ impl TokenService {
             rights: new.rights,
             creator,
             name: new.name,
-            tags: Default::default(),
+            tags: new.tags,
             created_at_ms: now_ms(),
             expires_at_ms: new.expires_at_ms,
             revoked_at_ms: None,
             last_used_at_ms: None,
             uses: 0,
             family,
-            resource: None,
+            resource: new.resource,
         };
         (record, secret)
     }
 
-    /// Live tokens that pass `filter`.
-    pub async fn list(
+    /// The live tokens scoped at `at` (every scope when `None`) that `caller` may see: everyone's to the API key,
+    /// an account administrator and an admin of the node; the caller's own otherwise
+    /// (`tessera_core::authorize_token_listing`). What the store answers is exactly that set, so no listed token
+    /// needs judging again.
+    pub async fn list(&self, caller: &Caller, at: Option<Scope>, page: Page) -> Result<Paged<TokenRecord>, TokenError> {
+        let target = match at {
+            Some(scope) => self.management_target(caller.account(), scope).await?,
+            None => Target::account(caller.account()),
+        };
+        let (_, listed) = authorize_token_listing(&caller.grant, now_ms(), &target)?;
+        let creator = match listed {
+            ListedTokens::Everyones => None,
+            ListedTokens::MadeBy(creator) => Some(creator),
+        };
+        Ok(self.store.list_tokens(caller.account(), TokenFilter { scope: at, creator }, now_ms(), page).await?)
+    }
+
+    /// The live token `id` if `caller` manages it (`tessera_core::authorize_token_management`), with the permit
+    /// to change or revoke it. A token the caller does not manage is refused as one that does not exist.
+    pub async fn managed(&self, caller: &Caller, id: TokenId) -> Result<(TokenRecord, Permit), TokenError> {
+        let record = match self.store.token(caller.account(), id).await {
+            Ok(record) if record.revoked_at_ms.is_none() => record,
+            Ok(_) | Err(StoreError::NotFound) => return Err(TokenError::Denied(Denial::NotYourToken)),
+            Err(error) => return Err(error.into()),
+        };
+        self.judge_management(caller, record).await
+    }
+
+    /// As [`TokenService::managed`], for a token named by its secret (Horde's routes take either).
+    pub async fn managed_by_secret(
         &self,
+        caller: &Caller,
+        secret: &Secret,
+    ) -> Result<(TokenRecord, Permit), TokenError> {
+        let record = match self.store.token_by_digest(&self.digest(secret)).await {
+            Ok(record) if record.revoked_at_ms.is_none() && record.account == caller.account() => record,
+            Ok(_) | Err(StoreError::NotFound) => return Err(TokenError::Denied(Denial::NotYourToken)),
+            Err(error) => return Err(error.into()),
+        };
+        self.judge_management(caller, record).await
+    }
+
+    async fn judge_management(
+        &self,
+        caller: &Caller,
+        record: TokenRecord,
+    ) -> Result<(TokenRecord, Permit), TokenError> {
+        // A token whose node is gone (its device deleted) is judged at the account's root: its maker and the
+        // account's managers can still see and revoke it.
+        let scope_target = match self.management_target(record.account, record.scope).await {
+            Ok(target) => target,
+            Err(TokenError::NoSuch(_)) => Target::account(record.account),
+            Err(error) => return Err(error),
+        };
+        let token = ManagedToken { account: record.account, creator: record.creator, scope_target };
+        let permit = authorize_token_management(&caller.grant, now_ms(), &token)?;
+        Ok((record, permit))
+    }
+
+    /// Stores a changed token (Horde: its resource, write flag, tags) under `permit`, the permit
+    /// [`TokenService::managed`] gave for it. What the token becomes is judged as a new token would be: the
+    /// caller must be allowed to mint it.
+    pub async fn change(
+        &self,
+        caller: &Caller,
         permit: &Permit,
-        filter: TokenFilter,
-        page: Page,
-    ) -> Result<Paged<TokenRecord>, TokenError> {
-        if permit.action() != Action::ManageTokens {
+        original: &TokenRecord,
+        changed: &TokenRecord,
+    ) -> Result<(), TokenError> {
+        if !permits_managing(permit, original) || changed.id != original.id || changed.account != original.account {
             return Err(TokenError::PermitMismatch);
         }
-        Ok(self.store.list_tokens(permit.account(), filter, now_ms(), page).await?)
+        let target = self.management_target(changed.account, changed.scope).await?;
+        authorize_mint(&caller.grant, now_ms(), &target, changed.rights)?;
+        self.store.update_token(changed).await?;
+        self.changed(changed);
+        Ok(())
     }
 
-    /// The live token `id` of the caller's account, to be authorized for management before it is revoked.
-    pub async fn find(&self, account: AccountId, id: TokenId) -> Result<TokenRecord, StoreError> {
-        let record = self.store.token(account, id).await?;
-        if record.revoked_at_ms.is_some() {
-            return Err(StoreError::NotFound);
-        }
-        Ok(record)
-    }
-
-    /// Revokes a token. The permit must be a token-management permit covering the token's scope. The token is
-    /// refused from the very next request: it leaves the cache here, and tokens it minted lose their reach.
+    /// Revokes a token under `permit`, the permit [`TokenService::managed`] gave for it. The token is refused from
+    /// the very next request: it leaves the cache here (and on the other nodes), and tokens it minted lose their
+    /// reach.
     pub async fn revoke(&self, permit: &Permit, token: &TokenRecord) -> Result<(), TokenError> {
-        if permit.action() != Action::ManageTokens
-            || permit.account() != token.account
-            || !scope_within(token.scope, permit.target())
-        {
+        if !permits_managing(permit, token) {
             return Err(TokenError::PermitMismatch);
         }
         let revoked = self.store.revoke_token(token.account, token.id, now_ms()).await?;
@@ -486,17 +559,46 @@ impl TokenService {
         self.key.digest(secret)
     }
 
-    /// The node whose tokens a token with `scope` is managed under: the node itself, for `authorize`.
-    pub async fn management_target(&self, account: AccountId, scope: Scope) -> Result<Target, StoreError> {
+    /// The node a token with `scope` is managed under, from the store's parent chain (never from the text of a
+    /// URL): the account itself for scopes at the root. `TokenError::NoSuch` when the node does not exist.
+    pub async fn management_target(&self, account: AccountId, scope: Scope) -> Result<Target, TokenError> {
+        let missing = |what| {
+            move |error| match error {
+                StoreError::NotFound => TokenError::NoSuch(what),
+                other => TokenError::Store(other),
+            }
+        };
         Ok(match scope {
             Scope::Account | Scope::AllTeams | Scope::AllCollections => Target::account(account),
-            Scope::Team(team) => Target::team(account, team),
-            Scope::Collection(collection) => Target::collection(account, collection),
+            Scope::Team(team) => {
+                self.store.team(account, team).await.map_err(missing("team"))?;
+                Target::team(account, team)
+            }
+            Scope::Collection(collection) => {
+                self.store.collection(account, collection).await.map_err(missing("collection"))?;
+                Target::collection(account, collection)
+            }
             Scope::Device(device) => {
-                let device = self.store.device(account, device).await?;
+                let device = self.store.device(account, device).await.map_err(missing("device"))?;
                 Target::device(account, device.collection, device.id)
             }
         })
+    }
+
+    /// The node a Horde resource names, checked against the store: every node exists, and a device lies in the
+    /// collection its path names.
+    pub async fn resource_target(
+        &self,
+        account: AccountId,
+        resource: &tessera_core::Resource,
+    ) -> Result<Target, TokenError> {
+        let target = self.management_target(account, resource.scope()).await?;
+        if let tessera_core::Resource::Device(collection, _) = resource
+            && target.collection_id() != Some(*collection)
+        {
+            return Err(TokenError::NoSuch("device in that collection"));
+        }
+        Ok(target)
     }
 
     fn count_use(&self, token: TokenId) {
@@ -529,6 +631,13 @@ impl TokenService {
     }
 }
 
+/// Whether `permit` is one to manage `token`: a token-management permit of its account for its scope's node.
+fn permits_managing(permit: &Permit, token: &TokenRecord) -> bool {
+    permit.action() == Action::ManageTokens
+        && permit.account() == token.account
+        && scope_within(token.scope, permit.target())
+}
+
 /// Whether a token with `scope` lies inside what `target` names: the scope's own node is the target or below it.
 fn scope_within(scope: Scope, target: &Target) -> bool {
     match scope {
@@ -557,15 +666,8 @@ mod tests {
         let credentials = crate::bootstrap::bootstrap(store.as_ref(), &key).await.unwrap().unwrap();
         let tokens = TokenService::new(store.clone(), key, 100, Peers::none());
         let api_key = tokens.verify(credentials.api_key.expose()).await.unwrap();
-        let permit = api_key.authorize(Action::ManageTokens, &Target::account(api_key.account())).unwrap();
-        let new = NewToken {
-            kind: TokenKind::Account,
-            scope: Scope::Account,
-            rights: Rights::ReadWrite,
-            name: "long-lived".into(),
-            expires_at_ms: None,
-        };
-        let (_, secret) = tokens.mint(&api_key, &permit, new).await.unwrap();
+        let new = NewToken::new(TokenKind::Account, Scope::Account, Rights::ReadWrite, "long-lived".into(), None);
+        let (_, secret) = tokens.mint(&api_key, new).await.unwrap();
         let caller = tokens.verify(secret.expose()).await.unwrap();
         assert_eq!(caller.record.creator, Creator::Token(api_key.record.id));
         (store, tokens, caller)

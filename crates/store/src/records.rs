@@ -167,15 +167,8 @@ impl DeviceFilter {
     }
 }
 
-/// Who made a token; the token never reaches further than its creator does now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Creator {
-    /// Made by Tessera itself (the bootstrap API key).
-    System,
-    /// Minted with another credential, an API key.
-    Token(TokenId),
-    User(UserId),
-}
+/// Who made a token (the core's type: the token-management rule is decided on it).
+pub use tessera_core::Creator;
 
 /// One token, whichever dialect made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +204,7 @@ impl TokenRecord {
             rights: self.rights,
             expires_at_ms: self.expires_at_ms,
             revoked: self.revoked_at_ms.is_some(),
+            creator: self.creator,
             creator_reach,
         }
     }

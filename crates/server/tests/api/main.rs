@@ -12,6 +12,7 @@ mod people;
 mod python_clients;
 mod teams;
 mod timestamps;
+mod token_management;
 mod tokens;
 mod ubidots_data;
 mod ubidots_datasources;

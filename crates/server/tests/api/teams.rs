@@ -64,12 +64,16 @@ async fn a_member_reads_the_teams_collections_and_loses_them_when_removed() {
         .await;
     assert_eq!(invites["invites"].as_array().unwrap().len(), 1, "the accepted one remains listed: {invites}");
 
-    // Bob reads the collection with his session and with a token he makes, and writes with neither.
+    // Bob reads the collection with his session and with a token he makes, and writes with neither. Minting a
+    // token scoped to the collection is a change to it, which a member may not make; a token for everything he
+    // reaches is his own business and reaches, at each use, what he reaches then.
     let (status, _) = tessera.native(Method::GET, &format!("/collections/{collection_id}"), &bob, None).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, minted) = tessera
+    let (status, refused) = tessera
         .native(Method::POST, "/tokens", &bob, Some(json!({"kind": "collection", "collection": collection_id})))
         .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    let (status, minted) = tessera.native(Method::POST, "/tokens", &bob, Some(json!({"kind": "account"}))).await;
     assert_eq!(status, StatusCode::CREATED, "{minted}");
     let bob_token = minted["secret"].as_str().unwrap();
     let (status, _) = tessera.ubidots(Method::GET, "/datasources", bob_token, None).await;

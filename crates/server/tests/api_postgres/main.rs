@@ -39,6 +39,9 @@ mod teams;
 #[path = "../api/timestamps.rs"]
 mod timestamps;
 #[cfg(postgres_tests)]
+#[path = "../api/token_management.rs"]
+mod token_management;
+#[cfg(postgres_tests)]
 #[path = "../api/tokens.rs"]
 mod tokens;
 #[cfg(postgres_tests)]

@@ -79,6 +79,7 @@ impl From<AppError> for HordeError {
         if error.is_unauthenticated() {
             let message = match &error {
                 AppError::Unauthenticated(VerifyError::Missing) => "Missing API Token".to_owned(),
+                AppError::Unauthenticated(VerifyError::NotTakenHere(denial)) => format!("Not accepted here: {denial}"),
                 _ => "Invalid API token".to_owned(),
             };
             return HordeError::new(StatusCode::UNAUTHORIZED, message);

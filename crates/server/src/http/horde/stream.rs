@@ -9,12 +9,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Path, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::Response;
 use axum::routing::get;
 use serde_json::json;
-use tessera_core::{Action, DeviceId, Rights, Target};
+use tessera_core::{Action, DeviceId, Target};
 use tessera_store::Device;
 use tokio::time::Instant;
 
@@ -48,14 +47,8 @@ impl FromRequestParts<App> for StreamCaller {
         let Some(secret) = query.text("api_token").map(|secret| secret.trim().to_owned()) else {
             return Err(AppError::Unauthenticated(VerifyError::Missing).into());
         };
-        let caller = app.tokens.verify(&secret).await.map_err(AppError::from)?;
-        if caller.record.rights != Rights::Read {
-            return Err(HordeError::new(
-                StatusCode::FORBIDDEN,
-                "Only a read-only token may be given as api_token; send others in the X-API-Token header",
-            ));
-        }
-        Ok(StreamCaller(caller))
+        let presentation = tessera_core::Presentation::InUrl(tessera_core::Action::Read);
+        Ok(StreamCaller(app.tokens.verify_presented(&secret, presentation).await.map_err(AppError::from)?))
     }
 }
 

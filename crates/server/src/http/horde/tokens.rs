@@ -11,12 +11,12 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value as Json_, json};
-use tessera_core::{Action, Resource, Rights, Secret, TokenId, TokenKind};
-use tessera_store::{Page, TokenFilter, TokenRecord};
+use tessera_core::{Permit, Presentation, Resource, Rights, Secret, TokenId, TokenKind, check_presentation};
+use tessera_store::{Page, TokenRecord};
 
 use super::{HordeCaller, HordeError, HordeResult, document, merge_tags};
 use crate::app::{App, AppError};
-use crate::tokens::{Caller, NewToken};
+use crate::tokens::{Caller, NewToken, TokenError, VerifyError};
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -36,35 +36,29 @@ fn token_json(token: &TokenRecord, shown: &str) -> Json_ {
     body
 }
 
-/// Token management needs a logged-in user; a token (even a user's own resource token) is refused with 401.
-fn session(caller: &Caller) -> Result<(), HordeError> {
-    if caller.record.kind != TokenKind::UserAccess {
-        return Err(HordeError::new(StatusCode::UNAUTHORIZED, "Tokens are managed only in a user session"));
+/// The caller of `/tokens`: only a logged-in user's session; a token (even a user's own resource token, even the
+/// API key) is refused with 401 (`tessera_core::Presentation::UserSessionOnly`).
+struct Session(Caller);
+
+impl axum::extract::FromRequestParts<App> for Session {
+    type Rejection = HordeError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &App) -> Result<Session, HordeError> {
+        let HordeCaller(caller) = HordeCaller::from_request_parts(parts, app).await?;
+        check_presentation(&caller.grant, Presentation::UserSessionOnly)
+            .map_err(|denial| AppError::Unauthenticated(VerifyError::NotTakenHere(denial)))?;
+        Ok(Session(caller))
     }
-    Ok(())
 }
 
-/// Parses and checks a resource: its shape (400 naming the problem) and that what it names exists.
+/// Parses a resource (400 naming the problem) and checks that what it names exists (400 too: the body is wrong).
 async fn resource(app: &App, caller: &Caller, text: &str) -> Result<Resource, AppError> {
     let resource = Resource::parse(text).map_err(|error| AppError::BadRequest(error.to_string()))?;
-    let account = caller.account();
-    let missing = |what: &str| AppError::BadRequest(format!("the resource names no existing {what}"));
-    match resource {
-        Resource::Team(team) => {
-            app.store.team(account, team).await.map_err(|_| missing("team"))?;
-        }
-        Resource::Collection(collection) => {
-            app.store.collection(account, collection).await.map_err(|_| missing("collection"))?;
-        }
-        Resource::Device(collection, device) => {
-            let device = app.store.device(account, device).await.map_err(|_| missing("device"))?;
-            if device.collection != collection {
-                return Err(AppError::BadRequest(format!("device {} is not in collection {collection}", device.id)));
-            }
-        }
-        Resource::Root | Resource::Teams | Resource::Collections => {}
+    match app.tokens.resource_target(caller.account(), &resource).await {
+        Ok(_) => Ok(resource),
+        Err(TokenError::NoSuch(what)) => Err(AppError::BadRequest(format!("the resource names no existing {what}"))),
+        Err(error) => Err(error.into()),
     }
-    Ok(resource)
 }
 
 /// The `write` flag, required.
@@ -76,13 +70,12 @@ fn write_flag(document: &Json_) -> Result<Option<bool>, AppError> {
     }
 }
 
-async fn list_tokens(State(app): State<App>, HordeCaller(caller): HordeCaller) -> HordeResult {
-    session(&caller)?;
-    let permit = caller
-        .authorize(Action::ManageTokens, &tessera_core::Target::account(caller.account()))
-        .map_err(AppError::from)?;
-    let filter = TokenFilter { scope: None, creator: Some(caller.record.creator) };
-    let tokens = app.tokens.list(&permit, filter, Page::ALL).await.map_err(AppError::from)?;
+fn rights_of(write: bool) -> Rights {
+    if write { Rights::ReadWrite } else { Rights::Read }
+}
+
+async fn list_tokens(State(app): State<App>, Session(caller): Session) -> HordeResult {
+    let tokens = app.tokens.list(&caller, None, Page::ALL).await.map_err(AppError::from)?;
     let tokens: Vec<Json_> = tokens
         .items
         .iter()
@@ -95,10 +88,9 @@ async fn list_tokens(State(app): State<App>, HordeCaller(caller): HordeCaller) -
 /// `POST /tokens` with `resource` and `write` (both required) and optional `tags`: the secret is shown this once.
 async fn create_token(
     State(app): State<App>,
-    HordeCaller(caller): HordeCaller,
+    Session(caller): Session,
     body: Result<Bytes, BytesRejection>,
 ) -> HordeResult {
-    session(&caller)?;
     let document = document(body)?;
     let Some(text) = document.get("resource").and_then(Json_::as_str) else {
         return Err(AppError::BadRequest("'resource' is required: a path such as /collections/{id}".into()).into());
@@ -110,91 +102,70 @@ async fn create_token(
         merge_tags(&mut tags, update)?;
     }
     let resource = resource(&app, &caller, text).await?;
-    let scope = resource.scope();
-    let target = app.tokens.management_target(caller.account(), scope).await.map_err(AppError::from)?;
-    let permit = caller.authorize(Action::ManageTokens, &target).map_err(AppError::from)?;
-    let rights = if write { Rights::ReadWrite } else { Rights::Read };
     let name = tags.get("name").cloned().unwrap_or_default();
-    let new = NewToken { kind: TokenKind::Resource, scope, rights, name, expires_at_ms: None };
-    let (mut record, secret) = app.tokens.mint(&caller, &permit, new).await.map_err(AppError::from)?;
-    record.tags = tags;
-    record.resource = Some(resource.to_string());
-    app.store.update_token(&record).await.map_err(AppError::from)?;
+    let new = NewToken {
+        tags,
+        resource: Some(resource.to_string()),
+        ..NewToken::new(TokenKind::Resource, resource.scope(), rights_of(write), name, None)
+    };
+    let (record, secret) = app.tokens.mint(&caller, new).await.map_err(AppError::from)?;
     Ok((StatusCode::CREATED, Json(token_json(&record, secret.expose()))).into_response())
 }
 
-/// The caller's own live resource token named by its id or its secret; any other is "not found".
-async fn own_token(app: &App, caller: &Caller, named: &str) -> Result<TokenRecord, AppError> {
-    let found = match Secret::parse(named) {
-        Ok(secret) => app.store.token_by_digest(&app.tokens.digest(&secret)).await,
+/// A live resource token named by its id or its secret that the caller manages, with the permit to change it;
+/// any other is "not found".
+async fn managed_token(app: &App, caller: &Caller, named: &str) -> Result<(TokenRecord, Permit), AppError> {
+    let managed = match Secret::parse(named) {
+        Ok(secret) => app.tokens.managed_by_secret(caller, &secret).await,
         Err(_) => match named.parse::<TokenId>() {
-            Ok(id) => app.store.token(caller.account(), id).await,
+            Ok(id) => app.tokens.managed(caller, id).await,
             Err(_) => return Err(AppError::NotFound("token")),
         },
     };
-    match found {
-        Ok(token)
-            if token.account == caller.account()
-                && token.creator == caller.record.creator
-                && token.kind == TokenKind::Resource
-                && token.revoked_at_ms.is_none() =>
-        {
-            Ok(token)
-        }
-        Ok(_) | Err(tessera_store::StoreError::NotFound) => Err(AppError::NotFound("token")),
-        Err(error) => Err(AppError::from(error)),
+    match managed.map_err(AppError::from)? {
+        (token, permit) if token.kind == TokenKind::Resource => Ok((token, permit)),
+        _ => Err(AppError::NotFound("token")),
     }
 }
 
-async fn get_token(State(app): State<App>, HordeCaller(caller): HordeCaller, Path(named): Path<String>) -> HordeResult {
-    session(&caller)?;
-    let token = own_token(&app, &caller, &named).await?;
+async fn get_token(State(app): State<App>, Session(caller): Session, Path(named): Path<String>) -> HordeResult {
+    let (token, _) = managed_token(&app, &caller, &named).await?;
     Ok(Json(token_json(&token, &token.id.to_string())).into_response())
 }
 
-/// `PATCH /tokens/{token}`: tags merged (names lower-cased, `""` removes); `resource` and `write` may change.
+/// `PATCH /tokens/{token}`: tags merged (names lower-cased, `""` removes); `resource` and `write` may change, as
+/// far as the caller could mint what the token becomes.
 async fn update_token(
     State(app): State<App>,
-    HordeCaller(caller): HordeCaller,
+    Session(caller): Session,
     Path(named): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> HordeResult {
-    session(&caller)?;
     let document = document(body)?;
-    let mut token = own_token(&app, &caller, &named).await?;
+    let (original, permit) = managed_token(&app, &caller, &named).await?;
+    let mut token = original.clone();
     if let Some(text) = document.get("resource").filter(|resource| !resource.is_null()) {
         let Some(text) = text.as_str() else {
             return Err(AppError::BadRequest("'resource' must be a path".into()).into());
         };
         let resource = resource(&app, &caller, text).await?;
-        let target = app.tokens.management_target(caller.account(), resource.scope()).await.map_err(AppError::from)?;
-        caller.authorize(Action::ManageTokens, &target).map_err(AppError::from)?;
         token.scope = resource.scope();
         token.resource = Some(resource.to_string());
     }
     if let Some(write) = write_flag(&document)? {
-        token.rights = if write { Rights::ReadWrite } else { Rights::Read };
+        token.rights = rights_of(write);
     }
     if let Some(update) = document.get("tags").filter(|tags| !tags.is_null()) {
         merge_tags(&mut token.tags, update)?;
     }
-    app.store.update_token(&token).await.map_err(|error| AppError::from_store("token", error))?;
-    app.tokens.changed(&token);
+    app.tokens.change(&caller, &permit, &original, &token).await.map_err(AppError::from)?;
     Ok(Json(token_json(&token, &token.id.to_string())).into_response())
 }
 
-async fn delete_token(
-    State(app): State<App>,
-    HordeCaller(caller): HordeCaller,
-    Path(named): Path<String>,
-) -> HordeResult {
-    session(&caller)?;
-    let token = own_token(&app, &caller, &named).await?;
-    // One's own token can always be revoked, even once it reaches nothing (its owner left the team, its device
-    // was deleted): the permit is the owner's own, at the account's root.
-    let permit = caller
-        .authorize(Action::ManageTokens, &tessera_core::Target::account(caller.account()))
-        .map_err(AppError::from)?;
+/// `DELETE /tokens/{token}`: one's own token can always be revoked, even once it reaches nothing (its owner left
+/// the team, its device was deleted).
+async fn delete_token(State(app): State<App>, Session(caller): Session, Path(named): Path<String>) -> HordeResult {
+    let (token, permit) = managed_token(&app, &caller, &named).await?;
     app.tokens.revoke(&permit, &token).await.map_err(AppError::from)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

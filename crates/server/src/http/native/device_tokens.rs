@@ -10,8 +10,8 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde_json::{Value as Json_, json};
-use tessera_core::{Action, CollectionId, DeviceId, Rights, Scope, TokenId, TokenKind};
-use tessera_store::{Page, TokenFilter};
+use tessera_core::{CollectionId, DeviceId, Rights, Scope, TokenId, TokenKind};
+use tessera_store::Page;
 
 use super::{BODY_LIMIT, Bearer, NativeResult, Problem, parse_id, token_json};
 use crate::app::{App, AppError};
@@ -43,46 +43,28 @@ fn new_token(body: Result<Bytes, BytesRejection>, kind: TokenKind, scope: Scope)
             _ => return Err(AppError::BadRequest("'expires_in' must be a positive number of seconds".into()).into()),
         },
     };
-    Ok(NewToken { kind, scope, rights: Rights::ReadWrite, name, expires_at_ms })
+    Ok(NewToken::new(kind, scope, Rights::ReadWrite, name, expires_at_ms))
 }
 
 async fn mint(app: &App, caller: &Caller, new: NewToken) -> NativeResult {
-    let target = app
-        .tokens
-        .management_target(caller.account(), new.scope)
-        .await
-        .map_err(|error| AppError::from_store("device", error))?;
-    let permit = caller.authorize(Action::ManageTokens, &target).map_err(AppError::from)?;
-    let (record, secret) = app.tokens.mint(caller, &permit, new).await.map_err(AppError::from)?;
+    let (record, secret) = app.tokens.mint(caller, new).await.map_err(AppError::from)?;
     let mut body = token_json(&record);
     body["secret"] = Json_::String(secret.expose().to_owned());
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 async fn list(app: &App, caller: &Caller, kind: TokenKind, scope: Scope) -> NativeResult {
-    let target = app
-        .tokens
-        .management_target(caller.account(), scope)
-        .await
-        .map_err(|error| AppError::from_store("device", error))?;
-    let permit = caller.authorize(Action::ManageTokens, &target).map_err(AppError::from)?;
-    let tokens = app
-        .tokens
-        .list(&permit, TokenFilter { scope: Some(scope), creator: None }, Page::ALL)
-        .await
-        .map_err(AppError::from)?;
+    let tokens = app.tokens.list(caller, Some(scope), Page::ALL).await.map_err(AppError::from)?;
     let listed: Vec<Json_> = tokens.items.iter().filter(|token| token.kind == kind).map(token_json).collect();
     Ok(Json(json!({ "tokens": listed })).into_response())
 }
 
 async fn remove(app: &App, caller: &Caller, kind: TokenKind, scope: Scope, token: &str) -> NativeResult {
     let id: TokenId = parse_id("token", token)?;
-    let token = app.tokens.find(caller.account(), id).await.map_err(|error| AppError::from_store("token", error))?;
+    let (token, permit) = app.tokens.managed(caller, id).await.map_err(AppError::from)?;
     if token.kind != kind || token.scope != scope {
         return Err(AppError::NotFound("token").into());
     }
-    let target = app.tokens.management_target(caller.account(), scope).await.map_err(AppError::from)?;
-    let permit = caller.authorize(Action::ManageTokens, &target).map_err(AppError::from)?;
     app.tokens.revoke(&permit, &token).await.map_err(AppError::from)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -123,14 +105,7 @@ async fn create_ground_token(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> NativeResult {
-    let scope = ground_scope(&id)?;
-    if let Scope::Collection(collection) = scope {
-        app.store
-            .collection(caller.account(), collection)
-            .await
-            .map_err(|error| AppError::from_store("collection", error))?;
-    }
-    let new = new_token(body, TokenKind::Ground, scope)?;
+    let new = new_token(body, TokenKind::Ground, ground_scope(&id)?)?;
     mint(&app, &caller, new).await
 }
 

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde_json::{Value as Json_, json};
-use tessera_core::{Action, CollectionId, Rights, Scope, Target, TeamId, TokenId, TokenKind};
-use tessera_store::{Collection, Creator, Page, TokenFilter, TokenRecord};
+use tessera_core::{Action, CollectionId, Rights, Scope, Target, TeamId, TokenKind};
+use tessera_store::{Collection, Creator, Page, TokenRecord};
 
 use crate::app::{App, AppError};
 use crate::http::{QueryParams, body_bytes, parse_json};
@@ -192,11 +192,6 @@ fn issuer_json(creator: Creator) -> Json_ {
     }
 }
 
-/// A user manages only the tokens they made; the API key manages every token of the account.
-fn own_tokens_only(caller: &Caller) -> Option<Creator> {
-    (caller.record.kind == TokenKind::UserAccess).then_some(caller.record.creator)
-}
-
 fn scope_json(scope: Scope) -> Json_ {
     match scope {
         Scope::Account => json!({"kind": "account"}),
@@ -235,14 +230,7 @@ async fn list_tokens(State(app): State<App>, Bearer(caller): Bearer, query: Quer
         Some(text) => Some(Scope::Collection(parse_id("collection", text)?)),
         None => None,
     };
-    let target = app
-        .tokens
-        .management_target(caller.account(), scope.unwrap_or(Scope::Account))
-        .await
-        .map_err(AppError::from)?;
-    let permit = caller.authorize(Action::ManageTokens, &target).map_err(AppError::from)?;
-    let filter = TokenFilter { scope, creator: own_tokens_only(&caller) };
-    let tokens = app.tokens.list(&permit, filter, Page::ALL).await.map_err(AppError::from)?;
+    let tokens = app.tokens.list(&caller, scope, Page::ALL).await.map_err(AppError::from)?;
     let listed: Vec<Json_> = tokens.items.iter().map(token_json).collect();
     Ok(Json(json!({ "tokens": listed })).into_response())
 }
@@ -290,17 +278,9 @@ async fn create_token(
             }
         },
     };
-    let target = app.tokens.management_target(caller.account(), scope).await.map_err(AppError::from)?;
-    let permit = caller.authorize(Action::ManageTokens, &target).map_err(AppError::from)?;
-    if let Scope::Collection(collection) = scope {
-        app.store
-            .collection(caller.account(), collection)
-            .await
-            .map_err(|error| AppError::from_store("collection", error))?;
-    }
     let (record, secret) = app
         .tokens
-        .mint(&caller, &permit, NewToken { kind, scope, rights, name, expires_at_ms })
+        .mint(&caller, NewToken::new(kind, scope, rights, name, expires_at_ms))
         .await
         .map_err(AppError::from)?;
     let mut body = token_json(&record);
@@ -308,31 +288,13 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-/// A live token of the caller's account that the caller may manage.
-async fn managed_token(app: &App, caller: &Caller, id: &str) -> Result<(TokenRecord, tessera_core::Permit), AppError> {
-    let id: TokenId = parse_id("token", id)?;
-    let token = app.tokens.find(caller.account(), id).await.map_err(|error| AppError::from_store("token", error))?;
-    if own_tokens_only(caller).is_some_and(|me| token.creator != me) {
-        // Another user's token does not exist as far as this user can tell.
-        return Err(AppError::NotFound("token"));
-    }
-    if own_tokens_only(caller).is_some() {
-        // A user's own token is theirs to see and revoke even once it reaches nothing.
-        let permit = caller.authorize(Action::ManageTokens, &Target::account(caller.account()))?;
-        return Ok((token, permit));
-    }
-    let target = app.tokens.management_target(caller.account(), token.scope).await?;
-    let permit = caller.authorize(Action::ManageTokens, &target)?;
-    Ok((token, permit))
-}
-
 async fn get_token(State(app): State<App>, Bearer(caller): Bearer, Path(id): Path<String>) -> NativeResult {
-    let (token, _) = managed_token(&app, &caller, &id).await?;
+    let (token, _) = app.tokens.managed(&caller, parse_id("token", &id)?).await.map_err(AppError::from)?;
     Ok(Json(token_json(&token)).into_response())
 }
 
 async fn revoke_token(State(app): State<App>, Bearer(caller): Bearer, Path(id): Path<String>) -> NativeResult {
-    let (token, permit) = managed_token(&app, &caller, &id).await?;
+    let (token, permit) = app.tokens.managed(&caller, parse_id("token", &id)?).await.map_err(AppError::from)?;
     if token.id == caller.record.id {
         return Err(AppError::Conflict("a credential cannot revoke itself".into()).into());
     }

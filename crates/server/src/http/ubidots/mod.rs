@@ -12,11 +12,11 @@ use axum::body::Bytes;
 use axum::extract::FromRequestParts;
 use axum::extract::rejection::BytesRejection;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::{Value as Json, json};
-use tessera_core::{Rights, TokenKind};
+use tessera_core::{Action, Presentation};
 use tessera_store::{Page, TimeRange};
 
 use crate::app::{App, AppError};
@@ -133,14 +133,8 @@ impl FromRequestParts<App> for AuthToken {
         let Some(text) = query.text("token") else {
             return Err(AppError::Unauthenticated(VerifyError::Missing).into());
         };
-        let caller = app.tokens.verify(text.trim()).await.map_err(AppError::from)?;
-        if parts.method != Method::GET || caller.record.rights != Rights::Read {
-            return Err(UbidotsError::new(
-                StatusCode::UNAUTHORIZED,
-                "A token in the URL is accepted only for read-only tokens on GET; send it in the X-Auth-Token header.",
-            ));
-        }
-        Ok(AuthToken(caller))
+        let presentation = Presentation::InUrl(Action::for_http_method(parts.method.as_str()));
+        Ok(AuthToken(app.tokens.verify_presented(text.trim(), presentation).await.map_err(AppError::from)?))
     }
 }
 
@@ -156,14 +150,7 @@ impl FromRequestParts<App> for ApiKey {
             return Err(AppError::Unauthenticated(VerifyError::Missing).into());
         };
         let text = value.to_str().map_err(|_| AppError::Unauthenticated(VerifyError::Unknown))?;
-        let caller = app.tokens.verify(text.trim()).await.map_err(AppError::from)?;
-        if caller.record.kind != TokenKind::ApiKey {
-            return Err(UbidotsError::new(
-                StatusCode::UNAUTHORIZED,
-                "Incorrect authentication credentials: X-Ubidots-ApiKey takes the account's API key, not a token.",
-            ));
-        }
-        Ok(ApiKey(caller))
+        Ok(ApiKey(app.tokens.verify_presented(text.trim(), Presentation::ApiKeyOnly).await.map_err(AppError::from)?))
     }
 }
 

@@ -1,4 +1,5 @@
-//! Ubidots credentials: the API key → token exchange, and organization tokens (seed 000).
+//! Ubidots credentials: the API key → token exchange, and organization tokens (seed 000). Who may mint, list
+//! and revoke them is the token service's rule; this module only speaks the wire.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -6,8 +7,8 @@ use axum::extract::{OriginalUri, Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::{Value as Json, json};
-use tessera_core::{Action, CollectionId, Rights, Scope, Target, TokenId, TokenKind};
-use tessera_store::{TokenFilter, TokenRecord};
+use tessera_core::{CollectionId, Rights, Scope, TokenId, TokenKind};
+use tessera_store::TokenRecord;
 
 use super::{ApiKey, UbidotsError, UbidotsResult, json_body, page_of, paginated};
 use crate::app::{App, AppError};
@@ -17,24 +18,16 @@ use crate::tokens::NewToken;
 
 /// `POST auth/token`: a new token with the account's full reach.
 pub async fn exchange_api_key(State(app): State<App>, ApiKey(caller): ApiKey) -> UbidotsResult {
-    let permit = caller.authorize(Action::ManageTokens, &Target::account(caller.account())).map_err(AppError::from)?;
     let expires_at_ms = Some(now_ms() + app.config.exchange_token_ttl.as_millis() as i64);
-    let new = NewToken {
-        kind: TokenKind::Account,
-        scope: Scope::Account,
-        rights: Rights::ReadWrite,
-        name: "auth/token".into(),
-        expires_at_ms,
-    };
-    let (_, secret) = app.tokens.mint(&caller, &permit, new).await.map_err(AppError::from)?;
+    let new = NewToken::new(TokenKind::Account, Scope::Account, Rights::ReadWrite, "auth/token".into(), expires_at_ms);
+    let (_, secret) = app.tokens.mint(&caller, new).await.map_err(AppError::from)?;
     Ok((StatusCode::CREATED, axum::Json(json!({ "token": secret.expose() }))).into_response())
 }
 
-/// The organization named in the path, which must be a collection of the caller's account.
-async fn organization(app: &App, account: tessera_core::AccountId, org_id: &str) -> Result<CollectionId, AppError> {
+/// The organization named in the path (its existence is checked by the token service).
+fn organization(org_id: &str) -> Result<Scope, AppError> {
     let id: CollectionId = org_id.parse().map_err(|_| AppError::NotFound("organization"))?;
-    app.store.collection(account, id).await.map_err(|error| AppError::from_store("organization", error))?;
-    Ok(id)
+    Ok(Scope::Collection(id))
 }
 
 fn listed_token(token: &TokenRecord) -> Json {
@@ -49,10 +42,7 @@ pub async fn create_organization_token(
     Path(org_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> UbidotsResult {
-    let organization = organization(&app, caller.account(), &org_id).await?;
-    let permit = caller
-        .authorize(Action::ManageTokens, &Target::collection(caller.account(), organization))
-        .map_err(AppError::from)?;
+    let scope = organization(&org_id)?;
     let body = json_body(body)?;
     let name = match body.get("name") {
         Some(Json::String(name)) if !name.trim().is_empty() && name.chars().count() <= 200 => name.trim().to_owned(),
@@ -60,14 +50,8 @@ pub async fn create_organization_token(
         Some(_) => return Err(UbidotsError::bad_request("\"name\" must be a string.")),
         None => return Err(UbidotsError::bad_request("\"name\" is required.")),
     };
-    let new = NewToken {
-        kind: TokenKind::Collection,
-        scope: Scope::Collection(organization),
-        rights: Rights::ReadWrite,
-        name,
-        expires_at_ms: None,
-    };
-    let (record, secret) = app.tokens.mint(&caller, &permit, new).await.map_err(AppError::from)?;
+    let new = NewToken::new(TokenKind::Collection, scope, Rights::ReadWrite, name, None);
+    let (record, secret) = app.tokens.mint(&caller, new).await.map_err(AppError::from)?;
     let body = json!({"name": record.name, "token": secret.expose(), "id": record.id.to_string()});
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
@@ -81,16 +65,9 @@ pub async fn list_organization_tokens(
     base: BaseUrl,
     query: QueryParams,
 ) -> UbidotsResult {
-    let organization = organization(&app, caller.account(), &org_id).await?;
-    let permit = caller
-        .authorize(Action::ManageTokens, &Target::collection(caller.account(), organization))
-        .map_err(AppError::from)?;
+    let scope = organization(&org_id)?;
     let page = page_of(&query)?;
-    let tokens = app
-        .tokens
-        .list(&permit, TokenFilter { scope: Some(Scope::Collection(organization)), creator: None }, page)
-        .await
-        .map_err(AppError::from)?;
+    let tokens = app.tokens.list(&caller, Some(scope), page).await.map_err(AppError::from)?;
     let results = tokens.items.iter().map(listed_token).collect();
     Ok(axum::Json(paginated(&base, uri.path(), &query, page, tokens.total, results)).into_response())
 }
@@ -101,14 +78,10 @@ pub async fn revoke_organization_token(
     ApiKey(caller): ApiKey,
     Path((org_id, token_id)): Path<(String, String)>,
 ) -> UbidotsResult {
-    let organization = organization(&app, caller.account(), &org_id).await?;
-    let permit = caller
-        .authorize(Action::ManageTokens, &Target::collection(caller.account(), organization))
-        .map_err(AppError::from)?;
+    let scope = organization(&org_id)?;
     let token_id: TokenId = token_id.parse().map_err(|_| AppError::NotFound("token"))?;
-    let token =
-        app.tokens.find(caller.account(), token_id).await.map_err(|error| AppError::from_store("token", error))?;
-    if token.scope != Scope::Collection(organization) {
+    let (token, permit) = app.tokens.managed(&caller, token_id).await.map_err(AppError::from)?;
+    if token.scope != scope {
         return Err(AppError::NotFound("token").into());
     }
     app.tokens.revoke(&permit, &token).await.map_err(AppError::from)?;
