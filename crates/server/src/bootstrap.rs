@@ -153,8 +153,7 @@ pub async fn add_user_as_operator(config: &Config, new: crate::people::NewUser) 
         [] => return Err(OperatorError::Refused("the data directory has no account yet; run `tessera init`".into())),
         _ => return Err(OperatorError::Refused("the data directory holds several accounts".into())),
     };
-    let tokens =
-        Arc::new(crate::tokens::TokenService::new(store.clone(), key.clone(), 16, crate::cluster::Peers::none()));
+    let tokens = Arc::new(crate::tokens::TokenService::new(store.clone(), key.clone(), 16));
     let defaults = Config::new(config.data_dir.clone());
     let people = crate::people::PeopleService::new(
         store.clone(),

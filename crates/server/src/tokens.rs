@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cache::RecordCache;
-use crate::cluster::{Change, Peers};
 use tessera_core::{
     AccountId, Action, Denial, Grant, Id, ListedTokens, ManagedToken, Permit, Presentation, Reach, Rights, Scope,
     Secret, SecretDigest, SecretError, ServerKey, Target, TokenId, TokenKind, authorize, authorize_mint,
@@ -176,7 +175,6 @@ pub struct TokenService {
     creator_reach: RecordCache<Creator, Reach>,
     usage: Mutex<HashMap<TokenId, TokenUsage>>,
     rechecks: Mutex<Rechecks>,
-    peers: Peers,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -189,7 +187,7 @@ impl std::fmt::Debug for TokenService {
 const SYSTEM_REACH: Reach = Reach::AccountData(Rights::ReadWrite);
 
 impl TokenService {
-    pub fn new(store: Arc<dyn Store>, key: ServerKey, cache_capacity: u64, peers: Peers) -> TokenService {
+    pub fn new(store: Arc<dyn Store>, key: ServerKey, cache_capacity: u64) -> TokenService {
         TokenService {
             store,
             key,
@@ -199,7 +197,6 @@ impl TokenService {
             creator_reach: RecordCache::new(10_000, Duration::from_secs(60)),
             usage: Mutex::new(HashMap::new()),
             rechecks: Mutex::default(),
-            peers,
         }
     }
 
@@ -424,18 +421,18 @@ impl TokenService {
         Ok(())
     }
 
-    /// Drops a token whose scope, rights or tags changed from the cache, so the next request sees the change.
+    /// Drops a token whose scope, rights or tags changed from the cache, so the next request sees the change. The
+    /// other nodes were told by the store, in the change's own transaction (`tessera_store::Invalidation`).
     pub fn changed(&self, token: &TokenRecord) {
         self.by_digest.invalidate(&token.digest);
         self.remember_invalidation(Creator::Token(token.id));
-        self.peers.tell(Change::token(token.id, &token.digest));
     }
 
     /// Forgets what a creator was known to reach, after a change of their memberships or role, so the next
-    /// request of every token they made is judged on what they reach now.
+    /// request of every token they made is judged on what they reach now. The other nodes were told by the
+    /// store, in the change's own transaction.
     pub fn reach_changed(&self, creator: Creator) {
         self.reach_changed_here(creator);
-        self.peers.tell(Change::reach(creator));
     }
 
     /// As [`TokenService::reach_changed`], for a change another node made and told.
@@ -444,11 +441,11 @@ impl TokenService {
         self.remember_invalidation(creator);
     }
 
-    /// Drops tokens the store has just revoked from the caches, so the next request with them is refused.
+    /// Drops tokens the store has just revoked from the caches, so the next request with them is refused. The
+    /// other nodes were told by the store, in the revocation's own transaction.
     pub fn forget(&self, revoked: &[TokenRecord]) {
         for token in revoked {
             self.forget_here(token.id, &token.digest);
-            self.peers.tell(Change::token(token.id, &token.digest));
         }
     }
 
@@ -664,7 +661,7 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
         let key = ServerKey::new(&[0; ServerKey::LEN]);
         let credentials = crate::bootstrap::bootstrap(store.as_ref(), &key).await.unwrap().unwrap();
-        let tokens = TokenService::new(store.clone(), key, 100, Peers::none());
+        let tokens = TokenService::new(store.clone(), key, 100);
         let api_key = tokens.verify(credentials.api_key.expose()).await.unwrap();
         let new = NewToken::new(TokenKind::Account, Scope::Account, Rights::ReadWrite, "long-lived".into(), None);
         let (_, secret) = tokens.mint(&api_key, new).await.unwrap();

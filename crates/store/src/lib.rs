@@ -4,10 +4,12 @@
 //! its cause chain for the log.
 
 mod codec;
+mod invalidation;
 mod postgres;
 mod records;
 mod sqlite;
 
+pub use invalidation::Invalidation;
 pub use postgres::{ListenEvent, PostgresEvents, PostgresListener, PostgresStore, ScratchSchema};
 pub use records::*;
 pub use sqlite::SqliteStore;

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::Transaction;
+
+use crate::{Invalidation, StoreError, StoreResult};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -37,6 +39,19 @@ async fn begin_write(store: &PostgresStore) -> StoreResult<Transaction<'static, 
 /// Where a write that is one statement runs: any connection of the pool.
 fn single_writes(store: &PostgresStore) -> &PgPool {
     &store.pool
+}
+
+/// Tells every node of what a change invalidates, inside the change's transaction: delivered when it commits,
+/// never without it (see `invalidation.rs`).
+async fn tell_in(transaction: &mut DbConnection, invalidations: &[Invalidation]) -> StoreResult<()> {
+    for invalidation in invalidations {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(invalidation.payload())
+            .execute(&mut *transaction)
+            .await?;
+    }
+    Ok(())
 }
 
 async fn close_pools(store: &PostgresStore) {
@@ -78,8 +93,11 @@ impl PostgresStore {
     }
 }
 
-include!("sql/store.rs");
-include!("sql/people.rs");
+/// The SQL both backends share, compiled once per backend as a real module against this one's `Db`, `DbRow`,
+/// `DbConnection`, `Backend` and write helpers (`sql/store.rs` names what it takes from here).
+#[path = "sql/store.rs"]
+#[allow(clippy::duplicate_mod, reason = "compiled once per backend on purpose: that is how the SQL is shared")]
+mod shared_sql;
 
 /// The NOTIFY channel all nodes of one database listen on.
 const CHANNEL: &str = "tessera_events";

@@ -70,6 +70,40 @@ async fn a_token_revoked_on_one_node_is_refused_on_the_other() {
     println!("revocation seen on the other node: p50 {:?}, max {:?}", delays[delays.len() / 2], delays.last().unwrap());
 }
 
+/// Issue 13, hole 8: a revocation and the notice to the other nodes are one event. The store revokes with no
+/// server around it (what is left of a node that dies right after its commit, before any queue of its could
+/// publish), and the other node, which had the token cached, refuses it at once all the same.
+#[tokio::test]
+async fn a_revocation_is_heard_even_when_its_node_dies_right_after_the_commit() {
+    use tessera_store::{Store, TokenStore};
+    let a = TestServer::start().await;
+    let mut b = another_node(&a).await;
+    let org = a.organization("Orphans").await;
+    let minted = a.organization_token(&org, "doomed").await;
+    let (secret, id) = (minted["token"].as_str().unwrap(), minted["id"].as_str().unwrap());
+    assert_eq!(b.ubidots(Method::GET, "/datasources", secret, None).await.0, StatusCode::OK, "cached on B now");
+
+    let url = a.database_url.clone().unwrap();
+    let store = tessera_store::PostgresStore::connect(&url).await.unwrap();
+    let id: tessera_core::TokenId = id.parse().unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let account: i64 = sqlx::query_scalar("SELECT account_id FROM tokens WHERE id = $1")
+        .bind(id.as_i64())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    store.revoke_token(tessera_core::AccountId::from_i64(account), id, now).await.unwrap();
+    store.close().await;
+
+    let took = until(Duration::from_secs(2), "refused on B", async || {
+        b.ubidots(Method::GET, "/datasources", secret, None).await.0 == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(took < Duration::from_secs(1), "heard with the commit, not after a cache's lifetime: {took:?}");
+    b.stop().await;
+}
+
 #[tokio::test]
 async fn live_consumers_on_one_node_get_what_another_ingests() {
     let a = TestServer::start().await;

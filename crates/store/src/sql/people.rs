@@ -1,5 +1,7 @@
-// Users, their second factor, teams, invites and login challenges: the `PeopleStore` half of the shared SQL,
-// included after `store.rs`, whose imports and helpers it uses.
+//! Users, their second factor, teams, invites and login challenges: the `PeopleStore` half of the shared SQL, a
+//! child of `store.rs`, whose imports, helpers and backend items it uses.
+
+use super::*;
 
 /// A condition true while the team (placeholder `$team`) has an admin other than the user (`$user`).
 macro_rules! keeps_another_admin {
@@ -124,11 +126,12 @@ impl PeopleStore for Backend {
     }
 
     async fn user(&self, account: AccountId, user: UserId) -> StoreResult<User> {
-        let row = sqlx::query(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.account_id = $1 AND u.id = $2"))
-            .bind(account.as_i64())
-            .bind(user.as_i64())
-            .fetch_one(&self.pool)
-            .await?;
+        let row =
+            sqlx::query(concat!("SELECT ", user_columns!(), " FROM users u WHERE u.account_id = $1 AND u.id = $2"))
+                .bind(account.as_i64())
+                .bind(user.as_i64())
+                .fetch_one(&self.pool)
+                .await?;
         user_from_row(&row)
     }
 
@@ -215,13 +218,14 @@ impl PeopleStore for Backend {
     }
 
     async fn use_recovery_code(&self, user: UserId, code: &SecretDigest, at_ms: i64) -> StoreResult<bool> {
-        let updated =
-            sqlx::query("UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND digest = $3 AND used_at IS NULL")
-                .bind(at_ms)
-                .bind(user.as_i64())
-                .bind(code.0.as_slice())
-                .execute(single_writes(self))
-                .await?;
+        let updated = sqlx::query(
+            "UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND digest = $3 AND used_at IS NULL",
+        )
+        .bind(at_ms)
+        .bind(user.as_i64())
+        .bind(code.0.as_slice())
+        .execute(single_writes(self))
+        .await?;
         Ok(updated.rows_affected() == 1)
     }
 
@@ -254,16 +258,18 @@ impl PeopleStore for Backend {
     async fn insert_team(&self, team: &Team, creator: UserId) -> StoreResult<()> {
         let mut transaction = begin_write(self).await?;
         insert_team_in(&mut transaction, team, creator).await?;
+        tell_in(&mut transaction, &[Invalidation::Reach(Creator::User(creator))]).await?;
         transaction.commit().await?;
         Ok(())
     }
 
     async fn team(&self, account: AccountId, team: TeamId) -> StoreResult<Team> {
-        let row = sqlx::query(concat!("SELECT ", team_columns!(), " FROM teams t WHERE t.account_id = $1 AND t.id = $2"))
-            .bind(account.as_i64())
-            .bind(team.as_i64())
-            .fetch_one(&self.pool)
-            .await?;
+        let row =
+            sqlx::query(concat!("SELECT ", team_columns!(), " FROM teams t WHERE t.account_id = $1 AND t.id = $2"))
+                .bind(account.as_i64())
+                .bind(team.as_i64())
+                .fetch_one(&self.pool)
+                .await?;
         team_from_row(&row)
     }
 
@@ -293,12 +299,14 @@ impl PeopleStore for Backend {
 
     async fn delete_team(&self, account: AccountId, team: TeamId) -> StoreResult<()> {
         let mut transaction = begin_write(self).await?;
-        let private_of: Option<i64> =
-            sqlx::query_scalar(concat!("SELECT private_of FROM teams WHERE account_id = $1 AND id = $2", for_update!()))
-                .bind(account.as_i64())
-                .bind(team.as_i64())
-                .fetch_one(&mut *transaction)
-                .await?;
+        let private_of: Option<i64> = sqlx::query_scalar(concat!(
+            "SELECT private_of FROM teams WHERE account_id = $1 AND id = $2",
+            for_update!()
+        ))
+        .bind(account.as_i64())
+        .bind(team.as_i64())
+        .fetch_one(&mut *transaction)
+        .await?;
         if private_of.is_some() {
             return Err(StoreError::Conflict("a user's private team cannot be deleted".into()));
         }
@@ -309,7 +317,14 @@ impl PeopleStore for Backend {
         if owned > 0 {
             return Err(StoreError::Conflict(format!("the team still owns {owned} collection(s)")));
         }
+        let members: Vec<i64> = sqlx::query_scalar("SELECT user_id FROM team_members WHERE team_id = $1")
+            .bind(team.as_i64())
+            .fetch_all(&mut *transaction)
+            .await?;
         sqlx::query("DELETE FROM teams WHERE id = $1").bind(team.as_i64()).execute(&mut *transaction).await?;
+        let reaches: Vec<Invalidation> =
+            members.into_iter().map(|user| Invalidation::Reach(Creator::User(UserId::from_i64(user)))).collect();
+        tell_in(&mut transaction, &reaches).await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -369,6 +384,7 @@ impl PeopleStore for Backend {
             drop(transaction);
             return Err(self.why_membership_unchanged(team, user).await);
         }
+        tell_in(&mut transaction, &[Invalidation::Reach(Creator::User(user))]).await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -389,6 +405,7 @@ impl PeopleStore for Backend {
             drop(transaction);
             return Err(self.why_membership_unchanged(team, user).await);
         }
+        tell_in(&mut transaction, &[Invalidation::Reach(Creator::User(user))]).await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -459,6 +476,7 @@ impl PeopleStore for Backend {
         .bind(at_ms)
         .execute(&mut *transaction)
         .await?;
+        tell_in(&mut transaction, &[Invalidation::Reach(Creator::User(user))]).await?;
         transaction.commit().await?;
         Ok(TeamId::from_i64(team))
     }

@@ -1,7 +1,9 @@
-// The SQL shared by every backend, included by `sqlite.rs` and `postgres.rs` (see the comment there for why this
-// is text inclusion rather than generics). The including module defines `Db`, `DbRow`, `DbConnection`, `Backend`
-// (the store type, with a `pool`), `begin_write`, `begin_exclusive` (both taking the store), `close_pools` and the `for_update!`
-// macro. Placeholders are `$N`, which both SQLite and PostgreSQL read as "the N-th bound value".
+//! The SQL shared by every backend: a module that `sqlite.rs` and `postgres.rs` each declare (`#[path]`), so it is
+//! compiled, checked and formatted as Rust once per backend. What a backend supplies is the `use super::…` below:
+//! `Db`, `DbRow`, `DbConnection`, `Backend` (the store type, with a `pool`), `begin_write`, `begin_exclusive`,
+//! `single_writes`, `close_pools`, `tell_in` (the invalidations a change commits with) and the `for_update!`
+//! macro. Placeholders are `$N`, which both SQLite and PostgreSQL read as "the N-th bound value". Generics over
+//! `sqlx::Database` would bury every statement under trait bounds; this keeps each statement plain.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,16 +13,22 @@ use tessera_core::{
     AccountId, CollectionId, DeviceId, Id, Label, Reading, Role, SecretDigest, TeamId, TokenId, UserId, VariableId,
 };
 
+use super::{Backend, Db, DbConnection, DbRow, begin_exclusive, begin_write, close_pools, single_writes, tell_in};
 use crate::codec::*;
 use crate::{
     Account, AccountStore, Bootstrap, Collection, CollectionStore, Creator, Device, DeviceFilter, DeviceStore,
-    Downlink, Page, Paged, ReadingStore, Store, StoreError, StoreResult, Team, TimeRange, TokenFilter, TokenRecord,
-    TokenStore, TokenUsage, User, Variable,
+    Downlink, Invalidation, Page, Paged, ReadingStore, Store, StoreError, StoreResult, Team, TimeRange, TokenFilter,
+    TokenRecord, TokenStore, TokenUsage, User, Variable,
 };
 use crate::{Invite, LoginChallenge, Membership, PeopleStore, UserReach, UserTotp};
 
 fn label_from_column(text: String) -> StoreResult<Label> {
     Label::parse(&text).map_err(|error| corrupt(format!("stored label is invalid: {error}")))
+}
+
+/// What revoking or changing these tokens invalidates on every node.
+fn token_invalidations(tokens: &[TokenRecord]) -> Vec<Invalidation> {
+    tokens.iter().map(|token| Invalidation::Token { id: token.id, digest: token.digest }).collect()
 }
 
 /// Readings per INSERT statement: 7 parameters each stays well under SQLite's limit of 32 766 and PostgreSQL's
@@ -245,7 +253,10 @@ impl AccountStore for Backend {
             .bind(proposed)
             .execute(single_writes(self))
             .await?;
-        Ok(sqlx::query_scalar("SELECT value FROM shared_secrets WHERE name = $1").bind(name).fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT value FROM shared_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     async fn account(&self, account: AccountId) -> StoreResult<Account> {
@@ -258,11 +269,7 @@ impl AccountStore for Backend {
 }
 
 /// Inserts a user, their private team and their admin membership of it.
-pub(crate) async fn insert_user_in(
-    connection: &mut DbConnection,
-    user: &User,
-    private_team: &Team,
-) -> StoreResult<()> {
+pub(crate) async fn insert_user_in(connection: &mut DbConnection, user: &User, private_team: &Team) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO users (id, account_id, email, password_hash, display_name, phone, is_admin, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -281,11 +288,7 @@ pub(crate) async fn insert_user_in(
 }
 
 /// Inserts a team and makes `admin` its admin.
-pub(crate) async fn insert_team_in(
-    connection: &mut DbConnection,
-    team: &Team,
-    admin: UserId,
-) -> StoreResult<()> {
+pub(crate) async fn insert_team_in(connection: &mut DbConnection, team: &Team, admin: UserId) -> StoreResult<()> {
     sqlx::query("INSERT INTO teams (id, account_id, tags, private_of, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(team.id.as_i64())
         .bind(team.account.as_i64())
@@ -365,10 +368,18 @@ impl TokenStore for Backend {
             query.push(" AND (expires_at IS NULL OR expires_at > ").push_bind(now_ms).push(")");
             // `IS` compares NULLs as equal, so scopes and creators without an id match too.
             if let Some((kind, id)) = filter.scope.map(scope_columns) {
-                query.push(" AND scope_kind = ").push_bind(kind).push(" AND scope_id IS NOT DISTINCT FROM ").push_bind(id);
+                query
+                    .push(" AND scope_kind = ")
+                    .push_bind(kind)
+                    .push(" AND scope_id IS NOT DISTINCT FROM ")
+                    .push_bind(id);
             }
             if let Some((kind, id)) = filter.creator.map(creator_columns) {
-                query.push(" AND creator_kind = ").push_bind(kind).push(" AND creator_id IS NOT DISTINCT FROM ").push_bind(id);
+                query
+                    .push(" AND creator_kind = ")
+                    .push_bind(kind)
+                    .push(" AND creator_id IS NOT DISTINCT FROM ")
+                    .push_bind(id);
             }
         };
         let mut count = QueryBuilder::<Db>::new("SELECT count(*) FROM tokens");
@@ -384,6 +395,7 @@ impl TokenStore for Backend {
     }
 
     async fn revoke_token(&self, account: AccountId, token: TokenId, at_ms: i64) -> StoreResult<TokenRecord> {
+        let mut transaction = begin_write(self).await?;
         let row = sqlx::query(concat!(
             "UPDATE tokens SET revoked_at = $1 WHERE account_id = $2 AND id = $3 AND revoked_at IS NULL RETURNING ",
             token_columns!()
@@ -391,12 +403,16 @@ impl TokenStore for Backend {
         .bind(at_ms)
         .bind(account.as_i64())
         .bind(token.as_i64())
-        .fetch_one(single_writes(self))
+        .fetch_one(&mut *transaction)
         .await?;
-        token_from_row(&row)
+        let revoked = token_from_row(&row)?;
+        tell_in(&mut transaction, &token_invalidations(std::slice::from_ref(&revoked))).await?;
+        transaction.commit().await?;
+        Ok(revoked)
     }
 
     async fn update_token(&self, token: &TokenRecord) -> StoreResult<()> {
+        let mut transaction = begin_write(self).await?;
         let (scope_kind, scope_id) = scope_columns(token.scope);
         let updated = sqlx::query(
             "UPDATE tokens SET scope_kind = $1, scope_id = $2, rights = $3, name = $4, tags = $5, resource = $6 \
@@ -410,11 +426,13 @@ impl TokenStore for Backend {
         .bind(&token.resource)
         .bind(token.account.as_i64())
         .bind(token.id.as_i64())
-        .execute(single_writes(self))
+        .execute(&mut *transaction)
         .await?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        tell_in(&mut transaction, &token_invalidations(std::slice::from_ref(token))).await?;
+        transaction.commit().await?;
         Ok(())
     }
 
@@ -460,8 +478,10 @@ impl TokenStore for Backend {
         .bind(family.as_i64())
         .fetch_all(&mut *transaction)
         .await?;
+        let revoked = rows.iter().map(token_from_row).collect::<StoreResult<Vec<_>>>()?;
+        tell_in(&mut transaction, &token_invalidations(&revoked)).await?;
         transaction.commit().await?;
-        rows.iter().map(token_from_row).collect()
+        Ok(revoked)
     }
 
     async fn revoke_tokens_of(
@@ -471,6 +491,7 @@ impl TokenStore for Backend {
         at_ms: i64,
     ) -> StoreResult<Vec<TokenRecord>> {
         let (kind, id) = creator_columns(creator);
+        let mut transaction = begin_write(self).await?;
         let rows = sqlx::query(concat!(
             "UPDATE tokens SET revoked_at = $1 WHERE account_id = $2 AND creator_kind = $3 AND creator_id IS NOT DISTINCT FROM $4 \
              AND revoked_at IS NULL RETURNING ",
@@ -480,9 +501,12 @@ impl TokenStore for Backend {
         .bind(account.as_i64())
         .bind(kind)
         .bind(id)
-        .fetch_all(single_writes(self))
+        .fetch_all(&mut *transaction)
         .await?;
-        rows.iter().map(token_from_row).collect()
+        let revoked = rows.iter().map(token_from_row).collect::<StoreResult<Vec<_>>>()?;
+        tell_in(&mut transaction, &token_invalidations(&revoked)).await?;
+        transaction.commit().await?;
+        Ok(revoked)
     }
 
     async fn record_token_usage(&self, usage: &[TokenUsage]) -> StoreResult<()> {
@@ -512,16 +536,33 @@ impl TokenStore for Backend {
 #[async_trait]
 impl CollectionStore for Backend {
     async fn insert_collection(&self, collection: &Collection) -> StoreResult<()> {
-        insert_collection_in(single_writes(self), collection).await
+        let Some(team) = collection.team else {
+            return insert_collection_in(single_writes(self), collection).await;
+        };
+        // The team's members now reach one more collection.
+        let mut transaction = begin_write(self).await?;
+        insert_collection_in(&mut *transaction, collection).await?;
+        let members: Vec<i64> = sqlx::query_scalar("SELECT user_id FROM team_members WHERE team_id = $1")
+            .bind(team.as_i64())
+            .fetch_all(&mut *transaction)
+            .await?;
+        let reaches: Vec<Invalidation> =
+            members.into_iter().map(|user| Invalidation::Reach(Creator::User(UserId::from_i64(user)))).collect();
+        tell_in(&mut transaction, &reaches).await?;
+        transaction.commit().await?;
+        Ok(())
     }
 
     async fn collection(&self, account: AccountId, collection: CollectionId) -> StoreResult<Collection> {
-        let row =
-            sqlx::query(concat!("SELECT ", collection_columns!(), " FROM collections WHERE account_id = $1 AND id = $2"))
-                .bind(account.as_i64())
-                .bind(collection.as_i64())
-                .fetch_one(&self.pool)
-                .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            collection_columns!(),
+            " FROM collections WHERE account_id = $1 AND id = $2"
+        ))
+        .bind(account.as_i64())
+        .bind(collection.as_i64())
+        .fetch_one(&self.pool)
+        .await?;
         collection_from_row(&row)
     }
 
@@ -570,17 +611,16 @@ impl CollectionStore for Backend {
         at_ms: i64,
     ) -> StoreResult<Vec<TokenRecord>> {
         let mut transaction = begin_write(self).await?;
-        let row =
-            sqlx::query(concat!(
-                "SELECT ",
-                collection_columns!(),
-                " FROM collections WHERE account_id = $1 AND id = $2",
-                for_update!()
-            ))
-            .bind(account.as_i64())
-            .bind(collection.as_i64())
-            .fetch_one(&mut *transaction)
-                .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            collection_columns!(),
+            " FROM collections WHERE account_id = $1 AND id = $2",
+            for_update!()
+        ))
+        .bind(account.as_i64())
+        .bind(collection.as_i64())
+        .fetch_one(&mut *transaction)
+        .await?;
         if collection_from_row(&row)?.is_default {
             return Err(StoreError::Conflict("the account's default collection cannot be deleted".into()));
         }
@@ -606,6 +646,7 @@ impl CollectionStore for Backend {
             .bind(collection.as_i64())
             .execute(&mut *transaction)
             .await?;
+        tell_in(&mut transaction, &token_invalidations(&revoked)).await?;
         transaction.commit().await?;
         Ok(revoked)
     }
@@ -670,16 +711,17 @@ impl DeviceStore for Backend {
     }
 
     async fn update_device(&self, device: &Device) -> StoreResult<()> {
-        let updated =
-            sqlx::query("UPDATE devices SET name = $1, imsi = $2, imei = $3, tags = $4 WHERE account_id = $5 AND id = $6")
-                .bind(&device.name)
-                .bind(&device.imsi)
-                .bind(&device.imei)
-                .bind(tags_column(&device.tags))
-                .bind(device.account.as_i64())
-                .bind(device.id.as_i64())
-                .execute(single_writes(self))
-                .await?;
+        let updated = sqlx::query(
+            "UPDATE devices SET name = $1, imsi = $2, imei = $3, tags = $4 WHERE account_id = $5 AND id = $6",
+        )
+        .bind(&device.name)
+        .bind(&device.imsi)
+        .bind(&device.imei)
+        .bind(tags_column(&device.tags))
+        .bind(device.account.as_i64())
+        .bind(device.id.as_i64())
+        .execute(single_writes(self))
+        .await?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -998,3 +1040,8 @@ impl Store for Backend {
         close_pools(self).await;
     }
 }
+
+/// Users, second factors, teams, invites and login challenges: the `PeopleStore` half.
+#[path = "people.rs"]
+#[allow(clippy::duplicate_mod, reason = "compiled once per backend, with its parent")]
+mod people;

@@ -86,12 +86,7 @@ async fn verify_times() -> anyhow::Result<VerifyTimes> {
     let credentials = tessera_server::bootstrap::bootstrap(opened.store.as_ref(), &opened.key)
         .await?
         .context("a fresh store is bootstrapped")?;
-    let tokens = tessera_server::tokens::TokenService::new(
-        opened.store.clone(),
-        opened.key.clone(),
-        1_000,
-        tessera_server::cluster::Peers::none(),
-    );
+    let tokens = tessera_server::tokens::TokenService::new(opened.store.clone(), opened.key.clone(), 1_000);
     // The credential a device sends: an organization token, minted with the API key (so its creator's reach is
     // looked up too, as for every device's token).
     let api_key = tokens.verify(credentials.api_key.expose()).await.map_err(|error| anyhow::anyhow!("{error}"))?;

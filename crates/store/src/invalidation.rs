@@ -1,0 +1,42 @@
+//! Cache invalidations that commit with their change. Every node caches tokens by digest and what each creator
+//! reaches; when a change alters either, the store itself tells the other nodes, inside the transaction that makes
+//! the change (PostgreSQL delivers a `NOTIFY` issued in a transaction exactly when it commits), so "committed" and
+//! "told" are one event: no node can die between the two and leave the others trusting a revoked token.
+//!
+//! The payload is the event format the server's cluster module reads (`tessera_server::cluster::Change` in its
+//! envelope), written here because the store is what sends it; its `origin` is 0, no node's own id, so the node
+//! that made the change hears it too and drops the same cache entries a second time (harmless, and rare).
+
+use tessera_core::{Creator, SecretDigest, TokenId};
+
+/// What other nodes must forget when a change commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// A token was revoked, or its scope, rights or tags changed.
+    Token { id: TokenId, digest: SecretDigest },
+    /// What a creator reaches changed (a membership, a role, a team's collections).
+    Reach(Creator),
+}
+
+impl Invalidation {
+    /// The event as nodes read it.
+    pub fn payload(&self) -> String {
+        let event = match self {
+            Invalidation::Token { id, digest } => serde_json::json!({
+                "origin": 0,
+                "change": "token",
+                "id": id.as_i64(),
+                "digest": digest.0.iter().map(|byte| format!("{byte:02x}")).collect::<String>(),
+            }),
+            Invalidation::Reach(creator) => {
+                let creator = match creator {
+                    Creator::System => serde_json::json!({"kind": "system"}),
+                    Creator::Token(token) => serde_json::json!({"kind": "token", "id": token.as_i64()}),
+                    Creator::User(user) => serde_json::json!({"kind": "user", "id": user.as_i64()}),
+                };
+                serde_json::json!({"origin": 0, "change": "reach", "creator": creator})
+            }
+        };
+        event.to_string()
+    }
+}
