@@ -319,6 +319,58 @@ impl DataService {
         Ok(())
     }
 
+    /// The device with `id`, authorized for `action`; a device the caller cannot reach is refused, one that does
+    /// not exist is not found.
+    pub async fn device_by_id(
+        &self,
+        caller: &Caller,
+        action: Action,
+        id: tessera_core::DeviceId,
+    ) -> Result<(Device, Permit), AppError> {
+        let device =
+            self.store.device(caller.account(), id).await.map_err(|error| AppError::from_store("device", error))?;
+        let permit = caller.authorize(action, &device_target(&device))?;
+        Ok((device, permit))
+    }
+
+    /// Stores labelled series for the device `label` (a Ubidots device body, over HTTP or MQTT), creating the
+    /// device and its variables on first use. Answers each variable's label with the number of dots stored; a
+    /// refused series stores nothing.
+    pub async fn write_device_series(
+        &self,
+        caller: &Caller,
+        label: &Label,
+        series: Vec<(Label, Vec<Dot>)>,
+        wait: Wait,
+    ) -> Result<Vec<(String, usize)>, AppError> {
+        let (device, permit) = self.device_for_write(caller, label).await?;
+        let mut resolved = Vec::with_capacity(series.len());
+        for (variable_label, dots) in series {
+            let variable =
+                self.variable_for_write(&permit, &device, &variable_label, variable_label.as_str(), "").await?;
+            resolved.push((variable, dots));
+        }
+        let stored = self.write_waiting(&[&permit], resolved, wait).await?;
+        Ok(stored.into_iter().map(|(variable, dots)| (variable.label.to_string(), dots)).collect())
+    }
+
+    /// Stores one value of an existing variable (an AllThingsTalk asset's state, over HTTP or MQTT) of the device
+    /// `device`, if the asset's profile allows it.
+    pub async fn write_state(
+        &self,
+        caller: &Caller,
+        device: tessera_core::DeviceId,
+        asset: &Label,
+        dot: Dot,
+        wait: Wait,
+    ) -> Result<(), AppError> {
+        let (device, _) = self.device_by_id(caller, Action::Write, device).await?;
+        let variable = self.variable_by_label(&device, asset).await?;
+        let permit = caller.authorize(Action::Write, &variable_target(&variable))?;
+        self.write_waiting(&[&permit], vec![(variable, vec![dot])], wait).await?;
+        Ok(())
+    }
+
     /// Stores dots in their variables through the batching writer and returns once they are durable, all of
     /// them or none, answering each variable with the number of its dots stored. Every variable must be covered by
     /// one of the write permits. The dots are moved into the readings, not copied: this is the ingest hot path.

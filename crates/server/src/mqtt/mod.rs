@@ -597,15 +597,17 @@ impl Session {
         // the writer (in order), instead of waiting for each commit, which made a connection latency-bound.
         let wait = if publish.qos == QoS::AtMostOnce { Wait::Queued } else { Wait::Committed };
         match topics::inbound(&publish.topic) {
+            // The dialects' body parsers (pure, shared with their HTTP routes), then the data service stores it: the
+            // same authorization and the same checks as over HTTP.
             Some(Inbound::UbidotsDevice { label }) => {
                 let label = Label::parse(label).map_err(|error| AppError::bad_label("device", error))?;
-                let now = crate::time::now_ms();
-                let app = &self.app;
-                crate::http::ubidots::devices::ingest_device_body(app, &self.caller, &label, &body, now, wait).await?;
+                let series = crate::http::ubidots::devices::device_series(&body, crate::time::now_ms())?;
+                self.app.data.write_device_series(&self.caller, &label, series, wait).await?;
             }
             Some(Inbound::AssetState { device, asset }) => {
-                let app = &self.app;
-                crate::http::allthingstalk::assets::write_state(app, &self.caller, device, asset, &body, wait).await?;
+                let (_, dot) = crate::http::allthingstalk::assets::state_dot(&body)?;
+                let (device, asset) = crate::http::allthingstalk::assets::state_path(device, asset)?;
+                self.app.data.write_state(&self.caller, device, &asset, dot, wait).await?;
             }
             None => return Err(AppError::BadRequest(format!("no dialect publishes to '{}'", publish.topic))),
         }

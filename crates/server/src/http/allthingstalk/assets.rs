@@ -16,7 +16,7 @@ use tessera_core::{Action, DeviceId, Label, Permit, Value};
 use tessera_store::{Device, DeviceFilter, Page, Variable};
 
 use crate::app::{App, AppError};
-use crate::data::{Dot, device_target, variable_target};
+use crate::data::{Dot, variable_target};
 use crate::http::{body_bytes, parse_json};
 use crate::time::{now_ms, parse_iso8601, rfc3339};
 use crate::tokens::{Caller, VerifyError};
@@ -92,9 +92,15 @@ fn document(body: Result<Bytes, BytesRejection>) -> Result<Json_, AttError> {
 
 async fn device_for(app: &App, caller: &Caller, action: Action, id: &str) -> Result<(Device, Permit), AppError> {
     let id: DeviceId = id.parse().map_err(|_| AppError::NotFound("device"))?;
-    let device = app.store.device(caller.account(), id).await.map_err(|error| AppError::from_store("device", error))?;
-    let permit = caller.authorize(action, &device_target(&device))?;
-    Ok((device, permit))
+    app.data.device_by_id(caller, action, id).await
+}
+
+/// AllThingsTalk calls a variable an asset.
+fn asset_not_found(error: AppError) -> AppError {
+    match error {
+        AppError::NotFound("variable") => AppError::NotFound("asset"),
+        other => other,
+    }
 }
 
 fn asset_json(variable: &Variable) -> Json_ {
@@ -223,7 +229,10 @@ async fn put_state(
     body: Result<Bytes, BytesRejection>,
 ) -> AttResult {
     let document = document(body)?;
-    let (value, timestamp_ms) = write_state(&app, &caller, &device, &asset, &document, Wait::Committed).await?;
+    let (value, dot) = state_dot(&document)?;
+    let (device, asset) = state_path(&device, &asset)?;
+    let timestamp_ms = dot.timestamp_ms;
+    app.data.write_state(&caller, device, &asset, dot, Wait::Committed).await.map_err(asset_not_found)?;
     Ok(Json(state_json(value, timestamp_ms)).into_response())
 }
 
@@ -235,16 +244,9 @@ fn state_value(document: &Json_) -> (Json_, Option<&Json_>) {
     }
 }
 
-/// Stores a state (`{"value", "at"?}` or a bare JSON value) of an asset, whichever transport carried it (HTTP or
-/// MQTT), if the asset's profile allows it. Answers the value and its time.
-pub async fn write_state(
-    app: &App,
-    caller: &Caller,
-    device: &str,
-    asset: &str,
-    document: &Json_,
-    wait: Wait,
-) -> Result<(Json_, i64), AppError> {
+/// Parses a state body (`{"value", "at"?}` or a bare JSON value), whichever transport carried it (HTTP or MQTT),
+/// into the value as given and the dot to store; without `at`, the time is now.
+pub fn state_dot(document: &Json_) -> Result<(Json_, Dot), AppError> {
     let (value, at) = state_value(document);
     let timestamp_ms = match at {
         None | Some(Json_::Null) => now_ms(),
@@ -253,15 +255,19 @@ pub async fn write_state(
         }
         Some(_) => return Err(AppError::BadRequest("'at' must be an ISO 8601 date and time as a string".into())),
     };
-    let (_, variable, permit) = asset_for(app, caller, Action::Write, device, asset).await?;
     // The asset's profile is checked by the data service, for every dialect alike.
     let stored = match &value {
         Json_::Number(number) => Value::Number(number.as_f64().unwrap_or_default()),
         other => Value::Json(other.clone()),
     };
-    let dot = Dot { timestamp_ms, value: stored, context: Default::default() };
-    app.data.write_waiting(&[&permit], vec![(variable, vec![dot])], wait).await?;
-    Ok((value, timestamp_ms))
+    Ok((value, Dot { timestamp_ms, value: stored, context: Default::default() }))
+}
+
+/// The device id and asset label of a state's path; ones that cannot exist are not found.
+pub fn state_path(device: &str, asset: &str) -> Result<(DeviceId, Label), AppError> {
+    let device = device.parse().map_err(|_| AppError::NotFound("device"))?;
+    let asset = Label::parse(asset).map_err(|_| AppError::NotFound("asset"))?;
+    Ok((device, asset))
 }
 
 /// `PUT /device/{id}/asset/{name}/command` with `{"value"}`: a command for an actuator, passed on at once to the

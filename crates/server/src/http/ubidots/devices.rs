@@ -32,32 +32,18 @@ pub async fn send_to_device(
 ) -> UbidotsResult {
     let label = parse_label("device", &device)?;
     let body = json_body(body)?;
-    let stored = ingest_device_body(&app, &caller, &label, &body, default_timestamp(&query)?, Wait::Committed).await?;
+    let series = device_series(&body, default_timestamp(&query)?)?;
+    let stored = app.data.write_device_series(&caller, &label, series, Wait::Committed).await?;
     let answer: Map<String, Json> =
         stored.into_iter().map(|(variable, dots)| (variable, created_statuses(dots))).collect();
     Ok(axum::Json(Json::Object(answer)).into_response())
 }
 
-/// Stores a Ubidots device body (`{"<variable>": <dot or dots>, ...}`) for the device `label`, creating the device
-/// and its variables on first use, whichever transport carried it (HTTP or MQTT). Answers each variable's label
-/// with the number of dots stored; a malformed body stores nothing.
-pub async fn ingest_device_body(
-    app: &App,
-    caller: &Caller,
-    label: &tessera_core::Label,
-    body: &Json,
-    default_timestamp_ms: i64,
-    wait: Wait,
-) -> Result<Vec<(String, usize)>, AppError> {
+/// Parses a Ubidots device body (`{"<variable>": <dot or dots>, ...}`) for the data service, whichever transport
+/// carried it (HTTP or MQTT); a malformed body is refused whole.
+pub fn device_series(body: &Json, default_timestamp_ms: i64) -> Result<Vec<(tessera_core::Label, Vec<Dot>)>, AppError> {
     let variables = payload::parse_device_body(body, default_timestamp_ms).map_err(AppError::BadRequest)?;
-    let (device, permit) = app.data.device_for_write(caller, label).await?;
-    let mut series = Vec::with_capacity(variables.len());
-    for entry in variables {
-        let variable = app.data.variable_for_write(&permit, &device, &entry.label, entry.label.as_str(), "").await?;
-        series.push((variable, entry.dots));
-    }
-    let stored = app.data.write_waiting(&[&permit], series, wait).await?;
-    Ok(stored.into_iter().map(|(variable, dots)| (variable.label.to_string(), dots)).collect())
+    Ok(variables.into_iter().map(|entry| (entry.label, entry.dots)).collect())
 }
 
 /// Stores dots in one variable and answers as Ubidots does: the stored dot for a single dot, one status per dot
