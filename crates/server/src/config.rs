@@ -38,6 +38,29 @@ pub struct Config {
     pub access_token_ttl: Duration,
     /// How long a refresh token lives.
     pub refresh_token_ttl: Duration,
+    /// How long a client has to send a request's line and headers: from the connection's opening for its first
+    /// request, from the first byte of each later one. A whole limit, not one per read, so headers sent a byte at a
+    /// time (slowloris) are cut off too. 20 s, Apache's `RequestReadTimeout header=20`: a request head is a few
+    /// hundred bytes, which even a 2G link carries in a second or two; nginx allows 60 s.
+    pub http_header_timeout: Duration,
+    /// How long a request body may go without a byte arriving (between reads, as nginx's
+    /// `client_body_timeout`). A stalled upload is answered 408 and the connection closed. 20 s, Apache's
+    /// `body=20`: a device whose link stalls for that long has lost it; nginx allows 60 s.
+    pub http_body_timeout: Duration,
+    /// How long an answer may wait for the client to take it (between writes, as nginx's `send_timeout`), on
+    /// every connection, WebSockets and event streams included: a client that stops reading is cut off instead of
+    /// holding its connection for ever. 20 s, as for the body.
+    pub http_send_timeout: Duration,
+    /// How long a connection may stay open between requests. 75 s, nginx's `keepalive_timeout`: longer than the
+    /// 60 s idle timeout of the common load balancers and proxies, so they close the idle connections they keep
+    /// to Tessera, never Tessera under a request they are sending. (Apache's 5 s would have a device that reports
+    /// every minute open a connection for every reading.)
+    pub http_keep_alive_timeout: Duration,
+    /// Most HTTP connections open at once, WebSockets included. At the bound Tessera stops accepting until one
+    /// closes; the others wait in the listen queue. 10 000 holds a fleet of that many devices on keep-alive
+    /// connections (about 18 KiB of memory each while idle, measured); keep it below the open-file limit (`ulimit -n`),
+    /// with room for the store's files and MQTT connections, which Tessera warns about at start.
+    pub http_max_connections: usize,
 }
 
 impl Config {
@@ -58,6 +81,11 @@ impl Config {
             hub_capacity: 4096,
             access_token_ttl: Duration::from_secs(3599),
             refresh_token_ttl: Duration::from_secs(60 * 24 * 60 * 60),
+            http_header_timeout: Duration::from_secs(20),
+            http_body_timeout: Duration::from_secs(20),
+            http_send_timeout: Duration::from_secs(20),
+            http_keep_alive_timeout: Duration::from_secs(75),
+            http_max_connections: 10_000,
         }
     }
 

@@ -2,6 +2,7 @@
 //! account, verifies tokens (cached), runs the batching writer, and serves the HTTP dialects. The binary only
 //! parses configuration and calls [`start`].
 
+mod accept;
 pub mod app;
 pub mod bootstrap;
 mod cache;

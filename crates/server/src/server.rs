@@ -121,7 +121,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let http_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
     tracing::info!(%http_addr, store = store_kind, data_dir = %config.data_dir.display(), "tessera is serving HTTP");
 
-    let (stop, mut stopped) = watch::channel(false);
+    let (stop, stopped) = watch::channel(false);
     let mqtt_addr = match TcpListener::bind(config.mqtt_addr).await {
         Ok(listener) => {
             let addr =
@@ -157,20 +157,12 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     });
 
     // Trailing slashes are trimmed before routing, so every path answers with and without one.
-    let service = tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(http::router(app));
+    let routes = tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(http::router(app));
+    let limits = http::listener::Limits::from_config(&config);
+    warn_if_connections_outnumber_files(limits.max_connections);
     let task = tokio::spawn(async move {
-        let shutdown_signal = async move {
-            // Either an explicit stop or the `Server` handle being dropped.
-            let _ = stopped.wait_for(|stop| *stop).await;
-        };
-        let serve = axum::serve(
-            listener,
-            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<SocketAddr>(service),
-        )
-        .with_graceful_shutdown(shutdown_signal);
-        if let Err(error) = serve.await {
-            tracing::error!(%error, "HTTP server failed");
-        }
+        // Returns once stopped (or the `Server` handle dropped) and every connection has finished its request.
+        http::listener::serve(listener, routes, limits, stopped).await;
         // No request is in flight any more: commit whatever is queued, then stop the writer.
         writer.stop().await;
         if let Err(error) = writer_task.await {
@@ -190,4 +182,23 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     });
 
     Ok(Server { http_addr, mqtt_addr, credentials, stop, task })
+}
+
+/// File descriptors kept for what is not an HTTP connection: the store's files and connections, MQTT clients, the
+/// listeners, logs.
+const FILES_BESIDES_HTTP: u64 = 256;
+
+/// At the connection bound Tessera stops accepting, so the store and MQTT keep their descriptors; a bound above
+/// the process's open-file limit never comes into play (accepts then fail instead, and so may the store).
+fn warn_if_connections_outnumber_files(max_connections: usize) {
+    let Some(limit) = crate::accept::open_file_limit() else { return };
+    let wanted = max_connections as u64 + FILES_BESIDES_HTTP;
+    if wanted > limit {
+        tracing::warn!(
+            http_max_connections = max_connections,
+            open_file_limit = limit,
+            "the open-file limit is below the HTTP connection bound plus {FILES_BESIDES_HTTP} for the store and \
+             MQTT: raise it (ulimit -n, systemd LimitNOFILE={wanted}) or lower http_max_connections"
+        );
+    }
 }

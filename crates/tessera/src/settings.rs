@@ -1,6 +1,7 @@
 //! Configuration sources for the binary: flags and `TESSERA_*` variables (through clap), and an optional TOML
 //! file. Flags and variables win over the file; the file wins over defaults.
 
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,6 +24,27 @@ pub struct CommonArgs {
     pub config: Option<PathBuf>,
 }
 
+/// How slow an HTTP client may be, and how many may be connected (`serve` only). Each also has a TOML key of the
+/// same name.
+#[derive(Debug, Default, clap::Args)]
+pub struct HttpLimitArgs {
+    /// Seconds a client has to send a request's line and headers [default: 20]
+    #[arg(long, env = "TESSERA_HTTP_HEADER_TIMEOUT_SECONDS", value_name = "SECONDS")]
+    pub http_header_timeout_seconds: Option<NonZeroU64>,
+    /// Seconds a request body may go without a byte arriving [default: 20]
+    #[arg(long, env = "TESSERA_HTTP_BODY_TIMEOUT_SECONDS", value_name = "SECONDS")]
+    pub http_body_timeout_seconds: Option<NonZeroU64>,
+    /// Seconds an answer may wait for the client to take a byte [default: 20]
+    #[arg(long, env = "TESSERA_HTTP_SEND_TIMEOUT_SECONDS", value_name = "SECONDS")]
+    pub http_send_timeout_seconds: Option<NonZeroU64>,
+    /// Seconds a connection may stay open between requests [default: 75]
+    #[arg(long, env = "TESSERA_HTTP_KEEP_ALIVE_TIMEOUT_SECONDS", value_name = "SECONDS")]
+    pub http_keep_alive_timeout_seconds: Option<NonZeroU64>,
+    /// Most HTTP connections (WebSockets included) open at once [default: 10000]
+    #[arg(long, env = "TESSERA_HTTP_MAX_CONNECTIONS", value_name = "COUNT")]
+    pub http_max_connections: Option<NonZeroUsize>,
+}
+
 /// The TOML file's keys. Unknown keys are refused, so a typo is reported instead of silently ignored.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +60,12 @@ pub struct Settings {
     writer_queue: Option<usize>,
     access_token_ttl_seconds: Option<u64>,
     refresh_token_ttl_seconds: Option<u64>,
+    // Zero is refused: a zero timeout would cut off every client, a zero bound would accept none.
+    http_header_timeout_seconds: Option<NonZeroU64>,
+    http_body_timeout_seconds: Option<NonZeroU64>,
+    http_send_timeout_seconds: Option<NonZeroU64>,
+    http_keep_alive_timeout_seconds: Option<NonZeroU64>,
+    http_max_connections: Option<NonZeroUsize>,
 }
 
 impl Settings {
@@ -58,6 +86,23 @@ impl Settings {
             settings.database_url = Some(url.clone());
         }
         Ok(settings)
+    }
+
+    /// These settings with the HTTP limits given as flags or variables put over the file's.
+    pub fn with_http_limits(mut self, limits: &HttpLimitArgs) -> Settings {
+        let HttpLimitArgs {
+            http_header_timeout_seconds,
+            http_body_timeout_seconds,
+            http_send_timeout_seconds,
+            http_keep_alive_timeout_seconds,
+            http_max_connections,
+        } = *limits;
+        self.http_header_timeout_seconds = http_header_timeout_seconds.or(self.http_header_timeout_seconds);
+        self.http_body_timeout_seconds = http_body_timeout_seconds.or(self.http_body_timeout_seconds);
+        self.http_send_timeout_seconds = http_send_timeout_seconds.or(self.http_send_timeout_seconds);
+        self.http_keep_alive_timeout_seconds = http_keep_alive_timeout_seconds.or(self.http_keep_alive_timeout_seconds);
+        self.http_max_connections = http_max_connections.or(self.http_max_connections);
+        self
     }
 
     pub fn into_config(self) -> Config {
@@ -91,6 +136,22 @@ impl Settings {
         if let Some(seconds) = self.refresh_token_ttl_seconds {
             config.refresh_token_ttl = Duration::from_secs(seconds);
         }
+        let seconds = |seconds: NonZeroU64| Duration::from_secs(seconds.get());
+        if let Some(timeout) = self.http_header_timeout_seconds {
+            config.http_header_timeout = seconds(timeout);
+        }
+        if let Some(timeout) = self.http_body_timeout_seconds {
+            config.http_body_timeout = seconds(timeout);
+        }
+        if let Some(timeout) = self.http_send_timeout_seconds {
+            config.http_send_timeout = seconds(timeout);
+        }
+        if let Some(timeout) = self.http_keep_alive_timeout_seconds {
+            config.http_keep_alive_timeout = seconds(timeout);
+        }
+        if let Some(bound) = self.http_max_connections {
+            config.http_max_connections = bound.get();
+        }
         config
     }
 }
@@ -98,6 +159,38 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_limits_come_from_the_file_and_flags_win() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("tessera.toml");
+        std::fs::write(
+            &path,
+            "http_header_timeout_seconds = 5\nhttp_body_timeout_seconds = 6\nhttp_send_timeout_seconds = 7\n\
+             http_keep_alive_timeout_seconds = 8\nhttp_max_connections = 9\n",
+        )
+        .unwrap();
+        let common = CommonArgs { data_dir: None, database_url: None, config: Some(path) };
+        let config = Settings::load(&common).unwrap().with_http_limits(&HttpLimitArgs::default()).into_config();
+        assert_eq!(config.http_header_timeout, Duration::from_secs(5));
+        assert_eq!(config.http_body_timeout, Duration::from_secs(6));
+        assert_eq!(config.http_send_timeout, Duration::from_secs(7));
+        assert_eq!(config.http_keep_alive_timeout, Duration::from_secs(8));
+        assert_eq!(config.http_max_connections, 9);
+
+        let flags = HttpLimitArgs {
+            http_keep_alive_timeout_seconds: NonZeroU64::new(30),
+            http_max_connections: NonZeroUsize::new(500),
+            ..HttpLimitArgs::default()
+        };
+        let config = Settings::load(&common).unwrap().with_http_limits(&flags).into_config();
+        assert_eq!(config.http_keep_alive_timeout, Duration::from_secs(30));
+        assert_eq!(config.http_max_connections, 500);
+        assert_eq!(config.http_header_timeout, Duration::from_secs(5));
+
+        let defaults = Settings::default().into_config();
+        assert_eq!(defaults.http_header_timeout, Config::new(PathBuf::new()).http_header_timeout);
+    }
 
     #[test]
     fn flags_override_the_file_and_unknown_keys_are_refused() {
@@ -117,6 +210,11 @@ mod tests {
         })
         .unwrap();
         assert_eq!(overridden.into_config().data_dir, PathBuf::from("/from/flag"));
+
+        std::fs::write(&path, "http_max_connections = 0\n").unwrap();
+        let error =
+            Settings::load(&CommonArgs { data_dir: None, database_url: None, config: Some(path.clone()) }).unwrap_err();
+        assert!(format!("{error:#}").contains("nonzero"), "{error:#}");
 
         std::fs::write(&path, "data_dri = \"typo\"\n").unwrap();
         let error = Settings::load(&CommonArgs { data_dir: None, database_url: None, config: Some(path) }).unwrap_err();

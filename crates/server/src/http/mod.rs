@@ -4,6 +4,7 @@
 
 pub mod allthingstalk;
 pub mod horde;
+pub(crate) mod listener;
 pub mod native;
 pub mod ubidots;
 

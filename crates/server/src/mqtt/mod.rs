@@ -217,21 +217,20 @@ async fn collect(
 pub async fn serve(listener: TcpListener, app: App, stopped: watch::Receiver<bool>) {
     let sessions = Arc::new(Sessions::default());
     let mut stop_signal = stopped.clone();
+    // A failing accept (out of file descriptors) pauses, doubling to 1 s, instead of spinning on the failure.
+    let mut failures = crate::accept::AcceptFailures::new("mqtt");
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let app = app.clone();
-                    let stopped = stopped.clone();
-                    let sessions = sessions.clone();
-                    tokio::spawn(async move {
-                        if let Err(reason) = connection(stream, peer, app, stopped, sessions).await {
-                            tracing::debug!(%peer, %reason, "mqtt connection ended");
-                        }
-                    });
-                }
-                Err(error) => tracing::warn!(%error, "mqtt accept failed"),
-            },
+            (stream, peer) = crate::accept::accept(&listener, &mut failures) => {
+                let app = app.clone();
+                let stopped = stopped.clone();
+                let sessions = sessions.clone();
+                tokio::spawn(async move {
+                    if let Err(reason) = connection(stream, peer, app, stopped, sessions).await {
+                        tracing::debug!(%peer, %reason, "mqtt connection ended");
+                    }
+                });
+            }
             _ = stop_signal.changed() => break,
         }
     }

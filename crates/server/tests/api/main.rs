@@ -6,6 +6,7 @@ mod allthingstalk;
 mod device_level;
 mod helpers;
 mod horde;
+mod limits;
 mod mqtt;
 mod native;
 mod people;
