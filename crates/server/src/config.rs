@@ -61,6 +61,9 @@ pub struct Config {
     /// connections (about 18 KiB of memory each while idle, measured); keep it below the open-file limit (`ulimit -n`),
     /// with room for the store's files and MQTT connections, which Tessera warns about at start.
     pub http_max_connections: usize,
+    /// Largest WebSocket message or frame a client may send on a Horde `/from` stream, which reads only control
+    /// frames (a ping carries at most 125 bytes); anything larger closes the socket. 4 KiB.
+    pub websocket_max_message_size: usize,
 }
 
 impl Config {
@@ -86,6 +89,7 @@ impl Config {
             http_send_timeout: Duration::from_secs(20),
             http_keep_alive_timeout: Duration::from_secs(75),
             http_max_connections: 10_000,
+            websocket_max_message_size: 4 * 1024,
         }
     }
 

@@ -43,6 +43,9 @@ pub struct HttpLimitArgs {
     /// Most HTTP connections (WebSockets included) open at once [default: 10000]
     #[arg(long, env = "TESSERA_HTTP_MAX_CONNECTIONS", value_name = "COUNT")]
     pub http_max_connections: Option<NonZeroUsize>,
+    /// Largest WebSocket message or frame a client may send on a Horde /from stream [default: 4096]
+    #[arg(long, env = "TESSERA_WEBSOCKET_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    pub websocket_max_message_bytes: Option<NonZeroUsize>,
 }
 
 /// The TOML file's keys. Unknown keys are refused, so a typo is reported instead of silently ignored.
@@ -66,6 +69,7 @@ pub struct Settings {
     http_send_timeout_seconds: Option<NonZeroU64>,
     http_keep_alive_timeout_seconds: Option<NonZeroU64>,
     http_max_connections: Option<NonZeroUsize>,
+    websocket_max_message_bytes: Option<NonZeroUsize>,
 }
 
 impl Settings {
@@ -96,12 +100,14 @@ impl Settings {
             http_send_timeout_seconds,
             http_keep_alive_timeout_seconds,
             http_max_connections,
+            websocket_max_message_bytes,
         } = *limits;
         self.http_header_timeout_seconds = http_header_timeout_seconds.or(self.http_header_timeout_seconds);
         self.http_body_timeout_seconds = http_body_timeout_seconds.or(self.http_body_timeout_seconds);
         self.http_send_timeout_seconds = http_send_timeout_seconds.or(self.http_send_timeout_seconds);
         self.http_keep_alive_timeout_seconds = http_keep_alive_timeout_seconds.or(self.http_keep_alive_timeout_seconds);
         self.http_max_connections = http_max_connections.or(self.http_max_connections);
+        self.websocket_max_message_bytes = websocket_max_message_bytes.or(self.websocket_max_message_bytes);
         self
     }
 
@@ -152,6 +158,9 @@ impl Settings {
         if let Some(bound) = self.http_max_connections {
             config.http_max_connections = bound.get();
         }
+        if let Some(bytes) = self.websocket_max_message_bytes {
+            config.websocket_max_message_size = bytes.get();
+        }
         config
     }
 }
@@ -167,7 +176,7 @@ mod tests {
         std::fs::write(
             &path,
             "http_header_timeout_seconds = 5\nhttp_body_timeout_seconds = 6\nhttp_send_timeout_seconds = 7\n\
-             http_keep_alive_timeout_seconds = 8\nhttp_max_connections = 9\n",
+             http_keep_alive_timeout_seconds = 8\nhttp_max_connections = 9\nwebsocket_max_message_bytes = 10\n",
         )
         .unwrap();
         let common = CommonArgs { data_dir: None, database_url: None, config: Some(path) };
@@ -177,6 +186,7 @@ mod tests {
         assert_eq!(config.http_send_timeout, Duration::from_secs(7));
         assert_eq!(config.http_keep_alive_timeout, Duration::from_secs(8));
         assert_eq!(config.http_max_connections, 9);
+        assert_eq!(config.websocket_max_message_size, 10);
 
         let flags = HttpLimitArgs {
             http_keep_alive_timeout_seconds: NonZeroU64::new(30),

@@ -1,17 +1,20 @@
-//! Slow and greedy clients (issue 13, item 4): a request's head, a body or an idle keep-alive connection that
-//! takes too long is cut off, and connections beyond the bound wait until one closes. Each test makes the timeout
-//! it is about short and the others long.
+//! Slow and greedy clients (issue 13, items 4 and 5): a request's head, a body or an idle keep-alive connection
+//! that takes too long is cut off, connections beyond the bound wait until one closes, and a WebSocket client
+//! that sends more than the limit is closed. Each test makes the timeout it is about short and the others long.
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tessera_server::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use crate::helpers::TestServer;
 
@@ -282,6 +285,76 @@ async fn event_streams_and_websockets_outlive_the_keep_alive_and_header_timeouts
     let message = tokio::time::timeout_at(deadline, socket.next()).await.expect("a message arrives");
     let message = message.expect("the WebSocket is still open").unwrap();
     assert!(message.to_text().unwrap().contains("\"data\""), "{message}");
+}
+
+/// A Horde `/from` WebSocket with `websocket_max_message_size` set to `limit`.
+async fn from_stream(
+    limit: usize,
+) -> (TestServer, tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>) {
+    let tessera = TestServer::start_with(|config| config.websocket_max_message_size = limit).await;
+    let org = tessera.organization("Listening").await;
+    let token = tessera.account_token().await;
+    let mut request =
+        format!("{}/collections/{org}/from", tessera.base.replace("http://", "ws://")).into_client_request().unwrap();
+    request.headers_mut().insert("x-api-token", token.parse().unwrap());
+    let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("the stream opens");
+    (tessera, socket)
+}
+
+/// Reads until the server ends the WebSocket: its close frame or the connection's end. Fails after `GRACE`.
+async fn websocket_closed(
+    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+) {
+    let deadline = Instant::now() + GRACE;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Err(_) => panic!("the WebSocket is still open after {GRACE:?}"),
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return,
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_message_over_the_limit_closes_the_stream() {
+    let (_tessera, mut socket) = from_stream(1024).await;
+    // Within the limit, what the client sends is let be.
+    socket.send(Message::text("x".repeat(1000))).await.unwrap();
+    socket.send(Message::Ping(b"still there?".to_vec().into())).await.unwrap();
+    let pong = tokio::time::timeout(GRACE, socket.next()).await.expect("a pong").unwrap().unwrap();
+    assert!(matches!(pong, Message::Pong(_)), "{pong:?}");
+
+    socket.send(Message::text("x".repeat(2000))).await.unwrap();
+    websocket_closed(&mut socket).await;
+}
+
+#[tokio::test]
+async fn websocket_fragments_adding_up_over_the_limit_close_the_stream() {
+    // Each fragment is small; the unfinished message they make is not kept beyond the limit.
+    let (_tessera, mut socket) = from_stream(1024).await;
+    for kind in [Data::Text, Data::Continue, Data::Continue] {
+        let fragment = Frame::message(vec![b'x'; 600], OpCode::Data(kind), false);
+        if socket.send(Message::Frame(fragment)).await.is_err() {
+            break;
+        }
+    }
+    websocket_closed(&mut socket).await;
+}
+
+#[tokio::test]
+async fn a_websocket_frame_announcing_more_than_the_limit_closes_the_stream_before_it_arrives() {
+    let (_tessera, mut socket) = from_stream(1024).await;
+    // The head of a masked 15 MB text frame and a few bytes of it: the server must not wait for the rest.
+    let mut head = vec![0x81, 0x80 | 127];
+    head.extend_from_slice(&(15_000_000u64).to_be_bytes());
+    head.extend_from_slice(&[1, 2, 3, 4]);
+    head.extend_from_slice(&[0; 64]);
+    let tcp = match socket.get_mut() {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp,
+        other => panic!("a plain connection, not {other:?}"),
+    };
+    tcp.write_all(&head).await.unwrap();
+    websocket_closed(&mut socket).await;
 }
 
 #[tokio::test]

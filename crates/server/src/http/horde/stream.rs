@@ -1,13 +1,15 @@
 //! `/collections/{id}/from` and `/collections/{id}/devices/{id}/from`: WebSockets streaming each new reading of
 //! the collection or device as a Horde message, and `{"type": "keepAlive"}` after 30 s without one. The token
 //! comes in `X-API-Token` (or `Authorization: Bearer`), or in the `api_token` query parameter, which only a
-//! read-only token may use. The caller is judged again every second, so a revoked token is cut off.
+//! read-only token may use. The caller is judged again every second, so a revoked token is cut off. What the
+//! client sends is read only for its control frames: a message or frame over `websocket_max_message_size` closes
+//! the socket (1008), so nothing a client sends is buffered beyond that.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::response::Response;
@@ -25,6 +27,8 @@ use crate::http::QueryParams;
 use crate::tokens::{Caller, VerifyError};
 
 const KEEP_ALIVE_AFTER: Duration = Duration::from_secs(30);
+/// A socket's read buffer: what a client sends here is a ping or a close, a few bytes.
+const READ_BUFFER: usize = 4 * 1024;
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -85,7 +89,15 @@ async fn device_stream(
 }
 
 fn start(upgrade: WebSocketUpgrade, app: App, caller: Caller, stream: Stream) -> Response {
-    upgrade.on_upgrade(move |socket| serve(socket, app, caller, stream))
+    // The stream reads nothing from the client but control frames; without a bound, the fragments of one
+    // unfinished message were buffered up to 64 MiB (four of 15 MB grew the server by 122 MB).
+    let largest = app.config.websocket_max_message_size;
+    upgrade
+        .max_message_size(largest)
+        .max_frame_size(largest)
+        // Allocated up front for every socket (128 KiB by default), and grown only for a larger frame.
+        .read_buffer_size(largest.min(READ_BUFFER))
+        .on_upgrade(move |socket| serve(socket, app, caller, stream))
 }
 
 async fn serve(mut socket: WebSocket, app: App, mut caller: Caller, stream: Stream) {
@@ -141,7 +153,14 @@ async fn serve(mut socket: WebSocket, app: App, mut caller: Caller, stream: Stre
                 }
             }
             incoming = socket.recv() => match incoming {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                None | Some(Ok(Message::Close(_))) => break,
+                Some(Err(error)) => {
+                    // Most often a message or frame over the limit (or not WebSocket at all): say so, and close.
+                    tracing::debug!(%error, "closing a /from stream on what its client sent");
+                    let refusal = CloseFrame { code: close_code::POLICY, reason: "only control frames are read here".into() };
+                    let _ = socket.send(Message::Close(Some(refusal))).await;
+                    break;
+                }
                 Some(Ok(_)) => {}
             },
         }
