@@ -89,12 +89,14 @@ impl FromStr for Id {
         if text.len() != ID_TEXT_LEN {
             return Err(invalid());
         }
-        let mut value: u64 = 0;
+        // 13 characters carry 65 bits, one more than a u64 holds (in a u64 the first character's top bit was
+        // shifted out, and `g000000000001` read as the id `0000000000001`: two spellings of one id).
+        let mut value: u128 = 0;
         for &byte in text.as_bytes() {
-            value = (value << 5) | u64::from(base32_value(byte).ok_or_else(invalid)?);
+            value = (value << 5) | u128::from(base32_value(byte).ok_or_else(invalid)?);
         }
-        // 13 characters carry 65 bits; a valid id fits in 63 (non-negative i64).
-        if value > i64::MAX as u64 {
+        // A valid id fits in 63 bits (non-negative i64).
+        if value > i64::MAX as u128 {
             return Err(invalid());
         }
         Ok(Id(value as i64))
@@ -198,7 +200,11 @@ mod tests {
     #[test]
     fn only_the_canonical_spelling_is_accepted() {
         assert!("0000000000001".parse::<Id>().is_ok());
-        for text in ["000000000000L", "O000000000001", "000000000000A"] {
+        // The first character holds bits 60 to 64 and an id has 63, so it is at most 7; `g` (16) sets bit 64, which
+        // was once shifted out, leaving `0000000000001`.
+        for text in
+            ["000000000000L", "O000000000001", "000000000000A", "g000000000001", "mzzzzzzzzrzzz", "8000000000000"]
+        {
             assert!(text.parse::<Id>().is_err(), "{text:?} was accepted");
         }
     }
