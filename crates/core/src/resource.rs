@@ -104,7 +104,11 @@ fn percent_decode(segment: &str) -> Result<String, String> {
     let mut index = 0;
     while index < bytes.len() {
         if bytes[index] == b'%' {
-            let hex = bytes.get(index + 1..index + 3).ok_or("a '%' without two hex digits")?;
+            // Checked here, not left to `from_str_radix`, which also reads a sign: `%+a` is no escape.
+            let hex = bytes
+                .get(index + 1..index + 3)
+                .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+                .ok_or("a '%' without two hex digits")?;
             let hex = std::str::from_utf8(hex).map_err(|_| "a '%' without two hex digits")?;
             let byte = u8::from_str_radix(hex, 16).map_err(|_| "a '%' without two hex digits")?;
             if byte == b'/' || byte == b'\\' {
@@ -191,6 +195,8 @@ mod tests {
     fn errors_name_the_problem() {
         let error = Resource::parse("/collections%2Fx").unwrap_err();
         assert!(error.to_string().contains("encoded slash"), "{error}");
+        let error = Resource::parse("/teams/%+a").unwrap_err();
+        assert!(error.to_string().contains("two hex digits"), "a sign is not a hex digit: {error}");
         let error = Resource::parse("/things").unwrap_err();
         assert!(error.to_string().contains("expected /"), "{error}");
     }

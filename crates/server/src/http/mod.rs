@@ -204,8 +204,10 @@ fn percent_decode(text: &str) -> String {
         match bytes[index] {
             b'+' => out.push(b' '),
             b'%' if index + 2 < bytes.len() => {
+                // Hex digits checked here, not left to `from_str_radix`, which also reads a sign: `%+4` is no escape.
                 match std::str::from_utf8(&bytes[index + 1..index + 3])
                     .ok()
+                    .filter(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
                     .and_then(|hex| u8::from_str_radix(hex, 16).ok())
                 {
                     Some(byte) => {
@@ -242,13 +244,14 @@ mod tests {
     #[test]
     fn query_strings_decode() {
         assert_eq!(
-            form_urlencoded_pairs("a=1&b=x%20y+z&&c&d=%zz&e=%4"),
+            form_urlencoded_pairs("a=1&b=x%20y+z&&c&d=%zz&e=%4&f=%+4"),
             vec![
                 ("a".into(), "1".into()),
                 ("b".into(), "x y z".into()),
                 ("c".into(), "".into()),
                 ("d".into(), "%zz".into()),
                 ("e".into(), "%4".into()),
+                ("f".into(), "% 4".into()),
             ]
         );
         assert_eq!(percent_encode("a b/ü"), "a%20b%2F%C3%BC");
