@@ -216,15 +216,21 @@ impl Cable {
     }
 }
 
+/// Another node on `first`'s database, reached through a cable the test can cut.
+async fn node_behind_a_cable(first: &TestServer) -> (Cable, TestServer) {
+    let url = first.database_url.clone().unwrap();
+    let (head, rest) = url.split_once('@').unwrap();
+    let (host, tail) = rest.split_once('/').unwrap();
+    let cable = Cable::to(host.to_owned()).await;
+    let node = another_node_at(first, &format!("{head}@{}/{tail}", cable.address)).await;
+    (cable, node)
+}
+
 #[tokio::test]
 async fn a_node_cut_off_from_postgresql_is_unready_loses_no_acknowledged_reading_and_recovers() {
     let a = TestServer::start().await;
     // Node B reaches the database through a cable this test can cut.
-    let url = a.database_url.clone().unwrap();
-    let (head, rest) = url.split_once('@').unwrap();
-    let (host, tail) = rest.split_once('/').unwrap();
-    let cable = Cable::to(host.to_owned()).await;
-    let mut b = another_node_at(&a, &format!("{head}@{}/{tail}", cable.address)).await;
+    let (cable, mut b) = node_behind_a_cable(&a).await;
     let token = a.account_token().await;
     let ready = |node: &TestServer| {
         let request = node.client.get(node.url("/readyz"));
@@ -291,11 +297,7 @@ async fn a_node_cut_off_from_postgresql_is_unready_loses_no_acknowledged_reading
 #[tokio::test]
 async fn a_token_that_cannot_be_checked_while_the_store_is_away_is_answered_503_with_retry_after() {
     let a = TestServer::start().await;
-    let url = a.database_url.clone().unwrap();
-    let (head, rest) = url.split_once('@').unwrap();
-    let (host, tail) = rest.split_once('/').unwrap();
-    let cable = Cable::to(host.to_owned()).await;
-    let mut b = another_node_at(&a, &format!("{head}@{}/{tail}", cable.address)).await;
+    let (cable, mut b) = node_behind_a_cable(&a).await;
     let token = a.account_token().await; // minted on A: never seen by B
     cable.cut();
     let dialects: [(&str, &str, &str, &str); 4] = [

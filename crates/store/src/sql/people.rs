@@ -317,13 +317,8 @@ impl PeopleStore for Backend {
         if owned > 0 {
             return Err(StoreError::Conflict(format!("the team still owns {owned} collection(s)")));
         }
-        let members: Vec<i64> = sqlx::query_scalar("SELECT user_id FROM team_members WHERE team_id = $1")
-            .bind(team.as_i64())
-            .fetch_all(&mut *transaction)
-            .await?;
+        let reaches = members_reach(&mut transaction, team).await?;
         sqlx::query("DELETE FROM teams WHERE id = $1").bind(team.as_i64()).execute(&mut *transaction).await?;
-        let reaches: Vec<Invalidation> =
-            members.into_iter().map(|user| Invalidation::Reach(Creator::User(UserId::from_i64(user)))).collect();
         tell_in(&mut transaction, &reaches).await?;
         transaction.commit().await?;
         Ok(())

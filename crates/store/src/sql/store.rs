@@ -31,6 +31,15 @@ fn token_invalidations(tokens: &[TokenRecord]) -> Vec<Invalidation> {
     tokens.iter().map(|token| Invalidation::Token { id: token.id, digest: token.digest }).collect()
 }
 
+/// What a change to a team's collections or its existence invalidates: the reach of each of its members.
+async fn members_reach(connection: &mut DbConnection, team: TeamId) -> StoreResult<Vec<Invalidation>> {
+    let members: Vec<i64> = sqlx::query_scalar("SELECT user_id FROM team_members WHERE team_id = $1")
+        .bind(team.as_i64())
+        .fetch_all(&mut *connection)
+        .await?;
+    Ok(members.into_iter().map(|user| Invalidation::Reach(Creator::User(UserId::from_i64(user)))).collect())
+}
+
 /// Readings per INSERT statement: 7 parameters each stays well under SQLite's limit of 32 766 and PostgreSQL's
 /// of 65 535.
 const READINGS_PER_STATEMENT: usize = 500;
@@ -542,12 +551,7 @@ impl CollectionStore for Backend {
         // The team's members now reach one more collection.
         let mut transaction = begin_write(self).await?;
         insert_collection_in(&mut *transaction, collection).await?;
-        let members: Vec<i64> = sqlx::query_scalar("SELECT user_id FROM team_members WHERE team_id = $1")
-            .bind(team.as_i64())
-            .fetch_all(&mut *transaction)
-            .await?;
-        let reaches: Vec<Invalidation> =
-            members.into_iter().map(|user| Invalidation::Reach(Creator::User(UserId::from_i64(user)))).collect();
+        let reaches = members_reach(&mut transaction, team).await?;
         tell_in(&mut transaction, &reaches).await?;
         transaction.commit().await?;
         Ok(())
