@@ -26,26 +26,65 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .nest("/v1", native::routes())
-        .nest("/api/v1.6", ubidots::routes())
-        .merge(allthingstalk::routes())
-        .merge(horde::routes())
+        .nest("/v1", native::routes().layer(answer_panics_as(Dialect::Native)))
+        .nest("/api/v1.6", ubidots::routes().layer(answer_panics_as(Dialect::Ubidots)))
+        .merge(allthingstalk::routes().layer(answer_panics_as(Dialect::AllThingsTalk)))
+        .merge(horde::routes().layer(answer_panics_as(Dialect::Horde)))
         .fallback(no_such_route)
         .layer(axum::middleware::map_response(retry_after_on_unavailable))
-        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(answer_panics_as(Dialect::Horde))
         .with_state(app)
 }
 
-/// A path no route has, answered as a 404 in the shape of the dialect whose part of the URL space it is in (the
-/// root, outside the other dialects' prefixes, is Horde's: `/collections`, `/teams`, `/tokens`).
-async fn no_such_route(uri: axum::http::Uri) -> Response {
-    let error = AppError::NotFound("route");
-    match uri.path().trim_start_matches('/').split('/').next().unwrap_or_default() {
-        "v1" => native::Problem::from(error).into_response(),
-        "api" => ubidots::UbidotsError::from(error).into_response(),
-        "device" | "login" => allthingstalk::assets::AttError::from(error).into_response(),
-        _ => horde::HordeError::from(error).into_response(),
+/// Whose wire shape an answer takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Native,
+    Ubidots,
+    AllThingsTalk,
+    Horde,
+}
+
+impl Dialect {
+    /// The dialect whose part of the URL space `path` is in (the root, outside the other dialects' prefixes, is
+    /// Horde's: `/collections`, `/teams`, `/tokens`).
+    fn of_path(path: &str) -> Dialect {
+        match path.trim_start_matches('/').split('/').next().unwrap_or_default() {
+            "v1" => Dialect::Native,
+            "api" => Dialect::Ubidots,
+            "device" | "login" => Dialect::AllThingsTalk,
+            _ => Dialect::Horde,
+        }
     }
+
+    fn answer(self, error: AppError) -> Response {
+        match self {
+            Dialect::Native => native::Problem::from(error).into_response(),
+            Dialect::Ubidots => ubidots::UbidotsError::from(error).into_response(),
+            Dialect::AllThingsTalk => allthingstalk::assets::AttError::from(error).into_response(),
+            Dialect::Horde => horde::HordeError::from(error).into_response(),
+        }
+    }
+}
+
+/// A handler that panics answers a clean 500 in its dialect's shape (the cause goes to the log), never a
+/// text/plain "Service panicked" nor a dropped connection.
+fn answer_panics_as(
+    dialect: Dialect,
+) -> tower_http::catch_panic::CatchPanicLayer<impl Fn(Box<dyn std::any::Any + Send>) -> Response + Clone> {
+    tower_http::catch_panic::CatchPanicLayer::custom(move |panic: Box<dyn std::any::Any + Send>| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        dialect.answer(AppError::Internal(format!("a request handler panicked: {message}").into()))
+    })
+}
+
+/// A path no route has, answered as a 404 in the shape of the dialect whose part of the URL space it is in.
+async fn no_such_route(uri: axum::http::Uri) -> Response {
+    Dialect::of_path(uri.path()).answer(AppError::NotFound("route"))
 }
 
 /// How long a client told 503 is asked to wait before it tries again.
@@ -255,5 +294,36 @@ mod tests {
             ]
         );
         assert_eq!(percent_encode("a b/ü"), "a%20b%2F%C3%BC");
+    }
+}
+
+#[cfg(test)]
+mod panic_tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn panicking() -> Response {
+        panic!("a bug in a handler")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_in_its_dialects_shape() {
+        for (dialect, field) in [
+            (Dialect::Native, "detail"),
+            (Dialect::Ubidots, "detail"),
+            (Dialect::AllThingsTalk, "message"),
+            (Dialect::Horde, "message"),
+        ] {
+            let router: Router = Router::new().route("/boom", get(panicking)).layer(answer_panics_as(dialect));
+            let response = router.oneshot(Request::get("/boom").body(Body::empty()).unwrap()).await.unwrap();
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR, "{dialect:?}");
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{dialect:?}: JSON"));
+            let said = body[field].as_str().unwrap_or_default();
+            assert!(!said.is_empty() && !said.contains("a bug in a handler"), "{dialect:?}: {body}");
+        }
     }
 }

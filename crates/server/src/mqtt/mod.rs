@@ -226,8 +226,12 @@ pub async fn serve(listener: TcpListener, app: App, stopped: watch::Receiver<boo
                 let stopped = stopped.clone();
                 let sessions = sessions.clone();
                 tokio::spawn(async move {
-                    if let Err(reason) = connection(stream, peer, app, stopped, sessions).await {
-                        tracing::debug!(%peer, %reason, "mqtt connection ended");
+                    // A panic ends this client's connection only (each is a task of its own), and is said loudly.
+                    let served = std::panic::AssertUnwindSafe(connection(stream, peer, app, stopped, sessions));
+                    match futures_util::FutureExt::catch_unwind(served).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(reason)) => tracing::debug!(%peer, %reason, "mqtt connection ended"),
+                        Err(_) => tracing::error!(%peer, "an mqtt connection's task panicked; that connection was closed"),
                     }
                 });
             }
