@@ -286,6 +286,8 @@ pub enum Denial {
     NotAnApiKey,
     #[error("this is done only in a logged-in user's session, never with a token")]
     UserSessionOnly,
+    #[error("an admin cannot change their own membership")]
+    OwnMembership,
 }
 
 impl Denial {

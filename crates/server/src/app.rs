@@ -23,6 +23,7 @@ pub struct App {
     pub tokens: Arc<TokenService>,
     pub data: Arc<DataService>,
     pub people: Arc<PeopleService>,
+    pub teams: Arc<crate::teams::TeamService>,
     pub hub: Arc<Hub>,
     /// The other nodes on a shared database (none on SQLite).
     pub peers: crate::cluster::Peers,

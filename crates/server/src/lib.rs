@@ -15,6 +15,7 @@ pub mod hub;
 pub mod mqtt;
 pub mod people;
 mod server;
+pub mod teams;
 pub mod time;
 pub mod tokens;
 pub mod writer;

@@ -105,12 +105,14 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         config.access_token_ttl,
         config.refresh_token_ttl,
     ));
+    let teams = Arc::new(crate::teams::TeamService::new(store.clone(), tokens.clone(), people.clone()));
     let app = App {
         config: Arc::new(config.clone()),
         store: store.clone(),
         tokens: tokens.clone(),
         data,
         people,
+        teams,
         hub,
         peers,
     };
