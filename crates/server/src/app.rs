@@ -15,11 +15,13 @@ use crate::time::now_ms;
 use crate::tokens::{TokenError, TokenService, VerifyError};
 use crate::writer::WriteError;
 
-/// Shared state: cheap to clone, one per server.
+/// Shared state: cheap to clone, one per server. The front ends reach the store only through the services: the
+/// store handle here is private to this module (the collection operations below), and the compiler refuses any
+/// other module's use of it.
 #[derive(Debug, Clone)]
 pub struct App {
     pub config: Arc<Config>,
-    pub store: Arc<dyn Store>,
+    store: Arc<dyn Store>,
     pub tokens: Arc<TokenService>,
     pub data: Arc<DataService>,
     pub people: Arc<PeopleService>,
@@ -29,7 +31,23 @@ pub struct App {
     pub peers: crate::cluster::Peers,
 }
 
+/// The services a server is made of, for [`App::new`].
+#[derive(Debug)]
+pub struct Services {
+    pub tokens: Arc<TokenService>,
+    pub data: Arc<DataService>,
+    pub people: Arc<PeopleService>,
+    pub teams: Arc<crate::teams::TeamService>,
+    pub hub: Arc<Hub>,
+    pub peers: crate::cluster::Peers,
+}
+
 impl App {
+    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, services: Services) -> App {
+        let Services { tokens, data, people, teams, hub, peers } = services;
+        App { config, store, tokens, data, people, teams, hub, peers }
+    }
+
     /// The collections of the account the caller may read (refused outright to credentials that read nothing).
     pub async fn readable_collections(&self, caller: &crate::tokens::Caller) -> Result<Vec<Collection>, AppError> {
         caller.authorize_listing_of(tessera_core::Listing::Collections)?;
@@ -49,6 +67,7 @@ impl App {
         permit: &Permit,
         name: String,
         team: Option<TeamId>,
+        tags: std::collections::BTreeMap<String, String>,
     ) -> Result<Collection, AppError> {
         let owner = match team {
             Some(team) => Target::team(permit.account(), team),
@@ -64,7 +83,7 @@ impl App {
             is_default: false,
             team,
             created_at_ms: now_ms(),
-            tags: Default::default(),
+            tags,
         };
         self.store.insert_collection(&collection).await.map_err(|error| AppError::from_store("team", error))?;
         if let Some(team) = team {

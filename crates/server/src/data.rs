@@ -333,6 +333,152 @@ impl DataService {
         Ok((device, permit))
     }
 
+    /// The variable with `id`, authorized for `action`.
+    pub async fn variable_by_id(
+        &self,
+        caller: &Caller,
+        action: Action,
+        id: tessera_core::VariableId,
+    ) -> Result<(Variable, Permit), AppError> {
+        let variable =
+            self.store.variable(caller.account(), id).await.map_err(|error| AppError::from_store("variable", error))?;
+        let permit = caller.authorize(action, &variable_target(&variable))?;
+        Ok((variable, permit))
+    }
+
+    /// The collection with `id`, authorized for `action`.
+    pub async fn collection(
+        &self,
+        caller: &Caller,
+        action: Action,
+        id: tessera_core::CollectionId,
+    ) -> Result<(tessera_store::Collection, Permit), AppError> {
+        let permit = caller.authorize(action, &Target::collection(caller.account(), id))?;
+        let collection = self
+            .store
+            .collection(caller.account(), id)
+            .await
+            .map_err(|error| AppError::from_store("collection", error))?;
+        Ok((collection, permit))
+    }
+
+    /// Stores a collection's name and tags under a write permit for it.
+    pub async fn update_collection(
+        &self,
+        permit: &Permit,
+        collection: &tessera_store::Collection,
+    ) -> Result<(), AppError> {
+        self.check(permit, Action::Write, &Target::collection(collection.account, collection.id))?;
+        Ok(self.store.update_collection(collection).await?)
+    }
+
+    /// Stores a device's name, tags and identifiers under a write permit for it (a clash of IMSI or IMEI is a
+    /// conflict).
+    pub async fn update_device(&self, permit: &Permit, device: &Device) -> Result<(), StoreError> {
+        if !permit.covers(Action::Write, &device_target(device)) {
+            return Err(StoreError::Internal(format!("no permit covers updating device {}", device.id).into()));
+        }
+        self.store.update_device(device).await
+    }
+
+    /// The devices `filter` selects that the caller may read, each authorized; `total` is the store's count for
+    /// the filter, which callers narrow with [`visible_devices`] first.
+    pub async fn list_devices(
+        &self,
+        caller: &Caller,
+        filter: &tessera_store::DeviceFilter,
+        page: tessera_store::Page,
+    ) -> Result<tessera_store::Paged<Device>, AppError> {
+        let mut devices = self.store.list_devices(caller.account(), filter, page).await?;
+        devices.items.retain(|device| caller.authorize(Action::Read, &device_target(device)).is_ok());
+        Ok(devices)
+    }
+
+    /// The variables of the devices `filter` selects that the caller may read, each authorized.
+    pub async fn list_variables(
+        &self,
+        caller: &Caller,
+        filter: &tessera_store::DeviceFilter,
+        page: tessera_store::Page,
+    ) -> Result<tessera_store::Paged<Variable>, AppError> {
+        let mut variables = self.store.list_variables(caller.account(), filter, page).await?;
+        variables.items.retain(|variable| caller.authorize(Action::Read, &variable_target(variable)).is_ok());
+        Ok(variables)
+    }
+
+    /// The last reading of a variable the permit reads.
+    pub async fn last_reading(
+        &self,
+        permit: &Permit,
+        variable: &Variable,
+    ) -> Result<Option<tessera_core::Reading>, AppError> {
+        self.check(permit, Action::Read, &variable_target(variable))?;
+        Ok(self.store.last_reading(variable.id).await?)
+    }
+
+    /// Readings of a variable the permit reads, within `range`, newest first.
+    pub async fn readings(
+        &self,
+        permit: &Permit,
+        variable: &Variable,
+        range: tessera_store::TimeRange,
+        page: tessera_store::Page,
+    ) -> Result<tessera_store::Paged<tessera_core::Reading>, AppError> {
+        self.check(permit, Action::Read, &variable_target(variable))?;
+        Ok(self.store.readings(variable.id, range, page).await?)
+    }
+
+    /// Readings of every variable of the collection or device the read permit names, newest first, at most
+    /// `limit`.
+    pub async fn readings_under(
+        &self,
+        permit: &Permit,
+        range: tessera_store::TimeRange,
+        limit: u64,
+    ) -> Result<Vec<(tessera_core::DeviceId, tessera_core::Reading)>, AppError> {
+        use tessera_core::Node;
+        let filter = match permit.target().path() {
+            [Node::Collection(collection)] => tessera_store::DeviceFilter::collection(*collection),
+            [Node::Collection(_), Node::Device(device)] => tessera_store::DeviceFilter::device(*device),
+            _ => return Err(permit_mismatch(permit, "readings of a collection or device")),
+        };
+        if permit.action() != Action::Read {
+            return Err(permit_mismatch(permit, "readings of a collection or device"));
+        }
+        Ok(self.store.device_readings(permit.account(), &filter, range, limit).await?)
+    }
+
+    /// The messages queued for a device the permit reads, oldest first.
+    pub async fn downlinks(&self, permit: &Permit, device: &Device) -> Result<Vec<tessera_store::Downlink>, AppError> {
+        self.check(permit, Action::Read, &device_target(device))?;
+        Ok(self.store.downlinks(device.account, device.id).await?)
+    }
+
+    /// The device and variable a committed live reading is of, for a consumer that then authorizes it (the
+    /// reading came from the writer, so its ids are trusted; `None` once either is gone).
+    pub async fn describe_live(
+        &self,
+        account: tessera_core::AccountId,
+        device: tessera_core::DeviceId,
+        variable: Option<tessera_core::VariableId>,
+    ) -> Option<(Device, Option<Variable>)> {
+        let device = self.store.device(account, device).await.ok()?;
+        let variable = match variable {
+            Some(variable) => Some(self.store.variable(account, variable).await.ok()?),
+            None => None,
+        };
+        Some((device, variable))
+    }
+
+    /// Whether the store answers (the readiness probe).
+    pub async fn store_answers(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
+    fn check(&self, permit: &Permit, action: Action, target: &Target) -> Result<(), AppError> {
+        if permit.covers(action, target) { Ok(()) } else { Err(permit_mismatch(permit, "data operation")) }
+    }
+
     /// Stores labelled series for the device `label` (a Ubidots device body, over HTTP or MQTT), creating the
     /// device and its variables on first use. Answers each variable's label with the number of dots stored; a
     /// refused series stores nothing.

@@ -204,6 +204,14 @@ impl PeopleService {
             .ok_or_else(|| AppError::Internal(format!("user {} has no private team", user.id).into()))
     }
 
+    /// The account's users, for an account administrator (a `ManageUsers` permit).
+    pub async fn list_users(&self, permit: &tessera_core::Permit) -> Result<Vec<User>, AppError> {
+        if !permit.covers(tessera_core::Action::ManageUsers, &tessera_core::Target::account(permit.account())) {
+            return Err(crate::app::permit_mismatch(permit, "list users"));
+        }
+        Ok(self.store.list_users(permit.account()).await?)
+    }
+
     /// The user a session belongs to.
     pub async fn user_of(&self, caller: &Caller) -> Result<User, AppError> {
         match caller.record.creator {

@@ -106,16 +106,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         config.refresh_token_ttl,
     ));
     let teams = Arc::new(crate::teams::TeamService::new(store.clone(), tokens.clone(), people.clone()));
-    let app = App {
-        config: Arc::new(config.clone()),
-        store: store.clone(),
-        tokens: tokens.clone(),
-        data,
-        people,
-        teams,
-        hub,
-        peers,
-    };
+    let services = crate::app::Services { tokens: tokens.clone(), data, people, teams, hub, peers };
+    let app = App::new(Arc::new(config.clone()), store.clone(), services);
 
     let listener = TcpListener::bind(config.http_addr)
         .await

@@ -393,11 +393,13 @@ impl Routing {
     /// The device and variable of a reading.
     async fn describe(&mut self, app: &App, reading: &LiveReading) -> Option<(Arc<Device>, Arc<Variable>)> {
         if !self.devices.contains_key(&reading.device) {
-            let device = app.store.device(reading.account, reading.device).await.ok()?;
+            let (device, _) = app.data.describe_live(reading.account, reading.device, None).await?;
             self.devices.insert(device.id, Arc::new(device));
         }
         if !self.variables.contains_key(&reading.reading.variable) {
-            let variable = app.store.variable(reading.account, reading.reading.variable).await.ok()?;
+            let variable = reading.reading.variable;
+            let (_, variable) = app.data.describe_live(reading.account, reading.device, Some(variable)).await?;
+            let variable = variable?;
             self.variables.insert(variable.id, Arc::new(variable));
         }
         Some((self.devices.get(&reading.device)?.clone(), self.variables.get(&reading.reading.variable)?.clone()))
@@ -640,14 +642,22 @@ impl Session {
                 let Ok(Some(visible)) = crate::data::visible_devices(&self.caller) else { return Ok(()) };
                 let page = tessera_store::Page { number: 1, size: RETAINED_DEVICES };
                 self.app
-                    .store
-                    .list_devices(account, &visible, page)
+                    .data
+                    .list_devices(&self.caller, &visible, page)
                     .await
                     .map(|devices| devices.items)
                     .unwrap_or_default()
             }
             ["device", id, ..] => match id.parse::<DeviceId>() {
-                Ok(id) => self.app.store.device(account, id).await.ok().into_iter().collect(),
+                Ok(id) => self
+                    .app
+                    .data
+                    .device_by_id(&self.caller, Action::Read, id)
+                    .await
+                    .ok()
+                    .map(|(device, _)| device)
+                    .into_iter()
+                    .collect(),
                 Err(_) => Vec::new(),
             },
             ["", "v1.6", "devices", label, ..] | ["v1.6", "devices", label, ..] => match Label::parse(label) {
@@ -667,14 +677,14 @@ impl Session {
         for device in devices {
             let filter_by_device = tessera_store::DeviceFilter::device(device.id);
             let Ok(variables) =
-                self.app.store.list_variables(account, &filter_by_device, tessera_store::Page::ALL).await
+                self.app.data.list_variables(&self.caller, &filter_by_device, tessera_store::Page::ALL).await
             else {
                 continue;
             };
             for variable in variables.items {
-                if self.caller.authorize(Action::Read, &variable_target(&variable)).is_err() {
+                let Ok(permit) = self.caller.authorize(Action::Read, &variable_target(&variable)) else {
                     continue;
-                }
+                };
                 let topics = topics::outbound_topics(
                     &device.collection.to_string(),
                     &device.id.to_string(),
@@ -688,7 +698,7 @@ impl Session {
                 if wanted.is_empty() {
                     continue;
                 }
-                let Ok(Some(last)) = self.app.store.last_reading(variable.id).await else { continue };
+                let Ok(Some(last)) = self.app.data.last_reading(&permit, &variable).await else { continue };
                 for (topic, kind) in wanted {
                     let qos = subscribed_qos(&self.subscriptions, &topic).unwrap_or(QoS::AtMostOnce);
                     let payload = payload(&kind, &device, &last);
@@ -766,10 +776,7 @@ async fn may_subscribe(app: &App, caller: &Caller, filter: &str) -> bool {
         }
         ["device", device, ..] if !device.contains(['+', '#']) => {
             let Ok(device) = device.parse::<DeviceId>() else { return false };
-            match app.store.device(account, device).await {
-                Ok(device) => caller.authorize(Action::Read, &device_target(&device)).is_ok(),
-                Err(_) => false,
-            }
+            app.data.device_by_id(caller, Action::Read, device).await.is_ok()
         }
         [collection, ..]
             if !collection.contains(['+', '#']) && collection.parse::<tessera_core::CollectionId>().is_ok() =>

@@ -115,8 +115,8 @@ fn asset_json(variable: &Variable) -> Json_ {
     })
 }
 
-async fn assets_of(app: &App, device: &Device) -> Result<Vec<Json_>, AppError> {
-    let variables = app.store.list_variables(device.account, &DeviceFilter::device(device.id), Page::ALL).await?;
+async fn assets_of(app: &App, caller: &Caller, device: &Device) -> Result<Vec<Json_>, AppError> {
+    let variables = app.data.list_variables(caller, &DeviceFilter::device(device.id), Page::ALL).await?;
     Ok(variables.items.iter().map(asset_json).collect())
 }
 
@@ -126,14 +126,14 @@ async fn get_device(State(app): State<App>, AttCaller(caller): AttCaller, Path(d
         "id": device.id.to_string(),
         "name": if device.name.is_empty() { device.label.to_string() } else { device.name.clone() },
         "description": "",
-        "assets": assets_of(&app, &device).await?,
+        "assets": assets_of(&app, &caller, &device).await?,
     }))
     .into_response())
 }
 
 async fn list_assets(State(app): State<App>, AttCaller(caller): AttCaller, Path(device): Path<String>) -> AttResult {
     let (device, _) = device_for(&app, &caller, Action::Read, &device).await?;
-    Ok(Json(Json_::Array(assets_of(&app, &device).await?)).into_response())
+    Ok(Json(Json_::Array(assets_of(&app, &caller, &device).await?)).into_response())
 }
 
 /// A string field of an asset definition, under its capitalised name (the SDK's) or lower-case.
@@ -214,8 +214,8 @@ async fn get_state(
     AttCaller(caller): AttCaller,
     Path((device, asset)): Path<(String, String)>,
 ) -> AttResult {
-    let (_, variable, _) = asset_for(&app, &caller, Action::Read, &device, &asset).await?;
-    match app.store.last_reading(variable.id).await.map_err(AppError::from)? {
+    let (_, variable, permit) = asset_for(&app, &caller, Action::Read, &device, &asset).await?;
+    match app.data.last_reading(&permit, &variable).await? {
         Some(reading) => Ok(Json(state_json(reading.value.to_json(), reading.timestamp_ms)).into_response()),
         None => Err(AppError::NotFound("state").into()),
     }

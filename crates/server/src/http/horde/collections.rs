@@ -86,11 +86,7 @@ async fn collection_for(
     action: Action,
     id: &str,
 ) -> Result<(Collection, Permit), AppError> {
-    let id = collection_id(id)?;
-    let permit = caller.authorize(action, &Target::collection(caller.account(), id))?;
-    let collection =
-        app.store.collection(caller.account(), id).await.map_err(|error| AppError::from_store("collection", error))?;
-    Ok((collection, permit))
+    app.data.collection(caller, action, collection_id(id)?).await
 }
 
 /// The device of the collection named in the path, authorized for `action`.
@@ -103,9 +99,7 @@ pub async fn device_for(
 ) -> Result<(Device, Permit), AppError> {
     let collection = collection_id(collection)?;
     let device: DeviceId = device.parse().map_err(|_| AppError::NotFound("device"))?;
-    let device =
-        app.store.device(caller.account(), device).await.map_err(|error| AppError::from_store("device", error))?;
-    let permit = caller.authorize(action, &device_target(&device))?;
+    let (device, permit) = app.data.device_by_id(caller, action, device).await?;
     if device.collection != collection {
         return Err(AppError::NotFound("device"));
     }
@@ -143,25 +137,16 @@ async fn create_collection(
     };
     let permit = caller.authorize(Action::Write, &owner).map_err(AppError::from)?;
     let name = tags.get("name").cloned().unwrap_or_default();
-    let mut collection = app.create_collection(&permit, name, team).await?;
-    if !tags.is_empty() {
-        collection.tags = tags;
-        app.store.update_collection(&collection).await.map_err(AppError::from)?;
-    }
+    let collection = app.create_collection(&permit, name, team, tags).await?;
     Ok((StatusCode::CREATED, Json(collection_json(&collection))).into_response())
 }
 
 /// The private team of the user behind `caller` (their session, or a token they made).
 async fn private_team_of(app: &App, caller: &Caller) -> Result<TeamId, AppError> {
-    let Creator::User(user) = caller.record.creator else {
+    let Creator::User(_) = caller.record.creator else {
         return Err(AppError::BadRequest("give a 'teamId'".into()));
     };
-    let teams = app.store.teams_of(user).await?;
-    teams
-        .into_iter()
-        .find(|(team, _)| team.private_of == Some(user))
-        .map(|(team, _)| team.id)
-        .ok_or_else(|| AppError::Internal(format!("user {user} has no private team").into()))
+    app.people.private_team(caller).await
 }
 
 async fn get_collection(
@@ -180,13 +165,13 @@ async fn update_collection(
     body: Result<Bytes, BytesRejection>,
 ) -> HordeResult {
     let document = document(body)?;
-    let (mut collection, _) = collection_for(&app, &caller, Action::Write, &collection).await?;
+    let (mut collection, permit) = collection_for(&app, &caller, Action::Write, &collection).await?;
     if let Some(update) = document.get("tags").filter(|tags| !tags.is_null()) {
         merge_tags(&mut collection.tags, update)?;
         if let Some(name) = collection.tags.get("name") {
             collection.name = name.clone();
         }
-        app.store.update_collection(&collection).await.map_err(AppError::from)?;
+        app.data.update_collection(&permit, &collection).await?;
     }
     Ok(Json(collection_json(&collection)).into_response())
 }
@@ -206,9 +191,9 @@ async fn delete_collection_tag(
     HordeCaller(caller): HordeCaller,
     Path((collection, name)): Path<(String, String)>,
 ) -> HordeResult {
-    let (mut collection, _) = collection_for(&app, &caller, Action::Write, &collection).await?;
+    let (mut collection, permit) = collection_for(&app, &caller, Action::Write, &collection).await?;
     collection.tags.remove(&name.to_lowercase());
-    app.store.update_collection(&collection).await.map_err(AppError::from)?;
+    app.data.update_collection(&permit, &collection).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -218,11 +203,7 @@ async fn list_devices(
     Path(collection): Path<String>,
 ) -> HordeResult {
     let (collection, _) = collection_for(&app, &caller, Action::Read, &collection).await?;
-    let devices = app
-        .store
-        .list_devices(caller.account(), &DeviceFilter::collection(collection.id), Page::ALL)
-        .await
-        .map_err(AppError::from)?;
+    let devices = app.data.list_devices(&caller, &DeviceFilter::collection(collection.id), Page::ALL).await?;
     let devices: Vec<Json_> = devices.items.iter().map(device_json).collect();
     Ok(Json(json!({"collectionId": collection.id.to_string(), "devices": devices})).into_response())
 }
@@ -302,7 +283,7 @@ async fn update_device(
     body: Result<Bytes, BytesRejection>,
 ) -> HordeResult {
     let document = document(body)?;
-    let (mut device, _) = device_for(&app, &caller, Action::Write, &collection, &device).await?;
+    let (mut device, permit) = device_for(&app, &caller, Action::Write, &collection, &device).await?;
     if let Some(imsi) = identity(&document, "imsi", false)? {
         device.imsi = Some(imsi);
     }
@@ -312,7 +293,7 @@ async fn update_device(
     if let Some(update) = document.get("tags").filter(|tags| !tags.is_null()) {
         merge_tags(&mut device.tags, update)?;
     }
-    app.store.update_device(&device).await.map_err(clash)?;
+    app.data.update_device(&permit, &device).await.map_err(clash)?;
     Ok(Json(device_json(&device)).into_response())
 }
 
@@ -331,9 +312,9 @@ async fn delete_device_tag(
     HordeCaller(caller): HordeCaller,
     Path((collection, device, name)): Path<(String, String, String)>,
 ) -> HordeResult {
-    let (mut device, _) = device_for(&app, &caller, Action::Write, &collection, &device).await?;
+    let (mut device, permit) = device_for(&app, &caller, Action::Write, &collection, &device).await?;
     device.tags.remove(&name.to_lowercase());
-    app.store.update_device(&device).await.map_err(clash)?;
+    app.data.update_device(&permit, &device).await.map_err(clash)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -345,15 +326,10 @@ fn data_window(query: &QueryParams) -> Result<(TimeRange, u64), AppError> {
     Ok((TimeRange { start_ms: since, end_ms: until }, limit as u64))
 }
 
-async fn messages(
-    app: &App,
-    caller: &Caller,
-    filter: DeviceFilter,
-    devices: Vec<Device>,
-    query: &QueryParams,
-) -> HordeResult {
+/// The readings under a read permit for a collection or a device, as Horde's messages.
+async fn messages(app: &App, permit: &Permit, devices: Vec<Device>, query: &QueryParams) -> HordeResult {
     let (range, limit) = data_window(query)?;
-    let readings = app.store.device_readings(caller.account(), &filter, range, limit).await.map_err(AppError::from)?;
+    let readings = app.data.readings_under(permit, range, limit).await?;
     let devices: HashMap<DeviceId, Device> = devices.into_iter().map(|device| (device.id, device)).collect();
     let messages: Vec<Json_> = readings
         .iter()
@@ -368,10 +344,9 @@ async fn collection_data(
     Path(collection): Path<String>,
     query: QueryParams,
 ) -> HordeResult {
-    let (collection, _) = collection_for(&app, &caller, Action::Read, &collection).await?;
-    let filter = DeviceFilter::collection(collection.id);
-    let devices = app.store.list_devices(caller.account(), &filter, Page::ALL).await.map_err(AppError::from)?;
-    messages(&app, &caller, filter, devices.items, &query).await
+    let (collection, permit) = collection_for(&app, &caller, Action::Read, &collection).await?;
+    let devices = app.data.list_devices(&caller, &DeviceFilter::collection(collection.id), Page::ALL).await?;
+    messages(&app, &permit, devices.items, &query).await
 }
 
 async fn device_data(
@@ -380,8 +355,8 @@ async fn device_data(
     Path((collection, device)): Path<(String, String)>,
     query: QueryParams,
 ) -> HordeResult {
-    let (device, _) = device_for(&app, &caller, Action::Read, &collection, &device).await?;
-    messages(&app, &caller, DeviceFilter::device(device.id), vec![device], &query).await
+    let (device, permit) = device_for(&app, &caller, Action::Read, &collection, &device).await?;
+    messages(&app, &permit, vec![device], &query).await
 }
 
 /// `{"port", "payload"}` of a message to a device.
@@ -434,11 +409,7 @@ async fn broadcast(
 ) -> HordeResult {
     let (port, payload) = downlink_body(&document(body)?)?;
     let (collection, _) = collection_for(&app, &caller, Action::Write, &collection).await?;
-    let devices = app
-        .store
-        .list_devices(caller.account(), &DeviceFilter::collection(collection.id), Page::ALL)
-        .await
-        .map_err(AppError::from)?;
+    let devices = app.data.list_devices(&caller, &DeviceFilter::collection(collection.id), Page::ALL).await?;
     let (mut sent, mut errors) = (0, Vec::new());
     for device in &devices.items {
         let outcome = match caller.authorize(Action::Write, &device_target(device)) {

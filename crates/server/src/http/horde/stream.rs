@@ -15,7 +15,7 @@ use axum::http::request::Parts;
 use axum::response::Response;
 use axum::routing::get;
 use serde_json::json;
-use tessera_core::{Action, DeviceId, Target};
+use tessera_core::{Action, DeviceId};
 use tessera_store::Device;
 use tokio::time::Instant;
 
@@ -70,11 +70,7 @@ async fn collection_stream(
     upgrade: WebSocketUpgrade,
 ) -> HordeResult {
     let collection = collection.parse().map_err(|_| AppError::NotFound("collection"))?;
-    caller.authorize(Action::Read, &Target::collection(caller.account(), collection)).map_err(AppError::from)?;
-    app.store
-        .collection(caller.account(), collection)
-        .await
-        .map_err(|error| AppError::from_store("collection", error))?;
+    app.data.collection(&caller, Action::Read, collection).await?;
     Ok(start(upgrade, app, caller, Stream::Collection(collection)))
 }
 
@@ -118,12 +114,12 @@ async fn serve(mut socket: WebSocket, app: App, mut caller: Caller, stream: Stre
                 }
                 let device = match devices.get(&live.device) {
                     Some(device) => device.clone(),
-                    None => match app.store.device(live.account, live.device).await {
-                        Ok(device) => {
+                    None => match app.data.describe_live(live.account, live.device, None).await {
+                        Some((device, _)) => {
                             devices.insert(device.id, device.clone());
                             device
                         }
-                        Err(_) => continue,
+                        None => continue,
                     },
                 };
                 if caller.authorize(Action::Read, &device_target(&device)).is_err() {

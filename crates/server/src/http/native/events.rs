@@ -15,7 +15,7 @@ use serde_json::json;
 use tessera_core::{Action, CollectionId, Target};
 
 use super::{Bearer, NativeResult, parse_id};
-use crate::app::{App, AppError};
+use crate::app::App;
 use crate::time::rfc3339;
 use crate::tokens::Caller;
 
@@ -25,11 +25,7 @@ pub fn routes() -> Router<App> {
 
 async fn events(State(app): State<App>, Bearer(caller): Bearer, Path(id): Path<String>) -> NativeResult {
     let collection: CollectionId = parse_id("collection", &id)?;
-    caller.authorize(Action::Read, &Target::collection(caller.account(), collection)).map_err(AppError::from)?;
-    app.store
-        .collection(caller.account(), collection)
-        .await
-        .map_err(|error| AppError::from_store("collection", error))?;
+    app.data.collection(&caller, Action::Read, collection).await?;
     Ok(Sse::new(reading_events(app, caller, collection))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())

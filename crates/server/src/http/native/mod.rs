@@ -160,7 +160,7 @@ async fn create_collection(
         Some(_) => return Err(AppError::BadRequest("'name' must be a string".into()).into()),
         None => return Err(AppError::BadRequest("'name' is required".into()).into()),
     };
-    let collection = app.create_collection(&permit, name, team).await?;
+    let collection = app.create_collection(&permit, name, team, Default::default()).await?;
     let mut response = (StatusCode::CREATED, Json(collection_json(&collection))).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/collections/{}", collection.id)) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -170,9 +170,7 @@ async fn create_collection(
 
 async fn get_collection(State(app): State<App>, Bearer(caller): Bearer, Path(id): Path<String>) -> NativeResult {
     let id: CollectionId = parse_id("collection", &id)?;
-    caller.authorize(Action::Read, &Target::collection(caller.account(), id)).map_err(AppError::from)?;
-    let collection =
-        app.store.collection(caller.account(), id).await.map_err(|error| AppError::from_store("collection", error))?;
+    let (collection, _) = app.data.collection(&caller, Action::Read, id).await?;
     Ok(Json(collection_json(&collection)).into_response())
 }
 
@@ -305,9 +303,8 @@ async fn revoke_token(State(app): State<App>, Bearer(caller): Bearer, Path(id): 
 /// `GET /v1/devices/{id}/downlinks`: the messages queued for a device, oldest first.
 async fn list_downlinks(State(app): State<App>, Bearer(caller): Bearer, Path(id): Path<String>) -> NativeResult {
     let id: tessera_core::DeviceId = parse_id("device", &id)?;
-    let device = app.store.device(caller.account(), id).await.map_err(|error| AppError::from_store("device", error))?;
-    caller.authorize(Action::Read, &crate::data::device_target(&device)).map_err(AppError::from)?;
-    let downlinks = app.store.downlinks(caller.account(), id).await.map_err(AppError::from)?;
+    let (device, permit) = app.data.device_by_id(&caller, Action::Read, id).await?;
+    let downlinks = app.data.downlinks(&permit, &device).await?;
     let listed: Vec<Json_> = downlinks
         .iter()
         .map(|downlink| {

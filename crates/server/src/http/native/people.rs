@@ -176,8 +176,8 @@ async fn disable_totp(
 }
 
 async fn list_users(State(app): State<App>, Bearer(caller): Bearer) -> NativeResult {
-    caller.authorize(Action::ManageUsers, &Target::account(caller.account())).map_err(AppError::from)?;
-    let users = app.store.list_users(caller.account()).await.map_err(AppError::from)?;
+    let permit = caller.authorize(Action::ManageUsers, &Target::account(caller.account())).map_err(AppError::from)?;
+    let users = app.people.list_users(&permit).await?;
     Ok(Json(json!({ "users": users.iter().map(user_json).collect::<Vec<_>>() })).into_response())
 }
 

@@ -18,7 +18,7 @@ use super::{
     payload, values_page,
 };
 use crate::app::{App, AppError, parse_label};
-use crate::data::{device_target, variable_target, visible_devices};
+use crate::data::visible_devices;
 use crate::http::{BaseUrl, QueryParams};
 use crate::time::rfc3339;
 use crate::tokens::Caller;
@@ -79,10 +79,10 @@ fn label_for(body: &Json, name: &str) -> Result<Label, UbidotsError> {
 
 async fn device_by_id(app: &App, caller: &Caller, action: Action, id: &str) -> Result<(Device, Permit), AppError> {
     let id: DeviceId = id.parse().map_err(|_| AppError::NotFound("datasource"))?;
-    let device =
-        app.store.device(caller.account(), id).await.map_err(|error| AppError::from_store("datasource", error))?;
-    let permit = caller.authorize(action, &device_target(&device))?;
-    Ok((device, permit))
+    app.data.device_by_id(caller, action, id).await.map_err(|error| match error {
+        AppError::NotFound("device") => AppError::NotFound("datasource"),
+        other => other,
+    })
 }
 
 async fn variable_by_id(
@@ -92,9 +92,7 @@ async fn variable_by_id(
     id: &str,
 ) -> Result<(Arc<Variable>, Permit), AppError> {
     let id: VariableId = id.parse().map_err(|_| AppError::NotFound("variable"))?;
-    let variable =
-        app.store.variable(caller.account(), id).await.map_err(|error| AppError::from_store("variable", error))?;
-    let permit = caller.authorize(action, &variable_target(&variable))?;
+    let (variable, permit) = app.data.variable_by_id(caller, action, id).await?;
     Ok((Arc::new(variable), permit))
 }
 
@@ -110,13 +108,8 @@ pub async fn list_datasources(
     let (total, results) = match visible_devices(&caller).map_err(AppError::from)? {
         None => (0, Vec::new()),
         Some(filter) => {
-            let devices = app.store.list_devices(caller.account(), &filter, page).await.map_err(AppError::from)?;
-            let results = devices
-                .items
-                .iter()
-                .filter(|device| caller.authorize(Action::Read, &device_target(device)).is_ok())
-                .map(|device| datasource_json(&base, device))
-                .collect();
+            let devices = app.data.list_devices(&caller, &filter, page).await?;
+            let results = devices.items.iter().map(|device| datasource_json(&base, device)).collect();
             (devices.total, results)
         }
     };
@@ -182,13 +175,8 @@ async fn variables_page(
     let Some(filter) = filter else {
         return Ok(axum::Json(paginated(base, path, query, page, 0, Vec::new())).into_response());
     };
-    let variables = app.store.list_variables(caller.account(), &filter, page).await.map_err(AppError::from)?;
-    let results = variables
-        .items
-        .iter()
-        .filter(|variable| caller.authorize(Action::Read, &variable_target(variable)).is_ok())
-        .map(|variable| variable_json(base, variable))
-        .collect();
+    let variables = app.data.list_variables(caller, &filter, page).await?;
+    let results = variables.items.iter().map(|variable| variable_json(base, variable)).collect();
     Ok(axum::Json(paginated(base, path, query, page, variables.total, results)).into_response())
 }
 
@@ -273,8 +261,8 @@ pub async fn variable_values(
     base: BaseUrl,
     query: QueryParams,
 ) -> UbidotsResult {
-    let (variable, _) = variable_by_id(&app, &caller, Action::Read, &id).await?;
-    values_page(&app, &variable, &base, uri.path(), &query).await
+    let (variable, permit) = variable_by_id(&app, &caller, Action::Read, &id).await?;
+    values_page(&app, &permit, &variable, &base, uri.path(), &query).await
 }
 
 /// `POST variables/<id>/values`: one dot (201, the stored dot) or a list (one status per dot).

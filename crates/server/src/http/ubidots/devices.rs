@@ -93,13 +93,13 @@ async fn readable_variable(
     caller: &Caller,
     device: &str,
     variable: &str,
-) -> Result<Arc<Variable>, AppError> {
+) -> Result<(Arc<Variable>, tessera_core::Permit), AppError> {
     let device_label = parse_label("device", device)?;
     let variable_label = parse_label("variable", variable)?;
     let (device, _) = app.data.device_for(caller, Action::Read, &device_label).await?;
     let variable = app.data.variable_by_label(&device, &variable_label).await?;
-    caller.authorize(Action::Read, &variable_target(&variable))?;
-    Ok(variable)
+    let permit = caller.authorize(Action::Read, &variable_target(&variable))?;
+    Ok((variable, permit))
 }
 
 /// `GET devices/<device_label>/<variable_label>/values`: newest first, paginated, `start`/`end` inclusive.
@@ -111,8 +111,8 @@ pub async fn variable_values(
     base: BaseUrl,
     query: QueryParams,
 ) -> UbidotsResult {
-    let variable = readable_variable(&app, &caller, &device, &variable).await?;
-    values_page(&app, &variable, &base, uri.path(), &query).await
+    let (variable, permit) = readable_variable(&app, &caller, &device, &variable).await?;
+    values_page(&app, &permit, &variable, &base, uri.path(), &query).await
 }
 
 /// `GET devices/<device_label>/<variable_label>/lv`: the last value as a bare number.
@@ -121,8 +121,8 @@ pub async fn last_value(
     AuthToken(caller): AuthToken,
     Path((device, variable)): Path<(String, String)>,
 ) -> UbidotsResult {
-    let variable = readable_variable(&app, &caller, &device, &variable).await?;
-    match app.store.last_reading(variable.id).await.map_err(AppError::from)? {
+    let (variable, permit) = readable_variable(&app, &caller, &device, &variable).await?;
+    match app.data.last_reading(&permit, &variable).await? {
         Some(reading) => Ok(axum::Json(reading.value.to_json()).into_response()),
         None => Err(UbidotsError::new(StatusCode::NOT_FOUND, "Not found: the variable has no values yet.")),
     }
@@ -137,10 +137,11 @@ pub async fn device_last_values(
     let label = parse_label("device", &device)?;
     let (device, _) = app.data.device_for(&caller, Action::Read, &label).await?;
     let filter = DeviceFilter::device(device.id);
-    let variables = app.store.list_variables(device.account, &filter, Page::ALL).await.map_err(AppError::from)?;
+    let variables = app.data.list_variables(&caller, &filter, Page::ALL).await?;
     let mut answer = Map::new();
     for variable in variables.items {
-        let last = app.store.last_reading(variable.id).await.map_err(AppError::from)?;
+        let permit = caller.authorize(Action::Read, &variable_target(&variable)).map_err(AppError::from)?;
+        let last = app.data.last_reading(&permit, &variable).await?;
         answer.insert(variable.label.to_string(), last.as_ref().map_or(Json::Null, dot_json));
     }
     Ok(axum::Json(Json::Object(answer)).into_response())

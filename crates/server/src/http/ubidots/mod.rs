@@ -232,13 +232,14 @@ fn dot_json(reading: &tessera_core::Reading) -> Json {
 /// One page of a variable's dots, newest first, within the request's `start`/`end`.
 async fn values_page(
     app: &App,
+    permit: &tessera_core::Permit,
     variable: &tessera_store::Variable,
     base: &BaseUrl,
     path: &str,
     query: &QueryParams,
 ) -> UbidotsResult {
     let page = page_of(query)?;
-    let readings = app.store.readings(variable.id, time_range_of(query)?, page).await.map_err(AppError::from)?;
+    let readings = app.data.readings(permit, variable, time_range_of(query)?, page).await?;
     let results = readings.items.iter().map(dot_json).collect();
     Ok(axum::Json(paginated(base, path, query, page, readings.total, results)).into_response())
 }
