@@ -223,8 +223,9 @@ impl QueryParams {
     }
 }
 
-/// Splits `a=1&b=x%20y` into decoded pairs. Malformed escapes are kept as they are.
-fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
+/// Splits `a=1&b=x%20y` into decoded pairs. Malformed escapes are kept as they are. Public for the fuzz targets
+/// and property tests; routes read query strings through `QueryParams`.
+pub fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())

@@ -7,7 +7,7 @@
 //! or `maker:<token>` (password anything); Horde consumers `username = collection id, password = token`.
 
 pub mod topics;
-mod v5;
+pub mod v5;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -280,6 +280,16 @@ async fn refuse(connection: &mut Connection, reason: ConnectAckReason) -> Result
     Err(format!("connection refused: {}", reason.reason()))
 }
 
+/// The codec a connection reads and writes with once its CONNECT has told the protocol version (the version is
+/// read first with `rmqtt_codec::version::VersionCodec`). Public so that the fuzz targets decode bytes exactly as a
+/// connection does.
+pub fn session_codec(version: ProtocolVersion) -> MqttCodec {
+    match version {
+        ProtocolVersion::MQTT3 => MqttCodec::V3(v3::Codec::new(MAX_PACKET)),
+        ProtocolVersion::MQTT5 => MqttCodec::V5(rmqtt_codec::v5::Codec::new(MAX_PACKET, MAX_PACKET)),
+    }
+}
+
 /// The token in a CONNECT, as each dialect puts it.
 async fn authenticate(app: &App, connect: &v3::Connect) -> Option<Caller> {
     let username = connect.username.as_ref().map(|name| name.to_string()).unwrap_or_default();
@@ -305,10 +315,7 @@ async fn connection(
         Ok(Some(Ok((MqttPacket::Version(version), _)))) => version,
         _ => return Err("no CONNECT".into()),
     };
-    *framed.codec_mut() = match version {
-        ProtocolVersion::MQTT3 => MqttCodec::V3(v3::Codec::new(MAX_PACKET)),
-        ProtocolVersion::MQTT5 => MqttCodec::V5(rmqtt_codec::v5::Codec::new(MAX_PACKET, MAX_PACKET)),
-    };
+    *framed.codec_mut() = session_codec(version);
     let mut framed = Connection { framed, version, unsubscribed: 0 };
     let connect = match tokio::time::timeout(CONNECT_TIMEOUT, framed.framed.next()).await {
         Ok(Some(Ok((MqttPacket::V3(Packet::Connect(connect)), _)))) => connect,

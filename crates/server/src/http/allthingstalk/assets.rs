@@ -236,8 +236,9 @@ async fn put_state(
     Ok(Json(state_json(value, timestamp_ms)).into_response())
 }
 
-/// The value and optional `at` of a state or command body: `{"value", "at"?}`, or a bare JSON value.
-fn state_value(document: &Json_) -> (Json_, Option<&Json_>) {
+/// The value and optional `at` of a state or command body: `{"value", "at"?}`, or a bare JSON value. Public for
+/// the fuzz targets and property tests.
+pub fn state_value(document: &Json_) -> (Json_, Option<&Json_>) {
     match document {
         Json_::Object(fields) if fields.contains_key("value") => (fields["value"].clone(), fields.get("at")),
         other => (other.clone(), None),

@@ -359,8 +359,9 @@ async fn device_data(
     messages(&app, &permit, vec![device], &query).await
 }
 
-/// `{"port", "payload"}` of a message to a device.
-fn downlink_body(document: &Json_) -> Result<(u16, Vec<u8>), AppError> {
+/// `{"port", "payload"}` of a message to a device. Public (re-exported by `horde`) for the fuzz targets and
+/// property tests.
+pub fn downlink_body(document: &Json_) -> Result<(u16, Vec<u8>), AppError> {
     let port = match document.get("port").and_then(Json_::as_u64) {
         Some(port) if port <= u64::from(u16::MAX) => port as u16,
         _ => return Err(AppError::BadRequest("'port' is required: a number from 0 to 65535".into())),

@@ -2,7 +2,7 @@
 //! token in `X-API-Token` or a user session in `Authorization: Bearer`; errors are `{"status", "message"}`.
 
 mod collections;
-pub use collections::message_json;
+pub use collections::{downlink_body, message_json};
 mod stream;
 mod teams;
 mod tokens;
@@ -126,8 +126,9 @@ impl FromRequestParts<App> for HordeCaller {
     }
 }
 
-/// Horde's tags: names lower-cased; a tag set to `""` is removed when merged.
-fn merge_tags(
+/// Horde's tags: names lower-cased; a tag set to `""` is removed when merged. Public for the fuzz targets and
+/// property tests.
+pub fn merge_tags(
     tags: &mut std::collections::BTreeMap<String, String>,
     update: &serde_json::Value,
 ) -> Result<(), AppError> {
