@@ -1,10 +1,10 @@
-//! The application state every dialect shares, and the one error type of the layer between the dialects and the
-//! store. Each dialect maps [`AppError`] to its own wire shape.
+//! The application state every front end shares (the services, the configuration) and the collection operations.
+//! The error type the front ends map to their wire shapes is `crate::error::AppError`, re-exported here.
 
 use std::sync::Arc;
 
-use tessera_core::{Action, CollectionId, Denial, Label, Permit, Target, TeamId};
-use tessera_store::{Collection, Store, StoreError};
+use tessera_core::{Action, CollectionId, Permit, Target, TeamId};
+use tessera_store::{Collection, Store};
 
 use crate::config::Config;
 use crate::data::DataService;
@@ -12,8 +12,9 @@ use crate::entropy::new_id;
 use crate::hub::Hub;
 use crate::people::PeopleService;
 use crate::time::now_ms;
-use crate::tokens::{TokenError, TokenService, VerifyError};
-use crate::writer::WriteError;
+use crate::tokens::TokenService;
+
+pub use crate::error::{AppError, parse_label, permit_mismatch};
 
 /// Shared state: cheap to clone, one per server. The front ends reach the store only through the services: the
 /// store handle here is private to this module (the collection operations below), and the compiler refuses any
@@ -28,7 +29,7 @@ pub struct App {
     pub teams: Arc<crate::teams::TeamService>,
     pub hub: Arc<Hub>,
     /// The other nodes on a shared database (none on SQLite).
-    pub peers: crate::cluster::Peers,
+    pub peers: crate::peers::Peers,
 }
 
 /// The services a server is made of, for [`App::new`].
@@ -39,7 +40,7 @@ pub struct Services {
     pub people: Arc<PeopleService>,
     pub teams: Arc<crate::teams::TeamService>,
     pub hub: Arc<Hub>,
-    pub peers: crate::cluster::Peers,
+    pub peers: crate::peers::Peers,
 }
 
 impl App {
@@ -108,129 +109,5 @@ impl App {
             .map_err(|error| AppError::from_store("collection", error))?;
         self.tokens.forget(&revoked);
         Ok(())
-    }
-}
-
-/// What can go wrong between a dialect and the store.
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    /// The credential is no credential (never a store failure: that is `Unavailable`, answered 503, since a
-    /// device told 401 concludes its token is bad).
-    #[error("authentication failed: {0}")]
-    Unauthenticated(VerifyError),
-    #[error("access denied: {0}")]
-    Denied(Denial),
-    #[error("{0} not found")]
-    NotFound(&'static str),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("the store is unavailable")]
-    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("internal error")]
-    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
-}
-
-impl AppError {
-    /// A store error in a context where "not found" means `what` was not found.
-    pub fn from_store(what: &'static str, error: StoreError) -> AppError {
-        match error {
-            StoreError::NotFound => AppError::NotFound(what),
-            StoreError::Conflict(message) => AppError::Conflict(message),
-            StoreError::Invalid(message) => AppError::BadRequest(message),
-            StoreError::Unavailable(source) => AppError::Unavailable(source),
-            StoreError::Internal(source) => AppError::Internal(source),
-        }
-    }
-
-    pub fn bad_label(what: &str, error: tessera_core::label::InvalidLabel) -> AppError {
-        AppError::BadRequest(format!("invalid {what} label: {error}"))
-    }
-
-    /// The HTTP status every dialect answers this error with (each shapes its own body).
-    pub fn status(&self) -> axum::http::StatusCode {
-        use axum::http::StatusCode;
-        if self.is_unauthenticated() {
-            return StatusCode::UNAUTHORIZED;
-        }
-        match self {
-            AppError::Denied(_) => StatusCode::FORBIDDEN,
-            AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::Conflict(_) => StatusCode::CONFLICT,
-            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            AppError::Unauthenticated(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// Denials that revoke or expire the credential are authentication failures; all others are 403s.
-    pub fn is_unauthenticated(&self) -> bool {
-        match self {
-            AppError::Unauthenticated(_) => true,
-            AppError::Denied(denial) => denial.is_unauthenticated(),
-            _ => false,
-        }
-    }
-}
-
-impl From<Denial> for AppError {
-    fn from(denial: Denial) -> AppError {
-        if denial.hides_existence() {
-            // Another user's token does not exist as far as this user can tell.
-            return AppError::NotFound("token");
-        }
-        AppError::Denied(denial)
-    }
-}
-
-impl From<VerifyError> for AppError {
-    fn from(error: VerifyError) -> AppError {
-        match error {
-            VerifyError::Store(error) => AppError::from_store("token", error),
-            other => AppError::Unauthenticated(other),
-        }
-    }
-}
-
-impl From<TokenError> for AppError {
-    fn from(error: TokenError) -> AppError {
-        match error {
-            TokenError::Denied(denial) => AppError::from(denial),
-            TokenError::NoSuch(what) => AppError::NotFound(what),
-            TokenError::Store(error) => AppError::from_store("token", error),
-            TokenError::PermitMismatch => AppError::Internal(Box::new(TokenError::PermitMismatch)),
-        }
-    }
-}
-
-impl From<WriteError> for AppError {
-    fn from(error: WriteError) -> AppError {
-        AppError::Unavailable(Box::new(error))
-    }
-}
-
-/// Parses a label from the wire, naming what it labels in the error.
-pub fn parse_label(what: &str, text: &str) -> Result<Label, AppError> {
-    Label::parse(text).map_err(|error| AppError::bad_label(what, error))
-}
-
-/// A permit whose action and target do not match the operation it was passed to is a programming error in the
-/// caller, never a user's mistake: refuse the operation and make it loud in the log.
-pub fn permit_mismatch(permit: &Permit, operation: &str) -> AppError {
-    tracing::error!(?permit, operation, "permit does not cover the operation");
-    AppError::Internal(format!("permit does not cover {operation}").into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_store_that_cannot_check_a_token_is_a_503_not_a_bad_credential() {
-        let error = AppError::from(VerifyError::Store(StoreError::Unavailable("connection refused".into())));
-        assert!(!error.is_unauthenticated());
-        assert_eq!(error.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(AppError::from(VerifyError::Unknown).status(), axum::http::StatusCode::UNAUTHORIZED);
     }
 }

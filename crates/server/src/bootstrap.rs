@@ -1,11 +1,10 @@
 //! First start: the data directory, the server key, and the bootstrap account.
 
+use crate::people::hash_password;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-use argon2::Argon2;
-use argon2::password_hash::PasswordHasher;
 use std::sync::Arc;
 use tessera_core::{AccountId, CollectionId, Rights, Scope, Secret, ServerKey, TeamId, TokenId, TokenKind, UserId};
 
@@ -173,15 +172,6 @@ pub enum OperatorError {
     Open(#[from] OpenError),
     #[error("{0}")]
     Refused(String),
-}
-
-/// Hashes a password with argon2id at the library's recommended parameters, which the PHC string records so
-/// they can be raised later without invalidating existing hashes.
-pub fn hash_password(password: &str) -> String {
-    match Argon2::default().hash_password(password.as_bytes()) {
-        Ok(hash) => hash.to_string(),
-        Err(error) => panic!("argon2 failed to hash a password: {error}"),
-    }
 }
 
 /// Creates the bootstrap account if the store has none. Returns the credentials only when it created them.

@@ -15,238 +15,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use serde::{Deserialize, Serialize};
-use tessera_core::{
-    AccountId, CollectionId, DeviceId, Label, Reading, SecretDigest, TokenId, UserId, Value, VariableId,
-};
+use tessera_core::{AccountId, CollectionId, DeviceId, Label, SecretDigest, TokenId, UserId, VariableId};
 use tessera_store::{Creator, ListenEvent, PostgresEvents, PostgresListener};
 use tokio::sync::{mpsc, watch};
 
 use crate::data::DataService;
-use crate::hub::{Hub, LiveCommand, LiveReading};
+use crate::hub::{Hub, LiveCommand};
+pub use crate::peers::{Change, Peers, WireCommand, WireCreator, WireReading};
+use crate::peers::{Envelope, LIVE_QUEUE, Link, unhex};
 use crate::time::now_ms;
 use crate::tokens::TokenService;
-
-/// A committed change other nodes must hear of.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "change", rename_all = "snake_case")]
-pub enum Change {
-    /// A token was revoked or its scope, rights or tags changed.
-    Token { id: i64, digest: String },
-    /// What a token creator reaches changed (membership, role).
-    Reach { creator: WireCreator },
-    /// A device was deleted (its label may now name another device).
-    Device { account: i64, label: String },
-    /// A variable was changed or deleted.
-    Variable { device: i64, label: String },
-    /// Readings committed on the telling node, for live consumers.
-    Readings { readings: Vec<WireReading> },
-    /// A command for an actuator, for live consumers.
-    Command { command: WireCommand },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
-pub enum WireCreator {
-    System,
-    Token(i64),
-    User(i64),
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WireReading {
-    account: i64,
-    collection: i64,
-    device: i64,
-    variable: i64,
-    ts: i64,
-    received_at: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    number: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    json: Option<serde_json::Value>,
-    /// Base64.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    bytes: Option<String>,
-    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
-    context: serde_json::Map<String, serde_json::Value>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WireCommand {
-    account: i64,
-    collection: i64,
-    device: i64,
-    variable: i64,
-    value: serde_json::Value,
-    at: i64,
-}
-
-/// What travels: the change and the node it comes from.
-#[derive(Debug, Serialize, Deserialize)]
-struct Envelope {
-    origin: u64,
-    #[serde(flatten)]
-    change: Change,
-}
-
-impl Change {
-    pub fn token(id: TokenId, digest: &SecretDigest) -> Change {
-        Change::Token { id: id.as_i64(), digest: hex(&digest.0) }
-    }
-
-    pub fn reach(creator: Creator) -> Change {
-        Change::Reach {
-            creator: match creator {
-                Creator::System => WireCreator::System,
-                Creator::Token(token) => WireCreator::Token(token.as_i64()),
-                Creator::User(user) => WireCreator::User(user.as_i64()),
-            },
-        }
-    }
-
-    pub fn readings(readings: &[LiveReading]) -> Change {
-        Change::Readings { readings: readings.iter().map(WireReading::from).collect() }
-    }
-
-    pub fn command(command: &LiveCommand) -> Change {
-        Change::Command {
-            command: WireCommand {
-                account: command.account.as_i64(),
-                collection: command.collection.as_i64(),
-                device: command.device.as_i64(),
-                variable: command.variable.as_i64(),
-                value: command.value.clone(),
-                at: command.at_ms,
-            },
-        }
-    }
-}
-
-impl From<&LiveReading> for WireReading {
-    fn from(live: &LiveReading) -> WireReading {
-        let (number, json, bytes) = match &live.reading.value {
-            Value::Number(number) => (Some(*number), None, None),
-            Value::Json(json) => (None, Some(json.clone()), None),
-            Value::Bytes(bytes) => (None, None, Some(BASE64.encode(bytes))),
-        };
-        WireReading {
-            account: live.account.as_i64(),
-            collection: live.collection.as_i64(),
-            device: live.device.as_i64(),
-            variable: live.reading.variable.as_i64(),
-            ts: live.reading.timestamp_ms,
-            received_at: live.reading.received_at_ms,
-            number,
-            json,
-            bytes,
-            context: live.reading.context.clone(),
-        }
-    }
-}
-
-impl WireReading {
-    fn into_live(self) -> Option<LiveReading> {
-        let value = match (self.number, self.json, self.bytes) {
-            (Some(number), None, None) => Value::Number(number),
-            (None, Some(json), None) => Value::Json(json),
-            (None, None, Some(bytes)) => Value::Bytes(BASE64.decode(bytes).ok()?),
-            _ => return None,
-        };
-        Some(LiveReading {
-            account: AccountId::from_i64(self.account),
-            collection: CollectionId::from_i64(self.collection),
-            device: DeviceId::from_i64(self.device),
-            reading: Reading {
-                variable: VariableId::from_i64(self.variable),
-                timestamp_ms: self.ts,
-                value,
-                context: self.context,
-                received_at_ms: self.received_at,
-            },
-        })
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<[u8; 32]> {
-    let bytes: Vec<u8> = (0..text.len())
-        .step_by(2)
-        .map(|at| text.get(at..at + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
-        .collect::<Option<_>>()?;
-    bytes.try_into().ok()
-}
-
-/// The other nodes, as the parts of one node see them: they tell changes here, and ask whether the node is
-/// in touch with the others.
-#[derive(Debug, Clone)]
-pub struct Peers {
-    link: Option<Arc<Link>>,
-}
-
-#[derive(Debug)]
-struct Link {
-    origin: u64,
-    /// Cache invalidations: they go out before any live data waiting, so a revocation never queues behind a
-    /// backlog of readings (it did: 2 s at p99 under two-node ingest).
-    urgent: mpsc::UnboundedSender<Change>,
-    /// Live data: readings and commands, in order, at most `LIVE_QUEUE` batches; beyond it they are dropped (and
-    /// counted), so a node that commits faster than the database takes notifications holds bounded memory.
-    live: mpsc::Sender<Change>,
-    /// Live data dropped because the queue was full.
-    live_dropped: AtomicU64,
-    /// The event connection is up: changes by other nodes are being heard.
-    listening: AtomicBool,
-}
-
-impl Peers {
-    /// A node alone on its store.
-    pub fn none() -> Peers {
-        Peers { link: None }
-    }
-
-    /// Tells every other node of a committed change. Never waits: changes leave in order from a queue.
-    pub fn tell(&self, change: Change) {
-        if let Some(link) = &self.link {
-            // An error means the publisher stopped: the node is shutting down.
-            match change {
-                Change::Readings { .. } | Change::Command { .. } => {
-                    if let Err(mpsc::error::TrySendError::Full(_)) = link.live.try_send(change) {
-                        // Other nodes' live consumers miss this batch; it is stored, and readable there.
-                        let dropped = link.live_dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                        if dropped.is_power_of_two() {
-                            tracing::warn!(dropped, "live data for the other nodes dropped: they do not keep up");
-                        }
-                    }
-                }
-                _ => {
-                    let _ = link.urgent.send(change);
-                }
-            }
-        }
-    }
-
-    /// Whether this node hears the other nodes' changes now (always, when it is alone).
-    pub fn in_touch(&self) -> bool {
-        self.link.as_ref().is_none_or(|link| link.listening.load(Ordering::SeqCst))
-    }
-
-    pub fn is_alone(&self) -> bool {
-        self.link.is_none()
-    }
-}
 
 /// Live data (readings, commands) is given up after this many failed attempts: consumers can read it from the
 /// store. Cache invalidations are never given up while the node runs, since a node that misses one would keep
 /// trusting a revoked token.
 const LIVE_DATA_ATTEMPTS: u32 = 20;
-/// Batches of live data waiting to be told, at most (each at most one commit of the writer).
-const LIVE_QUEUE: usize = 64;
 const PUBLISH_RETRY: Duration = Duration::from_millis(250);
 const SHUTDOWN_PUBLISH_LIMIT: Duration = Duration::from_secs(10);
 
@@ -417,6 +200,9 @@ mod tests {
     use tessera_core::Id;
 
     use super::*;
+    use crate::hub::LiveReading;
+    use crate::peers::hex;
+    use tessera_core::{Reading, Value};
 
     #[test]
     fn live_data_waiting_for_the_other_nodes_is_bounded_and_invalidations_are_not() {

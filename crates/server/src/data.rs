@@ -12,10 +12,10 @@ use tessera_core::{
 };
 use tessera_store::{Device, Store, StoreError, Variable};
 
-use crate::app::{AppError, permit_mismatch};
 use crate::cache::RecordCache;
-use crate::cluster::{Change, Peers};
 use crate::entropy::new_id;
+use crate::error::{AppError, permit_mismatch};
+use crate::peers::{Change, Peers};
 use crate::time::now_ms;
 use crate::tokens::Caller;
 use crate::writer::{Origin, ReadingWriter};

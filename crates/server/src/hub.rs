@@ -5,30 +5,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tessera_core::{AccountId, CollectionId, DeviceId, Reading, VariableId};
 use tokio::sync::broadcast;
 
-use crate::cluster::{Change, Peers};
+use crate::peers::{Change, Peers};
 
-/// A reading with where it belongs, as consumers filter by it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LiveReading {
-    pub account: AccountId,
-    pub collection: CollectionId,
-    pub device: DeviceId,
-    pub reading: Reading,
-}
-
-/// A command sent to an actuator (AllThingsTalk): not a reading, only passed on to live consumers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LiveCommand {
-    pub account: AccountId,
-    pub collection: CollectionId,
-    pub device: DeviceId,
-    pub variable: VariableId,
-    pub value: serde_json::Value,
-    pub at_ms: i64,
-}
+pub use crate::live::{LiveCommand, LiveReading};
 
 #[derive(Debug)]
 pub struct Hub {
@@ -137,6 +118,7 @@ mod tests {
     use tessera_core::{Id, Value, VariableId};
 
     use super::*;
+    use tessera_core::{AccountId, CollectionId, DeviceId, Reading};
 
     fn live(timestamp_ms: i64) -> LiveReading {
         LiveReading {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use argon2::Argon2;
+use argon2::password_hash::PasswordHasher;
 use argon2::password_hash::PasswordVerifier;
 use argon2::password_hash::phc::PasswordHash;
 use tessera_core::totp::{self, TotpError, TotpSecret};
@@ -16,9 +17,8 @@ use tessera_core::{
 };
 use tessera_store::{Creator, LoginChallenge, Store, StoreError, Team, TokenRecord, User, UserTotp};
 
-use crate::app::{AppError, permit_mismatch};
-use crate::bootstrap::hash_password;
 use crate::entropy::{new_id, random_bytes};
+use crate::error::{AppError, permit_mismatch};
 use crate::time::now_ms;
 use crate::tokens::{Caller, NewToken, TokenService};
 
@@ -107,6 +107,15 @@ pub struct PeopleService {
     throttle: Throttle,
     access_ttl: Duration,
     refresh_ttl: Duration,
+}
+
+/// Hashes a password with argon2id at the library's recommended parameters, which the PHC string records so
+/// they can be raised later without invalidating existing hashes.
+pub fn hash_password(password: &str) -> String {
+    match Argon2::default().hash_password(password.as_bytes()) {
+        Ok(hash) => hash.to_string(),
+        Err(error) => panic!("argon2 failed to hash a password: {error}"),
+    }
 }
 
 /// Lower-cases and checks an email address.
@@ -207,7 +216,7 @@ impl PeopleService {
     /// The account's users, for an account administrator (a `ManageUsers` permit).
     pub async fn list_users(&self, permit: &tessera_core::Permit) -> Result<Vec<User>, AppError> {
         if !permit.covers(tessera_core::Action::ManageUsers, &tessera_core::Target::account(permit.account())) {
-            return Err(crate::app::permit_mismatch(permit, "list users"));
+            return Err(crate::error::permit_mismatch(permit, "list users"));
         }
         Ok(self.store.list_users(permit.account()).await?)
     }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use tessera_core::{Action, Listing, Permit, Role, Target, TeamId, UserId};
 use tessera_store::{Creator, Invite, Membership, Store, Team, User};
 
-use crate::app::{AppError, permit_mismatch};
 use crate::entropy::new_id;
+use crate::error::{AppError, permit_mismatch};
 use crate::people::PeopleService;
 use crate::time::now_ms;
 use crate::tokens::{Caller, TokenService};

@@ -251,7 +251,7 @@ mod tests {
     async fn queued_requests_are_committed_together() {
         let (store, [a, b]) = store_with_two_variables().await;
         let (writer, task) =
-            ReadingWriter::start(store.clone(), Arc::new(Hub::new(16, crate::cluster::Peers::none())), 64, 10_000);
+            ReadingWriter::start(store.clone(), Arc::new(Hub::new(16, crate::peers::Peers::none())), 64, 10_000);
         let requests = (0..20).map(|n| writer.write(vec![reading(a, n), reading(b, n)], vec![ORIGIN; 2]));
         let outcomes = futures_join(requests).await;
         assert!(outcomes.iter().all(Result::is_ok));
@@ -268,7 +268,7 @@ mod tests {
     async fn batches_are_bounded_and_stop_commits_what_was_queued() {
         let (store, [a, _]) = store_with_two_variables().await;
         let (writer, task) =
-            ReadingWriter::start(store.clone(), Arc::new(Hub::new(16, crate::cluster::Peers::none())), 64, 5);
+            ReadingWriter::start(store.clone(), Arc::new(Hub::new(16, crate::peers::Peers::none())), 64, 5);
         let requests = (0..10)
             .map(|n| writer.write(vec![reading(a, n), reading(a, n + 100), reading(a, n + 200)], vec![ORIGIN; 3]));
         assert!(futures_join(requests).await.iter().all(Result::is_ok));
