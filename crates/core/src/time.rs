@@ -12,6 +12,10 @@ pub const EARLIEST_MS: i64 = 0;
 /// can write, so every stored timestamp can be given back as text in every dialect.
 pub const LATEST_MS: i64 = 253_402_300_799_999;
 
+/// The offsets places on Earth use, from UTC−12:00 to UTC+14:00. RFC 3339 writes any offset below a day, but
+/// one outside these is a clock or firmware bug, not a time zone.
+const REAL_OFFSETS_SECONDS: std::ops::RangeInclusive<i32> = -12 * 3600..=14 * 3600;
+
 /// The range, as the errors state it.
 const RANGE_TEXT: &str = "1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z";
 
@@ -25,6 +29,8 @@ pub enum TimestampError {
     NotADateTime(String),
     #[error("{0} is outside the timestamps Tessera keeps ({RANGE_TEXT})")]
     OutOfRange(String),
+    #[error("'{0}' has an offset no place uses (they run from -12:00 to +14:00)")]
+    OffsetNotReal(String),
 }
 
 /// `ms` (milliseconds since the Unix epoch) if it lies in [`EARLIEST_MS`]`..=`[`LATEST_MS`].
@@ -38,14 +44,20 @@ pub fn check_range(ms: i64) -> Result<i64, TimestampError> {
 
 /// Parses an ISO 8601 / RFC 3339 date and time into Unix milliseconds: `2021-10-15T10:00:00Z`, with optional
 /// fractional seconds (below a millisecond dropped), `T`, `t` or a space between date and time, and `Z` or a
-/// `±HH:MM` offset. Without an offset the time is UTC, as Python's `datetime.utcnow().isoformat()` writes it.
-/// Impossible dates (`2021-02-31`), offsets (`+99:99`) and instants outside the kept range are refused.
+/// `±HH:MM` offset from -12:00 to +14:00. Without an offset the time is UTC, as Python's
+/// `datetime.utcnow().isoformat()` writes it. Impossible dates (`2021-02-31`), offsets (`+99:99`, `-23:59`) and
+/// instants outside the kept range are refused; a leap second (`23:59:60`) is read as the next second's start,
+/// and digits of a fraction below the millisecond are dropped.
 pub fn parse_iso8601(text: &str) -> Result<i64, TimestampError> {
     let trimmed = text.trim();
-    let instant = DateTime::parse_from_rfc3339(trimmed)
-        .map(|with_offset| with_offset.with_timezone(&Utc))
-        .or_else(|_| without_offset(trimmed))
-        .map_err(|_| TimestampError::NotADateTime(quoted(trimmed)))?;
+    let instant = match DateTime::parse_from_rfc3339(trimmed) {
+        Ok(with_offset) if !REAL_OFFSETS_SECONDS.contains(&with_offset.offset().local_minus_utc()) => {
+            return Err(TimestampError::OffsetNotReal(quoted(trimmed)));
+        }
+        Ok(with_offset) => Ok(with_offset.with_timezone(&Utc)),
+        Err(_) => without_offset(trimmed),
+    }
+    .map_err(|_| TimestampError::NotADateTime(quoted(trimmed)))?;
     check_range(instant.timestamp_millis()).map_err(|_| TimestampError::OutOfRange(quoted(trimmed)))
 }
 
@@ -157,6 +169,11 @@ mod tests {
             );
         }
         assert!(matches!(parse_iso8601("1969-12-31T23:59:59Z"), Err(TimestampError::OutOfRange(_))));
+        for unreal in ["2024-01-01T00:00:00-23:59", "2024-01-01T00:00:00+14:01", "2024-01-01T00:00:00-12:01"] {
+            assert!(matches!(parse_iso8601(unreal), Err(TimestampError::OffsetNotReal(_))), "{unreal}");
+        }
+        assert_eq!(parse_iso8601("2024-01-01T14:00:00+14:00"), Ok(1_704_067_200_000));
+        assert_eq!(parse_iso8601("2023-12-31T12:00:00-12:00"), Ok(1_704_067_200_000));
         assert_eq!(check_range(-1), Err(TimestampError::OutOfRange("-1 ms since the Unix epoch".into())));
         assert!(check_range(LATEST_MS + 1).is_err());
         assert_eq!(check_range(LATEST_MS), Ok(LATEST_MS));

@@ -342,6 +342,13 @@ impl TokenService {
         let (_, listed) = authorize_token_listing(&caller.grant, now_ms(), &target)?;
         let creator = match listed {
             ListedTokens::Everyones => None,
+            // A node the caller cannot even read is, to them, a node that does not exist: answering an empty
+            // listing there would confirm that it does.
+            ListedTokens::MadeBy(_)
+                if !target.path().is_empty() && caller.authorize(Action::Read, &target).is_err() =>
+            {
+                return Err(TokenError::NoSuch(node_kind(&target)));
+            }
             ListedTokens::MadeBy(creator) => Some(creator),
         };
         Ok(self.store.list_tokens(caller.account(), TokenFilter { scope: at, creator }, now_ms(), page).await?)
@@ -625,6 +632,17 @@ impl TokenService {
             }
         }
         outcome
+    }
+}
+
+/// What a node is called in a "no such …" answer.
+fn node_kind(target: &Target) -> &'static str {
+    match target.path().last() {
+        Some(tessera_core::Node::Team(_)) => "team",
+        Some(tessera_core::Node::Collection(_)) => "collection",
+        Some(tessera_core::Node::Device(_)) => "device",
+        Some(tessera_core::Node::Variable(_)) => "variable",
+        None => "account",
     }
 }
 

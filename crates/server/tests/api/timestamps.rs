@@ -47,6 +47,8 @@ async fn allthingstalk_refuses_impossible_instants_by_name_and_keeps_what_it_had
         ("2021-02-31T00:00:00Z", "2021-02-31"),
         // Before the epoch: outside the kept range on every dialect.
         ("1969-12-31T23:59:59Z", "outside"),
+        // RFC 3339 writes it, but no place is 23 hours and 59 minutes behind UTC.
+        ("2024-01-01T00:00:00-23:59", "offset"),
     ] {
         let (status, error) = put_state(&tessera, &device, &token, json!({"value": 9, "at": at})).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{at}: {error}");

@@ -166,7 +166,30 @@ async fn horde_resource_tokens_follow_the_same_rule() {
     let (status, _) =
         horde(&team.alice, Method::PATCH, &format!("/tokens/{id}"), Some(json!({"resource": path}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "Bob's private team is not hers");
-    // The API key is not a user's session: 401 on Horde's /tokens, whatever it could manage elsewhere.
+    // The API key is not a user's session: 401 on Horde's /tokens, whatever it could manage elsewhere; nor is a
+    // session's secret sent as a token, in X-API-Token.
     let (status, _) = tessera.call(Method::GET, "/tokens", &[("x-api-token", &tessera.api_key)], None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    for method in [Method::GET, Method::POST] {
+        let body = (method == Method::POST).then(|| json!({"resource": "/", "write": false}));
+        let (status, _) = tessera.call(method.clone(), "/tokens", &[("x-api-token", &team.alice)], body).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} with a session in X-API-Token");
+    }
+}
+
+/// A device or collection the caller cannot read is, at its token routes, one that does not exist.
+#[tokio::test]
+async fn token_listings_do_not_confirm_nodes_the_caller_cannot_read() {
+    let tessera = TestServer::start().await;
+    let team = team_with_a_member(&tessera).await;
+    let (carol, _) = tessera.user("carol@example.com", "correct horse battery").await;
+    for route in [format!("/devices/{}/tokens", team.device), format!("/collections/{}/ground-tokens", team.collection)]
+    {
+        let (status, body) = tessera.native(Method::GET, &route, &carol, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{route}: {body}");
+    }
+    let (made_up, _) = tessera.native(Method::GET, "/devices/0000000000001/tokens", &carol, None).await;
+    assert_eq!(made_up, StatusCode::NOT_FOUND, "the same answer as for a device that does not exist");
+    let (status, _) = tessera.native(Method::GET, &format!("/devices/{}/tokens", team.device), &team.bob, None).await;
+    assert_eq!(status, StatusCode::OK, "a member reads the device, so its listing is his (his own tokens)");
 }

@@ -44,9 +44,14 @@ impl axum::extract::FromRequestParts<App> for Session {
     type Rejection = HordeError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &App) -> Result<Session, HordeError> {
+        let not_taken = |denial| AppError::Unauthenticated(VerifyError::NotTakenHere(denial));
+        // A session travels as `Authorization: Bearer`; whatever comes in `X-API-Token` is a token, even a
+        // session's secret pasted there.
+        if parts.headers.contains_key("x-api-token") {
+            return Err(not_taken(tessera_core::Denial::UserSessionOnly).into());
+        }
         let HordeCaller(caller) = HordeCaller::from_request_parts(parts, app).await?;
-        check_presentation(&caller.grant, Presentation::UserSessionOnly)
-            .map_err(|denial| AppError::Unauthenticated(VerifyError::NotTakenHere(denial)))?;
+        check_presentation(&caller.grant, Presentation::UserSessionOnly).map_err(not_taken)?;
         Ok(Session(caller))
     }
 }
