@@ -37,12 +37,10 @@ const SHUTDOWN_PUBLISH_LIMIT: Duration = Duration::from_secs(10);
 /// serving is missed) and returns the peers handle with the task that publishes what the node tells.
 pub async fn join(events: PostgresEvents) -> Result<(Peers, Joined), tessera_store::StoreError> {
     let listener = events.listen().await?;
-    let (urgent, urgent_queue) = mpsc::unbounded_channel();
     let (live, live_queue) = mpsc::channel(LIVE_QUEUE);
     let origin = u64::from_le_bytes(crate::entropy::random_bytes::<8>());
-    let link =
-        Arc::new(Link { origin, urgent, live, live_dropped: AtomicU64::new(0), listening: AtomicBool::new(true) });
-    let queues = Queues { urgent: urgent_queue, live: live_queue };
+    let link = Arc::new(Link { origin, live, live_dropped: AtomicU64::new(0), listening: AtomicBool::new(true) });
+    let queues = Queues { live: live_queue };
     Ok((Peers { link: Some(link.clone()) }, Joined { link, listener, events, queues }))
 }
 
@@ -58,7 +56,6 @@ pub struct Joined {
 /// The receiving ends of a node's two outgoing queues.
 #[derive(Debug)]
 struct Queues {
-    urgent: mpsc::UnboundedReceiver<Change>,
     live: mpsc::Receiver<Change>,
 }
 
@@ -119,12 +116,10 @@ async fn publish(events: PostgresEvents, origin: u64, mut queues: Queues, mut st
     loop {
         let change = tokio::select! {
             biased;
-            Some(change) = queues.urgent.recv() => change,
             Some(change) = queues.live.recv() => change,
             // Take nothing new, send what is queued, then end (`recv` answers `None` once a queue is empty).
             _ = stop.changed(), if !stopping => {
                 stopping = true;
-                queues.urgent.close();
                 queues.live.close();
                 continue;
             }
@@ -205,10 +200,9 @@ mod tests {
     use tessera_core::{Reading, Value};
 
     #[test]
-    fn live_data_waiting_for_the_other_nodes_is_bounded_and_invalidations_are_not() {
-        let (urgent, mut urgent_queue) = mpsc::unbounded_channel();
+    fn live_data_waiting_for_the_other_nodes_is_bounded_and_invalidations_are_never_queued() {
         let (live, mut live_queue) = mpsc::channel(LIVE_QUEUE);
-        let link = Link { origin: 1, urgent, live, live_dropped: AtomicU64::new(0), listening: AtomicBool::new(true) };
+        let link = Link { origin: 1, live, live_dropped: AtomicU64::new(0), listening: AtomicBool::new(true) };
         let peers = Peers { link: Some(Arc::new(link)) };
         for _ in 0..LIVE_QUEUE + 10 {
             peers.tell(Change::readings(&[]));
@@ -216,14 +210,12 @@ mod tests {
         }
         let link = peers.link.as_ref().unwrap();
         assert_eq!(link.live_dropped.load(Ordering::Relaxed), 10);
-        let (mut live_waiting, mut urgent_waiting) = (0, 0);
-        while live_queue.try_recv().is_ok() {
-            live_waiting += 1;
+        let mut waiting = Vec::new();
+        while let Ok(change) = live_queue.try_recv() {
+            waiting.push(change);
         }
-        while urgent_queue.try_recv().is_ok() {
-            urgent_waiting += 1;
-        }
-        assert_eq!((live_waiting, urgent_waiting), (LIVE_QUEUE, LIVE_QUEUE + 10));
+        assert_eq!(waiting.len(), LIVE_QUEUE);
+        assert!(waiting.iter().all(|change| matches!(change, Change::Readings { .. })), "only live data queued");
     }
 
     #[test]

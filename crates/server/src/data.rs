@@ -15,7 +15,6 @@ use tessera_store::{Device, Store, StoreError, Variable};
 use crate::cache::RecordCache;
 use crate::entropy::new_id;
 use crate::error::{AppError, permit_mismatch};
-use crate::peers::{Change, Peers};
 use crate::time::now_ms;
 use crate::tokens::Caller;
 use crate::writer::{Origin, ReadingWriter};
@@ -57,17 +56,15 @@ pub struct DataService {
     writer: ReadingWriter,
     devices: RecordCache<(AccountId, Label), Arc<Device>>,
     variables: RecordCache<(DeviceId, Label), Arc<Variable>>,
-    peers: Peers,
 }
 
 impl DataService {
-    pub fn new(store: Arc<dyn Store>, writer: ReadingWriter, cache_capacity: u64, peers: Peers) -> DataService {
+    pub fn new(store: Arc<dyn Store>, writer: ReadingWriter, cache_capacity: u64) -> DataService {
         DataService {
             store,
             writer,
             devices: RecordCache::new(cache_capacity, CACHE_TIME_TO_LIVE),
             variables: RecordCache::new(cache_capacity, CACHE_TIME_TO_LIVE),
-            peers,
         }
     }
 
@@ -87,9 +84,10 @@ impl DataService {
         self.variables.invalidate_all();
     }
 
+    /// Drops a changed or deleted variable from this node's cache; the store told the other nodes in the change's
+    /// own transaction.
     fn variable_changed(&self, device: DeviceId, label: &Label) {
         self.variable_changed_here(device, label.clone());
-        self.peers.tell(Change::Variable { device: device.as_i64(), label: label.as_str().to_owned() });
     }
 
     pub fn writer(&self) -> &ReadingWriter {
@@ -224,8 +222,8 @@ impl DataService {
             .await
             .map_err(|error| AppError::from_store("device", error))?;
         // Cached variables of the device stay unreachable: lookups go through the device, and ids are never reused.
+        // The store told the other nodes in the deletion's own transaction.
         self.device_changed_here(device.account, device.label.clone());
-        self.peers.tell(Change::Device { account: device.account.as_i64(), label: device.label.as_str().to_owned() });
         Ok(())
     }
 

@@ -182,9 +182,6 @@ pub struct Peers {
 #[derive(Debug)]
 pub(crate) struct Link {
     pub(crate) origin: u64,
-    /// Cache invalidations: they go out before any live data waiting, so a revocation never queues behind a
-    /// backlog of readings (it did: 2 s at p99 under two-node ingest).
-    pub(crate) urgent: mpsc::UnboundedSender<Change>,
     /// Live data: readings and commands, in order, at most `LIVE_QUEUE` batches; beyond it they are dropped (and
     /// counted), so a node that commits faster than the database takes notifications holds bounded memory.
     pub(crate) live: mpsc::Sender<Change>,
@@ -200,7 +197,8 @@ impl Peers {
         Peers { link: None }
     }
 
-    /// Tells every other node of a committed change. Never waits: changes leave in order from a queue.
+    /// Tells every other node of committed live data (readings, commands). Never waits: batches leave in order
+    /// from a bounded queue.
     pub fn tell(&self, change: Change) {
         if let Some(link) = &self.link {
             // An error means the publisher stopped: the node is shutting down.
@@ -214,9 +212,9 @@ impl Peers {
                         }
                     }
                 }
-                _ => {
-                    let _ = link.urgent.send(change);
-                }
+                // Cache invalidations are told by the store, inside the transaction of their change; a node never
+                // queues one (it could die before the queue is sent).
+                _ => tracing::error!(?change, "a cache invalidation was handed to the live-data queue; not sent"),
             }
         }
     }

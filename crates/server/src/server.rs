@@ -92,7 +92,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let (writer, writer_task) =
         ReadingWriter::start(store.clone(), hub.clone(), config.writer_queue, config.writer_max_batch);
     let tokens = Arc::new(TokenService::new(store.clone(), key.clone(), config.token_cache_capacity));
-    let data = Arc::new(DataService::new(store.clone(), writer.clone(), config.device_cache_capacity, peers.clone()));
+    let data = Arc::new(DataService::new(store.clone(), writer.clone(), config.device_cache_capacity));
     let (stop_cluster, cluster_stopped) = watch::channel(false);
     let cluster_task = joined.map(|joined| {
         let hearers = Hearers { tokens: tokens.clone(), data: data.clone(), hub: hub.clone() };

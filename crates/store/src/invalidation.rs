@@ -1,5 +1,5 @@
-//! Cache invalidations that commit with their change. Every node caches tokens by digest and what each creator
-//! reaches; when a change alters either, the store itself tells the other nodes, inside the transaction that makes
+//! Cache invalidations that commit with their change. Every node caches tokens by digest, what each creator
+//! reaches, and devices and variables by label; when a change alters any of them, the store itself tells the other nodes, inside the transaction that makes
 //! the change (PostgreSQL delivers a `NOTIFY` issued in a transaction exactly when it commits), so "committed" and
 //! "told" are one event: no node can die between the two and leave the others trusting a revoked token.
 //!
@@ -7,7 +7,7 @@
 //! envelope), written here because the store is what sends it; its `origin` is 0, no node's own id, so the node
 //! that made the change hears it too and drops the same cache entries a second time (harmless, and rare).
 
-use tessera_core::{Creator, SecretDigest, TokenId};
+use tessera_core::{AccountId, Creator, DeviceId, Label, SecretDigest, TokenId};
 
 /// What other nodes must forget when a change commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +16,10 @@ pub enum Invalidation {
     Token { id: TokenId, digest: SecretDigest },
     /// What a creator reaches changed (a membership, a role, a team's collections).
     Reach(Creator),
+    /// A device was deleted: its label may name another device from now on.
+    Device { account: AccountId, label: Label },
+    /// A variable was changed (its profile, say) or deleted.
+    Variable { device: DeviceId, label: Label },
 }
 
 impl Invalidation {
@@ -36,6 +40,12 @@ impl Invalidation {
                 };
                 serde_json::json!({"origin": 0, "change": "reach", "creator": creator})
             }
+            Invalidation::Device { account, label } => serde_json::json!({
+                "origin": 0, "change": "device", "account": account.as_i64(), "label": label.as_str(),
+            }),
+            Invalidation::Variable { device, label } => serde_json::json!({
+                "origin": 0, "change": "variable", "device": device.as_i64(), "label": label.as_str(),
+            }),
         };
         event.to_string()
     }

@@ -172,6 +172,37 @@ async fn datasource_id(node: &TestServer, token: &str, label: &str) -> String {
     found.expect("the datasource is listed")["id"].as_str().unwrap().to_owned()
 }
 
+/// As the revocation above: a device deleted by a bare store (a node dying right after its commit) is forgotten
+/// by the node that cached its label, because the store sent that inside the deletion's transaction.
+#[tokio::test]
+async fn a_device_deletion_is_heard_even_when_its_node_dies_right_after_the_commit() {
+    use tessera_store::{DeviceStore, Store};
+    let a = TestServer::start().await;
+    let b = another_node(&a).await;
+    let token = a.account_token().await;
+    let first = json!({"t": {"value": 1, "timestamp": 1000}});
+    assert_eq!(b.ubidots(Method::POST, "/devices/meter", &token, Some(first)).await.0, StatusCode::OK);
+    let id: tessera_core::DeviceId = datasource_id(&a, &token, "meter").await.parse().unwrap();
+
+    let url = a.database_url.clone().unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let account: i64 = sqlx::query_scalar("SELECT account_id FROM devices WHERE id = $1")
+        .bind(id.as_i64())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let store = tessera_store::PostgresStore::connect(&url).await.unwrap();
+    store.delete_device(tessera_core::AccountId::from_i64(account), id).await.unwrap();
+    store.close().await;
+
+    until(Duration::from_secs(2), "node B writes to a new device of that label", async || {
+        let again = json!({"t": {"value": 2, "timestamp": 2000}});
+        b.ubidots(Method::POST, "/devices/meter", &token, Some(again)).await;
+        a.ubidots(Method::GET, "/devices/meter/t/lv", &token, None).await == (StatusCode::OK, json!(2.0))
+    })
+    .await;
+}
+
 /// A TCP forwarder to PostgreSQL that can be cut (every connection dropped, new ones refused) and restored: the
 /// database going away, as one node sees it.
 struct Cable {

@@ -795,14 +795,12 @@ impl DeviceStore for Backend {
         .bind(account.as_i64())
         .execute(&mut *transaction)
         .await?;
-        let deleted = sqlx::query("DELETE FROM devices WHERE account_id = $1 AND id = $2")
+        let label: String = sqlx::query_scalar("DELETE FROM devices WHERE account_id = $1 AND id = $2 RETURNING label")
             .bind(account.as_i64())
             .bind(device.as_i64())
-            .execute(&mut *transaction)
+            .fetch_one(&mut *transaction)
             .await?;
-        if deleted.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
+        tell_in(&mut transaction, &[Invalidation::Device { account, label: label_from_column(label)? }]).await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -847,6 +845,7 @@ impl DeviceStore for Backend {
     }
 
     async fn update_variable(&self, variable: &Variable) -> StoreResult<()> {
+        let mut transaction = begin_write(self).await?;
         let updated = sqlx::query(
             "UPDATE variables SET name = $1, unit = $2, title = $3, description = $4, kind = $5, profile = $6 \
              WHERE account_id = $7 AND id = $8",
@@ -859,11 +858,14 @@ impl DeviceStore for Backend {
         .bind(variable.profile.as_ref().map(|profile| profile.to_string()))
         .bind(variable.account.as_i64())
         .bind(variable.id.as_i64())
-        .execute(single_writes(self))
+        .execute(&mut *transaction)
         .await?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        let changed = Invalidation::Variable { device: variable.device, label: variable.label.clone() };
+        tell_in(&mut transaction, &[changed]).await?;
+        transaction.commit().await?;
         Ok(())
     }
 
@@ -888,14 +890,14 @@ impl DeviceStore for Backend {
 
     async fn delete_variable(&self, account: AccountId, variable: VariableId) -> StoreResult<()> {
         let mut transaction = begin_write(self).await?;
-        let deleted = sqlx::query("DELETE FROM variables WHERE account_id = $1 AND id = $2")
-            .bind(account.as_i64())
-            .bind(variable.as_i64())
-            .execute(&mut *transaction)
-            .await?;
-        if deleted.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
+        let (device, label): (i64, String) =
+            sqlx::query_as("DELETE FROM variables WHERE account_id = $1 AND id = $2 RETURNING device_id, label")
+                .bind(account.as_i64())
+                .bind(variable.as_i64())
+                .fetch_one(&mut *transaction)
+                .await?;
+        let deleted = Invalidation::Variable { device: DeviceId::from_i64(device), label: label_from_column(label)? };
+        tell_in(&mut transaction, &[deleted]).await?;
         sqlx::query("DELETE FROM readings WHERE variable_id = $1")
             .bind(variable.as_i64())
             .execute(&mut *transaction)
