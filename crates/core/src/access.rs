@@ -511,6 +511,23 @@ pub fn authorize_token_management(grant: &Grant, now_ms: i64, token: &ManagedTok
     Err(Denial::NotYourToken)
 }
 
+/// Whether `grant` may change an existing token it manages (`before`) into `after`, with `rights`: what the token
+/// becomes is judged as a new token would be (`authorize_mint`), and the caller must still manage it afterwards
+/// with its original maker. Without the second half a team admin could move a token an account administrator
+/// made for one of her collections to the account's root, where it would reach everything its maker reaches.
+pub fn authorize_token_change(
+    grant: &Grant,
+    now_ms: i64,
+    before: &ManagedToken,
+    after: &ManagedToken,
+    rights: Rights,
+) -> Result<Permit, Denial> {
+    let permit = authorize_token_management(grant, now_ms, before)?;
+    authorize_mint(grant, now_ms, &after.scope_target, rights)?;
+    authorize_token_management(grant, now_ms, after)?;
+    Ok(permit)
+}
+
 /// Whether `grant` may list the tokens scoped at `at` (the account itself for every token), and which of them.
 /// Every listed token is still passed through [`authorize_token_management`] by the caller.
 pub fn authorize_token_listing(grant: &Grant, now_ms: i64, at: &Target) -> Result<(Permit, ListedTokens), Denial> {
@@ -1010,5 +1027,35 @@ mod tests {
         assert_eq!(check_presentation(&api_key, Presentation::UserSessionOnly), Err(Denial::UserSessionOnly));
         assert_eq!(check_presentation(&writer, Presentation::UserSessionOnly), Err(Denial::UserSessionOnly));
         assert!(Denial::UserSessionOnly.is_unauthenticated());
+    }
+
+    /// A review found a team admin widening an account administrator's token for her collection to "/".
+    #[test]
+    fn a_changed_token_must_stay_within_what_its_changer_manages() {
+        let alice = Creator::User(UserId(id(21)));
+        let dan = Creator::User(UserId(id(24)));
+        let team_admin = Grant {
+            creator: alice,
+            creator_reach: Reach::Limited {
+                teams: BTreeMap::from([(TeamId(id(3)), Rights::ReadWrite)]),
+                collections: BTreeMap::from([(org(10), Rights::ReadWrite)]),
+            },
+            ..grant(TokenKind::UserAccess, Scope::Account, Rights::ReadWrite)
+        };
+        let on = |creator, scope_target| ManagedToken { account: account(), creator, scope_target };
+        let dans_on_collection = on(dan, Target::collection(account(), org(10)));
+        let dans_at_root = on(dan, Target::account(account()));
+        let change = |before: &ManagedToken, after: &ManagedToken, rights| {
+            authorize_token_change(&team_admin, NOW, before, after, rights).map(|_| ())
+        };
+        assert_eq!(change(&dans_on_collection, &dans_at_root, Rights::ReadWrite), Err(Denial::NotYourToken));
+        assert_eq!(change(&dans_on_collection, &dans_at_root, Rights::Read), Err(Denial::NotYourToken));
+        let dans_on_device = on(dan, device_in(10, 500));
+        assert_eq!(change(&dans_on_collection, &dans_on_device, Rights::Read), Ok(()), "within her collection");
+        let alices = on(alice, Target::collection(account(), org(10)));
+        let alices_at_root = on(alice, Target::account(account()));
+        assert_eq!(change(&alices, &alices_at_root, Rights::ReadWrite), Ok(()), "her own token, her own reach");
+        let elsewhere = on(dan, Target::collection(account(), org(11)));
+        assert_eq!(change(&dans_on_collection, &elsewhere, Rights::Read), Err(Denial::CreatorLostAccess));
     }
 }

@@ -14,8 +14,8 @@ pub mod totp;
 
 pub use access::{
     Action, Creator, Denial, Grant, ListedTokens, Listing, ManagedToken, Node, Permit, Presentation, Reach, Rights,
-    Role, Scope, Target, authorize, authorize_listing, authorize_listing_of, authorize_mint, authorize_token_listing,
-    authorize_token_management, authorize_untargeted, check_live, check_presentation,
+    Role, Scope, Target, authorize, authorize_listing, authorize_listing_of, authorize_mint, authorize_token_change,
+    authorize_token_listing, authorize_token_management, authorize_untargeted, check_live, check_presentation,
 };
 pub use id::{AccountId, CollectionId, DeviceId, Id, TeamId, TokenId, UserId, VariableId};
 pub use label::Label;

@@ -376,7 +376,9 @@ impl DataService {
         if !permit.covers(Action::Write, &device_target(device)) {
             return Err(StoreError::Internal(format!("no permit covers updating device {}", device.id).into()));
         }
-        self.store.update_device(device).await
+        self.store.update_device(device).await?;
+        self.device_changed_here(device.account, device.label.clone());
+        Ok(())
     }
 
     /// The devices `filter` selects that the caller may read, each authorized; `total` is the store's count for

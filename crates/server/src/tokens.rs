@@ -9,7 +9,7 @@ use crate::cache::RecordCache;
 use tessera_core::{
     AccountId, Action, Denial, Grant, Id, ListedTokens, ManagedToken, Permit, Presentation, Reach, Rights, Scope,
     Secret, SecretDigest, SecretError, ServerKey, Target, TokenId, TokenKind, authorize, authorize_mint,
-    authorize_token_listing, authorize_token_management, check_live, check_presentation,
+    authorize_token_change, authorize_token_listing, authorize_token_management, check_live, check_presentation,
 };
 use tessera_store::{Creator, Page, Paged, Store, StoreError, TokenFilter, TokenRecord, TokenUsage};
 
@@ -409,8 +409,20 @@ impl TokenService {
         if !permits_managing(permit, original) || changed.id != original.id || changed.account != original.account {
             return Err(TokenError::PermitMismatch);
         }
-        let target = self.management_target(changed.account, changed.scope).await?;
-        authorize_mint(&caller.grant, now_ms(), &target, changed.rights)?;
+        // Tags and names change nothing a token reaches: its manager may change them whatever they reach now.
+        if (changed.scope, changed.rights) != (original.scope, original.rights) {
+            let before = ManagedToken {
+                account: original.account,
+                creator: original.creator,
+                scope_target: permit.target().clone(),
+            };
+            let after = ManagedToken {
+                account: changed.account,
+                creator: original.creator,
+                scope_target: self.management_target(changed.account, changed.scope).await?,
+            };
+            authorize_token_change(&caller.grant, now_ms(), &before, &after, changed.rights)?;
+        }
         self.store.update_token(changed).await?;
         self.changed(changed);
         Ok(())

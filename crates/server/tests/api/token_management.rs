@@ -193,3 +193,41 @@ async fn token_listings_do_not_confirm_nodes_the_caller_cannot_read() {
     let (status, _) = tessera.native(Method::GET, &format!("/devices/{}/tokens", team.device), &team.bob, None).await;
     assert_eq!(status, StatusCode::OK, "a member reads the device, so its listing is his (his own tokens)");
 }
+
+/// A review's find: a team admin widened, through a Horde PATCH, a token an account administrator made for her
+/// collection to "/", where it reached all the administrator reaches. What a token becomes must stay within what
+/// its changer manages.
+#[tokio::test]
+async fn a_team_admin_cannot_widen_an_administrators_token_beyond_her_collection() {
+    let tessera = TestServer::start().await;
+    let team = team_with_a_member(&tessera).await;
+    let admin = tessera.admin_session().await;
+    let horde = async |token: &str, method: Method, path: &str, body: Option<Value>| {
+        tessera.call(method, path, &[("authorization", &format!("Bearer {token}"))], body).await
+    };
+    let resource = format!("/collections/{}", team.collection);
+    let (status, minted) =
+        horde(&admin, Method::POST, "/tokens", Some(json!({"resource": resource, "write": false}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{minted}");
+    let secret = minted["token"].as_str().unwrap();
+    for change in [
+        json!({"resource": "/", "write": true}),
+        json!({"resource": "/", "write": false}),
+        json!({"resource": "/teams"}),
+    ] {
+        let (status, body) =
+            horde(&team.alice, Method::PATCH, &format!("/tokens/{secret}"), Some(change.clone())).await;
+        assert!(status == StatusCode::NOT_FOUND || status == StatusCode::FORBIDDEN, "{change}: {status} {body}");
+    }
+    let (_, fetched) = horde(&admin, Method::GET, &format!("/tokens/{secret}"), None).await;
+    assert_eq!((&fetched["resource"], &fetched["write"]), (&json!(resource), &json!(false)), "unchanged: {fetched}");
+    // Within her collection she may still change it (its tags, its write flag, a device of it).
+    let (status, body) = horde(
+        &team.alice,
+        Method::PATCH,
+        &format!("/tokens/{secret}"),
+        Some(json!({"tags": {"name": "dashboard"}, "write": true})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

@@ -715,8 +715,10 @@ impl DeviceStore for Backend {
     }
 
     async fn update_device(&self, device: &Device) -> StoreResult<()> {
-        let updated = sqlx::query(
-            "UPDATE devices SET name = $1, imsi = $2, imei = $3, tags = $4 WHERE account_id = $5 AND id = $6",
+        let mut transaction = begin_write(self).await?;
+        let label: String = sqlx::query_scalar(
+            "UPDATE devices SET name = $1, imsi = $2, imei = $3, tags = $4 WHERE account_id = $5 AND id = $6 \
+             RETURNING label",
         )
         .bind(&device.name)
         .bind(&device.imsi)
@@ -724,11 +726,12 @@ impl DeviceStore for Backend {
         .bind(tags_column(&device.tags))
         .bind(device.account.as_i64())
         .bind(device.id.as_i64())
-        .execute(single_writes(self))
+        .fetch_one(&mut *transaction)
         .await?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
+        // Every node drops its cached copy, so the next lookup by label reads the new name, identities and tags.
+        let changed = Invalidation::Device { account: device.account, label: label_from_column(label)? };
+        tell_in(&mut transaction, &[changed]).await?;
+        transaction.commit().await?;
         Ok(())
     }
 
@@ -846,9 +849,9 @@ impl DeviceStore for Backend {
 
     async fn update_variable(&self, variable: &Variable) -> StoreResult<()> {
         let mut transaction = begin_write(self).await?;
-        let updated = sqlx::query(
+        let (device, label): (i64, String) = sqlx::query_as(
             "UPDATE variables SET name = $1, unit = $2, title = $3, description = $4, kind = $5, profile = $6 \
-             WHERE account_id = $7 AND id = $8",
+             WHERE account_id = $7 AND id = $8 RETURNING device_id, label",
         )
         .bind(&variable.name)
         .bind(&variable.unit)
@@ -858,12 +861,9 @@ impl DeviceStore for Backend {
         .bind(variable.profile.as_ref().map(|profile| profile.to_string()))
         .bind(variable.account.as_i64())
         .bind(variable.id.as_i64())
-        .execute(&mut *transaction)
+        .fetch_one(&mut *transaction)
         .await?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        let changed = Invalidation::Variable { device: variable.device, label: variable.label.clone() };
+        let changed = Invalidation::Variable { device: DeviceId::from_i64(device), label: label_from_column(label)? };
         tell_in(&mut transaction, &[changed]).await?;
         transaction.commit().await?;
         Ok(())
