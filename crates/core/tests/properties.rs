@@ -7,35 +7,14 @@ use serde_json::{Value as Json, json};
 use tessera_core::profile::Profile;
 use tessera_core::{CollectionId, DeviceId, Id, Label, Resource, SECRET_RANDOM_BYTES, Secret, TeamId, TokenKind};
 
-/// Arbitrary JSON of a few levels, with the field names and words the parsers look for among the random ones.
+#[path = "support/json_strategy.rs"]
+mod json_strategy;
+
+/// The field names and words this suite's parsers look for.
+const WORDS: &[&str] = &["type", "minimum", "maximum", "value", "number", "integer", "boolean", "string", "object"];
+
 fn json_document() -> impl Strategy<Value = Json> {
-    let word = prop_oneof![
-        Just("type".to_owned()),
-        Just("minimum".to_owned()),
-        Just("maximum".to_owned()),
-        Just("value".to_owned()),
-        Just("number".to_owned()),
-        Just("integer".to_owned()),
-        Just("boolean".to_owned()),
-        Just("string".to_owned()),
-        Just("object".to_owned()),
-        "\\PC{0,6}",
-    ];
-    let leaf = prop_oneof![
-        Just(Json::Null),
-        any::<bool>().prop_map(Json::from),
-        any::<i64>().prop_map(Json::from),
-        any::<u64>().prop_map(Json::from),
-        any::<f64>().prop_map(Json::from),
-        word.clone().prop_map(Json::from),
-    ];
-    leaf.prop_recursive(3, 32, 4, move |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Json::Array),
-            prop::collection::vec((word.clone(), inner), 0..4)
-                .prop_map(|fields| Json::Object(fields.into_iter().collect())),
-        ]
-    })
+    json_strategy::json_document(WORDS)
 }
 
 fn token_kind() -> impl Strategy<Value = TokenKind> {

@@ -14,7 +14,7 @@ use crate::people::PeopleService;
 use crate::time::now_ms;
 use crate::tokens::TokenService;
 
-pub use crate::error::{AppError, parse_label, permit_mismatch};
+pub use crate::error::{AppError, parse_label, permit_mismatch, require_permit};
 
 /// Shared state: cheap to clone, one per server. The front ends reach the store only through the services: the
 /// store handle here is private to this module (the collection operations below), and the compiler refuses any
@@ -99,9 +99,7 @@ impl App {
     /// Deletes an empty collection and revokes its tokens, refusing them from the next request on; needs a
     /// write permit on the collection.
     pub async fn delete_collection(&self, permit: &Permit, collection: CollectionId) -> Result<(), AppError> {
-        if !permit.covers(Action::Write, &Target::collection(permit.account(), collection)) {
-            return Err(permit_mismatch(permit, "delete collection"));
-        }
+        require_permit(permit, Action::Write, &Target::collection(permit.account(), collection), "delete collection")?;
         let revoked = self
             .store
             .delete_collection(permit.account(), collection, now_ms())

@@ -247,4 +247,34 @@ mod tests {
         assert_eq!(unhex(&hex(&[0x0f; 32])), Some([0x0f; 32]));
         assert_eq!(unhex("zz"), None);
     }
+
+    /// The store writes the invalidations it sends inside transactions (`tessera_store::Invalidation`); every node
+    /// must read them as the changes they are.
+    #[test]
+    fn the_stores_invalidations_read_as_changes() {
+        use tessera_store::Invalidation;
+        let label = Label::parse("meter").unwrap();
+        let cases = [
+            (
+                Invalidation::Token { id: TokenId(Id::from_i64(7)), digest: SecretDigest([0xab; 32]) },
+                Change::token(TokenId(Id::from_i64(7)), &SecretDigest([0xab; 32])),
+            ),
+            (
+                Invalidation::Reach(Creator::User(UserId(Id::from_i64(8)))),
+                Change::reach(Creator::User(UserId(Id::from_i64(8)))),
+            ),
+            (
+                Invalidation::Device { account: AccountId(Id::from_i64(1)), label: label.clone() },
+                Change::Device { account: 1, label: "meter".into() },
+            ),
+            (
+                Invalidation::Variable { device: DeviceId(Id::from_i64(3)), label },
+                Change::Variable { device: 3, label: "meter".into() },
+            ),
+        ];
+        for (invalidation, change) in cases {
+            let envelope: Envelope = serde_json::from_str(&invalidation.payload()).unwrap();
+            assert_eq!((envelope.origin, envelope.change), (0, change), "{invalidation:?}");
+        }
+    }
 }

@@ -14,7 +14,7 @@ use tessera_store::{Device, Store, StoreError, Variable};
 
 use crate::cache::RecordCache;
 use crate::entropy::new_id;
-use crate::error::{AppError, permit_mismatch};
+use crate::error::{AppError, permit_mismatch, require_permit};
 use crate::time::now_ms;
 use crate::tokens::Caller;
 use crate::writer::{Origin, ReadingWriter};
@@ -157,9 +157,7 @@ impl DataService {
         let Some(collection) = permit.target().collection_id() else {
             return Err(permit_mismatch(permit, "create device"));
         };
-        if !permit.covers(Action::Write, &Target::collection(permit.account(), collection)) {
-            return Err(permit_mismatch(permit, "create device"));
-        }
+        require_permit(permit, Action::Write, &Target::collection(permit.account(), collection), "create device")?;
         let candidate = Device {
             id: DeviceId(new_id()),
             account: permit.account(),
@@ -207,16 +205,12 @@ impl DataService {
             .device(downlink.account, downlink.device)
             .await
             .map_err(|error| AppError::from_store("device", error))?;
-        if !permit.covers(Action::Write, &device_target(&device)) {
-            return Err(permit_mismatch(permit, "queue downlink"));
-        }
+        require_permit(permit, Action::Write, &device_target(&device), "queue downlink")?;
         self.store.insert_downlink(downlink).await.map_err(|error| AppError::from_store("device", error))
     }
 
     pub async fn delete_device(&self, permit: &Permit, device: &Device) -> Result<(), AppError> {
-        if !permit.covers(Action::Write, &device_target(device)) {
-            return Err(permit_mismatch(permit, "delete device"));
-        }
+        require_permit(permit, Action::Write, &device_target(device), "delete device")?;
         self.store
             .delete_device(device.account, device.id)
             .await
@@ -254,9 +248,7 @@ impl DataService {
         name: &str,
         unit: &str,
     ) -> Result<Arc<Variable>, AppError> {
-        if !permit.covers(Action::Write, &device_target(device)) {
-            return Err(permit_mismatch(permit, "create variable"));
-        }
+        require_permit(permit, Action::Write, &device_target(device), "create variable")?;
         match self.variable_by_label(device, label).await {
             Err(AppError::NotFound(_)) => {}
             found => return found,
@@ -306,9 +298,7 @@ impl DataService {
     }
 
     pub async fn delete_variable(&self, permit: &Permit, variable: &Variable) -> Result<(), AppError> {
-        if !permit.covers(Action::Write, &variable_target(variable)) {
-            return Err(permit_mismatch(permit, "delete variable"));
-        }
+        require_permit(permit, Action::Write, &variable_target(variable), "delete variable")?;
         self.store
             .delete_variable(variable.account, variable.id)
             .await
@@ -366,7 +356,12 @@ impl DataService {
         permit: &Permit,
         collection: &tessera_store::Collection,
     ) -> Result<(), AppError> {
-        self.check(permit, Action::Write, &Target::collection(collection.account, collection.id))?;
+        require_permit(
+            permit,
+            Action::Write,
+            &Target::collection(collection.account, collection.id),
+            "update collection",
+        )?;
         Ok(self.store.update_collection(collection).await?)
     }
 
@@ -412,7 +407,7 @@ impl DataService {
         permit: &Permit,
         variable: &Variable,
     ) -> Result<Option<tessera_core::Reading>, AppError> {
-        self.check(permit, Action::Read, &variable_target(variable))?;
+        require_permit(permit, Action::Read, &variable_target(variable), "last reading")?;
         Ok(self.store.last_reading(variable.id).await?)
     }
 
@@ -424,7 +419,7 @@ impl DataService {
         range: tessera_store::TimeRange,
         page: tessera_store::Page,
     ) -> Result<tessera_store::Paged<tessera_core::Reading>, AppError> {
-        self.check(permit, Action::Read, &variable_target(variable))?;
+        require_permit(permit, Action::Read, &variable_target(variable), "readings")?;
         Ok(self.store.readings(variable.id, range, page).await?)
     }
 
@@ -450,7 +445,7 @@ impl DataService {
 
     /// The messages queued for a device the permit reads, oldest first.
     pub async fn downlinks(&self, permit: &Permit, device: &Device) -> Result<Vec<tessera_store::Downlink>, AppError> {
-        self.check(permit, Action::Read, &device_target(device))?;
+        require_permit(permit, Action::Read, &device_target(device), "downlinks")?;
         Ok(self.store.downlinks(device.account, device.id).await?)
     }
 
@@ -473,10 +468,6 @@ impl DataService {
     /// Whether the store answers (the readiness probe).
     pub async fn store_answers(&self) -> Result<(), StoreError> {
         self.store.ping().await
-    }
-
-    fn check(&self, permit: &Permit, action: Action, target: &Target) -> Result<(), AppError> {
-        if permit.covers(action, target) { Ok(()) } else { Err(permit_mismatch(permit, "data operation")) }
     }
 
     /// Stores labelled series for the device `label` (a Ubidots device body, over HTTP or MQTT), creating the
@@ -535,29 +526,25 @@ impl DataService {
         series: Vec<(Arc<Variable>, Vec<Dot>)>,
         wait: Wait,
     ) -> Result<Vec<(Arc<Variable>, usize)>, AppError> {
-        for (variable, _) in &series {
+        // One pass over what is to be stored, before any of it is: a permit for each variable; the one range of
+        // timestamps every dialect shares (each parses its own and names the field), so no front end stores an
+        // instant the others cannot give back; and the asset's profile, whichever dialect or protocol the value
+        // comes through. One refused value refuses the whole write.
+        for (variable, dots) in &series {
             let target = variable_target(variable);
             if !permits.iter().any(|permit| permit.covers(Action::Write, &target)) {
                 return Err(AppError::Internal(format!("no permit covers writing to variable {}", variable.id).into()));
             }
-        }
-        // Every dialect parses its own timestamps and names the field; this is the one range all of them share,
-        // so no front end can store an instant the others cannot give back.
-        for (variable, dots) in &series {
+            let refused = |error: String| AppError::BadRequest(format!("variable '{}': {error}", variable.label));
+            let profile = match &variable.profile {
+                Some(profile) => Some(Profile::parse(profile).map_err(|error| AppError::Internal(error.into()))?),
+                None => None,
+            };
             for dot in dots {
-                tessera_core::time::check_range(dot.timestamp_ms)
-                    .map_err(|error| AppError::BadRequest(format!("variable '{}': {error}", variable.label)))?;
-            }
-        }
-        // An asset's profile holds whichever dialect or protocol the value comes through; one refused value
-        // refuses the whole write.
-        for (variable, dots) in &series {
-            let Some(profile) = &variable.profile else { continue };
-            let profile = Profile::parse(profile).map_err(|error| AppError::Internal(error.into()))?;
-            for dot in dots {
-                profile
-                    .check(&dot.value.to_json())
-                    .map_err(|error| AppError::BadRequest(format!("variable '{}': {error}", variable.label)))?;
+                tessera_core::time::check_range(dot.timestamp_ms).map_err(|error| refused(error.to_string()))?;
+                if let Some(profile) = &profile {
+                    profile.check(&dot.value.to_json()).map_err(refused)?;
+                }
             }
         }
         let received_at_ms = now_ms();
@@ -593,9 +580,7 @@ impl DataService {
         variable: &Variable,
         range: tessera_store::TimeRange,
     ) -> Result<u64, AppError> {
-        if !permit.covers(Action::Write, &variable_target(variable)) {
-            return Err(permit_mismatch(permit, "delete readings"));
-        }
+        require_permit(permit, Action::Write, &variable_target(variable), "delete readings")?;
         self.store.delete_readings(variable.id, range).await.map_err(|error| AppError::from_store("variable", error))
     }
 }

@@ -2,7 +2,7 @@
 //! dialect answers it with (each shapes its own body). Services and front ends both use it; it depends on
 //! neither.
 
-use tessera_core::{Denial, Label, Permit};
+use tessera_core::{Action, Denial, Label, Permit, Target};
 use tessera_store::StoreError;
 
 use crate::tokens::{TokenError, VerifyError};
@@ -110,6 +110,12 @@ impl From<WriteError> for AppError {
 /// Parses a label from the wire, naming what it labels in the error.
 pub fn parse_label(what: &str, text: &str) -> Result<Label, AppError> {
     Label::parse(text).map_err(|error| AppError::bad_label(what, error))
+}
+
+/// `Ok` when `permit` allows `action` on `target` (`Permit::covers`); otherwise `operation` is refused as
+/// [`permit_mismatch`] says. Every service operation that takes a permit begins with this.
+pub fn require_permit(permit: &Permit, action: Action, target: &Target, operation: &str) -> Result<(), AppError> {
+    if permit.covers(action, target) { Ok(()) } else { Err(permit_mismatch(permit, operation)) }
 }
 
 /// A permit whose action and target do not match the operation it was passed to is a programming error in the

@@ -215,9 +215,8 @@ impl PeopleService {
 
     /// The account's users, for an account administrator (a `ManageUsers` permit).
     pub async fn list_users(&self, permit: &tessera_core::Permit) -> Result<Vec<User>, AppError> {
-        if !permit.covers(tessera_core::Action::ManageUsers, &tessera_core::Target::account(permit.account())) {
-            return Err(crate::error::permit_mismatch(permit, "list users"));
-        }
+        let account = tessera_core::Target::account(permit.account());
+        crate::error::require_permit(permit, tessera_core::Action::ManageUsers, &account, "list users")?;
         Ok(self.store.list_users(permit.account()).await?)
     }
 

@@ -11,7 +11,7 @@ use tessera_core::{Action, Listing, Permit, Role, Target, TeamId, UserId};
 use tessera_store::{Creator, Invite, Membership, Store, Team, User};
 
 use crate::entropy::new_id;
-use crate::error::{AppError, permit_mismatch};
+use crate::error::{AppError, permit_mismatch, require_permit};
 use crate::people::PeopleService;
 use crate::time::now_ms;
 use crate::tokens::{Caller, TokenService};
@@ -82,13 +82,13 @@ impl TeamService {
     }
 
     pub async fn set_tags(&self, permit: &Permit, team: &Team) -> Result<(), AppError> {
-        self.check(permit, Action::Write, team)?;
+        require_permit(permit, Action::Write, &team_target(team), "set tags")?;
         Ok(self.store.set_team_tags(team.id, &team.tags).await?)
     }
 
     /// Deletes a team that owns no collection; its members lose what it gave them.
     pub async fn delete(&self, permit: &Permit, team: &Team) -> Result<(), AppError> {
-        self.check(permit, Action::Write, team)?;
+        require_permit(permit, Action::Write, &team_target(team), "delete")?;
         let members = self.store.members(team.id).await?;
         self.store.delete_team(team.account, team.id).await.map_err(|error| AppError::from_store("team", error))?;
         for (membership, _) in members {
@@ -106,7 +106,7 @@ impl TeamService {
         user: UserId,
         role: Role,
     ) -> Result<(Membership, User), AppError> {
-        self.check(permit, Action::Write, team)?;
+        require_permit(permit, Action::Write, &team_target(team), "set role")?;
         Self::another_member(caller, team, user, role == Role::Member)?;
         self.store.set_member_role(team.id, user, role).await.map_err(|error| AppError::from_store("member", error))?;
         self.tokens.reach_changed(Creator::User(user));
@@ -121,7 +121,7 @@ impl TeamService {
         team: &Team,
         user: UserId,
     ) -> Result<(), AppError> {
-        self.check(permit, Action::Write, team)?;
+        require_permit(permit, Action::Write, &team_target(team), "remove member")?;
         Self::another_member(caller, team, user, true)?;
         self.store.remove_member(team.id, user).await.map_err(|error| AppError::from_store("member", error))?;
         self.tokens.reach_changed(Creator::User(user));
@@ -143,7 +143,7 @@ impl TeamService {
 
     /// A new invite to the team and its code, shown this once (the store keeps only its digest).
     pub async fn invite(&self, caller: &Caller, permit: &Permit, team: &Team) -> Result<(Invite, String), AppError> {
-        self.check(permit, Action::Write, team)?;
+        require_permit(permit, Action::Write, &team_target(team), "invite")?;
         let inviter = self.people.user_of(caller).await?;
         let id = new_id();
         let code = self.people.invite_code(id);
@@ -164,7 +164,7 @@ impl TeamService {
 
     /// The team's invites (admins only).
     pub async fn invites(&self, permit: &Permit, team: &Team) -> Result<Vec<Invite>, AppError> {
-        self.check(permit, Action::Write, team)?;
+        require_permit(permit, Action::Write, &team_target(team), "invites")?;
         Ok(self.store.invites(team.id).await?)
     }
 
@@ -176,7 +176,7 @@ impl TeamService {
     }
 
     pub async fn withdraw_invite(&self, permit: &Permit, team: &Team, code: &str) -> Result<(), AppError> {
-        self.check(permit, Action::Write, team)?;
+        require_permit(permit, Action::Write, &team_target(team), "withdraw invite")?;
         self.store
             .delete_invite(team.id, &self.people.digest_code(code.trim()))
             .await
@@ -204,12 +204,8 @@ impl TeamService {
         let members = self.store.members(team.id).await?;
         Ok((team, members))
     }
+}
 
-    fn check(&self, permit: &Permit, action: Action, team: &Team) -> Result<(), AppError> {
-        if permit.covers(action, &Target::team(team.account, team.id)) {
-            Ok(())
-        } else {
-            Err(permit_mismatch(permit, "team operation"))
-        }
-    }
+fn team_target(team: &Team) -> Target {
+    Target::team(team.account, team.id)
 }

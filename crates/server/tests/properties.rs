@@ -24,34 +24,14 @@ const NOW_MS: i64 = 1_700_000_000_000;
 /// 9999-12-31T23:59:59.999Z, the last instant a four-digit year can write.
 const LAST_FOUR_DIGIT_MS: i64 = 253_402_300_799_999;
 
-/// Arbitrary JSON of a few levels, with the field names the dialects look for among the random ones.
+#[path = "../../core/tests/support/json_strategy.rs"]
+mod json_strategy;
+
+/// The field names and words this suite's parsers look for.
+const WORDS: &[&str] = &["value", "timestamp", "context", "at", "tags", "port", "payload"];
+
 fn json_document() -> impl Strategy<Value = Json> {
-    let word = prop_oneof![
-        Just("value".to_owned()),
-        Just("timestamp".to_owned()),
-        Just("context".to_owned()),
-        Just("at".to_owned()),
-        Just("tags".to_owned()),
-        Just("port".to_owned()),
-        Just("payload".to_owned()),
-        "[a-zA-Z_-]{1,8}",
-        "\\PC{0,6}",
-    ];
-    let leaf = prop_oneof![
-        Just(Json::Null),
-        any::<bool>().prop_map(Json::from),
-        any::<i64>().prop_map(Json::from),
-        any::<u64>().prop_map(Json::from),
-        any::<f64>().prop_map(Json::from),
-        word.clone().prop_map(Json::from),
-    ];
-    leaf.prop_recursive(3, 32, 4, move |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Json::Array),
-            prop::collection::vec((word.clone(), inner), 0..4)
-                .prop_map(|fields| Json::Object(fields.into_iter().collect())),
-        ]
-    })
+    json_strategy::json_document(WORDS)
 }
 
 /// Decodes bytes as a connection does: the version from the CONNECT, then packets with the session's codec, MQTT 5
