@@ -449,20 +449,23 @@ impl DataService {
         Ok(self.store.downlinks(device.account, device.id).await?)
     }
 
-    /// The device and variable a committed live reading is of, for a consumer that then authorizes it (the
-    /// reading came from the writer, so its ids are trusted; `None` once either is gone).
-    pub async fn describe_live(
+    /// The device a committed live reading is of, for a consumer that then authorizes it (the reading came from
+    /// the writer, so its ids are trusted; `None` once the device is gone).
+    pub async fn live_device(
         &self,
         account: tessera_core::AccountId,
         device: tessera_core::DeviceId,
-        variable: Option<tessera_core::VariableId>,
-    ) -> Option<(Device, Option<Variable>)> {
-        let device = self.store.device(account, device).await.ok()?;
-        let variable = match variable {
-            Some(variable) => Some(self.store.variable(account, variable).await.ok()?),
-            None => None,
-        };
-        Some((device, variable))
+    ) -> Option<Device> {
+        self.store.device(account, device).await.ok()
+    }
+
+    /// The variable a committed live reading is of, as [`DataService::live_device`].
+    pub async fn live_variable(
+        &self,
+        account: tessera_core::AccountId,
+        variable: tessera_core::VariableId,
+    ) -> Option<Variable> {
+        self.store.variable(account, variable).await.ok()
     }
 
     /// Whether the store answers (the readiness probe).

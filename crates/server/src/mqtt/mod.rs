@@ -400,13 +400,11 @@ impl Routing {
     /// The device and variable of a reading.
     async fn describe(&mut self, app: &App, reading: &LiveReading) -> Option<(Arc<Device>, Arc<Variable>)> {
         if !self.devices.contains_key(&reading.device) {
-            let (device, _) = app.data.describe_live(reading.account, reading.device, None).await?;
+            let device = app.data.live_device(reading.account, reading.device).await?;
             self.devices.insert(device.id, Arc::new(device));
         }
         if !self.variables.contains_key(&reading.reading.variable) {
-            let variable = reading.reading.variable;
-            let (_, variable) = app.data.describe_live(reading.account, reading.device, Some(variable)).await?;
-            let variable = variable?;
+            let variable = app.data.live_variable(reading.account, reading.reading.variable).await?;
             self.variables.insert(variable.id, Arc::new(variable));
         }
         Some((self.devices.get(&reading.device)?.clone(), self.variables.get(&reading.reading.variable)?.clone()))

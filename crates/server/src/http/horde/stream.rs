@@ -114,8 +114,8 @@ async fn serve(mut socket: WebSocket, app: App, mut caller: Caller, stream: Stre
                 }
                 let device = match devices.get(&live.device) {
                     Some(device) => device.clone(),
-                    None => match app.data.describe_live(live.account, live.device, None).await {
-                        Some((device, _)) => {
+                    None => match app.data.live_device(live.account, live.device).await {
+                        Some(device) => {
                             devices.insert(device.id, device.clone());
                             device
                         }
