@@ -42,12 +42,14 @@ fn single_writes(store: &PostgresStore) -> &PgPool {
 }
 
 /// Tells every node of what a change invalidates, inside the change's transaction: delivered when it commits,
-/// never without it (see `invalidation.rs`).
+/// never without it (see `invalidation.rs`). Framed as an inline event (`i…`, as `PostgresEvents::publish` frames
+/// one): a listener takes an unframed notification for one it cannot read, and empties every cache instead of
+/// dropping the entries named.
 async fn tell_in(transaction: &mut DbConnection, invalidations: &[Invalidation]) -> StoreResult<()> {
     for invalidation in invalidations {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
-            .bind(invalidation.payload())
+            .bind(format!("i{}", invalidation.payload()))
             .execute(&mut *transaction)
             .await?;
     }

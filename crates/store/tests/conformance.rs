@@ -789,6 +789,40 @@ async fn sqlite_on_disk_rewinds_its_wal_under_steady_writes() {
     tessera_store::Store::close(&store).await;
 }
 
+/// Waits until `listener` hears `payload` as an event it can read. Every schema of the database shares the channel,
+/// so other suites' events may come first.
+async fn hear(listener: &mut tessera_store::PostgresListener, payload: String) {
+    let told = tessera_store::ListenEvent::Payload(payload);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut heard = Vec::new();
+    while heard.last() != Some(&told) {
+        match tokio::time::timeout_at(deadline, listener.next()).await {
+            Ok(event) => heard.push(event),
+            Err(_) => panic!("{told:?} was not heard; heard {heard:?}"),
+        }
+    }
+}
+
+/// The store's invalidations reach the nodes as the changes they name: one a node cannot read would only make it
+/// empty every cache.
+#[tokio::test]
+async fn postgres_a_revocation_is_told_as_the_change_it_is() {
+    use tessera_store::Invalidation;
+    let Some(base) = postgres_url() else { return };
+    let schema = tessera_store::ScratchSchema::create(&base, "conformance").await.unwrap();
+    let postgres = tessera_store::PostgresStore::connect(schema.url()).await.unwrap();
+    let store: &dyn Store = &postgres;
+    let world = bootstrap(store, 10).await;
+    let doomed = token(1, world.account, TokenKind::Account, Scope::Account);
+    store.insert_token(&doomed).await.unwrap();
+    let mut listener = postgres.events().listen().await.unwrap();
+    store.revoke_token(world.account, doomed.id, NOW).await.unwrap();
+    hear(&mut listener, Invalidation::Token { id: doomed.id, digest: doomed.digest }.payload()).await;
+    drop(listener);
+    store.close().await;
+    schema.drop().await.unwrap();
+}
+
 /// A node's listener skips its own events stored by reference without fetching them; another node hears them, in
 /// order with the inline ones.
 #[tokio::test]
