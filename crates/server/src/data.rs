@@ -168,6 +168,7 @@ impl DataService {
             imsi: None,
             imei: None,
             tags: Default::default(),
+            last_seen_at_ms: None,
         };
         let started = self.devices.read_started();
         let device = self

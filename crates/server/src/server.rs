@@ -59,7 +59,7 @@ impl Server {
     }
 
     /// Stops accepting requests, lets requests in flight finish, commits every queued reading, records token
-    /// usage, and closes the store.
+    /// usage and device activity, and closes the store.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         if let Err(error) = self.task.await {
@@ -135,6 +135,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         }
     };
     let usage_tokens = tokens.clone();
+    let activity_writer = writer.clone();
     let mut usage_stopped = stop.subscribe();
     let flush_interval = config.usage_flush_interval;
     let usage_task = tokio::spawn(async move {
@@ -146,6 +147,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             }
             if let Err(error) = usage_tokens.flush_usage().await {
                 tracing::warn!(error = ?error, "could not record token usage; will retry");
+            }
+            if let Err(error) = activity_writer.flush_activity().await {
+                tracing::warn!(error = ?error, "could not record when devices were last seen; will retry");
             }
         }
     });
@@ -165,6 +169,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         let _ = usage_task.await;
         if let Err(error) = tokens.flush_usage().await {
             tracing::warn!(error = ?error, "could not record token usage at shutdown");
+        }
+        // After the writer's last commit, so the last readings' devices are recorded too.
+        if let Err(error) = writer.flush_activity().await {
+            tracing::warn!(error = ?error, "could not record when devices were last seen at shutdown");
         }
         // The last changes (the writer's last readings) go out to the other nodes before the store closes.
         let _ = stop_cluster.send(true);

@@ -2,9 +2,14 @@
 //! many requests in a single transaction and then answers all of them. A request is answered only after its
 //! readings are committed, so an acknowledged reading is durable; a failed commit fails every request in it and
 //! stores none of their readings.
+//!
+//! The writer also notes when each device last had a reading committed ([`DeviceActivity`]), in memory: ingest
+//! pays one map entry per device and batch for it, and the store sees it only when the server flushes it, on the
+//! token usage's ticker and at shutdown.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tessera_core::{AccountId, CollectionId, DeviceId, Reading};
 use tessera_store::{Store, StoreError};
@@ -12,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::hub::{Hub, LiveReading};
+use crate::time::now_ms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -45,6 +51,54 @@ enum Message {
 pub struct ReadingWriter {
     sender: mpsc::Sender<Message>,
     stats: Arc<WriterStats>,
+    activity: Arc<DeviceActivity>,
+    store: Arc<dyn Store>,
+}
+
+/// When each device last had readings committed (the server's clock), since the last flush. Kept here rather than
+/// written with the readings: a device's row updated in every commit would cost ingest a write per batch and
+/// contend on the device rows (on PostgreSQL, between nodes too).
+#[derive(Debug, Default)]
+pub struct DeviceActivity {
+    seen: Mutex<HashMap<DeviceId, i64>>,
+}
+
+impl DeviceActivity {
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, i64>> {
+        self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Notes the devices of readings committed at `at_ms`. A request's readings of one device lie together, so
+    /// the map is touched once per run of one device's readings, not once per reading.
+    fn committed(&self, origins: &[Origin], at_ms: i64) {
+        let mut seen = self.seen();
+        let mut previous = None;
+        for origin in origins {
+            if previous == Some(origin.device) {
+                continue;
+            }
+            previous = Some(origin.device);
+            let latest = seen.entry(origin.device).or_insert(at_ms);
+            *latest = (*latest).max(at_ms);
+        }
+    }
+
+    /// Writes what was gathered since the last flush; on failure it is kept for the next one.
+    async fn flush(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let pending: Vec<(DeviceId, i64)> = self.seen().drain().collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let outcome = store.record_device_activity(&pending).await;
+        if outcome.is_err() {
+            let mut seen = self.seen();
+            for (device, at_ms) in pending {
+                let latest = seen.entry(device).or_insert(at_ms);
+                *latest = (*latest).max(at_ms);
+            }
+        }
+        outcome
+    }
 }
 
 /// Counters of the writer's work since start.
@@ -78,12 +132,19 @@ impl ReadingWriter {
     ) -> (ReadingWriter, JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(queue.max(1));
         let stats = Arc::new(WriterStats::default());
-        let task = tokio::spawn(run(store, hub, receiver, max_batch.max(1), stats.clone()));
-        (ReadingWriter { sender, stats }, task)
+        let activity = Arc::new(DeviceActivity::default());
+        let task = tokio::spawn(run(store.clone(), hub, receiver, max_batch.max(1), stats.clone(), activity.clone()));
+        (ReadingWriter { sender, stats, activity, store }, task)
     }
 
     pub fn stats(&self) -> &WriterStats {
         &self.stats
+    }
+
+    /// Records in the store when each device last had readings committed, as gathered since the last flush
+    /// (kept for the next flush if the store fails). Each node flushes its own; the store keeps the latest.
+    pub async fn flush_activity(&self) -> Result<(), StoreError> {
+        self.activity.flush(self.store.as_ref()).await
     }
 
     /// Commits `readings` (each with its origin, in the same order) together with other requests' readings,
@@ -123,6 +184,7 @@ async fn run(
     mut receiver: mpsc::Receiver<Message>,
     max_batch: usize,
     stats: Arc<WriterStats>,
+    activity: Arc<DeviceActivity>,
 ) {
     let mut batch: Vec<Reading> = Vec::new();
     let mut batch_origins: Vec<Origin> = Vec::new();
@@ -167,6 +229,7 @@ async fn run(
             let _ = done.send(shared.clone().map_err(WriteError::Commit));
         }
         if committed {
+            activity.committed(&batch_origins, now_ms());
             hub.publish(batch.drain(..).zip(batch_origins.drain(..)).map(|(reading, origin)| LiveReading {
                 account: origin.account,
                 collection: origin.collection,
@@ -206,6 +269,7 @@ mod tests {
             imsi: None,
             imei: None,
             tags: Default::default(),
+            last_seen_at_ms: None,
         };
         store.insert_device_if_absent(&device).await.unwrap();
         let mut ids = Vec::new();
@@ -278,6 +342,27 @@ mod tests {
         assert!(matches!(writer.write(vec![reading(a, 1)], vec![ORIGIN]).await, Err(WriteError::ShuttingDown)));
         let stored = store.readings(a, TimeRange::ALL, Page::ALL).await.unwrap();
         assert_eq!(stored.total, 30);
+    }
+
+    /// A commit notes its devices' activity in memory only (no store write on the ingest path); the flush writes it.
+    #[tokio::test]
+    async fn committed_readings_mark_their_device_seen_once_flushed() {
+        let (store, [a, b]) = store_with_two_variables().await;
+        let account = store.accounts().await.unwrap()[0].id;
+        let variable = store.variable(account, a).await.unwrap();
+        let origin = Origin { account, collection: variable.collection, device: variable.device };
+        let (writer, task) =
+            ReadingWriter::start(store.clone(), Arc::new(Hub::new(16, crate::peers::Peers::none())), 64, 10_000);
+        let before = now_ms();
+        writer.write(vec![reading(a, 1), reading(b, 1), reading(a, 2)], vec![origin; 3]).await.unwrap();
+        assert_eq!(writer.activity.seen().len(), 1, "one entry for the device, whatever its readings");
+        assert_eq!(store.device(account, origin.device).await.unwrap().last_seen_at_ms, None, "not written yet");
+        writer.flush_activity().await.unwrap();
+        assert!(writer.activity.seen().is_empty());
+        let seen = store.device(account, origin.device).await.unwrap().last_seen_at_ms.expect("seen once flushed");
+        assert!((before..=now_ms()).contains(&seen), "the server's clock at the commit, not the readings' time");
+        writer.stop().await;
+        task.await.unwrap();
     }
 
     /// Polls all futures together on the current task (no extra dependency for `join_all`).

@@ -127,6 +127,10 @@ pub trait DeviceStore {
     async fn downlinks(&self, account: AccountId, device: DeviceId) -> StoreResult<Vec<Downlink>>;
     /// Deletes a device with its variables and their readings.
     async fn delete_device(&self, account: AccountId, device: DeviceId) -> StoreResult<()>;
+    /// Advances each device's last-seen time to the one given, unless a later one is stored already: each node
+    /// flushes what it gathered in memory, and the latest time wins whichever node flushes last. Devices that no
+    /// longer exist are skipped.
+    async fn record_device_activity(&self, activity: &[(DeviceId, i64)]) -> StoreResult<()>;
 
     async fn variable(&self, account: AccountId, variable: VariableId) -> StoreResult<Variable>;
     async fn variable_by_label(&self, device: DeviceId, label: &Label) -> StoreResult<Variable>;

@@ -127,6 +127,11 @@ pub struct Device {
     pub imei: Option<String>,
     pub tags: BTreeMap<String, String>,
     pub created_at_ms: i64,
+    /// When the server last committed a reading of the device (the server's clock, not the reading's timestamp);
+    /// `None` until it has. Gathered in memory and flushed about every second (`record_device_activity`), so a
+    /// fresh read may lag the last commit by that much, and a copy kept in a cache is older still: whatever shows
+    /// it (the console's listing) reads it from the store.
+    pub last_seen_at_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

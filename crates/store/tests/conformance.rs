@@ -107,6 +107,7 @@ async fn device(store: &dyn Store, world: &World, n: u32, collection: Collection
             imsi: None,
             imei: None,
             tags: Default::default(),
+            last_seen_at_ms: None,
         })
         .await
         .unwrap()
@@ -221,6 +222,7 @@ async fn fleets_are_provisioned_in_one_transaction(store: &dyn Store) {
             imsi: None,
             imei: None,
             tags: Default::default(),
+            last_seen_at_ms: None,
         })
         .collect();
     assert_eq!(store.insert_devices(&fleet).await.unwrap(), 2, "a taken label is skipped");
@@ -375,6 +377,7 @@ async fn rows_of_missing_parents_are_refused_or_dropped(store: &dyn Store) {
         imsi: None,
         imei: None,
         tags: Default::default(),
+        last_seen_at_ms: None,
     };
     assert!(matches!(store.insert_device_if_absent(&orphan_device).await, Err(StoreError::NotFound)));
     let device = device(store, &world, 100, world.default_collection, "dev").await;
@@ -671,6 +674,45 @@ async fn shared_secrets_are_agreed_once(store: &dyn Store) {
     assert_eq!(store.shared_secret("other", &[3; 4]).await.unwrap(), vec![3; 4]);
 }
 
+async fn last_seen(store: &dyn Store, world: &World, device: DeviceId) -> Option<i64> {
+    store.device(world.account, device).await.unwrap().last_seen_at_ms
+}
+
+async fn device_activity_keeps_the_latest_time(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let meter = device(store, &world, 100, world.default_collection, "meter").await;
+    let other = device(store, &world, 101, world.default_collection, "other").await;
+    assert_eq!(meter.last_seen_at_ms, None, "a new device has not been seen");
+    // Two nodes flush what each gathered, in either order: the later time stays.
+    store.record_device_activity(&[(meter.id, NOW + 10)]).await.unwrap();
+    store.record_device_activity(&[(meter.id, NOW + 5), (other.id, NOW + 7)]).await.unwrap();
+    assert_eq!(last_seen(store, &world, meter.id).await, Some(NOW + 10));
+    assert_eq!(last_seen(store, &world, other.id).await, Some(NOW + 7));
+    // One flush naming a device twice keeps the later of its times; a device deleted meanwhile is skipped.
+    store
+        .record_device_activity(&[(meter.id, NOW + 30), (DeviceId(id(999)), NOW), (meter.id, NOW + 20)])
+        .await
+        .unwrap();
+    assert_eq!(last_seen(store, &world, meter.id).await, Some(NOW + 30));
+    store.record_device_activity(&[]).await.unwrap();
+    // A flush of more devices than one statement takes.
+    let fleet: Vec<Device> = (0..250)
+        .map(|n| Device { id: DeviceId(id(2000 + n)), label: label(&format!("fleet-{n}")), ..meter.clone() })
+        .collect();
+    store.insert_devices(&fleet).await.unwrap();
+    let seen: Vec<(DeviceId, i64)> = fleet.iter().map(|device| (device.id, NOW + 40)).collect();
+    store.record_device_activity(&seen).await.unwrap();
+    assert_eq!(last_seen(store, &world, fleet[249].id).await, Some(NOW + 40));
+    // A device's update (from a copy read before the flush, say) leaves its last-seen time alone.
+    let mut renamed = meter.clone();
+    renamed.name = "Meter".into();
+    store.update_device(&renamed).await.unwrap();
+    assert_eq!(
+        store.device(world.account, meter.id).await.unwrap(),
+        Device { last_seen_at_ms: Some(NOW + 30), ..renamed }
+    );
+}
+
 /// The PostgreSQL server `TESSERA_TEST_POSTGRES_URL` names; `None`, said once past the harness's capture (so it
 /// shows in every run's output), when there is none.
 fn postgres_url() -> Option<String> {
@@ -743,6 +785,7 @@ store_cases!(
     horde_fields_readings_by_device_and_downlinks,
     shared_secrets_are_agreed_once,
     fleets_are_provisioned_in_one_transaction,
+    device_activity_keeps_the_latest_time,
 );
 
 /// The WAL's checkpoint sequence number (bytes 12..16 of its header, big-endian), which SQLite increments each

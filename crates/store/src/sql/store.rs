@@ -47,6 +47,10 @@ const READINGS_PER_STATEMENT: usize = 500;
 /// Tokens whose usage one transaction records.
 const USAGE_PER_TRANSACTION: usize = 100;
 
+/// Devices whose last-seen time one statement advances: a statement of its own holds the write lock for a moment
+/// only, as the token usage flush does.
+const ACTIVITY_PER_STATEMENT: usize = 100;
+
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -75,7 +79,7 @@ fn collection_from_row(row: &DbRow) -> StoreResult<Collection> {
 
 macro_rules! device_columns {
     () => {
-        "id, account_id, collection_id, label, name, created_at, imsi, imei, tags"
+        "id, account_id, collection_id, label, name, created_at, imsi, imei, tags, last_seen_at"
     };
 }
 
@@ -90,6 +94,7 @@ fn device_from_row(row: &DbRow) -> StoreResult<Device> {
         imsi: row.try_get(6)?,
         imei: row.try_get(7)?,
         tags: tags_from_column(row.try_get(8)?)?,
+        last_seen_at_ms: row.try_get(9)?,
     })
 }
 
@@ -201,8 +206,8 @@ where
     E: sqlx::Executor<'e, Database = Db>,
 {
     let inserted = sqlx::query(
-        "INSERT INTO devices (id, account_id, collection_id, label, name, created_at, imsi, imei, tags) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (account_id, label) DO NOTHING",
+        "INSERT INTO devices (id, account_id, collection_id, label, name, created_at, imsi, imei, tags, last_seen_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (account_id, label) DO NOTHING",
     )
     .bind(device.id.as_i64())
     .bind(device.account.as_i64())
@@ -213,6 +218,7 @@ where
     .bind(&device.imsi)
     .bind(&device.imei)
     .bind(tags_column(&device.tags))
+    .bind(device.last_seen_at_ms)
     .execute(executor)
     .await?;
     Ok(inserted.rows_affected() == 1)
@@ -805,6 +811,28 @@ impl DeviceStore for Backend {
             .await?;
         tell_in(&mut transaction, &[Invalidation::Device { account, label: label_from_column(label)? }]).await?;
         transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn record_device_activity(&self, activity: &[(DeviceId, i64)]) -> StoreResult<()> {
+        // One time per device (an UPDATE … FROM with two rows for one device would apply either), the latest.
+        let mut latest: Vec<(DeviceId, i64)> = activity.to_vec();
+        latest.sort_unstable_by_key(|&(device, seen)| (device, std::cmp::Reverse(seen)));
+        latest.dedup_by_key(|(device, _)| *device);
+        // In id order and in small statements of their own, as `record_token_usage` and for its reasons: two nodes
+        // flushing the same devices cannot deadlock, and readings waiting to commit are not held up behind a
+        // fleet's worth of rows. A row whose stored time is as late already is not written at all.
+        for chunk in latest.chunks(ACTIVITY_PER_STATEMENT) {
+            let mut update = QueryBuilder::<Db>::new("UPDATE devices SET last_seen_at = seen.column2 FROM (");
+            update.push_values(chunk, |mut row, (device, seen)| {
+                row.push_bind(device.as_i64()).push_bind(*seen);
+            });
+            update.push(
+                ") AS seen WHERE devices.id = seen.column1 \
+                 AND (devices.last_seen_at IS NULL OR devices.last_seen_at < seen.column2)",
+            );
+            update.build().execute(single_writes(self)).await?;
+        }
         Ok(())
     }
 

@@ -46,6 +46,7 @@ pub async fn populate(
                     imei: None,
                     tags: Default::default(),
                     created_at_ms: now,
+                    last_seen_at_ms: None,
                 })
             })
             .collect::<anyhow::Result<_>>()?;

@@ -259,6 +259,7 @@ async fn create_device(
         imei,
         tags,
         created_at_ms: now_ms(),
+        last_seen_at_ms: None,
     };
     let created = app.data.insert_device(&permit, &device).await.map_err(|error| match error {
         AppError::Conflict(_) => AppError::Conflict("another device already has this IMSI or IMEI".into()),
