@@ -402,6 +402,26 @@ impl DataService {
         Ok(variables)
     }
 
+    /// The devices of the collection a read permit names, as the console lists them (filtered by label and
+    /// activity, by label or by last activity). Read from the store, not the by-label cache, whose devices keep
+    /// the last-seen time they were read with.
+    pub async fn device_overview(
+        &self,
+        permit: &Permit,
+        query: &tessera_store::DeviceQuery,
+        page: tessera_store::Page,
+    ) -> Result<tessera_store::Paged<Device>, AppError> {
+        let Some(collection) = permit.target().collection_id() else {
+            return Err(permit_mismatch(permit, "device overview"));
+        };
+        require_permit(permit, Action::Read, &Target::collection(permit.account(), collection), "device overview")?;
+        let mut devices = self.store.device_overview(permit.account(), collection, query, page).await?;
+        // Reading a collection is reading each of its devices, so this keeps them all; it is the listings' rule
+        // (every item judged) all the same, should the query ever answer a device from elsewhere.
+        devices.items.retain(|device| permit.covers(Action::Read, &device_target(device)));
+        Ok(devices)
+    }
+
     /// The last reading of a variable the permit reads.
     pub async fn last_reading(
         &self,
@@ -615,4 +635,48 @@ pub fn visible_devices(caller: &Caller) -> Result<Option<tessera_store::DeviceFi
         });
     }
     Ok(Some(filter))
+}
+
+#[cfg(test)]
+mod tests {
+    use tessera_core::{Rights, ServerKey, TokenKind};
+    use tessera_store::{DeviceQuery, Page};
+
+    use super::*;
+    use crate::hub::Hub;
+    use crate::tokens::{NewToken, TokenService};
+
+    /// A data service over a bootstrapped in-memory store, and a caller that reads and writes the whole account (a
+    /// token the API key minted), with a device of it.
+    async fn service_caller_and_device() -> (DataService, Caller, Arc<Device>, Permit) {
+        let store: Arc<dyn Store> = Arc::new(tessera_store::SqliteStore::open_in_memory().await.unwrap());
+        let key = ServerKey::new(&[0; ServerKey::LEN]);
+        let credentials = crate::bootstrap::bootstrap(store.as_ref(), &key).await.unwrap().unwrap();
+        let tokens = TokenService::new(store.clone(), key, 100);
+        let api_key = tokens.verify(credentials.api_key.expose()).await.unwrap();
+        let new = NewToken::new(TokenKind::Account, Scope::Account, Rights::ReadWrite, "everything".into(), None);
+        let (_, secret) = tokens.mint(&api_key, new).await.unwrap();
+        let caller = tokens.verify(secret.expose()).await.unwrap();
+        let hub = Arc::new(Hub::new(16, crate::peers::Peers::none()));
+        let (writer, _) = ReadingWriter::start(store.clone(), hub, 64, 1_000);
+        let data = DataService::new(store, writer, 100);
+        let (device, permit) = data.device_for_write(&caller, &Label::parse("meter").unwrap()).await.unwrap();
+        (data, caller, device, permit)
+    }
+
+    #[tokio::test]
+    async fn a_device_overview_takes_a_read_permit_for_its_collection() {
+        let (data, caller, device, _) = service_caller_and_device().await;
+        let collection = Target::collection(caller.account(), device.collection);
+        let permit = caller.authorize(Action::Read, &collection).unwrap();
+        let listed = data.device_overview(&permit, &DeviceQuery::default(), Page::ALL).await.unwrap();
+        assert_eq!(listed.items.iter().map(|device| device.id).collect::<Vec<_>>(), vec![device.id]);
+        for wrong in [
+            caller.authorize(Action::Write, &collection).unwrap(),
+            caller.authorize(Action::Read, &device_target(&device)).unwrap(),
+        ] {
+            let refused = data.device_overview(&wrong, &DeviceQuery::default(), Page::ALL).await;
+            assert!(matches!(refused, Err(AppError::Internal(_))), "{wrong:?}: {refused:?}");
+        }
+    }
 }

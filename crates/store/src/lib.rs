@@ -131,6 +131,14 @@ pub trait DeviceStore {
     /// flushes what it gathered in memory, and the latest time wins whichever node flushes last. Devices that no
     /// longer exist are skipped.
     async fn record_device_activity(&self, activity: &[(DeviceId, i64)]) -> StoreResult<()>;
+    /// The devices of a collection that `query` selects, in its order; `total` counts all that it selects.
+    async fn device_overview(
+        &self,
+        account: AccountId,
+        collection: CollectionId,
+        query: &DeviceQuery,
+        page: Page,
+    ) -> StoreResult<Paged<Device>>;
 
     async fn variable(&self, account: AccountId, variable: VariableId) -> StoreResult<Variable>;
     async fn variable_by_label(&self, device: DeviceId, label: &Label) -> StoreResult<Variable>;

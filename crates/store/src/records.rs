@@ -134,6 +134,26 @@ pub struct Device {
     pub last_seen_at_ms: Option<i64>,
 }
 
+/// What a console listing of a collection's devices shows (`DeviceStore::device_overview`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceQuery {
+    /// Only devices whose label contains this text, case-insensitively; `%` and `_` are taken literally.
+    pub label_contains: Option<String>,
+    /// Only devices never seen, or last seen before this instant (ms): the ones that went quiet.
+    pub not_seen_since_ms: Option<i64>,
+    pub order: DeviceOrder,
+}
+
+/// The order of a device overview.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeviceOrder {
+    /// By label, ascending.
+    #[default]
+    Label,
+    /// Most recently seen first; devices never seen last; ties by id (creation order).
+    LastActivity,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Variable {
     pub id: VariableId,

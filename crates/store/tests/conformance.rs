@@ -10,8 +10,9 @@ use tessera_core::{
     TokenKind, UserId, Value, VariableId,
 };
 use tessera_store::{
-    Account, Bootstrap, Collection, Creator, Device, DeviceFilter, Downlink, Invite, LoginChallenge, Page, Store,
-    StoreError, Team, TimeRange, TokenFilter, TokenRecord, TokenUsage, User, UserTotp, Variable,
+    Account, Bootstrap, Collection, Creator, Device, DeviceFilter, DeviceOrder, DeviceQuery, Downlink, Invite,
+    LoginChallenge, Page, Store, StoreError, Team, TimeRange, TokenFilter, TokenRecord, TokenUsage, User, UserTotp,
+    Variable,
 };
 
 const NOW: i64 = 1_800_000_000_000;
@@ -674,6 +675,20 @@ async fn shared_secrets_are_agreed_once(store: &dyn Store) {
     assert_eq!(store.shared_secret("other", &[3; 4]).await.unwrap(), vec![3; 4]);
 }
 
+async fn collection(store: &dyn Store, world: &World, n: u32) -> CollectionId {
+    let collection = Collection {
+        id: CollectionId(id(n)),
+        account: world.account,
+        name: format!("collection {n}"),
+        is_default: false,
+        team: None,
+        created_at_ms: NOW,
+        tags: Default::default(),
+    };
+    store.insert_collection(&collection).await.unwrap();
+    collection.id
+}
+
 async fn last_seen(store: &dyn Store, world: &World, device: DeviceId) -> Option<i64> {
     store.device(world.account, device).await.unwrap().last_seen_at_ms
 }
@@ -711,6 +726,67 @@ async fn device_activity_keeps_the_latest_time(store: &dyn Store) {
         store.device(world.account, meter.id).await.unwrap(),
         Device { last_seen_at_ms: Some(NOW + 30), ..renamed }
     );
+}
+
+fn labels(devices: &[Device]) -> Vec<&str> {
+    devices.iter().map(|device| device.label.as_str()).collect()
+}
+
+async fn device_overview_filters_orders_and_counts(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let plant = collection(store, &world, 50).await;
+    let quiet = device(store, &world, 100, plant, "b-quiet").await;
+    let underscore = device(store, &world, 101, plant, "ab_c").await;
+    let lookalike = device(store, &world, 102, plant, "abxc").await;
+    let recent = device(store, &world, 103, plant, "d-recent").await;
+    let never = device(store, &world, 104, plant, "c-never").await;
+    device(store, &world, 105, world.default_collection, "ab_c-elsewhere").await;
+    store
+        .record_device_activity(&[
+            (quiet.id, NOW - 10_000),
+            (underscore.id, NOW),
+            (lookalike.id, NOW),
+            (recent.id, NOW + 5),
+        ])
+        .await
+        .unwrap();
+    let overview = async |query: DeviceQuery, page: Page| {
+        let paged = store.device_overview(world.account, plant, &query, page).await.unwrap();
+        (paged.total, labels(&paged.items).into_iter().map(str::to_owned).collect::<Vec<_>>())
+    };
+    let by = |order| DeviceQuery { order, ..DeviceQuery::default() };
+
+    let (total, listed) = overview(by(DeviceOrder::Label), Page::ALL).await;
+    assert_eq!((total, listed), (5, ["ab_c", "abxc", "b-quiet", "c-never", "d-recent"].map(String::from).to_vec()));
+    // Most recent first, ties by id, the never-seen last.
+    let (_, listed) = overview(by(DeviceOrder::LastActivity), Page::ALL).await;
+    assert_eq!(listed, ["d-recent", "ab_c", "abxc", "b-quiet", "c-never"]);
+    let (total, listed) = overview(by(DeviceOrder::LastActivity), Page { number: 2, size: 2 }).await;
+    assert_eq!((total, listed), (5, vec!["abxc".to_owned(), "b-quiet".to_owned()]));
+
+    // `_` and `%` are the text searched for, not wildcards; case does not matter.
+    let search = |text: &str| DeviceQuery { label_contains: Some(text.into()), ..DeviceQuery::default() };
+    assert_eq!(overview(search("b_c"), Page::ALL).await, (1, vec!["ab_c".to_owned()]));
+    assert_eq!(overview(search("B_C"), Page::ALL).await, (1, vec!["ab_c".to_owned()]));
+    assert_eq!(overview(search("%"), Page::ALL).await, (0, vec![]));
+    assert_eq!(overview(search("a%c"), Page::ALL).await, (0, vec![]));
+    assert_eq!(overview(search("!"), Page::ALL).await, (0, vec![]), "the escape character is taken literally too");
+    assert_eq!(overview(search("-"), Page::ALL).await.0, 3);
+    assert_eq!(overview(search(""), Page::ALL).await.0, 5);
+
+    // Gone quiet: never seen, or last seen before the instant.
+    let quiet_since = |since| DeviceQuery {
+        not_seen_since_ms: Some(since),
+        order: DeviceOrder::LastActivity,
+        ..DeviceQuery::default()
+    };
+    assert_eq!(overview(quiet_since(NOW), Page::ALL).await, (2, vec!["b-quiet".to_owned(), "c-never".to_owned()]));
+    let both = DeviceQuery { label_contains: Some("c".into()), ..quiet_since(NOW + 1) };
+    assert_eq!(overview(both, Page::ALL).await, (3, ["ab_c", "abxc", "c-never"].map(String::from).to_vec()));
+    assert_eq!(never.last_seen_at_ms, None);
+
+    let elsewhere = store.device_overview(AccountId(id(999)), plant, &DeviceQuery::default(), Page::ALL).await.unwrap();
+    assert_eq!(elsewhere.total, 0, "another account sees none of it");
 }
 
 /// The PostgreSQL server `TESSERA_TEST_POSTGRES_URL` names; `None`, said once past the harness's capture (so it
@@ -786,6 +862,7 @@ store_cases!(
     shared_secrets_are_agreed_once,
     fleets_are_provisioned_in_one_transaction,
     device_activity_keeps_the_latest_time,
+    device_overview_filters_orders_and_counts,
 );
 
 /// The WAL's checkpoint sequence number (bytes 12..16 of its header, big-endian), which SQLite increments each

@@ -16,9 +16,9 @@ use tessera_core::{
 use super::{Backend, Db, DbConnection, DbRow, begin_exclusive, begin_write, close_pools, single_writes, tell_in};
 use crate::codec::*;
 use crate::{
-    Account, AccountStore, Bootstrap, Collection, CollectionStore, Creator, Device, DeviceFilter, DeviceStore,
-    Downlink, Invalidation, Page, Paged, ReadingStore, Store, StoreError, StoreResult, Team, TimeRange, TokenFilter,
-    TokenRecord, TokenStore, TokenUsage, User, Variable,
+    Account, AccountStore, Bootstrap, Collection, CollectionStore, Creator, Device, DeviceFilter, DeviceOrder,
+    DeviceQuery, DeviceStore, Downlink, Invalidation, Page, Paged, ReadingStore, Store, StoreError, StoreResult, Team,
+    TimeRange, TokenFilter, TokenRecord, TokenStore, TokenUsage, User, Variable,
 };
 use crate::{Invite, LoginChallenge, Membership, PeopleStore, UserReach, UserTotp};
 
@@ -50,6 +50,26 @@ const USAGE_PER_TRANSACTION: usize = 100;
 /// Devices whose last-seen time one statement advances: a statement of its own holds the write lock for a moment
 /// only, as the token usage flush does.
 const ACTIVITY_PER_STATEMENT: usize = 100;
+
+/// The escape character of LIKE patterns built from user text: not a backslash, which PostgreSQL reads as an
+/// escape inside string literals when `standard_conforming_strings` is off.
+const LIKE_ESCAPE: char = '!';
+
+/// A LIKE pattern matching labels that contain `text`, with LIKE's own wildcards in it taken literally (labels
+/// contain `_`). Lower-cased, as labels are stored: so matching is case-insensitive on both databases (SQLite's
+/// LIKE folds ASCII case, PostgreSQL's does not).
+fn label_contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for character in text.to_lowercase().chars() {
+        if matches!(character, '%' | '_' | LIKE_ESCAPE) {
+            pattern.push(LIKE_ESCAPE);
+        }
+        pattern.push(character);
+    }
+    pattern.push('%');
+    pattern
+}
 
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -834,6 +854,42 @@ impl DeviceStore for Backend {
             update.build().execute(single_writes(self)).await?;
         }
         Ok(())
+    }
+
+    async fn device_overview(
+        &self,
+        account: AccountId,
+        collection: CollectionId,
+        query: &DeviceQuery,
+        page: Page,
+    ) -> StoreResult<Paged<Device>> {
+        let push_filter = |select: &mut QueryBuilder<Db>| {
+            select.push(" WHERE d.account_id = ").push_bind(account.as_i64());
+            select.push(" AND d.collection_id = ").push_bind(collection.as_i64());
+            if let Some(text) = &query.label_contains {
+                select.push(" AND d.label LIKE ").push_bind(label_contains_pattern(text));
+                select.push(format_args!(" ESCAPE '{LIKE_ESCAPE}'"));
+            }
+            if let Some(since) = query.not_seen_since_ms {
+                select.push(" AND (d.last_seen_at IS NULL OR d.last_seen_at < ").push_bind(since).push(")");
+            }
+        };
+        let mut count = QueryBuilder::<Db>::new("SELECT count(*) FROM devices d");
+        push_filter(&mut count);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        let mut select = QueryBuilder::<Db>::new(concat!("SELECT ", device_columns!(), " FROM devices d"));
+        push_filter(&mut select);
+        select.push(match query.order {
+            // Labels are unique in an account, so they order a collection's devices fully.
+            DeviceOrder::Label => " ORDER BY d.label",
+            // NULLS LAST is what SQLite does for DESC anyway; PostgreSQL puts NULLs first unless told.
+            DeviceOrder::LastActivity => " ORDER BY d.last_seen_at DESC NULLS LAST, d.id",
+        });
+        select.push(" LIMIT ").push_bind(to_i64(page.size));
+        select.push(" OFFSET ").push_bind(to_i64(page.offset()));
+        let rows = select.build().fetch_all(&self.pool).await?;
+        let items = rows.iter().map(device_from_row).collect::<StoreResult<_>>()?;
+        Ok(Paged { total: total as u64, items })
     }
 
     async fn variable(&self, account: AccountId, variable: VariableId) -> StoreResult<Variable> {
