@@ -36,6 +36,10 @@ pub fn variable_target(variable: &Variable) -> Target {
     Target::variable(variable.account, variable.collection, variable.device, variable.id)
 }
 
+/// The most intervals one chart may ask `reading_buckets` for: a chart is a few thousand pixels wide at most, and
+/// each interval is a row the store groups and answers.
+pub const MAX_BUCKETS: i64 = 2_000;
+
 /// Deletions invalidate cached devices and variables at once; this bounds staleness should the store be changed
 /// behind the server's back.
 const CACHE_TIME_TO_LIVE: std::time::Duration = std::time::Duration::from_secs(600);
@@ -422,6 +426,44 @@ impl DataService {
         Ok(devices)
     }
 
+    /// The variables of these devices that the caller may read, each with its last reading, grouped by device in
+    /// the order given and by label within a device (a page of the console's device listing).
+    pub async fn variables_with_last(
+        &self,
+        caller: &Caller,
+        devices: &[DeviceId],
+    ) -> Result<Vec<(Variable, Option<Reading>)>, AppError> {
+        let mut variables = self.store.variables_with_last(caller.account(), devices).await?;
+        variables.retain(|(variable, _)| caller.authorize(Action::Read, &variable_target(variable)).is_ok());
+        Ok(variables)
+    }
+
+    /// A chart of a variable the permit reads: its numeric readings within `range` aggregated per `bucket_ms`
+    /// (see `ReadingStore::reading_buckets`). More than [`MAX_BUCKETS`] intervals, or a bucket that is not a
+    /// positive number of milliseconds, is refused.
+    pub async fn reading_buckets(
+        &self,
+        permit: &Permit,
+        variable: &Variable,
+        range: tessera_store::TimeRange,
+        bucket_ms: i64,
+    ) -> Result<Vec<tessera_store::ReadingBucket>, AppError> {
+        require_permit(permit, Action::Read, &variable_target(variable), "reading buckets")?;
+        if bucket_ms <= 0 {
+            return Err(AppError::BadRequest(format!("a bucket must last at least 1 ms, not {bucket_ms} ms")));
+        }
+        // In i128: the widest range is 2^64 ms, which an i64 cannot count.
+        let span = i128::from(range.end_ms) - i128::from(range.start_ms) + 1;
+        let buckets = if span > 0 { (span + i128::from(bucket_ms) - 1) / i128::from(bucket_ms) } else { 0 };
+        if buckets > i128::from(MAX_BUCKETS) {
+            return Err(AppError::BadRequest(format!(
+                "at most {MAX_BUCKETS} buckets per chart, and {bucket_ms} ms buckets divide this range into \
+                 {buckets}: ask for longer buckets or a shorter range"
+            )));
+        }
+        Ok(self.store.reading_buckets(variable.id, range, bucket_ms).await?)
+    }
+
     /// The last reading of a variable the permit reads.
     pub async fn last_reading(
         &self,
@@ -678,5 +720,33 @@ mod tests {
             let refused = data.device_overview(&wrong, &DeviceQuery::default(), Page::ALL).await;
             assert!(matches!(refused, Err(AppError::Internal(_))), "{wrong:?}: {refused:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn charts_are_bounded_and_variables_come_with_their_last_reading() {
+        let (data, caller, device, permit) = service_caller_and_device().await;
+        let level =
+            data.variable_for_write(&permit, &device, &Label::parse("level").unwrap(), "level", "").await.unwrap();
+        let dot = |timestamp_ms, value| Dot { timestamp_ms, value: Value::Number(value), context: Default::default() };
+        data.write(&[&permit], vec![(level.clone(), vec![dot(1_000, 1.0), dot(2_000, 3.0)])]).await.unwrap();
+        let found = data.variables_with_last(&caller, &[device.id]).await.unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].1.as_ref().map(|reading| reading.timestamp_ms), Some(2_000));
+
+        let read = caller.authorize(Action::Read, &variable_target(&level)).unwrap();
+        let day = tessera_store::TimeRange { start_ms: 0, end_ms: 86_400_000 - 1 };
+        let buckets = data.reading_buckets(&read, &level, day, 43_200).await.expect("exactly 2 000 buckets");
+        assert_eq!((buckets.len(), buckets[0].count, buckets[0].mean), (1, 2, 2.0));
+        match data.reading_buckets(&read, &level, day, 43_199).await {
+            Err(AppError::BadRequest(message)) => assert!(message.contains("at most 2000 buckets"), "{message}"),
+            other => panic!("2 001 buckets were not refused: {other:?}"),
+        }
+        for bucket_ms in [0, -1] {
+            assert!(matches!(data.reading_buckets(&read, &level, day, bucket_ms).await, Err(AppError::BadRequest(_))));
+        }
+        let too_wide = data.reading_buckets(&read, &level, tessera_store::TimeRange::ALL, i64::MAX).await;
+        assert!(matches!(too_wide, Err(AppError::BadRequest(_))), "{too_wide:?}");
+        let refused = data.reading_buckets(&permit, &level, day, 43_200).await;
+        assert!(matches!(refused, Err(AppError::Internal(_))), "a write permit for the device: {refused:?}");
     }
 }

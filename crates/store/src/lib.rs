@@ -154,6 +154,13 @@ pub trait DeviceStore {
     async fn update_variable(&self, variable: &Variable) -> StoreResult<()>;
     /// Deletes a variable with its readings.
     async fn delete_variable(&self, account: AccountId, variable: VariableId) -> StoreResult<()>;
+    /// Every variable of these devices with its last reading (`None` if it has none), grouped by device in the
+    /// order `devices` names them, each device's variables by label. Devices of other accounts are skipped.
+    async fn variables_with_last(
+        &self,
+        account: AccountId,
+        devices: &[DeviceId],
+    ) -> StoreResult<Vec<(Variable, Option<Reading>)>>;
 }
 
 /// Time series.
@@ -175,6 +182,16 @@ pub trait ReadingStore {
     ) -> StoreResult<Vec<(DeviceId, Reading)>>;
     /// Deletes the readings of a variable within `range` (inclusive) and returns how many there were.
     async fn delete_readings(&self, variable: VariableId, range: TimeRange) -> StoreResult<u64>;
+    /// The numeric readings of a variable within `range` (inclusive), aggregated per interval of `bucket_ms`
+    /// counted from `range.start_ms`, oldest first; intervals without a numeric reading are left out, and JSON
+    /// and byte readings are not counted. `Invalid` if `bucket_ms` is not positive or the range is wider than
+    /// an `i64` of milliseconds.
+    async fn reading_buckets(
+        &self,
+        variable: VariableId,
+        range: TimeRange,
+        bucket_ms: i64,
+    ) -> StoreResult<Vec<ReadingBucket>>;
 }
 
 /// Users, their second factor, teams, invites and login challenges.

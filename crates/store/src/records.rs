@@ -154,6 +154,21 @@ pub enum DeviceOrder {
     LastActivity,
 }
 
+/// Numeric readings of one variable aggregated over one interval of a chart (`ReadingStore::reading_buckets`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReadingBucket {
+    /// The interval's first instant: the range's start plus a whole number of buckets.
+    pub start_ms: i64,
+    /// Numeric readings in the interval (never 0: intervals without one are not answered).
+    pub count: u64,
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+    /// The timestamps of the interval's first and last numeric readings.
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Variable {
     pub id: VariableId,

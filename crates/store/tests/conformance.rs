@@ -11,8 +11,8 @@ use tessera_core::{
 };
 use tessera_store::{
     Account, Bootstrap, Collection, Creator, Device, DeviceFilter, DeviceOrder, DeviceQuery, Downlink, Invite,
-    LoginChallenge, Page, Store, StoreError, Team, TimeRange, TokenFilter, TokenRecord, TokenUsage, User, UserTotp,
-    Variable,
+    LoginChallenge, Page, ReadingBucket, Store, StoreError, Team, TimeRange, TokenFilter, TokenRecord, TokenUsage,
+    User, UserTotp, Variable,
 };
 
 const NOW: i64 = 1_800_000_000_000;
@@ -789,6 +789,85 @@ async fn device_overview_filters_orders_and_counts(store: &dyn Store) {
     assert_eq!(elsewhere.total, 0, "another account sees none of it");
 }
 
+async fn variables_come_with_their_last_reading(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let first = device(store, &world, 100, world.default_collection, "first").await;
+    let second = device(store, &world, 101, world.default_collection, "second").await;
+    let b = variable(store, &first, 200, "b").await;
+    let a = variable(store, &first, 201, "a").await;
+    let c = variable(store, &second, 202, "c").await;
+    let latest = reading(b.id, 2000, Value::Json(json!({"on": true})));
+    store
+        .insert_readings(&[
+            reading(b.id, 1000, Value::Number(1.0)),
+            latest.clone(),
+            reading(c.id, 5, Value::Number(5.0)),
+        ])
+        .await
+        .unwrap();
+    let found = store.variables_with_last(world.account, &[second.id, first.id]).await.unwrap();
+    assert_eq!(
+        found,
+        vec![(c.clone(), Some(reading(c.id, 5, Value::Number(5.0)))), (a.clone(), None), (b.clone(), Some(latest))],
+        "by device in the order asked, then by label; a variable without readings has none"
+    );
+    let once = store.variables_with_last(world.account, &[first.id, first.id]).await.unwrap();
+    assert_eq!(once.iter().map(|(variable, _)| variable.label.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert!(store.variables_with_last(world.account, &[]).await.unwrap().is_empty());
+    assert!(store.variables_with_last(AccountId(id(999)), &[first.id]).await.unwrap().is_empty());
+}
+
+async fn reading_buckets_aggregate_numbers_only(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let device = device(store, &world, 100, world.default_collection, "dev").await;
+    let level = variable(store, &device, 200, "level").await;
+    let mut readings: Vec<Reading> = (0..10).map(|n| reading(level.id, n, Value::Number(n as f64))).collect();
+    readings.push(reading(level.id, 10, Value::Json(json!(99))));
+    readings.push(reading(level.id, 12, Value::Bytes(vec![99])));
+    readings.push(reading(level.id, 17, Value::Number(-4.0)));
+    store.insert_readings(&readings).await.unwrap();
+    let bucket = |start_ms, count, min, max, mean, first_ms, last_ms| ReadingBucket {
+        start_ms,
+        count,
+        min,
+        max,
+        mean,
+        first_ms,
+        last_ms,
+    };
+    let range = |start_ms, end_ms| TimeRange { start_ms, end_ms };
+
+    // Ten numbers, then only JSON and bytes (left out: no bucket for 10..=14), then one number.
+    assert_eq!(
+        store.reading_buckets(level.id, range(0, 19), 5).await.unwrap(),
+        vec![
+            bucket(0, 5, 0.0, 4.0, 2.0, 0, 4),
+            bucket(5, 5, 5.0, 9.0, 7.0, 5, 9),
+            bucket(15, 1, -4.0, -4.0, -4.0, 17, 17)
+        ]
+    );
+    // Buckets count from the range's start; the range is inclusive.
+    assert_eq!(
+        store.reading_buckets(level.id, range(-2, 7), 4).await.unwrap(),
+        vec![bucket(-2, 2, 0.0, 1.0, 0.5, 0, 1), bucket(2, 4, 2.0, 5.0, 3.5, 2, 5), bucket(6, 2, 6.0, 7.0, 6.5, 6, 7)]
+    );
+    assert_eq!(store.reading_buckets(level.id, range(10, 14), 1).await.unwrap(), vec![], "JSON and bytes only");
+    assert_eq!(store.reading_buckets(level.id, range(7, 6), 1).await.unwrap(), vec![], "an empty range");
+    let silent = variable(store, &device, 201, "silent").await;
+    assert_eq!(store.reading_buckets(silent.id, range(0, i64::MAX), 1 << 40).await.unwrap(), vec![], "no readings");
+
+    for refused in [0, -1] {
+        assert!(
+            matches!(store.reading_buckets(level.id, range(0, 19), refused).await, Err(StoreError::Invalid(_))),
+            "a bucket of {refused} ms"
+        );
+    }
+    assert!(
+        matches!(store.reading_buckets(level.id, TimeRange::ALL, i64::MAX).await, Err(StoreError::Invalid(_))),
+        "a range wider than an i64 of milliseconds"
+    );
+}
+
 /// The PostgreSQL server `TESSERA_TEST_POSTGRES_URL` names; `None`, said once past the harness's capture (so it
 /// shows in every run's output), when there is none.
 fn postgres_url() -> Option<String> {
@@ -863,6 +942,8 @@ store_cases!(
     fleets_are_provisioned_in_one_transaction,
     device_activity_keeps_the_latest_time,
     device_overview_filters_orders_and_counts,
+    variables_come_with_their_last_reading,
+    reading_buckets_aggregate_numbers_only,
 );
 
 /// The WAL's checkpoint sequence number (bytes 12..16 of its header, big-endian), which SQLite increments each

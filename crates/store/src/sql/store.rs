@@ -17,8 +17,8 @@ use super::{Backend, Db, DbConnection, DbRow, begin_exclusive, begin_write, clos
 use crate::codec::*;
 use crate::{
     Account, AccountStore, Bootstrap, Collection, CollectionStore, Creator, Device, DeviceFilter, DeviceOrder,
-    DeviceQuery, DeviceStore, Downlink, Invalidation, Page, Paged, ReadingStore, Store, StoreError, StoreResult, Team,
-    TimeRange, TokenFilter, TokenRecord, TokenStore, TokenUsage, User, Variable,
+    DeviceQuery, DeviceStore, Downlink, Invalidation, Page, Paged, ReadingBucket, ReadingStore, Store, StoreError,
+    StoreResult, Team, TimeRange, TokenFilter, TokenRecord, TokenStore, TokenUsage, User, Variable,
 };
 use crate::{Invite, LoginChallenge, Membership, PeopleStore, UserReach, UserTotp};
 
@@ -50,6 +50,9 @@ const USAGE_PER_TRANSACTION: usize = 100;
 /// Devices whose last-seen time one statement advances: a statement of its own holds the write lock for a moment
 /// only, as the token usage flush does.
 const ACTIVITY_PER_STATEMENT: usize = 100;
+
+/// Devices one `variables_with_last` statement names (one bound parameter each, far under either database's limit).
+const DEVICES_PER_STATEMENT: usize = 1000;
 
 /// The escape character of LIKE patterns built from user text: not a backslash, which PostgreSQL reads as an
 /// escape inside string literals when `standard_conforming_strings` is off.
@@ -118,10 +121,16 @@ fn device_from_row(row: &DbRow) -> StoreResult<Device> {
     })
 }
 
+macro_rules! variable_columns {
+    () => {
+        "v.id, v.account_id, v.device_id, d.collection_id, v.label, v.name, v.unit, v.created_at, v.title, \
+         v.description, v.kind, v.profile"
+    };
+}
+
 macro_rules! variable_select {
     () => {
-        "SELECT v.id, v.account_id, v.device_id, d.collection_id, v.label, v.name, v.unit, v.created_at, \
-         v.title, v.description, v.kind, v.profile FROM variables v JOIN devices d ON d.id = v.device_id"
+        concat!("SELECT ", variable_columns!(), " FROM variables v JOIN devices d ON d.id = v.device_id")
     };
 }
 
@@ -176,13 +185,19 @@ fn token_from_row(row: &DbRow) -> StoreResult<TokenRecord> {
     })
 }
 
+/// A reading from the columns `ts, num, json, bytes, context, received_at`, the row's first six.
 fn reading_from_row(variable: VariableId, row: &DbRow) -> StoreResult<Reading> {
+    reading_from_columns(variable, row, 0)
+}
+
+/// A reading from the six columns of `reading_from_row`, starting at column `first`.
+fn reading_from_columns(variable: VariableId, row: &DbRow, first: usize) -> StoreResult<Reading> {
     Ok(Reading {
         variable,
-        timestamp_ms: row.try_get(0)?,
-        value: value_from_columns(row.try_get(1)?, row.try_get(2)?, row.try_get(3)?)?,
-        context: context_from_column(row.try_get(4)?)?,
-        received_at_ms: row.try_get(5)?,
+        timestamp_ms: row.try_get(first)?,
+        value: value_from_columns(row.try_get(first + 1)?, row.try_get(first + 2)?, row.try_get(first + 3)?)?,
+        context: context_from_column(row.try_get(first + 4)?)?,
+        received_at_ms: row.try_get(first + 5)?,
     })
 }
 
@@ -989,6 +1004,51 @@ impl DeviceStore for Backend {
         transaction.commit().await?;
         Ok(())
     }
+
+    async fn variables_with_last(
+        &self,
+        account: AccountId,
+        devices: &[DeviceId],
+    ) -> StoreResult<Vec<(Variable, Option<Reading>)>> {
+        let position: HashMap<DeviceId, usize> =
+            devices.iter().enumerate().rev().map(|(index, device)| (*device, index)).collect();
+        // A device named twice is looked up once (it could otherwise fall into two statements).
+        let unique: Vec<DeviceId> =
+            devices.iter().enumerate().filter(|(index, device)| position[device] == *index).map(|(_, d)| *d).collect();
+        let mut found = Vec::new();
+        for chunk in unique.chunks(DEVICES_PER_STATEMENT) {
+            // Each variable's last reading by its key, at the timestamp one descent of the key finds. The account
+            // is checked with `+`, which keeps SQLite (it keeps no statistics) from walking every device of the
+            // account along the account's index instead of looking up the ids asked for; PostgreSQL ignores it.
+            let mut select = QueryBuilder::<Db>::new(concat!(
+                "SELECT ",
+                variable_columns!(),
+                ", r.ts, r.num, r.json, r.bytes, r.context, r.received_at \
+                 FROM variables v JOIN devices d ON d.id = v.device_id \
+                 LEFT JOIN readings r ON r.variable_id = v.id \
+                 AND r.ts = (SELECT max(m.ts) FROM readings m WHERE m.variable_id = v.id) \
+                 WHERE +d.account_id = "
+            ));
+            select.push_bind(account.as_i64()).push(" AND d.id IN (");
+            let mut separated = select.separated(", ");
+            for device in chunk {
+                separated.push_bind(device.as_i64());
+            }
+            select.push(") ORDER BY v.device_id, v.label");
+            for row in select.build().fetch_all(&self.pool).await? {
+                let variable = variable_from_row(&row)?;
+                // The reading's six columns follow the variable's twelve.
+                let last = match row.try_get::<Option<i64>, _>(12)? {
+                    Some(_) => Some(reading_from_columns(variable.id, &row, 12)?),
+                    None => None,
+                };
+                found.push((variable, last));
+            }
+        }
+        // Stable: each device's variables stay in label order.
+        found.sort_by_key(|(variable, _)| position.get(&variable.device).copied());
+        Ok(found)
+    }
 }
 
 /// The upsert of a chunk of readings. Readings of a variable deleted while they waited in the writer's queue are
@@ -1116,6 +1176,50 @@ impl ReadingStore for Backend {
             .execute(single_writes(self))
             .await?;
         Ok(deleted.rows_affected())
+    }
+
+    async fn reading_buckets(
+        &self,
+        variable: VariableId,
+        range: TimeRange,
+        bucket_ms: i64,
+    ) -> StoreResult<Vec<ReadingBucket>> {
+        if bucket_ms <= 0 {
+            return Err(StoreError::Invalid(format!("a bucket lasts at least 1 ms, not {bucket_ms}")));
+        }
+        if range.end_ms < range.start_ms {
+            return Ok(Vec::new());
+        }
+        // `ts - start` must not overflow in the database (PostgreSQL refuses; SQLite would turn it into a float).
+        if range.end_ms.checked_sub(range.start_ms).is_none() {
+            return Err(StoreError::Invalid("the range is too wide to divide into buckets".into()));
+        }
+        let rows = sqlx::query(
+            "SELECT (ts - $2) / $4, count(*), min(num), max(num), avg(num), min(ts), max(ts) FROM readings \
+             WHERE variable_id = $1 AND ts BETWEEN $2 AND $3 AND num IS NOT NULL GROUP BY 1 ORDER BY 1",
+        )
+        .bind(variable.as_i64())
+        .bind(range.start_ms)
+        .bind(range.end_ms)
+        .bind(bucket_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let bucket: i64 = row.try_get(0)?;
+                let count: i64 = row.try_get(1)?;
+                Ok(ReadingBucket {
+                    // Within the range, so no overflow: `bucket * bucket_ms` is at most `end - start`.
+                    start_ms: range.start_ms + bucket * bucket_ms,
+                    count: u64::try_from(count).unwrap_or(0),
+                    min: row.try_get(2)?,
+                    max: row.try_get(3)?,
+                    mean: row.try_get(4)?,
+                    first_ms: row.try_get(5)?,
+                    last_ms: row.try_get(6)?,
+                })
+            })
+            .collect()
     }
 }
 
