@@ -220,6 +220,67 @@ impl PeopleService {
         Ok(self.store.list_users(permit.account()).await?)
     }
 
+    /// Makes `user` an administrator of the account or not, under a permit to manage the account's users, and
+    /// answers the user as stored now. An administrator may not remove their own flag (another administrator
+    /// must), so an account is never left without one by its last administrator's slip; the store refuses to
+    /// demote the last one whoever asks. Every node judges the user's tokens on their new reach from the next
+    /// request.
+    pub async fn set_admin(&self, permit: &Permit, user: UserId, is_admin: bool) -> Result<User, AppError> {
+        let account = permit.account();
+        crate::error::require_permit(permit, Action::ManageUsers, &Target::account(account), "set admin")?;
+        if !is_admin {
+            // Only a user's own session manages users (the core's rule), so the permit's token names who acts.
+            let acting = self.store.token(account, permit.token()).await?;
+            if acting.creator == Creator::User(user) {
+                return Err(AppError::Conflict(
+                    "administrators cannot remove their own admin flag: another administrator must, so the \
+                     account keeps one"
+                        .into(),
+                ));
+            }
+        }
+        self.store
+            .set_user_admin(account, user, is_admin)
+            .await
+            .map_err(|error| AppError::from_store("user", error))?;
+        self.tokens.reach_changed(Creator::User(user));
+        self.store.user(account, user).await.map_err(|error| AppError::from_store("user", error))
+    }
+
+    /// Changes the password of the caller's own user (a session of theirs: `ManageOwnLogin`), given the current
+    /// one: a stolen session alone must not take the account over. Wrong current passwords are throttled per
+    /// user, as login codes are. The user's other login sessions end with the change (a session opened by
+    /// whoever knew the old password must not outlive it); the caller's own goes on.
+    pub async fn change_password(&self, caller: &Caller, current: &str, new: &str) -> Result<(), LoginError> {
+        caller.authorize(Action::ManageOwnLogin, &Target::account(caller.account())).map_err(AppError::from)?;
+        let user = self.user_of(caller).await?;
+        if new.chars().count() < MIN_PASSWORD_LEN {
+            return Err(AppError::BadRequest(format!(
+                "the new password must have at least {MIN_PASSWORD_LEN} characters"
+            ))
+            .into());
+        }
+        let keys = [ThrottleKey::PasswordChange(user.id)];
+        self.throttle.attempt(&keys, now_ms())?;
+        let (hash, current) = (user.password_hash.clone(), current.to_owned());
+        let matches = tokio::task::spawn_blocking(move || verify_password(&hash, &current))
+            .await
+            .map_err(|error| AppError::Internal(Box::new(error)))?;
+        if !matches {
+            tracing::info!(user = %user.id, "password change refused: the current password is wrong");
+            return Err(AppError::BadRequest("the current password is not correct".into()).into());
+        }
+        self.throttle.succeeded(&keys);
+        let new = new.to_owned();
+        let new_hash = tokio::task::spawn_blocking(move || hash_password(&new))
+            .await
+            .map_err(|error| AppError::Internal(Box::new(error)))?;
+        let revoked = self.store.set_password_hash(user.id, &new_hash, caller.record.family, now_ms()).await?;
+        self.tokens.forget(&revoked);
+        tracing::info!(user = %user.id, sessions_ended = revoked.len(), "password changed");
+        Ok(())
+    }
+
     /// The user a session belongs to.
     pub async fn user_of(&self, caller: &Caller) -> Result<User, AppError> {
         match caller.record.creator {
@@ -561,6 +622,9 @@ enum ThrottleKey {
     /// Codes tried to turn a user's second factor on or off, from a session of theirs (wherever it is used: only
     /// someone holding their session can add to this count).
     SecondFactorChange(UserId),
+    /// Current passwords tried to change a user's password, from a session of theirs (as `SecondFactorChange`):
+    /// whoever holds a stolen session cannot guess the password through it.
+    PasswordChange(UserId),
 }
 
 impl ThrottleKey {
@@ -569,7 +633,10 @@ impl ThrottleKey {
     fn free_failures(&self) -> u32 {
         match self {
             ThrottleKey::Address(_) => 20,
-            ThrottleKey::Login(..) | ThrottleKey::User(..) | ThrottleKey::SecondFactorChange(_) => 3,
+            ThrottleKey::Login(..)
+            | ThrottleKey::User(..)
+            | ThrottleKey::SecondFactorChange(_)
+            | ThrottleKey::PasswordChange(_) => 3,
         }
     }
 }
@@ -641,7 +708,10 @@ impl Throttle {
                         }
                     }
                 }
-                ThrottleKey::Login(..) | ThrottleKey::User(..) | ThrottleKey::SecondFactorChange(_) => {
+                ThrottleKey::Login(..)
+                | ThrottleKey::User(..)
+                | ThrottleKey::SecondFactorChange(_)
+                | ThrottleKey::PasswordChange(_) => {
                     failures.remove(key);
                 }
             }
@@ -660,7 +730,110 @@ fn source_key(address: IpAddr) -> IpAddr {
 
 #[cfg(test)]
 mod tests {
+    use tessera_core::Reach;
+    use tessera_store::SqliteStore;
+
     use super::*;
+    use crate::tokens::VerifyError;
+
+    const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    /// A people service over a bootstrapped in-memory store, with the token service it shares and the
+    /// bootstrap administrator's email and password.
+    async fn people() -> (PeopleService, Arc<TokenService>, String, String) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        let key = ServerKey::new(&[0; ServerKey::LEN]);
+        let credentials = crate::bootstrap::bootstrap(store.as_ref(), &key).await.unwrap().unwrap();
+        let tokens = Arc::new(TokenService::new(store.clone(), key.clone(), 100));
+        let ttl = (Duration::from_secs(900), Duration::from_secs(86_400));
+        let people = PeopleService::new(store, tokens.clone(), key, ttl.0, ttl.1);
+        (people, tokens, credentials.admin_email, credentials.admin_password)
+    }
+
+    async fn login(people: &PeopleService, email: &str, password: &str) -> Result<Session, LoginError> {
+        match people.login_with_password(email, password, "test", HERE).await? {
+            LoginStep::Session(session) => Ok(session),
+            LoginStep::Challenge { .. } => panic!("no second factor was enrolled"),
+        }
+    }
+
+    fn refused_as(outcome: Result<(), LoginError>, wanted: &str) {
+        match outcome {
+            Err(LoginError::Failed(AppError::BadRequest(message))) => assert!(message.contains(wanted), "{message}"),
+            other => panic!("expected a refusal saying '{wanted}', got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_password_change_needs_the_current_password_and_ends_the_other_sessions() {
+        let (people, tokens, email, password) = people().await;
+        let own = login(&people, &email, &password).await.unwrap();
+        let other = login(&people, &email, &password).await.unwrap();
+        let caller = tokens.verify(own.access_token.expose()).await.unwrap();
+        // The other session is cached: the change must drop it from the cache, not only revoke it in the store.
+        tokens.verify(other.access_token.expose()).await.unwrap();
+
+        refused_as(people.change_password(&caller, &password, "too short").await, "at least 10 characters");
+        refused_as(people.change_password(&caller, "not the password", "a new passphrase").await, "not correct");
+        people.change_password(&caller, &password, "a new passphrase").await.unwrap();
+
+        assert!(matches!(
+            tokens.verify(other.access_token.expose()).await,
+            Err(VerifyError::Dead(tessera_core::Denial::Revoked))
+        ));
+        assert!(matches!(
+            people.refresh(other.refresh_token.expose(), "test", HERE).await,
+            Err(LoginError::InvalidGrant)
+        ));
+        tokens.verify(own.access_token.expose()).await.expect("the caller's own session goes on");
+        people.refresh(own.refresh_token.expose(), "test", HERE).await.expect("and can be refreshed");
+        assert!(matches!(login(&people, &email, &password).await, Err(LoginError::InvalidGrant)));
+        login(&people, &email, "a new passphrase").await.expect("the new password logs in");
+    }
+
+    #[tokio::test]
+    async fn wrong_current_passwords_are_throttled_per_user() {
+        let (people, tokens, email, password) = people().await;
+        let session = login(&people, &email, &password).await.unwrap();
+        let caller = tokens.verify(session.access_token.expose()).await.unwrap();
+        for _ in 0..3 {
+            refused_as(people.change_password(&caller, "a guess at it", "a new passphrase").await, "not correct");
+        }
+        let throttled = people.change_password(&caller, &password, "a new passphrase").await;
+        assert!(matches!(throttled, Err(LoginError::Throttled(_))), "even the right one must wait: {throttled:?}");
+        assert!(login(&people, &email, &password).await.is_ok(), "the password is unchanged");
+    }
+
+    #[tokio::test]
+    async fn an_admin_flag_change_is_seen_at_the_next_verify_and_an_admin_cannot_drop_their_own() {
+        let (people, tokens, email, password) = people().await;
+        let admin =
+            tokens.verify(login(&people, &email, &password).await.unwrap().access_token.expose()).await.unwrap();
+        let permit = admin.authorize(Action::ManageUsers, &Target::account(admin.account())).unwrap();
+        let new = NewUser {
+            email: "bob@example.com".into(),
+            password: "bob's passphrase".into(),
+            display_name: "Bob".into(),
+            phone: String::new(),
+            is_admin: false,
+        };
+        let bob = people.create_user(&permit, new).await.unwrap();
+        let bob_session = login(&people, "bob@example.com", "bob's passphrase").await.unwrap();
+        let reach = async || tokens.verify(bob_session.access_token.expose()).await.unwrap().grant.creator_reach;
+        assert!(matches!(reach().await, Reach::Limited { .. }));
+
+        let Creator::User(admin_user) = admin.record.creator else { panic!("a session is its user's") };
+        match people.set_admin(&permit, admin_user, false).await {
+            Err(AppError::Conflict(message)) => assert!(message.contains("their own admin flag"), "{message}"),
+            other => panic!("an admin removed their own flag: {other:?}"),
+        }
+        // Bob's reach is cached from the verify above; the change must reach his very next request.
+        assert!(people.set_admin(&permit, bob.id, true).await.unwrap().is_admin);
+        assert_eq!(reach().await, Reach::Account(Rights::ReadWrite));
+        assert!(!people.set_admin(&permit, bob.id, false).await.unwrap().is_admin);
+        assert!(matches!(reach().await, Reach::Limited { .. }));
+        assert!(matches!(people.set_admin(&permit, UserId(new_id()), true).await, Err(AppError::NotFound("user"))));
+    }
 
     #[test]
     fn failures_back_off_per_login_and_address_but_not_across_addresses() {

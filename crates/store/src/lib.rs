@@ -206,6 +206,20 @@ pub trait PeopleStore {
     /// Users with this (lower-cased) email, in any account.
     async fn users_by_email(&self, email: &str) -> StoreResult<Vec<User>>;
     async fn list_users(&self, account: AccountId) -> StoreResult<Vec<User>>;
+    /// Replaces the user's password hash and, in the same transaction, revokes every live login session of
+    /// theirs (user access and refresh tokens) except those of the family `keep_session`; answers the revoked
+    /// tokens. A session stolen before the change stops working with it. `NotFound` if the user does not exist.
+    async fn set_password_hash(
+        &self,
+        user: UserId,
+        password_hash: &str,
+        keep_session: Option<Id>,
+        at_ms: i64,
+    ) -> StoreResult<Vec<TokenRecord>>;
+    /// Makes the user an administrator of their account or not, telling every node that the user's reach
+    /// changed, in the same transaction. `NotFound` if the account has no such user; `Conflict` if that would
+    /// leave the account without an administrator (checked atomically).
+    async fn set_user_admin(&self, account: AccountId, user: UserId, is_admin: bool) -> StoreResult<()>;
     /// Replaces the user's second factor (`None` removes it) and their recovery codes, if the factor is still
     /// `current` (the secret and enabled flag the caller read); `Conflict` if another change came first, so two
     /// changes racing cannot undo each other (a late enrollment start turning a just-confirmed factor off).

@@ -868,6 +868,67 @@ async fn reading_buckets_aggregate_numbers_only(store: &dyn Store) {
     );
 }
 
+async fn a_password_change_ends_the_users_other_sessions(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let ada = user(100, world.account, "ada@example.com");
+    store.insert_user(&ada, &private_team(world.account, 101, ada.id)).await.unwrap();
+    let bob = user(102, world.account, "bob@example.com");
+    store.insert_user(&bob, &private_team(world.account, 103, bob.id)).await.unwrap();
+    let (kept, other) = (id(900), id(901));
+    let session = |n, kind, family, who| {
+        let mut record = token(n, world.account, kind, Scope::Account);
+        record.family = Some(family);
+        record.creator = Creator::User(who);
+        record.expires_at_ms = Some(NOW + 1000);
+        record
+    };
+    let own = [session(1, TokenKind::UserAccess, kept, ada.id), session(2, TokenKind::Refresh, kept, ada.id)];
+    let others = [session(3, TokenKind::UserAccess, other, ada.id), session(4, TokenKind::Refresh, other, ada.id)];
+    let mut expired = session(5, TokenKind::UserAccess, other, ada.id);
+    expired.expires_at_ms = Some(NOW - 1);
+    let bobs = session(6, TokenKind::UserAccess, id(902), bob.id);
+    let mut minted = token(7, world.account, TokenKind::Collection, Scope::Collection(world.default_collection));
+    minted.creator = Creator::User(ada.id);
+    for record in own.iter().chain(&others).chain([&expired, &bobs, &minted]) {
+        store.insert_token(record).await.unwrap();
+    }
+
+    let revoked = store.set_password_hash(ada.id, "new hash", Some(kept), NOW).await.unwrap();
+    let mut revoked_ids: Vec<TokenId> = revoked.iter().map(|token| token.id).collect();
+    revoked_ids.sort();
+    assert_eq!(revoked_ids, vec![others[0].id, others[1].id], "the other session's live tokens only");
+    assert!(revoked.iter().all(|token| token.revoked_at_ms == Some(NOW)));
+    assert_eq!(store.user(world.account, ada.id).await.unwrap().password_hash, "new hash");
+    for untouched in own.iter().chain([&expired, &bobs, &minted]) {
+        assert_eq!(store.token(world.account, untouched.id).await.unwrap().revoked_at_ms, None, "{}", untouched.name);
+    }
+    // Without a session to keep (an operator's reset, say), every one ends.
+    let revoked = store.set_password_hash(ada.id, "newer hash", None, NOW + 1).await.unwrap();
+    assert_eq!(revoked.len(), 2);
+    assert!(matches!(store.set_password_hash(UserId(id(999)), "x", None, NOW).await, Err(StoreError::NotFound)));
+}
+
+async fn the_admin_flag_decides_reach_and_an_account_keeps_one_admin(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let admin = UserId(id(12));
+    let ada = user(100, world.account, "ada@example.com");
+    store.insert_user(&ada, &private_team(world.account, 101, ada.id)).await.unwrap();
+    assert!(!store.user_reach(ada.id).await.unwrap().is_admin);
+    store.set_user_admin(world.account, ada.id, true).await.unwrap();
+    assert_eq!(store.user_reach(ada.id).await.unwrap().to_reach(), Reach::Account(Rights::ReadWrite));
+    assert!(store.user(world.account, ada.id).await.unwrap().is_admin);
+    store.set_user_admin(world.account, admin, false).await.unwrap();
+    assert!(
+        matches!(store.set_user_admin(world.account, ada.id, false).await, Err(StoreError::Conflict(_))),
+        "the last administrator stays one"
+    );
+    store.set_user_admin(world.account, admin, true).await.unwrap();
+    store.set_user_admin(world.account, ada.id, false).await.unwrap();
+    assert!(!store.user_reach(ada.id).await.unwrap().is_admin);
+    assert!(matches!(store.set_user_admin(AccountId(id(999)), ada.id, true).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.set_user_admin(world.account, UserId(id(999)), true).await, Err(StoreError::NotFound)));
+}
+
 /// The PostgreSQL server `TESSERA_TEST_POSTGRES_URL` names; `None`, said once past the harness's capture (so it
 /// shows in every run's output), when there is none.
 fn postgres_url() -> Option<String> {
@@ -944,6 +1005,8 @@ store_cases!(
     device_overview_filters_orders_and_counts,
     variables_come_with_their_last_reading,
     reading_buckets_aggregate_numbers_only,
+    a_password_change_ends_the_users_other_sessions,
+    the_admin_flag_decides_reach_and_an_account_keeps_one_admin,
 );
 
 /// The WAL's checkpoint sequence number (bytes 12..16 of its header, big-endian), which SQLite increments each
@@ -1019,6 +1082,26 @@ async fn postgres_a_revocation_is_told_as_the_change_it_is() {
     let mut listener = postgres.events().listen().await.unwrap();
     store.revoke_token(world.account, doomed.id, NOW).await.unwrap();
     hear(&mut listener, Invalidation::Token { id: doomed.id, digest: doomed.digest }.payload()).await;
+    drop(listener);
+    store.close().await;
+    schema.drop().await.unwrap();
+}
+
+/// A change of a user's admin flag tells every node that the user's reach changed, in the change's own
+/// transaction.
+#[tokio::test]
+async fn postgres_an_admin_flag_change_is_told_with_its_commit() {
+    use tessera_store::Invalidation;
+    let Some(base) = postgres_url() else { return };
+    let schema = tessera_store::ScratchSchema::create(&base, "conformance").await.unwrap();
+    let postgres = tessera_store::PostgresStore::connect(schema.url()).await.unwrap();
+    let store: &dyn Store = &postgres;
+    let world = bootstrap(store, 10).await;
+    let ada = user(100, world.account, "ada@example.com");
+    store.insert_user(&ada, &private_team(world.account, 101, ada.id)).await.unwrap();
+    let mut listener = postgres.events().listen().await.unwrap();
+    store.set_user_admin(world.account, ada.id, true).await.unwrap();
+    hear(&mut listener, Invalidation::Reach(Creator::User(ada.id)).payload()).await;
     drop(listener);
     store.close().await;
     schema.drop().await.unwrap();

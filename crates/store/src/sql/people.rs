@@ -160,6 +160,92 @@ impl PeopleStore for Backend {
         rows.iter().map(user_from_row).collect()
     }
 
+    async fn set_password_hash(
+        &self,
+        user: UserId,
+        password_hash: &str,
+        keep_session: Option<Id>,
+        at_ms: i64,
+    ) -> StoreResult<Vec<TokenRecord>> {
+        let mut transaction = begin_write(self).await?;
+        let account: i64 = sqlx::query_scalar("UPDATE users SET password_hash = $1 WHERE id = $2 RETURNING account_id")
+            .bind(password_hash)
+            .bind(user.as_i64())
+            .fetch_one(&mut *transaction)
+            .await?;
+        let (creator_kind, creator_id) = creator_columns(Creator::User(user));
+        let sessions = [TokenKind::UserAccess.as_str(), TokenKind::Refresh.as_str()];
+        // As in `revoke_family`: waits for a refresh of one of these sessions in flight to commit, so that the
+        // UPDATE below (a statement of its own, with a snapshot taken after the wait) sees the pair it inserted and
+        // revokes that too. In id order, so two such changes cannot deadlock.
+        sqlx::query(concat!(
+            "SELECT id FROM tokens WHERE account_id = $1 AND creator_kind = $2 AND creator_id = $3 \
+             AND kind IN ($4, $5) AND revoked_at IS NULL ORDER BY id",
+            for_update!()
+        ))
+        .bind(account)
+        .bind(creator_kind)
+        .bind(creator_id)
+        .bind(sessions[0])
+        .bind(sessions[1])
+        .fetch_all(&mut *transaction)
+        .await?;
+        // Live ones only: expired access tokens stay behind after every refresh, and need no revoking.
+        let rows = sqlx::query(concat!(
+            "UPDATE tokens SET revoked_at = $1 WHERE account_id = $2 AND creator_kind = $3 AND creator_id = $4 \
+             AND kind IN ($5, $6) AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1) \
+             AND family_id IS DISTINCT FROM $7 RETURNING ",
+            token_columns!()
+        ))
+        .bind(at_ms)
+        .bind(account)
+        .bind(creator_kind)
+        .bind(creator_id)
+        .bind(sessions[0])
+        .bind(sessions[1])
+        .bind(keep_session.map(Id::as_i64))
+        .fetch_all(&mut *transaction)
+        .await?;
+        let revoked = rows.iter().map(token_from_row).collect::<StoreResult<Vec<_>>>()?;
+        tell_in(&mut transaction, &token_invalidations(&revoked)).await?;
+        transaction.commit().await?;
+        Ok(revoked)
+    }
+
+    async fn set_user_admin(&self, account: AccountId, user: UserId, is_admin: bool) -> StoreResult<()> {
+        let mut transaction = begin_write(self).await?;
+        // The account's row lock makes concurrent changes of its admins run one after the other, so two
+        // administrators demoting each other at once cannot both pass the check below (as `lock_team` for teams).
+        sqlx::query(concat!("SELECT id FROM accounts WHERE id = $1", for_update!()))
+            .bind(account.as_i64())
+            .fetch_one(&mut *transaction)
+            .await?;
+        let updated = sqlx::query(
+            "UPDATE users SET is_admin = $1 WHERE account_id = $2 AND id = $3 AND ($1 OR EXISTS \
+             (SELECT 1 FROM users other WHERE other.account_id = $2 AND other.is_admin AND other.id != $3))",
+        )
+        .bind(is_admin)
+        .bind(account.as_i64())
+        .bind(user.as_i64())
+        .execute(&mut *transaction)
+        .await?;
+        if updated.rows_affected() == 0 {
+            let exists: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE account_id = $1 AND id = $2")
+                .bind(account.as_i64())
+                .bind(user.as_i64())
+                .fetch_one(&mut *transaction)
+                .await?;
+            if exists == 0 {
+                return Err(StoreError::NotFound);
+            }
+            return Err(StoreError::Conflict("an account must keep at least one administrator".into()));
+        }
+        // An administrator reaches the whole account: every node must judge the user's tokens anew.
+        tell_in(&mut transaction, &[Invalidation::Reach(Creator::User(user))]).await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
     async fn set_totp(
         &self,
         user: UserId,

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use async_trait::async_trait;
 use sqlx::{QueryBuilder, Row};
 use tessera_core::{
-    AccountId, CollectionId, DeviceId, Id, Label, Reading, Role, SecretDigest, TeamId, TokenId, UserId, VariableId,
+    AccountId, CollectionId, DeviceId, Id, Label, Reading, Role, SecretDigest, TeamId, TokenId, TokenKind, UserId,
+    VariableId,
 };
 
 use super::{Backend, Db, DbConnection, DbRow, begin_exclusive, begin_write, close_pools, single_writes, tell_in};
