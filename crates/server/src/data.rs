@@ -406,9 +406,9 @@ impl DataService {
         Ok(variables)
     }
 
-    /// The devices of the collection a read permit names, as the console lists them (filtered by label and
-    /// activity, by label or by last activity). Read from the store, not the by-label cache, whose devices keep
-    /// the last-seen time they were read with.
+    /// The devices of the collection a read permit names, as the console lists them (filtered by label and by
+    /// activity, ordered by label or by last activity). Read from the store, not the by-label cache, whose devices
+    /// keep the last-seen time they were read with.
     pub async fn device_overview(
         &self,
         permit: &Permit,

@@ -59,7 +59,7 @@ pub struct ReadingWriter {
 /// written with the readings: a device's row updated in every commit would cost ingest a write per batch and
 /// contend on the device rows (on PostgreSQL, between nodes too).
 #[derive(Debug, Default)]
-pub struct DeviceActivity {
+struct DeviceActivity {
     seen: Mutex<HashMap<DeviceId, i64>>,
 }
 
