@@ -419,6 +419,12 @@ impl DataService {
             return Err(permit_mismatch(permit, "device overview"));
         };
         require_permit(permit, Action::Read, &Target::collection(permit.account(), collection), "device overview")?;
+        // What this node committed in the last second is written first, so a device that just sent is listed as
+        // seen now rather than at the next tick. A person's page load, not the ingest path: the flush only moves
+        // the ticker's write earlier.
+        if let Err(error) = self.writer.flush_activity().await {
+            tracing::warn!(error = ?error, "device activity could not be written before a listing");
+        }
         let mut devices = self.store.device_overview(permit.account(), collection, query, page).await?;
         // Reading a collection is reading each of its devices, so this keeps them all; it is the listings' rule
         // (every item judged) all the same, should the query ever answer a device from elsewhere.

@@ -81,6 +81,10 @@ enum Command {
         /// Print the figures as one JSON document
         #[arg(long)]
         json: bool,
+        /// Measure the web console's pages instead (10 000 devices in a collection, a week of readings at 1/s
+        /// for the chart): p50/p99/p999 of each page
+        #[arg(long)]
+        console: bool,
         /// The machine's Mosquitto, driven by the same MQTT load for comparison (skipped if it does not answer)
         #[arg(long, default_value = "127.0.0.1:1883")]
         mosquitto: std::net::SocketAddr,
@@ -172,7 +176,17 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Bench { seconds, connections, devices, population, rounds, json, mosquitto, database_url } => {
+        Command::Bench {
+            seconds,
+            connections,
+            devices,
+            population,
+            rounds,
+            json,
+            console,
+            mosquitto,
+            database_url,
+        } => {
             init_logging("text");
             anyhow::ensure!(
                 seconds > 0 && connections > 0 && devices > 0 && rounds > 0,
@@ -187,6 +201,7 @@ fn main() -> anyhow::Result<()> {
                 population,
                 rounds,
                 json,
+                console,
             };
             runtime.block_on(bench::run(options))
         }

@@ -3,6 +3,7 @@
 //! wire shapes and error bodies; adding a route touches only its dialect's module.
 
 pub mod allthingstalk;
+pub mod console;
 pub mod horde;
 pub(crate) mod listener;
 pub mod native;
@@ -30,7 +31,9 @@ pub fn router(app: App) -> Router {
         .nest("/api/v1.6", ubidots::routes().layer(answer_panics_as(Dialect::Ubidots)))
         .merge(allthingstalk::routes().layer(answer_panics_as(Dialect::AllThingsTalk)))
         .merge(horde::routes().layer(answer_panics_as(Dialect::Horde)))
+        .nest(console::PREFIX, console::routes(app.clone()).layer(answer_panics_as(Dialect::Console)))
         .fallback(no_such_route)
+        .layer(axum::middleware::from_fn(console::send_browsers_to_console))
         .layer(axum::middleware::map_response(retry_after_on_unavailable))
         .layer(answer_panics_as(Dialect::Horde))
         .with_state(app)
@@ -43,6 +46,8 @@ enum Dialect {
     Ubidots,
     AllThingsTalk,
     Horde,
+    /// Not a dialect: the web console's pages answer in HTML.
+    Console,
 }
 
 impl Dialect {
@@ -53,6 +58,7 @@ impl Dialect {
             "v1" => Dialect::Native,
             "api" => Dialect::Ubidots,
             "device" | "login" => Dialect::AllThingsTalk,
+            "console" => Dialect::Console,
             _ => Dialect::Horde,
         }
     }
@@ -63,6 +69,7 @@ impl Dialect {
             Dialect::Ubidots => ubidots::UbidotsError::from(error).into_response(),
             Dialect::AllThingsTalk => allthingstalk::assets::AttError::from(error).into_response(),
             Dialect::Horde => horde::HordeError::from(error).into_response(),
+            Dialect::Console => console::error_page(error),
         }
     }
 }

@@ -3,6 +3,7 @@
 pub const STORE: helpers::StoreKind = helpers::StoreKind::Sqlite;
 
 mod allthingstalk;
+mod console;
 mod device_level;
 mod helpers;
 mod horde;

@@ -12,6 +12,9 @@ mod allthingstalk;
 #[cfg(postgres_tests)]
 mod cluster;
 #[cfg(postgres_tests)]
+#[path = "../api/console.rs"]
+mod console;
+#[cfg(postgres_tests)]
 #[path = "../api/device_level.rs"]
 mod device_level;
 #[cfg(postgres_tests)]

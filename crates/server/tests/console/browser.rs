@@ -452,6 +452,17 @@ impl Browser {
         }
     }
 
+    /// Asks pages for the dark palette (`prefers-color-scheme: dark`) or the light one, through ChromeDriver's
+    /// DevTools passthrough (WebDriver itself has no command for it).
+    pub async fn prefer_dark(&self, dark: bool) {
+        let scheme = if dark { "dark" } else { "light" };
+        let body = json!({
+            "cmd": "Emulation.setEmulatedMedia",
+            "params": {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
+        });
+        self.command(Method::POST, "/goog/cdp/execute", Some(body), &format!("prefer_dark({dark})")).await;
+    }
+
     /// The cookies the browser would send to the current page, with their flags.
     pub async fn cookies(&self) -> Vec<Cookie> {
         let all = self.command(Method::GET, "/cookie", None, "cookies()").await;

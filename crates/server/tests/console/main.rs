@@ -5,6 +5,7 @@
 pub const STORE: helpers::StoreKind = helpers::StoreKind::Sqlite;
 
 mod browser;
+mod flow;
 // The API suite's helpers, compiled here too; this suite uses only some of them.
 #[path = "../api/helpers.rs"]
 #[allow(dead_code)]
@@ -65,7 +66,7 @@ async fn the_browser_harness_drives_a_real_chromium() {
     assert_eq!(png_size(&png), (1280, 900), "a screenshot of the whole viewport");
 
     // A path no route has: the browser shows Tessera's 404 as a plain HTTP client gets it.
-    let missing = tessera.url("/console");
+    let missing = tessera.url("/no-such-route");
     let answer = tessera.client.get(&missing).send().await.unwrap();
     assert_eq!(answer.status(), reqwest::StatusCode::NOT_FOUND);
     let expected: Value = answer.json().await.unwrap();
@@ -74,8 +75,9 @@ async fn the_browser_harness_drives_a_real_chromium() {
     assert_eq!(serde_json::from_str::<Value>(&shown).unwrap(), expected);
     let logs = browser.console_logs().await;
     assert!(
-        logs.iter()
-            .any(|line| line.level == "SEVERE" && line.message.contains("/console") && line.message.contains("404")),
+        logs.iter().any(|line| line.level == "SEVERE"
+            && line.message.contains("/no-such-route")
+            && line.message.contains("404")),
         "the console log reports the failed load: {logs:?}"
     );
 

@@ -46,6 +46,20 @@ impl Connection {
 
     /// Sends `request` and answers the status code and the body.
     pub async fn send(&mut self, request: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+        let (status, _, body) = self.exchange(request).await?;
+        Ok((status, self.buffer[body].to_vec()))
+    }
+
+    /// Sends `request` and answers the status code, the response's head (status line and headers) and the body.
+    pub async fn send_with_head(&mut self, request: &[u8]) -> anyhow::Result<(u16, String, Vec<u8>)> {
+        let (status, head_end, body) = self.exchange(request).await?;
+        let head = String::from_utf8_lossy(&self.buffer[..head_end]).into_owned();
+        Ok((status, head, self.buffer[body].to_vec()))
+    }
+
+    /// Sends `request` and reads the whole answer into the buffer: its status, where its head ends and where its
+    /// body lies (nothing is copied, as the load generator's own cost is the benchmark's noise).
+    async fn exchange(&mut self, request: &[u8]) -> anyhow::Result<(u16, usize, std::ops::Range<usize>)> {
         self.stream.write_all(request).await?;
         self.buffer.clear();
         loop {
@@ -63,7 +77,7 @@ impl Connection {
                 while self.buffer.len() < body_start + length {
                     self.read_more().await?;
                 }
-                return Ok((status, self.buffer[body_start..body_start + length].to_vec()));
+                return Ok((status, end, body_start..body_start + length));
             }
             self.read_more().await?;
         }

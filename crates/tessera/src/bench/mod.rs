@@ -4,6 +4,7 @@
 //! prints each figure with its ratio to the baseline's.
 
 mod baseline;
+mod console;
 mod load;
 mod mqtt;
 mod population;
@@ -35,6 +36,8 @@ pub struct Options {
     pub population: usize,
     pub rounds: usize,
     pub json: bool,
+    /// Measure the web console's pages (a collection of 10 000 devices) instead of ingest.
+    pub console: bool,
 }
 
 /// One measured scenario, with the server's CPU and memory over it.
@@ -124,6 +127,9 @@ async fn verify_times() -> anyhow::Result<VerifyTimes> {
 }
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
+    if options.console {
+        return console::run(&options).await;
+    }
     say(&options, "timing token verification in this process");
     let verify = verify_times().await?;
     let data_dir = tempfile_dir()?;

@@ -16,6 +16,8 @@ pub struct ChildServer {
     pub mqtt: Option<SocketAddr>,
     /// The API key printed at the first start, if this start printed one.
     pub api_key: Option<String>,
+    /// The administrator's password printed at the first start, likewise.
+    pub admin_password: Option<String>,
 }
 
 impl ChildServer {
@@ -30,7 +32,7 @@ impl ChildServer {
         }
         let mut child = command.spawn().context("starting a server")?;
         let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
-        let (mut mqtt, mut api_key) = (None, None);
+        let (mut mqtt, mut api_key, mut admin_password) = (None, None, None);
         loop {
             let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
                 .await
@@ -38,6 +40,8 @@ impl ChildServer {
             let Some(line) = line else { bail!("the server exited before listening") };
             if let Some(key) = line.trim().strip_prefix("API key:") {
                 api_key = Some(key.trim().to_owned());
+            } else if let Some(password) = line.trim().strip_prefix("admin password:") {
+                admin_password = Some(password.trim().to_owned());
             } else if let Some(address) = line.strip_prefix("Tessera MQTT is listening on ") {
                 mqtt = Some(address.parse()?);
             } else if let Some(address) = line
@@ -46,7 +50,7 @@ impl ChildServer {
             {
                 // Keep draining stdout so the child never blocks on a full pipe.
                 tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-                return Ok(ChildServer { child, http: address.parse()?, mqtt, api_key });
+                return Ok(ChildServer { child, http: address.parse()?, mqtt, api_key, admin_password });
             }
         }
     }

@@ -1,0 +1,286 @@
+//! What every page shares: the chrome around it (who is signed in, the form token, the assets), how times,
+//! values, scopes and issuers read, and the rows of a token table. Templates get text ready to show, so they
+//! hold no logic beyond loops and conditions.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use tessera_core::{Reach, Rights, Scope, TokenKind, Value};
+use tessera_store::{Creator, TokenRecord, User};
+
+use super::assets::Urls;
+use super::session::SignedIn;
+use super::{Failure, PREFIX};
+use crate::app::App;
+
+/// The frame of every signed-in page.
+#[derive(Debug, Clone)]
+pub(super) struct Chrome {
+    pub assets: Urls,
+    pub email: String,
+    pub is_admin: bool,
+    pub csrf: String,
+    /// Which item of the navigation is this page's.
+    pub section: &'static str,
+}
+
+impl Chrome {
+    pub async fn of(app: &App, signed: &SignedIn, section: &'static str) -> Result<Chrome, Failure> {
+        let user = app.people.user_of(&signed.caller).await?;
+        Ok(Chrome::for_user(&user, signed, section))
+    }
+
+    pub fn for_user(user: &User, signed: &SignedIn, section: &'static str) -> Chrome {
+        Chrome {
+            assets: Urls::get(),
+            email: user.email.clone(),
+            is_admin: is_account_admin(signed),
+            csrf: signed.form_token.clone(),
+            section,
+        }
+    }
+}
+
+pub(super) fn is_account_admin(signed: &SignedIn) -> bool {
+    matches!(signed.caller.grant.creator_reach, Reach::Account(_))
+}
+
+/// A page's standalone error (no chrome: it may be shown to someone who is not signed in).
+#[derive(Debug, Template)]
+#[template(path = "console/error.html")]
+pub(super) struct ErrorPage {
+    pub assets: Urls,
+    pub status: u16,
+    pub message: String,
+}
+
+/// What a form said was wrong, field by field, and what was typed, so a page shown again keeps it.
+#[derive(Debug, Clone, Default)]
+pub(super) struct FormState {
+    /// Which form on the page this is (a page may hold several).
+    pub form: &'static str,
+    pub errors: HashMap<&'static str, String>,
+    pub values: HashMap<&'static str, String>,
+}
+
+impl FormState {
+    pub fn failed(form: &'static str, field: &'static str, message: impl Into<String>) -> FormState {
+        let mut state = FormState { form, ..FormState::default() };
+        state.errors.insert(field, message.into());
+        state
+    }
+
+    pub fn keep(mut self, field: &'static str, value: &str) -> FormState {
+        self.values.insert(field, value.to_owned());
+        self
+    }
+
+    /// The error of `field` in form `form`, or empty.
+    pub fn error(&self, form: &str, field: &str) -> &str {
+        if self.form != form {
+            return "";
+        }
+        self.errors.get(field).map(String::as_str).unwrap_or("")
+    }
+
+    /// Every error, for a page that does not show the form that failed (a reader posting by hand).
+    pub fn all_errors(&self) -> String {
+        let mut errors: Vec<&str> = self.errors.values().map(String::as_str).collect();
+        errors.sort_unstable();
+        errors.join(" ")
+    }
+
+    /// What was typed in `field` of form `form`, or empty.
+    pub fn value(&self, form: &str, field: &str) -> &str {
+        if self.form != form {
+            return "";
+        }
+        self.values.get(field).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// An instant as people read it, in UTC (the page's script adds "3 min ago" from the `datetime` attribute).
+pub(super) fn when(ms: i64) -> String {
+    let text = crate::time::rfc3339(ms);
+    // 2026-12-03T16:50:01.000Z → 2026-12-03 16:50:01 UTC
+    match (text.get(..10), text.get(11..19)) {
+        (Some(date), Some(time)) if text.len() >= 20 => format!("{date} {time} UTC"),
+        _ => text,
+    }
+}
+
+/// An instant for a `<time datetime>` attribute.
+pub(super) fn machine_time(ms: i64) -> String {
+    crate::time::rfc3339(ms)
+}
+
+/// A value as one line of text.
+pub(super) fn value_text(value: &Value) -> String {
+    match value {
+        Value::Number(number) => {
+            if number.fract() == 0.0 && number.abs() < 1e15 {
+                format!("{number:.0}")
+            } else {
+                let text = format!("{number:.6}");
+                text.trim_end_matches('0').trim_end_matches('.').to_owned()
+            }
+        }
+        Value::Json(json) => {
+            let text = json.to_string();
+            if text.chars().count() > 80 { format!("{}…", text.chars().take(79).collect::<String>()) } else { text }
+        }
+        Value::Bytes(bytes) => format!("{} bytes", bytes.len()),
+    }
+}
+
+pub(super) fn kind_text(kind: TokenKind) -> &'static str {
+    match kind {
+        TokenKind::ApiKey => "API key",
+        TokenKind::Account => "Account token",
+        TokenKind::Collection => "Organization token",
+        TokenKind::Device => "Device token",
+        TokenKind::Ground => "Ground token",
+        TokenKind::UserAccess => "Login session",
+        TokenKind::Refresh => "Session refresh",
+        TokenKind::Resource => "Resource token",
+    }
+}
+
+pub(super) fn rights_text(rights: Rights) -> &'static str {
+    match rights {
+        Rights::Read => "read",
+        Rights::ReadWrite => "read and write",
+    }
+}
+
+/// One row of a token table.
+#[derive(Debug, Clone)]
+pub(super) struct TokenRow {
+    pub id: String,
+    pub kind: &'static str,
+    pub name: String,
+    pub scope: String,
+    pub scope_link: String,
+    pub rights: &'static str,
+    pub created: String,
+    pub created_machine: String,
+    pub expires: String,
+    pub last_used: String,
+    pub last_used_machine: String,
+    pub uses: u64,
+    pub issued_by: String,
+    /// The caller's own session: it cannot delete itself here (signing out does that).
+    pub is_this_session: bool,
+}
+
+/// Names the console shows for ids: users by email, collections by name.
+#[derive(Debug, Default)]
+pub(super) struct Names {
+    pub users: HashMap<tessera_core::UserId, String>,
+    pub collections: HashMap<tessera_core::CollectionId, String>,
+}
+
+impl TokenRow {
+    pub fn of(token: &TokenRecord, names: &Names, this_session: Option<tessera_core::Id>) -> TokenRow {
+        let (scope, scope_link) = scope_text(token, names);
+        TokenRow {
+            id: token.id.to_string(),
+            kind: kind_text(token.kind),
+            name: if token.name.is_empty() { "(unnamed)".into() } else { token.name.clone() },
+            scope,
+            scope_link,
+            rights: rights_text(token.rights),
+            created: when(token.created_at_ms),
+            created_machine: machine_time(token.created_at_ms),
+            expires: token.expires_at_ms.map(when).unwrap_or_else(|| "never".into()),
+            last_used: token.last_used_at_ms.map(when).unwrap_or_else(|| "never".into()),
+            last_used_machine: token.last_used_at_ms.map(machine_time).unwrap_or_default(),
+            uses: token.uses,
+            issued_by: match token.creator {
+                Creator::System => "Tessera (first start)".into(),
+                Creator::Token(id) => format!("token {id}"),
+                Creator::User(user) => names.users.get(&user).cloned().unwrap_or_else(|| format!("user {user}")),
+            },
+            is_this_session: this_session.is_some() && token.family == this_session,
+        }
+    }
+}
+
+fn scope_text(token: &TokenRecord, names: &Names) -> (String, String) {
+    if let Some(resource) = &token.resource {
+        return (format!("resource {resource}"), String::new());
+    }
+    match token.scope {
+        Scope::Account => ("the whole account".into(), String::new()),
+        Scope::Team(team) => (format!("team {team}"), format!("{PREFIX}/teams/{team}")),
+        Scope::Collection(collection) => {
+            let name = names.collections.get(&collection).cloned().unwrap_or_else(|| collection.to_string());
+            (format!("collection {name}"), format!("{PREFIX}/collections/{collection}"))
+        }
+        Scope::Device(device) => (format!("device {device}"), format!("{PREFIX}/devices/{device}")),
+        Scope::AllTeams => ("every team".into(), String::new()),
+        Scope::AllCollections => ("every collection".into(), String::new()),
+    }
+}
+
+/// The names of users and collections a token table shows, read once per page.
+pub(super) async fn names_for(app: &App, signed: &SignedIn) -> Names {
+    let mut names = Names::default();
+    if is_account_admin(signed) {
+        let account = tessera_core::Target::account(signed.caller.account());
+        if let Ok(permit) = signed.caller.authorize(tessera_core::Action::ManageUsers, &account)
+            && let Ok(users) = app.people.list_users(&permit).await
+        {
+            names.users = users.into_iter().map(|user| (user.id, user.email)).collect();
+        }
+    } else if let Ok(user) = app.people.user_of(&signed.caller).await {
+        names.users.insert(user.id, user.email);
+    }
+    if let Ok(collections) = app.readable_collections(&signed.caller).await {
+        names.collections = collections.into_iter().map(|collection| (collection.id, collection.name)).collect();
+    }
+    names
+}
+
+/// A new token's secret, shown this once.
+#[derive(Debug, Template)]
+#[template(path = "console/secret.html")]
+pub(super) struct SecretPage {
+    pub chrome: Chrome,
+    pub kind: &'static str,
+    pub name: String,
+    pub scope: String,
+    pub secret: String,
+    /// Where to go on from here, and what it is called.
+    pub back: String,
+    pub back_label: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_read_as_people_write_them() {
+        assert_eq!(value_text(&Value::Number(21.0)), "21");
+        assert_eq!(value_text(&Value::Number(21.5)), "21.5");
+        assert_eq!(value_text(&Value::Number(0.1 + 0.2)), "0.3");
+        assert_eq!(value_text(&Value::Bytes(vec![1, 2, 3])), "3 bytes");
+        assert_eq!(value_text(&Value::Json(serde_json::json!({"a": 1}))), "{\"a\":1}");
+    }
+
+    #[test]
+    fn instants_read_in_utc() {
+        assert_eq!(when(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(when(1_764_780_601_123), "2025-12-03 16:50:01 UTC");
+    }
+
+    #[test]
+    fn a_form_state_answers_only_for_its_own_form() {
+        let state = FormState::failed("device", "label", "bad").keep("label", "x y");
+        assert_eq!(state.error("device", "label"), "bad");
+        assert_eq!(state.value("device", "label"), "x y");
+        assert_eq!(state.error("token", "label"), "");
+        assert_eq!(state.value("token", "label"), "");
+    }
+}

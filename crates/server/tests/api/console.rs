@@ -1,0 +1,445 @@
+//! The web console over plain HTTP (its browser flow is in `tests/console`): sessions in cookies, the form token
+//! on every change, the security headers, the refusals the API makes, and the device listing of a large
+//! collection. Runs on SQLite and on PostgreSQL like the rest of the API suite.
+
+use std::collections::HashMap;
+
+use reqwest::{Method, StatusCode, header};
+use serde_json::json;
+
+use crate::helpers::TestServer;
+
+/// A browser without a browser: cookies kept by hand, redirects not followed (their targets are asserted).
+struct Visitor {
+    client: reqwest::Client,
+    base: String,
+    cookies: HashMap<String, String>,
+}
+
+/// An answer: status, headers, body.
+struct Page {
+    status: StatusCode,
+    headers: header::HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers.get(header::LOCATION).and_then(|value| value.to_str().ok()).unwrap_or("")
+    }
+
+    /// The value of the first hidden `csrf` field.
+    fn form_token(&self) -> String {
+        field_value(&self.body, "csrf").unwrap_or_else(|| panic!("no form token on the page:\n{}", self.body))
+    }
+
+    fn set_cookies(&self) -> Vec<String> {
+        self.headers.get_all(header::SET_COOKIE).iter().map(|value| value.to_str().unwrap().to_owned()).collect()
+    }
+}
+
+fn field_value(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    Some(html[start..].split('"').next()?.to_owned())
+}
+
+impl Visitor {
+    fn new(tessera: &TestServer) -> Visitor {
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Visitor { client, base: tessera.base.clone(), cookies: HashMap::new() }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies.iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join("; ")
+    }
+
+    async fn send(&mut self, method: Method, path: &str, form: Option<&[(&str, &str)]>) -> Page {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if !self.cookies.is_empty() {
+            request = request.header(header::COOKIE, self.cookie_header());
+        }
+        if let Some(form) = form {
+            request = request.form(form);
+        }
+        let response = request.send().await.expect("the request is sent");
+        let page = Page {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: response.text().await.unwrap(),
+        };
+        for cookie in page.set_cookies() {
+            let pair = cookie.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            if value.is_empty() || cookie.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        page
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        self.send(Method::GET, path, None).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        self.send(Method::POST, path, Some(form)).await
+    }
+
+    /// Posts `form` with the form token of the page at `from`.
+    async fn post_from(&mut self, from: &str, path: &str, form: &[(&str, &str)]) -> Page {
+        let token = self.get(from).await.form_token();
+        let mut fields: Vec<(&str, &str)> = vec![("csrf", &token)];
+        fields.extend_from_slice(form);
+        self.post(path, &fields).await
+    }
+
+    async fn sign_in(&mut self, email: &str, password: &str) -> Page {
+        let token = self.get("/console/login").await.form_token();
+        self.post("/console/login", &[("csrf", &token), ("email", email), ("password", password)]).await
+    }
+}
+
+async fn signed_in_admin(tessera: &TestServer) -> Visitor {
+    let mut visitor = Visitor::new(tessera);
+    let page = visitor.sign_in(&tessera.admin_email, &tessera.admin_password).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    visitor
+}
+
+#[tokio::test]
+async fn a_browser_at_the_root_goes_to_the_console_and_api_clients_keep_their_answers() {
+    let tessera = TestServer::start().await;
+    let visitor = Visitor::new(&tessera);
+    let html = visitor.client.get(tessera.url("/")).header(header::ACCEPT, "text/html,*/*;q=0.8").send().await.unwrap();
+    assert_eq!(html.status(), StatusCode::SEE_OTHER);
+    assert_eq!(html.headers()[header::LOCATION], "/console/");
+    // Horde's root answers a client that is no browser, or one that presents a token, as before.
+    let api = visitor.client.get(tessera.url("/")).header(header::ACCEPT, "application/json").send().await.unwrap();
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+    let with_token = visitor
+        .client
+        .get(tessera.url("/"))
+        .header(header::ACCEPT, "text/html")
+        .header("x-api-token", "tsr_nothing")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(with_token.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn every_console_answer_carries_a_strict_policy_and_assets_are_cached_for_good() {
+    let tessera = TestServer::start().await;
+    let mut visitor = Visitor::new(&tessera);
+    for path in ["/console/login", "/console/nowhere", "/console/collections"] {
+        let page = visitor.get(path).await;
+        let policy = page.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(policy.contains("script-src 'self'") && policy.contains("frame-ancestors 'none'"), "{policy}");
+        assert!(!policy.contains("unsafe"), "no inline script or style is allowed: {policy}");
+        assert_eq!(page.headers[header::X_FRAME_OPTIONS], "DENY");
+        assert_eq!(page.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(page.headers[header::CACHE_CONTROL], "no-store", "{path}");
+    }
+    let login = visitor.get("/console/login").await;
+    assert!(!login.body.contains("<script>") && !login.body.contains(" style="), "no inline script or style");
+    let script = login.body.split("<script src=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let asset = visitor.get(&script).await;
+    assert_eq!(asset.status, StatusCode::OK);
+    assert_eq!(asset.headers[header::CACHE_CONTROL], "public, max-age=31536000, immutable");
+    assert!(asset.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/javascript"));
+    assert_eq!(visitor.get("/console/assets/console-0000000000000000.js").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_session_lives_in_strict_http_only_cookies_and_ends_at_sign_out() {
+    let tessera = TestServer::start().await;
+    let mut visitor = Visitor::new(&tessera);
+    assert_eq!(visitor.get("/console/collections").await.location(), "/console/login", "signed out: to sign-in");
+    let wrong = visitor.sign_in(&tessera.admin_email, "not the password").await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.body.contains("The email or the password is wrong."));
+    assert!(wrong.body.contains(&format!("value=\"{}\"", tessera.admin_email)), "the email typed is kept");
+
+    let page = visitor.sign_in(&tessera.admin_email, &tessera.admin_password).await;
+    assert_eq!((page.status, page.location()), (StatusCode::SEE_OTHER, "/console/"));
+    let cookies = page.set_cookies();
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    for cookie in &cookies {
+        assert!(
+            cookie.contains("; HttpOnly") && cookie.contains("; SameSite=Strict") && cookie.contains("Path=/console")
+        );
+        assert!(!cookie.contains("Secure"), "plain HTTP on loopback: no Secure flag, or the browser drops it");
+    }
+    assert_eq!(visitor.get("/console/collections").await.status, StatusCode::OK);
+    let access = visitor.cookies["tessera_session"].clone();
+
+    // Behind a proxy that says the visitor came over HTTPS, cookies are Secure.
+    let token = visitor.get("/console/login").await;
+    let behind_proxy = visitor
+        .client
+        .post(tessera.url("/console/login"))
+        .header("x-forwarded-proto", "https")
+        .header(
+            header::COOKIE,
+            format!("tessera_login={}", visitor.cookies.get("tessera_login").cloned().unwrap_or_default()),
+        )
+        .form(&[
+            ("csrf", visitor.cookies.get("tessera_login").cloned().unwrap_or_else(|| token.form_token())),
+            ("email", tessera.admin_email.clone()),
+            ("password", tessera.admin_password.clone()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    for cookie in behind_proxy.headers().get_all(header::SET_COOKIE) {
+        assert!(cookie.to_str().unwrap().ends_with("; Secure"), "{cookie:?}");
+    }
+
+    let signed_out = visitor.post_from("/console/profile", "/console/logout", &[]).await;
+    assert_eq!(signed_out.location(), "/console/login");
+    assert!(!visitor.cookies.contains_key("tessera_session"), "the cookies are cleared");
+    // The old cookie is refused everywhere, not merely forgotten by this browser.
+    let mut replay = Visitor::new(&tessera);
+    replay.cookies.insert("tessera_session".into(), access.clone());
+    assert_eq!(replay.get("/console/collections").await.location(), "/console/login");
+    let (status, _) = tessera.native(Method::GET, "/me", &access, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "signing out revoked the session");
+}
+
+#[tokio::test]
+async fn a_post_without_its_form_token_changes_nothing() {
+    let tessera = TestServer::start().await;
+    let mut visitor = signed_in_admin(&tessera).await;
+    for form in [vec![("name", "forged")], vec![("csrf", "0123456789abcdef0123456789abcdef"), ("name", "forged")]] {
+        let page = visitor.post("/console/collections", &form).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+        assert!(page.body.contains("This form has expired or did not come from this console"));
+    }
+    // Another visitor's form token is no token here.
+    let mut other = signed_in_admin(&tessera).await;
+    let theirs = other.get("/console/collections").await.form_token();
+    assert_ne!(theirs, visitor.get("/console/collections").await.form_token(), "a token per session");
+    let page = visitor.post("/console/collections", &[("csrf", &theirs), ("name", "forged")]).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    // The sign-in form wants the double-submit value of its own cookie.
+    let mut stranger = Visitor::new(&tessera);
+    let page = stranger
+        .post("/console/login", &[("email", &tessera.admin_email), ("password", &tessera.admin_password)])
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    let listing = visitor.get("/console/collections").await.body;
+    assert!(!listing.contains("forged"), "no forged post created anything");
+    let created = visitor.post_from("/console/collections", "/console/collections", &[("name", "real")]).await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+}
+
+#[tokio::test]
+async fn a_session_whose_access_token_is_gone_is_renewed_once_even_when_a_page_and_its_scripts_ask_at_once() {
+    let tessera = TestServer::start().await;
+    let mut visitor = signed_in_admin(&tessera).await;
+    // An access token that no longer works (as after its hour), beside a live refresh token: each request renews.
+    visitor.cookies.insert("tessera_session".into(), "tsu_expired".into());
+    let cookies = visitor.cookie_header();
+    let requests = (0..6).map(|_| {
+        visitor.client.get(tessera.url("/console/collections")).header(header::COOKIE, cookies.clone()).send()
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    let mut renewed = Vec::new();
+    for answer in answers {
+        let answer = answer.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "every concurrent request is served");
+        let set: Vec<String> =
+            answer.headers().get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        renewed.push(set);
+    }
+    assert!(renewed.iter().all(|set| set.len() == 2), "each answer carries the renewed pair: {renewed:?}");
+    assert!(renewed.windows(2).all(|pair| pair[0] == pair[1]), "all into the same pair: one renewal");
+    // The session was not taken for stolen (a refresh token presented twice revokes its session): the renewed
+    // pair works, and renews again.
+    for cookie in &renewed[0] {
+        let (name, value) = cookie.split(';').next().unwrap().split_once('=').unwrap();
+        visitor.cookies.insert(name.into(), value.into());
+    }
+    assert_eq!(visitor.get("/console/collections").await.status, StatusCode::OK);
+    visitor.cookies.insert("tessera_session".into(), "tsu_expired".into());
+    let again = visitor.get("/console/collections").await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.set_cookies().len(), 2, "renewed a second time");
+}
+
+#[tokio::test]
+async fn the_console_refuses_a_read_only_member_what_the_api_refuses() {
+    let tessera = TestServer::start().await;
+    let mut admin = signed_in_admin(&tessera).await;
+    let team_page = admin.post_from("/console/teams", "/console/teams", &[("name", "ops")]).await;
+    let team = team_page.location().rsplit('/').next().unwrap().to_owned();
+    let created =
+        admin.post_from("/console/collections", "/console/collections", &[("name", "plant"), ("owner", &team)]).await;
+    let collection_path = created.location().to_owned();
+    let collection = collection_path.rsplit('/').next().unwrap().to_owned();
+    let minted = admin
+        .post_from(
+            &collection_path,
+            &format!("{collection_path}/tokens"),
+            &[("kind", "organization"), ("name", "plant")],
+        )
+        .await;
+    assert_eq!(minted.status, StatusCode::OK);
+    assert_eq!(minted.headers[header::CACHE_CONTROL], "no-store", "the page with the secret is kept nowhere");
+    let secret =
+        minted.body.split("id=\"new-secret\" class=\"secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    assert!(secret.starts_with("tso_"));
+    let collection_page = admin.get(&collection_path).await;
+    assert!(!collection_page.body.contains(&secret), "shown once");
+    let token_id = collection_page.body.split("data-token=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    admin.post_from(&format!("/console/teams/{team}"), &format!("/console/teams/{team}/invites"), &[]).await;
+    let team_body = admin.get(&format!("/console/teams/{team}")).await.body;
+    let code = team_body.split("<code id=\"invite-1\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+
+    tessera.user("reader@example.com", "reader password").await;
+    let mut reader = Visitor::new(&tessera);
+    reader.sign_in("reader@example.com", "reader password").await;
+    let joined = reader.post_from("/console/teams", "/console/teams/accept", &[("code", &code)]).await;
+    assert_eq!(joined.status, StatusCode::SEE_OTHER, "{}", joined.body);
+    assert_eq!(reader.get(&collection_path).await.status, StatusCode::OK, "a member reads the collection");
+
+    let revoke = reader.post_from(&collection_path, &format!("/console/tokens/{token_id}/delete"), &[]).await;
+    assert_eq!(revoke.status, StatusCode::NOT_FOUND, "another's token is not found, as on the API");
+    let mint = reader.post_from(&collection_path, &format!("{collection_path}/tokens"), &[("name", "mine")]).await;
+    assert_eq!(mint.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(mint.body.contains("You may not do this"), "said next to the form");
+    let device = reader.post_from(&collection_path, &format!("{collection_path}/devices"), &[("label", "x1")]).await;
+    assert_eq!(device.status, StatusCode::UNPROCESSABLE_ENTITY, "a reader creates no device");
+    let delete = reader.post_from(&collection_path, &format!("{collection_path}/delete"), &[]).await;
+    assert_eq!(delete.status, StatusCode::UNPROCESSABLE_ENTITY, "nor deletes the collection");
+    assert_eq!(reader.get("/console/users").await.status, StatusCode::FORBIDDEN, "users are administrators' work");
+    assert_eq!(reader.get("/console/account").await.status, StatusCode::FORBIDDEN);
+    let (status, _) =
+        tessera.ubidots(Method::POST, "/devices/still-works", &secret, Some(json!({"temperature": 1}))).await;
+    assert_eq!(status, StatusCode::OK, "the organization token was not revoked");
+    assert!(admin.get(&format!("/console/collections/{collection}")).await.body.contains("still-works"));
+}
+
+#[tokio::test]
+async fn forms_say_what_is_wrong_next_to_the_field_and_keep_what_was_typed() {
+    let tessera = TestServer::start().await;
+    let mut admin = signed_in_admin(&tessera).await;
+    let default = admin.get("/console/collections").await.body;
+    let path = default.split("href=\"/console/collections/").nth(1).unwrap().split('"').next().unwrap();
+    let path = format!("/console/collections/{path}");
+    let page =
+        admin.post_from(&path, &format!("{path}/devices"), &[("label", "Not A Label!"), ("name", "kept name")]).await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.body.contains("id=\"device-label-error\""), "the error sits by the field");
+    assert!(page.body.contains("value=\"Not A Label!\"") && page.body.contains("value=\"kept name\""));
+    let page = admin.post_from(&path, &format!("{path}/tokens"), &[("name", "t"), ("expires_days", "0")]).await;
+    assert!(page.body.contains("id=\"token-expires-error\"") && page.body.contains("value=\"t\""));
+    // A foreign "back" is not followed after a deletion (no open redirect).
+    let minted = admin.post_from(&path, &format!("{path}/tokens"), &[("name", "gone")]).await;
+    assert_eq!(minted.status, StatusCode::OK);
+    let listing = admin.get(&path).await.body;
+    let id = listing.split("data-token=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let deleted =
+        admin.post_from(&path, &format!("/console/tokens/{id}/delete"), &[("back", "https://evil.example/")]).await;
+    assert_eq!(deleted.location(), "/console/tokens?done=token-deleted");
+}
+
+#[tokio::test]
+async fn a_collection_of_many_devices_is_paged_searched_filtered_and_sorted() {
+    let tessera = TestServer::start().await;
+    let org = tessera.organization("fleet").await;
+    let token = tessera.organization_token(&org, "fleet").await["token"].as_str().unwrap().to_owned();
+    for device in 0..120 {
+        let (status, body) = tessera
+            .ubidots(Method::POST, &format!("/devices/unit-{device:03}"), &token, Some(json!({"level": device})))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let mut admin = signed_in_admin(&tessera).await;
+    let path = format!("/console/collections/{org}");
+    let rows = |body: &str| body.matches("<tr data-device=").count();
+    let first = admin.get(&path).await.body;
+    assert_eq!(rows(&first), 50, "a page of 50");
+    assert!(first.contains("1–50 of 120"));
+    assert!(first.find("unit-119").unwrap() < first.find("unit-000").unwrap_or(usize::MAX), "the most recent first");
+    let third = admin.get(&format!("{path}?sort=label&page=3")).await.body;
+    assert_eq!(rows(&third), 20);
+    assert!(third.contains("unit-100") && !third.contains("unit-099\""), "by label, the last page");
+    let search = admin.get(&format!("{path}?q=unit-10")).await.body;
+    assert_eq!(rows(&search), 10, "unit-100 to unit-109");
+    assert!(search.contains("<strong>100</strong>"), "each variable's last value is shown");
+    let underscores = admin.get(&format!("{path}?q=_")).await.body;
+    assert_eq!(rows(&underscores), 0, "_ is a character, not a wildcard");
+    let quiet = admin.get(&format!("{path}?quiet=5")).await.body;
+    assert_eq!(rows(&quiet), 0, "every device was seen within 5 minutes");
+    assert!(quiet.contains("No device matches."));
+    let bad = admin.get(&format!("{path}?quiet=zero")).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_chart_reads_buckets_and_an_export_reads_every_reading() {
+    let tessera = TestServer::start().await;
+    let org = tessera.organization("charts").await;
+    let token = tessera.organization_token(&org, "charts").await["token"].as_str().unwrap().to_owned();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    // Ubidots takes at most 10 000 bytes a request: the readings go in chunks.
+    for chunk in (0..1_000i64).collect::<Vec<_>>().chunks(150) {
+        let dots: Vec<_> = chunk.iter().map(|i| json!({"value": i, "timestamp": now - 1_000_000 + i * 1000})).collect();
+        let (status, body) =
+            tessera.ubidots(Method::POST, "/devices/meter", &token, Some(json!({"power": dots}))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let mut admin = signed_in_admin(&tessera).await;
+    let listing = admin.get(&format!("/console/collections/{org}")).await.body;
+    let device = listing.split("href=\"/console/devices/").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let page = admin.get(&format!("/console/devices/{device}")).await.body;
+    let variable = page.split("<option value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let series = admin.get(&format!("/console/variables/{variable}/series?from={}&to={now}", now - 2_000_000)).await;
+    assert_eq!(series.status, StatusCode::OK, "{}", series.body);
+    let series: serde_json::Value = serde_json::from_str(&series.body).unwrap();
+    let points = series["points"].as_array().unwrap();
+    assert!(points.len() <= 600 && points.len() >= 290, "about 300 buckets of the 600: {}", points.len());
+    let count: u64 = points.iter().map(|point| point[4].as_u64().unwrap()).sum();
+    assert_eq!(count, 1_000, "every reading counted once");
+    assert_eq!(points.last().unwrap()[2], json!(999.0), "the last bucket's max");
+    let refused = admin.get(&format!("/console/variables/{variable}/series?from={now}&to={}", now - 5)).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.body.contains("'from' must be before 'to'"));
+
+    let export =
+        admin.get(&format!("/console/variables/{variable}/export.csv?from={}&to={now}", now - 2_000_000)).await;
+    assert_eq!(export.status, StatusCode::OK);
+    assert!(export.headers[header::CONTENT_DISPOSITION].to_str().unwrap().contains("meter-power-"));
+    let lines: Vec<&str> = export.body.lines().collect();
+    assert_eq!(lines[0], "time,timestamp_ms,value,context");
+    assert_eq!(lines.len(), 1 + 1_000);
+    assert!(lines[1].ends_with(",999,"), "newest first: {}", lines[1]);
+
+    // Someone who may not read the variable learns nothing of it.
+    tessera.user("outsider@example.com", "outsider password").await;
+    let mut outsider = Visitor::new(&tessera);
+    outsider.sign_in("outsider@example.com", "outsider password").await;
+    let theirs = outsider.get(&format!("/console/variables/{variable}/series")).await;
+    assert_eq!(theirs.status, StatusCode::FORBIDDEN);
+    assert_eq!(outsider.get(&format!("/console/variables/{variable}/export.csv")).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(outsider.get(&format!("/console/devices/{device}")).await.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn signing_in_through_the_console_is_throttled_like_the_api() {
+    let tessera = TestServer::start().await;
+    let mut visitor = Visitor::new(&tessera);
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(visitor.sign_in(&tessera.admin_email, "wrong password").await.status);
+    }
+    assert_eq!(statuses[0], StatusCode::UNAUTHORIZED);
+    assert_eq!(*statuses.last().unwrap(), StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+    let page = visitor.sign_in(&tessera.admin_email, &tessera.admin_password).await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS, "even the right password waits");
+    assert!(page.body.contains("Too many failed attempts"));
+}

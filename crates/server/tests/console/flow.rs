@@ -1,0 +1,269 @@
+//! The console as a person uses it, in a real Chromium: a second factor enrolled from the QR page (codes from
+//! pyotp, an implementation independent of Tessera's), an organization and its token, a device that appears and
+//! changes live when a reading arrives over HTTP, its chart, a device token made and deleted, and a read-only
+//! member refused what the API refuses them. Each main page is saved as a screenshot.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::browser::{Browser, PHONE, screenshot_path};
+use crate::helpers::TestServer;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The code an authenticator app shows for `key`, `offset` seconds from now, computed by pyotp.
+fn authenticator_code(key: &str, offset_seconds: i64) -> String {
+    let output = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import pyotp, sys, time; print(pyotp.TOTP(sys.argv[1]).at(time.time() + float(sys.argv[2])))",
+            key,
+            &offset_seconds.to_string(),
+        ])
+        .output()
+        .expect("python3 runs (pyotp is installed by .ci/run)");
+    assert!(output.status.success(), "pyotp failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+async fn shot(browser: &Browser, name: &str) {
+    browser.screenshot(screenshot_path(&format!("{name}.png"))).await;
+}
+
+/// Fills the fields (by CSS selector) and presses the form's submit button, then waits for `then` to appear.
+async fn submit(browser: &Browser, fields: &[(&str, &str)], button: &str, then: &str) {
+    for (selector, text) in fields {
+        let field = browser.find(selector).await;
+        field.clear().await;
+        field.send_keys(text).await;
+    }
+    browser.find(button).await.click().await;
+    browser.wait_for(then, WAIT).await;
+}
+
+async fn sign_in(browser: &Browser, tessera: &TestServer, email: &str, password: &str, then: &str) {
+    browser.goto(&tessera.url("/console/login")).await;
+    browser.wait_for("#email", WAIT).await;
+    submit(browser, &[("#email", email), ("#password", password)], "form button[type=submit]", then).await;
+}
+
+async fn sign_out(browser: &Browser) {
+    browser.find(".who form button").await.click().await;
+    browser.wait_for("#email", WAIT).await;
+}
+
+/// A form post made by the page itself (with its form token), as a person could make it with the browser's
+/// developer tools: for the routes the page offers no button for.
+async fn post_from_page(browser: &Browser, action: &str, fields: Value) {
+    let script = "const form = document.createElement('form'); form.method = 'post'; form.action = arguments[0];\
+        const add = (name, value) => { const input = document.createElement('input'); input.type = 'hidden';\
+          input.name = name; input.value = value; form.appendChild(input); };\
+        add('csrf', document.querySelector('input[name=csrf]').value);\
+        for (const [name, value] of Object.entries(arguments[1])) add(name, value);\
+        document.body.appendChild(form); form.submit();";
+    browser.execute(script, &[json!(action), fields]).await;
+}
+
+#[tokio::test]
+async fn a_person_runs_tessera_in_the_console() {
+    let Some(browser) = Browser::start().await else { return };
+    let tessera = TestServer::start().await;
+    let admin_email = tessera.admin_email.clone();
+    let admin_password = tessera.admin_password.clone();
+
+    // A browser at the root is sent to the console, and to its sign-in page.
+    browser.goto(&tessera.url("/")).await;
+    browser.wait_for("#email", WAIT).await;
+    assert!(browser.current_url().await.ends_with("/console/login"));
+    shot(&browser, "01-sign-in").await;
+
+    // A wrong password is said next to the form, and the email typed stays.
+    submit(&browser, &[("#email", &admin_email), ("#password", "not the password")], "form button", "#login-error")
+        .await;
+    assert_eq!(browser.find("#email").await.property("value").await, json!(admin_email));
+
+    sign_in(&browser, &tessera, &admin_email, &admin_password, "h1").await;
+    assert!(browser.current_url().await.ends_with("/console/collections"), "{}", browser.current_url().await);
+    let session = browser.cookie("tessera_session").await.expect("a session cookie");
+    assert!(session.http_only, "the session cookie is HttpOnly");
+    assert_eq!(session.same_site.as_deref(), Some("Strict"));
+    let seen_by_script = browser.execute("return document.cookie", &[]).await;
+    assert!(!seen_by_script.as_str().unwrap_or("").contains("tessera_session"), "no script reads the session");
+
+    // The second factor, from the QR page: the key is read off the page as a phone would scan it.
+    browser.goto(&tessera.url("/console/profile")).await;
+    browser.find("#enable-totp").await.click().await;
+    browser.wait_for(".qr svg", WAIT).await;
+    shot(&browser, "02-second-factor-qr").await;
+    let key = browser.find("#totp-key").await.text().await;
+    assert_eq!(key.len(), 32, "a base32 key of 160 bits: {key}");
+    submit(&browser, &[("#confirm-code", &authenticator_code(&key, 0))], "form button.primary", "#recovery-codes")
+        .await;
+    assert_eq!(browser.find_all("#recovery-codes li").await.len(), 10);
+    shot(&browser, "03-recovery-codes").await;
+    // Shown once: the profile says the factor is on and shows no key.
+    browser.goto(&tessera.url("/console/profile")).await;
+    browser.wait_for("#disable-code", WAIT).await;
+    assert!(!browser.page_source().await.contains(&key), "the key is never shown again");
+    shot(&browser, "04-profile").await;
+
+    // Signing in now takes a code (the next step's: the one just used is spent).
+    sign_out(&browser).await;
+    sign_in(&browser, &tessera, &admin_email, &admin_password, "#code").await;
+    shot(&browser, "05-second-factor-step").await;
+    submit(&browser, &[("#code", &authenticator_code(&key, 30))], "form button.primary", "h1").await;
+    assert!(browser.current_url().await.ends_with("/console/collections"));
+
+    // A team for the organization, so a member can be given read-only access to it.
+    browser.goto(&tessera.url("/console/teams")).await;
+    submit(&browser, &[("#team-name", "Greenhouse staff")], "#team-name ~ button", "#members-heading").await;
+    let team_url = browser.current_url().await;
+    let team_id = team_url.rsplit('/').next().unwrap().to_owned();
+
+    // An organization, its id in the URL and on the page (seed 000).
+    browser.goto(&tessera.url("/console/collections")).await;
+    browser.wait_for("#collection-name", WAIT).await;
+    let owner = browser.find(&format!("#collection-owner option[value='{team_id}']")).await;
+    owner.click().await;
+    submit(
+        &browser,
+        &[("#collection-name", "Greenhouse")],
+        "form[action='/console/collections'] button",
+        "#collection-id",
+    )
+    .await;
+    let collection_url = browser.current_url().await;
+    let collection_id = browser.find("#collection-id").await.text().await;
+    assert!(collection_url.ends_with(&format!("/console/collections/{collection_id}")), "{collection_url}");
+
+    // An organization token, shown once.
+    browser.find("#tokens-heading ~ details summary").await.click().await;
+    submit(&browser, &[("#token-name", "greenhouse devices")], "#new-token-form button", "#new-secret").await;
+    let secret = browser.find("#new-secret").await.text().await;
+    assert!(secret.starts_with("tso_"), "an organization token's secret: {secret}");
+    shot(&browser, "06-new-token-once").await;
+    browser.goto(&collection_url).await;
+    browser.wait_for("#devices", WAIT).await;
+    assert!(!browser.page_source().await.contains(&secret), "the secret is not in any later page");
+    let listed = browser.find("table.tokens tbody tr").await;
+    assert!(listed.text().await.contains("greenhouse devices"));
+    let organization_token_id = listed.attribute("data-token").await.unwrap();
+
+    // A reading to a new device label, over HTTP with that token: the row appears, then its value changes, live.
+    browser.wait_for("#devices[data-live-state='open']", WAIT).await;
+    let send = |value: f64| {
+        let client = tessera.client.clone();
+        let url = tessera.url("/api/v1.6/devices/sensor-1");
+        let secret = secret.clone();
+        async move {
+            let answer =
+                client.post(url).header("X-Auth-Token", secret).json(&json!({"temperature": value})).send().await;
+            answer.expect("the reading is sent").status()
+        }
+    };
+    assert_eq!(send(21.5).await, StatusCode::OK);
+    browser.wait_until_text("#devices tbody tr td a", "sensor-1", WAIT).await;
+    browser.wait_until_text("#devices [data-variable='temperature'] strong", "21.5", WAIT).await;
+    assert_eq!(send(22.75).await, StatusCode::OK);
+    browser.wait_until_text("#devices [data-variable='temperature'] strong", "22.75", WAIT).await;
+    shot(&browser, "07-collection-live").await;
+
+    // The device's page and its chart.
+    browser.find("#devices tbody tr td a").await.click().await;
+    browser.wait_for("canvas#chart[data-points]", WAIT).await;
+    let points = browser.find("canvas#chart").await.attribute("data-points").await.unwrap();
+    assert!(points.parse::<u32>().unwrap() >= 1, "the chart drew the readings: {points}");
+    let summary = browser.find("#chart-summary").await.text().await;
+    assert!(summary.contains("2 readings"), "{summary}");
+    shot(&browser, "08-device-chart").await;
+    let device_url = browser.current_url().await;
+
+    // A device token: generated, listed, deleted.
+    browser.find("#tokens-heading ~ details summary").await.click().await;
+    submit(&browser, &[("#device-token-name", "sensor-1 firmware")], "#new-device-token-form button", "#new-secret")
+        .await;
+    assert!(browser.find("#new-secret").await.text().await.starts_with("tsd_"));
+    browser.goto(&device_url).await;
+    let row = browser.wait_for("table.tokens tbody tr", WAIT).await;
+    assert!(row.text().await.contains("sensor-1 firmware"));
+    row.find("button.danger").await.click().await;
+    browser.accept_alert().await;
+    browser.wait_until_text(".notice.ok", "The token is deleted.", WAIT).await;
+    assert!(browser.find_all("table.tokens tbody tr").await.is_empty(), "the device token is gone");
+
+    // The other main pages, for the record.
+    for (path, name, ready) in [
+        ("/console/collections", "09-collections", "h1"),
+        ("/console/tokens", "10-tokens", "table.tokens"),
+        ("/console/teams", "11-teams", "h1"),
+        ("/console/account", "12-account", "h1"),
+    ] {
+        browser.goto(&tessera.url(path)).await;
+        browser.wait_for(ready, WAIT).await;
+        shot(&browser, name).await;
+    }
+
+    // A member, invited to the team, reads the organization but may not revoke its token.
+    browser.goto(&tessera.url("/console/users")).await;
+    submit(
+        &browser,
+        &[("#user-email", "member@example.com"), ("#user-name", "Mia Member"), ("#user-password", "member password 1")],
+        "form[action='/console/users'] button",
+        ".notice.ok",
+    )
+    .await;
+    shot(&browser, "13-users").await;
+    browser.goto(&team_url).await;
+    browser.find("form[action$='/invites'] button").await.click().await;
+    let code = browser.wait_for("#invites code", WAIT).await.text().await;
+    shot(&browser, "14-team").await;
+    sign_out(&browser).await;
+    sign_in(&browser, &tessera, "member@example.com", "member password 1", "h1").await;
+    browser.goto(&tessera.url("/console/teams")).await;
+    submit(&browser, &[("#invite-code", &code)], "form[action='/console/teams/accept'] button", "#members-heading")
+        .await;
+    browser.goto(&collection_url).await;
+    browser.wait_until_text("#devices tbody tr td a", "sensor-1", WAIT).await;
+    assert!(browser.find_all("#danger-heading").await.is_empty(), "a reader is offered no delete");
+    // Minting is refused next to the form...
+    browser.find("#tokens-heading ~ details summary").await.click().await;
+    submit(&browser, &[("#token-name", "mine")], "#new-token-form button", "#token-error").await;
+    let refusal = browser.find("#token-error").await.text().await;
+    assert!(refusal.contains("may not"), "{refusal}");
+    // ...and so is revoking the admin's token, posted from the page by hand.
+    post_from_page(&browser, &format!("/console/tokens/{organization_token_id}/delete"), json!({})).await;
+    let refused = browser.wait_for(".notice.error", WAIT).await.text().await;
+    assert!(refused.contains("No such token"), "{refused}");
+    shot(&browser, "15-member-refused").await;
+    assert_eq!(send(23.0).await, StatusCode::OK, "the organization token still works");
+
+    // Phone-sized, the collection page still reads.
+    browser.set_window_size(PHONE.0, PHONE.1).await;
+    browser.goto(&collection_url).await;
+    browser.wait_for("#devices", WAIT).await;
+    let overflow = browser.execute("return document.documentElement.scrollWidth > window.innerWidth + 1", &[]).await;
+    assert_eq!(overflow, json!(false), "no sideways scrolling of the page on a phone");
+    shot(&browser, "16-phone-collection").await;
+    browser.prefer_dark(true).await;
+    browser.refresh().await;
+    browser.wait_for("#devices", WAIT).await;
+    let background = browser.execute("return getComputedStyle(document.body).backgroundColor", &[]).await;
+    assert_eq!(background, json!("rgb(15, 18, 22)"), "the dark palette follows prefers-color-scheme");
+    shot(&browser, "17-phone-collection-dark").await;
+    browser.set_window_size(1280, 900).await;
+    browser.goto(&device_url).await;
+    browser.wait_for("canvas#chart[data-points]", WAIT).await;
+    shot(&browser, "18-device-chart-dark").await;
+
+    let violations: Vec<_> = browser
+        .console_logs()
+        .await
+        .into_iter()
+        // Failed loads are the refusals this test asked for; a script error or a blocked script, style or frame
+        // (the Content-Security-Policy at work on something of ours) is a bug.
+        .filter(|entry| entry.level == "SEVERE" && entry.source != "network")
+        .collect();
+    assert!(violations.is_empty(), "the console logged errors (a CSP violation?): {violations:?}");
+}
