@@ -326,6 +326,23 @@ impl DataService {
         Ok((device, permit))
     }
 
+    /// The device with `id` for reading, with its activity as of now: what this node committed in the last
+    /// second is written first (a person's page load, not the ingest path), as for [`DataService::device_overview`].
+    pub async fn device_as_of_now(
+        &self,
+        caller: &Caller,
+        id: tessera_core::DeviceId,
+    ) -> Result<(Device, Permit), AppError> {
+        self.write_activity_now().await;
+        self.device_by_id(caller, Action::Read, id).await
+    }
+
+    async fn write_activity_now(&self) {
+        if let Err(error) = self.writer.flush_activity().await {
+            tracing::warn!(error = ?error, "device activity could not be written before a read");
+        }
+    }
+
     /// The variable with `id`, authorized for `action`.
     pub async fn variable_by_id(
         &self,
@@ -422,9 +439,7 @@ impl DataService {
         // What this node committed in the last second is written first, so a device that just sent is listed as
         // seen now rather than at the next tick. A person's page load, not the ingest path: the flush only moves
         // the ticker's write earlier.
-        if let Err(error) = self.writer.flush_activity().await {
-            tracing::warn!(error = ?error, "device activity could not be written before a listing");
-        }
+        self.write_activity_now().await;
         let mut devices = self.store.device_overview(permit.account(), collection, query, page).await?;
         // Reading a collection is reading each of its devices, so this keeps them all; it is the listings' rule
         // (every item judged) all the same, should the query ever answer a device from elsewhere.

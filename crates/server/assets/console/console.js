@@ -286,18 +286,29 @@
         g.fillText(timeLabel(ms, span), Math.min(Math.max(x(ms), left + 20), left + plotWidth - 20), top + plotHeight + 8);
       }
       if (points.length) {
+        const center = (p) => x(p[0] + data.bucket / 2);
+        // Each bucket's range from min to max: a band where buckets touch, a bar where they stand apart.
+        const sparse = points.length < plotWidth / 6;
         g.fillStyle = css("--chart-band");
-        g.beginPath();
-        points.forEach((p, i) => { const px = x(p[0] + data.bucket / 2); i ? g.lineTo(px, y(p[2])) : g.moveTo(px, y(p[2])); });
-        for (let i = points.length - 1; i >= 0; i--) g.lineTo(x(points[i][0] + data.bucket / 2), y(points[i][1]));
-        g.closePath();
-        g.fill();
+        if (sparse) {
+          const width = Math.max(3, Math.min(12, (plotWidth * data.bucket) / (data.to - data.from)));
+          for (const p of points) g.fillRect(center(p) - width / 2, y(p[2]), width, Math.max(2, y(p[1]) - y(p[2])));
+        } else {
+          g.beginPath();
+          points.forEach((p, i) => { i ? g.lineTo(center(p), y(p[2])) : g.moveTo(center(p), y(p[2])); });
+          for (let i = points.length - 1; i >= 0; i--) g.lineTo(center(points[i]), y(points[i][1]));
+          g.closePath();
+          g.fill();
+        }
         g.strokeStyle = css("--chart-line");
+        g.fillStyle = css("--chart-line");
         g.lineWidth = 2;
         g.beginPath();
-        points.forEach((p, i) => { const px = x(p[0] + data.bucket / 2); i ? g.lineTo(px, y(p[3])) : g.moveTo(px, y(p[3])); });
+        points.forEach((p, i) => { i ? g.lineTo(center(p), y(p[3])) : g.moveTo(center(p), y(p[3])); });
         g.stroke();
-        if (points.length === 1) { g.fillStyle = css("--chart-line"); g.fillRect(x(points[0][0]) - 2, y(points[0][3]) - 2, 4, 4); }
+        if (sparse) {
+          for (const p of points) { g.beginPath(); g.arc(center(p), y(p[3]), 3, 0, 2 * Math.PI); g.fill(); }
+        }
       }
       const unit = data.unit ? " " + data.unit : "";
       summary.textContent = points.length

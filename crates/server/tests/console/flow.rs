@@ -175,6 +175,7 @@ async fn a_person_runs_tessera_in_the_console() {
     browser.wait_for("canvas#chart[data-points]", WAIT).await;
     let points = browser.find("canvas#chart").await.attribute("data-points").await.unwrap();
     assert!(points.parse::<u32>().unwrap() >= 1, "the chart drew the readings: {points}");
+    assert!(browser.find_all("#device-seen time").await.len() == 1, "the device was seen, and says when");
     let summary = browser.find("#chart-summary").await.text().await;
     assert!(summary.contains("2 readings"), "{summary}");
     shot(&browser, "08-device-chart").await;

@@ -68,7 +68,7 @@ fn device_id(text: &str) -> Result<DeviceId, Failure> {
 
 async fn device_page(app: &App, signed: &SignedIn, id: DeviceId, notice: &'static str, form: FormState) -> PageResult {
     let caller = &signed.caller;
-    let (device, _) = app.data.device_by_id(caller, Action::Read, id).await?;
+    let (device, _) = app.data.device_as_of_now(caller, id).await?;
     let chrome = Chrome::of(app, signed, "collections").await?;
     let collection_name = match app.data.collection(caller, Action::Read, device.collection).await {
         Ok((collection, _)) => collection.name,
