@@ -880,8 +880,13 @@ impl DeviceStore for Backend {
         page: Page,
     ) -> StoreResult<Paged<Device>> {
         let push_filter = |select: &mut QueryBuilder<Db>| {
-            select.push(" WHERE d.account_id = ").push_bind(account.as_i64());
-            select.push(" AND d.collection_id = ").push_bind(collection.as_i64());
+            // The account is checked once, on the collection, not on each device row: `d.account_id` is in no
+            // index of a collection's devices, so checking it per row fetched every row of the table for the
+            // count and for a deep page (10 000 table lookups a request; 7 ms of a page's 8). Collection ids
+            // are unique across accounts, so the devices of this collection are this account's.
+            select.push(" WHERE d.collection_id = ").push_bind(collection.as_i64());
+            select.push(" AND EXISTS (SELECT 1 FROM collections c WHERE c.id = ").push_bind(collection.as_i64());
+            select.push(" AND c.account_id = ").push_bind(account.as_i64()).push(")");
             if let Some(text) = &query.label_contains {
                 select.push(" AND d.label LIKE ").push_bind(label_contains_pattern(text));
                 select.push(format_args!(" ESCAPE '{LIKE_ESCAPE}'"));
