@@ -326,20 +326,23 @@ impl DataService {
         Ok((device, permit))
     }
 
-    /// The device with `id` for reading, with its activity as of now: what this node committed in the last
-    /// second is written first (a person's page load, not the ingest path), as for [`DataService::device_overview`].
+    /// The device with `id` for reading, with its activity as of now on this node (see
+    /// [`DataService::device_overview`]).
     pub async fn device_as_of_now(
         &self,
         caller: &Caller,
         id: tessera_core::DeviceId,
     ) -> Result<(Device, Permit), AppError> {
-        self.write_activity_now().await;
-        self.device_by_id(caller, Action::Read, id).await
+        let (mut device, permit) = self.device_by_id(caller, Action::Read, id).await?;
+        self.with_unflushed_activity(&mut device);
+        Ok((device, permit))
     }
 
-    async fn write_activity_now(&self) {
-        if let Err(error) = self.writer.flush_activity().await {
-            tracing::warn!(error = ?error, "device activity could not be written before a read");
+    /// A device's last-seen time with what this node committed since its last flush (the store's is up to one
+    /// flush interval old; nothing is written on a read).
+    fn with_unflushed_activity(&self, device: &mut Device) {
+        if let Some(latest) = self.writer.unflushed_activity(device.id) {
+            device.last_seen_at_ms = Some(device.last_seen_at_ms.map_or(latest, |stored| stored.max(latest)));
         }
     }
 
@@ -436,14 +439,15 @@ impl DataService {
             return Err(permit_mismatch(permit, "device overview"));
         };
         require_permit(permit, Action::Read, &Target::collection(permit.account(), collection), "device overview")?;
-        // What this node committed in the last second is written first, so a device that just sent is listed as
-        // seen now rather than at the next tick. A person's page load, not the ingest path: the flush only moves
-        // the ticker's write earlier.
-        self.write_activity_now().await;
         let mut devices = self.store.device_overview(permit.account(), collection, query, page).await?;
         // Reading a collection is reading each of its devices, so this keeps them all; it is the listings' rule
         // (every item judged) all the same, should the query ever answer a device from elsewhere.
         devices.items.retain(|device| permit.covers(Action::Read, &device_target(device)));
+        // Each listed device says when this node last heard from it, even before the flush; the order and the
+        // "not seen for" filter are the store's (at most one flush interval behind).
+        for device in &mut devices.items {
+            self.with_unflushed_activity(device);
+        }
         Ok(devices)
     }
 

@@ -355,7 +355,9 @@ impl PeopleService {
         source: IpAddr,
     ) -> Result<Session, LoginError> {
         let source = source_key(source);
-        let keys = [ThrottleKey::Address(source), ThrottleKey::User(user, source)];
+        // Per address, per user from that address, and per user from anywhere: someone who has the password
+        // could otherwise guess codes from many addresses (each accepted code spans three time steps).
+        let keys = [ThrottleKey::Address(source), ThrottleKey::User(user, source), ThrottleKey::SecondFactor(user)];
         self.throttle.attempt(&keys, now_ms())?;
         let outcome = self.check_challenge_code(challenge, user, code, client_id).await;
         let user = match outcome {
@@ -625,6 +627,8 @@ enum ThrottleKey {
     /// Current passwords tried to change a user's password, from a session of theirs (as `SecondFactorChange`):
     /// whoever holds a stolen session cannot guess the password through it.
     PasswordChange(UserId),
+    /// Codes tried for one user's sign-in, from any address.
+    SecondFactor(UserId),
 }
 
 impl ThrottleKey {
@@ -633,6 +637,8 @@ impl ThrottleKey {
     fn free_failures(&self) -> u32 {
         match self {
             ThrottleKey::Address(_) => 20,
+            // Only the one who has the user's password pays for these, from wherever they try.
+            ThrottleKey::SecondFactor(_) => 10,
             ThrottleKey::Login(..)
             | ThrottleKey::User(..)
             | ThrottleKey::SecondFactorChange(_)
@@ -710,6 +716,7 @@ impl Throttle {
                 }
                 ThrottleKey::Login(..)
                 | ThrottleKey::User(..)
+                | ThrottleKey::SecondFactor(_)
                 | ThrottleKey::SecondFactorChange(_)
                 | ThrottleKey::PasswordChange(_) => {
                     failures.remove(key);

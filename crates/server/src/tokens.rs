@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cache::RecordCache;
+use crate::error::AppError;
 use tessera_core::{
     AccountId, Action, Denial, Grant, Id, ListedTokens, ManagedToken, Permit, Presentation, Reach, Rights, Scope,
     Secret, SecretDigest, SecretError, ServerKey, Target, TokenId, TokenKind, authorize, authorize_mint,
@@ -435,8 +436,15 @@ impl TokenService {
         if !permits_managing(permit, token) {
             return Err(TokenError::PermitMismatch);
         }
-        let revoked = self.store.revoke_token(token.account, token.id, now_ms()).await?;
-        self.forget(&[revoked]);
+        // A login session is its access and refresh tokens together: revoking either alone would leave the other
+        // to renew the session (a deleted session came back at its next request).
+        let revoked = match token.family {
+            Some(family) if matches!(token.kind, TokenKind::UserAccess | TokenKind::Refresh) => {
+                self.store.revoke_family(family, now_ms()).await?
+            }
+            _ => vec![self.store.revoke_token(token.account, token.id, now_ms()).await?],
+        };
+        self.forget(&revoked);
         Ok(())
     }
 
@@ -599,6 +607,19 @@ impl TokenService {
                 Target::device(account, device.collection, device.id)
             }
         })
+    }
+
+    /// A Horde resource path as a token would be made for it: parsed (refused naming the problem) and naming
+    /// nodes that exist (refused naming the missing one). Both refusals are the request's fault.
+    pub async fn existing_resource(&self, account: AccountId, text: &str) -> Result<tessera_core::Resource, AppError> {
+        let resource = tessera_core::Resource::parse(text).map_err(|error| AppError::BadRequest(error.to_string()))?;
+        match self.resource_target(account, &resource).await {
+            Ok(_) => Ok(resource),
+            Err(TokenError::NoSuch(what)) => {
+                Err(AppError::BadRequest(format!("the resource names no existing {what}")))
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// The node a Horde resource names, checked against the store: every node exists, and a device lies in the

@@ -83,21 +83,29 @@ impl DeviceActivity {
         }
     }
 
-    /// Writes what was gathered since the last flush; on failure it is kept for the next one.
+    /// Writes what was gathered since the last flush. Entries stay readable (`latest`) until the store has them:
+    /// a flush copies the map and takes out afterwards only what it wrote and nothing newer overtook, so a reader
+    /// never finds a device in neither place; on failure everything stays for the next one.
     async fn flush(&self, store: &dyn Store) -> Result<(), StoreError> {
-        let pending: Vec<(DeviceId, i64)> = self.seen().drain().collect();
+        let pending: Vec<(DeviceId, i64)> = self.seen().iter().map(|(device, at_ms)| (*device, *at_ms)).collect();
         if pending.is_empty() {
             return Ok(());
         }
         let outcome = store.record_device_activity(&pending).await;
-        if outcome.is_err() {
+        if outcome.is_ok() {
             let mut seen = self.seen();
             for (device, at_ms) in pending {
-                let latest = seen.entry(device).or_insert(at_ms);
-                *latest = (*latest).max(at_ms);
+                if seen.get(&device) == Some(&at_ms) {
+                    seen.remove(&device);
+                }
             }
         }
         outcome
+    }
+
+    /// When this node last committed a reading of `device`, if the store may not know it yet.
+    fn latest(&self, device: DeviceId) -> Option<i64> {
+        self.seen().get(&device).copied()
     }
 }
 
@@ -145,6 +153,11 @@ impl ReadingWriter {
     /// (kept for the next flush if the store fails). Each node flushes its own; the store keeps the latest.
     pub async fn flush_activity(&self) -> Result<(), StoreError> {
         self.activity.flush(self.store.as_ref()).await
+    }
+
+    /// The device's last-seen time as this node knows it, newer than the store's until the next flush writes it.
+    pub fn unflushed_activity(&self, device: DeviceId) -> Option<i64> {
+        self.activity.latest(device)
     }
 
     /// Commits `readings` (each with its origin, in the same order) together with other requests' readings,
@@ -223,13 +236,16 @@ async fn run(
             tracing::error!(error = ?error, readings = batch.len(), requests = waiting.len(), "commit of readings failed");
         }
         let committed = outcome.is_ok();
+        if committed {
+            // Noted before anyone is answered, so a client that reads its device right after its write sees it.
+            activity.committed(&batch_origins, now_ms());
+        }
         let shared = outcome.map_err(Arc::new);
         for done in waiting.drain(..).flatten() {
             // A requester that went away (client disconnected) no longer needs the answer; its readings are stored.
             let _ = done.send(shared.clone().map_err(WriteError::Commit));
         }
         if committed {
-            activity.committed(&batch_origins, now_ms());
             hub.publish(batch.drain(..).zip(batch_origins.drain(..)).map(|(reading, origin)| LiveReading {
                 account: origin.account,
                 collection: origin.collection,

@@ -110,7 +110,10 @@
     const body = table.tBodies[0];
     let row = body.querySelector('tr[data-device="' + CSS.escape(reading.device) + '"]');
     if (!row) {
-      if (!insertAtTop) return;
+      // A device not on this page: new only if the page holds every device (it is not full), so a new row is
+      // added, and counted, only then; on a full first page it belongs to a later page.
+      const pageSize = Number(table.dataset.pageSize || 50);
+      if (!insertAtTop || body.rows.length >= pageSize) return;
       row = document.createElement("tr");
       row.dataset.device = reading.device;
       const name = document.createElement("td");
@@ -222,7 +225,10 @@
         .then(({ ok, body }) => {
           if (mine !== request) return;
           if (!ok) { summary.textContent = body.error || "The chart could not be loaded."; data = null; draw(); return; }
-          data = { from: body.from, to: body.to, bucket: body.bucket_ms, unit: body.unit, points: body.points, rolling: span.rolling };
+          data = {
+            from: body.from, to: body.to, origin: body.from, bucket: body.bucket_ms, unit: body.unit,
+            points: body.points, rolling: span.rolling,
+          };
           draw();
         })
         .catch(() => { if (mine === request) summary.textContent = "The chart could not be loaded."; });
@@ -235,8 +241,16 @@
       const step0 = span / count;
       const magnitude = Math.pow(10, Math.floor(Math.log10(step0)));
       const step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).find((s) => s >= step0) || step0;
+      const first = Math.ceil(low / step) * step;
       const ticks = [];
-      for (let value = Math.ceil(low / step) * step; value <= high + step / 1e6; value += step) ticks.push(value);
+      // By index, never by adding the step: at magnitudes past 2^53 adding a small step changes nothing, and a
+      // loop that adds would never end (a device's values can freeze its viewers' tabs).
+      for (let i = 0; i <= count * 3 && ticks.length <= count * 2; i++) {
+        const value = first + i * step;
+        if (value > high + step / 1e6) break;
+        if (ticks.length && value === ticks[ticks.length - 1]) break;
+        ticks.push(value);
+      }
       return ticks;
     }
 
@@ -325,17 +339,19 @@
       if (!data || !data.rolling) return;
       const option = variableSelect.selectedOptions[0];
       if (!option || option.dataset.label !== reading.variable) return;
-      const value = Number(reading.value);
+      const value = typeof reading.number === "number" ? reading.number : NaN;
       const at = Date.parse(reading.at);
       if (!isFinite(value) || isNaN(at)) return;
+      // The view rolls forward; the buckets stay on the server's grid (from the range's first start), so a
+      // reading joins the bucket the server would have put it in.
       const shift = Math.max(0, at - data.to);
       data.from += shift; data.to += shift;
-      const start = data.from + Math.floor((at - data.from) / data.bucket) * data.bucket;
+      const start = data.origin + Math.floor((at - data.origin) / data.bucket) * data.bucket;
       const last = data.points[data.points.length - 1];
       if (last && last[0] === start) {
         last[3] = (last[3] * last[4] + value) / (last[4] + 1);
         last[1] = Math.min(last[1], value); last[2] = Math.max(last[2], value); last[4] += 1;
-      } else {
+      } else if (!last || start > last[0]) {
         data.points.push([start, value, value, value, 1]);
       }
       while (data.points.length && data.points[0][0] + data.bucket < data.from) data.points.shift();

@@ -361,8 +361,18 @@ async fn a_collection_of_many_devices_is_paged_searched_filtered_and_sorted() {
     let mut admin = signed_in_admin(&tessera).await;
     let path = format!("/console/collections/{org}");
     let rows = |body: &str| body.matches("<tr data-device=").count();
-    let first = admin.get(&path).await.body;
+    // Every page shows when a device was last seen at once; the order by activity is the store's, written
+    // each second (the flush interval): wait for it, a condition with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let first = loop {
+        let page = admin.get(&path).await.body;
+        if page.find("unit-119").is_some() || std::time::Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert_eq!(rows(&first), 50, "a page of 50");
+    assert!(!first.contains("class=\"seen\">never"), "every device was seen");
     assert!(first.contains("1–50 of 120"));
     assert!(first.find("unit-119").unwrap() < first.find("unit-000").unwrap_or(usize::MAX), "the most recent first");
     let third = admin.get(&format!("{path}?sort=label&page=3")).await.body;
@@ -442,4 +452,98 @@ async fn signing_in_through_the_console_is_throttled_like_the_api() {
     let page = visitor.sign_in(&tessera.admin_email, &tessera.admin_password).await;
     assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS, "even the right password waits");
     assert!(page.body.contains("Too many failed attempts"));
+}
+
+#[tokio::test]
+async fn a_login_session_deleted_from_the_token_table_is_over_and_not_renewed() {
+    let tessera = TestServer::start().await;
+    let (_, bea_id) = tessera.user("bea@example.com", "bea's password 1").await;
+    let mut bea = Visitor::new(&tessera);
+    bea.sign_in("bea@example.com", "bea's password 1").await;
+    assert_eq!(bea.get("/console/collections").await.status, StatusCode::OK);
+    // An administrator deletes Bea's console session (its one row: the refresh token is not listed apart).
+    let mut admin = signed_in_admin(&tessera).await;
+    let listing = admin.get("/console/tokens?kind=session").await.body;
+    assert!(!listing.contains("Session refresh"), "a session is one row");
+    let rows: Vec<&str> = listing.split("<tr data-token=\"").skip(1).collect();
+    let beas = rows.iter().find(|row| row.contains("bea@example.com")).expect("Bea's session is listed");
+    let id = beas.split('"').next().unwrap();
+    let deleted = admin.post_from("/console/tokens", &format!("/console/tokens/{id}/delete"), &[]).await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.body);
+    // Her refresh cookie does not bring the session back.
+    let page = bea.get("/console/collections").await;
+    assert_eq!(page.location(), "/console/login", "the deleted session ends at her next request");
+    // On the API too, revoking a session's access token revokes its refresh token.
+    let session = tessera.login("bea@example.com", "bea's password 1").await;
+    let admin_token = tessera.admin_session().await;
+    let (_, listed) = tessera.native(Method::GET, "/tokens", &admin_token, None).await;
+    let beas_sessions: Vec<String> = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|token| token["kind"] == "user_access" && token["issued_by"]["id"] == json!(bea_id))
+        .map(|token| token["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!beas_sessions.is_empty());
+    for id in beas_sessions {
+        let (status, _) = tessera.native(Method::DELETE, &format!("/tokens/{id}"), &admin_token, None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+    }
+    let (status, _) = tessera
+        .call(Method::POST, "/v1/token/refresh", &[], Some(json!({"refresh_token": session["refresh_token"]})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "the session's refresh token went with its access token");
+}
+
+#[tokio::test]
+async fn a_person_holds_a_bounded_number_of_live_streams() {
+    let tessera = TestServer::start().await;
+    let mut admin = signed_in_admin(&tessera).await;
+    let listing = admin.get("/console/collections").await.body;
+    let collection =
+        listing.split("href=\"/console/collections/").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let path = format!("/console/collections/{collection}/live");
+    let mut open = Vec::new();
+    for _ in 0..16 {
+        let stream = admin.client.get(tessera.url(&path)).header(header::COOKIE, admin.cookie_header()).send().await;
+        let stream = stream.unwrap();
+        assert_eq!(stream.status(), StatusCode::OK);
+        assert!(stream.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/event-stream"));
+        open.push(stream);
+    }
+    let one_more = admin.get(&path).await;
+    assert_eq!(one_more.status, StatusCode::TOO_MANY_REQUESTS, "the 17th stream is refused");
+    open.pop();
+    // A closed stream gives its place back (the server notices when its next write or check fails; the slot is
+    // freed once the stream is dropped, which the recheck every second does for a gone client at the latest).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let again = admin.client.get(tessera.url(&path)).header(header::COOKIE, admin.cookie_header()).send().await;
+        if again.unwrap().status() == StatusCode::OK {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "a closed stream's place was never given back");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let device = admin.get(&format!("/console/collections/{collection}/live?device=nonsense")).await;
+    assert_eq!(device.status, StatusCode::NOT_FOUND, "a device filter must name a device id");
+}
+
+#[tokio::test]
+async fn a_stranger_post_is_refused_before_its_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tessera = TestServer::start().await;
+    let address = tessera.base.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    // Headers that promise a body, and no body: a trickling client would send it a byte at a time.
+    let head = format!(
+        "POST /console/login HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/x-www-form-urlencoded\r\n\
+         content-length: 60000\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut answer)).await;
+    let read = read.expect("answered without waiting for the body").unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
 }

@@ -19,6 +19,7 @@ use crate::tokens::NewToken;
 struct AccountPage {
     chrome: Chrome,
     account: String,
+    tokens_note: String,
     api_keys: Vec<TokenRow>,
     account_tokens: Vec<TokenRow>,
     back: String,
@@ -31,7 +32,7 @@ async fn account_page(app: &App, signed: &SignedIn, notice: &'static str, form: 
     signed.caller.authorize(Action::ManageUsers, &Target::account(signed.caller.account()))?;
     let chrome = Chrome::of(app, signed, "account").await?;
     let names = format::names_for(app, signed).await;
-    let rows = token_rows(app, signed, Some(Scope::Account), &names).await?;
+    let (rows, tokens_note) = token_rows(app, signed, Some(Scope::Account), &names).await?;
     let (api_keys, account_tokens) = rows.into_iter().partition(|row| row.kind == format::kind_text(TokenKind::ApiKey));
     let account_tokens: Vec<TokenRow> = account_tokens;
     let account_tokens =
@@ -42,6 +43,7 @@ async fn account_page(app: &App, signed: &SignedIn, notice: &'static str, form: 
         AccountPage {
             chrome,
             account: signed.caller.account().to_string(),
+            tokens_note,
             api_keys,
             account_tokens,
             back: format!("{PREFIX}/account"),

@@ -122,7 +122,14 @@ pub(super) async fn create(State(app): State<App>, Signed(signed): Signed, form:
     }
     let team = match owner {
         "account" => None,
-        "" => Some(app.people.private_team(&signed.caller).await?),
+        "" => match app.people.private_team(&signed.caller).await {
+            Ok(team) => Some(team),
+            Err(AppError::Internal(_)) => {
+                let state = failed("owner", "You have no private team: choose a team as the owner.".into());
+                return collections_page(&app, &signed, "", state).await;
+            }
+            Err(other) => return Err(other.into()),
+        },
         text => match text.parse::<TeamId>() {
             Ok(team) => Some(team),
             Err(_) => return collections_page(&app, &signed, "", failed("owner", "Choose an owner.".into())).await,
@@ -290,12 +297,13 @@ async fn collection_page(
     let page = Page { number: listing.page, size: DEVICES_PER_PAGE };
     let devices = app.data.device_overview(&permit, &device_query, page).await?;
     let rows = device_rows(app, caller, &devices.items).await?;
+    // A page past the last shows nothing, and says so (not "7451–7450 of 60").
     let first_shown = if rows.is_empty() { 0 } else { page.offset() + 1 };
-    let last_shown = page.offset() + rows.len() as u64;
+    let last_shown = if rows.is_empty() { 0 } else { page.offset() + rows.len() as u64 };
     let (owner, owner_link) = owner_of(app, caller, &collection).await;
     let names = format::names_for(app, signed).await;
     let (tokens, tokens_note) = match token_rows(app, signed, Some(Scope::Collection(id)), &names).await {
-        Ok(rows) => (rows, String::new()),
+        Ok(table) => table,
         Err(error) => (Vec::new(), super::explain(&error)),
     };
     let status = if form.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
@@ -488,12 +496,29 @@ pub(super) async fn create_token(
     }
 }
 
-/// `GET /console/collections/{id}/live`: the collection's new readings as Server-Sent Events for the page's
-/// script, each authorized for the viewer, with the device's and variable's labels (looked up once per stream).
-pub(super) async fn live(State(app): State<App>, Signed(signed): Signed, Path(id): Path<String>) -> PageResult {
+/// `GET /console/collections/{id}/live[?device=ID]`: the collection's new readings (or one device's) as
+/// Server-Sent Events for the page's script, each authorized for the viewer, with the device's and variable's
+/// labels (looked up once per stream). A person holds at most `STREAMS_PER_PERSON` at once.
+pub(super) async fn live(
+    State(app): State<App>,
+    axum::Extension(console): axum::Extension<super::session::Console>,
+    Signed(signed): Signed,
+    Path(id): Path<String>,
+    query: QueryParams,
+) -> PageResult {
     let id = collection_id(&id)?;
     app.data.collection(&signed.caller, Action::Read, id).await?;
-    let stream = live_events(app, signed.caller, id);
+    let device = match query.text("device") {
+        Some(text) => Some(text.parse::<DeviceId>().map_err(|_| Failure::App(AppError::NotFound("device")))?),
+        None => None,
+    };
+    let Some(slot) = console.open_stream(&signed.caller) else {
+        return Err(Failure::Page(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("You have {} live pages open already. Close some and reload.", super::session::STREAMS_PER_PERSON),
+        ));
+    };
+    let stream = live_events(app, signed.caller, id, device, slot);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
 }
 
@@ -505,9 +530,12 @@ struct Follow {
     app: App,
     caller: Caller,
     collection: CollectionId,
+    /// Only this device's readings, for a device's page.
+    device: Option<DeviceId>,
+    _slot: super::session::StreamSlot,
     subscription: crate::hub::Subscription,
     recheck: tokio::time::Interval,
-    devices: HashMap<DeviceId, Option<(String, String, Option<i64>)>>,
+    devices: HashMap<DeviceId, Option<(String, String)>>,
     variables: HashMap<tessera_core::VariableId, Option<String>>,
 }
 
@@ -518,10 +546,9 @@ impl Follow {
         }
         if !self.devices.contains_key(&live.device) {
             let found = self.app.data.live_device(live.account, live.device).await;
-            let entry = found.map(|device| (device.label.to_string(), device.name.clone(), device.last_seen_at_ms));
-            self.devices.insert(live.device, entry);
+            self.devices.insert(live.device, found.map(|device| (device.label.to_string(), device.name.clone())));
         }
-        self.devices.get(&live.device)?.as_ref().map(|(label, name, _)| (label.clone(), name.clone()))
+        self.devices.get(&live.device)?.clone()
     }
 
     async fn variable(&mut self, live: &crate::live::LiveReading) -> Option<String> {
@@ -537,17 +564,35 @@ impl Follow {
     }
 }
 
-fn live_events(app: App, caller: Caller, collection: CollectionId) -> impl Stream<Item = Result<Event, Infallible>> {
+fn live_events(
+    app: App,
+    caller: Caller,
+    collection: CollectionId,
+    device: Option<DeviceId>,
+    slot: super::session::StreamSlot,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     let subscription = app.hub.subscribe();
     let recheck = crate::tokens::recheck_ticker();
-    let follow =
-        Follow { app, caller, collection, subscription, recheck, devices: HashMap::new(), variables: HashMap::new() };
+    let follow = Follow {
+        app,
+        caller,
+        collection,
+        device,
+        _slot: slot,
+        subscription,
+        recheck,
+        devices: HashMap::new(),
+        variables: HashMap::new(),
+    };
     stream::unfold(follow, |mut follow| async move {
         loop {
             tokio::select! {
                 live = follow.subscription.next() => {
                     let live = live?;
-                    if live.account != follow.caller.account() || live.collection != follow.collection {
+                    if live.account != follow.caller.account()
+                        || live.collection != follow.collection
+                        || follow.device.is_some_and(|device| device != live.device)
+                    {
                         continue;
                     }
                     let target = Target::device(live.account, live.collection, live.device);
@@ -562,6 +607,8 @@ fn live_events(app: App, caller: Caller, collection: CollectionId) -> impl Strea
                         "name": name,
                         "variable": variable,
                         "value": format::value_text(&live.reading.value),
+                        // The number itself, for the chart (the text above is rounded for reading).
+                        "number": match live.reading.value { tessera_core::Value::Number(number) => Some(number), _ => None },
                         "at": format::machine_time(live.reading.timestamp_ms),
                         "seen": format::machine_time(now_ms()),
                         "seen_text": format::when(now_ms()),

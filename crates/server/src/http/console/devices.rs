@@ -25,6 +25,8 @@ use crate::tokens::NewToken;
 
 /// How many buckets a chart asks the store for, whatever its range: about one per two pixels of a wide chart.
 const CHART_BUCKETS: i64 = 600;
+/// The longest range a chart or an export covers.
+const MAX_RANGE_MS: i64 = 400 * 86_400_000;
 /// Readings read from the store per query of an export.
 const EXPORT_CHUNK: u64 = 10_000;
 
@@ -97,7 +99,7 @@ async fn device_page(app: &App, signed: &SignedIn, id: DeviceId, notice: &'stati
         .collect();
     let names = format::names_for(app, signed).await;
     let (tokens, tokens_note) = match token_rows(app, signed, Some(Scope::Device(id)), &names).await {
-        Ok(rows) => (rows, String::new()),
+        Ok(table) => table,
         Err(error) => (Vec::new(), super::explain(&error)),
     };
     let status = if form.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
@@ -189,9 +191,13 @@ fn range_of(query: &QueryParams) -> Result<TimeRange, AppError> {
     let lowest = tessera_core::time::EARLIEST_MS;
     let highest = tessera_core::time::LATEST_MS;
     let end_ms = query.integer_in("to", lowest, highest)?.unwrap_or(now);
-    let start_ms = query.integer_in("from", lowest, highest)?.unwrap_or(end_ms - 86_400_000);
+    let start_ms = query.integer_in("from", lowest, highest)?.unwrap_or((end_ms - 86_400_000).max(lowest));
     if start_ms >= end_ms {
         return Err(AppError::BadRequest("'from' must be before 'to'".into()));
+    }
+    // What a request may make the store scan is bounded: a chart or an export of up to this long.
+    if end_ms - start_ms > MAX_RANGE_MS {
+        return Err(AppError::BadRequest(format!("a range covers at most {} days", MAX_RANGE_MS / 86_400_000)));
     }
     Ok(TimeRange { start_ms, end_ms })
 }
@@ -335,6 +341,7 @@ mod tests {
         assert!(range_of(&query(&[("from", "2000"), ("to", "1000")])).is_err());
         assert!(range_of(&query(&[("from", "x")])).is_err());
         assert!(range_of(&query(&[("to", "-5")])).is_err(), "before 1970 is outside the kept range");
+        assert!(range_of(&query(&[("from", "0"), ("to", "253402300799999")])).is_err(), "at most 400 days");
         let default = range_of(&query(&[])).unwrap();
         assert_eq!(default.end_ms - default.start_ms, 86_400_000);
     }

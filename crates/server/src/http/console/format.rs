@@ -118,11 +118,16 @@ pub(super) fn machine_time(ms: i64) -> String {
 pub(super) fn value_text(value: &Value) -> String {
     match value {
         Value::Number(number) => {
-            if number.fract() == 0.0 && number.abs() < 1e15 {
+            let magnitude = number.abs();
+            if number.fract() == 0.0 && magnitude < 1e15 {
                 format!("{number:.0}")
-            } else {
+            } else if (1e-3..1e15).contains(&magnitude) {
+                // Six decimals, trailing zeros dropped: 0.1 + 0.2 reads 0.3.
                 let text = format!("{number:.6}");
                 text.trim_end_matches('0').trim_end_matches('.').to_owned()
+            } else {
+                // Very small or very large: the shortest exact form, never a rounded 0.
+                format!("{number:e}")
             }
         }
         Value::Json(json) => {
@@ -265,6 +270,8 @@ mod tests {
         assert_eq!(value_text(&Value::Number(21.0)), "21");
         assert_eq!(value_text(&Value::Number(21.5)), "21.5");
         assert_eq!(value_text(&Value::Number(0.1 + 0.2)), "0.3");
+        assert_eq!(value_text(&Value::Number(2.5e-7)), "2.5e-7", "a small value is not shown as 0");
+        assert_eq!(value_text(&Value::Number(1.7e18)), "1.7e18");
         assert_eq!(value_text(&Value::Bytes(vec![1, 2, 3])), "3 bytes");
         assert_eq!(value_text(&Value::Json(serde_json::json!({"a": 1}))), "{\"a\":1}");
     }

@@ -79,7 +79,15 @@ pub(super) async fn page(State(app): State<App>, Signed(signed): Signed, query: 
     profile_page(&app, &signed, notice_of(&query), FormState::default()).await
 }
 
+/// The caller may change their own login (a user's session, as the API's `/v1/me/totp` requires).
+fn own_login(signed: &SignedIn) -> Result<(), Failure> {
+    let account = tessera_core::Target::account(signed.caller.account());
+    signed.caller.authorize(tessera_core::Action::ManageOwnLogin, &account)?;
+    Ok(())
+}
+
 pub(super) async fn start_totp(State(app): State<App>, Signed(signed): Signed) -> PageResult {
+    own_login(&signed)?;
     let user = app.people.user_of(&signed.caller).await?;
     let enrollment = app.people.start_totp(&user).await?;
     // The crate's SVG starts with an XML declaration, which has no place inside HTML.
@@ -96,6 +104,7 @@ pub(super) async fn start_totp(State(app): State<App>, Signed(signed): Signed) -
 }
 
 pub(super) async fn confirm_totp(State(app): State<App>, Signed(signed): Signed, form: Form) -> PageResult {
+    own_login(&signed)?;
     let user = app.people.user_of(&signed.caller).await?;
     match app.people.confirm_totp(&user, form.trimmed("code")).await {
         Ok(codes) => render(RecoveryCodesPage { chrome: Chrome::for_user(&user, &signed, "profile"), codes }),
@@ -128,6 +137,7 @@ pub(super) async fn confirm_totp(State(app): State<App>, Signed(signed): Signed,
 }
 
 pub(super) async fn disable_totp(State(app): State<App>, Signed(signed): Signed, form: Form) -> PageResult {
+    own_login(&signed)?;
     let user = app.people.user_of(&signed.caller).await?;
     match app.people.disable_totp(&user, form.trimmed("code")).await {
         Ok(()) => Ok(see_other(format!("{PREFIX}/profile?done=totp-off"))),

@@ -23,7 +23,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tessera_core::Presentation;
+use tessera_core::{Denial, Presentation};
 
 use super::{Failure, PREFIX};
 use crate::app::{App, AppError};
@@ -43,20 +43,48 @@ const FORM_TOKEN_HEADER: &str = "x-csrf-token";
 pub(super) const CLIENT_ID: &str = "console";
 /// Largest form a console page posts (a team's tags, a token's name: small).
 const FORM_LIMIT: usize = 64 * 1024;
+/// The longest a form may take to arrive whole (a person's form is a few hundred bytes; the listener's own
+/// timeout is between bytes, which a trickle never trips).
+const FORM_READ_TIME: Duration = Duration::from_secs(10);
 /// How long a renewed refresh token is answered with the pair it was renewed into.
 const RENEWAL_REMEMBERED: Duration = Duration::from_secs(30);
 
-/// The console's own state beside the `App`: the renewals of the last seconds.
+/// The console's own state beside the `App`: the renewals of the last seconds and the open live streams.
 #[derive(Debug, Clone)]
 pub(super) struct Console {
     app: App,
     renewals: Arc<Renewals>,
+    streams: Arc<Mutex<HashMap<tessera_core::Creator, usize>>>,
+}
+
+/// Live streams one person may hold open at once: a few tabs' worth. Without a bound one read-only member held
+/// every one of the server's connections with streams nobody read.
+pub(super) const STREAMS_PER_PERSON: usize = 16;
+
+/// One open live stream, counted against its holder until dropped.
+#[derive(Debug)]
+pub(super) struct StreamSlot {
+    streams: Arc<Mutex<HashMap<tessera_core::Creator, usize>>>,
+    holder: tessera_core::Creator,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = streams.get_mut(&self.holder) {
+            *count -= 1;
+            if *count == 0 {
+                streams.remove(&self.holder);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Renewals {
-    /// Held while a refresh token is renewed, so two requests cannot renew the same one.
-    one_at_a_time: tokio::sync::Mutex<()>,
+    /// One lock per refresh token being renewed (keyed by its digest), so two requests cannot renew the same one
+    /// and requests with other tokens do not wait for it; dropped when nobody waits on it.
+    in_progress: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
     /// Keyed by the renewed refresh token's digest (never the secret itself).
     recent: Mutex<HashMap<[u8; 32], Renewed>>,
 }
@@ -64,6 +92,9 @@ struct Renewals {
 #[derive(Clone)]
 struct Renewed {
     at: Instant,
+    /// Who renewed it: the pair is handed again only to the same address, so whoever else holds the used refresh
+    /// token gets nothing in those 30 s (and after them, `PeopleService` takes its reuse for theft).
+    source: IpAddr,
     access: String,
     refresh: String,
 }
@@ -76,32 +107,61 @@ impl std::fmt::Debug for Renewed {
 
 impl Console {
     pub(super) fn new(app: App) -> Console {
-        Console { app, renewals: Arc::default() }
+        Console { app, renewals: Arc::default(), streams: Arc::default() }
+    }
+
+    /// A slot for one more live stream of `caller`'s person, or `None` when they hold the most already.
+    pub(super) fn open_stream(&self, caller: &Caller) -> Option<StreamSlot> {
+        let holder = caller.record.creator;
+        let mut streams = self.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = streams.entry(holder).or_default();
+        if *count >= STREAMS_PER_PERSON {
+            return None;
+        }
+        *count += 1;
+        Some(StreamSlot { streams: self.streams.clone(), holder })
     }
 
     async fn renew(&self, presented: &str, source: IpAddr) -> Result<Renewed, LoginError> {
         let key = self.app.people.digest_code(presented).0;
         let remembered = |renewals: &Renewals| {
             let recent = renewals.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            recent.get(&key).filter(|renewed| renewed.at.elapsed() < RENEWAL_REMEMBERED).cloned()
+            recent
+                .get(&key)
+                .filter(|renewed| renewed.at.elapsed() < RENEWAL_REMEMBERED && renewed.source == source)
+                .cloned()
         };
         if let Some(renewed) = remembered(&self.renewals) {
             return Ok(renewed);
         }
-        let _turn = self.renewals.one_at_a_time.lock().await;
-        if let Some(renewed) = remembered(&self.renewals) {
-            return Ok(renewed);
-        }
-        let session = self.app.people.refresh(presented, CLIENT_ID, source).await?;
-        let renewed = Renewed {
-            at: Instant::now(),
-            access: session.access_token.expose().to_owned(),
-            refresh: session.refresh_token.expose().to_owned(),
+        let lock = {
+            let mut in_progress = self.renewals.in_progress.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            in_progress.entry(key).or_default().clone()
         };
-        let mut recent = self.renewals.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        recent.retain(|_, earlier| earlier.at.elapsed() < RENEWAL_REMEMBERED);
-        recent.insert(key, renewed.clone());
-        Ok(renewed)
+        let outcome = async {
+            let _turn = lock.lock().await;
+            if let Some(renewed) = remembered(&self.renewals) {
+                return Ok(renewed);
+            }
+            let session = self.app.people.refresh(presented, CLIENT_ID, source).await?;
+            let renewed = Renewed {
+                at: Instant::now(),
+                source,
+                access: session.access_token.expose().to_owned(),
+                refresh: session.refresh_token.expose().to_owned(),
+            };
+            let mut recent = self.renewals.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            recent.retain(|_, earlier| earlier.at.elapsed() < RENEWAL_REMEMBERED);
+            recent.insert(key, renewed.clone());
+            Ok(renewed)
+        }
+        .await;
+        let mut in_progress = self.renewals.in_progress.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The map's own reference and ours: nobody else waits for this token's renewal.
+        if Arc::strong_count(&lock) <= 2 {
+            in_progress.remove(&key);
+        }
+        outcome
     }
 }
 
@@ -288,6 +348,7 @@ pub(super) async fn layer(State(console): State<Console>, request: Request, next
         request.extensions_mut().insert(signed);
     }
     request.extensions_mut().insert(visitor);
+    request.extensions_mut().insert(console.clone());
     let mut response = next.run(request).await;
     for cookie in cookies_out {
         response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -309,7 +370,13 @@ async fn sign_in_from_cookies(
         match app.tokens.verify_presented(access, Presentation::UserSessionOnly).await {
             Ok(caller) => return Ok(Some(SignedIn { form_token: form_token(app, &caller), caller })),
             Err(error @ VerifyError::Store(_)) => return Err(Failure::App(AppError::from(error))),
-            Err(_) => {}
+            // Only a session that ran out is renewed (or a cookie that names none, as after a restart of the
+            // browser with a stale value); a revoked one is over, whatever its refresh cookie says.
+            Err(VerifyError::Dead(Denial::Expired) | VerifyError::Unknown | VerifyError::Malformed(_)) => {}
+            Err(_) => {
+                cookies_out.extend(signed_out_cookies(secure));
+                return Ok(None);
+            }
         }
     }
     let refresh = cookie(headers, REFRESH_COOKIE);
@@ -348,11 +415,16 @@ async fn checked_form(request: Request, expected: Option<&str>) -> Result<Reques
             "This form has expired or did not come from this console. Go back, reload the page and try again.".into(),
         )
     };
-    let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, FORM_LIMIT)
-        .await
-        .map_err(|_| Failure::Page(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.".into()))?;
+    // Nothing can match without a session or a sign-in cookie: refused before a byte of the body is read, so
+    // strangers cannot hold connections by trickling bodies at us.
     let Some(expected) = expected else { return Err(refused()) };
+    let (parts, body) = request.into_parts();
+    let read = tokio::time::timeout(FORM_READ_TIME, axum::body::to_bytes(body, FORM_LIMIT)).await;
+    let bytes = match read {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return Err(Failure::Page(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.".into())),
+        Err(_) => return Err(Failure::Page(StatusCode::REQUEST_TIMEOUT, "The form took too long to arrive.".into())),
+    };
     let presented = match parts.headers.get(FORM_TOKEN_HEADER).and_then(|value| value.to_str().ok()) {
         Some(header_value) => Some(header_value.to_owned()),
         None => parse_form(&bytes).0.remove(FORM_TOKEN_FIELD),

@@ -16,18 +16,32 @@ use crate::http::QueryParams;
 use crate::time::now_ms;
 use crate::tokens::NewToken;
 
-/// The rows of the tokens the visitor manages at `scope` (every scope when `None`), newest first. Revoked
-/// tokens are not listed (the store leaves them out).
+/// Tokens a table shows at most: a collection whose devices each have a token would otherwise render one
+/// form per device on every visit.
+const TOKENS_SHOWN: u64 = 500;
+
+/// The rows of the tokens the visitor manages at `scope` (every scope when `None`), newest first, at most
+/// `TOKENS_SHOWN` of them, and a note when there are more. Revoked tokens are not listed (the store leaves them
+/// out).
 pub(super) async fn token_rows(
     app: &App,
     signed: &SignedIn,
     scope: Option<Scope>,
     names: &Names,
-) -> Result<Vec<TokenRow>, AppError> {
-    let mut tokens = app.tokens.list(&signed.caller, scope, Page::ALL).await?.items;
+) -> Result<(Vec<TokenRow>, String), AppError> {
+    let listed = app.tokens.list(&signed.caller, scope, Page { number: 1, size: TOKENS_SHOWN }).await?;
+    let mut tokens = listed.items;
+    // A login session is one row (its access token); its refresh token is deleted with it.
+    tokens.retain(|token| token.kind != TokenKind::Refresh);
     tokens.sort_by_key(|token| std::cmp::Reverse(token.created_at_ms));
     let this_session = signed.caller.record.family;
-    Ok(tokens.iter().map(|token| TokenRow::of(token, names, this_session)).collect())
+    let rows = tokens.iter().map(|token| TokenRow::of(token, names, this_session)).collect();
+    let note = if listed.total > TOKENS_SHOWN {
+        format!("Showing {TOKENS_SHOWN} of {} tokens; the API lists them all (GET /v1/tokens).", listed.total)
+    } else {
+        String::new()
+    };
+    Ok((rows, note))
 }
 
 /// `expires_days` of a token form: empty for never, else 1 to 36 500 days from now.
@@ -47,7 +61,7 @@ struct KindChoice {
     label: &'static str,
 }
 
-const KIND_FILTERS: [KindChoice; 8] = [
+const KIND_FILTERS: [KindChoice; 7] = [
     KindChoice { value: "api-key", label: "API keys" },
     KindChoice { value: "account", label: "Account tokens" },
     KindChoice { value: "organization", label: "Organization tokens" },
@@ -55,7 +69,6 @@ const KIND_FILTERS: [KindChoice; 8] = [
     KindChoice { value: "ground", label: "Ground tokens" },
     KindChoice { value: "resource", label: "Resource tokens" },
     KindChoice { value: "session", label: "Login sessions" },
-    KindChoice { value: "refresh", label: "Session refresh" },
 ];
 
 fn kind_of_filter(value: &str) -> Option<TokenKind> {
@@ -67,7 +80,6 @@ fn kind_of_filter(value: &str) -> Option<TokenKind> {
         "ground" => TokenKind::Ground,
         "resource" => TokenKind::Resource,
         "session" => TokenKind::UserAccess,
-        "refresh" => TokenKind::Refresh,
         _ => return None,
     })
 }
@@ -77,6 +89,7 @@ fn kind_of_filter(value: &str) -> Option<TokenKind> {
 struct TokensPage {
     chrome: Chrome,
     tokens: Vec<TokenRow>,
+    tokens_note: String,
     kinds: Vec<KindChoice>,
     kind: String,
     back: String,
@@ -88,14 +101,17 @@ async fn tokens_page(app: &App, signed: &SignedIn, kind: &str, notice: &'static 
     let chrome = Chrome::of(app, signed, "tokens").await?;
     let names = format::names_for(app, signed).await;
     let wanted = kind_of_filter(kind);
-    let mut tokens = token_rows(app, signed, None, &names).await?;
+    let (mut tokens, tokens_note) = token_rows(app, signed, None, &names).await?;
     if let Some(wanted) = wanted {
         tokens.retain(|row| row.kind == format::kind_text(wanted));
     }
     let status = if form.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
     let kind = if wanted.is_some() { kind.to_owned() } else { String::new() };
     let back = if kind.is_empty() { format!("{PREFIX}/tokens") } else { format!("{PREFIX}/tokens?kind={kind}") };
-    render_with(status, TokensPage { chrome, tokens, kinds: KIND_FILTERS.to_vec(), kind, back, notice, form })
+    render_with(
+        status,
+        TokensPage { chrome, tokens, tokens_note, kinds: KIND_FILTERS.to_vec(), kind, back, notice, form },
+    )
 }
 
 pub(super) async fn list(State(app): State<App>, Signed(signed): Signed, query: QueryParams) -> PageResult {
@@ -118,20 +134,14 @@ pub(super) async fn create_resource_token(State(app): State<App>, Signed(signed)
     if name.chars().count() > 200 {
         return tokens_page(&app, &signed, "", "", failed("name", "A name has at most 200 characters.".into())).await;
     }
-    let resource = match tessera_core::Resource::parse(resource_text) {
+    let resource = match app.tokens.existing_resource(signed.caller.account(), resource_text).await {
         Ok(resource) => resource,
-        Err(error) => {
-            let state = failed("resource", format!("Not a resource path: {error}."));
+        Err(AppError::BadRequest(problem)) => {
+            let state = failed("resource", format!("Not a resource to make a token for: {problem}."));
             return tokens_page(&app, &signed, "", "", state).await;
         }
+        Err(other) => return Err(other.into()),
     };
-    if let Err(error) = app.tokens.resource_target(signed.caller.account(), &resource).await {
-        let message = match error {
-            crate::tokens::TokenError::NoSuch(what) => format!("The path names no existing {what}."),
-            other => super::explain(&AppError::from(other)),
-        };
-        return tokens_page(&app, &signed, "", "", failed("resource", message)).await;
-    }
     let rights = if write { Rights::ReadWrite } else { Rights::Read };
     let mut tags = std::collections::BTreeMap::new();
     if !name.is_empty() {
@@ -165,11 +175,12 @@ pub(super) async fn create_resource_token(State(app): State<App>, Signed(signed)
 /// Where a form may send the visitor back to: a console path of ours, nothing else (no open redirect).
 pub(super) fn back_to(form: &Form, default: &str) -> String {
     let back = form.trimmed("back");
+    // Printable ASCII only: anything else cannot be a Location header (a bare 500, after the deletion was done).
     let ours = back.starts_with("/console/")
+        && back.bytes().all(|byte| byte.is_ascii_graphic())
         && !back.contains("//")
         && !back.contains("..")
-        && !back.contains('\\')
-        && !back.contains(':');
+        && !back.contains(['\\', ':']);
     if ours { back.to_owned() } else { default.to_owned() }
 }
 
@@ -214,7 +225,15 @@ mod tests {
     #[test]
     fn a_form_sends_back_only_to_console_paths() {
         assert_eq!(back_to(&form("/console/devices/abc"), "/d"), "/console/devices/abc");
-        for foreign in ["https://evil.example/", "//evil.example/console/", "/console/..\\x", "/v1/tokens", ""] {
+        for foreign in [
+            "https://evil.example/",
+            "//evil.example/console/",
+            "/console/..\\x",
+            "/v1/tokens",
+            "",
+            "/console/\x7f",
+            "/console/a\r\nb",
+        ] {
             assert_eq!(back_to(&form(foreign), "/d"), "/d", "{foreign}");
         }
         assert_eq!(with_done("/console/tokens?kind=device", "x"), "/console/tokens?kind=device&done=x");

@@ -11,12 +11,12 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value as Json_, json};
-use tessera_core::{Permit, Presentation, Resource, Rights, Secret, TokenId, TokenKind, check_presentation};
+use tessera_core::{Permit, Presentation, Rights, Secret, TokenId, TokenKind, check_presentation};
 use tessera_store::{Page, TokenRecord};
 
 use super::{HordeCaller, HordeError, HordeResult, document, merge_tags};
 use crate::app::{App, AppError};
-use crate::tokens::{Caller, NewToken, TokenError, VerifyError};
+use crate::tokens::{Caller, NewToken, VerifyError};
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -53,16 +53,6 @@ impl axum::extract::FromRequestParts<App> for Session {
         let HordeCaller(caller) = HordeCaller::from_request_parts(parts, app).await?;
         check_presentation(&caller.grant, Presentation::UserSessionOnly).map_err(not_taken)?;
         Ok(Session(caller))
-    }
-}
-
-/// Parses a resource (400 naming the problem) and checks that what it names exists (400 too: the body is wrong).
-async fn resource(app: &App, caller: &Caller, text: &str) -> Result<Resource, AppError> {
-    let resource = Resource::parse(text).map_err(|error| AppError::BadRequest(error.to_string()))?;
-    match app.tokens.resource_target(caller.account(), &resource).await {
-        Ok(_) => Ok(resource),
-        Err(TokenError::NoSuch(what)) => Err(AppError::BadRequest(format!("the resource names no existing {what}"))),
-        Err(error) => Err(error.into()),
     }
 }
 
@@ -106,7 +96,7 @@ async fn create_token(
     if let Some(update) = document.get("tags").filter(|tags| !tags.is_null()) {
         merge_tags(&mut tags, update)?;
     }
-    let resource = resource(&app, &caller, text).await?;
+    let resource = app.tokens.existing_resource(caller.account(), text).await?;
     let name = tags.get("name").cloned().unwrap_or_default();
     let new = NewToken {
         tags,
@@ -153,7 +143,7 @@ async fn update_token(
         let Some(text) = text.as_str() else {
             return Err(AppError::BadRequest("'resource' must be a path".into()).into());
         };
-        let resource = resource(&app, &caller, text).await?;
+        let resource = app.tokens.existing_resource(caller.account(), text).await?;
         token.scope = resource.scope();
         token.resource = Some(resource.to_string());
     }
