@@ -6,11 +6,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use tessera_core::{Action, Rights, Scope, Target, TokenKind};
 
-use super::format::{self, Chrome, FormState, SecretPage, TokenRow};
+use super::format::{self, Chrome, FormState, TokenRow};
 use super::session::{Form, Signed, SignedIn};
-use super::tokens::{expiry_from_form, token_rows};
-use super::{PREFIX, PageResult, render, render_with};
-use crate::app::{App, AppError};
+use super::tokens::{Shown, expiry_from_form, mint_and_show, token_rows};
+use super::{PREFIX, PageResult, render_with};
+use crate::app::App;
 use crate::http::QueryParams;
 use crate::tokens::NewToken;
 
@@ -77,22 +77,14 @@ pub(super) async fn create_account_token(State(app): State<App>, Signed(signed):
         Err(message) => return account_page(&app, &signed, "", failed("expires_days", message)).await,
     };
     let new = NewToken::new(TokenKind::Account, Scope::Account, rights, name.to_owned(), expires_at_ms);
-    match app.tokens.mint(&signed.caller, new).await {
-        Ok((record, secret)) => render(SecretPage {
-            chrome: Chrome::of(&app, &signed, "account").await?,
-            kind: format::kind_text(record.kind),
-            name: if record.name.is_empty() { "(unnamed)".into() } else { record.name.clone() },
-            scope: format!("the whole account, {}", format::rights_text(rights)),
-            secret: secret.expose().to_owned(),
-            back: format!("{PREFIX}/account"),
-            back_label: "Back to the account".into(),
-        }),
-        Err(error) => {
-            let error = AppError::from(error);
-            if matches!(error, AppError::Internal(_) | AppError::Unavailable(_)) {
-                return Err(error.into());
-            }
-            account_page(&app, &signed, "", failed("name", super::explain(&error))).await
-        }
+    let shown = Shown {
+        section: "account",
+        scope: format!("the whole account, {}", format::rights_text(rights)),
+        back: format!("{PREFIX}/account"),
+        back_label: "Back to the account".into(),
+    };
+    match mint_and_show(&app, &signed, new, shown).await? {
+        Ok(page) => Ok(page),
+        Err(refusal) => account_page(&app, &signed, "", failed("name", refusal)).await,
     }
 }

@@ -53,6 +53,16 @@ fn with_cookie(mut response: Response, cookie: Option<axum::http::HeaderValue>) 
     response
 }
 
+/// Into the console, with the new session's cookies.
+fn signed_in(app: &App, session: &crate::people::Session, visitor: &Visitor) -> Response {
+    let mut response = see_other(format!("{PREFIX}/"));
+    let access = session.access_token.expose();
+    for cookie in session::session_cookies(app, access, session.refresh_token.expose(), visitor.secure) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
 fn login_form(visitor: &Visitor, status: StatusCode, email: &str, error: &str) -> PageResult {
     let (csrf, cookie) = login_nonce(visitor);
     let page = LoginPage { assets: Urls::get(), csrf, email: email.to_owned(), error: error.to_owned() };
@@ -85,19 +95,7 @@ pub(super) async fn login(
     let email = form.trimmed("email");
     let step = app.people.login_with_password(email, form.text("password"), CLIENT_ID, visitor.source).await;
     match step {
-        Ok(LoginStep::Session(session)) => {
-            let mut response = see_other(format!("{PREFIX}/"));
-            let cookies = session::session_cookies(
-                &app,
-                session.access_token.expose(),
-                session.refresh_token.expose(),
-                visitor.secure,
-            );
-            for cookie in cookies {
-                response.headers_mut().append(header::SET_COOKIE, cookie);
-            }
-            Ok(response)
-        }
+        Ok(LoginStep::Session(session)) => Ok(signed_in(&app, &session, &visitor)),
         Ok(LoginStep::Challenge { challenge, user }) => {
             let mut response = see_other(format!("{PREFIX}/login/code"));
             let value = format!("{challenge}.{user}");
@@ -140,16 +138,7 @@ pub(super) async fn code(
     };
     match app.people.login_with_code(challenge, user, form.trimmed("code"), CLIENT_ID, visitor.source).await {
         Ok(session) => {
-            let mut response = see_other(format!("{PREFIX}/"));
-            let cookies = session::session_cookies(
-                &app,
-                session.access_token.expose(),
-                session.refresh_token.expose(),
-                visitor.secure,
-            );
-            for cookie in cookies {
-                response.headers_mut().append(header::SET_COOKIE, cookie);
-            }
+            let mut response = signed_in(&app, &session, &visitor);
             response.headers_mut().append(header::SET_COOKIE, session::clear_cookie(CHALLENGE_COOKIE, visitor.secure));
             Ok(response)
         }

@@ -16,10 +16,10 @@ use serde_json::json;
 use tessera_core::{Action, CollectionId, DeviceId, Label, Rights, Scope, Target, TeamId, TokenKind};
 use tessera_store::{Collection, Device, DeviceOrder, DeviceQuery, Page, Team};
 
-use super::format::{self, Chrome, FormState, SecretPage, TokenRow};
+use super::format::{self, Chrome, FormState, TokenRow};
 use super::session::{Form, Signed, SignedIn};
-use super::tokens::{expiry_from_form, token_rows};
-use super::{Failure, PREFIX, PageResult, render, render_with, see_other};
+use super::tokens::{Shown, expiry_from_form, mint_and_show, token_rows};
+use super::{Failure, PREFIX, PageResult, render_with, see_other};
 use crate::app::{App, AppError};
 use crate::http::QueryParams;
 use crate::time::now_ms;
@@ -472,27 +472,15 @@ pub(super) async fn create_token(
         }
     };
     let new = NewToken::new(kind, Scope::Collection(id), rights, name.to_owned(), expires_at_ms);
-    match app.tokens.mint(&signed.caller, new).await {
-        Ok((record, secret)) => {
-            let chrome = Chrome::of(&app, &signed, "collections").await?;
-            render(SecretPage {
-                chrome,
-                kind: format::kind_text(record.kind),
-                name: if record.name.is_empty() { "(unnamed)".into() } else { record.name.clone() },
-                scope: format!("collection {}", collection.name),
-                secret: secret.expose().to_owned(),
-                back: format!("{PREFIX}/collections/{id}"),
-                back_label: format!("Back to {}", collection.name),
-            })
-        }
-        Err(error) => {
-            let error = AppError::from(error);
-            if matches!(error, AppError::Internal(_) | AppError::Unavailable(_)) {
-                return Err(error.into());
-            }
-            let state = failed("name", super::explain(&error));
-            collection_page(&app, &signed, id, &QueryParams::default(), "", state).await
-        }
+    let shown = Shown {
+        section: "collections",
+        scope: format!("collection {}", collection.name),
+        back: format!("{PREFIX}/collections/{id}"),
+        back_label: format!("Back to {}", collection.name),
+    };
+    match mint_and_show(&app, &signed, new, shown).await? {
+        Ok(page) => Ok(page),
+        Err(refusal) => collection_page(&app, &signed, id, &QueryParams::default(), "", failed("name", refusal)).await,
     }
 }
 

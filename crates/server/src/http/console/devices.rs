@@ -14,10 +14,10 @@ use tessera_core::{Action, DeviceId, Rights, Scope, TokenKind, Value, VariableId
 use tessera_store::{Page, TimeRange};
 
 use super::collections::data_failure;
-use super::format::{self, Chrome, FormState, SecretPage, TokenRow};
+use super::format::{self, Chrome, FormState, TokenRow};
 use super::session::{Form, Signed, SignedIn};
-use super::tokens::{expiry_from_form, token_rows};
-use super::{Failure, PREFIX, PageResult, render, render_with, see_other};
+use super::tokens::{Shown, expiry_from_form, mint_and_show, token_rows};
+use super::{Failure, PREFIX, PageResult, render_with, see_other};
 use crate::app::{App, AppError};
 use crate::http::QueryParams;
 use crate::time::now_ms;
@@ -165,23 +165,15 @@ pub(super) async fn create_token(
         Err(message) => return device_page(&app, &signed, id, "", failed("expires_days", message)).await,
     };
     let new = NewToken::new(TokenKind::Device, Scope::Device(id), Rights::ReadWrite, name.to_owned(), expires_at_ms);
-    match app.tokens.mint(&signed.caller, new).await {
-        Ok((record, secret)) => render(SecretPage {
-            chrome: Chrome::of(&app, &signed, "collections").await?,
-            kind: format::kind_text(record.kind),
-            name: if record.name.is_empty() { "(unnamed)".into() } else { record.name.clone() },
-            scope: format!("device {}", device.label),
-            secret: secret.expose().to_owned(),
-            back: format!("{PREFIX}/devices/{id}"),
-            back_label: format!("Back to {}", device.label),
-        }),
-        Err(error) => {
-            let error = AppError::from(error);
-            if matches!(error, AppError::Internal(_) | AppError::Unavailable(_)) {
-                return Err(error.into());
-            }
-            device_page(&app, &signed, id, "", failed("name", super::explain(&error))).await
-        }
+    let shown = Shown {
+        section: "collections",
+        scope: format!("device {}", device.label),
+        back: format!("{PREFIX}/devices/{id}"),
+        back_label: format!("Back to {}", device.label),
+    };
+    match mint_and_show(&app, &signed, new, shown).await? {
+        Ok(page) => Ok(page),
+        Err(refusal) => device_page(&app, &signed, id, "", failed("name", refusal)).await,
     }
 }
 

@@ -44,6 +44,42 @@ pub(super) async fn token_rows(
     Ok((rows, note))
 }
 
+/// How a new token's page names it and where it leads back to.
+pub(super) struct Shown {
+    pub section: &'static str,
+    pub scope: String,
+    pub back: String,
+    pub back_label: String,
+}
+
+/// Mints `new` for the visitor: the page that shows its secret this once, or the service's refusal in words for
+/// the form that asked (`Ok(Err(text))`), or a failure of the server's own.
+pub(super) async fn mint_and_show(
+    app: &App,
+    signed: &SignedIn,
+    new: NewToken,
+    shown: Shown,
+) -> Result<Result<axum::response::Response, String>, Failure> {
+    match app.tokens.mint(&signed.caller, new).await {
+        Ok((record, secret)) => Ok(Ok(render(SecretPage {
+            chrome: Chrome::of(app, signed, shown.section).await?,
+            kind: format::kind_text(record.kind),
+            name: if record.name.is_empty() { "(unnamed)".into() } else { record.name.clone() },
+            scope: shown.scope,
+            secret: secret.expose().to_owned(),
+            back: shown.back,
+            back_label: shown.back_label,
+        })?)),
+        Err(error) => {
+            let error = AppError::from(error);
+            if matches!(error, AppError::Internal(_) | AppError::Unavailable(_)) {
+                return Err(error.into());
+            }
+            Ok(Err(super::explain(&error)))
+        }
+    }
+}
+
 /// `expires_days` of a token form: empty for never, else 1 to 36 500 days from now.
 pub(super) fn expiry_from_form(form: &Form) -> Result<Option<i64>, String> {
     match form.trimmed("expires_days") {
@@ -152,23 +188,15 @@ pub(super) async fn create_resource_token(State(app): State<App>, Signed(signed)
         resource: Some(resource.to_string()),
         ..NewToken::new(TokenKind::Resource, resource.scope(), rights, name.to_owned(), None)
     };
-    match app.tokens.mint(&signed.caller, new).await {
-        Ok((record, secret)) => render(SecretPage {
-            chrome: Chrome::of(&app, &signed, "tokens").await?,
-            kind: format::kind_text(record.kind),
-            name: if record.name.is_empty() { "(unnamed)".into() } else { record.name.clone() },
-            scope: format!("resource {resource}, {}", format::rights_text(rights)),
-            secret: secret.expose().to_owned(),
-            back: format!("{PREFIX}/tokens"),
-            back_label: "Back to tokens".into(),
-        }),
-        Err(error) => {
-            let error = AppError::from(error);
-            if matches!(error, AppError::Internal(_) | AppError::Unavailable(_)) {
-                return Err(error.into());
-            }
-            tokens_page(&app, &signed, "", "", failed("resource", super::explain(&error))).await
-        }
+    let shown = Shown {
+        section: "tokens",
+        scope: format!("resource {resource}, {}", format::rights_text(rights)),
+        back: format!("{PREFIX}/tokens"),
+        back_label: "Back to tokens".into(),
+    };
+    match mint_and_show(&app, &signed, new, shown).await? {
+        Ok(page) => Ok(page),
+        Err(refusal) => tokens_page(&app, &signed, "", "", failed("resource", refusal)).await,
     }
 }
 
