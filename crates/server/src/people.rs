@@ -251,6 +251,29 @@ impl PeopleService {
     /// one: a stolen session alone must not take the account over. Wrong current passwords are throttled per
     /// user, as login codes are. The user's other login sessions end with the change (a session opened by
     /// whoever knew the old password must not outlive it); the caller's own goes on.
+    /// Whether `password` is the session's user's current one, asked before what a stolen session must not do
+    /// alone (a new password, a new second factor that would lock the owner out). Throttled per user.
+    pub async fn confirm_password(&self, caller: &Caller, password: &str) -> Result<(), LoginError> {
+        caller.authorize(Action::ManageOwnLogin, &Target::account(caller.account())).map_err(AppError::from)?;
+        let user = self.user_of(caller).await?;
+        self.check_current_password(&user, password).await
+    }
+
+    async fn check_current_password(&self, user: &User, password: &str) -> Result<(), LoginError> {
+        let keys = [ThrottleKey::PasswordChange(user.id)];
+        self.throttle.attempt(&keys, now_ms())?;
+        let (hash, current) = (user.password_hash.clone(), password.to_owned());
+        let matches = tokio::task::spawn_blocking(move || verify_password(&hash, &current))
+            .await
+            .map_err(|error| AppError::Internal(Box::new(error)))?;
+        if !matches {
+            tracing::info!(user = %user.id, "refused: the current password is wrong");
+            return Err(AppError::BadRequest("the current password is not correct".into()).into());
+        }
+        self.throttle.succeeded(&keys);
+        Ok(())
+    }
+
     pub async fn change_password(&self, caller: &Caller, current: &str, new: &str) -> Result<(), LoginError> {
         caller.authorize(Action::ManageOwnLogin, &Target::account(caller.account())).map_err(AppError::from)?;
         let user = self.user_of(caller).await?;
@@ -260,17 +283,7 @@ impl PeopleService {
             ))
             .into());
         }
-        let keys = [ThrottleKey::PasswordChange(user.id)];
-        self.throttle.attempt(&keys, now_ms())?;
-        let (hash, current) = (user.password_hash.clone(), current.to_owned());
-        let matches = tokio::task::spawn_blocking(move || verify_password(&hash, &current))
-            .await
-            .map_err(|error| AppError::Internal(Box::new(error)))?;
-        if !matches {
-            tracing::info!(user = %user.id, "password change refused: the current password is wrong");
-            return Err(AppError::BadRequest("the current password is not correct".into()).into());
-        }
-        self.throttle.succeeded(&keys);
+        self.check_current_password(&user, current).await?;
         let new = new.to_owned();
         let new_hash = tokio::task::spawn_blocking(move || hash_password(&new))
             .await

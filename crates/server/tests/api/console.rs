@@ -547,3 +547,18 @@ async fn a_stranger_post_is_refused_before_its_body_is_read() {
     let answer = String::from_utf8_lossy(&answer[..read]);
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_second_factor_is_set_up_only_with_the_password() {
+    let tessera = TestServer::start().await;
+    let mut admin = signed_in_admin(&tessera).await;
+    // Whoever holds a session without knowing the password cannot bind the account to their phone.
+    let refused = admin.post_from("/console/profile", "/console/profile/totp", &[("password", "a guess")]).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.body.contains("id=\"totp-password-error\"") && !refused.body.contains("totp-key"));
+    let page =
+        admin.post_from("/console/profile", "/console/profile/totp", &[("password", &tessera.admin_password)]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("id=\"totp-key\""), "the key, on this one page");
+    assert_eq!(page.headers[header::CACHE_CONTROL], "no-store");
+}

@@ -94,6 +94,7 @@ async fn a_person_runs_tessera_in_the_console() {
 
     // The second factor, from the QR page: the key is read off the page as a phone would scan it.
     browser.goto(&tessera.url("/console/profile")).await;
+    browser.find("#totp-password").await.send_keys(&admin_password).await;
     browser.find("#enable-totp").await.click().await;
     browser.wait_for(".qr svg", WAIT).await;
     shot(&browser, "02-second-factor-qr").await;

@@ -86,8 +86,21 @@ fn own_login(signed: &SignedIn) -> Result<(), Failure> {
     Ok(())
 }
 
-pub(super) async fn start_totp(State(app): State<App>, Signed(signed): Signed) -> PageResult {
+pub(super) async fn start_totp(State(app): State<App>, Signed(signed): Signed, form: Form) -> PageResult {
     own_login(&signed)?;
+    // The password first: someone who took over a session must not bind the account to their own phone.
+    if let Err(error) = app.people.confirm_password(&signed.caller, form.text("password")).await {
+        let message = match error {
+            LoginError::Throttled(wait) => {
+                format!("Too many wrong passwords. Try again in {} s.", wait.as_secs().max(1))
+            }
+            LoginError::InvalidGrant | LoginError::Failed(crate::app::AppError::BadRequest(_)) => {
+                "That is not your current password.".to_owned()
+            }
+            LoginError::Failed(other) => return Err(Failure::App(other)),
+        };
+        return profile_page(&app, &signed, "", FormState::failed("totp", "password", message)).await;
+    }
     let user = app.people.user_of(&signed.caller).await?;
     let enrollment = app.people.start_totp(&user).await?;
     // The crate's SVG starts with an XML declaration, which has no place inside HTML.
