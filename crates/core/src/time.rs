@@ -79,6 +79,14 @@ pub fn rfc3339(unix_ms: i64) -> String {
     }
 }
 
+/// Formats Unix milliseconds for people, to the second in UTC: `2026-12-03 16:50:01 UTC`.
+pub fn readable_utc(unix_ms: i64) -> String {
+    match DateTime::from_timestamp_millis(unix_ms) {
+        Some(instant) => instant.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        None => rfc3339(unix_ms),
+    }
+}
+
 /// Formats Unix milliseconds as an RFC 9110 HTTP date, e.g. `Wed, 20 Aug 2014 14:55:38 GMT`.
 pub fn http_date(unix_ms: i64) -> String {
     match DateTime::from_timestamp_millis(unix_ms) {

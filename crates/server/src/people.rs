@@ -194,7 +194,7 @@ impl PeopleService {
     /// listing can still show it.
     pub fn invite_code(&self, invite: Id) -> String {
         let digest = self.key.digest_bytes(format!("invite:{}", invite.as_i64()).as_bytes());
-        digest.0[..16].iter().map(|byte| format!("{byte:02x}")).collect()
+        crate::peers::hex(&digest.0[..16])
     }
 
     /// The digest kept of a one-time code (invites, recovery codes).

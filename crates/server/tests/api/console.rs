@@ -562,3 +562,80 @@ async fn a_second_factor_is_set_up_only_with_the_password() {
     assert!(page.body.contains("id=\"totp-key\""), "the key, on this one page");
     assert_eq!(page.headers[header::CACHE_CONTROL], "no-store");
 }
+
+#[tokio::test]
+async fn every_console_change_is_refused_to_whoever_may_not_make_it() {
+    let tessera = TestServer::start().await;
+    let mut admin = signed_in_admin(&tessera).await;
+    let team = admin.post_from("/console/teams", "/console/teams", &[("name", "ops")]).await.location().to_owned();
+    let team_id = team.rsplit('/').next().unwrap().to_owned();
+    let form = [("name", "plant"), ("owner", team_id.as_str())];
+    let collection = admin.post_from("/console/collections", "/console/collections", &form).await.location().to_owned();
+    let device = admin.post_from(&collection, &format!("{collection}/devices"), &[("label", "pump-1")]).await;
+    let device = device.location().to_owned();
+    assert!(device.starts_with("/console/devices/"), "{device}");
+    admin.post_from(&team, &format!("{team}/invites"), &[]).await;
+    let team_page = admin.get(&team).await.body;
+    let code = team_page.split("<code id=\"invite-1\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    admin.post_from(&team, &format!("{team}/invites"), &[]).await;
+
+    let (_, reader_id) = tessera.user("reader@example.com", "reader password").await;
+    tessera.user("outsider@example.com", "outsider password").await;
+    let mut reader = Visitor::new(&tessera);
+    reader.sign_in("reader@example.com", "reader password").await;
+    assert_eq!(
+        reader.post_from("/console/teams", "/console/teams/accept", &[("code", &code)]).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let mut outsider = Visitor::new(&tessera);
+    outsider.sign_in("outsider@example.com", "outsider password").await;
+
+    // An outsider sees nothing of the collection, its device, its stream or its team.
+    for path in [collection.clone(), device.clone(), format!("{collection}/live"), team.clone()] {
+        assert_eq!(outsider.get(&path).await.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    // A read-only member reads, and changes nothing (a token for the collection would be a change there; one
+    // for `/` is theirs to make, reaching at each use only what they reach).
+    assert_eq!(reader.get(&device).await.status, StatusCode::OK);
+    let resource = format!("/collections/{}", collection.rsplit('/').next().unwrap());
+    let refused: Vec<(String, Vec<(&str, &str)>, StatusCode)> = vec![
+        (format!("{device}/delete"), vec![], StatusCode::FORBIDDEN),
+        (format!("{device}/tokens"), vec![("name", "mine")], StatusCode::UNPROCESSABLE_ENTITY),
+        (format!("{team}/invites"), vec![], StatusCode::FORBIDDEN),
+        (format!("{team}/invites/withdraw"), vec![("code", &code)], StatusCode::FORBIDDEN),
+        (format!("{team}/delete"), vec![], StatusCode::FORBIDDEN),
+        (format!("{team}/members/{reader_id}"), vec![("role", "admin")], StatusCode::FORBIDDEN),
+        (
+            "/console/users".into(),
+            vec![("email", "x@example.com"), ("password", "password 123")],
+            StatusCode::FORBIDDEN,
+        ),
+        ("/console/account".into(), vec![("name", "mine")], StatusCode::FORBIDDEN),
+        ("/console/tokens".into(), vec![("resource", &resource), ("write", "on")], StatusCode::UNPROCESSABLE_ENTITY),
+    ];
+    for (path, form, status) in &refused {
+        let page = reader.post_from(&device, path, form).await;
+        assert_eq!(page.status, *status, "{path}: {}", page.body);
+    }
+    let path = format!("/console/users/{reader_id}/admin");
+    assert_eq!(
+        reader.post_from(&device, &path, &[("admin", "yes")]).await.status,
+        StatusCode::FORBIDDEN,
+        "no self-made admin"
+    );
+    let path = format!("{team}/members/{reader_id}/remove");
+    assert_eq!(reader.post_from(&device, &path, &[]).await.status, StatusCode::FORBIDDEN);
+    // Nothing changed: the device, the team's invite and roles, the users are as they were.
+    assert_eq!(admin.get(&device).await.status, StatusCode::OK);
+    let team_page = admin.get(&team).await.body;
+    assert!(team_page.contains(&code) || team_page.contains("used"), "the invite stands");
+    assert!(team_page.contains("member (read only)"), "the reader is still a reader");
+    let users = admin.get("/console/users").await.body;
+    assert!(!users.contains("x@example.com"), "no user was added");
+    assert_eq!(users.matches("account administrator").count(), 1, "nobody became an administrator");
+    let (_, tokens) = tessera.native(Method::GET, "/tokens", &tessera.admin_session().await, None).await;
+    let kinds: Vec<&str> =
+        tokens["tokens"].as_array().unwrap().iter().map(|token| token["kind"].as_str().unwrap()).collect();
+    let made = ["device", "resource", "account"];
+    assert!(!kinds.iter().any(|kind| made.contains(kind)), "no token was made: {kinds:?}");
+}

@@ -189,7 +189,8 @@ async fn sign_in(address: SocketAddr, password: &str) -> anyhow::Result<String> 
     let mut connection = Connection::open(address).await?;
     let (_, head, _) = connection.send_with_head(&load::request("GET", address, "/console/login", &[], None)).await?;
     let nonce = cookies_of(&head).into_iter().find(|(name, _)| name == "tessera_login").context("no login cookie")?.1;
-    let body = format!("csrf={nonce}&email=admin%40tessera.local&password={}", percent(password));
+    let body =
+        format!("csrf={nonce}&email=admin%40tessera.local&password={}", tessera_server::http::percent_encode(password));
     let request = format!(
         "POST /console/login HTTP/1.1\r\nhost: {address}\r\ncookie: tessera_login={nonce}\r\ncontent-type: \
          application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{body}",
@@ -220,15 +221,6 @@ fn cookies_of(head: &str) -> Vec<(String, String)> {
             let pair = value.trim().split(';').next()?;
             let (name, value) = pair.split_once('=')?;
             Some((name.to_owned(), value.to_owned()))
-        })
-        .collect()
-}
-
-fn percent(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (byte as char).to_string(),
-            other => format!("%{other:02X}"),
         })
         .collect()
 }

@@ -3,7 +3,6 @@
 
 use askama::Template;
 use axum::extract::State;
-use axum::http::StatusCode;
 use tessera_core::{Action, Rights, Scope, Target, TokenKind};
 
 use super::format::{self, Chrome, FormState, TokenRow};
@@ -37,7 +36,7 @@ async fn account_page(app: &App, signed: &SignedIn, notice: &'static str, form: 
     let account_tokens: Vec<TokenRow> = account_tokens;
     let account_tokens =
         account_tokens.into_iter().filter(|row| row.kind == format::kind_text(TokenKind::Account)).collect();
-    let status = if form.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status = form.status();
     render_with(
         status,
         AccountPage {

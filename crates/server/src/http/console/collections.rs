@@ -99,7 +99,7 @@ async fn collections_page(app: &App, signed: &SignedIn, notice: &'static str, fo
             is_default: collection.is_default,
         })
         .collect();
-    let status = if form.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status = form.status();
     render_with(status, CollectionsPage { chrome, collections, owners, notice, form })
 }
 
@@ -220,7 +220,7 @@ impl Listing {
         let mut link = format!("{PREFIX}/collections/{collection}?page={page}");
         if !self.search.is_empty() {
             link.push_str("&q=");
-            link.push_str(&encode(&self.search));
+            link.push_str(&crate::http::percent_encode(&self.search));
         }
         if let Some(minutes) = self.quiet_minutes {
             link.push_str(&format!("&quiet={minutes}"));
@@ -230,16 +230,6 @@ impl Listing {
         }
         link
     }
-}
-
-/// Percent-encodes a query value (labels and searches are short; everything outside the unreserved set goes).
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (byte as char).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }
 
 /// The rows of a page of devices, each with its variables' last values.
@@ -306,7 +296,7 @@ async fn collection_page(
         Ok(table) => table,
         Err(error) => (Vec::new(), super::explain(&error)),
     };
-    let status = if form.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status = form.status();
     render_with(
         status,
         CollectionPage {
@@ -334,6 +324,11 @@ async fn collection_page(
             form,
         },
     )
+}
+
+/// The collection's page shown again after one of its forms failed: the error by its field, what was typed kept.
+async fn form_again(app: &App, signed: &SignedIn, id: CollectionId, form: FormState) -> PageResult {
+    collection_page(app, signed, id, &QueryParams::default(), "", form).await
 }
 
 fn collection_id(text: &str) -> Result<CollectionId, Failure> {
@@ -364,7 +359,7 @@ pub(super) async fn delete(State(app): State<App>, Signed(signed): Signed, Path(
         Ok(()) => Ok(see_other(format!("{PREFIX}/collections?done=deleted"))),
         Err(error @ (AppError::Conflict(_) | AppError::Denied(_) | AppError::BadRequest(_))) => {
             let state = FormState::failed("delete", "collection", super::explain(&error));
-            collection_page(&app, &signed, id, &QueryParams::default(), "", state).await
+            form_again(&app, &signed, id, state).await
         }
         Err(other) => Err(other.into()),
     }
@@ -386,12 +381,12 @@ pub(super) async fn create_device(
         Ok(label) => label,
         Err(error) => {
             let state = failed("label", format!("Not a device label: {error}."));
-            return collection_page(&app, &signed, id, &QueryParams::default(), "", state).await;
+            return form_again(&app, &signed, id, state).await;
         }
     };
     if name.chars().count() > 200 {
         let state = failed("name", "A name has at most 200 characters.".into());
-        return collection_page(&app, &signed, id, &QueryParams::default(), "", state).await;
+        return form_again(&app, &signed, id, state).await;
     }
     let account = signed.caller.account();
     let created = match signed.caller.authorize(Action::Write, &Target::collection(account, id)) {
@@ -416,11 +411,11 @@ pub(super) async fn create_device(
         Ok(device) => Ok(see_other(format!("{PREFIX}/devices/{}", device.id))),
         Err(AppError::Conflict(_)) => {
             let state = failed("label", format!("A device labelled '{label}' exists already in this account."));
-            collection_page(&app, &signed, id, &QueryParams::default(), "", state).await
+            form_again(&app, &signed, id, state).await
         }
         Err(error @ (AppError::Denied(_) | AppError::BadRequest(_))) => {
             let state = failed("label", super::explain(&error));
-            collection_page(&app, &signed, id, &QueryParams::default(), "", state).await
+            form_again(&app, &signed, id, state).await
         }
         Err(other) => Err(other.into()),
     }
@@ -448,7 +443,7 @@ pub(super) async fn create_token(
         "organization" | "" => TokenKind::Collection,
         _ => {
             let state = failed("kind", "Choose an organization token or a ground token.".into());
-            return collection_page(&app, &signed, id, &QueryParams::default(), "", state).await;
+            return form_again(&app, &signed, id, state).await;
         }
     };
     // A ground token reaches its devices' data to read and write; an organization token may be read-only.
@@ -457,18 +452,18 @@ pub(super) async fn create_token(
         (_, "read") => Rights::Read,
         _ => {
             let state = failed("rights", "Choose read, or read and write.".into());
-            return collection_page(&app, &signed, id, &QueryParams::default(), "", state).await;
+            return form_again(&app, &signed, id, state).await;
         }
     };
     if name.chars().count() > 200 {
         let state = failed("name", "A name has at most 200 characters.".into());
-        return collection_page(&app, &signed, id, &QueryParams::default(), "", state).await;
+        return form_again(&app, &signed, id, state).await;
     }
     let expires_at_ms = match expiry_from_form(&form) {
         Ok(expiry) => expiry,
         Err(message) => {
             let state = failed("expires_days", message);
-            return collection_page(&app, &signed, id, &QueryParams::default(), "", state).await;
+            return form_again(&app, &signed, id, state).await;
         }
     };
     let new = NewToken::new(kind, Scope::Collection(id), rights, name.to_owned(), expires_at_ms);
@@ -480,7 +475,7 @@ pub(super) async fn create_token(
     };
     match mint_and_show(&app, &signed, new, shown).await? {
         Ok(page) => Ok(page),
-        Err(refusal) => collection_page(&app, &signed, id, &QueryParams::default(), "", failed("name", refusal)).await,
+        Err(refusal) => form_again(&app, &signed, id, failed("name", refusal)).await,
     }
 }
 

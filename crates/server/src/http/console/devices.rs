@@ -6,7 +6,7 @@
 use askama::Template;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use serde_json::json;
@@ -102,7 +102,7 @@ async fn device_page(app: &App, signed: &SignedIn, id: DeviceId, notice: &'stati
         Ok(table) => table,
         Err(error) => (Vec::new(), super::explain(&error)),
     };
-    let status = if form.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status = form.status();
     render_with(
         status,
         DevicePage {

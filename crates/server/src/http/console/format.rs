@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use askama::Template;
-use tessera_core::{Reach, Rights, Scope, TokenKind, Value};
+use tessera_core::{Rights, Scope, TokenKind, Value};
 use tessera_store::{Creator, TokenRecord, User};
 
 use super::assets::Urls;
@@ -41,8 +41,10 @@ impl Chrome {
     }
 }
 
+/// Whether the visitor administers the account (the Users and Account pages are theirs), as `authorize` says.
 pub(super) fn is_account_admin(signed: &SignedIn) -> bool {
-    matches!(signed.caller.grant.creator_reach, Reach::Account(_))
+    let account = tessera_core::Target::account(signed.caller.account());
+    signed.caller.authorize(tessera_core::Action::ManageUsers, &account).is_ok()
 }
 
 /// A page's standalone error (no chrome: it may be shown to someone who is not signed in).
@@ -83,6 +85,11 @@ impl FormState {
         self.errors.get(field).map(String::as_str).unwrap_or("")
     }
 
+    /// The status of a page that shows this form state: 422 when it shows errors.
+    pub fn status(&self) -> axum::http::StatusCode {
+        if self.errors.is_empty() { axum::http::StatusCode::OK } else { axum::http::StatusCode::UNPROCESSABLE_ENTITY }
+    }
+
     /// Every error, for a page that does not show the form that failed (a reader posting by hand).
     pub fn all_errors(&self) -> String {
         let mut errors: Vec<&str> = self.errors.values().map(String::as_str).collect();
@@ -101,12 +108,7 @@ impl FormState {
 
 /// An instant as people read it, in UTC (the page's script adds "3 min ago" from the `datetime` attribute).
 pub(super) fn when(ms: i64) -> String {
-    let text = crate::time::rfc3339(ms);
-    // 2026-12-03T16:50:01.000Z → 2026-12-03 16:50:01 UTC
-    match (text.get(..10), text.get(11..19)) {
-        (Some(date), Some(time)) if text.len() >= 20 => format!("{date} {time} UTC"),
-        _ => text,
-    }
+    tessera_core::time::readable_utc(ms)
 }
 
 /// An instant for a `<time datetime>` attribute.
@@ -231,11 +233,9 @@ fn scope_text(token: &TokenRecord, names: &Names) -> (String, String) {
 /// The names of users and collections a token table shows, read once per page.
 pub(super) async fn names_for(app: &App, signed: &SignedIn) -> Names {
     let mut names = Names::default();
-    if is_account_admin(signed) {
-        let account = tessera_core::Target::account(signed.caller.account());
-        if let Ok(permit) = signed.caller.authorize(tessera_core::Action::ManageUsers, &account)
-            && let Ok(users) = app.people.list_users(&permit).await
-        {
+    let account = tessera_core::Target::account(signed.caller.account());
+    if let Ok(permit) = signed.caller.authorize(tessera_core::Action::ManageUsers, &account) {
+        if let Ok(users) = app.people.list_users(&permit).await {
             names.users = users.into_iter().map(|user| (user.id, user.email)).collect();
         }
     } else if let Ok(user) = app.people.user_of(&signed.caller).await {

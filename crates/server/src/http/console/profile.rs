@@ -60,7 +60,7 @@ async fn profile_page(app: &App, signed: &SignedIn, notice: &'static str, form: 
         Some(totp) if totp.enabled => "on",
         Some(_) => "pending",
     };
-    let status = if form.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status = form.status();
     render_with(
         status,
         ProfilePage {

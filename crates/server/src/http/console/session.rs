@@ -291,12 +291,12 @@ pub(super) fn form_token(app: &App, caller: &Caller) -> String {
         None => format!("token:{}", caller.record.id),
     };
     let digest = app.people.digest_code(&format!("console-form:{bound_to}"));
-    digest.0[..16].iter().map(|byte| format!("{byte:02x}")).collect()
+    crate::peers::hex(&digest.0[..16])
 }
 
 /// A new random value for the sign-in forms' double submit.
 pub(super) fn new_login_nonce() -> String {
-    crate::entropy::random_bytes::<16>().iter().map(|byte| format!("{byte:02x}")).collect()
+    crate::peers::hex(&crate::entropy::random_bytes::<16>())
 }
 
 fn same_text(a: &str, b: &str) -> bool {

@@ -4,8 +4,7 @@
 
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use tessera_core::{Action, Reach, Rights, Role, TeamId, UserId};
+use tessera_core::{Action, Role, TeamId, UserId};
 
 use super::collections::team_name;
 use super::format::{self, Chrome, FormState};
@@ -31,15 +30,18 @@ struct TeamsPage {
     form: FormState,
 }
 
+/// The visitor's role in a team, as `authorize` answers for it (what the page shows is what they may do).
 fn role_in(signed: &SignedIn, team: TeamId) -> &'static str {
-    match &signed.caller.grant.creator_reach {
-        Reach::Account(_) => "account administrator",
-        Reach::Limited { teams, .. } => match teams.get(&team) {
-            Some(Rights::ReadWrite) => "admin",
-            Some(Rights::Read) => "member",
-            None => "",
-        },
-        _ => "",
+    let caller = &signed.caller;
+    let team = tessera_core::Target::team(caller.account(), team);
+    if super::format::is_account_admin(signed) {
+        "account administrator"
+    } else if caller.authorize(Action::Write, &team).is_ok() {
+        "admin"
+    } else if caller.authorize(Action::Read, &team).is_ok() {
+        "member"
+    } else {
+        ""
     }
 }
 
@@ -58,7 +60,7 @@ async fn teams_page(app: &App, signed: &SignedIn, notice: &'static str, form: Fo
             private: team.private_of.is_some(),
         })
         .collect();
-    let status = if form.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status = form.status();
     render_with(status, TeamsPage { chrome, teams, notice, form })
 }
 
@@ -176,7 +178,7 @@ async fn team_page(app: &App, signed: &SignedIn, id: TeamId, notice: &'static st
         .filter(|collection| collection.team == Some(id))
         .map(|collection| (collection.id.to_string(), collection.name))
         .collect();
-    let status = if form.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status = form.status();
     render_with(
         status,
         TeamPage {

@@ -141,7 +141,7 @@ async fn tokens_page(app: &App, signed: &SignedIn, kind: &str, notice: &'static 
     if let Some(wanted) = wanted {
         tokens.retain(|row| row.kind == format::kind_text(wanted));
     }
-    let status = if form.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status = form.status();
     let kind = if wanted.is_some() { kind.to_owned() } else { String::new() };
     let back = if kind.is_empty() { format!("{PREFIX}/tokens") } else { format!("{PREFIX}/tokens?kind={kind}") };
     render_with(

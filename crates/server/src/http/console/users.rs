@@ -3,7 +3,6 @@
 
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use tessera_core::{Action, Target, UserId};
 
 use super::format::{self, Chrome, FormState};
@@ -56,7 +55,7 @@ async fn users_page(app: &App, signed: &SignedIn, notice: &'static str, form: Fo
         })
         .collect();
     users.sort_by(|a, b| a.email.cmp(&b.email));
-    let status = if form.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status = form.status();
     render_with(status, UsersPage { chrome: Chrome::for_user(&me, signed, "users"), users, notice, form })
 }
 
