@@ -598,7 +598,8 @@ async fn every_console_change_is_refused_to_whoever_may_not_make_it() {
     // for `/` is theirs to make, reaching at each use only what they reach).
     assert_eq!(reader.get(&device).await.status, StatusCode::OK);
     let resource = format!("/collections/{}", collection.rsplit('/').next().unwrap());
-    let refused: Vec<(String, Vec<(&str, &str)>, StatusCode)> = vec![
+    type Refused<'a> = (String, Vec<(&'a str, &'a str)>, StatusCode);
+    let refused: Vec<Refused> = vec![
         (format!("{device}/delete"), vec![], StatusCode::FORBIDDEN),
         (format!("{device}/tokens"), vec![("name", "mine")], StatusCode::UNPROCESSABLE_ENTITY),
         (format!("{team}/invites"), vec![], StatusCode::FORBIDDEN),
