@@ -29,8 +29,9 @@ struct AccountPage {
 async fn account_page(app: &App, signed: &SignedIn, notice: &'static str, form: FormState) -> PageResult {
     // The page is an administrator's: anyone else is refused as the API would refuse them.
     signed.caller.authorize(Action::ManageUsers, &Target::account(signed.caller.account()))?;
-    let chrome = Chrome::of(app, signed, "account").await?;
-    let names = format::names_for(app, signed).await;
+    let user = app.people.user_of(&signed.caller).await?;
+    let chrome = Chrome::for_user(&user, signed, "account");
+    let names = format::names_for(app, signed, &user).await;
     let (rows, tokens_note) = token_rows(app, signed, Some(Scope::Account), &names).await?;
     let (api_keys, account_tokens) = rows.into_iter().partition(|row| row.kind == format::kind_text(TokenKind::ApiKey));
     let account_tokens: Vec<TokenRow> = account_tokens;

@@ -13,7 +13,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 use serde_json::json;
-use tessera_core::{Action, CollectionId, DeviceId, Label, Rights, Scope, Target, TeamId, TokenKind};
+use tessera_core::{Action, CollectionId, DeviceId, Label, Rights, Scope, Target, TeamId, TokenKind, UserId};
 use tessera_store::{Collection, Device, DeviceOrder, DeviceQuery, Page, Team};
 
 use super::format::{self, Chrome, FormState, TokenRow};
@@ -64,8 +64,8 @@ pub(super) fn team_name(team: &Team, own_user: Option<tessera_core::UserId>) -> 
     }
 }
 
-async fn owner_names(app: &App, caller: &Caller) -> (HashMap<TeamId, String>, Vec<OwnerChoice>) {
-    let own_user = app.people.user_of(caller).await.ok().map(|user| user.id);
+async fn owner_names(app: &App, caller: &Caller, own_user: UserId) -> (HashMap<TeamId, String>, Vec<OwnerChoice>) {
+    let own_user = Some(own_user);
     let teams = app.teams.teams_of(caller).await.unwrap_or_default();
     let names: HashMap<TeamId, String> = teams.iter().map(|team| (team.id, team_name(team, own_user))).collect();
     let mut owners: Vec<OwnerChoice> = teams
@@ -82,8 +82,9 @@ async fn owner_names(app: &App, caller: &Caller) -> (HashMap<TeamId, String>, Ve
 }
 
 async fn collections_page(app: &App, signed: &SignedIn, notice: &'static str, form: FormState) -> PageResult {
-    let chrome = Chrome::of(app, signed, "collections").await?;
-    let (team_names, owners) = owner_names(app, &signed.caller).await;
+    let user = app.people.user_of(&signed.caller).await?;
+    let chrome = Chrome::for_user(&user, signed, "collections");
+    let (team_names, owners) = owner_names(app, &signed.caller, user.id).await;
     let collections = app
         .readable_collections(&signed.caller)
         .await?
@@ -253,13 +254,12 @@ async fn device_rows(app: &App, caller: &Caller, devices: &[Device]) -> Result<V
         .collect())
 }
 
-async fn owner_of(app: &App, caller: &Caller, collection: &Collection) -> (String, String) {
+async fn owner_of(app: &App, caller: &Caller, collection: &Collection, own_user: UserId) -> (String, String) {
     match collection.team {
         None => ("the account".into(), String::new()),
         Some(team) => {
-            let own_user = app.people.user_of(caller).await.ok().map(|user| user.id);
             let name = match app.teams.team(caller, Action::Read, team).await {
-                Ok((team, _)) => team_name(&team, own_user),
+                Ok((team, _)) => team_name(&team, Some(own_user)),
                 Err(_) => format!("team {team}"),
             };
             (name, format!("{PREFIX}/teams/{team}"))
@@ -277,7 +277,9 @@ async fn collection_page(
 ) -> PageResult {
     let caller = &signed.caller;
     let (collection, permit) = app.data.collection(caller, Action::Read, id).await?;
-    let chrome = Chrome::of(app, signed, "collections").await?;
+    // The visitor is read once and handed to what needs them (the chrome, the owner's name, the token table).
+    let user = app.people.user_of(caller).await?;
+    let chrome = Chrome::for_user(&user, signed, "collections");
     let listing = Listing::from_query(query)?;
     let device_query = DeviceQuery {
         label_contains: (!listing.search.is_empty()).then(|| listing.search.clone()),
@@ -290,8 +292,8 @@ async fn collection_page(
     // A page past the last shows nothing, and says so (not "7451–7450 of 60").
     let first_shown = if rows.is_empty() { 0 } else { page.offset() + 1 };
     let last_shown = if rows.is_empty() { 0 } else { page.offset() + rows.len() as u64 };
-    let (owner, owner_link) = owner_of(app, caller, &collection).await;
-    let names = format::names_for(app, signed).await;
+    let (owner, owner_link) = owner_of(app, caller, &collection, user.id).await;
+    let names = format::names_for(app, signed, &user).await;
     let (tokens, tokens_note) = match token_rows(app, signed, Some(Scope::Collection(id)), &names).await {
         Ok(table) => table,
         Err(error) => (Vec::new(), super::explain(&error)),

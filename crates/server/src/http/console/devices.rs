@@ -71,7 +71,8 @@ fn device_id(text: &str) -> Result<DeviceId, Failure> {
 async fn device_page(app: &App, signed: &SignedIn, id: DeviceId, notice: &'static str, form: FormState) -> PageResult {
     let caller = &signed.caller;
     let (device, _) = app.data.device_as_of_now(caller, id).await?;
-    let chrome = Chrome::of(app, signed, "collections").await?;
+    let user = app.people.user_of(&signed.caller).await?;
+    let chrome = Chrome::for_user(&user, signed, "collections");
     let collection_name = match app.data.collection(caller, Action::Read, device.collection).await {
         Ok((collection, _)) => collection.name,
         Err(_) => device.collection.to_string(),
@@ -97,7 +98,7 @@ async fn device_page(app: &App, signed: &SignedIn, id: DeviceId, notice: &'stati
             numeric: last.as_ref().is_none_or(|reading| matches!(reading.value, Value::Number(_))),
         })
         .collect();
-    let names = format::names_for(app, signed).await;
+    let names = format::names_for(app, signed, &user).await;
     let (tokens, tokens_note) = match token_rows(app, signed, Some(Scope::Device(id)), &names).await {
         Ok(table) => table,
         Err(error) => (Vec::new(), super::explain(&error)),

@@ -231,15 +231,15 @@ fn scope_text(token: &TokenRecord, names: &Names) -> (String, String) {
 }
 
 /// The names of users and collections a token table shows, read once per page.
-pub(super) async fn names_for(app: &App, signed: &SignedIn) -> Names {
+pub(super) async fn names_for(app: &App, signed: &SignedIn, user: &User) -> Names {
     let mut names = Names::default();
     let account = tessera_core::Target::account(signed.caller.account());
     if let Ok(permit) = signed.caller.authorize(tessera_core::Action::ManageUsers, &account) {
         if let Ok(users) = app.people.list_users(&permit).await {
             names.users = users.into_iter().map(|user| (user.id, user.email)).collect();
         }
-    } else if let Ok(user) = app.people.user_of(&signed.caller).await {
-        names.users.insert(user.id, user.email);
+    } else {
+        names.users.insert(user.id, user.email.clone());
     }
     if let Ok(collections) = app.readable_collections(&signed.caller).await {
         names.collections = collections.into_iter().map(|collection| (collection.id, collection.name)).collect();

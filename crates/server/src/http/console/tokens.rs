@@ -134,8 +134,9 @@ struct TokensPage {
 }
 
 async fn tokens_page(app: &App, signed: &SignedIn, kind: &str, notice: &'static str, form: FormState) -> PageResult {
-    let chrome = Chrome::of(app, signed, "tokens").await?;
-    let names = format::names_for(app, signed).await;
+    let user = app.people.user_of(&signed.caller).await?;
+    let chrome = Chrome::for_user(&user, signed, "tokens");
+    let names = format::names_for(app, signed, &user).await;
     let wanted = kind_of_filter(kind);
     let (mut tokens, tokens_note) = token_rows(app, signed, None, &names).await?;
     if let Some(wanted) = wanted {
