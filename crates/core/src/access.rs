@@ -243,6 +243,8 @@ pub struct Grant {
     pub rights: Rights,
     pub expires_at_ms: Option<i64>,
     pub revoked: bool,
+    /// A disabled token is refused like a revoked one until it is enabled again.
+    pub disabled: bool,
     pub creator: Creator,
     pub creator_reach: Reach,
 }
@@ -254,6 +256,11 @@ pub enum Denial {
     Revoked,
     #[error("the token has expired")]
     Expired,
+    #[error("the token is disabled")]
+    Disabled,
+    /// The secret presented is one a rotation replaced, and its overlap is over.
+    #[error("this secret was replaced by a rotation of the token, and no longer works")]
+    SecretReplaced,
     #[error("the target is outside the token's scope")]
     OutOfScope,
     #[error("the token is read-only")]
@@ -298,6 +305,8 @@ impl Denial {
             self,
             Denial::Revoked
                 | Denial::Expired
+                | Denial::Disabled
+                | Denial::SecretReplaced
                 | Denial::UrlTokenNotReadOnly
                 | Denial::NotAnApiKey
                 | Denial::UserSessionOnly
@@ -356,6 +365,9 @@ pub fn check_live(grant: &Grant, now_ms: i64) -> Result<(), Denial> {
     }
     if grant.expires_at_ms.is_some_and(|expires| now_ms >= expires) {
         return Err(Denial::Expired);
+    }
+    if grant.disabled {
+        return Err(Denial::Disabled);
     }
     Ok(())
 }
@@ -528,6 +540,37 @@ pub fn authorize_token_change(
     Ok(permit)
 }
 
+/// Whether `grant` may give an existing token it manages a new secret. Not when the token's creator, who reaches
+/// `creator_reach` now, no longer reaches the token's node with its rights: renewing a token that no longer works
+/// would hand out a secret that only looks alive (and would work again should the creator regain the rights).
+pub fn authorize_token_rotation(
+    grant: &Grant,
+    now_ms: i64,
+    token: &ManagedToken,
+    token_rights: Rights,
+    creator_reach: &Reach,
+) -> Result<Permit, Denial> {
+    let permit = authorize_token_management(grant, now_ms, token)?;
+    let still_granted = if token.scope_target.path.is_empty() {
+        match creator_reach {
+            Reach::Nothing => return Err(Denial::CreatorLostAccess),
+            Reach::Account(rights) | Reach::AccountData(rights) => rights.can_write() || !token_rights.can_write(),
+            Reach::Limited { teams, collections } => {
+                !token_rights.can_write() || teams.values().chain(collections.values()).any(|r| r.can_write())
+            }
+        }
+    } else {
+        match creator_reach.rights_over(&token.scope_target) {
+            None => return Err(Denial::CreatorLostAccess),
+            Some(rights) => rights.can_write() || !token_rights.can_write(),
+        }
+    };
+    if !still_granted {
+        return Err(Denial::CreatorReadOnly);
+    }
+    Ok(permit)
+}
+
 /// Whether `grant` may list the tokens scoped at `at` (the account itself for every token), and which of them.
 /// Every listed token is still passed through [`authorize_token_management`] by the caller.
 pub fn authorize_token_listing(grant: &Grant, now_ms: i64, at: &Target) -> Result<(Permit, ListedTokens), Denial> {
@@ -630,6 +673,7 @@ mod tests {
             rights,
             expires_at_ms: None,
             revoked: false,
+            disabled: false,
             creator: Creator::User(UserId(id(98))),
             creator_reach: Reach::Account(Rights::ReadWrite),
         }
@@ -814,6 +858,58 @@ mod tests {
         assert!(authorize(&token, NOW, Action::Read, &device_in(10, 5)).is_ok());
         assert_eq!(authorize(&token, NOW + 1, Action::Read, &device_in(10, 5)), Err(Denial::Expired));
         assert!(Denial::Expired.is_unauthenticated());
+    }
+
+    #[test]
+    fn rotation_needs_a_manager_and_a_creator_who_still_grants_the_token() {
+        let alice = Creator::User(UserId(id(21)));
+        let team_reach = |rights| Reach::Limited {
+            teams: BTreeMap::from([(TeamId(id(3)), rights)]),
+            collections: BTreeMap::from([(org(10), rights)]),
+        };
+        let admin = Grant {
+            creator: alice,
+            creator_reach: team_reach(Rights::ReadWrite),
+            ..grant(TokenKind::UserAccess, Scope::Account, Rights::ReadWrite)
+        };
+        let token = ManagedToken { account: account(), creator: alice, scope_target: device_in(10, 5) };
+        let rw = Rights::ReadWrite;
+        assert!(authorize_token_rotation(&admin, NOW, &token, rw, &team_reach(rw)).is_ok());
+        assert_eq!(
+            authorize_token_rotation(&admin, NOW, &token, rw, &team_reach(Rights::Read)),
+            Err(Denial::CreatorReadOnly),
+            "the creator may only read there now: a writing token is not renewed"
+        );
+        assert!(authorize_token_rotation(&admin, NOW, &token, Rights::Read, &team_reach(Rights::Read)).is_ok());
+        assert_eq!(authorize_token_rotation(&admin, NOW, &token, rw, &Reach::Nothing), Err(Denial::CreatorLostAccess));
+        let elsewhere = ManagedToken { scope_target: device_in(11, 5), ..token.clone() };
+        assert_eq!(
+            authorize_token_rotation(&admin, NOW, &elsewhere, Rights::Read, &team_reach(rw)),
+            Err(Denial::CreatorLostAccess)
+        );
+        let root = ManagedToken { scope_target: Target::account(account()), ..token.clone() };
+        assert!(authorize_token_rotation(&admin, NOW, &root, rw, &team_reach(rw)).is_ok());
+        assert_eq!(
+            authorize_token_rotation(&admin, NOW, &root, rw, &team_reach(Rights::Read)),
+            Err(Denial::CreatorReadOnly)
+        );
+        let stranger = Grant { creator: Creator::User(UserId(id(30))), creator_reach: Reach::Nothing, ..admin.clone() };
+        let others = ManagedToken { creator: Creator::User(UserId(id(31))), ..token };
+        assert_eq!(
+            authorize_token_rotation(&stranger, NOW, &others, rw, &team_reach(rw)),
+            Err(Denial::NotYourToken),
+            "only a manager of the token rotates it"
+        );
+    }
+
+    #[test]
+    fn a_disabled_token_is_refused_until_enabled_again() {
+        let mut token = grant(TokenKind::Device, Scope::Device(DeviceId(id(5))), Rights::ReadWrite);
+        token.disabled = true;
+        assert_eq!(authorize(&token, NOW, Action::Read, &device_in(10, 5)), Err(Denial::Disabled));
+        assert!(Denial::Disabled.is_unauthenticated());
+        token.disabled = false;
+        assert!(authorize(&token, NOW, Action::Read, &device_in(10, 5)).is_ok());
     }
 
     #[test]

@@ -98,11 +98,35 @@ impl App {
 
     /// Deletes an empty collection and revokes its tokens, refusing them from the next request on; needs a
     /// write permit on the collection.
-    pub async fn delete_collection(&self, permit: &Permit, collection: CollectionId) -> Result<(), AppError> {
+    pub async fn delete_collection(
+        &self,
+        caller: &crate::tokens::Caller,
+        permit: &Permit,
+        collection: CollectionId,
+    ) -> Result<(), AppError> {
         require_permit(permit, Action::Write, &Target::collection(permit.account(), collection), "delete collection")?;
+        use crate::audit::{AuditEvent, EntryExt, by};
+        let audit = |revoked: &[tessera_store::TokenRecord]| {
+            let mut entries: Vec<_> = revoked
+                .iter()
+                .map(|token| {
+                    by(caller, AuditEvent::TokenRevoked)
+                        .about(token.id)
+                        .with("kind", token.kind.as_str())
+                        .with("name", token.name.clone())
+                        .with("reason", "its collection was deleted")
+                })
+                .collect();
+            entries.push(
+                by(caller, AuditEvent::CollectionDeleted)
+                    .with("collection", collection.to_string())
+                    .with("tokens_revoked", revoked.len()),
+            );
+            entries
+        };
         let revoked = self
             .store
-            .delete_collection(permit.account(), collection, now_ms())
+            .delete_collection(permit.account(), collection, now_ms(), &audit)
             .await
             .map_err(|error| AppError::from_store("collection", error))?;
         self.tokens.forget(&revoked);

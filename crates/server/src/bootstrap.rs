@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 use std::sync::Arc;
+use std::time::Duration;
 use tessera_core::{AccountId, CollectionId, Rights, Scope, Secret, ServerKey, TeamId, TokenId, TokenKind, UserId};
 
 use tessera_store::{
@@ -152,7 +153,8 @@ pub async fn add_user_as_operator(config: &Config, new: crate::people::NewUser) 
         [] => return Err(OperatorError::Refused("the data directory has no account yet; run `tessera init`".into())),
         _ => return Err(OperatorError::Refused("the data directory holds several accounts".into())),
     };
-    let tokens = Arc::new(crate::tokens::TokenService::new(store.clone(), key.clone(), 16));
+    let audit = Arc::new(crate::audit::Audit::new(store.clone(), account, Duration::from_secs(90 * 24 * 60 * 60)));
+    let tokens = Arc::new(crate::tokens::TokenService::new(store.clone(), key.clone(), 16, audit));
     let defaults = Config::new(config.data_dir.clone());
     let people = crate::people::PeopleService::new(
         store.clone(),
@@ -209,6 +211,13 @@ pub async fn bootstrap(store: &dyn Store, key: &ServerKey) -> Result<Option<Cred
             uses: 0,
             family: None,
             resource: None,
+            disabled_at_ms: None,
+            last_used_from: None,
+            previous_digest: None,
+            previous_valid_until_ms: None,
+            rotated_at_ms: None,
+            quota: Default::default(),
+            throttled: 0,
         },
         admin: User {
             id: admin,

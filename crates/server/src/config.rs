@@ -61,6 +61,8 @@ pub struct Config {
     /// connections (about 18 KiB of memory each while idle, measured); keep it below the open-file limit (`ulimit -n`),
     /// with room for the store's files and MQTT connections, which Tessera warns about at start.
     pub http_max_connections: usize,
+    /// How long the audit trail keeps an entry; older ones are deleted in the background (every minute). 90 days.
+    pub audit_retention: Duration,
     /// Largest WebSocket message or frame a client may send on a Horde `/from` stream, which reads only control
     /// frames (a ping carries at most 125 bytes); anything larger closes the socket. 4 KiB.
     pub websocket_max_message_size: usize,
@@ -90,6 +92,7 @@ impl Config {
             http_keep_alive_timeout: Duration::from_secs(75),
             http_max_connections: 10_000,
             websocket_max_message_size: 4 * 1024,
+            audit_retention: Duration::from_secs(90 * 24 * 60 * 60),
         }
     }
 

@@ -719,11 +719,11 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(tessera_store::SqliteStore::open_in_memory().await.unwrap());
         let key = ServerKey::new(&[0; ServerKey::LEN]);
         let credentials = crate::bootstrap::bootstrap(store.as_ref(), &key).await.unwrap().unwrap();
-        let tokens = TokenService::new(store.clone(), key, 100);
-        let api_key = tokens.verify(credentials.api_key.expose()).await.unwrap();
+        let tokens = TokenService::new(store.clone(), key, 100, crate::audit::for_tests(&store).await);
+        let api_key = tokens.verify(credentials.api_key.expose(), None).await.unwrap();
         let new = NewToken::new(TokenKind::Account, Scope::Account, Rights::ReadWrite, "everything".into(), None);
         let (_, secret) = tokens.mint(&api_key, new).await.unwrap();
-        let caller = tokens.verify(secret.expose()).await.unwrap();
+        let caller = tokens.verify(secret.expose(), None).await.unwrap();
         let hub = Arc::new(Hub::new(16, crate::peers::Peers::none()));
         let (writer, _) = ReadingWriter::start(store.clone(), hub, 64, 1_000);
         let data = DataService::new(store, writer, 100);

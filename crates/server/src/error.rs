@@ -95,6 +95,7 @@ impl From<TokenError> for AppError {
         match error {
             TokenError::Denied(denial) => AppError::from(denial),
             TokenError::NoSuch(what) => AppError::NotFound(what),
+            TokenError::Invalid(text) => AppError::BadRequest(text),
             TokenError::Store(error) => AppError::from_store("token", error),
             TokenError::PermitMismatch => AppError::Internal(Box::new(TokenError::PermitMismatch)),
         }

@@ -4,6 +4,7 @@
 
 mod accept;
 pub mod app;
+pub mod audit;
 pub mod bootstrap;
 mod cache;
 pub mod cluster;

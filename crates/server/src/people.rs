@@ -15,8 +15,9 @@ use tessera_core::totp::{self, TotpError, TotpSecret};
 use tessera_core::{
     AccountId, Action, Id, Permit, Rights, Scope, Secret, ServerKey, Target, TeamId, TokenKind, UserId,
 };
-use tessera_store::{Creator, LoginChallenge, Store, StoreError, Team, TokenRecord, User, UserTotp};
+use tessera_store::{Actor, Creator, LoginChallenge, Store, StoreError, Team, TokenRecord, User, UserTotp};
 
+use crate::audit::{self, AuditEvent, EntryExt};
 use crate::entropy::{new_id, random_bytes};
 use crate::error::{AppError, permit_mismatch};
 use crate::time::now_ms;
@@ -25,8 +26,17 @@ use crate::tokens::{Caller, NewToken, TokenService};
 /// Whether a session is new or replaces the pair of a refresh token.
 #[derive(Debug, Clone, Copy)]
 enum Rotation<'a> {
-    NewSession,
+    /// A sign-in, recorded in the audit trail with the session it opens.
+    NewSession(SignIn),
     Replace(&'a TokenRecord),
+}
+
+/// How a sign-in was made, for its audit entry.
+#[derive(Debug, Clone, Copy)]
+struct SignIn {
+    source: IpAddr,
+    /// `password`, `totp` or `recovery_code`: the last factor given.
+    factor: &'static str,
 }
 
 /// Passwords shorter than this are refused.
@@ -288,7 +298,9 @@ impl PeopleService {
         let new_hash = tokio::task::spawn_blocking(move || hash_password(&new))
             .await
             .map_err(|error| AppError::Internal(Box::new(error)))?;
-        let revoked = self.store.set_password_hash(user.id, &new_hash, caller.record.family, now_ms()).await?;
+        let entry = audit::by(caller, AuditEvent::PasswordChanged);
+        let revoked =
+            self.store.set_password_hash(user.id, &new_hash, caller.record.family, now_ms(), &[entry]).await?;
         self.tokens.forget(&revoked);
         tracing::info!(user = %user.id, sessions_ended = revoked.len(), "password changed");
         Ok(())
@@ -314,13 +326,29 @@ impl PeopleService {
         source: IpAddr,
     ) -> Result<LoginStep, LoginError> {
         let email = email.trim().to_lowercase();
+        let address = source;
         let source = source_key(source);
         let keys = [ThrottleKey::Address(source), ThrottleKey::Login(email.clone(), source)];
         self.throttle.attempt(&keys, now_ms())?;
         let candidates = self.store.users_by_email(&email).await?;
+        let known: Vec<(AccountId, UserId)> = candidates.iter().map(|user| (user.account, user.id)).collect();
         let user = self.first_matching_password(candidates, password.to_owned()).await?;
         let Some(user) = user else {
             tracing::info!(%source, "login failed: wrong email or password");
+            let audit = self.tokens.audit();
+            if known.is_empty() {
+                audit.refused(None, AuditEvent::LoginFailed, Actor::Anonymous, None, Some(address), "unknown email");
+            }
+            for (account, user) in known {
+                audit.refused(
+                    Some(account),
+                    AuditEvent::LoginFailed,
+                    Actor::User(user),
+                    None,
+                    Some(address),
+                    "wrong password",
+                );
+            }
             return Err(LoginError::InvalidGrant);
         };
         self.throttle.succeeded(&keys);
@@ -336,7 +364,8 @@ impl PeopleService {
             self.store.insert_challenge(&challenge).await?;
             return Ok(LoginStep::Challenge { challenge: challenge.id, user: user.id });
         }
-        Ok(LoginStep::Session(self.new_session(&user, client_id).await?))
+        let sign_in = SignIn { source: address, factor: "password" };
+        Ok(LoginStep::Session(self.new_session(&user, client_id, sign_in).await?))
     }
 
     /// Verifies the password against each candidate (normally one). With no candidate, a dummy hash is verified so
@@ -367,6 +396,7 @@ impl PeopleService {
         client_id: &str,
         source: IpAddr,
     ) -> Result<Session, LoginError> {
+        let address = source;
         let source = source_key(source);
         // Per address, per user from that address, and per user from anywhere: someone who has the password
         // could otherwise guess codes from many addresses (each accepted code spans three time steps).
@@ -377,12 +407,26 @@ impl PeopleService {
             Ok(user) => user,
             Err(LoginError::InvalidGrant) => {
                 tracing::info!(%source, %user, "second factor failed");
+                if let Ok(known) = self.store.user_by_id(user).await {
+                    let reason = "wrong second-factor code";
+                    let actor = Actor::User(user);
+                    self.tokens.audit().refused(
+                        Some(known.account),
+                        AuditEvent::LoginFailed,
+                        actor,
+                        None,
+                        Some(address),
+                        reason,
+                    );
+                }
                 return Err(LoginError::InvalidGrant);
             }
             Err(other) => return Err(other),
         };
         self.throttle.succeeded(&keys);
-        Ok(self.new_session(&user, client_id).await?)
+        // A TOTP code is digits; anything else that was accepted was a recovery code.
+        let factor = if code.trim().chars().all(|c| c.is_ascii_digit()) { "totp" } else { "recovery_code" };
+        Ok(self.new_session(&user, client_id, SignIn { source: address, factor }).await?)
     }
 
     async fn check_challenge_code(
@@ -444,7 +488,7 @@ impl PeopleService {
         };
         let now = now_ms();
         if record.revoked_at_ms.is_some() {
-            self.revoke_session_of(&record, "a used refresh token was presented again").await?;
+            self.revoke_session_of(&record, "a used refresh token was presented again", source).await?;
             return Err(LoginError::InvalidGrant);
         }
         if record.expires_at_ms.is_some_and(|expires| now >= expires) {
@@ -464,15 +508,24 @@ impl PeopleService {
                 Ok(session)
             }
             None => {
-                self.revoke_session_of(&record, "a refresh token was presented twice at once").await?;
+                self.revoke_session_of(&record, "a refresh token was presented twice at once", source).await?;
                 Err(LoginError::InvalidGrant)
             }
         }
     }
 
-    async fn revoke_session_of(&self, record: &TokenRecord, reason: &str) -> Result<(), StoreError> {
+    async fn revoke_session_of(&self, record: &TokenRecord, reason: &str, source: IpAddr) -> Result<(), StoreError> {
         let Some(family) = record.family else { return Ok(()) };
-        let revoked = self.store.revoke_family(family, now_ms()).await?;
+        let actor = match record.creator {
+            Creator::User(user) => Actor::User(user),
+            _ => Actor::Anonymous,
+        };
+        let entry = audit::entry(record.account, actor, AuditEvent::RefreshTokenReused)
+            .about(record.id)
+            .from_address(Some(source))
+            .refused()
+            .with("reason", reason);
+        let revoked = self.store.revoke_family(family, now_ms(), &[entry]).await?;
         self.tokens.forget(&revoked);
         tracing::warn!(token = %record.id, session = ?family, revoked = revoked.len(), reason, "session revoked");
         Ok(())
@@ -483,13 +536,14 @@ impl PeopleService {
         let Some(family) = caller.record.family else {
             return Err(AppError::BadRequest("only a login session can be logged out".into()));
         };
-        let revoked = self.store.revoke_family(family, now_ms()).await?;
+        let entry = audit::by(caller, AuditEvent::Logout).about(caller.record.id);
+        let revoked = self.store.revoke_family(family, now_ms(), &[entry]).await?;
         self.tokens.forget(&revoked);
         Ok(())
     }
 
-    async fn new_session(&self, user: &User, client_id: &str) -> Result<Session, AppError> {
-        self.open_session(user, client_id, Rotation::NewSession)
+    async fn new_session(&self, user: &User, client_id: &str, sign_in: SignIn) -> Result<Session, AppError> {
+        self.open_session(user, client_id, Rotation::NewSession(sign_in))
             .await?
             .ok_or_else(|| AppError::Internal("a new session cannot collide".into()))
     }
@@ -504,7 +558,7 @@ impl PeopleService {
     ) -> Result<Option<Session>, AppError> {
         let now = now_ms();
         let family = match rotation {
-            Rotation::NewSession => new_id(),
+            Rotation::NewSession(_) => new_id(),
             Rotation::Replace(old) => old.family.unwrap_or_else(new_id),
         };
         let expires_at_ms = now + self.access_ttl.as_millis() as i64;
@@ -527,10 +581,14 @@ impl PeopleService {
         let (refresh_record, refresh_token) = self.tokens.prepare(user.account, creator, refresh, Some(family));
         let records = [access_record, refresh_record];
         match rotation {
-            Rotation::NewSession => {
-                for record in &records {
-                    self.store.insert_token(record).await?;
-                }
+            Rotation::NewSession(sign_in) => {
+                // The session and the record of the sign-in commit together.
+                let entry = audit::entry(user.account, Actor::User(user.id), AuditEvent::LoginSucceeded)
+                    .about(records[0].id)
+                    .from_address(Some(sign_in.source))
+                    .with("client_id", client_id)
+                    .with("factor", sign_in.factor);
+                self.store.insert_tokens(&records, &[entry]).await?;
             }
             Rotation::Replace(old) => {
                 if !self.store.rotate_tokens(old.id, &records, now).await? {
@@ -549,13 +607,14 @@ impl PeopleService {
     }
 
     /// Starts TOTP enrollment: a new secret, not yet in force until a code confirms it.
-    pub async fn start_totp(&self, user: &User) -> Result<TotpEnrollment, AppError> {
+    pub async fn start_totp(&self, caller: &Caller, user: &User) -> Result<TotpEnrollment, AppError> {
         if user.totp.as_ref().is_some_and(|totp| totp.enabled) {
             return Err(AppError::Conflict("a second factor is already enabled; disable it first".into()));
         }
         let secret = TotpSecret::from_bytes(random_bytes::<{ totp::SECRET_BYTES }>().to_vec());
         let pending = UserTotp { secret: secret.as_bytes().to_vec(), enabled: false, last_step: None };
-        self.store.set_totp(user.id, user.totp.as_ref(), Some(&pending), &[]).await?;
+        let entry = audit::by(caller, AuditEvent::SecondFactorEnrollmentStarted);
+        self.store.set_totp(user.id, user.totp.as_ref(), Some(&pending), &[], &[entry]).await?;
         let uri = secret.otpauth_uri(ISSUER, &user.email);
         let qr_svg = qrcode::QrCode::new(uri.as_bytes())
             .map(|code| code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).build())
@@ -565,7 +624,7 @@ impl PeopleService {
 
     /// Confirms enrollment with a valid code; returns one-time recovery codes, shown this once. Wrong codes are
     /// throttled per user, as at login.
-    pub async fn confirm_totp(&self, user: &User, code: &str) -> Result<Vec<String>, LoginError> {
+    pub async fn confirm_totp(&self, caller: &Caller, user: &User, code: &str) -> Result<Vec<String>, LoginError> {
         let Some(pending) = user.totp.as_ref().filter(|totp| !totp.enabled) else {
             return Err(AppError::Conflict("no second-factor enrollment is waiting; start one first".into()).into());
         };
@@ -579,14 +638,15 @@ impl PeopleService {
         let digests: Vec<_> =
             codes.iter().map(|code| self.key.digest_bytes(code.replace('-', "").as_bytes())).collect();
         let enabled = UserTotp { secret: pending.secret.clone(), enabled: true, last_step: Some(step) };
-        self.store.set_totp(user.id, Some(pending), Some(&enabled), &digests).await?;
+        let entry = audit::by(caller, AuditEvent::SecondFactorEnabled).with("recovery_codes", digests.len());
+        self.store.set_totp(user.id, Some(pending), Some(&enabled), &digests, &[entry]).await?;
         Ok(codes)
     }
 
     /// Turns the second factor off; needs a current code (or a recovery code, for someone who lost the
     /// authenticator). Wrong codes are throttled per user: whoever holds a stolen session cannot guess codes to
     /// turn the second factor off.
-    pub async fn disable_totp(&self, user: &User, code: &str) -> Result<(), LoginError> {
+    pub async fn disable_totp(&self, caller: &Caller, user: &User, code: &str) -> Result<(), LoginError> {
         let Some(totp) = user.totp.as_ref().filter(|totp| totp.enabled) else {
             return Err(AppError::Conflict("no second factor is enabled".into()).into());
         };
@@ -596,7 +656,8 @@ impl PeopleService {
             return Err(AppError::BadRequest("the code was not accepted".into()).into());
         }
         self.throttle.succeeded(&keys);
-        self.store.set_totp(user.id, Some(totp), None, &[]).await?;
+        let entry = audit::by(caller, AuditEvent::SecondFactorDisabled);
+        self.store.set_totp(user.id, Some(totp), None, &[], &[entry]).await?;
         Ok(())
     }
 }
@@ -764,7 +825,8 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
         let key = ServerKey::new(&[0; ServerKey::LEN]);
         let credentials = crate::bootstrap::bootstrap(store.as_ref(), &key).await.unwrap().unwrap();
-        let tokens = Arc::new(TokenService::new(store.clone(), key.clone(), 100));
+        let tokens =
+            Arc::new(TokenService::new(store.clone(), key.clone(), 100, crate::audit::for_tests(&store).await));
         let ttl = (Duration::from_secs(900), Duration::from_secs(86_400));
         let people = PeopleService::new(store, tokens.clone(), key, ttl.0, ttl.1);
         (people, tokens, credentials.admin_email, credentials.admin_password)
@@ -789,23 +851,23 @@ mod tests {
         let (people, tokens, email, password) = people().await;
         let own = login(&people, &email, &password).await.unwrap();
         let other = login(&people, &email, &password).await.unwrap();
-        let caller = tokens.verify(own.access_token.expose()).await.unwrap();
+        let caller = tokens.verify(own.access_token.expose(), None).await.unwrap();
         // The other session is cached: the change must drop it from the cache, not only revoke it in the store.
-        tokens.verify(other.access_token.expose()).await.unwrap();
+        tokens.verify(other.access_token.expose(), None).await.unwrap();
 
         refused_as(people.change_password(&caller, &password, "too short").await, "at least 10 characters");
         refused_as(people.change_password(&caller, "not the password", "a new passphrase").await, "not correct");
         people.change_password(&caller, &password, "a new passphrase").await.unwrap();
 
         assert!(matches!(
-            tokens.verify(other.access_token.expose()).await,
+            tokens.verify(other.access_token.expose(), None).await,
             Err(VerifyError::Dead(tessera_core::Denial::Revoked))
         ));
         assert!(matches!(
             people.refresh(other.refresh_token.expose(), "test", HERE).await,
             Err(LoginError::InvalidGrant)
         ));
-        tokens.verify(own.access_token.expose()).await.expect("the caller's own session goes on");
+        tokens.verify(own.access_token.expose(), None).await.expect("the caller's own session goes on");
         people.refresh(own.refresh_token.expose(), "test", HERE).await.expect("and can be refreshed");
         assert!(matches!(login(&people, &email, &password).await, Err(LoginError::InvalidGrant)));
         login(&people, &email, "a new passphrase").await.expect("the new password logs in");
@@ -815,7 +877,7 @@ mod tests {
     async fn wrong_current_passwords_are_throttled_per_user() {
         let (people, tokens, email, password) = people().await;
         let session = login(&people, &email, &password).await.unwrap();
-        let caller = tokens.verify(session.access_token.expose()).await.unwrap();
+        let caller = tokens.verify(session.access_token.expose(), None).await.unwrap();
         for _ in 0..3 {
             refused_as(people.change_password(&caller, "a guess at it", "a new passphrase").await, "not correct");
         }
@@ -828,7 +890,7 @@ mod tests {
     async fn an_admin_flag_change_is_seen_at_the_next_verify_and_an_admin_cannot_drop_their_own() {
         let (people, tokens, email, password) = people().await;
         let admin =
-            tokens.verify(login(&people, &email, &password).await.unwrap().access_token.expose()).await.unwrap();
+            tokens.verify(login(&people, &email, &password).await.unwrap().access_token.expose(), None).await.unwrap();
         let permit = admin.authorize(Action::ManageUsers, &Target::account(admin.account())).unwrap();
         let new = NewUser {
             email: "bob@example.com".into(),
@@ -839,7 +901,7 @@ mod tests {
         };
         let bob = people.create_user(&permit, new).await.unwrap();
         let bob_session = login(&people, "bob@example.com", "bob's passphrase").await.unwrap();
-        let reach = async || tokens.verify(bob_session.access_token.expose()).await.unwrap().grant.creator_reach;
+        let reach = async || tokens.verify(bob_session.access_token.expose(), None).await.unwrap().grant.creator_reach;
         assert!(matches!(reach().await, Reach::Limited { .. }));
 
         let Creator::User(admin_user) = admin.record.creator else { panic!("a session is its user's") };

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tessera_store::StoreError;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -91,7 +92,11 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let hub = Arc::new(Hub::new(config.hub_capacity, peers.clone()));
     let (writer, writer_task) =
         ReadingWriter::start(store.clone(), hub.clone(), config.writer_queue, config.writer_max_batch);
-    let tokens = Arc::new(TokenService::new(store.clone(), key.clone(), config.token_cache_capacity));
+    // Refusals of credentials that name no account go to the first one: its administrators run the server.
+    let accounts = store.accounts().await.map_err(OpenError::Bootstrap)?;
+    let home_account = accounts.first().map(|account| account.id).ok_or(OpenError::Bootstrap(StoreError::NotFound))?;
+    let audit = Arc::new(crate::audit::Audit::new(store.clone(), home_account, config.audit_retention));
+    let tokens = Arc::new(TokenService::new(store.clone(), key.clone(), config.token_cache_capacity, audit.clone()));
     let data = Arc::new(DataService::new(store.clone(), writer.clone(), config.device_cache_capacity));
     let (stop_cluster, cluster_stopped) = watch::channel(false);
     let cluster_task = joined.map(|joined| {
@@ -138,15 +143,24 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let activity_writer = writer.clone();
     let mut usage_stopped = stop.subscribe();
     let flush_interval = config.usage_flush_interval;
+    let usage_audit = audit.clone();
     let usage_task = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(flush_interval);
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_EVERY);
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
+                _ = housekeeping.tick() => {
+                    housekeep(&usage_audit).await;
+                    continue;
+                }
                 _ = usage_stopped.changed() => break,
             }
             if let Err(error) = usage_tokens.flush_usage().await {
                 tracing::warn!(error = ?error, "could not record token usage; will retry");
+            }
+            if let Err(error) = usage_audit.flush_refusals().await {
+                tracing::warn!(error = ?error, "could not record refused credentials in the audit trail; dropped");
             }
             if let Err(error) = activity_writer.flush_activity().await {
                 tracing::warn!(error = ?error, "could not record when devices were last seen; will retry");
@@ -170,6 +184,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         if let Err(error) = tokens.flush_usage().await {
             tracing::warn!(error = ?error, "could not record token usage at shutdown");
         }
+        if let Err(error) = audit.flush_refusals().await {
+            tracing::warn!(error = ?error, "could not record refused credentials at shutdown");
+        }
         // After the writer's last commit, so the last readings' devices are recorded too.
         if let Err(error) = writer.flush_activity().await {
             tracing::warn!(error = ?error, "could not record when devices were last seen at shutdown");
@@ -189,6 +206,24 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
 /// File descriptors kept for what is not an HTTP connection: the store's files and connections, MQTT clients, the
 /// listeners, logs.
 const FILES_BESIDES_HTTP: u64 = 256;
+
+/// How often the audit trail is pruned and expired tokens are recorded in it.
+const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The audit trail's periodic work: each token that expired since the last round gets its entry, and entries past
+/// the retention are deleted. Failures are logged and tried again next round.
+async fn housekeep(audit: &crate::audit::Audit) {
+    match audit.record_expiries().await {
+        Ok(0) => {}
+        Ok(expired) => tracing::info!(expired, "recorded expired tokens in the audit trail"),
+        Err(error) => tracing::warn!(?error, "could not record expired tokens in the audit trail; will retry"),
+    }
+    match audit.prune().await {
+        Ok(0) => {}
+        Ok(pruned) => tracing::info!(pruned, "pruned audit entries past their retention"),
+        Err(error) => tracing::warn!(?error, "could not prune the audit trail; will retry"),
+    }
+}
 
 /// At the connection bound Tessera stops accepting, so the store and MQTT keep their descriptors; a bound above
 /// the process's open-file limit never comes into play (accepts then fail instead, and so may the store).

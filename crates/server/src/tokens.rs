@@ -2,17 +2,23 @@
 //! trip), minting, revoking, computing a creator's current reach, and counting use off the request path.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::audit::{self, Audit, AuditEvent, EntryExt};
 use crate::cache::RecordCache;
 use crate::error::AppError;
 use tessera_core::{
     AccountId, Action, Denial, Grant, Id, ListedTokens, ManagedToken, Permit, Presentation, Reach, Rights, Scope,
     Secret, SecretDigest, SecretError, ServerKey, Target, TokenId, TokenKind, authorize, authorize_mint,
-    authorize_token_change, authorize_token_listing, authorize_token_management, check_live, check_presentation,
+    authorize_token_change, authorize_token_listing, authorize_token_management, authorize_token_rotation, check_live,
+    check_presentation,
 };
-use tessera_store::{Creator, Page, Paged, Store, StoreError, TokenFilter, TokenRecord, TokenUsage};
+use tessera_store::{
+    Actor, AuditEntry, Creator, Page, Paged, Store, StoreError, TokenFilter, TokenPolicy, TokenRecord, TokenSelection,
+    TokenUsage,
+};
 
 use crate::entropy::{new_id, new_secret};
 use crate::time::now_ms;
@@ -41,8 +47,33 @@ pub enum VerifyError {
 pub struct Caller {
     pub record: Arc<TokenRecord>,
     pub grant: Grant,
+    /// Where the credential was presented from (the peer's IP address), when it came over the network.
+    pub address: Option<IpAddr>,
+    /// The digest of the secret presented: the token's own, or the one a rotation replaced while it still works.
+    presented: SecretDigest,
     /// When the record and the reach were last read (from the cache or the store) and found live.
     confirmed_at: Instant,
+}
+
+/// The longest a replaced secret may go on working after a rotation.
+pub const MAX_ROTATION_OVERLAP: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// Tokens one bulk revocation reads and revokes at a time (each batch is one transaction).
+const BULK_BATCH: u32 = 1_000;
+
+/// Whether the secret whose digest is `presented` opens `record` at `now_ms`: it is the token's secret, or the one
+/// its last rotation replaced, until the overlap ends.
+fn check_secret(record: &TokenRecord, presented: &SecretDigest, now_ms: i64) -> Result<(), VerifyError> {
+    if record.digest == *presented {
+        return Ok(());
+    }
+    if record.previous_digest.as_ref() != Some(presented) {
+        return Err(VerifyError::Unknown);
+    }
+    match record.previous_valid_until_ms {
+        Some(until) if now_ms < until => Ok(()),
+        _ => Err(VerifyError::Dead(Denial::SecretReplaced)),
+    }
 }
 
 /// How long a long-lived connection (MQTT, a stream) is kept while its token cannot be checked again because the
@@ -135,6 +166,15 @@ impl Caller {
     }
 }
 
+/// What a token listing may be narrowed to, beyond its node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Narrowing {
+    /// Only tokens expiring before this instant (the console warns of these).
+    pub expiring_before_ms: Option<i64>,
+    /// Only tokens not used since this instant.
+    pub unused_since_ms: Option<i64>,
+}
+
 /// What a new token should be.
 #[derive(Debug, Clone)]
 pub struct NewToken {
@@ -147,12 +187,22 @@ pub struct NewToken {
     pub tags: std::collections::BTreeMap<String, String>,
     /// The Horde resource path the scope was parsed from, as shown back.
     pub resource: Option<String>,
+    pub quota: tessera_core::QuotaSetting,
 }
 
 impl NewToken {
-    /// A token without tags or a Horde resource text.
+    /// A token without tags or a Horde resource text, with its kind's quota.
     pub fn new(kind: TokenKind, scope: Scope, rights: Rights, name: String, expires_at_ms: Option<i64>) -> NewToken {
-        NewToken { kind, scope, rights, name, expires_at_ms, tags: Default::default(), resource: None }
+        NewToken {
+            kind,
+            scope,
+            rights,
+            name,
+            expires_at_ms,
+            tags: Default::default(),
+            resource: None,
+            quota: Default::default(),
+        }
     }
 }
 
@@ -165,6 +215,9 @@ pub enum TokenError {
     /// The node a token's scope names does not exist.
     #[error("no such {0}")]
     NoSuch(&'static str),
+    /// The request asks for something no token can be (named in the text).
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -176,6 +229,7 @@ pub struct TokenService {
     creator_reach: RecordCache<Creator, Reach>,
     usage: Mutex<HashMap<TokenId, TokenUsage>>,
     rechecks: Mutex<Rechecks>,
+    audit: Arc<Audit>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -188,7 +242,7 @@ impl std::fmt::Debug for TokenService {
 const SYSTEM_REACH: Reach = Reach::AccountData(Rights::ReadWrite);
 
 impl TokenService {
-    pub fn new(store: Arc<dyn Store>, key: ServerKey, cache_capacity: u64) -> TokenService {
+    pub fn new(store: Arc<dyn Store>, key: ServerKey, cache_capacity: u64, audit: Arc<Audit>) -> TokenService {
         TokenService {
             store,
             key,
@@ -198,12 +252,46 @@ impl TokenService {
             creator_reach: RecordCache::new(10_000, Duration::from_secs(60)),
             usage: Mutex::new(HashMap::new()),
             rechecks: Mutex::default(),
+            audit,
         }
     }
 
-    /// Checks a presented secret: its shape and checksum first (no lookup for a typo), then the cache, then the
-    /// store. A revoked or expired token is refused here, and `authorize` checks both again on every use.
-    pub async fn verify(&self, presented: &str) -> Result<Caller, VerifyError> {
+    /// The audit trail this service records in.
+    pub fn audit(&self) -> &Arc<Audit> {
+        &self.audit
+    }
+
+    /// Checks a secret presented from `from`: its shape and checksum first (no lookup for a typo), then the cache,
+    /// then the store. A revoked, expired or disabled token (or a secret its rotation replaced, once the overlap is
+    /// over) is refused here, and `authorize` checks the first three again on every use. A refusal is noted for
+    /// the audit trail (gathered, see `audit.rs`).
+    pub async fn verify(&self, presented: &str, from: Option<IpAddr>) -> Result<Caller, VerifyError> {
+        let verified = self.verify_secret(presented, from).await;
+        if let Err(error) = &verified {
+            self.note_refusal(error, None, from);
+        }
+        verified
+    }
+
+    /// Notes a refused credential for the trail; `record` is the token when it is known.
+    fn note_refusal(&self, error: &VerifyError, record: Option<&TokenRecord>, from: Option<IpAddr>) {
+        let (account, actor, token) = match (error, record) {
+            (VerifyError::Missing | VerifyError::Store(_), _) => return,
+            // A session's access token runs out every hour, and its client renews it: routine, not a refusal.
+            (VerifyError::Dead(Denial::Expired), Some(record)) if record.kind == TokenKind::UserAccess => return,
+            (_, Some(record)) => (Some(record.account), Actor::Token(record.id), Some(record.id)),
+            (VerifyError::Dead(_), None) | (VerifyError::NotTakenHere(_), None) => return,
+            (_, None) => (None, Actor::Anonymous, None),
+        };
+        let reason = match error {
+            VerifyError::Malformed(_) => "malformed".to_owned(),
+            VerifyError::Unknown => "unknown token".to_owned(),
+            other => other.to_string(),
+        };
+        self.audit.refused(account, AuditEvent::CredentialRefused, actor, token, from, &reason);
+    }
+
+    async fn verify_secret(&self, presented: &str, from: Option<IpAddr>) -> Result<Caller, VerifyError> {
         let secret = Secret::parse(presented)?;
         let digest = self.key.digest(&secret);
         let record = match self.by_digest.get(&digest) {
@@ -222,17 +310,32 @@ impl TokenService {
         if record.kind != secret.kind() {
             return Err(VerifyError::Unknown);
         }
+        let now = now_ms();
+        let known = |error: VerifyError| {
+            self.note_refusal(&error, Some(&record), from);
+            error
+        };
+        check_secret(&record, &digest, now).map_err(known)?;
         let reach = self.reach_of(record.account, record.creator).await.map_err(VerifyError::Store)?;
         let grant = record.grant(reach);
-        check_live(&grant, now_ms()).map_err(VerifyError::Dead)?;
-        self.count_use(record.id);
-        Ok(Caller { record, grant, confirmed_at: Instant::now() })
+        check_live(&grant, now).map_err(|denial| known(VerifyError::Dead(denial)))?;
+        self.count_use(record.id, from);
+        Ok(Caller { record, grant, address: from, presented: digest, confirmed_at: Instant::now() })
     }
 
     /// As [`TokenService::verify`], for a credential presented as `presentation` says.
-    pub async fn verify_presented(&self, presented: &str, presentation: Presentation) -> Result<Caller, VerifyError> {
-        let caller = self.verify(presented).await?;
-        check_presentation(&caller.grant, presentation).map_err(VerifyError::NotTakenHere)?;
+    pub async fn verify_presented(
+        &self,
+        presented: &str,
+        presentation: Presentation,
+        from: Option<IpAddr>,
+    ) -> Result<Caller, VerifyError> {
+        let caller = self.verify(presented, from).await?;
+        check_presentation(&caller.grant, presentation).map_err(|denial| {
+            let error = VerifyError::NotTakenHere(denial);
+            self.note_refusal(&error, Some(&caller.record), from);
+            error
+        })?;
         Ok(caller)
     }
 
@@ -254,8 +357,13 @@ impl TokenService {
         let reach = match creator {
             Creator::System => SYSTEM_REACH,
             // A token minted with an API key reaches what the key reaches: the account's data while the key lives.
+            // A disabled key's tokens stop with it, and work again when it is enabled.
             Creator::Token(minter) => match self.store.token(account, minter).await {
-                Ok(minter) if minter.revoked_at_ms.is_none() && minter.kind == TokenKind::ApiKey => {
+                Ok(minter)
+                    if minter.revoked_at_ms.is_none()
+                        && minter.disabled_at_ms.is_none()
+                        && minter.kind == TokenKind::ApiKey =>
+                {
                     Reach::AccountData(Rights::ReadWrite)
                 }
                 Ok(_) | Err(StoreError::NotFound) => Reach::Nothing,
@@ -277,28 +385,37 @@ impl TokenService {
     /// once and never stored. The node its scope names must exist. A token minted with an API key has the key as
     /// its creator; one minted in a user's session has the user, so it outlives the session and reaches what the
     /// user reaches.
-    pub async fn mint(&self, caller: &Caller, new: NewToken) -> Result<(TokenRecord, Secret), TokenError> {
+    ///
+    /// The account's expiry policy for the kind applies (`TokenService::policies`): a token asking for no expiry
+    /// gets the default lifetime, and one asking to live longer than the maximum is cut to it (not refused, so
+    /// the vendors' clients, which never ask for an expiry, keep working); the audit entry says so.
+    pub async fn mint(&self, caller: &Caller, mut new: NewToken) -> Result<(TokenRecord, Secret), TokenError> {
         let target = self.management_target(caller.account(), new.scope).await?;
         authorize_mint(&caller.grant, now_ms(), &target, new.rights)?;
         let creator = match caller.record.kind {
             TokenKind::UserAccess => caller.record.creator,
             _ => Creator::Token(caller.record.id),
         };
-        Ok(self.issue(caller.account(), creator, new, None).await?)
+        let asked = new.expires_at_ms;
+        let policy = self.policy_for(caller.account(), new.kind).await?;
+        new.expires_at_ms = policy_expiry(policy.as_ref(), asked, now_ms());
+        let (record, secret) = self.prepare(caller.account(), creator, new, None);
+        let mut entry = audit::by(caller, AuditEvent::TokenMinted).about(record.id);
+        entry = describe(entry, &record);
+        if new_expiry_differs(asked, record.expires_at_ms) {
+            entry = entry.with("expiry_set_by_policy", true).with("expiry_asked", asked.map(crate::time::rfc3339));
+        }
+        self.store.insert_token(&record, &[entry]).await?;
+        Ok((record, secret))
     }
 
-    /// Stores a new token and returns it with its secret. Callers have authorized it: `mint` by a permit, a login
-    /// by a verified password and second factor.
-    pub(crate) async fn issue(
-        &self,
-        account: AccountId,
-        creator: Creator,
-        new: NewToken,
-        family: Option<Id>,
-    ) -> Result<(TokenRecord, Secret), StoreError> {
-        let (record, secret) = self.prepare(account, creator, new, family);
-        self.store.insert_token(&record).await?;
-        Ok((record, secret))
+    /// The account's policy for new tokens of `kind`, if it has one. Login sessions have none: their lifetimes
+    /// are the server's.
+    async fn policy_for(&self, account: AccountId, kind: TokenKind) -> Result<Option<TokenPolicy>, StoreError> {
+        if matches!(kind, TokenKind::UserAccess | TokenKind::Refresh) {
+            return Ok(None);
+        }
+        Ok(self.store.token_policies(account).await?.into_iter().find(|policy| policy.kind == kind))
     }
 
     /// A new token's record and secret, not yet stored.
@@ -327,6 +444,13 @@ impl TokenService {
             uses: 0,
             family,
             resource: new.resource,
+            disabled_at_ms: None,
+            last_used_from: None,
+            previous_digest: None,
+            previous_valid_until_ms: None,
+            rotated_at_ms: None,
+            quota: new.quota,
+            throttled: 0,
         };
         (record, secret)
     }
@@ -335,7 +459,13 @@ impl TokenService {
     /// an account administrator and an admin of the node; the caller's own otherwise
     /// (`tessera_core::authorize_token_listing`). What the store answers is exactly that set, so no listed token
     /// needs judging again.
-    pub async fn list(&self, caller: &Caller, at: Option<Scope>, page: Page) -> Result<Paged<TokenRecord>, TokenError> {
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        at: Option<Scope>,
+        narrowing: Narrowing,
+        page: Page,
+    ) -> Result<Paged<TokenRecord>, TokenError> {
         let target = match at {
             Some(scope) => self.management_target(caller.account(), scope).await?,
             None => Target::account(caller.account()),
@@ -352,7 +482,13 @@ impl TokenService {
             }
             ListedTokens::MadeBy(creator) => Some(creator),
         };
-        Ok(self.store.list_tokens(caller.account(), TokenFilter { scope: at, creator }, now_ms(), page).await?)
+        let filter = TokenFilter {
+            scope: at,
+            creator,
+            expires_before_ms: narrowing.expiring_before_ms,
+            unused_since_ms: narrowing.unused_since_ms,
+        };
+        Ok(self.store.list_tokens(caller.account(), filter, now_ms(), page).await?)
     }
 
     /// The live token `id` if `caller` manages it (`tessera_core::authorize_token_management`), with the permit
@@ -424,7 +560,9 @@ impl TokenService {
             };
             authorize_token_change(&caller.grant, now_ms(), &before, &after, changed.rights)?;
         }
-        self.store.update_token(changed).await?;
+        let mut entry = audit::by(caller, AuditEvent::TokenChanged).about(changed.id);
+        entry = describe(entry, changed);
+        self.store.update_token(changed, &[entry]).await?;
         self.changed(changed);
         Ok(())
     }
@@ -432,19 +570,222 @@ impl TokenService {
     /// Revokes a token under `permit`, the permit [`TokenService::managed`] gave for it. The token is refused from
     /// the very next request: it leaves the cache here (and on the other nodes), and tokens it minted lose their
     /// reach.
-    pub async fn revoke(&self, permit: &Permit, token: &TokenRecord) -> Result<(), TokenError> {
+    pub async fn revoke(&self, caller: &Caller, permit: &Permit, token: &TokenRecord) -> Result<(), TokenError> {
         if !permits_managing(permit, token) {
             return Err(TokenError::PermitMismatch);
         }
-        // A login session is its access and refresh tokens together: revoking either alone would leave the other
-        // to renew the session (a deleted session came back at its next request).
+        let entry = describe(audit::by(caller, AuditEvent::TokenRevoked).about(token.id), token);
+        self.revoke_with(token, entry).await?;
+        Ok(())
+    }
+
+    /// Revokes `token` with its audit entry. A login session is its access and refresh tokens together: revoking
+    /// either alone would leave the other to renew the session (a deleted session came back at its next request).
+    async fn revoke_with(&self, token: &TokenRecord, entry: AuditEntry) -> Result<Vec<TokenRecord>, StoreError> {
         let revoked = match token.family {
             Some(family) if matches!(token.kind, TokenKind::UserAccess | TokenKind::Refresh) => {
-                self.store.revoke_family(family, now_ms()).await?
+                self.store.revoke_family(family, now_ms(), &[entry]).await?
             }
-            _ => vec![self.store.revoke_token(token.account, token.id, now_ms()).await?],
+            _ => vec![self.store.revoke_token(token.account, token.id, now_ms(), &[entry]).await?],
         };
         self.forget(&revoked);
+        Ok(revoked)
+    }
+
+    /// Gives `token` a new secret under `permit` (from [`TokenService::managed`]), keeping its id, name, scope and
+    /// rights; the old secret goes on working for `overlap`, on every node (each judges the time itself), and is
+    /// refused after it. A token whose creator no longer grants it is not renewed
+    /// (`tessera_core::authorize_token_rotation`), nor a login session (its refresh token renews it).
+    pub async fn rotate(
+        &self,
+        caller: &Caller,
+        permit: &Permit,
+        token: &TokenRecord,
+        overlap: Duration,
+    ) -> Result<(TokenRecord, Secret), TokenError> {
+        if !permits_managing(permit, token) {
+            return Err(TokenError::PermitMismatch);
+        }
+        if matches!(token.kind, TokenKind::UserAccess | TokenKind::Refresh) {
+            return Err(TokenError::Invalid(
+                "a login session is renewed with its refresh token, not rotated".to_owned(),
+            ));
+        }
+        if overlap > MAX_ROTATION_OVERLAP {
+            return Err(TokenError::Invalid(format!(
+                "the overlap may be at most {} seconds (30 days)",
+                MAX_ROTATION_OVERLAP.as_secs()
+            )));
+        }
+        let reach = self.reach_of(token.account, token.creator).await?;
+        let managed =
+            ManagedToken { account: token.account, creator: token.creator, scope_target: permit.target().clone() };
+        authorize_token_rotation(&caller.grant, now_ms(), &managed, token.rights, &reach)?;
+        let secret = crate::entropy::new_secret(token.kind);
+        let now = now_ms();
+        let until = now.saturating_add(i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX));
+        let entry = describe(audit::by(caller, AuditEvent::TokenRotated).about(token.id), token)
+            .with("overlap_seconds", overlap.as_secs())
+            .with("old_secret_until", crate::time::rfc3339(until));
+        let rotated =
+            self.store.rotate_secret(token.account, token.id, &self.key.digest(&secret), until, now, &[entry]).await?;
+        self.forget_here(token.id, &token.digest);
+        if let Some(older) = token.previous_digest {
+            self.forget_here(token.id, &older);
+        }
+        Ok((rotated, secret))
+    }
+
+    /// Disables (`enabled` false) or enables `token` under `permit` (from [`TokenService::managed`]). A disabled
+    /// token is refused everywhere from the next request (its connections end within a second), and so are the
+    /// tokens a disabled API key minted; enabling it brings them back. Login sessions are ended, not disabled.
+    pub async fn set_enabled(
+        &self,
+        caller: &Caller,
+        permit: &Permit,
+        token: &TokenRecord,
+        enabled: bool,
+    ) -> Result<TokenRecord, TokenError> {
+        if !permits_managing(permit, token) {
+            return Err(TokenError::PermitMismatch);
+        }
+        if matches!(token.kind, TokenKind::UserAccess | TokenKind::Refresh) {
+            return Err(TokenError::Invalid("a login session is ended (revoked), not disabled".to_owned()));
+        }
+        if token.id == caller.record.id && !enabled {
+            return Err(TokenError::Invalid("a credential cannot disable itself".to_owned()));
+        }
+        let event = if enabled { AuditEvent::TokenEnabled } else { AuditEvent::TokenDisabled };
+        let entry = describe(audit::by(caller, event).about(token.id), token);
+        let at = (!enabled).then(|| token.disabled_at_ms.unwrap_or_else(now_ms));
+        let changed = self.store.set_token_disabled(token.account, token.id, at, &[entry]).await?;
+        self.forget(std::slice::from_ref(&changed));
+        if let Some(previous) = changed.previous_digest {
+            self.forget_here(changed.id, &previous);
+        }
+        Ok(changed)
+    }
+
+    /// Revokes every live token `selection` takes that `caller` manages (the token rule, token by token, for
+    /// anyone who does not manage the whole account), a batch per transaction, and answers how many. The trail
+    /// gets an entry per token and one for each batch of the call.
+    pub async fn revoke_selection(&self, caller: &Caller, selection: TokenSelection) -> Result<u64, TokenError> {
+        let nothing_named = TokenSelection { after: None, ..selection } == TokenSelection::default();
+        if nothing_named {
+            return Err(TokenError::Invalid(
+                "name the tokens to revoke: a user, a collection, a device or a kind".to_owned(),
+            ));
+        }
+        let (_, listed) = authorize_token_listing(&caller.grant, now_ms(), &Target::account(caller.account()))?;
+        let mut revoked = 0;
+        let mut after = None;
+        loop {
+            let batch = TokenSelection { after, ..selection };
+            let candidates = self.store.select_tokens(caller.account(), batch, now_ms(), BULK_BATCH).await?;
+            let Some(last) = candidates.last() else {
+                return Ok(revoked);
+            };
+            after = Some(last.id);
+            let full = candidates.len() == BULK_BATCH as usize;
+            let mut managed = Vec::with_capacity(candidates.len());
+            for candidate in candidates {
+                let manages = match listed {
+                    ListedTokens::Everyones => true,
+                    ListedTokens::MadeBy(_) => self.judge_management(caller, candidate.clone()).await.is_ok(),
+                };
+                if manages {
+                    managed.push(candidate);
+                }
+            }
+            if !managed.is_empty() {
+                let mut entries: Vec<AuditEntry> = managed
+                    .iter()
+                    .map(|token| {
+                        describe(audit::by(caller, AuditEvent::TokenRevoked).about(token.id), token).with("bulk", true)
+                    })
+                    .collect();
+                entries.push(
+                    describe_selection(audit::by(caller, AuditEvent::TokensBulkRevoked), &selection)
+                        .with("count", managed.len()),
+                );
+                let ids: Vec<TokenId> = managed.iter().map(|token| token.id).collect();
+                let gone = self.store.revoke_tokens(caller.account(), &ids, now_ms(), &entries).await?;
+                revoked += ids.len() as u64;
+                self.forget(&gone);
+            }
+            if !full {
+                return Ok(revoked);
+            }
+        }
+    }
+
+    /// Revokes the tokens whose secrets are in `secrets`, reported as leaked by anyone from `from`. Malformed and
+    /// unknown secrets, and a replaced secret past its overlap (it works no more), are passed over; the caller
+    /// never learns which was which. Answers how many were revoked, for the log and the tests only.
+    pub async fn revoke_leaked(&self, secrets: &[String], from: Option<IpAddr>) -> Result<u64, StoreError> {
+        let mut revoked = 0;
+        for text in secrets {
+            let Ok(secret) = Secret::parse(text.trim()) else { continue };
+            let digest = self.key.digest(&secret);
+            let record = match self.store.token_by_digest(&digest).await {
+                Ok(record) if record.revoked_at_ms.is_none() && record.kind == secret.kind() => record,
+                Ok(_) | Err(StoreError::NotFound) => continue,
+                Err(error) => return Err(error),
+            };
+            if check_secret(&record, &digest, now_ms()).is_err() {
+                continue;
+            }
+            let entry = audit::entry(record.account, Actor::Anonymous, AuditEvent::TokenLeakRevoked)
+                .about(record.id)
+                .from_address(from)
+                .with("kind", record.kind.as_str())
+                .with("name", record.name.clone())
+                .with("replaced_secret", record.digest != digest);
+            match self.revoke_with(&record, entry).await {
+                Ok(_) => revoked += 1,
+                // Revoked meanwhile by someone else: nothing left to do.
+                Err(StoreError::NotFound) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(revoked)
+    }
+
+    /// The account's expiry policies, for anyone who manages tokens there (they bound what they may mint).
+    pub async fn policies(&self, caller: &Caller) -> Result<Vec<TokenPolicy>, TokenError> {
+        authorize_token_listing(&caller.grant, now_ms(), &Target::account(caller.account()))?;
+        Ok(self.store.token_policies(caller.account()).await?)
+    }
+
+    /// Sets the account's policy for one kind of token, under an account administrator's permit
+    /// (`Action::ManageUsers` on the account). Tokens that exist keep their expiry; the policy bounds new ones.
+    pub async fn set_policy(&self, caller: &Caller, permit: &Permit, policy: TokenPolicy) -> Result<(), TokenError> {
+        if permit.action() != Action::ManageUsers
+            || permit.account() != caller.account()
+            || !permit.target().path().is_empty()
+        {
+            return Err(TokenError::PermitMismatch);
+        }
+        if matches!(policy.kind, TokenKind::UserAccess | TokenKind::Refresh) {
+            return Err(TokenError::Invalid(
+                "login sessions live as long as the server's session settings say; they take no policy".to_owned(),
+            ));
+        }
+        if let (Some(max), Some(default)) = (policy.max_lifetime_seconds, policy.default_lifetime_seconds)
+            && default > max
+        {
+            return Err(TokenError::Invalid(format!(
+                "the default lifetime ({default} s) is longer than the maximum ({max} s)"
+            )));
+        }
+        if policy.max_lifetime_seconds == Some(0) || policy.default_lifetime_seconds == Some(0) {
+            return Err(TokenError::Invalid("a lifetime of 0 seconds would make tokens that never work".to_owned()));
+        }
+        let entry = audit::by(caller, AuditEvent::PolicyChanged)
+            .with("kind", policy.kind.as_str())
+            .with("max_lifetime_seconds", policy.max_lifetime_seconds)
+            .with("default_lifetime_seconds", policy.default_lifetime_seconds);
+        self.store.set_token_policy(caller.account(), &policy, &[entry]).await?;
         Ok(())
     }
 
@@ -536,7 +877,7 @@ impl TokenService {
 
     /// `Ok(None)` when the token is revoked, expired or gone; `Err` when the store could not say.
     async fn judge_again(&self, caller: &Caller) -> Result<Option<Caller>, StoreError> {
-        let record = match self.by_digest.get(&caller.record.digest) {
+        let record = match self.by_digest.get(&caller.presented) {
             Some(record) => record,
             None => {
                 let started = self.by_digest.read_started();
@@ -546,10 +887,14 @@ impl TokenService {
                         Err(StoreError::NotFound) => return Ok(None),
                         Err(error) => return Err(error),
                     };
-                self.by_digest.insert_read(record.digest, record.clone(), started);
+                self.by_digest.insert_read(caller.presented, record.clone(), started);
                 record
             }
         };
+        // The secret it connected with may be one a rotation replaced, whose overlap has ended since.
+        if record.id != caller.record.id || check_secret(&record, &caller.presented, now_ms()).is_err() {
+            return Ok(None);
+        }
         let reach = match self.cached_reach(record.creator) {
             Some(reach) => reach,
             None => self.recheck_from_store(self.reach_of(record.account, record.creator)).await?,
@@ -558,7 +903,13 @@ impl TokenService {
         if check_live(&grant, now_ms()).is_err() {
             return Ok(None);
         }
-        Ok(Some(Caller { record, grant, confirmed_at: Instant::now() }))
+        Ok(Some(Caller {
+            record,
+            grant,
+            address: caller.address,
+            presented: caller.presented,
+            confirmed_at: Instant::now(),
+        }))
     }
 
     /// A check's store read: refused at once while the store is known to be failing, and a failure (not a
@@ -638,12 +989,21 @@ impl TokenService {
         Ok(target)
     }
 
-    fn count_use(&self, token: TokenId) {
+    fn count_use(&self, token: TokenId, from: Option<IpAddr>) {
         let now = now_ms();
         let mut usage = self.usage.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let entry = usage.entry(token).or_insert(TokenUsage { token, last_used_at_ms: now, uses: 0 });
+        let entry = usage.entry(token).or_insert(TokenUsage {
+            token,
+            last_used_at_ms: now,
+            last_used_from: from,
+            uses: 0,
+            throttled: 0,
+        });
         entry.uses += 1;
-        entry.last_used_at_ms = entry.last_used_at_ms.max(now);
+        if now >= entry.last_used_at_ms {
+            entry.last_used_at_ms = now;
+            entry.last_used_from = from.or(entry.last_used_from);
+        }
     }
 
     /// Writes the usage counted since the last flush to the store. On failure the counts are put back.
@@ -659,12 +1019,81 @@ impl TokenService {
         if outcome.is_err() {
             let mut usage = self.usage.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             for entry in pending {
-                let merged = usage.entry(entry.token).or_insert(TokenUsage { uses: 0, ..entry });
+                let merged = usage.entry(entry.token).or_insert(TokenUsage { uses: 0, throttled: 0, ..entry });
                 merged.uses += entry.uses;
-                merged.last_used_at_ms = merged.last_used_at_ms.max(entry.last_used_at_ms);
+                merged.throttled += entry.throttled;
+                if entry.last_used_at_ms > merged.last_used_at_ms {
+                    merged.last_used_at_ms = entry.last_used_at_ms;
+                    merged.last_used_from = entry.last_used_from.or(merged.last_used_from);
+                }
             }
         }
         outcome
+    }
+}
+
+/// The expiry a new token gets under `policy` when `asked` was asked for, at `now`: the default lifetime when none
+/// was asked, and at most the maximum lifetime.
+fn policy_expiry(policy: Option<&TokenPolicy>, asked: Option<i64>, now: i64) -> Option<i64> {
+    let Some(policy) = policy else { return asked };
+    let after = |seconds: u64| now.saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX).saturating_mul(1000));
+    let latest = policy.max_lifetime_seconds.map(after);
+    let wanted = asked.or(policy.default_lifetime_seconds.map(after));
+    match (wanted, latest) {
+        (Some(wanted), Some(latest)) => Some(wanted.min(latest)),
+        (None, latest) => latest,
+        (wanted, None) => wanted,
+    }
+}
+
+fn new_expiry_differs(asked: Option<i64>, given: Option<i64>) -> bool {
+    asked != given
+}
+
+/// The token's kind, name, scope and rights in an audit entry.
+fn describe(entry: AuditEntry, token: &TokenRecord) -> AuditEntry {
+    let (scope_kind, scope_id) = scope_parts(token.scope);
+    let entry = entry
+        .with("kind", token.kind.as_str())
+        .with("name", token.name.clone())
+        .with("scope", scope_kind)
+        .with("rights", if token.rights.can_write() { "read_write" } else { "read" })
+        .with("expires_at", token.expires_at_ms.map(crate::time::rfc3339));
+    match scope_id {
+        Some(id) => entry.with("scope_id", id),
+        None => entry,
+    }
+}
+
+/// What a bulk revocation asked for, in its audit entry.
+fn describe_selection(mut entry: AuditEntry, selection: &TokenSelection) -> AuditEntry {
+    match selection.creator {
+        Some(Creator::User(user)) => entry = entry.with("user", user.to_string()),
+        Some(Creator::Token(token)) => entry = entry.with("made_by_token", token.to_string()),
+        Some(Creator::System) => entry = entry.with("made_by", "system"),
+        None => {}
+    }
+    if let Some(collection) = selection.collection {
+        entry = entry.with("collection", collection.to_string());
+    }
+    if let Some(device) = selection.device {
+        entry = entry.with("device", device.to_string());
+    }
+    if let Some(kind) = selection.kind {
+        entry = entry.with("token_kind", kind.as_str());
+    }
+    entry
+}
+
+/// A scope as its kind's name and its node's id.
+pub fn scope_parts(scope: Scope) -> (&'static str, Option<String>) {
+    match scope {
+        Scope::Account => ("account", None),
+        Scope::AllTeams => ("all_teams", None),
+        Scope::AllCollections => ("all_collections", None),
+        Scope::Team(team) => ("team", Some(team.to_string())),
+        Scope::Collection(collection) => ("collection", Some(collection.to_string())),
+        Scope::Device(device) => ("device", Some(device.to_string())),
     }
 }
 
@@ -712,11 +1141,11 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
         let key = ServerKey::new(&[0; ServerKey::LEN]);
         let credentials = crate::bootstrap::bootstrap(store.as_ref(), &key).await.unwrap().unwrap();
-        let tokens = TokenService::new(store.clone(), key, 100);
-        let api_key = tokens.verify(credentials.api_key.expose()).await.unwrap();
+        let tokens = TokenService::new(store.clone(), key, 100, crate::audit::for_tests(&store).await);
+        let api_key = tokens.verify(credentials.api_key.expose(), None).await.unwrap();
         let new = NewToken::new(TokenKind::Account, Scope::Account, Rights::ReadWrite, "long-lived".into(), None);
         let (_, secret) = tokens.mint(&api_key, new).await.unwrap();
-        let caller = tokens.verify(secret.expose()).await.unwrap();
+        let caller = tokens.verify(secret.expose(), None).await.unwrap();
         assert_eq!(caller.record.creator, Creator::Token(api_key.record.id));
         (store, tokens, caller)
     }
@@ -743,7 +1172,7 @@ mod tests {
     #[tokio::test]
     async fn a_revoked_token_ends_the_caller_at_once() {
         let (store, tokens, caller) = service_and_caller().await;
-        let revoked = store.revoke_token(caller.account(), caller.record.id, now_ms()).await.unwrap();
+        let revoked = store.revoke_token(caller.account(), caller.record.id, now_ms(), &[]).await.unwrap();
         tokens.forget(&[revoked]);
         assert!(tokens.reverify(&caller).await.is_none());
     }

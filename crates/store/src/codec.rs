@@ -3,9 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use tessera_core::{CollectionId, DeviceId, Rights, Scope, TeamId, TokenId, TokenKind, UserId, Value};
+use std::net::IpAddr;
 
-use crate::{Creator, StoreError};
+use tessera_core::{
+    CollectionId, DeviceId, Quota, QuotaSetting, Rights, Scope, SecretDigest, TeamId, TokenId, TokenKind, UserId, Value,
+};
+
+use crate::{Actor, Creator, StoreError};
 
 /// A value read from a column that no version of Tessera writes: the database was edited by hand or is corrupt.
 pub(crate) fn corrupt(what: impl Into<String>) -> StoreError {
@@ -149,5 +153,62 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(Box::new(error)),
             other => StoreError::Internal(Box::new(other)),
         }
+    }
+}
+
+pub(crate) fn digest_from_column(bytes: Vec<u8>) -> Result<SecretDigest, StoreError> {
+    let digest: [u8; 32] = bytes.try_into().map_err(|_| corrupt("token digest is not 32 bytes"))?;
+    Ok(SecretDigest(digest))
+}
+
+pub(crate) fn address_column(address: Option<IpAddr>) -> Option<String> {
+    address.map(|address| address.to_string())
+}
+
+pub(crate) fn address_from_column(text: Option<String>) -> Result<Option<IpAddr>, StoreError> {
+    text.map(|text| text.parse().map_err(|_| corrupt(format!("stored address '{text}' is not an IP address"))))
+        .transpose()
+}
+
+/// A quota as `(quota_requests, quota_window_seconds)`: both NULL for the kind's default, 0 requests for none.
+pub(crate) fn quota_columns(quota: QuotaSetting) -> (Option<i64>, Option<i64>) {
+    match quota {
+        QuotaSetting::KindDefault => (None, None),
+        QuotaSetting::Unlimited => (Some(0), None),
+        QuotaSetting::Limited(Quota { requests, window_seconds }) => {
+            (Some(i64::from(requests)), Some(i64::from(window_seconds)))
+        }
+    }
+}
+
+pub(crate) fn quota_from_columns(requests: Option<i64>, window: Option<i64>) -> Result<QuotaSetting, StoreError> {
+    let bad = || corrupt(format!("bad token quota {requests:?} per {window:?} s"));
+    Ok(match (requests, window) {
+        (None, _) => QuotaSetting::KindDefault,
+        (Some(0), _) => QuotaSetting::Unlimited,
+        (Some(requests), Some(window)) => QuotaSetting::Limited(Quota {
+            requests: u32::try_from(requests).map_err(|_| bad())?,
+            window_seconds: u32::try_from(window).ok().filter(|window| *window > 0).ok_or_else(bad)?,
+        }),
+        (Some(_), None) => return Err(bad()),
+    })
+}
+
+pub(crate) fn actor_columns(actor: Actor) -> (&'static str, Option<i64>) {
+    match actor {
+        Actor::User(user) => ("user", Some(user.as_i64())),
+        Actor::Token(token) => ("token", Some(token.as_i64())),
+        Actor::System => ("system", None),
+        Actor::Anonymous => ("anonymous", None),
+    }
+}
+
+pub(crate) fn actor_from_columns(kind: &str, id: Option<i64>) -> Result<Actor, StoreError> {
+    match (kind, id) {
+        ("user", Some(id)) => Ok(Actor::User(UserId::from_i64(id))),
+        ("token", Some(id)) => Ok(Actor::Token(TokenId::from_i64(id))),
+        ("system", _) => Ok(Actor::System),
+        ("anonymous", _) => Ok(Actor::Anonymous),
+        (other, _) => Err(corrupt(format!("bad audit actor '{other}'"))),
     }
 }

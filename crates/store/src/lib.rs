@@ -55,10 +55,12 @@ pub trait AccountStore {
 /// Tokens: only digests are stored, never secrets.
 #[async_trait]
 pub trait TokenStore {
-    async fn insert_token(&self, token: &TokenRecord) -> StoreResult<()>;
-    /// Inserts many tokens in one transaction: all of them, or none (provisioning a fleet).
-    async fn insert_tokens(&self, tokens: &[TokenRecord]) -> StoreResult<()>;
-    /// The token with this digest, revoked or not; `NotFound` if none.
+    /// Inserts a token and, in the same transaction, what the audit trail says of it.
+    async fn insert_token(&self, token: &TokenRecord, audit: &[AuditEntry]) -> StoreResult<()>;
+    /// Inserts many tokens in one transaction with `audit`: all of them, or none (a login's pair, a fleet).
+    async fn insert_tokens(&self, tokens: &[TokenRecord], audit: &[AuditEntry]) -> StoreResult<()>;
+    /// The token whose secret, or whose secret before its last rotation, has this digest, revoked or not;
+    /// `NotFound` if none. (Whether a replaced secret still works is the caller's to judge.)
     async fn token_by_digest(&self, digest: &SecretDigest) -> StoreResult<TokenRecord>;
     async fn token(&self, account: AccountId, token: TokenId) -> StoreResult<TokenRecord>;
     /// Tokens of the account live at `now_ms` (neither revoked nor expired) that pass `filter`, oldest first.
@@ -69,22 +71,82 @@ pub trait TokenStore {
         now_ms: i64,
         page: Page,
     ) -> StoreResult<Paged<TokenRecord>>;
-    /// Stores a live token's scope, rights, name, tags and resource.
-    async fn update_token(&self, token: &TokenRecord) -> StoreResult<()>;
+    /// Stores a live token's scope, rights, name, tags, resource and quota, with `audit`.
+    async fn update_token(&self, token: &TokenRecord, audit: &[AuditEntry]) -> StoreResult<()>;
+    /// Gives a live token a new secret (its digest `digest`), keeping the current one working until
+    /// `previous_valid_until_ms` (a secret replaced earlier stops at once), with `audit`; answers the token as
+    /// it is now. `NotFound` if it does not exist or is revoked.
+    async fn rotate_secret(
+        &self,
+        account: AccountId,
+        token: TokenId,
+        digest: &SecretDigest,
+        previous_valid_until_ms: i64,
+        at_ms: i64,
+        audit: &[AuditEntry],
+    ) -> StoreResult<TokenRecord>;
+    /// Disables a live token (`Some(at)`) or enables it (`None`), with `audit`; answers the token as it is now.
+    async fn set_token_disabled(
+        &self,
+        account: AccountId,
+        token: TokenId,
+        disabled_at_ms: Option<i64>,
+        audit: &[AuditEntry],
+    ) -> StoreResult<TokenRecord>;
+    /// The account's tokens live at `now_ms` (neither revoked nor expired) that `selection` takes, oldest
+    /// first, at most `limit`.
+    async fn select_tokens(
+        &self,
+        account: AccountId,
+        selection: TokenSelection,
+        now_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<TokenRecord>>;
+    /// Revokes the live tokens among `tokens` (and the rest of a login session any of them belongs to) in one
+    /// transaction with `audit`, and returns those it revoked.
+    async fn revoke_tokens(
+        &self,
+        account: AccountId,
+        tokens: &[TokenId],
+        at_ms: i64,
+        audit: &[AuditEntry],
+    ) -> StoreResult<Vec<TokenRecord>>;
+    /// Up to `limit` tokens that expired at or before `now_ms` and whose expiry the audit trail does not yet
+    /// record, marked recorded in one transaction with the entry `entry` makes for each (whichever node sweeps
+    /// first records it; the other finds nothing). Login sessions are not swept: they expire by design.
+    async fn record_expiries(
+        &self,
+        now_ms: i64,
+        limit: u32,
+        entry: &(dyn for<'t> Fn(&'t TokenRecord) -> AuditEntry + Send + Sync),
+    ) -> StoreResult<Vec<TokenRecord>>;
     /// Marks a live token used up (revoked), atomically: exactly one caller gets `true` for a refresh token.
     async fn consume_token(&self, token: TokenId, at_ms: i64) -> StoreResult<bool>;
     /// Consumes the live token `consumed` and inserts `tokens` in one transaction; inserts nothing and answers
     /// `false` if `consumed` was used already. Refresh rotation: the new pair exists exactly when the old refresh
     /// token was this request's to use, so a concurrent reuse that revokes the family afterwards revokes it too.
     async fn rotate_tokens(&self, consumed: TokenId, tokens: &[TokenRecord], at_ms: i64) -> StoreResult<bool>;
-    /// Revokes every live token of a login session and returns them.
-    async fn revoke_family(&self, family: Id, at_ms: i64) -> StoreResult<Vec<TokenRecord>>;
-    /// Revokes every live token made by `creator` and returns them.
-    async fn revoke_tokens_of(&self, account: AccountId, creator: Creator, at_ms: i64)
-    -> StoreResult<Vec<TokenRecord>>;
-    /// Marks a live token revoked and returns it; `NotFound` if it does not exist or is already revoked.
-    async fn revoke_token(&self, account: AccountId, token: TokenId, at_ms: i64) -> StoreResult<TokenRecord>;
-    /// Adds use counts and advances last-used times, for usage gathered in memory off the request path.
+    /// Revokes every live token of a login session and returns them, with `audit`.
+    async fn revoke_family(&self, family: Id, at_ms: i64, audit: &[AuditEntry]) -> StoreResult<Vec<TokenRecord>>;
+    /// Revokes every live token made by `creator` and returns them, with `audit`.
+    async fn revoke_tokens_of(
+        &self,
+        account: AccountId,
+        creator: Creator,
+        at_ms: i64,
+        audit: &[AuditEntry],
+    ) -> StoreResult<Vec<TokenRecord>>;
+    /// Marks a live token revoked and returns it, with `audit`; `NotFound` if it does not exist or is already
+    /// revoked (and then nothing of `audit` is kept).
+    async fn revoke_token(
+        &self,
+        account: AccountId,
+        token: TokenId,
+        at_ms: i64,
+        audit: &[AuditEntry],
+    ) -> StoreResult<TokenRecord>;
+    /// Adds use and throttled counts and advances last-used times and addresses, for usage gathered in memory off
+    /// the request path.
     async fn record_token_usage(&self, usage: &[TokenUsage]) -> StoreResult<()>;
 }
 
@@ -104,6 +166,7 @@ pub trait CollectionStore {
         account: AccountId,
         collection: CollectionId,
         at_ms: i64,
+        audit: &(dyn for<'t> Fn(&'t [TokenRecord]) -> Vec<AuditEntry> + Send + Sync),
     ) -> StoreResult<Vec<TokenRecord>>;
 }
 
@@ -215,6 +278,7 @@ pub trait PeopleStore {
         password_hash: &str,
         keep_session: Option<Id>,
         at_ms: i64,
+        audit: &[AuditEntry],
     ) -> StoreResult<Vec<TokenRecord>>;
     /// Makes the user an administrator of their account or not, telling every node that the user's reach
     /// changed, in the same transaction. `NotFound` if the account has no such user; `Conflict` if that would
@@ -229,6 +293,7 @@ pub trait PeopleStore {
         current: Option<&UserTotp>,
         totp: Option<&UserTotp>,
         recovery_codes: &[SecretDigest],
+        audit: &[AuditEntry],
     ) -> StoreResult<()>;
     /// Records `step` as the last accepted TOTP step unless one at or after it was accepted already; atomic, so
     /// a code is accepted once even when presented twice at the same moment.
@@ -266,10 +331,35 @@ pub trait PeopleStore {
     async fn use_challenge(&self, id: Id, at_ms: i64) -> StoreResult<bool>;
 }
 
+/// The audit trail and the token policies it records changes of.
+#[async_trait]
+pub trait AuditStore {
+    /// Entries that record no change of their own (a sign-in refused, credentials refused), in one statement.
+    async fn insert_audit(&self, entries: &[AuditEntry]) -> StoreResult<()>;
+    /// The account's entries that `query` takes, newest first.
+    async fn audit_entries(&self, account: AccountId, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
+    /// Deletes up to `limit` entries older than `before_ms`, oldest first; answers how many.
+    async fn prune_audit(&self, before_ms: i64, limit: u32) -> StoreResult<u64>;
+    /// The account's policies, one per kind that has one.
+    async fn token_policies(&self, account: AccountId) -> StoreResult<Vec<TokenPolicy>>;
+    /// Sets the account's policy for `policy.kind` (both fields `None` removes it), with `audit`.
+    async fn set_token_policy(&self, account: AccountId, policy: &TokenPolicy, audit: &[AuditEntry])
+    -> StoreResult<()>;
+}
+
 /// Everything Tessera keeps. One implementation per database; all pass the same conformance suite.
 #[async_trait]
 pub trait Store:
-    AccountStore + TokenStore + CollectionStore + DeviceStore + ReadingStore + PeopleStore + std::fmt::Debug + Send + Sync
+    AccountStore
+    + TokenStore
+    + CollectionStore
+    + DeviceStore
+    + ReadingStore
+    + PeopleStore
+    + AuditStore
+    + std::fmt::Debug
+    + Send
+    + Sync
 {
     /// Whether the database answers, for `/readyz`.
     async fn ping(&self) -> StoreResult<()>;

@@ -1,10 +1,11 @@
 //! The records the store keeps, in core types. No wire names here: each dialect converts by hand.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use tessera_core::{
-    AccountId, CollectionId, DeviceId, Grant, Id, Label, Reach, Rights, Role, Scope, SecretDigest, TeamId, TokenId,
-    TokenKind, UserId, VariableId,
+    AccountId, CollectionId, DeviceId, Grant, Id, Label, QuotaSetting, Reach, Rights, Role, Scope, SecretDigest,
+    TeamId, TokenId, TokenKind, UserId, VariableId,
 };
 
 /// A page of a listing, 1-based.
@@ -231,6 +232,17 @@ pub struct TokenRecord {
     pub family: Option<Id>,
     /// The normalised resource path of a Horde token.
     pub resource: Option<String>,
+    /// A disabled token is refused until it is enabled again.
+    pub disabled_at_ms: Option<i64>,
+    /// The address the token was last presented from (flushed with `uses`).
+    pub last_used_from: Option<IpAddr>,
+    /// After a rotation: the secret it replaced, which works until `previous_valid_until_ms`.
+    pub previous_digest: Option<SecretDigest>,
+    pub previous_valid_until_ms: Option<i64>,
+    pub rotated_at_ms: Option<i64>,
+    pub quota: QuotaSetting,
+    /// Requests refused for being over the quota (flushed with `uses`).
+    pub throttled: u64,
 }
 
 impl TokenRecord {
@@ -244,6 +256,7 @@ impl TokenRecord {
             rights: self.rights,
             expires_at_ms: self.expires_at_ms,
             revoked: self.revoked_at_ms.is_some(),
+            disabled: self.disabled_at_ms.is_some(),
             creator: self.creator,
             creator_reach,
         }
@@ -255,7 +268,110 @@ impl TokenRecord {
 pub struct TokenUsage {
     pub token: TokenId,
     pub last_used_at_ms: i64,
+    /// Where the last use came from, when it came over the network.
+    pub last_used_from: Option<IpAddr>,
     pub uses: u64,
+    /// Requests refused for being over the token's quota.
+    pub throttled: u64,
+}
+
+/// Which tokens a bulk revocation or an expiry listing takes (every field that is set must match).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenSelection {
+    /// Made by this creator (a user's tokens and sessions, or what an API key minted).
+    pub creator: Option<Creator>,
+    /// Scoped to this collection, or to a device in it.
+    pub collection: Option<CollectionId>,
+    /// Scoped to this device.
+    pub device: Option<DeviceId>,
+    pub kind: Option<TokenKind>,
+    /// Expiring before this instant (and not yet expired at the listing's `now`).
+    pub expires_before_ms: Option<i64>,
+    /// Not used since this instant (never used counts as not used).
+    pub unused_since_ms: Option<i64>,
+    /// Only tokens after this one in id order (the next batch of a long selection).
+    pub after: Option<TokenId>,
+}
+
+/// Who did what an audit entry records. Never a secret: a token is named by its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Actor {
+    /// A person, in a session of theirs (or signing in).
+    User(UserId),
+    /// A token other than a user's session (the API key, a device token, ...).
+    Token(TokenId),
+    /// Tessera itself (the expiry sweep, the bootstrap).
+    System,
+    /// Someone not identified (an unknown credential, a leaked secret reported).
+    Anonymous,
+}
+
+/// Whether what an audit entry records happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Ok,
+    Refused,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Refused => "refused",
+        }
+    }
+
+    pub fn from_name(text: &str) -> Option<Outcome> {
+        match text {
+            "ok" => Some(Outcome::Ok),
+            "refused" => Some(Outcome::Refused),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of an account's audit trail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    /// Time-ordered (`Id`), so the id is the listing's cursor.
+    pub id: Id,
+    pub account: AccountId,
+    pub at_ms: i64,
+    /// What happened, as a dotted name (`token.minted`, `login.failed`, ...; `AuditEvent` in the server).
+    pub event: String,
+    pub actor: Actor,
+    /// The token the event is about.
+    pub token: Option<TokenId>,
+    pub address: Option<IpAddr>,
+    pub outcome: Outcome,
+    /// What changed or why it was refused: a JSON object.
+    pub detail: serde_json::Map<String, serde_json::Value>,
+    /// Entries gathered into this one (refused credentials of one kind from one address, within a flush).
+    pub count: u64,
+}
+
+/// Which entries of an audit trail a listing shows, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub actor: Option<Actor>,
+    pub token: Option<TokenId>,
+    /// Event names; an entry matches one of them.
+    pub events: Vec<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// Only entries older than this one (the previous page's last id).
+    pub before: Option<Id>,
+    pub limit: u32,
+}
+
+/// An account's rule for new tokens of one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenPolicy {
+    pub kind: TokenKind,
+    /// The longest lifetime a new token may have; a longer one asked for is cut to it.
+    pub max_lifetime_seconds: Option<u64>,
+    /// The lifetime of a new token that asks for none.
+    pub default_lifetime_seconds: Option<u64>,
 }
 
 /// Which tokens a listing shows.
@@ -265,6 +381,10 @@ pub struct TokenFilter {
     pub scope: Option<Scope>,
     /// Only tokens made by this creator.
     pub creator: Option<Creator>,
+    /// Only tokens expiring before this instant.
+    pub expires_before_ms: Option<i64>,
+    /// Only tokens not used since this instant (never used counts as not used).
+    pub unused_since_ms: Option<i64>,
 }
 
 /// A group of users that owns collections.

@@ -43,11 +43,18 @@ fn token(n: u32, account: AccountId, kind: TokenKind, scope: Scope) -> TokenReco
         uses: 0,
         family: None,
         resource: None,
+        disabled_at_ms: None,
+        last_used_from: None,
+        previous_digest: None,
+        previous_valid_until_ms: None,
+        rotated_at_ms: None,
+        quota: Default::default(),
+        throttled: 0,
     }
 }
 
 fn scoped(scope: Scope) -> TokenFilter {
-    TokenFilter { scope: Some(scope), creator: None }
+    TokenFilter { scope: Some(scope), ..TokenFilter::default() }
 }
 
 fn private_team(account: AccountId, n: u32, user: UserId) -> Team {
@@ -181,11 +188,11 @@ async fn tokens_are_found_by_digest_listed_and_revoked(store: &dyn Store) {
     let collection = CollectionId(id(50));
     let org_token = token(1, world.account, TokenKind::Collection, Scope::Collection(collection));
     let other_org_token = token(2, world.account, TokenKind::Collection, Scope::Collection(CollectionId(id(51))));
-    store.insert_token(&org_token).await.unwrap();
-    store.insert_token(&other_org_token).await.unwrap();
+    store.insert_token(&org_token, &[]).await.unwrap();
+    store.insert_token(&other_org_token, &[]).await.unwrap();
 
     let duplicate = TokenRecord { id: TokenId(id(4000)), ..org_token.clone() };
-    assert!(matches!(store.insert_token(&duplicate).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.insert_token(&duplicate, &[]).await, Err(StoreError::Conflict(_))));
 
     let listed = store.list_tokens(world.account, scoped(Scope::Collection(collection)), NOW, Page::ALL).await.unwrap();
     assert_eq!(listed.total, 1);
@@ -197,16 +204,19 @@ async fn tokens_are_found_by_digest_listed_and_revoked(store: &dyn Store) {
     assert_eq!(everything.total, 3);
     assert_eq!(everything.items.len(), 1);
 
-    let revoked = store.revoke_token(world.account, org_token.id, NOW + 5).await.unwrap();
+    let revoked = store.revoke_token(world.account, org_token.id, NOW + 5, &[]).await.unwrap();
     assert_eq!(revoked.revoked_at_ms, Some(NOW + 5));
-    assert!(matches!(store.revoke_token(world.account, org_token.id, NOW + 6).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.revoke_token(world.account, org_token.id, NOW + 6, &[]).await, Err(StoreError::NotFound)));
     assert_eq!(store.token_by_digest(&org_token.digest).await.unwrap().revoked_at_ms, Some(NOW + 5));
     let listed = store.list_tokens(world.account, scoped(Scope::Collection(collection)), NOW, Page::ALL).await.unwrap();
     assert_eq!(listed.total, 0);
 
     // Another account cannot revoke or read the token.
     assert!(matches!(store.token(AccountId(id(77)), other_org_token.id).await, Err(StoreError::NotFound)));
-    assert!(matches!(store.revoke_token(AccountId(id(77)), other_org_token.id, NOW).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.revoke_token(AccountId(id(77)), other_org_token.id, NOW, &[]).await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 async fn fleets_are_provisioned_in_one_transaction(store: &dyn Store) {
@@ -233,19 +243,25 @@ async fn fleets_are_provisioned_in_one_transaction(store: &dyn Store) {
     let scope = Scope::Collection(world.default_collection);
     let tokens: Vec<TokenRecord> =
         (0..3).map(|n| token(300 + n, world.account, TokenKind::Collection, scope)).collect();
-    store.insert_tokens(&tokens).await.unwrap();
+    store.insert_tokens(&tokens, &[]).await.unwrap();
     assert_eq!(store.list_tokens(world.account, scoped(scope), NOW, Page::ALL).await.unwrap().total, 3);
     // One duplicate digest refuses the whole batch.
     let mut batch: Vec<TokenRecord> =
         (0..3).map(|n| token(310 + n, world.account, TokenKind::Collection, scope)).collect();
     batch[2].digest = tokens[0].digest;
-    assert!(matches!(store.insert_tokens(&batch).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.insert_tokens(&batch, &[]).await, Err(StoreError::Conflict(_))));
     assert_eq!(store.list_tokens(world.account, scoped(scope), NOW, Page::ALL).await.unwrap().total, 3);
 }
 
 async fn token_usage_accumulates(store: &dyn Store) {
     let world = bootstrap(store, 10).await;
-    let usage = |uses, at| TokenUsage { token: world.api_key.id, last_used_at_ms: at, uses };
+    let usage = |uses, at| TokenUsage {
+        token: world.api_key.id,
+        last_used_at_ms: at,
+        last_used_from: None,
+        uses,
+        throttled: 0,
+    };
     store.record_token_usage(&[usage(3, NOW + 10)]).await.unwrap();
     store.record_token_usage(&[usage(2, NOW + 5)]).await.unwrap();
     let record = store.token(world.account, world.api_key.id).await.unwrap();
@@ -284,15 +300,18 @@ async fn device_labels_are_claimed_by_the_first_collection(store: &dyn Store) {
         .unwrap();
     assert_eq!(in_default.total, 0);
 
-    assert!(matches!(store.delete_collection(world.account, organization, NOW).await, Err(StoreError::Conflict(_))));
     assert!(matches!(
-        store.delete_collection(world.account, world.default_collection, NOW).await,
+        store.delete_collection(world.account, organization, NOW, &|_| Vec::new()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.delete_collection(world.account, world.default_collection, NOW, &|_| Vec::new()).await,
         Err(StoreError::Conflict(_))
     ));
     let org_token = token(7, world.account, TokenKind::Collection, Scope::Collection(organization));
-    store.insert_token(&org_token).await.unwrap();
+    store.insert_token(&org_token, &[]).await.unwrap();
     store.delete_device(world.account, first.id).await.unwrap();
-    let revoked = store.delete_collection(world.account, organization, NOW + 1).await.unwrap();
+    let revoked = store.delete_collection(world.account, organization, NOW + 1, &|_| Vec::new()).await.unwrap();
     assert_eq!(revoked.len(), 1, "the collection's tokens are revoked with it");
     assert_eq!(revoked[0].id, org_token.id);
     assert_eq!(store.token(world.account, org_token.id).await.unwrap().revoked_at_ms, Some(NOW + 1));
@@ -359,7 +378,7 @@ async fn expired_tokens_are_not_listed(store: &dyn Store) {
     let world = bootstrap(store, 10).await;
     let mut expiring = token(1, world.account, TokenKind::Account, Scope::Account);
     expiring.expires_at_ms = Some(NOW + 100);
-    store.insert_token(&expiring).await.unwrap();
+    store.insert_token(&expiring, &[]).await.unwrap();
     let before = store.list_tokens(world.account, scoped(Scope::Account), NOW + 99, Page::ALL).await.unwrap();
     assert_eq!(before.total, 2);
     let after = store.list_tokens(world.account, scoped(Scope::Account), NOW + 100, Page::ALL).await.unwrap();
@@ -448,10 +467,10 @@ async fn totp_steps_are_accepted_once_and_recovery_codes_once(store: &dyn Store)
     store.insert_user(&ada, &private_team(world.account, 101, ada.id)).await.unwrap();
     let totp = UserTotp { secret: vec![1, 2, 3], enabled: true, last_step: Some(10) };
     let codes = [SecretDigest([1; 32]), SecretDigest([2; 32])];
-    store.set_totp(ada.id, None, Some(&totp), &codes).await.unwrap();
+    store.set_totp(ada.id, None, Some(&totp), &codes, &[]).await.unwrap();
     let stale = UserTotp { secret: vec![9], enabled: false, last_step: None };
     assert!(
-        matches!(store.set_totp(ada.id, None, Some(&stale), &[]).await, Err(StoreError::Conflict(_))),
+        matches!(store.set_totp(ada.id, None, Some(&stale), &[], &[]).await, Err(StoreError::Conflict(_))),
         "a change based on what was there before the last one is refused"
     );
     assert_eq!(store.user(world.account, ada.id).await.unwrap().totp, Some(totp.clone()));
@@ -461,7 +480,7 @@ async fn totp_steps_are_accepted_once_and_recovery_codes_once(store: &dyn Store)
     assert!(store.use_recovery_code(ada.id, &codes[0], NOW).await.unwrap());
     assert!(!store.use_recovery_code(ada.id, &codes[0], NOW).await.unwrap());
     assert!(!store.use_recovery_code(ada.id, &SecretDigest([9; 32]), NOW).await.unwrap());
-    store.set_totp(ada.id, Some(&totp), None, &[]).await.unwrap();
+    store.set_totp(ada.id, Some(&totp), None, &[], &[]).await.unwrap();
     assert_eq!(store.user(world.account, ada.id).await.unwrap().totp, None);
     assert!(!store.use_recovery_code(ada.id, &codes[1], NOW).await.unwrap(), "codes go with the factor");
 }
@@ -539,7 +558,7 @@ async fn team_membership_decides_reach(store: &dyn Store) {
     );
     let ada_private = store.teams_of(ada.id).await.unwrap()[0].0.id;
     assert!(matches!(store.delete_team(world.account, ada_private).await, Err(StoreError::Conflict(_))));
-    store.delete_collection(world.account, owned.id, NOW).await.unwrap();
+    store.delete_collection(world.account, owned.id, NOW, &|_| Vec::new()).await.unwrap();
     store.delete_team(world.account, team.id).await.unwrap();
     assert!(matches!(store.team(world.account, team.id).await, Err(StoreError::NotFound)));
 }
@@ -557,9 +576,9 @@ async fn token_families_and_creators_are_revoked_together(store: &dyn Store) {
     let mut minted = token(3, world.account, TokenKind::Collection, Scope::Collection(CollectionId(id(5))));
     minted.creator = Creator::User(ada);
     for record in [&access, &refresh, &minted] {
-        store.insert_token(record).await.unwrap();
+        store.insert_token(record, &[]).await.unwrap();
     }
-    let mine = TokenFilter { scope: None, creator: Some(Creator::User(ada)) };
+    let mine = TokenFilter { creator: Some(Creator::User(ada)), ..TokenFilter::default() };
     assert_eq!(store.list_tokens(world.account, mine, NOW, Page::ALL).await.unwrap().total, 3);
 
     let mut rotated = token(4, world.account, TokenKind::Refresh, Scope::Account);
@@ -572,9 +591,9 @@ async fn token_families_and_creators_are_revoked_together(store: &dyn Store) {
     assert!(!store.rotate_tokens(refresh.id, std::slice::from_ref(&again), NOW).await.unwrap());
     assert!(matches!(store.token(world.account, again.id).await, Err(StoreError::NotFound)), "nothing inserted");
     assert!(store.consume_token(rotated.id, NOW).await.unwrap());
-    let revoked = store.revoke_family(family, NOW).await.unwrap();
+    let revoked = store.revoke_family(family, NOW, &[]).await.unwrap();
     assert_eq!(revoked.iter().map(|token| token.id).collect::<Vec<_>>(), vec![access.id]);
-    let revoked = store.revoke_tokens_of(world.account, Creator::User(ada), NOW).await.unwrap();
+    let revoked = store.revoke_tokens_of(world.account, Creator::User(ada), NOW, &[]).await.unwrap();
     assert_eq!(revoked.iter().map(|token| token.id).collect::<Vec<_>>(), vec![minted.id]);
     assert_eq!(store.list_tokens(world.account, mine, NOW, Page::ALL).await.unwrap().total, 0);
 }
@@ -654,11 +673,11 @@ async fn horde_fields_readings_by_device_and_downlinks(store: &dyn Store) {
     assert!(store.downlinks(world.account, second.id).await.unwrap().is_empty());
 
     let mut scoped = token(1, world.account, TokenKind::Resource, Scope::Collection(world.default_collection));
-    store.insert_token(&scoped).await.unwrap();
+    store.insert_token(&scoped, &[]).await.unwrap();
     scoped.scope = Scope::AllCollections;
     scoped.rights = Rights::Read;
     scoped.resource = Some("/collections".into());
-    store.update_token(&scoped).await.unwrap();
+    store.update_token(&scoped, &[]).await.unwrap();
     assert_eq!(store.token(world.account, scoped.id).await.unwrap(), scoped);
 
     let mut collection = store.default_collection(world.account).await.unwrap();
@@ -890,10 +909,10 @@ async fn a_password_change_ends_the_users_other_sessions(store: &dyn Store) {
     let mut minted = token(7, world.account, TokenKind::Collection, Scope::Collection(world.default_collection));
     minted.creator = Creator::User(ada.id);
     for record in own.iter().chain(&others).chain([&expired, &bobs, &minted]) {
-        store.insert_token(record).await.unwrap();
+        store.insert_token(record, &[]).await.unwrap();
     }
 
-    let revoked = store.set_password_hash(ada.id, "new hash", Some(kept), NOW).await.unwrap();
+    let revoked = store.set_password_hash(ada.id, "new hash", Some(kept), NOW, &[]).await.unwrap();
     let mut revoked_ids: Vec<TokenId> = revoked.iter().map(|token| token.id).collect();
     revoked_ids.sort();
     assert_eq!(revoked_ids, vec![others[0].id, others[1].id], "the other session's live tokens only");
@@ -903,9 +922,9 @@ async fn a_password_change_ends_the_users_other_sessions(store: &dyn Store) {
         assert_eq!(store.token(world.account, untouched.id).await.unwrap().revoked_at_ms, None, "{}", untouched.name);
     }
     // Without a session to keep (an operator's reset, say), every one ends.
-    let revoked = store.set_password_hash(ada.id, "newer hash", None, NOW + 1).await.unwrap();
+    let revoked = store.set_password_hash(ada.id, "newer hash", None, NOW + 1, &[]).await.unwrap();
     assert_eq!(revoked.len(), 2);
-    assert!(matches!(store.set_password_hash(UserId(id(999)), "x", None, NOW).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.set_password_hash(UserId(id(999)), "x", None, NOW, &[]).await, Err(StoreError::NotFound)));
 }
 
 async fn the_admin_flag_decides_reach_and_an_account_keeps_one_admin(store: &dyn Store) {
@@ -1078,9 +1097,9 @@ async fn postgres_a_revocation_is_told_as_the_change_it_is() {
     let store: &dyn Store = &postgres;
     let world = bootstrap(store, 10).await;
     let doomed = token(1, world.account, TokenKind::Account, Scope::Account);
-    store.insert_token(&doomed).await.unwrap();
+    store.insert_token(&doomed, &[]).await.unwrap();
     let mut listener = postgres.events().listen().await.unwrap();
-    store.revoke_token(world.account, doomed.id, NOW).await.unwrap();
+    store.revoke_token(world.account, doomed.id, NOW, &[]).await.unwrap();
     hear(&mut listener, Invalidation::Token { id: doomed.id, digest: doomed.digest }.payload()).await;
     drop(listener);
     store.close().await;

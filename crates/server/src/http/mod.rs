@@ -155,6 +155,13 @@ impl<S: Send + Sync> FromRequestParts<S> for BaseUrl {
     }
 }
 
+/// The address a request came from: the peer of its connection (a proxy's, behind one; Tessera does not read
+/// `X-Forwarded-For`, which any client can write). `None` only for requests that came over no connection (tests
+/// calling the router directly).
+pub fn peer_address(parts: &axum::http::request::Parts) -> Option<std::net::IpAddr> {
+    parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|info| info.0.ip())
+}
+
 /// The secret in `Authorization: Bearer <secret>` (scheme case-insensitive), if the header holds one.
 pub fn bearer_secret(headers: &axum::http::HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;

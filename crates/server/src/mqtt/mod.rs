@@ -291,13 +291,13 @@ pub fn session_codec(version: ProtocolVersion) -> MqttCodec {
 }
 
 /// The token in a CONNECT, as each dialect puts it.
-async fn authenticate(app: &App, connect: &v3::Connect) -> Option<Caller> {
+async fn authenticate(app: &App, connect: &v3::Connect, peer: SocketAddr) -> Option<Caller> {
     let username = connect.username.as_ref().map(|name| name.to_string()).unwrap_or_default();
     let username = username.strip_prefix("maker:").unwrap_or(&username).to_owned();
     let password = connect.password.as_ref().and_then(|password| std::str::from_utf8(password).ok()).unwrap_or("");
     for candidate in [username.as_str(), password] {
         if Secret::parse(candidate.trim()).is_ok() {
-            return app.tokens.verify(candidate.trim()).await.ok();
+            return app.tokens.verify(candidate.trim(), Some(peer.ip())).await.ok();
         }
     }
     None
@@ -322,7 +322,7 @@ async fn connection(
         Ok(Some(Ok((MqttPacket::V5(rmqtt_codec::v5::Packet::Connect(connect)), _)))) => v5::connect(*connect),
         _ => return Err("no CONNECT".into()),
     };
-    let Some(caller) = authenticate(&app, &connect).await else {
+    let Some(caller) = authenticate(&app, &connect, peer).await else {
         return refuse(&mut framed, ConnectAckReason::BadUserNameOrPassword).await;
     };
     if caller.authorize_listing().is_err() {

@@ -166,6 +166,7 @@ impl PeopleStore for Backend {
         password_hash: &str,
         keep_session: Option<Id>,
         at_ms: i64,
+        audit: &[AuditEntry],
     ) -> StoreResult<Vec<TokenRecord>> {
         let mut transaction = begin_write(self).await?;
         let account: i64 = sqlx::query_scalar("UPDATE users SET password_hash = $1 WHERE id = $2 RETURNING account_id")
@@ -207,6 +208,7 @@ impl PeopleStore for Backend {
         .fetch_all(&mut *transaction)
         .await?;
         let revoked = rows.iter().map(token_from_row).collect::<StoreResult<Vec<_>>>()?;
+        insert_audit_in(&mut transaction, audit).await?;
         tell_in(&mut transaction, &token_invalidations(&revoked)).await?;
         transaction.commit().await?;
         Ok(revoked)
@@ -252,6 +254,7 @@ impl PeopleStore for Backend {
         current: Option<&UserTotp>,
         totp: Option<&UserTotp>,
         recovery_codes: &[SecretDigest],
+        audit: &[AuditEntry],
     ) -> StoreResult<()> {
         let mut transaction = begin_write(self).await?;
         let updated = sqlx::query(
@@ -287,6 +290,7 @@ impl PeopleStore for Backend {
                 .execute(&mut *transaction)
                 .await?;
         }
+        insert_audit_in(&mut transaction, audit).await?;
         transaction.commit().await?;
         Ok(())
     }

@@ -21,6 +21,7 @@ use crate::{
     DeviceQuery, DeviceStore, Downlink, Invalidation, Page, Paged, ReadingBucket, ReadingStore, Store, StoreError,
     StoreResult, Team, TimeRange, TokenFilter, TokenRecord, TokenStore, TokenUsage, User, Variable,
 };
+use crate::{AuditEntry, AuditQuery, AuditStore, Outcome, TokenPolicy, TokenSelection};
 use crate::{Invite, LoginChallenge, Membership, PeopleStore, UserReach, UserTotp};
 
 fn label_from_column(text: String) -> StoreResult<Label> {
@@ -158,19 +159,20 @@ fn variable_from_row(row: &DbRow) -> StoreResult<Variable> {
 macro_rules! token_columns {
     () => {
         "id, account_id, kind, digest, scope_kind, scope_id, rights, creator_kind, creator_id, name, tags, \
-         created_at, expires_at, revoked_at, last_used_at, uses, family_id, resource"
+         created_at, expires_at, revoked_at, last_used_at, uses, family_id, resource, disabled_at, last_used_from, \
+         previous_digest, previous_valid_until, rotated_at, quota_requests, quota_window_seconds, throttled"
     };
 }
 
 fn token_from_row(row: &DbRow) -> StoreResult<TokenRecord> {
-    let digest: Vec<u8> = row.try_get(3)?;
-    let digest: [u8; 32] = digest.try_into().map_err(|_| corrupt("token digest is not 32 bytes"))?;
+    let digest = digest_from_column(row.try_get(3)?)?;
     let uses: i64 = row.try_get(15)?;
+    let throttled: i64 = row.try_get(25)?;
     Ok(TokenRecord {
         id: TokenId::from_i64(row.try_get(0)?),
         account: AccountId::from_i64(row.try_get(1)?),
         kind: kind_from_column(row.try_get(2)?)?,
-        digest: SecretDigest(digest),
+        digest,
         scope: scope_from_columns(row.try_get(4)?, row.try_get(5)?)?,
         rights: rights_from_column(row.try_get(6)?)?,
         creator: creator_from_columns(row.try_get(7)?, row.try_get(8)?)?,
@@ -183,6 +185,13 @@ fn token_from_row(row: &DbRow) -> StoreResult<TokenRecord> {
         uses: u64::try_from(uses).unwrap_or(0),
         family: row.try_get::<Option<i64>, _>(16)?.map(Id::from_i64),
         resource: row.try_get(17)?,
+        disabled_at_ms: row.try_get(18)?,
+        last_used_from: address_from_column(row.try_get(19)?)?,
+        previous_digest: row.try_get::<Option<Vec<u8>>, _>(20)?.map(digest_from_column).transpose()?,
+        previous_valid_until_ms: row.try_get(21)?,
+        rotated_at_ms: row.try_get(22)?,
+        quota: quota_from_columns(row.try_get(23)?, row.try_get(24)?)?,
+        throttled: u64::try_from(throttled).unwrap_or(0),
     })
 }
 
@@ -208,10 +217,12 @@ where
 {
     let (scope_kind, scope_id) = scope_columns(token.scope);
     let (creator_kind, creator_id) = creator_columns(token.creator);
+    let (quota_requests, quota_window) = quota_columns(token.quota);
     sqlx::query(
         "INSERT INTO tokens (id, account_id, kind, digest, scope_kind, scope_id, rights, creator_kind, creator_id, \
-         name, tags, created_at, expires_at, revoked_at, last_used_at, uses, family_id, resource) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+         name, tags, created_at, expires_at, revoked_at, last_used_at, uses, family_id, resource, disabled_at, \
+         quota_requests, quota_window_seconds) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
     )
     .bind(token.id.as_i64())
     .bind(token.account.as_i64())
@@ -231,8 +242,40 @@ where
     .bind(to_i64(token.uses))
     .bind(token.family.map(Id::as_i64))
     .bind(&token.resource)
+    .bind(token.disabled_at_ms)
+    .bind(quota_requests)
+    .bind(quota_window)
     .execute(executor)
     .await?;
+    Ok(())
+}
+
+/// Audit entries per INSERT statement (11 parameters each).
+const AUDIT_PER_STATEMENT: usize = 500;
+
+/// Writes audit entries on `connection`, which is the transaction of the change they record when there is one.
+async fn insert_audit_in(connection: &mut DbConnection, entries: &[AuditEntry]) -> StoreResult<()> {
+    for chunk in entries.chunks(AUDIT_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Db>::new(
+            "INSERT INTO audit_events (id, account_id, at, event, actor_kind, actor_id, token_id, address, outcome, \
+             detail, count) ",
+        );
+        insert.push_values(chunk, |mut row, entry| {
+            let (actor_kind, actor_id) = actor_columns(entry.actor);
+            row.push_bind(entry.id.as_i64())
+                .push_bind(entry.account.as_i64())
+                .push_bind(entry.at_ms)
+                .push_bind(entry.event.clone())
+                .push_bind(actor_kind)
+                .push_bind(actor_id)
+                .push_bind(entry.token.map(TokenId::as_i64))
+                .push_bind(address_column(entry.address))
+                .push_bind(entry.outcome.as_str())
+                .push_bind(serde_json::Value::Object(entry.detail.clone()).to_string())
+                .push_bind(to_i64(entry.count));
+        });
+        insert.build().execute(&mut *connection).await?;
+    }
     Ok(())
 }
 
@@ -376,215 +419,6 @@ async fn bootstrap_in(connection: &mut DbConnection, bootstrap: &Bootstrap) -> S
 }
 
 #[async_trait]
-impl TokenStore for Backend {
-    async fn insert_token(&self, token: &TokenRecord) -> StoreResult<()> {
-        insert_token_in(single_writes(self), token).await
-    }
-
-    async fn insert_tokens(&self, tokens: &[TokenRecord]) -> StoreResult<()> {
-        let mut transaction = begin_write(self).await?;
-        for token in tokens {
-            insert_token_in(&mut *transaction, token).await?;
-        }
-        transaction.commit().await?;
-        Ok(())
-    }
-
-    async fn token_by_digest(&self, digest: &SecretDigest) -> StoreResult<TokenRecord> {
-        let row = sqlx::query(concat!("SELECT ", token_columns!(), " FROM tokens WHERE digest = $1"))
-            .bind(digest.0.as_slice())
-            .fetch_one(&self.pool)
-            .await?;
-        token_from_row(&row)
-    }
-
-    async fn token(&self, account: AccountId, token: TokenId) -> StoreResult<TokenRecord> {
-        let row = sqlx::query(concat!("SELECT ", token_columns!(), " FROM tokens WHERE account_id = $1 AND id = $2"))
-            .bind(account.as_i64())
-            .bind(token.as_i64())
-            .fetch_one(&self.pool)
-            .await?;
-        token_from_row(&row)
-    }
-
-    async fn list_tokens(
-        &self,
-        account: AccountId,
-        filter: TokenFilter,
-        now_ms: i64,
-        page: Page,
-    ) -> StoreResult<Paged<TokenRecord>> {
-        let push_filter = |query: &mut QueryBuilder<Db>| {
-            query.push(" WHERE account_id = ").push_bind(account.as_i64()).push(" AND revoked_at IS NULL");
-            query.push(" AND (expires_at IS NULL OR expires_at > ").push_bind(now_ms).push(")");
-            // `IS` compares NULLs as equal, so scopes and creators without an id match too.
-            if let Some((kind, id)) = filter.scope.map(scope_columns) {
-                query
-                    .push(" AND scope_kind = ")
-                    .push_bind(kind)
-                    .push(" AND scope_id IS NOT DISTINCT FROM ")
-                    .push_bind(id);
-            }
-            if let Some((kind, id)) = filter.creator.map(creator_columns) {
-                query
-                    .push(" AND creator_kind = ")
-                    .push_bind(kind)
-                    .push(" AND creator_id IS NOT DISTINCT FROM ")
-                    .push_bind(id);
-            }
-        };
-        let mut count = QueryBuilder::<Db>::new("SELECT count(*) FROM tokens");
-        push_filter(&mut count);
-        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
-        let mut select = QueryBuilder::<Db>::new(concat!("SELECT ", token_columns!(), " FROM tokens"));
-        push_filter(&mut select);
-        select.push(" ORDER BY id LIMIT ").push_bind(to_i64(page.size));
-        select.push(" OFFSET ").push_bind(to_i64(page.offset()));
-        let rows = select.build().fetch_all(&self.pool).await?;
-        let items = rows.iter().map(token_from_row).collect::<StoreResult<_>>()?;
-        Ok(Paged { total: total as u64, items })
-    }
-
-    async fn revoke_token(&self, account: AccountId, token: TokenId, at_ms: i64) -> StoreResult<TokenRecord> {
-        let mut transaction = begin_write(self).await?;
-        let row = sqlx::query(concat!(
-            "UPDATE tokens SET revoked_at = $1 WHERE account_id = $2 AND id = $3 AND revoked_at IS NULL RETURNING ",
-            token_columns!()
-        ))
-        .bind(at_ms)
-        .bind(account.as_i64())
-        .bind(token.as_i64())
-        .fetch_one(&mut *transaction)
-        .await?;
-        let revoked = token_from_row(&row)?;
-        tell_in(&mut transaction, &token_invalidations(std::slice::from_ref(&revoked))).await?;
-        transaction.commit().await?;
-        Ok(revoked)
-    }
-
-    async fn update_token(&self, token: &TokenRecord) -> StoreResult<()> {
-        let mut transaction = begin_write(self).await?;
-        let (scope_kind, scope_id) = scope_columns(token.scope);
-        let updated = sqlx::query(
-            "UPDATE tokens SET scope_kind = $1, scope_id = $2, rights = $3, name = $4, tags = $5, resource = $6 \
-             WHERE account_id = $7 AND id = $8 AND revoked_at IS NULL",
-        )
-        .bind(scope_kind)
-        .bind(scope_id)
-        .bind(rights_column(token.rights))
-        .bind(&token.name)
-        .bind(tags_column(&token.tags))
-        .bind(&token.resource)
-        .bind(token.account.as_i64())
-        .bind(token.id.as_i64())
-        .execute(&mut *transaction)
-        .await?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        tell_in(&mut transaction, &token_invalidations(std::slice::from_ref(token))).await?;
-        transaction.commit().await?;
-        Ok(())
-    }
-
-    async fn consume_token(&self, token: TokenId, at_ms: i64) -> StoreResult<bool> {
-        let updated = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(at_ms)
-            .bind(token.as_i64())
-            .execute(single_writes(self))
-            .await?;
-        Ok(updated.rows_affected() == 1)
-    }
-
-    async fn rotate_tokens(&self, consumed: TokenId, tokens: &[TokenRecord], at_ms: i64) -> StoreResult<bool> {
-        let mut transaction = begin_write(self).await?;
-        let updated = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(at_ms)
-            .bind(consumed.as_i64())
-            .execute(&mut *transaction)
-            .await?;
-        if updated.rows_affected() != 1 {
-            return Ok(false);
-        }
-        for token in tokens {
-            insert_token_in(&mut *transaction, token).await?;
-        }
-        transaction.commit().await?;
-        Ok(true)
-    }
-
-    async fn revoke_family(&self, family: Id, at_ms: i64) -> StoreResult<Vec<TokenRecord>> {
-        let mut transaction = begin_write(self).await?;
-        // Waits for a rotation of this family in flight to commit, so that the UPDATE below (a statement of its
-        // own, with a snapshot taken after the wait) sees the pair the rotation inserted and revokes it too.
-        sqlx::query(concat!("SELECT id FROM tokens WHERE family_id = $1", for_update!()))
-            .bind(family.as_i64())
-            .fetch_all(&mut *transaction)
-            .await?;
-        let rows = sqlx::query(concat!(
-            "UPDATE tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL RETURNING ",
-            token_columns!()
-        ))
-        .bind(at_ms)
-        .bind(family.as_i64())
-        .fetch_all(&mut *transaction)
-        .await?;
-        let revoked = rows.iter().map(token_from_row).collect::<StoreResult<Vec<_>>>()?;
-        tell_in(&mut transaction, &token_invalidations(&revoked)).await?;
-        transaction.commit().await?;
-        Ok(revoked)
-    }
-
-    async fn revoke_tokens_of(
-        &self,
-        account: AccountId,
-        creator: Creator,
-        at_ms: i64,
-    ) -> StoreResult<Vec<TokenRecord>> {
-        let (kind, id) = creator_columns(creator);
-        let mut transaction = begin_write(self).await?;
-        let rows = sqlx::query(concat!(
-            "UPDATE tokens SET revoked_at = $1 WHERE account_id = $2 AND creator_kind = $3 AND creator_id IS NOT DISTINCT FROM $4 \
-             AND revoked_at IS NULL RETURNING ",
-            token_columns!()
-        ))
-        .bind(at_ms)
-        .bind(account.as_i64())
-        .bind(kind)
-        .bind(id)
-        .fetch_all(&mut *transaction)
-        .await?;
-        let revoked = rows.iter().map(token_from_row).collect::<StoreResult<Vec<_>>>()?;
-        tell_in(&mut transaction, &token_invalidations(&revoked)).await?;
-        transaction.commit().await?;
-        Ok(revoked)
-    }
-
-    async fn record_token_usage(&self, usage: &[TokenUsage]) -> StoreResult<()> {
-        // Rows are updated in id order, as every other writer of several token rows would, so two nodes flushing
-        // usage of the same tokens at once cannot deadlock.
-        let mut usage: Vec<&TokenUsage> = usage.iter().collect();
-        usage.sort_by_key(|entry| entry.token);
-        // Small transactions of one statement each (autocommit: one round trip, not BEGIN, UPDATE, COMMIT): the
-        // write lock is held for a moment at a time, so readings waiting to be committed are not held up behind
-        // thousands of token rows.
-        for chunk in usage.chunks(USAGE_PER_TRANSACTION) {
-            let mut update = QueryBuilder::<Db>::new(
-                "UPDATE tokens SET uses = tokens.uses + usage.column2, last_used_at = CASE \
-                 WHEN tokens.last_used_at IS NULL OR tokens.last_used_at < usage.column3 THEN usage.column3 \
-                 ELSE tokens.last_used_at END FROM (",
-            );
-            update.push_values(chunk, |mut row, entry| {
-                row.push_bind(entry.token.as_i64()).push_bind(to_i64(entry.uses)).push_bind(entry.last_used_at_ms);
-            });
-            update.push(") AS usage WHERE tokens.id = usage.column1");
-            update.build().execute(single_writes(self)).await?;
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
 impl CollectionStore for Backend {
     async fn insert_collection(&self, collection: &Collection) -> StoreResult<()> {
         let Some(team) = collection.team else {
@@ -655,6 +489,7 @@ impl CollectionStore for Backend {
         account: AccountId,
         collection: CollectionId,
         at_ms: i64,
+        audit: &(dyn for<'t> Fn(&'t [TokenRecord]) -> Vec<AuditEntry> + Send + Sync),
     ) -> StoreResult<Vec<TokenRecord>> {
         let mut transaction = begin_write(self).await?;
         let row = sqlx::query(concat!(
@@ -692,6 +527,7 @@ impl CollectionStore for Backend {
             .bind(collection.as_i64())
             .execute(&mut *transaction)
             .await?;
+        insert_audit_in(&mut transaction, &audit(&revoked)).await?;
         tell_in(&mut transaction, &token_invalidations(&revoked)).await?;
         transaction.commit().await?;
         Ok(revoked)
@@ -1240,6 +1076,16 @@ impl Store for Backend {
         close_pools(self).await;
     }
 }
+
+/// Tokens: the `TokenStore` half.
+#[path = "tokens.rs"]
+#[allow(clippy::duplicate_mod, reason = "compiled once per backend, with its parent")]
+mod tokens;
+
+/// The audit trail and token policies: the `AuditStore` half.
+#[path = "audit.rs"]
+#[allow(clippy::duplicate_mod, reason = "compiled once per backend, with its parent")]
+mod audit;
 
 /// Users, second factors, teams, invites and login challenges: the `PeopleStore` half.
 #[path = "people.rs"]

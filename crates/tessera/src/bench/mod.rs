@@ -89,10 +89,16 @@ async fn verify_times() -> anyhow::Result<VerifyTimes> {
     let credentials = tessera_server::bootstrap::bootstrap(opened.store.as_ref(), &opened.key)
         .await?
         .context("a fresh store is bootstrapped")?;
-    let tokens = tessera_server::tokens::TokenService::new(opened.store.clone(), opened.key.clone(), 1_000);
+    let audit = std::sync::Arc::new(tessera_server::audit::Audit::new(
+        opened.store.clone(),
+        credentials.account_id,
+        config.audit_retention,
+    ));
+    let tokens = tessera_server::tokens::TokenService::new(opened.store.clone(), opened.key.clone(), 1_000, audit);
     // The credential a device sends: an organization token, minted with the API key (so its creator's reach is
     // looked up too, as for every device's token).
-    let api_key = tokens.verify(credentials.api_key.expose()).await.map_err(|error| anyhow::anyhow!("{error}"))?;
+    let api_key =
+        tokens.verify(credentials.api_key.expose(), None).await.map_err(|error| anyhow::anyhow!("{error}"))?;
     let collection = opened.store.default_collection(credentials.account_id).await?.id;
     let new = tessera_server::tokens::NewToken::new(
         tessera_core::TokenKind::Collection,
@@ -112,7 +118,7 @@ async fn verify_times() -> anyhow::Result<VerifyTimes> {
                 tokens.forget_here(record.id, &record.digest);
             }
             let started = std::time::Instant::now();
-            tokens.verify(&secret).await.map_err(|error| anyhow::anyhow!("verify failed: {error}"))?;
+            tokens.verify(&secret, None).await.map_err(|error| anyhow::anyhow!("verify failed: {error}"))?;
             samples.push(started.elapsed().as_nanos() as f64 / 1000.0);
         }
         samples.sort_by(f64::total_cmp);

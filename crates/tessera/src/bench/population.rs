@@ -68,10 +68,17 @@ pub async fn populate(
                 uses: 0,
                 family: None,
                 resource: None,
+                disabled_at_ms: None,
+                last_used_from: None,
+                previous_digest: None,
+                previous_valid_until_ms: None,
+                rotated_at_ms: None,
+                quota: Default::default(),
+                throttled: 0,
             })
             .collect();
         store.insert_devices(&devices).await?;
-        store.insert_tokens(&tokens).await?;
+        store.insert_tokens(&tokens, &[]).await?;
         added += size;
         progress(added);
     }

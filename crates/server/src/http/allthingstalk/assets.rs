@@ -81,7 +81,7 @@ impl FromRequestParts<App> for AttCaller {
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<AttCaller, AttError> {
         let secret =
             crate::http::bearer_secret(&parts.headers).ok_or(AppError::Unauthenticated(VerifyError::Missing))?;
-        Ok(AttCaller(app.tokens.verify(secret).await.map_err(AppError::from)?))
+        Ok(AttCaller(app.tokens.verify(secret, crate::http::peer_address(parts)).await.map_err(AppError::from)?))
     }
 }
 

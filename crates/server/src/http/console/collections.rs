@@ -354,7 +354,7 @@ pub(super) async fn page(
 pub(super) async fn delete(State(app): State<App>, Signed(signed): Signed, Path(id): Path<String>) -> PageResult {
     let id = collection_id(&id)?;
     let deleted = match signed.caller.authorize(Action::Write, &Target::collection(signed.caller.account(), id)) {
-        Ok(permit) => app.delete_collection(&permit, id).await,
+        Ok(permit) => app.delete_collection(&signed.caller, &permit, id).await,
         Err(denial) => Err(AppError::Denied(denial)),
     };
     match deleted {

@@ -102,7 +102,7 @@ pub(super) async fn start_totp(State(app): State<App>, Signed(signed): Signed, f
         return profile_page(&app, &signed, "", FormState::failed("totp", "password", message)).await;
     }
     let user = app.people.user_of(&signed.caller).await?;
-    let enrollment = app.people.start_totp(&user).await?;
+    let enrollment = app.people.start_totp(&signed.caller, &user).await?;
     // The crate's SVG starts with an XML declaration, which has no place inside HTML.
     let qr_svg = match enrollment.qr_svg.find("<svg") {
         Some(start) => enrollment.qr_svg[start..].to_owned(),
@@ -119,7 +119,7 @@ pub(super) async fn start_totp(State(app): State<App>, Signed(signed): Signed, f
 pub(super) async fn confirm_totp(State(app): State<App>, Signed(signed): Signed, form: Form) -> PageResult {
     own_login(&signed)?;
     let user = app.people.user_of(&signed.caller).await?;
-    match app.people.confirm_totp(&user, form.trimmed("code")).await {
+    match app.people.confirm_totp(&signed.caller, &user, form.trimmed("code")).await {
         Ok(codes) => render(RecoveryCodesPage { chrome: Chrome::for_user(&user, &signed, "profile"), codes }),
         Err(error) => {
             let message = match error {
@@ -152,7 +152,7 @@ pub(super) async fn confirm_totp(State(app): State<App>, Signed(signed): Signed,
 pub(super) async fn disable_totp(State(app): State<App>, Signed(signed): Signed, form: Form) -> PageResult {
     own_login(&signed)?;
     let user = app.people.user_of(&signed.caller).await?;
-    match app.people.disable_totp(&user, form.trimmed("code")).await {
+    match app.people.disable_totp(&signed.caller, &user, form.trimmed("code")).await {
         Ok(()) => Ok(see_other(format!("{PREFIX}/profile?done=totp-off"))),
         Err(error) => {
             let message = match error {

@@ -367,7 +367,7 @@ async fn sign_in_from_cookies(
     let app = &console.app;
     let access = cookie(headers, SESSION_COOKIE);
     if let Some(access) = access {
-        match app.tokens.verify_presented(access, Presentation::UserSessionOnly).await {
+        match app.tokens.verify_presented(access, Presentation::UserSessionOnly, Some(source)).await {
             Ok(caller) => return Ok(Some(SignedIn { form_token: form_token(app, &caller), caller })),
             Err(error @ VerifyError::Store(_)) => return Err(Failure::App(AppError::from(error))),
             // Only a session that ran out is renewed (or a cookie that names none, as after a restart of the
@@ -382,14 +382,16 @@ async fn sign_in_from_cookies(
     let refresh = cookie(headers, REFRESH_COOKIE);
     if let Some(refresh) = refresh {
         match console.renew(refresh, source).await {
-            Ok(renewed) => match app.tokens.verify_presented(&renewed.access, Presentation::UserSessionOnly).await {
-                Ok(caller) => {
-                    cookies_out.extend(session_cookies(app, &renewed.access, &renewed.refresh, secure));
-                    return Ok(Some(SignedIn { form_token: form_token(app, &caller), caller }));
+            Ok(renewed) => {
+                match app.tokens.verify_presented(&renewed.access, Presentation::UserSessionOnly, Some(source)).await {
+                    Ok(caller) => {
+                        cookies_out.extend(session_cookies(app, &renewed.access, &renewed.refresh, secure));
+                        return Ok(Some(SignedIn { form_token: form_token(app, &caller), caller }));
+                    }
+                    Err(error @ VerifyError::Store(_)) => return Err(Failure::App(AppError::from(error))),
+                    Err(_) => {}
                 }
-                Err(error @ VerifyError::Store(_)) => return Err(Failure::App(AppError::from(error))),
-                Err(_) => {}
-            },
+            }
             Err(LoginError::Throttled(wait)) => {
                 return Err(Failure::Page(
                     StatusCode::TOO_MANY_REQUESTS,

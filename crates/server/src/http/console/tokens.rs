@@ -29,7 +29,8 @@ pub(super) async fn token_rows(
     scope: Option<Scope>,
     names: &Names,
 ) -> Result<(Vec<TokenRow>, String), AppError> {
-    let listed = app.tokens.list(&signed.caller, scope, Page { number: 1, size: TOKENS_SHOWN }).await?;
+    let listed =
+        app.tokens.list(&signed.caller, scope, Default::default(), Page { number: 1, size: TOKENS_SHOWN }).await?;
     let mut tokens = listed.items;
     // A login session is one row (its access token); its refresh token is deleted with it.
     tokens.retain(|token| token.kind != TokenKind::Refresh);
@@ -234,7 +235,7 @@ pub(super) async fn delete(
             "This is the session you are using. Sign out to end it.".into(),
         ));
     }
-    app.tokens.revoke(&permit, &token).await?;
+    app.tokens.revoke(&signed.caller, &permit, &token).await?;
     Ok(see_other(with_done(&back_to(&form, &format!("{PREFIX}/tokens")), "token-deleted")))
 }
 

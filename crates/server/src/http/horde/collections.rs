@@ -182,7 +182,7 @@ async fn delete_collection(
     Path(collection): Path<String>,
 ) -> HordeResult {
     let (collection, permit) = collection_for(&app, &caller, Action::Write, &collection).await?;
-    app.delete_collection(&permit, collection.id).await?;
+    app.delete_collection(&caller, &permit, collection.id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

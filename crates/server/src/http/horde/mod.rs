@@ -122,7 +122,7 @@ impl FromRequestParts<App> for HordeCaller {
         }
         let presented =
             crate::http::api_token_or_bearer(&parts.headers).ok_or(AppError::Unauthenticated(VerifyError::Unknown))?;
-        Ok(HordeCaller(app.tokens.verify(presented).await.map_err(AppError::from)?))
+        Ok(HordeCaller(app.tokens.verify(presented, crate::http::peer_address(parts)).await.map_err(AppError::from)?))
     }
 }
 

@@ -44,7 +44,7 @@ impl FromRequestParts<App> for StreamCaller {
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<StreamCaller, HordeError> {
         if let Some(secret) = crate::http::api_token_or_bearer(&parts.headers) {
-            let caller = app.tokens.verify(secret).await.map_err(AppError::from)?;
+            let caller = app.tokens.verify(secret, crate::http::peer_address(parts)).await.map_err(AppError::from)?;
             return Ok(StreamCaller(caller));
         }
         let query = QueryParams::from_request_parts(parts, app).await.unwrap_or_default();
@@ -52,7 +52,12 @@ impl FromRequestParts<App> for StreamCaller {
             return Err(AppError::Unauthenticated(VerifyError::Missing).into());
         };
         let presentation = tessera_core::Presentation::InUrl(tessera_core::Action::Read);
-        Ok(StreamCaller(app.tokens.verify_presented(&secret, presentation).await.map_err(AppError::from)?))
+        Ok(StreamCaller(
+            app.tokens
+                .verify_presented(&secret, presentation, crate::http::peer_address(parts))
+                .await
+                .map_err(AppError::from)?,
+        ))
     }
 }
 

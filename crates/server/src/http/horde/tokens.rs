@@ -70,7 +70,7 @@ fn rights_of(write: bool) -> Rights {
 }
 
 async fn list_tokens(State(app): State<App>, Session(caller): Session) -> HordeResult {
-    let tokens = app.tokens.list(&caller, None, Page::ALL).await.map_err(AppError::from)?;
+    let tokens = app.tokens.list(&caller, None, Default::default(), Page::ALL).await.map_err(AppError::from)?;
     let tokens: Vec<Json_> = tokens
         .items
         .iter()
@@ -161,6 +161,6 @@ async fn update_token(
 /// the team, its device was deleted).
 async fn delete_token(State(app): State<App>, Session(caller): Session, Path(named): Path<String>) -> HordeResult {
     let (token, permit) = managed_token(&app, &caller, &named).await?;
-    app.tokens.revoke(&permit, &token).await.map_err(AppError::from)?;
+    app.tokens.revoke(&caller, &permit, &token).await.map_err(AppError::from)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -54,7 +54,7 @@ async fn mint(app: &App, caller: &Caller, new: NewToken) -> NativeResult {
 }
 
 async fn list(app: &App, caller: &Caller, kind: TokenKind, scope: Scope) -> NativeResult {
-    let tokens = app.tokens.list(caller, Some(scope), Page::ALL).await.map_err(AppError::from)?;
+    let tokens = app.tokens.list(caller, Some(scope), Default::default(), Page::ALL).await.map_err(AppError::from)?;
     let listed: Vec<Json_> = tokens.items.iter().filter(|token| token.kind == kind).map(token_json).collect();
     Ok(Json(json!({ "tokens": listed })).into_response())
 }
@@ -65,7 +65,7 @@ async fn remove(app: &App, caller: &Caller, kind: TokenKind, scope: Scope, token
     if token.kind != kind || token.scope != scope {
         return Err(AppError::NotFound("token").into());
     }
-    app.tokens.revoke(&permit, &token).await.map_err(AppError::from)?;
+    app.tokens.revoke(caller, &permit, &token).await.map_err(AppError::from)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

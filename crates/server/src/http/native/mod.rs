@@ -109,7 +109,7 @@ impl FromRequestParts<App> for Bearer {
         let secret = crate::http::bearer_secret(&parts.headers).ok_or_else(|| {
             Problem::new(StatusCode::UNAUTHORIZED, "the Authorization header must be 'Bearer <token>'")
         })?;
-        let caller = app.tokens.verify(secret).await.map_err(AppError::from)?;
+        let caller = app.tokens.verify(secret, crate::http::peer_address(parts)).await.map_err(AppError::from)?;
         Ok(Bearer(caller))
     }
 }
@@ -177,7 +177,7 @@ async fn get_collection(State(app): State<App>, Bearer(caller): Bearer, Path(id)
 async fn delete_collection(State(app): State<App>, Bearer(caller): Bearer, Path(id): Path<String>) -> NativeResult {
     let id: CollectionId = parse_id("collection", &id)?;
     let permit = caller.authorize(Action::Write, &Target::collection(caller.account(), id)).map_err(AppError::from)?;
-    app.delete_collection(&permit, id).await?;
+    app.delete_collection(&caller, &permit, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -228,7 +228,7 @@ async fn list_tokens(State(app): State<App>, Bearer(caller): Bearer, query: Quer
         Some(text) => Some(Scope::Collection(parse_id("collection", text)?)),
         None => None,
     };
-    let tokens = app.tokens.list(&caller, scope, Page::ALL).await.map_err(AppError::from)?;
+    let tokens = app.tokens.list(&caller, scope, Default::default(), Page::ALL).await.map_err(AppError::from)?;
     let listed: Vec<Json_> = tokens.items.iter().map(token_json).collect();
     Ok(Json(json!({ "tokens": listed })).into_response())
 }
@@ -296,7 +296,7 @@ async fn revoke_token(State(app): State<App>, Bearer(caller): Bearer, Path(id): 
     if token.id == caller.record.id {
         return Err(AppError::Conflict("a credential cannot revoke itself".into()).into());
     }
-    app.tokens.revoke(&permit, &token).await.map_err(AppError::from)?;
+    app.tokens.revoke(&caller, &permit, &token).await.map_err(AppError::from)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

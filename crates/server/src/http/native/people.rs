@@ -142,7 +142,7 @@ async fn me(State(app): State<App>, Bearer(caller): Bearer) -> NativeResult {
 /// `POST /v1/me/totp`: a new secret with its `otpauth://` URI and a QR code (SVG); not in force until confirmed.
 async fn start_totp(State(app): State<App>, Bearer(caller): Bearer) -> NativeResult {
     let user = session_user(&app, &caller).await?;
-    let enrollment = app.people.start_totp(&user).await?;
+    let enrollment = app.people.start_totp(&caller, &user).await?;
     Ok(Json(json!({
         "secret": enrollment.secret.to_base32(),
         "otpauth_uri": enrollment.uri,
@@ -159,7 +159,7 @@ async fn confirm_totp(
 ) -> NativeResult {
     let document = json_document(body)?;
     let user = session_user(&app, &caller).await?;
-    let codes = app.people.confirm_totp(&user, text(&document, "code")?).await?;
+    let codes = app.people.confirm_totp(&caller, &user, text(&document, "code")?).await?;
     Ok(Json(json!({ "recovery_codes": codes })).into_response())
 }
 
@@ -171,7 +171,7 @@ async fn disable_totp(
 ) -> NativeResult {
     let document = json_document(body)?;
     let user = session_user(&app, &caller).await?;
-    app.people.disable_totp(&user, text(&document, "code")?).await?;
+    app.people.disable_totp(&caller, &user, text(&document, "code")?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

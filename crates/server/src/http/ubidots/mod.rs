@@ -127,14 +127,21 @@ impl FromRequestParts<App> for AuthToken {
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<AuthToken, UbidotsError> {
         if let Some(value) = parts.headers.get("x-auth-token") {
             let text = value.to_str().map_err(|_| AppError::Unauthenticated(VerifyError::Unknown))?;
-            return Ok(AuthToken(app.tokens.verify(text.trim()).await.map_err(AppError::from)?));
+            return Ok(AuthToken(
+                app.tokens.verify(text.trim(), crate::http::peer_address(parts)).await.map_err(AppError::from)?,
+            ));
         }
         let query = QueryParams::from_request_parts(parts, app).await.unwrap_or_default();
         let Some(text) = query.text("token") else {
             return Err(AppError::Unauthenticated(VerifyError::Missing).into());
         };
         let presentation = Presentation::InUrl(Action::for_http_method(parts.method.as_str()));
-        Ok(AuthToken(app.tokens.verify_presented(text.trim(), presentation).await.map_err(AppError::from)?))
+        Ok(AuthToken(
+            app.tokens
+                .verify_presented(text.trim(), presentation, crate::http::peer_address(parts))
+                .await
+                .map_err(AppError::from)?,
+        ))
     }
 }
 
@@ -150,7 +157,12 @@ impl FromRequestParts<App> for ApiKey {
             return Err(AppError::Unauthenticated(VerifyError::Missing).into());
         };
         let text = value.to_str().map_err(|_| AppError::Unauthenticated(VerifyError::Unknown))?;
-        Ok(ApiKey(app.tokens.verify_presented(text.trim(), Presentation::ApiKeyOnly).await.map_err(AppError::from)?))
+        Ok(ApiKey(
+            app.tokens
+                .verify_presented(text.trim(), Presentation::ApiKeyOnly, crate::http::peer_address(parts))
+                .await
+                .map_err(AppError::from)?,
+        ))
     }
 }
 

@@ -67,7 +67,7 @@ pub async fn list_organization_tokens(
 ) -> UbidotsResult {
     let scope = organization(&org_id)?;
     let page = page_of(&query)?;
-    let tokens = app.tokens.list(&caller, Some(scope), page).await.map_err(AppError::from)?;
+    let tokens = app.tokens.list(&caller, Some(scope), Default::default(), page).await.map_err(AppError::from)?;
     let results = tokens.items.iter().map(listed_token).collect();
     Ok(axum::Json(paginated(&base, uri.path(), &query, page, tokens.total, results)).into_response())
 }
@@ -84,6 +84,6 @@ pub async fn revoke_organization_token(
     if token.scope != scope {
         return Err(AppError::NotFound("token").into());
     }
-    app.tokens.revoke(&permit, &token).await.map_err(AppError::from)?;
+    app.tokens.revoke(&caller, &permit, &token).await.map_err(AppError::from)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
