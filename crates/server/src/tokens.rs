@@ -230,6 +230,31 @@ pub struct TokenService {
     usage: Mutex<HashMap<TokenId, TokenUsage>>,
     rechecks: Mutex<Rechecks>,
     audit: Arc<Audit>,
+    /// Leaked secrets reported and waiting to be revoked (see [`TokenService::report_leaked`]).
+    leak_reports: std::sync::OnceLock<tokio::sync::mpsc::Sender<LeakReport>>,
+    /// Leak reports per source address in the current minute.
+    leak_reporters: Mutex<HashMap<IpAddr, (i64, u32)>>,
+}
+
+/// Secrets someone reported as leaked, from where.
+type LeakReport = (Vec<String>, Option<IpAddr>);
+
+/// Reports a source address may make per minute, each of at most [`MAX_LEAKED_PER_REPORT`] secrets.
+pub const LEAK_REPORTS_PER_MINUTE: u32 = 10;
+pub const MAX_LEAKED_PER_REPORT: usize = 100;
+/// Reports waiting to be worked through; a report beyond them is refused with 429.
+const LEAK_QUEUE: usize = 64;
+/// Addresses whose report counts are kept; beyond it, the minute's counts start over (an attacker spreading over
+/// more addresses than this gains at most a fresh budget, never unbounded memory).
+const LEAK_REPORTERS_KEPT: usize = 10_000;
+
+/// Why a leak report was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportRefused {
+    #[error("too many reports from this address; retry after {0:?}")]
+    TooMany(Duration),
+    #[error("too many reports are waiting; retry after {0:?}")]
+    Busy(Duration),
 }
 
 impl std::fmt::Debug for TokenService {
@@ -253,7 +278,49 @@ impl TokenService {
             usage: Mutex::new(HashMap::new()),
             rechecks: Mutex::default(),
             audit,
+            leak_reports: std::sync::OnceLock::new(),
+            leak_reporters: Mutex::default(),
         }
+    }
+
+    /// Takes a report of leaked secrets from `from` (anyone may send one: a secret scanner, a finder) and revokes
+    /// them in the background, so that how long the answer takes says nothing of whether a secret existed.
+    /// Limited per source address (IPv6 by its /64) and by a bounded queue.
+    pub fn report_leaked(self: &Arc<Self>, secrets: Vec<String>, from: Option<IpAddr>) -> Result<(), ReportRefused> {
+        let minute = now_ms() / 60_000;
+        if let Some(address) = from.map(address_block) {
+            let mut reporters = self.leak_reporters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if reporters.len() >= LEAK_REPORTERS_KEPT {
+                reporters.retain(|_, (at, _)| *at == minute);
+                if reporters.len() >= LEAK_REPORTERS_KEPT {
+                    reporters.clear();
+                }
+            }
+            let (at, count) = reporters.entry(address).or_insert((minute, 0));
+            if *at != minute {
+                (*at, *count) = (minute, 0);
+            }
+            if *count >= LEAK_REPORTS_PER_MINUTE {
+                let wait = 60_000 - now_ms().rem_euclid(60_000);
+                return Err(ReportRefused::TooMany(Duration::from_millis(wait as u64)));
+            }
+            *count += 1;
+        }
+        let queue = self.leak_reports.get_or_init(|| {
+            let (queue, mut reports) = tokio::sync::mpsc::channel::<LeakReport>(LEAK_QUEUE);
+            let tokens = Arc::clone(self);
+            tokio::spawn(async move {
+                while let Some((secrets, from)) = reports.recv().await {
+                    match tokens.revoke_leaked(&secrets, from).await {
+                        Ok(0) => {}
+                        Ok(revoked) => tracing::warn!(revoked, ?from, "tokens revoked on a report that they leaked"),
+                        Err(error) => tracing::error!(?error, "a leak report could not be worked through"),
+                    }
+                }
+            });
+            queue
+        });
+        queue.try_send((secrets, from)).map_err(|_| ReportRefused::Busy(Duration::from_secs(5)))
     }
 
     /// The audit trail this service records in.
@@ -737,7 +804,7 @@ impl TokenService {
             }
             let entry = audit::entry(record.account, Actor::Anonymous, AuditEvent::TokenLeakRevoked)
                 .about(record.id)
-                .from_address(from)
+                .coming_from(from)
                 .with("kind", record.kind.as_str())
                 .with("name", record.name.clone())
                 .with("replaced_secret", record.digest != digest);
@@ -1029,6 +1096,14 @@ impl TokenService {
             }
         }
         outcome
+    }
+}
+
+/// The block an address's limits count under: itself for IPv4, its /64 for IPv6 (one host's usual share).
+pub(crate) fn address_block(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
     }
 }
 

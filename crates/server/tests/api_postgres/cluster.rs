@@ -93,7 +93,7 @@ async fn a_revocation_is_heard_even_when_its_node_dies_right_after_the_commit() 
         .await
         .unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-    store.revoke_token(tessera_core::AccountId::from_i64(account), id, now).await.unwrap();
+    store.revoke_token(tessera_core::AccountId::from_i64(account), id, now, &[]).await.unwrap();
     store.close().await;
 
     let took = until(Duration::from_secs(2), "refused on B", async || {
