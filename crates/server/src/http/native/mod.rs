@@ -23,7 +23,7 @@ pub(crate) const BODY_LIMIT: usize = 1024 * 1024;
 
 mod device_tokens;
 mod events;
-mod lifecycle;
+pub(crate) mod lifecycle;
 mod people;
 
 pub fn routes() -> Router<App> {
