@@ -1069,7 +1069,7 @@ async fn an_audit_entry_commits_with_its_change_or_not_at_all(store: &dyn Store)
     let good = entry(2, world.account, "token.minted", Some(token.id));
     store.insert_token(&token, std::slice::from_ref(&good)).await.unwrap();
     assert_eq!(store.audit_entries(world.account, &everything(10)).await.unwrap(), vec![good]);
-    assert!(store.revoke_token(world.account, token.id, NOW + 1, &[broken.clone()]).await.is_err());
+    assert!(store.revoke_token(world.account, token.id, NOW + 1, std::slice::from_ref(&broken)).await.is_err());
     assert_eq!(store.token(world.account, token.id).await.unwrap().revoked_at_ms, None, "not revoked either");
     assert!(store.set_token_disabled(world.account, token.id, Some(NOW), &[broken]).await.is_err());
     assert_eq!(store.token(world.account, token.id).await.unwrap().disabled_at_ms, None);
