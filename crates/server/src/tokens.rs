@@ -1225,6 +1225,27 @@ mod tests {
         (store, tokens, caller)
     }
 
+    #[test]
+    fn the_expiry_policy_defaults_and_caps_but_never_lengthens() {
+        let now = 1_000_000;
+        let policy = TokenPolicy {
+            kind: TokenKind::Device,
+            max_lifetime_seconds: Some(100),
+            default_lifetime_seconds: Some(10),
+        };
+        assert_eq!(policy_expiry(None, None, now), None, "no policy, no expiry");
+        assert_eq!(policy_expiry(None, Some(now + 5), now), Some(now + 5));
+        assert_eq!(policy_expiry(Some(&policy), None, now), Some(now + 10_000), "the default");
+        assert_eq!(policy_expiry(Some(&policy), Some(now + 500_000), now), Some(now + 100_000), "capped");
+        assert_eq!(policy_expiry(Some(&policy), Some(now + 5), now), Some(now + 5), "a shorter one is kept");
+        let max_only = TokenPolicy { default_lifetime_seconds: None, ..policy };
+        assert_eq!(policy_expiry(Some(&max_only), None, now), Some(now + 100_000), "the maximum when none asked");
+        let default_only = TokenPolicy { max_lifetime_seconds: None, ..policy };
+        assert_eq!(policy_expiry(Some(&default_only), Some(now + 500_000), now), Some(now + 500_000));
+        let huge = TokenPolicy { max_lifetime_seconds: Some(u64::MAX), ..policy };
+        assert_eq!(policy_expiry(Some(&huge), None, now), Some(now + 10_000), "no overflow");
+    }
+
     #[tokio::test]
     async fn a_failing_store_ends_a_long_lived_caller_only_after_the_grace_period() {
         let (store, tokens, caller) = service_and_caller().await;
