@@ -696,10 +696,7 @@ impl TokenService {
             .with("old_secret_until", crate::time::rfc3339(until));
         let rotated =
             self.store.rotate_secret(token.account, token.id, &self.key.digest(&secret), until, now, &[entry]).await?;
-        self.forget_here(token.id, &token.digest);
-        if let Some(older) = token.previous_digest {
-            self.forget_here(token.id, &older);
-        }
+        self.forget(std::slice::from_ref(token));
         Ok((rotated, secret))
     }
 
@@ -727,9 +724,6 @@ impl TokenService {
         let at = (!enabled).then(|| token.disabled_at_ms.unwrap_or_else(now_ms));
         let changed = self.store.set_token_disabled(token.account, token.id, at, &[entry]).await?;
         self.forget(std::slice::from_ref(&changed));
-        if let Some(previous) = changed.previous_digest {
-            self.forget_here(changed.id, &previous);
-        }
         Ok(changed)
     }
 
@@ -860,6 +854,9 @@ impl TokenService {
     /// other nodes were told by the store, in the change's own transaction (`tessera_store::Invalidation`).
     pub fn changed(&self, token: &TokenRecord) {
         self.by_digest.invalidate(&token.digest);
+        if let Some(previous) = &token.previous_digest {
+            self.by_digest.invalidate(previous);
+        }
         self.remember_invalidation(Creator::Token(token.id));
     }
 
@@ -881,6 +878,9 @@ impl TokenService {
     pub fn forget(&self, revoked: &[TokenRecord]) {
         for token in revoked {
             self.forget_here(token.id, &token.digest);
+            if let Some(previous) = &token.previous_digest {
+                self.forget_here(token.id, previous);
+            }
         }
     }
 

@@ -100,6 +100,20 @@ async fn rotation_keeps_the_token_and_its_old_secret_works_until_the_overlap_end
     assert_eq!(writes(&tessera, &device_secret, "valve").await, StatusCode::UNAUTHORIZED);
     assert_eq!(writes(&tessera, rotated["secret"].as_str().unwrap(), "valve").await, StatusCode::OK);
 
+    // Revoked during an overlap, both secrets stop (the replaced one was cached too).
+    let (other, first) = collection_token(&tessera, &collection, json!({})).await;
+    let long_overlap = json!({"overlap_seconds": 3600});
+    let (_, rotated) =
+        tessera.native(Method::POST, &format!("/tokens/{other}/rotate"), &tessera.api_key, Some(long_overlap)).await;
+    let second = rotated["secret"].as_str().unwrap().to_owned();
+    assert_eq!(writes(&tessera, &first, "pump").await, StatusCode::OK);
+    assert_eq!(
+        tessera.native(Method::DELETE, &format!("/tokens/{other}"), &tessera.api_key, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(writes(&tessera, &first, "pump").await, StatusCode::UNAUTHORIZED, "the replaced secret");
+    assert_eq!(writes(&tessera, &second, "pump").await, StatusCode::UNAUTHORIZED, "the new one");
+
     // Refusals: an overlap beyond 30 days, a field that does not exist, a session, someone else's token.
     for (body, expected) in [
         (json!({"overlap_seconds": 31 * 86_400}), "from 0 to 2592000"),

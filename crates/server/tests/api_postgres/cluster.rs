@@ -418,6 +418,26 @@ async fn rotation_overlaps_and_disabling_hold_on_every_node() {
     .await;
     assert_eq!(a.ubidots(Method::GET, "/datasources", &old, None).await.0, StatusCode::UNAUTHORIZED, "and on A");
 
+    // A token revoked during an overlap: the replaced secret, cached on B, is refused there too.
+    let other = a.organization_token(&org, "second").await;
+    let (first, other_id) = (other["token"].as_str().unwrap().to_owned(), other["id"].as_str().unwrap().to_owned());
+    let rotation = json!({"overlap_seconds": 3600});
+    let (_, rotated) = a.native(Method::POST, &format!("/tokens/{other_id}/rotate"), &a.api_key, Some(rotation)).await;
+    let second = rotated["secret"].as_str().unwrap().to_owned();
+    for secret in [&first, &second] {
+        assert_eq!(b.ubidots(Method::GET, "/datasources", secret, None).await.0, StatusCode::OK, "cached on B");
+    }
+    assert_eq!(
+        a.native(Method::DELETE, &format!("/tokens/{other_id}"), &a.api_key, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    for secret in [&first, &second] {
+        until(Duration::from_secs(2), "both secrets refused on node B", async || {
+            b.ubidots(Method::GET, "/datasources", secret, None).await.0 == StatusCode::UNAUTHORIZED
+        })
+        .await;
+    }
+
     // Disabled on A: the connection it holds on B ends, and B refuses a new one.
     let mut device = Client::connect(&b, new, "").await.expect("connects to B");
     assert!(device.publish("/v1.6/devices/meter", json!({"kwh": 1})).await);
