@@ -308,9 +308,11 @@ impl TokenService {
         }
         let queue = self.leak_reports.get_or_init(|| {
             let (queue, mut reports) = tokio::sync::mpsc::channel::<LeakReport>(LEAK_QUEUE);
-            let tokens = Arc::clone(self);
+            // Weak: the service owns the queue's sender, so the task ends (its queue closed) when the service goes.
+            let tokens = Arc::downgrade(self);
             tokio::spawn(async move {
                 while let Some((secrets, from)) = reports.recv().await {
+                    let Some(tokens) = tokens.upgrade() else { return };
                     match tokens.revoke_leaked(&secrets, from).await {
                         Ok(0) => {}
                         Ok(revoked) => tracing::warn!(revoked, ?from, "tokens revoked on a report that they leaked"),

@@ -70,6 +70,8 @@ async fn rotation_keeps_the_token_and_its_old_secret_works_until_the_overlap_end
     let collection = tessera.organization("Rotating").await;
     let (id, old) = collection_token(&tessera, &collection, json!({})).await;
     assert_eq!(writes(&tessera, &old, "pump").await, StatusCode::OK);
+    // A connection made with the old secret lives as long as the secret does.
+    let mut connected = Client::connect(&tessera, &old, "").await.expect("connects with the old secret");
 
     let (status, rotated) = tessera
         .native(Method::POST, &format!("/tokens/{id}/rotate"), &tessera.api_key, Some(json!({"overlap_seconds": 1})))
@@ -84,6 +86,10 @@ async fn rotation_keeps_the_token_and_its_old_secret_works_until_the_overlap_end
     assert_eq!(writes(&tessera, &old, "pump").await, StatusCode::OK, "the old one within the overlap");
     eventually(Duration::from_secs(5), "the old secret is refused after the overlap", async || {
         writes(&tessera, &old, "pump").await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    eventually(Duration::from_secs(5), "the connection with the old secret ends after the overlap", async || {
+        !connected.publish("/v1.6/devices/pump", json!({"t": 9})).await
     })
     .await;
     let (_, refused) = tessera.ubidots(Method::POST, "/devices/pump", &old, Some(json!({"t": 3}))).await;
