@@ -991,7 +991,9 @@ impl TokenService {
             None => self.recheck_from_store(self.reach_of(record.account, record.creator)).await?,
         };
         let grant = record.grant(reach);
-        if check_live(&grant, now_ms()).is_err() {
+        // A caller whose creator reaches nothing any more (a disabled or revoked API key, a user in no team) can
+        // do nothing: its connection ends rather than stay open receiving nothing.
+        if check_live(&grant, now_ms()).is_err() || grant.creator_reach == Reach::Nothing {
             return Ok(None);
         }
         Ok(Some(Caller {

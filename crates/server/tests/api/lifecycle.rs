@@ -163,12 +163,17 @@ async fn a_token_whose_creator_lost_the_rights_to_it_is_not_rotated() {
             .as_str()
             .unwrap()
             .to_owned();
+    let mut connected = Client::connect(&tessera, &secret, "").await.expect("the key's token connects");
     // The API key that made the token is disabled: its tokens reach nothing while it is.
     let (status, key) =
         tessera.native(Method::PATCH, &format!("/tokens/{api_key_id}"), &admin, Some(json!({"enabled": false}))).await;
     assert_eq!((status, &key["enabled"]), (StatusCode::OK, &json!(false)), "{key}");
     assert_eq!(tessera.ubidots(Method::GET, "/datasources", &tessera.api_key, None).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(writes(&tessera, &secret, "pump").await, StatusCode::FORBIDDEN, "its creator reaches nothing now");
+    eventually(Duration::from_secs(5), "its open MQTT connection ends", async || {
+        !connected.publish("/v1.6/devices/pump", json!({"t": 1})).await
+    })
+    .await;
     let (status, problem) = tessera.native(Method::POST, &format!("/tokens/{id}/rotate"), &admin, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
     assert!(problem["detail"].as_str().unwrap().contains("creator"), "{problem}");
