@@ -137,7 +137,7 @@ pub fn actor_of(caller: &Caller) -> Actor {
 /// The builder methods every maker of an entry uses.
 pub trait EntryExt {
     fn about(self, token: TokenId) -> Self;
-    fn from_address(self, address: Option<IpAddr>) -> Self;
+    fn coming_from(self, address: Option<IpAddr>) -> Self;
     fn refused(self) -> Self;
     fn with(self, key: &str, value: impl Into<Value>) -> Self;
 }
@@ -148,7 +148,7 @@ impl EntryExt for AuditEntry {
         self
     }
 
-    fn from_address(mut self, address: Option<IpAddr>) -> AuditEntry {
+    fn coming_from(mut self, address: Option<IpAddr>) -> AuditEntry {
         self.address = address;
         self
     }

@@ -522,7 +522,7 @@ impl PeopleService {
         };
         let entry = audit::entry(record.account, actor, AuditEvent::RefreshTokenReused)
             .about(record.id)
-            .from_address(Some(source))
+            .coming_from(Some(source))
             .refused()
             .with("reason", reason);
         let revoked = self.store.revoke_family(family, now_ms(), &[entry]).await?;
@@ -585,7 +585,7 @@ impl PeopleService {
                 // The session and the record of the sign-in commit together.
                 let entry = audit::entry(user.account, Actor::User(user.id), AuditEvent::LoginSucceeded)
                     .about(records[0].id)
-                    .from_address(Some(sign_in.source))
+                    .coming_from(Some(sign_in.source))
                     .with("client_id", client_id)
                     .with("factor", sign_in.factor);
                 self.store.insert_tokens(&records, &[entry]).await?;
@@ -803,10 +803,7 @@ impl Throttle {
 /// The address failures are counted against: IPv4 as is, IPv6 by its /64, which one subscriber usually holds
 /// whole.
 fn source_key(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V4(_) => address,
-        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-    }
+    crate::tokens::address_block(address)
 }
 
 #[cfg(test)]

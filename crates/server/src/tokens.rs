@@ -230,6 +230,31 @@ pub struct TokenService {
     usage: Mutex<HashMap<TokenId, TokenUsage>>,
     rechecks: Mutex<Rechecks>,
     audit: Arc<Audit>,
+    /// Leaked secrets reported and waiting to be revoked (see [`TokenService::report_leaked`]).
+    leak_reports: std::sync::OnceLock<tokio::sync::mpsc::Sender<LeakReport>>,
+    /// Leak reports per source address in the current minute.
+    leak_reporters: Mutex<HashMap<IpAddr, (i64, u32)>>,
+}
+
+/// Secrets someone reported as leaked, from where.
+type LeakReport = (Vec<String>, Option<IpAddr>);
+
+/// Reports a source address may make per minute, each of at most [`MAX_LEAKED_PER_REPORT`] secrets.
+pub const LEAK_REPORTS_PER_MINUTE: u32 = 10;
+pub const MAX_LEAKED_PER_REPORT: usize = 100;
+/// Reports waiting to be worked through; a report beyond them is refused with 429.
+const LEAK_QUEUE: usize = 64;
+/// Addresses whose report counts are kept; beyond it, the minute's counts start over (an attacker spreading over
+/// more addresses than this gains at most a fresh budget, never unbounded memory).
+const LEAK_REPORTERS_KEPT: usize = 10_000;
+
+/// Why a leak report was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportRefused {
+    #[error("too many reports from this address; retry after {0:?}")]
+    TooMany(Duration),
+    #[error("too many reports are waiting; retry after {0:?}")]
+    Busy(Duration),
 }
 
 impl std::fmt::Debug for TokenService {
@@ -253,7 +278,51 @@ impl TokenService {
             usage: Mutex::new(HashMap::new()),
             rechecks: Mutex::default(),
             audit,
+            leak_reports: std::sync::OnceLock::new(),
+            leak_reporters: Mutex::default(),
         }
+    }
+
+    /// Takes a report of leaked secrets from `from` (anyone may send one: a secret scanner, a finder) and revokes
+    /// them in the background, so that how long the answer takes says nothing of whether a secret existed.
+    /// Limited per source address (IPv6 by its /64) and by a bounded queue.
+    pub fn report_leaked(self: &Arc<Self>, secrets: Vec<String>, from: Option<IpAddr>) -> Result<(), ReportRefused> {
+        let minute = now_ms() / 60_000;
+        if let Some(address) = from.map(address_block) {
+            let mut reporters = self.leak_reporters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if reporters.len() >= LEAK_REPORTERS_KEPT {
+                reporters.retain(|_, (at, _)| *at == minute);
+                if reporters.len() >= LEAK_REPORTERS_KEPT {
+                    reporters.clear();
+                }
+            }
+            let (at, count) = reporters.entry(address).or_insert((minute, 0));
+            if *at != minute {
+                (*at, *count) = (minute, 0);
+            }
+            if *count >= LEAK_REPORTS_PER_MINUTE {
+                let wait = 60_000 - now_ms().rem_euclid(60_000);
+                return Err(ReportRefused::TooMany(Duration::from_millis(wait as u64)));
+            }
+            *count += 1;
+        }
+        let queue = self.leak_reports.get_or_init(|| {
+            let (queue, mut reports) = tokio::sync::mpsc::channel::<LeakReport>(LEAK_QUEUE);
+            // Weak: the service owns the queue's sender, so the task ends (its queue closed) when the service goes.
+            let tokens = Arc::downgrade(self);
+            tokio::spawn(async move {
+                while let Some((secrets, from)) = reports.recv().await {
+                    let Some(tokens) = tokens.upgrade() else { return };
+                    match tokens.revoke_leaked(&secrets, from).await {
+                        Ok(0) => {}
+                        Ok(revoked) => tracing::warn!(revoked, ?from, "tokens revoked on a report that they leaked"),
+                        Err(error) => tracing::error!(?error, "a leak report could not be worked through"),
+                    }
+                }
+            });
+            queue
+        });
+        queue.try_send((secrets, from)).map_err(|_| ReportRefused::Busy(Duration::from_secs(5)))
     }
 
     /// The audit trail this service records in.
@@ -629,10 +698,7 @@ impl TokenService {
             .with("old_secret_until", crate::time::rfc3339(until));
         let rotated =
             self.store.rotate_secret(token.account, token.id, &self.key.digest(&secret), until, now, &[entry]).await?;
-        self.forget_here(token.id, &token.digest);
-        if let Some(older) = token.previous_digest {
-            self.forget_here(token.id, &older);
-        }
+        self.forget(std::slice::from_ref(token));
         Ok((rotated, secret))
     }
 
@@ -660,9 +726,6 @@ impl TokenService {
         let at = (!enabled).then(|| token.disabled_at_ms.unwrap_or_else(now_ms));
         let changed = self.store.set_token_disabled(token.account, token.id, at, &[entry]).await?;
         self.forget(std::slice::from_ref(&changed));
-        if let Some(previous) = changed.previous_digest {
-            self.forget_here(changed.id, &previous);
-        }
         Ok(changed)
     }
 
@@ -737,7 +800,7 @@ impl TokenService {
             }
             let entry = audit::entry(record.account, Actor::Anonymous, AuditEvent::TokenLeakRevoked)
                 .about(record.id)
-                .from_address(from)
+                .coming_from(from)
                 .with("kind", record.kind.as_str())
                 .with("name", record.name.clone())
                 .with("replaced_secret", record.digest != digest);
@@ -793,6 +856,9 @@ impl TokenService {
     /// other nodes were told by the store, in the change's own transaction (`tessera_store::Invalidation`).
     pub fn changed(&self, token: &TokenRecord) {
         self.by_digest.invalidate(&token.digest);
+        if let Some(previous) = &token.previous_digest {
+            self.by_digest.invalidate(previous);
+        }
         self.remember_invalidation(Creator::Token(token.id));
     }
 
@@ -814,6 +880,9 @@ impl TokenService {
     pub fn forget(&self, revoked: &[TokenRecord]) {
         for token in revoked {
             self.forget_here(token.id, &token.digest);
+            if let Some(previous) = &token.previous_digest {
+                self.forget_here(token.id, previous);
+            }
         }
     }
 
@@ -1032,6 +1101,14 @@ impl TokenService {
     }
 }
 
+/// The block an address's limits count under: itself for IPv4, its /64 for IPv6 (one host's usual share).
+pub(crate) fn address_block(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+    }
+}
+
 /// The expiry a new token gets under `policy` when `asked` was asked for, at `now`: the default lifetime when none
 /// was asked, and at most the maximum lifetime.
 fn policy_expiry(policy: Option<&TokenPolicy>, asked: Option<i64>, now: i64) -> Option<i64> {
@@ -1148,6 +1225,27 @@ mod tests {
         let caller = tokens.verify(secret.expose(), None).await.unwrap();
         assert_eq!(caller.record.creator, Creator::Token(api_key.record.id));
         (store, tokens, caller)
+    }
+
+    #[test]
+    fn the_expiry_policy_defaults_and_caps_but_never_lengthens() {
+        let now = 1_000_000;
+        let policy = TokenPolicy {
+            kind: TokenKind::Device,
+            max_lifetime_seconds: Some(100),
+            default_lifetime_seconds: Some(10),
+        };
+        assert_eq!(policy_expiry(None, None, now), None, "no policy, no expiry");
+        assert_eq!(policy_expiry(None, Some(now + 5), now), Some(now + 5));
+        assert_eq!(policy_expiry(Some(&policy), None, now), Some(now + 10_000), "the default");
+        assert_eq!(policy_expiry(Some(&policy), Some(now + 500_000), now), Some(now + 100_000), "capped");
+        assert_eq!(policy_expiry(Some(&policy), Some(now + 5), now), Some(now + 5), "a shorter one is kept");
+        let max_only = TokenPolicy { default_lifetime_seconds: None, ..policy };
+        assert_eq!(policy_expiry(Some(&max_only), None, now), Some(now + 100_000), "the maximum when none asked");
+        let default_only = TokenPolicy { max_lifetime_seconds: None, ..policy };
+        assert_eq!(policy_expiry(Some(&default_only), Some(now + 500_000), now), Some(now + 500_000));
+        let huge = TokenPolicy { max_lifetime_seconds: Some(u64::MAX), ..policy };
+        assert_eq!(policy_expiry(Some(&huge), None, now), Some(now + 10_000), "no overflow");
     }
 
     #[tokio::test]

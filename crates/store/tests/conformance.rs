@@ -10,9 +10,9 @@ use tessera_core::{
     TokenKind, UserId, Value, VariableId,
 };
 use tessera_store::{
-    Account, Bootstrap, Collection, Creator, Device, DeviceFilter, DeviceOrder, DeviceQuery, Downlink, Invite,
-    LoginChallenge, Page, ReadingBucket, Store, StoreError, Team, TimeRange, TokenFilter, TokenRecord, TokenUsage,
-    User, UserTotp, Variable,
+    Account, Actor, AuditEntry, AuditQuery, Bootstrap, Collection, Creator, Device, DeviceFilter, DeviceOrder,
+    DeviceQuery, Downlink, Invite, LoginChallenge, Outcome, Page, ReadingBucket, Store, StoreError, Team, TimeRange,
+    TokenFilter, TokenPolicy, TokenRecord, TokenSelection, TokenUsage, User, UserTotp, Variable,
 };
 
 const NOW: i64 = 1_800_000_000_000;
@@ -1026,7 +1026,235 @@ store_cases!(
     reading_buckets_aggregate_numbers_only,
     a_password_change_ends_the_users_other_sessions,
     the_admin_flag_decides_reach_and_an_account_keeps_one_admin,
+    an_audit_entry_commits_with_its_change_or_not_at_all,
+    a_rotated_secret_is_found_until_a_later_rotation_replaces_it,
+    tokens_are_disabled_selected_and_revoked_in_bulk,
+    expiries_are_recorded_once_and_sessions_not_at_all,
+    the_audit_trail_filters_pages_and_prunes,
+    token_policies_are_set_and_removed,
+    usage_keeps_the_latest_address_and_adds_throttled_counts,
 );
+
+/// An audit entry of `event` in `account` about `token`.
+fn entry(n: u32, account: AccountId, event: &str, token: Option<TokenId>) -> AuditEntry {
+    AuditEntry {
+        id: id(9000 + n),
+        account,
+        at_ms: NOW + i64::from(n),
+        event: event.to_owned(),
+        actor: Actor::User(UserId(id(12))),
+        token,
+        address: Some("192.0.2.7".parse().unwrap()),
+        outcome: Outcome::Ok,
+        detail: serde_json::Map::from_iter([("name".to_owned(), json!("n"))]),
+        count: 1,
+    }
+}
+
+fn everything(limit: u32) -> AuditQuery {
+    AuditQuery { limit, ..AuditQuery::default() }
+}
+
+/// Issue 15: "a write of the audit record and the change it records commit together". An entry the database
+/// refuses (another account that does not exist) takes its change down with it.
+async fn an_audit_entry_commits_with_its_change_or_not_at_all(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let token = token(1, world.account, TokenKind::Collection, Scope::Collection(world.default_collection));
+    let broken = entry(1, AccountId(id(666)), "token.minted", Some(token.id));
+    assert!(store.insert_token(&token, std::slice::from_ref(&broken)).await.is_err());
+    assert!(
+        matches!(store.token_by_digest(&token.digest).await, Err(StoreError::NotFound)),
+        "no token without its record"
+    );
+    let good = entry(2, world.account, "token.minted", Some(token.id));
+    store.insert_token(&token, std::slice::from_ref(&good)).await.unwrap();
+    assert_eq!(store.audit_entries(world.account, &everything(10)).await.unwrap(), vec![good]);
+    assert!(store.revoke_token(world.account, token.id, NOW + 1, std::slice::from_ref(&broken)).await.is_err());
+    assert_eq!(store.token(world.account, token.id).await.unwrap().revoked_at_ms, None, "not revoked either");
+    assert!(store.set_token_disabled(world.account, token.id, Some(NOW), &[broken]).await.is_err());
+    assert_eq!(store.token(world.account, token.id).await.unwrap().disabled_at_ms, None);
+}
+
+async fn a_rotated_secret_is_found_until_a_later_rotation_replaces_it(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let token = token(1, world.account, TokenKind::Device, Scope::Device(DeviceId(id(40))));
+    store.insert_token(&token, &[]).await.unwrap();
+    let (second, third) = (SecretDigest([71; 32]), SecretDigest([72; 32]));
+    let rotated = store.rotate_secret(world.account, token.id, &second, NOW + 60_000, NOW, &[]).await.unwrap();
+    assert_eq!(
+        (rotated.digest, rotated.previous_digest, rotated.previous_valid_until_ms, rotated.rotated_at_ms),
+        (second, Some(token.digest), Some(NOW + 60_000), Some(NOW))
+    );
+    assert_eq!((rotated.id, &rotated.name, rotated.scope), (token.id, &token.name, token.scope), "the same token");
+    assert_eq!(store.token_by_digest(&token.digest).await.unwrap(), rotated, "found by the replaced secret");
+    assert_eq!(store.token_by_digest(&second).await.unwrap(), rotated, "and by the new one");
+    let again = store.rotate_secret(world.account, token.id, &third, NOW + 1, NOW + 5, &[]).await.unwrap();
+    assert_eq!(again.previous_digest, Some(second));
+    assert!(matches!(store.token_by_digest(&token.digest).await, Err(StoreError::NotFound)), "the first is gone");
+    store.revoke_token(world.account, token.id, NOW + 6, &[]).await.unwrap();
+    assert!(
+        matches!(
+            store.rotate_secret(world.account, token.id, &SecretDigest([73; 32]), NOW, NOW, &[]).await,
+            Err(StoreError::NotFound)
+        ),
+        "a revoked token is not rotated"
+    );
+}
+
+async fn tokens_are_disabled_selected_and_revoked_in_bulk(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let collection = world.default_collection;
+    let on_device = device(store, &world, 30, collection, "pump").await;
+    let mut device_tokens = Vec::new();
+    for n in 1..=3 {
+        let token = token(n, world.account, TokenKind::Device, Scope::Device(on_device.id));
+        store.insert_token(&token, &[]).await.unwrap();
+        device_tokens.push(token);
+    }
+    let mut of_collection = token(4, world.account, TokenKind::Collection, Scope::Collection(collection));
+    of_collection.creator = Creator::User(UserId(id(12)));
+    store.insert_token(&of_collection, &[]).await.unwrap();
+    let elsewhere = token(5, world.account, TokenKind::Collection, Scope::Collection(CollectionId(id(99))));
+    store.insert_token(&elsewhere, &[]).await.unwrap();
+
+    let disabled = store.set_token_disabled(world.account, device_tokens[0].id, Some(NOW), &[]).await.unwrap();
+    assert_eq!(disabled.disabled_at_ms, Some(NOW));
+    let listed = store.list_tokens(world.account, TokenFilter::default(), NOW, Page::ALL).await.unwrap();
+    assert!(listed.items.iter().any(|token| token.id == disabled.id), "a disabled token is still listed");
+    let enabled = store.set_token_disabled(world.account, disabled.id, None, &[]).await.unwrap();
+    assert_eq!(enabled.disabled_at_ms, None);
+    assert!(
+        matches!(
+            store.set_token_disabled(AccountId(id(77)), disabled.id, Some(NOW), &[]).await,
+            Err(StoreError::NotFound)
+        ),
+        "not across accounts"
+    );
+
+    let select = async |selection| {
+        let mut ids: Vec<TokenId> =
+            store.select_tokens(world.account, selection, NOW, 100).await.unwrap().iter().map(|t| t.id).collect();
+        ids.sort();
+        ids
+    };
+    let device_ids: Vec<TokenId> = device_tokens.iter().map(|token| token.id).collect();
+    assert_eq!(select(TokenSelection { device: Some(on_device.id), ..Default::default() }).await, device_ids);
+    let mut in_collection = device_ids.clone();
+    in_collection.push(of_collection.id);
+    in_collection.sort();
+    assert_eq!(select(TokenSelection { collection: Some(collection), ..Default::default() }).await, in_collection);
+    assert_eq!(
+        select(TokenSelection { creator: Some(Creator::User(UserId(id(12)))), ..Default::default() }).await,
+        vec![of_collection.id]
+    );
+    assert_eq!(
+        select(TokenSelection { kind: Some(TokenKind::Device), after: Some(device_ids[0]), ..Default::default() })
+            .await,
+        device_ids[1..].to_vec()
+    );
+    let revoked = store
+        .revoke_tokens(world.account, &in_collection, NOW + 1, &[entry(1, world.account, "tokens.bulk_revoked", None)])
+        .await
+        .unwrap();
+    assert_eq!(revoked.len(), 4);
+    assert!(select(TokenSelection { collection: Some(collection), ..Default::default() }).await.is_empty());
+    assert_eq!(store.token(world.account, elsewhere.id).await.unwrap().revoked_at_ms, None, "others are left");
+    assert!(store.revoke_tokens(world.account, &in_collection, NOW + 2, &[]).await.unwrap().is_empty(), "once");
+    assert_eq!(store.audit_entries(world.account, &everything(10)).await.unwrap().len(), 1);
+}
+
+async fn expiries_are_recorded_once_and_sessions_not_at_all(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let mut expired = token(1, world.account, TokenKind::Device, Scope::Device(DeviceId(id(40))));
+    expired.expires_at_ms = Some(NOW - 1);
+    let mut session = token(2, world.account, TokenKind::UserAccess, Scope::Account);
+    session.expires_at_ms = Some(NOW - 1);
+    let mut later = token(3, world.account, TokenKind::Device, Scope::Device(DeviceId(id(40))));
+    later.expires_at_ms = Some(NOW + 1_000);
+    for token in [&expired, &session, &later] {
+        store.insert_token(token, &[]).await.unwrap();
+    }
+    let make = |token: &TokenRecord| entry(50, token.account, "token.expired", Some(token.id));
+    let recorded = store.record_expiries(NOW, 100, &make).await.unwrap();
+    assert_eq!(recorded.iter().map(|token| token.id).collect::<Vec<_>>(), vec![expired.id]);
+    assert!(store.record_expiries(NOW, 100, &make).await.unwrap().is_empty(), "each expiry is recorded once");
+    let trail = store.audit_entries(world.account, &everything(10)).await.unwrap();
+    assert_eq!((trail.len(), trail[0].token), (1, Some(expired.id)));
+}
+
+async fn the_audit_trail_filters_pages_and_prunes(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let token_a = Some(TokenId(id(70)));
+    let mut entries: Vec<AuditEntry> = (0..5).map(|n| entry(n, world.account, "token.minted", token_a)).collect();
+    entries[3].event = "login.failed".into();
+    entries[3].actor = Actor::Anonymous;
+    entries[3].outcome = Outcome::Refused;
+    entries[3].count = 7;
+    entries[4].token = None;
+    store.insert_audit(&entries).await.unwrap();
+
+    let ids = |found: Vec<AuditEntry>| found.iter().map(|entry| entry.id).collect::<Vec<_>>();
+    let all = store.audit_entries(world.account, &everything(100)).await.unwrap();
+    assert_eq!(ids(all.clone()), entries.iter().rev().map(|entry| entry.id).collect::<Vec<_>>(), "newest first");
+    assert_eq!(all[1], entries[3], "every field round-trips");
+    let page = AuditQuery { limit: 2, before: Some(entries[3].id), ..AuditQuery::default() };
+    assert_eq!(ids(store.audit_entries(world.account, &page).await.unwrap()), vec![entries[2].id, entries[1].id]);
+    let by_event = AuditQuery { events: vec!["login.failed".into()], ..everything(100) };
+    assert_eq!(ids(store.audit_entries(world.account, &by_event).await.unwrap()), vec![entries[3].id]);
+    let by_actor = AuditQuery { actor: Some(Actor::Anonymous), ..everything(100) };
+    assert_eq!(ids(store.audit_entries(world.account, &by_actor).await.unwrap()), vec![entries[3].id]);
+    let by_token = AuditQuery { token: token_a, ..everything(100) };
+    assert_eq!(store.audit_entries(world.account, &by_token).await.unwrap().len(), 4);
+    let by_time = AuditQuery { since_ms: Some(NOW + 1), until_ms: Some(NOW + 3), ..everything(100) };
+    assert_eq!(ids(store.audit_entries(world.account, &by_time).await.unwrap()), vec![entries[2].id, entries[1].id]);
+
+    assert!(store.audit_entries(AccountId(id(77)), &everything(100)).await.unwrap().is_empty(), "one account's own");
+    assert_eq!(store.prune_audit(NOW + 2, 1).await.unwrap(), 1, "at most the limit");
+    assert_eq!(store.prune_audit(NOW + 2, 100).await.unwrap(), 1);
+    assert_eq!(store.audit_entries(world.account, &everything(100)).await.unwrap().len(), 3);
+}
+
+async fn token_policies_are_set_and_removed(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let device =
+        TokenPolicy { kind: TokenKind::Device, max_lifetime_seconds: Some(86_400), default_lifetime_seconds: None };
+    let ground =
+        TokenPolicy { kind: TokenKind::Ground, max_lifetime_seconds: Some(600), default_lifetime_seconds: Some(60) };
+    store
+        .set_token_policy(world.account, &device, &[entry(1, world.account, "token_policy.changed", None)])
+        .await
+        .unwrap();
+    store.set_token_policy(world.account, &ground, &[]).await.unwrap();
+    assert_eq!(store.token_policies(world.account).await.unwrap(), vec![device, ground]);
+    let tighter = TokenPolicy { max_lifetime_seconds: Some(3_600), ..device };
+    store.set_token_policy(world.account, &tighter, &[]).await.unwrap();
+    let none = TokenPolicy { kind: TokenKind::Ground, max_lifetime_seconds: None, default_lifetime_seconds: None };
+    store.set_token_policy(world.account, &none, &[]).await.unwrap();
+    assert_eq!(store.token_policies(world.account).await.unwrap(), vec![tighter]);
+    assert_eq!(store.audit_entries(world.account, &everything(10)).await.unwrap().len(), 1);
+}
+
+async fn usage_keeps_the_latest_address_and_adds_throttled_counts(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let usage = |at, from: &str, throttled| TokenUsage {
+        token: world.api_key.id,
+        last_used_at_ms: at,
+        last_used_from: Some(from.parse().unwrap()),
+        uses: 1,
+        throttled,
+    };
+    store.record_token_usage(&[usage(NOW + 10, "192.0.2.1", 2)]).await.unwrap();
+    store.record_token_usage(&[usage(NOW + 5, "192.0.2.2", 3)]).await.unwrap();
+    let token = store.token(world.account, world.api_key.id).await.unwrap();
+    assert_eq!(
+        (token.uses, token.throttled, token.last_used_at_ms, token.last_used_from),
+        (2, 5, Some(NOW + 10), Some("192.0.2.1".parse().unwrap())),
+        "an older flush (another node's) adds its counts but not its address"
+    );
+    store.record_token_usage(&[usage(NOW + 20, "2001:db8::1", 0)]).await.unwrap();
+    let token = store.token(world.account, world.api_key.id).await.unwrap();
+    assert_eq!(token.last_used_from, Some("2001:db8::1".parse().unwrap()));
+}
 
 /// The WAL's checkpoint sequence number (bytes 12..16 of its header, big-endian), which SQLite increments each
 /// time a writer starts the WAL over from its beginning.

@@ -63,6 +63,8 @@ pub struct Settings {
     writer_queue: Option<usize>,
     access_token_ttl_seconds: Option<u64>,
     refresh_token_ttl_seconds: Option<u64>,
+    /// How long the audit trail keeps an entry (zero is refused: the trail would keep nothing).
+    audit_retention_days: Option<NonZeroU64>,
     // Zero is refused: a zero timeout would cut off every client, a zero bound would accept none.
     http_header_timeout_seconds: Option<NonZeroU64>,
     http_body_timeout_seconds: Option<NonZeroU64>,
@@ -141,6 +143,9 @@ impl Settings {
         }
         if let Some(seconds) = self.refresh_token_ttl_seconds {
             config.refresh_token_ttl = Duration::from_secs(seconds);
+        }
+        if let Some(days) = self.audit_retention_days {
+            config.audit_retention = Duration::from_secs(days.get().saturating_mul(86_400));
         }
         let seconds = |seconds: NonZeroU64| Duration::from_secs(seconds.get());
         if let Some(timeout) = self.http_header_timeout_seconds {
@@ -225,6 +230,12 @@ mod tests {
         let error =
             Settings::load(&CommonArgs { data_dir: None, database_url: None, config: Some(path.clone()) }).unwrap_err();
         assert!(format!("{error:#}").contains("nonzero"), "{error:#}");
+
+        std::fs::write(&path, "audit_retention_days = 30\n").unwrap();
+        let config = Settings::load(&CommonArgs { data_dir: None, database_url: None, config: Some(path.clone()) })
+            .unwrap()
+            .into_config();
+        assert_eq!(config.audit_retention, Duration::from_secs(30 * 86_400));
 
         std::fs::write(&path, "data_dri = \"typo\"\n").unwrap();
         let error = Settings::load(&CommonArgs { data_dir: None, database_url: None, config: Some(path) }).unwrap_err();

@@ -7,6 +7,7 @@ mod console;
 mod device_level;
 mod helpers;
 mod horde;
+mod lifecycle;
 mod limits;
 mod mqtt;
 mod native;

@@ -93,7 +93,7 @@ async fn a_revocation_is_heard_even_when_its_node_dies_right_after_the_commit() 
         .await
         .unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-    store.revoke_token(tessera_core::AccountId::from_i64(account), id, now).await.unwrap();
+    store.revoke_token(tessera_core::AccountId::from_i64(account), id, now, &[]).await.unwrap();
     store.close().await;
 
     let took = until(Duration::from_secs(2), "refused on B", async || {
@@ -367,4 +367,86 @@ async fn text_postgresql_cannot_hold_is_refused_by_name_and_nothing_is_stored() 
     let names: Vec<&str> =
         collections["collections"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["Default"]);
+}
+
+/// Issue 15: a bulk revocation on one node reaches the tokens the other node has cached.
+#[tokio::test]
+async fn a_bulk_revocation_on_one_node_is_refused_on_the_other() {
+    let a = TestServer::start().await;
+    let b = another_node(&a).await;
+    let org = a.organization("Bulk").await;
+    let mut secrets = Vec::new();
+    for n in 0..5 {
+        secrets.push(a.organization_token(&org, &format!("t{n}")).await["token"].as_str().unwrap().to_owned());
+    }
+    for secret in &secrets {
+        assert_eq!(b.ubidots(Method::GET, "/datasources", secret, None).await.0, StatusCode::OK, "cached on B");
+    }
+    let (status, answer) = a.native(Method::POST, "/tokens/revoke", &a.api_key, Some(json!({"collection": org}))).await;
+    assert_eq!((status, &answer["revoked"]), (StatusCode::OK, &json!(5)), "{answer}");
+    for secret in &secrets {
+        until(Duration::from_secs(2), "refused on node B", async || {
+            b.ubidots(Method::GET, "/datasources", secret, None).await.0 == StatusCode::UNAUTHORIZED
+        })
+        .await;
+    }
+}
+
+/// Issue 15: a rotated token's old secret works on every node during the overlap and is refused on every node
+/// after it; a token disabled on one node ends its MQTT connection on the other.
+#[tokio::test]
+async fn rotation_overlaps_and_disabling_hold_on_every_node() {
+    let a = TestServer::start().await;
+    let b = another_node(&a).await;
+    let org = a.organization("Rotating").await;
+    let token = a.organization_token(&org, "meter").await;
+    let (old, id) = (token["token"].as_str().unwrap().to_owned(), token["id"].as_str().unwrap().to_owned());
+    assert_eq!(b.ubidots(Method::GET, "/datasources", &old, None).await.0, StatusCode::OK, "cached on B");
+    let (status, rotated) =
+        a.native(Method::POST, &format!("/tokens/{id}/rotate"), &a.api_key, Some(json!({"overlap_seconds": 1}))).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new = rotated["secret"].as_str().unwrap();
+    assert_eq!(b.ubidots(Method::GET, "/datasources", new, None).await.0, StatusCode::OK, "the new secret on B");
+    assert_eq!(
+        b.ubidots(Method::GET, "/datasources", &old, None).await.0,
+        StatusCode::OK,
+        "the old one within the overlap"
+    );
+    until(Duration::from_secs(5), "the old secret refused on node B after the overlap", async || {
+        b.ubidots(Method::GET, "/datasources", &old, None).await.0 == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert_eq!(a.ubidots(Method::GET, "/datasources", &old, None).await.0, StatusCode::UNAUTHORIZED, "and on A");
+
+    // A token revoked during an overlap: the replaced secret, cached on B, is refused there too.
+    let other = a.organization_token(&org, "second").await;
+    let (first, other_id) = (other["token"].as_str().unwrap().to_owned(), other["id"].as_str().unwrap().to_owned());
+    let rotation = json!({"overlap_seconds": 3600});
+    let (_, rotated) = a.native(Method::POST, &format!("/tokens/{other_id}/rotate"), &a.api_key, Some(rotation)).await;
+    let second = rotated["secret"].as_str().unwrap().to_owned();
+    for secret in [&first, &second] {
+        assert_eq!(b.ubidots(Method::GET, "/datasources", secret, None).await.0, StatusCode::OK, "cached on B");
+    }
+    assert_eq!(
+        a.native(Method::DELETE, &format!("/tokens/{other_id}"), &a.api_key, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    for secret in [&first, &second] {
+        until(Duration::from_secs(2), "both secrets refused on node B", async || {
+            b.ubidots(Method::GET, "/datasources", secret, None).await.0 == StatusCode::UNAUTHORIZED
+        })
+        .await;
+    }
+
+    // Disabled on A: the connection it holds on B ends, and B refuses a new one.
+    let mut device = Client::connect(&b, new, "").await.expect("connects to B");
+    assert!(device.publish("/v1.6/devices/meter", json!({"kwh": 1})).await);
+    let (status, _) =
+        a.native(Method::PATCH, &format!("/tokens/{id}"), &a.api_key, Some(json!({"enabled": false}))).await;
+    assert_eq!(status, StatusCode::OK);
+    until(Duration::from_secs(5), "the MQTT connection on B ends", async || {
+        !device.publish("/v1.6/devices/meter", json!({"kwh": 2})).await
+    })
+    .await;
+    assert!(Client::connect(&b, new, "").await.is_err(), "B refuses the disabled token");
 }

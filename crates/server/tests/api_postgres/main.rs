@@ -24,6 +24,9 @@ mod helpers;
 #[path = "../api/horde.rs"]
 mod horde;
 #[cfg(postgres_tests)]
+#[path = "../api/lifecycle.rs"]
+mod lifecycle;
+#[cfg(postgres_tests)]
 #[path = "../api/mqtt.rs"]
 mod mqtt;
 #[cfg(postgres_tests)]

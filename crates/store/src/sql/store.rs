@@ -28,9 +28,17 @@ fn label_from_column(text: String) -> StoreResult<Label> {
     Label::parse(&text).map_err(|error| corrupt(format!("stored label is invalid: {error}")))
 }
 
-/// What revoking or changing these tokens invalidates on every node.
+/// What revoking or changing these tokens invalidates on every node: each under its secret's digest, and under the
+/// digest its last rotation replaced (a node may hold it cached under that one, during the overlap or after it).
 fn token_invalidations(tokens: &[TokenRecord]) -> Vec<Invalidation> {
-    tokens.iter().map(|token| Invalidation::Token { id: token.id, digest: token.digest }).collect()
+    tokens
+        .iter()
+        .flat_map(|token| {
+            std::iter::once(token.digest)
+                .chain(token.previous_digest)
+                .map(|digest| Invalidation::Token { id: token.id, digest })
+        })
+        .collect()
 }
 
 /// What a change to a team's collections or its existence invalidates: the reach of each of its members.

@@ -3,9 +3,33 @@
 
 use super::*;
 
-/// The invalidation of a token whose secret was replaced: the old digest is the one caches hold.
-fn rotated_invalidation(before: &TokenRecord) -> Vec<Invalidation> {
-    vec![Invalidation::Token { id: before.id, digest: before.digest }]
+/// Sets `column` of a live token of `account` to `value`, with `audit`, telling every node; answers the token as it
+/// is now. `NotFound` if there is no such live token.
+async fn set_live_token_column(
+    store: &Backend,
+    account: AccountId,
+    token: TokenId,
+    column: &'static str,
+    value: Option<i64>,
+    audit: &[AuditEntry],
+) -> StoreResult<TokenRecord> {
+    let mut transaction = begin_write(store).await?;
+    let statement = format!(
+        "UPDATE tokens SET {column} = $1 WHERE account_id = $2 AND id = $3 AND revoked_at IS NULL RETURNING {}",
+        token_columns!()
+    );
+    // `column` is one of this module's literals, never outside text.
+    let row = sqlx::query(sqlx::AssertSqlSafe(statement))
+        .bind(value)
+        .bind(account.as_i64())
+        .bind(token.as_i64())
+        .fetch_one(&mut *transaction)
+        .await?;
+    let changed = token_from_row(&row)?;
+    insert_audit_in(&mut transaction, audit).await?;
+    tell_in(&mut transaction, &token_invalidations(std::slice::from_ref(&changed))).await?;
+    transaction.commit().await?;
+    Ok(changed)
 }
 
 #[async_trait]
@@ -102,21 +126,7 @@ impl TokenStore for Backend {
         at_ms: i64,
         audit: &[AuditEntry],
     ) -> StoreResult<TokenRecord> {
-        let mut transaction = begin_write(self).await?;
-        let row = sqlx::query(concat!(
-            "UPDATE tokens SET revoked_at = $1 WHERE account_id = $2 AND id = $3 AND revoked_at IS NULL RETURNING ",
-            token_columns!()
-        ))
-        .bind(at_ms)
-        .bind(account.as_i64())
-        .bind(token.as_i64())
-        .fetch_one(&mut *transaction)
-        .await?;
-        let revoked = token_from_row(&row)?;
-        insert_audit_in(&mut transaction, audit).await?;
-        tell_in(&mut transaction, &token_invalidations(std::slice::from_ref(&revoked))).await?;
-        transaction.commit().await?;
-        Ok(revoked)
+        set_live_token_column(self, account, token, "revoked_at", Some(at_ms), audit).await
     }
 
     async fn update_token(&self, token: &TokenRecord, audit: &[AuditEntry]) -> StoreResult<()> {
@@ -290,12 +300,8 @@ impl TokenStore for Backend {
         .await?;
         let rotated = token_from_row(&row)?;
         insert_audit_in(&mut transaction, audit).await?;
-        let mut invalidations = rotated_invalidation(&before);
-        // A secret replaced by an earlier rotation stops now: caches holding it must let it go too.
-        if let Some(older) = before.previous_digest {
-            invalidations.push(Invalidation::Token { id: before.id, digest: older });
-        }
-        tell_in(&mut transaction, &invalidations).await?;
+        // Caches hold the token under the secret it had (and under one replaced before, which stops now).
+        tell_in(&mut transaction, &token_invalidations(std::slice::from_ref(&before))).await?;
         transaction.commit().await?;
         Ok(rotated)
     }
@@ -307,24 +313,7 @@ impl TokenStore for Backend {
         disabled_at_ms: Option<i64>,
         audit: &[AuditEntry],
     ) -> StoreResult<TokenRecord> {
-        let mut transaction = begin_write(self).await?;
-        let row = sqlx::query(concat!(
-            "UPDATE tokens SET disabled_at = $1 WHERE account_id = $2 AND id = $3 AND revoked_at IS NULL RETURNING ",
-            token_columns!()
-        ))
-        .bind(disabled_at_ms)
-        .bind(account.as_i64())
-        .bind(token.as_i64())
-        .fetch_one(&mut *transaction)
-        .await?;
-        let changed = token_from_row(&row)?;
-        insert_audit_in(&mut transaction, audit).await?;
-        tell_in(&mut transaction, &token_invalidations(std::slice::from_ref(&changed))).await?;
-        if let Some(previous) = changed.previous_digest {
-            tell_in(&mut transaction, &[Invalidation::Token { id: changed.id, digest: previous }]).await?;
-        }
-        transaction.commit().await?;
-        Ok(changed)
+        set_live_token_column(self, account, token, "disabled_at", disabled_at_ms, audit).await
     }
 
     async fn select_tokens(

@@ -43,7 +43,11 @@ fn new_token(body: Result<Bytes, BytesRejection>, kind: TokenKind, scope: Scope)
             _ => return Err(AppError::BadRequest("'expires_in' must be a positive number of seconds".into()).into()),
         },
     };
-    Ok(NewToken::new(kind, scope, Rights::ReadWrite, name, expires_at_ms))
+    let mut new = NewToken::new(kind, scope, Rights::ReadWrite, name, expires_at_ms);
+    if let Some(quota) = document.get("quota") {
+        new.quota = super::lifecycle::quota_from_json(quota)?;
+    }
+    Ok(new)
 }
 
 async fn mint(app: &App, caller: &Caller, new: NewToken) -> NativeResult {

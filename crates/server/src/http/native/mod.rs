@@ -23,6 +23,7 @@ pub(crate) const BODY_LIMIT: usize = 1024 * 1024;
 
 mod device_tokens;
 mod events;
+pub(crate) mod lifecycle;
 mod people;
 
 pub fn routes() -> Router<App> {
@@ -30,6 +31,7 @@ pub fn routes() -> Router<App> {
         .merge(people::routes())
         .merge(device_tokens::routes())
         .merge(events::routes())
+        .merge(lifecycle::routes())
         .route("/collections", get(list_collections).post(create_collection))
         .route("/collections/{id}", get(get_collection).delete(delete_collection))
         .route("/tokens", get(list_tokens).post(create_token))
@@ -218,7 +220,17 @@ pub(crate) fn token_json(token: &TokenRecord) -> Json_ {
         "created_at": rfc3339(token.created_at_ms),
         "expires_at": token.expires_at_ms.map(rfc3339),
         "last_used_at": token.last_used_at_ms.map(rfc3339),
+        "last_used_from": token.last_used_from.map(|address| address.to_string()),
         "uses": token.uses,
+        "throttled": token.throttled,
+        "enabled": token.disabled_at_ms.is_none(),
+        "disabled_at": token.disabled_at_ms.map(rfc3339),
+        "rotated_at": token.rotated_at_ms.map(rfc3339),
+        "replaced_secret_valid_until": token
+            .previous_valid_until_ms
+            .filter(|until| *until > now_ms())
+            .map(rfc3339),
+        "quota": lifecycle::quota_json(token.quota),
         "issued_by": issuer_json(token.creator),
     })
 }
@@ -228,7 +240,16 @@ async fn list_tokens(State(app): State<App>, Bearer(caller): Bearer, query: Quer
         Some(text) => Some(Scope::Collection(parse_id("collection", text)?)),
         None => None,
     };
-    let tokens = app.tokens.list(&caller, scope, Default::default(), Page::ALL).await.map_err(AppError::from)?;
+    let days_ago = |name| -> Result<Option<i64>, AppError> {
+        Ok(query.integer_in(name, 0, 36_500)?.map(|days| now_ms() - days * 86_400_000))
+    };
+    let narrowing = crate::tokens::Narrowing {
+        expiring_before_ms: query
+            .integer_in("expiring_within_days", 0, 36_500)?
+            .map(|days| now_ms() + days * 86_400_000),
+        unused_since_ms: days_ago("unused_for_days")?,
+    };
+    let tokens = app.tokens.list(&caller, scope, narrowing, Page::ALL).await.map_err(AppError::from)?;
     let listed: Vec<Json_> = tokens.items.iter().map(token_json).collect();
     Ok(Json(json!({ "tokens": listed })).into_response())
 }
@@ -276,11 +297,11 @@ async fn create_token(
             }
         },
     };
-    let (record, secret) = app
-        .tokens
-        .mint(&caller, NewToken::new(kind, scope, rights, name, expires_at_ms))
-        .await
-        .map_err(AppError::from)?;
+    let mut new = NewToken::new(kind, scope, rights, name, expires_at_ms);
+    if let Some(quota) = document.get("quota") {
+        new.quota = lifecycle::quota_from_json(quota)?;
+    }
+    let (record, secret) = app.tokens.mint(&caller, new).await.map_err(AppError::from)?;
     let mut body = token_json(&record);
     body["secret"] = Json_::String(secret.expose().to_owned());
     Ok((StatusCode::CREATED, Json(body)).into_response())
