@@ -295,6 +295,8 @@ pub enum Denial {
     UserSessionOnly,
     #[error("an admin cannot change their own membership")]
     OwnMembership,
+    #[error("a token is rotated only by the one who made it or by an account administrator")]
+    RotationByItsMaker,
 }
 
 impl Denial {
@@ -540,9 +542,13 @@ pub fn authorize_token_change(
     Ok(permit)
 }
 
-/// Whether `grant` may give an existing token it manages a new secret. Not when the token's creator, who reaches
-/// `creator_reach` now, no longer reaches the token's node with its rights: renewing a token that no longer works
-/// would hand out a secret that only looks alive (and would work again should the creator regain the rights).
+/// Whether `grant` may give an existing token a new secret. A rotation hands its caller a working secret of the
+/// token, which reaches what the token's *creator* reaches: so only the creator and those who manage the whole
+/// account (who reach at least as much) rotate it. A team admin manages (lists, revokes) the tokens others made
+/// for her collections, but rotating one would give her a secret with their reach that outlives her own (a probe
+/// of issue 15 found exactly that). Nor when the creator, who reaches `creator_reach` now, no longer reaches the
+/// token's node with its rights: renewing a token that no longer works would hand out a secret that only looks
+/// alive.
 pub fn authorize_token_rotation(
     grant: &Grant,
     now_ms: i64,
@@ -551,6 +557,9 @@ pub fn authorize_token_rotation(
     creator_reach: &Reach,
 ) -> Result<Permit, Denial> {
     let permit = authorize_token_management(grant, now_ms, token)?;
+    if token.creator != grant.creator && !manages_whole_account(grant) {
+        return Err(Denial::RotationByItsMaker);
+    }
     let still_granted = if token.scope_target.path.is_empty() {
         match creator_reach {
             Reach::Nothing => return Err(Denial::CreatorLostAccess),
@@ -893,6 +902,16 @@ mod tests {
             authorize_token_rotation(&admin, NOW, &root, rw, &team_reach(Rights::Read)),
             Err(Denial::CreatorReadOnly)
         );
+        // Issue 15's probe: a team admin manages a token another made for her collection, but does not rotate it
+        // (its secret would carry its maker's reach and outlive hers); an account administrator does.
+        let made_by_another = ManagedToken { creator: Creator::User(UserId(id(40))), ..token.clone() };
+        assert!(authorize_token_management(&admin, NOW, &made_by_another).is_ok(), "she manages it");
+        assert_eq!(
+            authorize_token_rotation(&admin, NOW, &made_by_another, rw, &team_reach(rw)),
+            Err(Denial::RotationByItsMaker)
+        );
+        let account_admin = Grant { creator_reach: Reach::Account(rw), ..admin.clone() };
+        assert!(authorize_token_rotation(&account_admin, NOW, &made_by_another, rw, &team_reach(rw)).is_ok());
         let stranger = Grant { creator: Creator::User(UserId(id(30))), creator_reach: Reach::Nothing, ..admin.clone() };
         let others = ManagedToken { creator: Creator::User(UserId(id(31))), ..token };
         assert_eq!(

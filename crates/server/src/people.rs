@@ -399,9 +399,18 @@ impl PeopleService {
         let address = source;
         let source = source_key(source);
         // Per address, per user from that address, and per user from anywhere: someone who has the password
-        // could otherwise guess codes from many addresses (each accepted code spans three time steps).
-        let keys = [ThrottleKey::Address(source), ThrottleKey::User(user, source), ThrottleKey::SecondFactor(user)];
+        // could otherwise guess codes from many addresses (each accepted code spans three time steps). The
+        // per-user key counts only once the challenge is shown to be this user's (the password was right): any
+        // stranger knowing a user's id could otherwise send codes for made-up challenges and lock them out.
+        let keys = [ThrottleKey::Address(source), ThrottleKey::User(user, source)];
         self.throttle.attempt(&keys, now_ms())?;
+        match self.store.challenge(challenge, user, now_ms()).await {
+            Ok(issued) if issued.client_id == client_id => {}
+            Ok(_) | Err(StoreError::NotFound) => return Err(LoginError::InvalidGrant),
+            Err(error) => return Err(error.into()),
+        }
+        let user_keys = [ThrottleKey::SecondFactor(user)];
+        self.throttle.attempt(&user_keys, now_ms())?;
         let outcome = self.check_challenge_code(challenge, user, code, client_id).await;
         let user = match outcome {
             Ok(user) => user,
@@ -423,6 +432,7 @@ impl PeopleService {
             }
             Err(other) => return Err(other),
         };
+        self.throttle.succeeded(&user_keys);
         self.throttle.succeeded(&keys);
         // A TOTP code is digits; anything else that was accepted was a recovery code.
         let factor = if code.trim().chars().all(|c| c.is_ascii_digit()) { "totp" } else { "recovery_code" };

@@ -164,7 +164,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             }
             // Tokens idle past their window leave the counter map, so it holds only the recently active.
             usage_tokens.quotas().sweep();
-            if let Err(error) = usage_audit.flush_refusals().await {
+            if let Err(error) = usage_audit.flush_refusals(false).await {
                 tracing::warn!(error = ?error, "could not record refused credentials in the audit trail; dropped");
             }
             if let Err(error) = activity_writer.flush_activity().await {
@@ -189,7 +189,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         if let Err(error) = tokens.flush_usage().await {
             tracing::warn!(error = ?error, "could not record token usage at shutdown");
         }
-        if let Err(error) = audit.flush_refusals().await {
+        if let Err(error) = audit.flush_refusals(true).await {
             tracing::warn!(error = ?error, "could not record refused credentials at shutdown");
         }
         // After the writer's last commit, so the last readings' devices are recorded too.

@@ -321,7 +321,6 @@ impl TokenService {
                 let wait = 60_000 - now_ms().rem_euclid(60_000);
                 return Err(ReportRefused::TooMany(Duration::from_millis(wait as u64)));
             }
-            *count += 1;
         }
         let queue = self.leak_reports.get_or_init(|| {
             let (queue, mut reports) = tokio::sync::mpsc::channel::<LeakReport>(LEAK_QUEUE);
@@ -339,7 +338,17 @@ impl TokenService {
             });
             queue
         });
-        queue.try_send((secrets, from)).map_err(|_| ReportRefused::Busy(Duration::from_secs(5)))
+        queue.try_send((secrets, from)).map_err(|_| ReportRefused::Busy(Duration::from_secs(5)))?;
+        // Counted once taken: a report turned away because the queue was full does not use up its budget.
+        if let Some(address) = from.map(address_block) {
+            let mut reporters = self.leak_reporters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let (at, count) = reporters.entry(address).or_insert((minute, 0));
+            if *at != minute {
+                (*at, *count) = (minute, 0);
+            }
+            *count += 1;
+        }
+        Ok(())
     }
 
     /// The audit trail this service records in.
@@ -761,7 +770,9 @@ impl TokenService {
             .with("old_secret_until", crate::time::rfc3339(until));
         let rotated =
             self.store.rotate_secret(token.account, token.id, &self.key.digest(&secret), until, now, &[entry]).await?;
-        self.forget(std::slice::from_ref(token));
+        // Both: what this call read, and what the store replaced (another rotation may have come in between, and
+        // its secret, cached by now, must stop as the store says).
+        self.forget(&[token.clone(), rotated.clone()]);
         Ok((rotated, secret))
     }
 
@@ -803,6 +814,17 @@ impl TokenService {
             ));
         }
         let (_, listed) = authorize_token_listing(&caller.grant, now_ms(), &Target::account(caller.account()))?;
+        // Someone who administers no team manages only what they made: the store can narrow to that at once,
+        // instead of the rule judging every token of the account one by one.
+        let mut selection = selection;
+        if let ListedTokens::MadeBy(own) = listed
+            && !administers_anything(&caller.grant.creator_reach)
+        {
+            match selection.creator {
+                Some(creator) if creator != own => return Ok(0),
+                _ => selection.creator = Some(own),
+            }
+        }
         let mut revoked = 0;
         let mut after = None;
         loop {
@@ -1170,6 +1192,16 @@ impl TokenService {
             }
         }
         outcome
+    }
+}
+
+/// Whether a creator reaching `reach` may change anything in it (a team admin, at least), and so may manage tokens
+/// others made.
+fn administers_anything(reach: &Reach) -> bool {
+    match reach {
+        Reach::Account(rights) | Reach::AccountData(rights) => rights.can_write(),
+        Reach::Limited { teams, collections } => teams.values().chain(collections.values()).any(|r| r.can_write()),
+        Reach::Nothing => false,
     }
 }
 

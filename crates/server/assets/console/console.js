@@ -1,5 +1,5 @@
 // Tessera's console: the little a server-rendered page cannot do by itself. Copy buttons, confirmations before
-// a delete, "3 min ago", live rows from the server's event stream, and the chart. Every page works without it
+// a delete, a rotation, a disable or a bulk revocation, "3 min ago", live rows from the server's event stream, and the chart. Every page works without it
 // (forms post, links navigate); no inline script exists, so the Content-Security-Policy forbids them all.
 "use strict";
 
@@ -47,14 +47,20 @@
     }
   });
 
-  // ---- Relative times: <time data-relative datetime=…> reads "3 min ago", its title the instant itself.
+  // ---- Relative times: <time data-relative datetime=…> reads "3 min ago" (or "in 2 days" for an expiry), its
+  // title the instant itself.
+  function span(seconds) {
+    if (seconds < 60) return seconds + " s";
+    if (seconds < 3600) return Math.floor(seconds / 60) + " min";
+    if (seconds < 86400) return Math.floor(seconds / 3600) + " h";
+    return Math.floor(seconds / 86400) + " days";
+  }
+
   function ago(ms) {
     const seconds = Math.round((Date.now() - ms) / 1000);
+    if (seconds <= -5) return "in " + span(-seconds);
     if (seconds < 5) return "just now";
-    if (seconds < 60) return seconds + " s ago";
-    if (seconds < 3600) return Math.floor(seconds / 60) + " min ago";
-    if (seconds < 86400) return Math.floor(seconds / 3600) + " h ago";
-    return Math.floor(seconds / 86400) + " days ago";
+    return span(seconds) + " ago";
   }
 
   function refreshTimes(root) {

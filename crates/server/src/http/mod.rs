@@ -181,13 +181,19 @@ pub fn api_token_or_bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
 
 /// A request body read up to the router's limit, with a message fit for a client when it could not be read.
 pub fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, (StatusCode, String)> {
-    body.map_err(|rejection| {
+    let too_large = || (StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than the {limit} bytes allowed"));
+    let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            (StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than the {limit} bytes allowed"))
+            too_large()
         } else {
             (StatusCode::BAD_REQUEST, format!("the body could not be read: {rejection}"))
         }
-    })
+    })?;
+    // A route's limit may be below the router's (which the body was read under).
+    if bytes.len() > limit {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 /// Parses a body as JSON, naming the line and column of the first error.

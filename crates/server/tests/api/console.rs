@@ -640,3 +640,482 @@ async fn every_console_change_is_refused_to_whoever_may_not_make_it() {
     let made = ["device", "resource", "account"];
     assert!(!kinds.iter().any(|kind| made.contains(kind)), "no token was made: {kinds:?}");
 }
+
+/// The secret a page shows this once.
+fn shown_secret(page: &Page) -> String {
+    let start =
+        page.body.find("id=\"new-secret\" class=\"secret\">").unwrap_or_else(|| panic!("no secret:\n{}", page.body));
+    page.body[start..].split('>').nth(1).unwrap().split('<').next().unwrap().to_owned()
+}
+
+/// The id of the first token row whose text holds `name`.
+fn token_row_id(html: &str, name: &str) -> String {
+    html.split("<tr data-token=\"")
+        .skip(1)
+        .find(|row| row.split("</tr>").next().unwrap().contains(name))
+        .map(|row| row.split('"').next().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("no token row holds {name}:\n{html}"))
+}
+
+/// The HTML of the token row `id`.
+fn token_row<'a>(html: &'a str, id: &str) -> &'a str {
+    let start = html.find(&format!("<tr data-token=\"{id}\"")).unwrap_or_else(|| panic!("no row {id}:\n{html}"));
+    html[start..].split("</tr>").next().unwrap()
+}
+
+/// Whether `secret` may write a reading to the device labelled `label` (Ubidots).
+async fn writes(tessera: &TestServer, secret: &str, label: &str) -> StatusCode {
+    tessera.ubidots(Method::POST, &format!("/devices/{label}"), secret, Some(json!({"t": 1}))).await.0
+}
+
+/// The administrator's view of the audit trail through the API.
+async fn audit_entries(tessera: &TestServer, query: &str) -> Vec<serde_json::Value> {
+    let admin = tessera.admin_session().await;
+    let (status, body) = tessera.native(Method::GET, &format!("/audit?{query}"), &admin, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["entries"].as_array().unwrap().clone()
+}
+
+/// An organization token minted on the collection's page: `(id, secret)`.
+async fn console_collection_token(
+    visitor: &mut Visitor,
+    collection: &str,
+    fields: &[(&str, &str)],
+) -> (String, String) {
+    let path = format!("/console/collections/{collection}");
+    let minted = visitor.post_from(&path, &format!("{path}/tokens"), fields).await;
+    assert_eq!(minted.status, StatusCode::OK, "{}", minted.body);
+    let secret = shown_secret(&minted);
+    let name = fields.iter().find(|(field, _)| *field == "name").map(|(_, name)| *name).unwrap();
+    (token_row_id(&visitor.get(&path).await.body, name), secret)
+}
+
+/// A device made on the collection's page (`label`) and a device token minted on its page: the device's path,
+/// the token's id and secret.
+async fn console_device_token(visitor: &mut Visitor, collection: &str, label: &str) -> (String, String, String) {
+    let collection_path = format!("/console/collections/{collection}");
+    let device = visitor.post_from(&collection_path, &format!("{collection_path}/devices"), &[("label", label)]).await;
+    let device = device.location().to_owned();
+    assert!(device.starts_with("/console/devices/"), "{device}");
+    let (id, secret) = device_token_on(visitor, &device, &format!("{label} firmware")).await;
+    (device, id, secret)
+}
+
+async fn device_token_on(visitor: &mut Visitor, device: &str, name: &str) -> (String, String) {
+    let minted = visitor.post_from(device, &format!("{device}/tokens"), &[("name", name)]).await;
+    assert_eq!(minted.status, StatusCode::OK, "{}", minted.body);
+    let secret = shown_secret(&minted);
+    (token_row_id(&visitor.get(device).await.body, name), secret)
+}
+
+#[tokio::test]
+async fn a_token_rotated_in_the_console_shows_its_new_secret_once_and_the_old_one_works_for_the_overlap() {
+    let tessera = TestServer::start().await;
+    let mut admin = signed_in_admin(&tessera).await;
+    let org = tessera.organization("Rotating").await;
+    let path = format!("/console/collections/{org}");
+    let (id, old) = console_collection_token(&mut admin, &org, &[("name", "meters")]).await;
+    let listing = admin.get(&path).await.body;
+    let row = token_row(&listing, &id);
+    for action in ["rotate", "disable", "delete"] {
+        assert!(row.contains(&format!("action=\"/console/tokens/{id}/{action}\"")), "{action} in {row}");
+    }
+    assert_eq!(writes(&tessera, &old, "pump").await, StatusCode::OK);
+
+    let rotate = format!("/console/tokens/{id}/rotate");
+    let rotated = admin.post_from(&path, &rotate, &[("overlap", "3600"), ("back", &path)]).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    assert_eq!(rotated.headers[header::CACHE_CONTROL], "no-store", "the page with the secret is kept nowhere");
+    let new = shown_secret(&rotated);
+    assert!(new.starts_with("tso_") && new != old, "{new}");
+    assert!(rotated.body.contains("The old secret goes on working until"), "{}", rotated.body);
+    assert!(rotated.body.contains("1 hour from now"));
+    assert!(rotated.body.contains(&format!("href=\"{path}\"")), "back to the collection");
+    assert_eq!(writes(&tessera, &new, "pump").await, StatusCode::OK, "the new secret works at once");
+    assert_eq!(writes(&tessera, &old, "pump").await, StatusCode::OK, "the old one within the overlap");
+    let listing = admin.get(&path).await.body;
+    assert!(!listing.contains(&new), "shown once");
+    assert!(token_row(&listing, &id).contains("old secret valid until"), "{}", token_row(&listing, &id));
+
+    // Without an overlap the secret it replaces stops at once, and the one replaced before it with it.
+    let again = admin.post_from(&path, &rotate, &[("overlap", "0"), ("back", &path)]).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    let newest = shown_secret(&again);
+    assert!(again.body.contains("The old secret is refused from now on"));
+    assert_eq!(writes(&tessera, &new, "pump").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(writes(&tessera, &old, "pump").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(writes(&tessera, &newest, "pump").await, StatusCode::OK);
+
+    // A refusal is said beside the row that asked, on the page it was asked from, and changes nothing.
+    let month = (31 * 86_400).to_string();
+    for (overlap, words) in [(month.as_str(), "at most 2592000 seconds"), ("soon", "is not a number of seconds")] {
+        let refused = admin.post_from(&path, &rotate, &[("overlap", overlap), ("back", &path)]).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
+        let row = token_row(&refused.body, &id);
+        assert!(row.contains("id=\"token-row-error\"") && row.contains(words), "{overlap}: {row}");
+        assert!(refused.body.contains("id=\"devices\""), "the collection's page again");
+    }
+    assert_eq!(writes(&tessera, &newest, "pump").await, StatusCode::OK, "a refused rotation changed nothing");
+    // A login session is renewed, not rotated: the page offers no button, and the service refuses it anyway.
+    let sessions = admin.get("/console/tokens?kind=session").await.body;
+    let session = token_row_id(&sessions, "Login session");
+    assert!(!token_row(&sessions, &session).contains("/rotate"), "no rotation offered for a session");
+    let back = "/console/tokens?kind=session";
+    let refused = admin.post_from(back, &format!("/console/tokens/{session}/rotate"), &[("back", back)]).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
+    assert!(token_row(&refused.body, &session).contains("renewed with its refresh token"), "{}", refused.body);
+
+    let rotations = audit_entries(&tessera, &format!("event=token.rotated&token={id}")).await;
+    assert_eq!(rotations.len(), 2, "{rotations:?}");
+    assert_eq!(rotations[1]["detail"]["overlap_seconds"], 3600);
+    assert!(rotations[0]["actor"].as_str().unwrap().starts_with("user:"), "the administrator, in person");
+}
+
+#[tokio::test]
+async fn a_token_disabled_in_the_console_is_refused_until_it_is_enabled_again() {
+    let tessera = TestServer::start().await;
+    let mut admin = signed_in_admin(&tessera).await;
+    let org = tessera.organization("Switches").await;
+    let (device, id, secret) = console_device_token(&mut admin, &org, "boiler").await;
+    assert_eq!(writes(&tessera, &secret, "boiler").await, StatusCode::OK);
+
+    let disabled = admin.post_from(&device, &format!("/console/tokens/{id}/disable"), &[("back", &device)]).await;
+    assert_eq!(disabled.location(), format!("{device}?done=token-disabled"), "{}", disabled.body);
+    assert_eq!(writes(&tessera, &secret, "boiler").await, StatusCode::UNAUTHORIZED);
+    let page = admin.get(disabled.location()).await.body;
+    assert!(page.contains("The token is disabled"), "the notice says what was done");
+    let row = token_row(&page, &id);
+    assert!(row.contains("badge off") && row.contains(&format!("/console/tokens/{id}/enable")), "{row}");
+    assert!(!row.contains("/disable\""), "{row}");
+
+    let enabled = admin.post_from(&device, &format!("/console/tokens/{id}/enable"), &[("back", &device)]).await;
+    assert_eq!(enabled.location(), format!("{device}?done=token-enabled"));
+    assert_eq!(writes(&tessera, &secret, "boiler").await, StatusCode::OK, "the same secret works again");
+    assert!(admin.get(enabled.location()).await.body.contains("The token is enabled again."));
+    // A foreign `back` is not followed (no open redirect).
+    let path = format!("/console/tokens/{id}/disable");
+    let disabled = admin.post_from(&device, &path, &[("back", "https://evil.example/")]).await;
+    assert_eq!(disabled.location(), "/console/tokens?done=token-disabled");
+    let path = format!("/console/tokens/{id}/enable");
+    admin.post_from(&device, &path, &[("back", "//evil.example/console/")]).await;
+    assert_eq!(writes(&tessera, &secret, "boiler").await, StatusCode::OK);
+
+    // A session is ended, not disabled: refused by the service beside its row on the tokens page.
+    let sessions = admin.get("/console/tokens?kind=session").await.body;
+    let session = token_row_id(&sessions, "Login session");
+    let refused = admin.post_from("/console/tokens", &format!("/console/tokens/{session}/disable"), &[]).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
+    assert!(token_row(&refused.body, &session).contains("ended (revoked), not disabled"), "{}", refused.body);
+    let events: Vec<String> = audit_entries(&tessera, &format!("token={id}"))
+        .await
+        .iter()
+        .map(|entry| entry["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(events.contains(&"token.disabled".into()) && events.contains(&"token.enabled".into()), "{events:?}");
+}
+
+#[tokio::test]
+async fn bulk_revocations_in_the_console_report_their_count_and_the_tokens_are_refused() {
+    let tessera = TestServer::start().await;
+    let mut admin = signed_in_admin(&tessera).await;
+    let org = tessera.organization("Bulk").await;
+    let (_, org_one) = console_collection_token(&mut admin, &org, &[("name", "first")]).await;
+    let (_, org_two) = console_collection_token(&mut admin, &org, &[("name", "second")]).await;
+    let (pump, _, pump_secret) = console_device_token(&mut admin, &org, "pump-1").await;
+    let (valve, _, valve_one) = console_device_token(&mut admin, &org, "valve-1").await;
+    let (_, valve_two) = device_token_on(&mut admin, &valve, "valve-1 spare").await;
+
+    // A device's tokens.
+    let revoked = admin.post_from(&valve, &format!("{valve}/tokens/revoke"), &[]).await;
+    assert_eq!(revoked.location(), format!("{valve}?done=tokens-revoked&count=2"), "{}", revoked.body);
+    assert!(admin.get(revoked.location()).await.body.contains("2 tokens are revoked."));
+    for secret in [&valve_one, &valve_two] {
+        assert_eq!(writes(&tessera, secret, "valve-1").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(writes(&tessera, &pump_secret, "pump-1").await, StatusCode::OK, "another device's token stays");
+
+    // A collection's: its own tokens and its devices'.
+    let path = format!("/console/collections/{org}");
+    let revoked = admin.post_from(&path, &format!("{path}/tokens/revoke"), &[]).await;
+    assert_eq!(revoked.location(), format!("{path}?done=tokens-revoked&count=3"), "{}", revoked.body);
+    assert!(admin.get(revoked.location()).await.body.contains("3 tokens are revoked."));
+    assert_eq!(writes(&tessera, &pump_secret, "pump-1").await, StatusCode::UNAUTHORIZED);
+    for secret in [&org_one, &org_two] {
+        assert_eq!(writes(&tessera, secret, "pump-9").await, StatusCode::UNAUTHORIZED);
+    }
+    let again = admin.post_from(&pump, &format!("{pump}/tokens/revoke"), &[]).await;
+    assert!(admin.get(again.location()).await.body.contains("No token was revoked"), "none was left");
+
+    // A user's tokens and sessions.
+    let (session, user) = tessera.user("leaver@example.com", "a long password").await;
+    let (status, made) =
+        tessera.native(Method::POST, "/tokens", &session, Some(json!({"kind": "account", "rights": "read"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let users = admin.get("/console/users").await.body;
+    assert!(users.contains(&format!("/console/users/{user}/tokens/revoke")));
+    let revoked = admin.post_from("/console/users", &format!("/console/users/{user}/tokens/revoke"), &[]).await;
+    let count: u64 = revoked.location().rsplit("count=").next().unwrap().parse().unwrap();
+    assert!(revoked.location().starts_with("/console/users?done=tokens-revoked&count=") && count >= 2, "{count}");
+    assert!(admin.get(revoked.location()).await.body.contains(&format!("{count} tokens are revoked.")));
+    assert_eq!(tessera.native(Method::GET, "/me", &session, None).await.0, StatusCode::UNAUTHORIZED);
+    let made = made["secret"].as_str().unwrap();
+    assert_eq!(tessera.native(Method::GET, "/collections", made, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(admin.get("/console/users").await.status, StatusCode::OK, "the administrator goes on");
+
+    // Every token of a kind, in the whole account.
+    let mut resources = Vec::new();
+    for name in ["r1", "r2"] {
+        let minted = admin.post_from("/console/tokens", "/console/tokens", &[("resource", "/"), ("name", name)]).await;
+        resources.push(shown_secret(&minted));
+    }
+    let horde =
+        async |secret: &str| tessera.call(Method::GET, "/collections", &[("x-api-token", secret)], None).await.0;
+    assert_eq!(horde(&resources[0]).await, StatusCode::OK);
+    let revoked = admin.post_from("/console/account", "/console/account/tokens/revoke", &[("kind", "resource")]).await;
+    assert_eq!(revoked.location(), "/console/account?done=tokens-revoked&count=2", "{}", revoked.body);
+    for secret in &resources {
+        assert_eq!(horde(secret).await, StatusCode::UNAUTHORIZED);
+    }
+    let refused = admin.post_from("/console/account", "/console/account/tokens/revoke", &[("kind", "gadget")]).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.body.contains("id=\"revoke-kind-error\"") && refused.body.contains("Choose a kind of token."));
+    let summaries = audit_entries(&tessera, "event=tokens.bulk_revoked").await;
+    assert_eq!(summaries.len(), 4, "one per call that revoked something: {summaries:?}");
+}
+
+#[tokio::test]
+async fn the_expiry_policy_form_stores_a_policy_and_refuses_nonsense_beside_the_form() {
+    let tessera = TestServer::start().await;
+    let mut admin = signed_in_admin(&tessera).await;
+    let account = admin.get("/console/account").await.body;
+    assert!(account.contains("capped"), "the page says longer lifetimes are capped");
+    assert!(account.contains("action=\"/console/account/policies/collection\""));
+    assert!(!account.contains("/console/account/policies/user_access"), "login sessions take no policy here");
+    let policy = |max: &'static str, max_unit: &'static str, default: &'static str, default_unit: &'static str| {
+        vec![("max", max), ("max_unit", max_unit), ("default", default), ("default_unit", default_unit)]
+    };
+    let saved = admin
+        .post_from("/console/account", "/console/account/policies/collection", &policy("1", "hours", "10", "minutes"))
+        .await;
+    assert_eq!(saved.location(), "/console/account?done=policy-saved#policy-collection", "{}", saved.body);
+    let expected = json!({"max_lifetime_seconds": 3600, "default_lifetime_seconds": 600});
+    let stored = async || {
+        let (_, listed) = tessera.native(Method::GET, "/token-policies", &tessera.api_key, None).await;
+        listed["policies"]["collection"].clone()
+    };
+    assert_eq!(stored().await, expected);
+    let page = admin.get("/console/account?done=policy-saved").await.body;
+    assert!(page.contains("The policy is saved."));
+    let form = page.split("id=\"policy-collection\"").nth(1).unwrap().split("</form>").next().unwrap();
+    assert!(form.contains("value=\"1\"") && form.contains("value=\"hours\" selected"), "{form}");
+    assert!(form.contains("value=\"10\"") && form.contains("value=\"minutes\" selected"), "{form}");
+    // A token asked for with a longer lifetime is capped, and so expires soon.
+    let org = tessera.organization("Policed").await;
+    let (id, _) = console_collection_token(&mut admin, &org, &[("name", "capped"), ("expires_days", "10")]).await;
+    assert!(token_row(&admin.get(&format!("/console/collections/{org}")).await.body, &id).contains("expires soon"));
+
+    for (fields, field_id, words, kept) in [
+        (policy("1", "hours", "2", "hours"), "policy-collection-error", "longer than the maximum", "value=\"2\""),
+        (policy("0", "days", "", "days"), "policy-collection-error", "0 seconds", "value=\"0\""),
+        (policy("abc", "days", "", "days"), "policy-collection-max-error", "is not a whole number", "value=\"abc\""),
+        (policy("", "days", "5", "fortnights"), "policy-collection-default-error", "Choose days", "value=\"5\""),
+    ] {
+        let refused = admin.post_from("/console/account", "/console/account/policies/collection", &fields).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{fields:?}: {}", refused.body);
+        let form = refused.body.split("id=\"policy-collection\"").nth(1).unwrap().split("</form>").next().unwrap();
+        assert!(form.contains(&format!("id=\"{field_id}\"")) && form.contains(words), "{fields:?}: {form}");
+        assert!(form.contains(kept), "what was typed is kept: {form}");
+        assert_eq!(stored().await, expected, "nothing changed");
+    }
+    let sessions = admin
+        .post_from("/console/account", "/console/account/policies/user_access", &policy("1", "hours", "", "days"))
+        .await;
+    assert_eq!(sessions.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        sessions.body.contains("id=\"policy-error\"") && sessions.body.contains("take no policy"),
+        "{}",
+        sessions.body
+    );
+    let unknown = admin
+        .post_from("/console/account", "/console/account/policies/gadget", &policy("1", "hours", "", "days"))
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    // Both empty removes the policy.
+    admin.post_from("/console/account", "/console/account/policies/collection", &policy("", "days", "", "days")).await;
+    assert!(stored().await.is_null(), "{}", stored().await);
+}
+
+#[tokio::test]
+async fn the_audit_page_lists_what_was_done_and_filters_it_for_administrators() {
+    let tessera = TestServer::start().await;
+    let mut admin = signed_in_admin(&tessera).await;
+    let org = tessera.organization("Audited").await;
+    let path = format!("/console/collections/{org}");
+    let (id, secret) = console_collection_token(&mut admin, &org, &[("name", "audited meters")]).await;
+    let rotated = admin.post_from(&path, &format!("/console/tokens/{id}/rotate"), &[("overlap", "60")]).await;
+    let new = shown_secret(&rotated);
+
+    let all = admin.get("/console/audit").await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    assert!(all.body.contains("href=\"/console/audit\" aria-current=\"page\""), "the administrator's nav has it");
+    assert!(all.body.contains("data-event=\"token.minted\"") && all.body.contains("data-event=\"token.rotated\""));
+    assert!(!all.body.contains(&secret) && !all.body.contains(&new), "no secret in the trail");
+    let rotations = admin.get("/console/audit?event=token.rotated").await.body;
+    let rows: Vec<&str> = rotations.split("<tr data-event=\"").skip(1).collect();
+    assert_eq!(rows.len(), 1, "{rotations}");
+    let row = rows[0];
+    assert!(row.starts_with("token.rotated"), "{row}");
+    assert!(row.contains("audited meters") && row.contains(&id), "the token by its name: {row}");
+    assert!(row.contains(&tessera.admin_email), "the actor by email: {row}");
+    assert!(row.contains("127.0.0.1") && row.contains("overlap_seconds:</span> 60"), "{row}");
+    assert!(rotations.contains("<option value=\"token.rotated\" selected>"), "the filter is kept");
+    let by_token = admin.get(&format!("/console/audit?token={id}&event=token.minted")).await.body;
+    assert_eq!(by_token.matches("<tr data-event=\"token.minted\"").count(), 1);
+    assert!(!by_token.contains("data-event=\"token.rotated\""));
+
+    // Bad filters are said by the form, with what was typed kept.
+    let bad = admin.get("/console/audit?since=yesterday&actor=robot").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("id=\"audit-error\"") && bad.body.contains("value=\"yesterday\""), "{}", bad.body);
+    // Older entries, a page at a time, the filters carried along.
+    let first = admin.get("/console/audit?limit=1&event=token.minted").await.body;
+    let older = first.split("id=\"audit-older\"").next().unwrap().rsplit("href=\"").next().unwrap();
+    // The link as a browser reads it (askama writes `&` as `&#38;`).
+    let older = older.split('"').next().unwrap().replace("&#38;", "&").replace("&amp;", "&");
+    assert!(older.contains("event=token.minted") && older.contains("limit=1") && older.contains("cursor="), "{older}");
+    let second = admin.get(&older).await.body;
+    let first_id = first.split("<tr data-event=").nth(1).unwrap().split("</tr>").next().unwrap().to_owned();
+    let second_id = second.split("<tr data-event=").nth(1).unwrap().split("</tr>").next().unwrap().to_owned();
+    assert_ne!(first_id, second_id, "the next page holds the next entry");
+    assert!(second.contains(">Newest</a>"));
+}
+
+#[tokio::test]
+async fn the_tokens_page_filters_by_disuse_and_expiry_and_warns_of_tokens_about_to_expire() {
+    let tessera = TestServer::start().await;
+    let mut admin = signed_in_admin(&tessera).await;
+    // Made in the console: the API's helper would exchange the key for an account token, which expires in a day.
+    let made = admin.post_from("/console/collections", "/console/collections", &[("name", "Expiring")]).await;
+    let org = made.location().rsplit('/').next().unwrap().to_owned();
+    let (soon, _) = console_collection_token(&mut admin, &org, &[("name", "soon gone"), ("expires_days", "3")]).await;
+    let (later, used) = console_collection_token(&mut admin, &org, &[("name", "for ever")]).await;
+    let page = admin.get("/console/tokens").await.body;
+    let warning = page.split("id=\"expiry-warning\"").nth(1).expect("a warning").split("</p>").next().unwrap();
+    assert!(warning.contains("1 token expires within 7 days."), "{warning}");
+    assert!(warning.contains("href=\"/console/tokens?expiring_within_days=7\""), "{warning}");
+    assert!(token_row(&page, &soon).contains("class=\"expiring\"") && token_row(&page, &soon).contains("expires soon"));
+    assert!(!token_row(&page, &later).contains("expires soon"));
+    let expiring = admin.get("/console/tokens?expiring_within_days=7").await.body;
+    assert!(
+        expiring.contains(&format!("data-token=\"{soon}\"")) && !expiring.contains(&format!("data-token=\"{later}\""))
+    );
+    assert!(expiring.contains("name=\"expiring_within_days\" type=\"number\" min=\"1\" max=\"36500\" value=\"7\""));
+    assert!(!expiring.contains("id=\"expiry-warning\""), "no warning on the list of just those");
+
+    // One of them is used: its row says when and from where, and "not used for a day" leaves it out.
+    assert_eq!(writes(&tessera, &used, "meter").await, StatusCode::OK);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let page = admin.get("/console/tokens").await.body;
+        let row = token_row(&page, &later).to_owned();
+        if row.contains("from <span class=\"address\">127.0.0.1</span>") {
+            assert!(row.contains("<td class=\"num\">1"), "one use: {row}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the use is never shown: {row}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let unused = admin.get("/console/tokens?unused_for_days=1").await.body;
+    assert!(unused.contains(&format!("data-token=\"{soon}\"")) && !unused.contains(&format!("data-token=\"{later}\"")));
+    assert!(unused.contains("name=\"unused_for_days\" type=\"number\" min=\"1\" max=\"36500\" value=\"1\""));
+    // The filters go back with a row's form, so what it posts returns to the same listing.
+    assert!(token_row(&unused, &soon).contains("name=\"back\" value=\"/console/tokens?unused_for_days=1\""));
+    assert_eq!(admin.get("/console/tokens?unused_for_days=zero").await.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_lifecycle_forms_are_refused_to_whoever_may_not_use_them_and_change_nothing() {
+    let tessera = TestServer::start().await;
+    let mut admin = signed_in_admin(&tessera).await;
+    let team = admin.post_from("/console/teams", "/console/teams", &[("name", "ops")]).await.location().to_owned();
+    let team_id = team.rsplit('/').next().unwrap().to_owned();
+    let form = [("name", "plant"), ("owner", team_id.as_str())];
+    let collection = admin.post_from("/console/collections", "/console/collections", &form).await.location().to_owned();
+    let org = collection.rsplit('/').next().unwrap().to_owned();
+    let (token, secret) = console_collection_token(&mut admin, &org, &[("name", "plant meters")]).await;
+    let (device, device_token, device_secret) = console_device_token(&mut admin, &org, "pump-1").await;
+    admin.post_from(&team, &format!("{team}/invites"), &[]).await;
+    let team_page = admin.get(&team).await.body;
+    let code = team_page.split("<code id=\"invite-1\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    let (_, admin_id) = {
+        let session = tessera.admin_session().await;
+        let (_, me) = tessera.native(Method::GET, "/me", &session, None).await;
+        (session, me["id"].as_str().unwrap().to_owned())
+    };
+
+    // Without the form token, nothing is even read.
+    let posts = [
+        format!("/console/tokens/{token}/rotate"),
+        format!("/console/tokens/{token}/disable"),
+        format!("{collection}/tokens/revoke"),
+        format!("{device}/tokens/revoke"),
+        format!("/console/users/{admin_id}/tokens/revoke"),
+        "/console/account/tokens/revoke".to_owned(),
+        "/console/account/policies/collection".to_owned(),
+    ];
+    for path in &posts {
+        let page = admin.post(path, &[("kind", "organization"), ("max", "1"), ("max_unit", "days")]).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}: {}", page.body);
+        assert!(page.body.contains("did not come from this console"), "{path}");
+    }
+
+    tessera.user("reader@example.com", "reader password").await;
+    tessera.user("outsider@example.com", "outsider password").await;
+    let mut reader = Visitor::new(&tessera);
+    reader.sign_in("reader@example.com", "reader password").await;
+    let joined = reader.post_from("/console/teams", "/console/teams/accept", &[("code", &code)]).await;
+    assert_eq!(joined.status, StatusCode::SEE_OTHER);
+    let mut outsider = Visitor::new(&tessera);
+    outsider.sign_in("outsider@example.com", "outsider password").await;
+
+    // A read-only member sees the collection, but no button to change its tokens, and is refused them all.
+    let seen = reader.get(&collection).await.body;
+    assert!(!seen.contains("/tokens/revoke") && !seen.contains("/rotate"), "no lifecycle button for a reader");
+    for visitor in [&mut reader, &mut outsider] {
+        for path in [
+            format!("/console/tokens/{token}/rotate"),
+            format!("/console/tokens/{token}/disable"),
+            format!("/console/tokens/{device_token}/enable"),
+        ] {
+            let page = visitor.post_from("/console/tokens", &path, &[("overlap", "0")]).await;
+            assert_eq!(page.status, StatusCode::NOT_FOUND, "{path}: a token one does not manage does not exist");
+        }
+        for path in [
+            format!("/console/users/{admin_id}/tokens/revoke"),
+            "/console/account/tokens/revoke".to_owned(),
+            "/console/account/policies/collection".to_owned(),
+        ] {
+            let page = visitor.post_from("/console/tokens", &path, &[("kind", "organization"), ("max", "1")]).await;
+            assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}: administrators' work");
+        }
+        let audit = visitor.get("/console/audit").await;
+        assert_eq!(audit.status, StatusCode::FORBIDDEN, "the trail is administrators' only");
+        assert!(!visitor.get("/console/tokens").await.body.contains("href=\"/console/audit\""), "no nav link");
+    }
+    // The member may ask for a collection's or a device's tokens to go: none of them is theirs, so none goes.
+    for path in [format!("{collection}/tokens/revoke"), format!("{device}/tokens/revoke")] {
+        let page = reader.post_from(&collection, &path, &[]).await;
+        assert!(page.location().ends_with("done=tokens-revoked&count=0"), "{path}: {}", page.location());
+        assert_eq!(outsider.post_from("/console/tokens", &path, &[]).await.status, StatusCode::FORBIDDEN, "{path}");
+    }
+
+    // Nothing changed: the same secrets work, no policy was set, the trail holds no such change.
+    assert_eq!(writes(&tessera, &secret, "pump-2").await, StatusCode::OK);
+    assert_eq!(writes(&tessera, &device_secret, "pump-1").await, StatusCode::OK);
+    let (_, policies) = tessera.native(Method::GET, "/token-policies", &tessera.api_key, None).await;
+    assert!(policies["policies"].as_object().unwrap().is_empty(), "{policies}");
+    for event in ["token.rotated", "token.disabled", "token.enabled", "tokens.bulk_revoked", "token_policy.changed"] {
+        assert!(audit_entries(&tessera, &format!("event={event}")).await.is_empty(), "{event}");
+    }
+    assert_eq!(admin.get(&collection).await.status, StatusCode::OK, "the administrator is still signed in");
+}

@@ -350,6 +350,16 @@ async fn a_leaked_secret_reported_by_anyone_is_revoked_and_the_answer_tells_noth
         let (status, problem) = decode(response).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
     }
+    let padded = format!("{{\"credentials\": [\"x\"]{}}}", " ".repeat(70 * 1024));
+    let response = tessera
+        .client
+        .post(tessera.url("/v1/credentials/revoke"))
+        .header("content-type", "application/json")
+        .body(padded)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "the report's own 64 KiB limit holds");
     let reporter = client_from("127.0.0.9");
     let mut statuses = Vec::new();
     for _ in 0..12 {
@@ -487,9 +497,11 @@ async fn the_audit_trail_says_who_did_what_from_where_for_administrators_only() 
 
     let (_, me) = tessera.native(Method::GET, "/me", &admin, None).await;
     let admin_actor = format!("user:{}", me["id"].as_str().unwrap());
-    eventually(Duration::from_secs(5), "the refusals are flushed to the trail", async || {
-        audit(&tessera, &admin, "event=credential.refused").await.len() >= 2
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the refusals are written to the trail once they gathered repeats",
+        async || audit(&tessera, &admin, "event=credential.refused").await.len() >= 2,
+    )
     .await;
     let refused = audit(&tessera, &admin, &format!("event=credential.refused&token={id}")).await;
     assert_eq!(refused.len(), 1, "three refusals of one token from one address are one entry: {refused:?}");
@@ -547,4 +559,27 @@ async fn the_audit_trail_says_who_did_what_from_where_for_administrators_only() 
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {problem}");
         assert!(problem["detail"].as_str().unwrap().contains(expected), "{query}: {problem}");
     }
+}
+
+/// Issue 15's probe: a session whose access token had run out was passed over by a bulk revocation of
+/// `user_access` tokens, and its refresh token went on renewing it. A session is both, whichever is asked for.
+#[tokio::test]
+async fn a_bulk_revocation_of_sessions_takes_those_whose_access_token_ran_out() {
+    let tessera = TestServer::start_with(|config| config.access_token_ttl = Duration::from_secs(1)).await;
+    let (_, bob) = tessera.user("bob@example.com", "a long password").await;
+    let bob_session = tessera.login("bob@example.com", "a long password").await;
+    let refresh = bob_session["refresh_token"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(5), "bob's access token runs out", async || {
+        tessera.native(Method::GET, "/me", bob_session["access_token"].as_str().unwrap(), None).await.0
+            == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    let fresh = tessera.admin_session().await;
+    let (status, answer) =
+        tessera.native(Method::POST, "/tokens/revoke", &fresh, Some(json!({"user": bob, "kind": "user_access"}))).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(answer["revoked"].as_u64().unwrap() >= 1, "{answer}");
+    let (status, _) =
+        tessera.call(Method::POST, "/v1/token/refresh", &[], Some(json!({"refresh_token": refresh}))).await;
+    assert_ne!(status, StatusCode::OK, "the refresh token went with its session");
 }

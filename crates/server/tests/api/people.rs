@@ -392,3 +392,47 @@ async fn is_admin_must_be_a_boolean() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(problem["detail"].as_str().unwrap().contains("is_admin"));
 }
+
+/// Issue 15's probe: anyone who knows a user's id sent codes for made-up challenges from many addresses until the
+/// per-user second-factor throttle locked the user out. That key counts only for a challenge the password opened.
+#[tokio::test]
+async fn codes_for_made_up_challenges_do_not_lock_the_user_out() {
+    let tessera = TestServer::start().await;
+    let (session, user) = tessera.user("bob@example.com", "correct horse battery").await;
+    let (_, enrollment) = tessera.native(Method::POST, "/me/totp", &session, None).await;
+    let secret = TotpSecret::from_bytes(base32_decode(enrollment["secret"].as_str().unwrap()));
+    let (status, _) =
+        tessera.native(Method::POST, "/me/totp/confirm", &session, Some(json!({"code": code(&secret, 0)}))).await;
+    assert_eq!(status, StatusCode::OK);
+    let made_up = tessera_core::Id::generate(1_800_000_000_000, 7).to_string();
+    for n in 0..30 {
+        let stranger = client_from(&format!("127.0.3.{}", n + 1));
+        let form = [
+            ("grant_type", "mfa"),
+            ("client_id", "web"),
+            ("mfa_uid", made_up.as_str()),
+            ("user_id", user.as_str()),
+            ("code", "000000"),
+        ];
+        let (status, _) = att_login(&tessera, &stranger, &form).await;
+        assert_ne!(status, StatusCode::OK);
+    }
+    let password = [
+        ("grant_type", "password"),
+        ("username", "bob@example.com"),
+        ("password", "correct horse battery"),
+        ("client_id", "web"),
+    ];
+    let client = reqwest::Client::new();
+    let (status, challenge) = att_login(&tessera, &client, &password).await;
+    assert_eq!(status, StatusCode::OK, "{challenge}");
+    let form = [
+        ("grant_type", "mfa".to_owned()),
+        ("client_id", "web".to_owned()),
+        ("mfa_uid", challenge["MfaUid"].as_str().unwrap().to_owned()),
+        ("user_id", challenge["UserId"].as_str().unwrap().to_owned()),
+        ("code", code(&secret, 1)),
+    ];
+    let (status, tokens) = decode(client.post(tessera.url("/login")).form(&form).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "the owner still signs in: {tokens}");
+}

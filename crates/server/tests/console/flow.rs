@@ -1,7 +1,8 @@
 //! The console as a person uses it, in a real Chromium: a second factor enrolled from the QR page (codes from
 //! pyotp, an implementation independent of Tessera's), an organization and its token, a device that appears and
-//! changes live when a reading arrives over HTTP, its chart, a device token made and deleted, and a read-only
-//! member refused what the API refuses them. Each main page is saved as a screenshot.
+//! changes live when a reading arrives over HTTP, its chart, a device token made and deleted, the organization
+//! token rotated with an overlap and the rotation found in the audit trail, and a read-only member refused what
+//! the API refuses them. Each main page is saved as a screenshot.
 
 use std::time::Duration;
 
@@ -206,6 +207,34 @@ async fn a_person_runs_tessera_in_the_console() {
         browser.wait_for(ready, WAIT).await;
         shot(&browser, name).await;
     }
+
+    // The organization token rotated from the tokens page with an hour's overlap: the new secret once, the old
+    // one still working (the member below is refused with it, and a device goes on sending with it).
+    browser.goto(&tessera.url("/console/tokens")).await;
+    let row = browser.wait_for(&format!("tr[data-token='{organization_token_id}']"), WAIT).await;
+    row.find("select[name=overlap] option[value='3600']").await.click().await;
+    row.find("form.rotate button").await.click().await;
+    assert!(browser.accept_alert().await.contains("greenhouse devices"), "a rotation asks first");
+    let rotated = browser.wait_for("#new-secret", WAIT).await.text().await;
+    assert!(rotated.starts_with("tso_") && rotated != secret, "{rotated}");
+    let old_secret = browser.find("#old-secret").await.text().await;
+    assert!(old_secret.contains("1 hour from now"), "{old_secret}");
+    shot(&browser, "19-rotated-secret").await;
+    assert_eq!(send(22.9).await, StatusCode::OK, "the old secret works during the overlap");
+    browser.goto(&tessera.url("/console/tokens")).await;
+    let until = browser.wait_for(&format!("tr[data-token='{organization_token_id}'] .old-secret"), WAIT).await;
+    assert!(until.text().await.contains("old secret valid until"));
+    assert!(!browser.page_source().await.contains(&rotated), "the new secret is on no later page");
+    shot(&browser, "20-tokens-rotated").await;
+    // The trail says so, to the administrator.
+    browser.find("nav a[href='/console/audit']").await.click().await;
+    browser.wait_for("#audit-filters", WAIT).await;
+    browser.find("#audit-event option[value='token.rotated']").await.click().await;
+    browser.find("#audit-filters button").await.click().await;
+    let entry = browser.wait_for("#audit tbody tr[data-event='token.rotated']", WAIT).await.text().await;
+    assert!(entry.contains("greenhouse devices") && entry.contains(&admin_email), "{entry}");
+    assert_eq!(browser.find_all("#audit tbody tr").await.len(), 1, "only rotations are listed");
+    shot(&browser, "21-audit").await;
 
     // A member, invited to the team, reads the organization but may not revoke its token.
     browser.goto(&tessera.url("/console/users")).await;

@@ -413,8 +413,16 @@ fn push_selection(query: &mut QueryBuilder<Db>, account: AccountId, selection: T
     if let Some(device) = selection.device {
         query.push(" AND scope_kind = 'device' AND scope_id = ").push_bind(device.as_i64());
     }
-    if let Some(kind) = selection.kind {
-        query.push(" AND kind = ").push_bind(kind.as_str());
+    match selection.kind {
+        // A login session is its access and refresh tokens: asking for either takes both, so a session whose
+        // access token ran out (its refresh token still live) is not passed over.
+        Some(TokenKind::UserAccess | TokenKind::Refresh) => {
+            query.push(" AND kind IN ('user_access', 'refresh')");
+        }
+        Some(kind) => {
+            query.push(" AND kind = ").push_bind(kind.as_str());
+        }
+        None => {}
     }
     if let Some(before) = selection.expires_before_ms {
         query.push(" AND expires_at IS NOT NULL AND expires_at < ").push_bind(before);

@@ -14,11 +14,11 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 use serde_json::json;
 use tessera_core::{Action, CollectionId, DeviceId, Label, Rights, Scope, Target, TeamId, TokenKind, UserId};
-use tessera_store::{Collection, Device, DeviceOrder, DeviceQuery, Page, Team};
+use tessera_store::{Collection, Device, DeviceOrder, DeviceQuery, Page, Team, TokenSelection};
 
 use super::format::{self, Chrome, FormState, TokenRow};
 use super::session::{Form, Signed, SignedIn};
-use super::tokens::{Shown, expiry_from_form, mint_and_show, token_rows};
+use super::tokens::{Shown, expiry_from_form, mint_and_show, token_notice, token_rows};
 use super::{Failure, PREFIX, PageResult, render_with, see_other};
 use crate::app::{App, AppError};
 use crate::http::QueryParams;
@@ -186,7 +186,7 @@ struct CollectionPage {
     tokens: Vec<TokenRow>,
     tokens_note: String,
     back: String,
-    notice: &'static str,
+    notice: String,
     form: FormState,
 }
 
@@ -272,7 +272,7 @@ async fn collection_page(
     signed: &SignedIn,
     id: CollectionId,
     query: &QueryParams,
-    notice: &'static str,
+    notice: String,
     form: FormState,
 ) -> PageResult {
     let caller = &signed.caller;
@@ -294,10 +294,11 @@ async fn collection_page(
     let last_shown = if rows.is_empty() { 0 } else { page.offset() + rows.len() as u64 };
     let (owner, owner_link) = owner_of(app, caller, &collection, user.id).await;
     let names = format::names_for(app, signed, &user).await;
-    let (tokens, tokens_note) = match token_rows(app, signed, Some(Scope::Collection(id)), &names).await {
-        Ok(table) => table,
-        Err(error) => (Vec::new(), super::explain(&error)),
-    };
+    let (tokens, tokens_note) =
+        match token_rows(app, signed, Some(Scope::Collection(id)), Default::default(), &names).await {
+            Ok(table) => table,
+            Err(error) => (Vec::new(), super::explain(&error)),
+        };
     let status = form.status();
     render_with(
         status,
@@ -329,8 +330,8 @@ async fn collection_page(
 }
 
 /// The collection's page shown again after one of its forms failed: the error by its field, what was typed kept.
-async fn form_again(app: &App, signed: &SignedIn, id: CollectionId, form: FormState) -> PageResult {
-    collection_page(app, signed, id, &QueryParams::default(), "", form).await
+pub(super) async fn form_again(app: &App, signed: &SignedIn, id: CollectionId, form: FormState) -> PageResult {
+    collection_page(app, signed, id, &QueryParams::default(), String::new(), form).await
 }
 
 fn collection_id(text: &str) -> Result<CollectionId, Failure> {
@@ -344,11 +345,29 @@ pub(super) async fn page(
     query: QueryParams,
 ) -> PageResult {
     let notice = match query.text("done") {
-        Some("device-deleted") => "The device is deleted.",
-        Some("token-deleted") => "The token is deleted.",
-        _ => "",
+        Some("device-deleted") => "The device is deleted.".into(),
+        _ => token_notice(&query),
     };
     collection_page(&app, &signed, collection_id(&id)?, &query, notice, FormState::default()).await
+}
+
+/// `POST /console/collections/{id}/tokens/revoke`: every token of the collection and of its devices that the
+/// visitor manages, revoked at once (`TokenService::revoke_selection` judges each); the page says how many.
+pub(super) async fn revoke_tokens(
+    State(app): State<App>,
+    Signed(signed): Signed,
+    Path(id): Path<String>,
+) -> PageResult {
+    let id = collection_id(&id)?;
+    app.data.collection(&signed.caller, Action::Read, id).await?;
+    let selection = TokenSelection { collection: Some(id), ..TokenSelection::default() };
+    match app.tokens.revoke_selection(&signed.caller, selection).await.map_err(AppError::from) {
+        Ok(count) => Ok(see_other(format!("{PREFIX}/collections/{id}?done=tokens-revoked&count={count}"))),
+        Err(error @ (AppError::Denied(_) | AppError::BadRequest(_) | AppError::NotFound(_))) => {
+            form_again(&app, &signed, id, FormState::failed("revoke", "tokens", super::explain(&error))).await
+        }
+        Err(other) => Err(other.into()),
+    }
 }
 
 pub(super) async fn delete(State(app): State<App>, Signed(signed): Signed, Path(id): Path<String>) -> PageResult {

@@ -11,12 +11,12 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use serde_json::json;
 use tessera_core::{Action, DeviceId, Rights, Scope, TokenKind, Value, VariableId};
-use tessera_store::{Page, TimeRange};
+use tessera_store::{Page, TimeRange, TokenSelection};
 
 use super::collections::data_failure;
 use super::format::{self, Chrome, FormState, TokenRow};
 use super::session::{Form, Signed, SignedIn};
-use super::tokens::{Shown, expiry_from_form, mint_and_show, token_rows};
+use super::tokens::{Shown, expiry_from_form, mint_and_show, token_notice, token_rows};
 use super::{Failure, PREFIX, PageResult, render_with, see_other};
 use crate::app::{App, AppError};
 use crate::http::QueryParams;
@@ -60,7 +60,7 @@ struct DevicePage {
     tokens: Vec<TokenRow>,
     tokens_note: String,
     back: String,
-    notice: &'static str,
+    notice: String,
     form: FormState,
 }
 
@@ -68,7 +68,7 @@ fn device_id(text: &str) -> Result<DeviceId, Failure> {
     text.parse().map_err(|_| Failure::App(AppError::NotFound("device")))
 }
 
-async fn device_page(app: &App, signed: &SignedIn, id: DeviceId, notice: &'static str, form: FormState) -> PageResult {
+async fn device_page(app: &App, signed: &SignedIn, id: DeviceId, notice: String, form: FormState) -> PageResult {
     let caller = &signed.caller;
     let (device, _) = app.data.device_as_of_now(caller, id).await?;
     let user = app.people.user_of(&signed.caller).await?;
@@ -99,7 +99,8 @@ async fn device_page(app: &App, signed: &SignedIn, id: DeviceId, notice: &'stati
         })
         .collect();
     let names = format::names_for(app, signed, &user).await;
-    let (tokens, tokens_note) = match token_rows(app, signed, Some(Scope::Device(id)), &names).await {
+    let (tokens, tokens_note) = match token_rows(app, signed, Some(Scope::Device(id)), Default::default(), &names).await
+    {
         Ok(table) => table,
         Err(error) => (Vec::new(), super::explain(&error)),
     };
@@ -133,11 +134,31 @@ pub(super) async fn page(
     Path(id): Path<String>,
     query: QueryParams,
 ) -> PageResult {
-    let notice = match query.text("done") {
-        Some("token-deleted") => "The token is deleted.",
-        _ => "",
-    };
-    device_page(&app, &signed, device_id(&id)?, notice, FormState::default()).await
+    device_page(&app, &signed, device_id(&id)?, token_notice(&query), FormState::default()).await
+}
+
+/// The device's page shown again after one of its forms failed.
+pub(super) async fn form_again(app: &App, signed: &SignedIn, id: DeviceId, form: FormState) -> PageResult {
+    device_page(app, signed, id, String::new(), form).await
+}
+
+/// `POST /console/devices/{id}/tokens/revoke`: every token of the device that the visitor manages, revoked at
+/// once (`TokenService::revoke_selection` judges each); the page says how many.
+pub(super) async fn revoke_tokens(
+    State(app): State<App>,
+    Signed(signed): Signed,
+    Path(id): Path<String>,
+) -> PageResult {
+    let id = device_id(&id)?;
+    app.data.device_by_id(&signed.caller, Action::Read, id).await?;
+    let selection = TokenSelection { device: Some(id), ..TokenSelection::default() };
+    match app.tokens.revoke_selection(&signed.caller, selection).await.map_err(AppError::from) {
+        Ok(count) => Ok(see_other(format!("{PREFIX}/devices/{id}?done=tokens-revoked&count={count}"))),
+        Err(error @ (AppError::Denied(_) | AppError::BadRequest(_) | AppError::NotFound(_))) => {
+            form_again(&app, &signed, id, FormState::failed("revoke", "tokens", super::explain(&error))).await
+        }
+        Err(other) => Err(other.into()),
+    }
 }
 
 pub(super) async fn delete(State(app): State<App>, Signed(signed): Signed, Path(id): Path<String>) -> PageResult {
@@ -159,11 +180,18 @@ pub(super) async fn create_token(
         FormState::failed("token", field, message).keep("name", name).keep("expires_days", form.trimmed("expires_days"))
     };
     if name.chars().count() > 200 {
-        return device_page(&app, &signed, id, "", failed("name", "A name has at most 200 characters.".into())).await;
+        return device_page(
+            &app,
+            &signed,
+            id,
+            String::new(),
+            failed("name", "A name has at most 200 characters.".into()),
+        )
+        .await;
     }
     let expires_at_ms = match expiry_from_form(&form) {
         Ok(expiry) => expiry,
-        Err(message) => return device_page(&app, &signed, id, "", failed("expires_days", message)).await,
+        Err(message) => return device_page(&app, &signed, id, String::new(), failed("expires_days", message)).await,
     };
     let new = NewToken::new(TokenKind::Device, Scope::Device(id), Rights::ReadWrite, name.to_owned(), expires_at_ms);
     let shown = Shown {
@@ -174,7 +202,7 @@ pub(super) async fn create_token(
     };
     match mint_and_show(&app, &signed, new, shown).await? {
         Ok(page) => Ok(page),
-        Err(refusal) => device_page(&app, &signed, id, "", failed("name", refusal)).await,
+        Err(refusal) => device_page(&app, &signed, id, String::new(), failed("name", refusal)).await,
     }
 }
 

@@ -160,6 +160,9 @@ pub(super) fn rights_text(rights: Rights) -> &'static str {
     }
 }
 
+/// A token expiring within this many days is highlighted in every token table, and the tokens page warns of it.
+pub(super) const EXPIRES_SOON_DAYS: i64 = 7;
+
 /// One row of a token table.
 #[derive(Debug, Clone)]
 pub(super) struct TokenRow {
@@ -172,9 +175,22 @@ pub(super) struct TokenRow {
     pub created: String,
     pub created_machine: String,
     pub expires: String,
+    pub expires_machine: String,
+    /// It expires within `EXPIRES_SOON_DAYS`.
+    pub expires_soon: bool,
     pub last_used: String,
     pub last_used_machine: String,
+    /// The address it was last presented from, or empty.
+    pub last_used_from: String,
     pub uses: u64,
+    /// Requests refused for being over its quota.
+    pub throttled: u64,
+    pub disabled: bool,
+    /// During a rotation's overlap: until when the replaced secret still works (empty otherwise).
+    pub old_secret_until: String,
+    pub old_secret_until_machine: String,
+    /// Rotating and disabling are offered: a login session is ended (deleted) instead, as the service says.
+    pub rotatable: bool,
     pub issued_by: String,
     /// The caller's own session: it cannot delete itself here (signing out does that).
     pub is_this_session: bool,
@@ -188,8 +204,9 @@ pub(super) struct Names {
 }
 
 impl TokenRow {
-    pub fn of(token: &TokenRecord, names: &Names, this_session: Option<tessera_core::Id>) -> TokenRow {
+    pub fn of(token: &TokenRecord, names: &Names, this_session: Option<tessera_core::Id>, now_ms: i64) -> TokenRow {
         let (scope, scope_link) = scope_text(token, names);
+        let old_secret_until = token.previous_valid_until_ms.filter(|until| *until > now_ms);
         TokenRow {
             id: token.id.to_string(),
             kind: kind_text(token.kind),
@@ -200,9 +217,19 @@ impl TokenRow {
             created: when(token.created_at_ms),
             created_machine: machine_time(token.created_at_ms),
             expires: token.expires_at_ms.map(when).unwrap_or_else(|| "never".into()),
+            expires_machine: token.expires_at_ms.map(machine_time).unwrap_or_default(),
+            // A login session's hour is renewed by its refresh token: no warning for that.
+            expires_soon: !matches!(token.kind, TokenKind::UserAccess | TokenKind::Refresh)
+                && token.expires_at_ms.is_some_and(|at| at > now_ms && at - now_ms <= EXPIRES_SOON_DAYS * DAY_MS),
             last_used: token.last_used_at_ms.map(when).unwrap_or_else(|| "never".into()),
             last_used_machine: token.last_used_at_ms.map(machine_time).unwrap_or_default(),
+            last_used_from: token.last_used_from.map(|address| address.to_string()).unwrap_or_default(),
             uses: token.uses,
+            throttled: token.throttled,
+            disabled: token.disabled_at_ms.is_some(),
+            old_secret_until: old_secret_until.map(when).unwrap_or_default(),
+            old_secret_until_machine: old_secret_until.map(machine_time).unwrap_or_default(),
+            rotatable: !matches!(token.kind, TokenKind::UserAccess | TokenKind::Refresh),
             issued_by: match token.creator {
                 Creator::System => "Tessera (first start)".into(),
                 Creator::Token(id) => format!("token {id}"),
@@ -213,7 +240,22 @@ impl TokenRow {
     }
 }
 
-fn scope_text(token: &TokenRecord, names: &Names) -> (String, String) {
+/// A day in milliseconds.
+pub(super) const DAY_MS: i64 = 86_400_000;
+
+/// A span of seconds in the largest unit that says it exactly: "1 hour", "7 days", "90 seconds".
+pub(super) fn duration_text(seconds: u64) -> String {
+    let (count, unit) = match seconds {
+        0 => return "no time".into(),
+        s if s % 86_400 == 0 => (s / 86_400, "day"),
+        s if s % 3_600 == 0 => (s / 3_600, "hour"),
+        s if s % 60 == 0 => (s / 60, "minute"),
+        s => (s, "second"),
+    };
+    if count == 1 { format!("1 {unit}") } else { format!("{count} {unit}s") }
+}
+
+pub(super) fn scope_text(token: &TokenRecord, names: &Names) -> (String, String) {
     if let Some(resource) = &token.resource {
         return (format!("resource {resource}"), String::new());
     }
@@ -247,7 +289,7 @@ pub(super) async fn names_for(app: &App, signed: &SignedIn, user: &User) -> Name
     names
 }
 
-/// A new token's secret, shown this once.
+/// A new token's secret, or a rotated token's new one, shown this once.
 #[derive(Debug, Template)]
 #[template(path = "console/secret.html")]
 pub(super) struct SecretPage {
@@ -256,6 +298,8 @@ pub(super) struct SecretPage {
     pub name: String,
     pub scope: String,
     pub secret: String,
+    /// After a rotation: what becomes of the secret it replaced (empty for a new token).
+    pub rotation: String,
     /// Where to go on from here, and what it is called.
     pub back: String,
     pub back_label: String,
@@ -280,6 +324,14 @@ mod tests {
     fn instants_read_in_utc() {
         assert_eq!(when(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(when(1_764_780_601_123), "2025-12-03 16:50:01 UTC");
+    }
+
+    #[test]
+    fn spans_read_in_their_largest_exact_unit() {
+        assert_eq!(duration_text(3_600), "1 hour");
+        assert_eq!(duration_text(7 * 86_400), "7 days");
+        assert_eq!(duration_text(90), "90 seconds");
+        assert_eq!(duration_text(600), "10 minutes");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 mod account;
 mod assets;
+mod audit;
 mod auth;
 mod collections;
 mod devices;
@@ -48,15 +49,23 @@ pub fn routes(app: App) -> Router<App> {
         .route("/collections/{id}/delete", post(collections::delete))
         .route("/collections/{id}/devices", post(collections::create_device))
         .route("/collections/{id}/tokens", post(collections::create_token))
+        .route("/collections/{id}/tokens/revoke", post(collections::revoke_tokens))
         .route("/collections/{id}/live", get(collections::live))
         .route("/devices/{id}", get(devices::page))
         .route("/devices/{id}/delete", post(devices::delete))
         .route("/devices/{id}/tokens", post(devices::create_token))
+        .route("/devices/{id}/tokens/revoke", post(devices::revoke_tokens))
         .route("/variables/{id}/series", get(devices::series))
         .route("/variables/{id}/export.csv", get(devices::export))
         .route("/tokens", get(tokens::list).post(tokens::create_resource_token))
         .route("/tokens/{id}/delete", post(tokens::delete))
+        .route("/tokens/{id}/rotate", post(tokens::rotate))
+        .route("/tokens/{id}/disable", post(tokens::disable))
+        .route("/tokens/{id}/enable", post(tokens::enable))
         .route("/account", get(account::page).post(account::create_account_token))
+        .route("/account/tokens/revoke", post(account::revoke_kind))
+        .route("/account/policies/{kind}", post(account::set_policy))
+        .route("/audit", get(audit::page))
         .route("/teams", get(teams::list).post(teams::create))
         .route("/teams/accept", post(teams::accept))
         .route("/teams/{id}", get(teams::page))
@@ -67,6 +76,7 @@ pub fn routes(app: App) -> Router<App> {
         .route("/teams/{id}/invites/withdraw", post(teams::withdraw_invite))
         .route("/users", get(users::list).post(users::create))
         .route("/users/{id}/admin", post(users::set_admin))
+        .route("/users/{id}/tokens/revoke", post(users::revoke_tokens))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(sessions, session::layer))
         .layer(axum::middleware::map_response(security_headers))

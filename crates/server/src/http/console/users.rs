@@ -3,10 +3,12 @@
 
 use askama::Template;
 use axum::extract::{Path, State};
-use tessera_core::{Action, Target, UserId};
+use tessera_core::{Action, Creator, Target, UserId};
+use tessera_store::TokenSelection;
 
 use super::format::{self, Chrome, FormState};
 use super::session::{Form, Signed, SignedIn};
+use super::tokens::token_notice;
 use super::{Failure, PREFIX, PageResult, render_with, see_other};
 use crate::app::{App, AppError};
 use crate::http::QueryParams;
@@ -28,7 +30,7 @@ struct UserRow {
 struct UsersPage {
     chrome: Chrome,
     users: Vec<UserRow>,
-    notice: &'static str,
+    notice: String,
     form: FormState,
 }
 
@@ -36,7 +38,7 @@ fn permit(signed: &SignedIn) -> Result<tessera_core::Permit, Failure> {
     Ok(signed.caller.authorize(Action::ManageUsers, &Target::account(signed.caller.account()))?)
 }
 
-async fn users_page(app: &App, signed: &SignedIn, notice: &'static str, form: FormState) -> PageResult {
+async fn users_page(app: &App, signed: &SignedIn, notice: String, form: FormState) -> PageResult {
     let permit = permit(signed)?;
     let me = app.people.user_of(&signed.caller).await?;
     let mut users: Vec<UserRow> = app
@@ -61,10 +63,10 @@ async fn users_page(app: &App, signed: &SignedIn, notice: &'static str, form: Fo
 
 pub(super) async fn list(State(app): State<App>, Signed(signed): Signed, query: QueryParams) -> PageResult {
     let notice = match query.text("done") {
-        Some("added") => "The user is added. They sign in with the password you chose and should change it.",
-        Some("admin") => "The user is an account administrator now.",
-        Some("member") => "The user is no longer an account administrator.",
-        _ => "",
+        Some("added") => "The user is added. They sign in with the password you chose and should change it.".into(),
+        Some("admin") => "The user is an account administrator now.".into(),
+        Some("member") => "The user is no longer an account administrator.".into(),
+        _ => token_notice(&query),
     };
     users_page(&app, &signed, notice, FormState::default()).await
 }
@@ -79,7 +81,8 @@ pub(super) async fn create(State(app): State<App>, Signed(signed): Signed, form:
         if is_admin { state.keep("admin", "on") } else { state }
     };
     if name.chars().count() > 200 {
-        return users_page(&app, &signed, "", failed("name", "A name has at most 200 characters.".into())).await;
+        return users_page(&app, &signed, String::new(), failed("name", "A name has at most 200 characters.".into()))
+            .await;
     }
     let new = NewUser {
         email: email.to_owned(),
@@ -92,10 +95,10 @@ pub(super) async fn create(State(app): State<App>, Signed(signed): Signed, form:
         Ok(_) => Ok(see_other(format!("{PREFIX}/users?done=added"))),
         Err(AppError::BadRequest(message)) => {
             let field = if message.contains("password") { "password" } else { "email" };
-            users_page(&app, &signed, "", failed(field, super::capitalize(&message))).await
+            users_page(&app, &signed, String::new(), failed(field, super::capitalize(&message))).await
         }
         Err(AppError::Conflict(message)) => {
-            users_page(&app, &signed, "", failed("email", super::capitalize(&message))).await
+            users_page(&app, &signed, String::new(), failed("email", super::capitalize(&message))).await
         }
         Err(other) => Err(other.into()),
     }
@@ -114,7 +117,26 @@ pub(super) async fn set_admin(
         Ok(_) => Ok(see_other(format!("{PREFIX}/users?done={}", if make_admin { "admin" } else { "member" }))),
         Err(
             error @ (AppError::Conflict(_) | AppError::BadRequest(_) | AppError::Denied(_) | AppError::NotFound(_)),
-        ) => users_page(&app, &signed, "", FormState::failed("admin", "user", super::explain(&error))).await,
+        ) => users_page(&app, &signed, String::new(), FormState::failed("admin", "user", super::explain(&error))).await,
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// `POST /console/users/{id}/tokens/revoke`: every token the user made and every session of theirs, revoked at
+/// once (an administrator's work: a departing person, a stolen laptop); the page says how many.
+pub(super) async fn revoke_tokens(
+    State(app): State<App>,
+    Signed(signed): Signed,
+    Path(id): Path<String>,
+) -> PageResult {
+    permit(&signed)?;
+    let user: UserId = id.parse().map_err(|_| Failure::App(AppError::NotFound("user")))?;
+    let selection = TokenSelection { creator: Some(Creator::User(user)), ..TokenSelection::default() };
+    match app.tokens.revoke_selection(&signed.caller, selection).await.map_err(AppError::from) {
+        Ok(count) => Ok(see_other(format!("{PREFIX}/users?done=tokens-revoked&count={count}"))),
+        Err(error @ (AppError::Denied(_) | AppError::BadRequest(_) | AppError::NotFound(_))) => {
+            users_page(&app, &signed, String::new(), FormState::failed("admin", "user", super::explain(&error))).await
+        }
         Err(other) => Err(other.into()),
     }
 }

@@ -277,6 +277,9 @@ async fn list_policies(State(app): State<App>, Bearer(caller): Bearer) -> Native
     Ok(Json(json!({ "policies": by_kind, "over_the_maximum": "capped" })).into_response())
 }
 
+/// The longest lifetime a policy may name (the API and the console take the same bound).
+pub(crate) const MAX_POLICY_LIFETIME_SECONDS: u64 = 100 * 365 * 86_400;
+
 /// `PUT /v1/token-policies/{kind}` `{"max_lifetime_seconds"?, "default_lifetime_seconds"?}` (null or absent for
 /// none; both none removes the policy), for account administrators.
 async fn set_policy(
@@ -288,11 +291,10 @@ async fn set_policy(
     let kind = TokenKind::from_name(&kind).ok_or_else(|| AppError::NotFound("token kind")).map_err(Problem::from)?;
     let document = object_body(body, BODY_LIMIT)?;
     only_fields(&document, &["max_lifetime_seconds", "default_lifetime_seconds"])?;
-    const HUNDRED_YEARS: u64 = 100 * 365 * 86_400;
     let policy = TokenPolicy {
         kind,
-        max_lifetime_seconds: seconds_field(&document, "max_lifetime_seconds", HUNDRED_YEARS)?,
-        default_lifetime_seconds: seconds_field(&document, "default_lifetime_seconds", HUNDRED_YEARS)?,
+        max_lifetime_seconds: seconds_field(&document, "max_lifetime_seconds", MAX_POLICY_LIFETIME_SECONDS)?,
+        default_lifetime_seconds: seconds_field(&document, "default_lifetime_seconds", MAX_POLICY_LIFETIME_SECONDS)?,
     };
     let permit = caller.authorize(Action::ManageUsers, &Target::account(caller.account())).map_err(AppError::from)?;
     app.tokens.set_policy(&caller, &permit, policy).await.map_err(AppError::from)?;
