@@ -66,6 +66,9 @@ pub struct Config {
     /// Largest WebSocket message or frame a client may send on a Horde `/from` stream, which reads only control
     /// frames (a ping carries at most 125 bytes); anything larger closes the socket. 4 KiB.
     pub websocket_max_message_size: usize,
+    /// The default request quota of each kind of token, counted per token on this node over HTTP and MQTT
+    /// together; a token's own quota, set when it is made or changed, wins.
+    pub rate_limits: crate::quota::RateLimits,
 }
 
 impl Config {
@@ -93,6 +96,7 @@ impl Config {
             http_max_connections: 10_000,
             websocket_max_message_size: 4 * 1024,
             audit_retention: Duration::from_secs(90 * 24 * 60 * 60),
+            rate_limits: crate::quota::RateLimits::default(),
         }
     }
 

@@ -23,6 +23,10 @@ pub enum AppError {
     Conflict(String),
     #[error("{0}")]
     BadRequest(String),
+    /// The caller's token used up its quota for this window (429; `Retry-After` and the `RateLimit` fields are
+    /// added to every dialect's answer by `http::rate_limit`).
+    #[error(transparent)]
+    OverQuota(crate::quota::OverQuota),
     #[error("the store is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("internal error")]
@@ -56,6 +60,7 @@ impl AppError {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::OverQuota(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Unauthenticated(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -85,6 +90,7 @@ impl From<VerifyError> for AppError {
     fn from(error: VerifyError) -> AppError {
         match error {
             VerifyError::Store(error) => AppError::from_store("token", error),
+            VerifyError::OverQuota(over) => AppError::OverQuota(over),
             other => AppError::Unauthenticated(other),
         }
     }

@@ -18,6 +18,7 @@ pub mod live;
 pub mod mqtt;
 pub mod peers;
 pub mod people;
+pub mod quota;
 mod server;
 pub mod teams;
 pub mod time;

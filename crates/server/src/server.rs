@@ -96,7 +96,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let accounts = store.accounts().await.map_err(OpenError::Bootstrap)?;
     let home_account = accounts.first().map(|account| account.id).ok_or(OpenError::Bootstrap(StoreError::NotFound))?;
     let audit = Arc::new(crate::audit::Audit::new(store.clone(), home_account, config.audit_retention));
-    let tokens = Arc::new(TokenService::new(store.clone(), key.clone(), config.token_cache_capacity, audit.clone()));
+    let tokens = Arc::new(
+        TokenService::new(store.clone(), key.clone(), config.token_cache_capacity, audit.clone())
+            .with_rate_limits(config.rate_limits),
+    );
     let data = Arc::new(DataService::new(store.clone(), writer.clone(), config.device_cache_capacity));
     let (stop_cluster, cluster_stopped) = watch::channel(false);
     let cluster_task = joined.map(|joined| {
@@ -159,6 +162,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             if let Err(error) = usage_tokens.flush_usage().await {
                 tracing::warn!(error = ?error, "could not record token usage; will retry");
             }
+            // Tokens idle past their window leave the counter map, so it holds only the recently active.
+            usage_tokens.quotas().sweep();
             if let Err(error) = usage_audit.flush_refusals(false).await {
                 tracing::warn!(error = ?error, "could not record refused credentials in the audit trail; dropped");
             }

@@ -23,7 +23,8 @@ use tessera_store::{
 use crate::entropy::{new_id, new_secret};
 use crate::time::now_ms;
 
-/// Why a presented credential is not a credential. Every variant is a 401.
+/// Why a presented credential is not a credential. Every variant but `OverQuota` (a 429) and `Store` (a 503) is a
+/// 401.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     #[error("no credential was presented")]
@@ -40,6 +41,9 @@ pub enum VerifyError {
     NotTakenHere(Denial),
     #[error(transparent)]
     Store(StoreError),
+    /// A live token whose quota for this window is used up: not a 401 but a 429, with when to come back.
+    #[error(transparent)]
+    OverQuota(crate::quota::OverQuota),
 }
 
 /// A verified credential: the token's record and its grant, with its creator's reach as of now.
@@ -230,6 +234,7 @@ pub struct TokenService {
     usage: Mutex<HashMap<TokenId, TokenUsage>>,
     rechecks: Mutex<Rechecks>,
     audit: Arc<Audit>,
+    quotas: crate::quota::Quotas,
     /// Leaked secrets reported and waiting to be revoked (see [`TokenService::report_leaked`]).
     leak_reports: std::sync::OnceLock<tokio::sync::mpsc::Sender<LeakReport>>,
     /// Leak reports per source address in the current minute.
@@ -280,7 +285,19 @@ impl TokenService {
             audit,
             leak_reports: std::sync::OnceLock::new(),
             leak_reporters: Mutex::default(),
+            quotas: crate::quota::Quotas::new(crate::quota::RateLimits::default()),
         }
+    }
+
+    /// This service with `limits` as the kinds' default quotas (Tessera's own defaults otherwise).
+    pub fn with_rate_limits(mut self, limits: crate::quota::RateLimits) -> TokenService {
+        self.quotas = crate::quota::Quotas::new(limits);
+        self
+    }
+
+    /// The request counters of this node.
+    pub fn quotas(&self) -> &crate::quota::Quotas {
+        &self.quotas
     }
 
     /// Takes a report of leaked secrets from `from` (anyone may send one: a secret scanner, a finder) and revokes
@@ -343,12 +360,59 @@ impl TokenService {
     /// then the store. A revoked, expired or disabled token (or a secret its rotation replaced, once the overlap is
     /// over) is refused here, and `authorize` checks the first three again on every use. A refusal is noted for
     /// the audit trail (gathered, see `audit.rs`).
+    ///
+    /// Each call is one request of the token against its quota (`quota.rs`): every HTTP request verifies its
+    /// credential once, through here. A token over its quota is refused with `VerifyError::OverQuota` (counted as
+    /// throttled, not as a use, and not a refusal for the audit trail: it is the token's owner's traffic). The
+    /// charge is also noted for the answer's `RateLimit` header fields when an HTTP request is being served.
     pub async fn verify(&self, presented: &str, from: Option<IpAddr>) -> Result<Caller, VerifyError> {
-        let verified = self.verify_secret(presented, from).await;
-        if let Err(error) = &verified {
-            self.note_refusal(error, None, from);
+        let caller = match self.verify_secret(presented, from).await {
+            Ok(caller) => caller,
+            Err(error) => {
+                self.note_refusal(&error, None, from);
+                return Err(error);
+            }
+        };
+        let charge = self.quotas.take(&caller.record);
+        crate::quota::note_for_request(charge);
+        match charge {
+            crate::quota::Charge::Counted { quota, standing } if !standing.allowed => {
+                self.count_throttled(caller.record.id, from);
+                Err(VerifyError::OverQuota(crate::quota::OverQuota {
+                    quota,
+                    retry_after_seconds: standing.resets_in_seconds(),
+                }))
+            }
+            _ => {
+                self.count_use(caller.record.id, from);
+                Ok(caller)
+            }
         }
-        verified
+    }
+
+    /// As [`TokenService::verify`], for a connection that stays open (MQTT): the connection is one use, and takes
+    /// nothing from the quota; each message it then sends does ([`TokenService::charge`]).
+    pub async fn verify_connection(&self, presented: &str, from: Option<IpAddr>) -> Result<Caller, VerifyError> {
+        match self.verify_secret(presented, from).await {
+            Ok(caller) => {
+                self.count_use(caller.record.id, from);
+                Ok(caller)
+            }
+            Err(error) => {
+                self.note_refusal(&error, None, from);
+                Err(error)
+            }
+        }
+    }
+
+    /// Counts one message of a long-lived caller (an MQTT PUBLISH) against its token's quota, on the same counter
+    /// as its HTTP requests; one over the quota is counted as throttled.
+    pub fn charge(&self, caller: &Caller) -> crate::quota::Charge {
+        let charge = self.quotas.take(&caller.record);
+        if !charge.allowed() {
+            self.count_throttled(caller.record.id, caller.address);
+        }
+        charge
     }
 
     /// Notes a refused credential for the trail; `record` is the token when it is known.
@@ -397,7 +461,6 @@ impl TokenService {
         let reach = self.reach_of(record.account, record.creator).await.map_err(VerifyError::Store)?;
         let grant = record.grant(reach);
         check_live(&grant, now).map_err(|denial| known(VerifyError::Dead(denial)))?;
-        self.count_use(record.id, from);
         Ok(Caller { record, grant, address: from, presented: digest, confirmed_at: Instant::now() })
     }
 
@@ -1083,6 +1146,15 @@ impl TokenService {
     }
 
     fn count_use(&self, token: TokenId, from: Option<IpAddr>) {
+        self.count(token, from, |entry| entry.uses += 1);
+    }
+
+    /// A request refused for the token's quota: not a use, but the token was presented.
+    fn count_throttled(&self, token: TokenId, from: Option<IpAddr>) {
+        self.count(token, from, |entry| entry.throttled += 1);
+    }
+
+    fn count(&self, token: TokenId, from: Option<IpAddr>, add: impl FnOnce(&mut TokenUsage)) {
         let now = now_ms();
         let mut usage = self.usage.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let entry = usage.entry(token).or_insert(TokenUsage {
@@ -1092,7 +1164,7 @@ impl TokenService {
             uses: 0,
             throttled: 0,
         });
-        entry.uses += 1;
+        add(entry);
         if now >= entry.last_used_at_ms {
             entry.last_used_at_ms = now;
             entry.last_used_from = from.or(entry.last_used_from);
@@ -1299,6 +1371,40 @@ mod tests {
         let mut expired = caller.clone();
         expired.grant.expires_at_ms = Some(now_ms() - 1);
         assert!(tokens.reverify(&expired).await.is_none(), "expiry needs no store and is never overlooked");
+    }
+
+    /// Only a verified, live token with a quota gets a counter: made-up and revoked secrets never reach the map, so
+    /// no client can grow it; a connection takes nothing, its messages do.
+    #[tokio::test]
+    async fn only_verified_limited_tokens_are_counted_and_a_connection_takes_nothing() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+        let key = ServerKey::new(&[0; ServerKey::LEN]);
+        let credentials = crate::bootstrap::bootstrap(store.as_ref(), &key).await.unwrap().unwrap();
+        let limits = crate::quota::RateLimits {
+            account: Some(tessera_core::Quota { requests: 2, window_seconds: 60 }),
+            ..crate::quota::RateLimits::UNLIMITED
+        };
+        let tokens =
+            TokenService::new(store.clone(), key, 100, crate::audit::for_tests(&store).await).with_rate_limits(limits);
+        let api_key = tokens.verify(credentials.api_key.expose(), None).await.unwrap();
+        let new = NewToken::new(TokenKind::Account, Scope::Account, Rights::ReadWrite, "limited".into(), None);
+        let (_, secret) = tokens.mint(&api_key, new).await.unwrap();
+
+        let made_up = crate::entropy::new_secret(TokenKind::Account);
+        for _ in 0..100 {
+            assert!(matches!(tokens.verify(made_up.expose(), None).await, Err(VerifyError::Unknown)));
+        }
+        assert_eq!(tokens.quotas().counted(), 0, "unknown secrets and the unlimited API key get no counter");
+
+        let caller = tokens.verify_connection(secret.expose(), None).await.unwrap();
+        assert_eq!(tokens.quotas().counted(), 0, "connecting takes nothing");
+        assert!(tokens.charge(&caller).allowed());
+        assert!(tokens.verify(secret.expose(), None).await.is_ok(), "the same counter over HTTP");
+        assert!(!tokens.charge(&caller).allowed(), "the third request of two allowed");
+        assert!(matches!(tokens.verify(secret.expose(), None).await, Err(VerifyError::OverQuota(_))));
+        assert_eq!(tokens.quotas().counted(), 1);
+        let usage = tokens.usage.lock().unwrap().get(&caller.record.id).map(|usage| (usage.uses, usage.throttled));
+        assert_eq!(usage, Some((2, 2)), "the connection and one request used it; two were throttled");
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tessera_server::{Config, Credentials};
 
-use crate::settings::{CommonArgs, HttpLimitArgs, Settings};
+use crate::settings::{CommonArgs, HttpLimitArgs, RateLimitArgs, Settings};
 
 /// mimalloc rather than glibc's malloc: allocation and freeing across the runtime's threads cost a fifth of the
 /// server's CPU under MQTT and HTTP load (perf), and the hot paths allocate per message (JSON values, topics).
@@ -46,6 +46,8 @@ enum Command {
         log_format: String,
         #[command(flatten)]
         http_limits: HttpLimitArgs,
+        #[command(flatten)]
+        rate_limits: RateLimitArgs,
     },
     /// Manage users of the account.
     User {
@@ -135,9 +137,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     match cli.command {
-        Command::Serve { common, http_addr, mqtt_addr, log_format, http_limits } => {
+        Command::Serve { common, http_addr, mqtt_addr, log_format, http_limits, rate_limits } => {
             init_logging(&log_format);
-            let mut config = Settings::load(&common)?.with_http_limits(&http_limits).into_config();
+            let mut config =
+                Settings::load(&common)?.with_http_limits(&http_limits).with_rate_limits(&rate_limits).into_config();
             if let Some(http_addr) = http_addr {
                 config.http_addr = http_addr;
             }

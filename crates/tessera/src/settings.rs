@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
+use tessera_core::Quota;
 use tessera_server::Config;
+use tessera_server::quota::RateLimits;
 
 /// Flags every command shares.
 #[derive(Debug, clap::Args)]
@@ -48,6 +50,67 @@ pub struct HttpLimitArgs {
     pub websocket_max_message_bytes: Option<NonZeroUsize>,
 }
 
+/// A default quota as written in a flag, a variable or the TOML file: `REQUESTS/SECONDS` (`20/5`: 20 requests in
+/// every 5 s) or `unlimited`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct QuotaArg(pub Option<Quota>);
+
+impl std::str::FromStr for QuotaArg {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<QuotaArg, String> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("unlimited") {
+            return Ok(QuotaArg(None));
+        }
+        let wrong =
+            || format!("'{text}' is no quota: write REQUESTS/SECONDS (20/5 is 20 requests every 5 s) or unlimited");
+        let (requests, seconds) = text.split_once('/').ok_or_else(wrong)?;
+        let requests: u32 = requests.trim().parse().map_err(|_| wrong())?;
+        let seconds: u32 = seconds.trim().trim_end_matches('s').parse().map_err(|_| wrong())?;
+        // Zero is refused: no requests would make tokens that never work, no window is no quota.
+        Quota::new(requests, seconds).map(|quota| QuotaArg(Some(quota))).ok_or_else(|| {
+            format!("'{text}': both the requests and the seconds must be above zero (or write unlimited)")
+        })
+    }
+}
+
+impl TryFrom<String> for QuotaArg {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<QuotaArg, String> {
+        text.parse()
+    }
+}
+
+/// The default request quota of each kind of token (`serve` only; each also has a TOML key of the same name). A
+/// token's own quota, set through the API, wins over its kind's.
+#[derive(Debug, Default, clap::Args)]
+pub struct RateLimitArgs {
+    /// Default quota of device tokens: REQUESTS/SECONDS or unlimited [default: 20/5]
+    #[arg(long, env = "TESSERA_RATE_LIMIT_DEVICE", value_name = "QUOTA")]
+    pub rate_limit_device: Option<QuotaArg>,
+    /// Default quota of ground tokens [default: 500/5]
+    #[arg(long, env = "TESSERA_RATE_LIMIT_GROUND", value_name = "QUOTA")]
+    pub rate_limit_ground: Option<QuotaArg>,
+    /// Default quota of collection (Ubidots organization) tokens [default: 500/5]
+    #[arg(long, env = "TESSERA_RATE_LIMIT_COLLECTION", value_name = "QUOTA")]
+    pub rate_limit_collection: Option<QuotaArg>,
+    /// Default quota of account tokens (Ubidots auth/token) [default: 500/5]
+    #[arg(long, env = "TESSERA_RATE_LIMIT_ACCOUNT", value_name = "QUOTA")]
+    pub rate_limit_account: Option<QuotaArg>,
+    /// Default quota of Horde resource tokens [default: 500/5]
+    #[arg(long, env = "TESSERA_RATE_LIMIT_RESOURCE", value_name = "QUOTA")]
+    pub rate_limit_resource: Option<QuotaArg>,
+    /// Default quota of API keys [default: unlimited]
+    #[arg(long, env = "TESSERA_RATE_LIMIT_API_KEY", value_name = "QUOTA")]
+    pub rate_limit_api_key: Option<QuotaArg>,
+    /// Default quota of user sessions (the console, /v1/me, Horde /tokens) [default: unlimited]
+    #[arg(long, env = "TESSERA_RATE_LIMIT_USER_SESSION", value_name = "QUOTA")]
+    pub rate_limit_user_session: Option<QuotaArg>,
+}
+
 /// The TOML file's keys. Unknown keys are refused, so a typo is reported instead of silently ignored.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,6 +135,13 @@ pub struct Settings {
     http_keep_alive_timeout_seconds: Option<NonZeroU64>,
     http_max_connections: Option<NonZeroUsize>,
     websocket_max_message_bytes: Option<NonZeroUsize>,
+    rate_limit_device: Option<QuotaArg>,
+    rate_limit_ground: Option<QuotaArg>,
+    rate_limit_collection: Option<QuotaArg>,
+    rate_limit_account: Option<QuotaArg>,
+    rate_limit_resource: Option<QuotaArg>,
+    rate_limit_api_key: Option<QuotaArg>,
+    rate_limit_user_session: Option<QuotaArg>,
 }
 
 impl Settings {
@@ -110,6 +180,27 @@ impl Settings {
         self.http_keep_alive_timeout_seconds = http_keep_alive_timeout_seconds.or(self.http_keep_alive_timeout_seconds);
         self.http_max_connections = http_max_connections.or(self.http_max_connections);
         self.websocket_max_message_bytes = websocket_max_message_bytes.or(self.websocket_max_message_bytes);
+        self
+    }
+
+    /// These settings with the default quotas given as flags or variables put over the file's.
+    pub fn with_rate_limits(mut self, limits: &RateLimitArgs) -> Settings {
+        let RateLimitArgs {
+            rate_limit_device,
+            rate_limit_ground,
+            rate_limit_collection,
+            rate_limit_account,
+            rate_limit_resource,
+            rate_limit_api_key,
+            rate_limit_user_session,
+        } = *limits;
+        self.rate_limit_device = rate_limit_device.or(self.rate_limit_device);
+        self.rate_limit_ground = rate_limit_ground.or(self.rate_limit_ground);
+        self.rate_limit_collection = rate_limit_collection.or(self.rate_limit_collection);
+        self.rate_limit_account = rate_limit_account.or(self.rate_limit_account);
+        self.rate_limit_resource = rate_limit_resource.or(self.rate_limit_resource);
+        self.rate_limit_api_key = rate_limit_api_key.or(self.rate_limit_api_key);
+        self.rate_limit_user_session = rate_limit_user_session.or(self.rate_limit_user_session);
         self
     }
 
@@ -166,6 +257,17 @@ impl Settings {
         if let Some(bytes) = self.websocket_max_message_bytes {
             config.websocket_max_message_size = bytes.get();
         }
+        let RateLimits { device, ground, collection, account, resource, api_key, user_session } = config.rate_limits;
+        let or = |set: Option<QuotaArg>, default: Option<Quota>| set.map_or(default, |QuotaArg(quota)| quota);
+        config.rate_limits = RateLimits {
+            device: or(self.rate_limit_device, device),
+            ground: or(self.rate_limit_ground, ground),
+            collection: or(self.rate_limit_collection, collection),
+            account: or(self.rate_limit_account, account),
+            resource: or(self.rate_limit_resource, resource),
+            api_key: or(self.rate_limit_api_key, api_key),
+            user_session: or(self.rate_limit_user_session, user_session),
+        };
         config
     }
 }
@@ -205,6 +307,36 @@ mod tests {
 
         let defaults = Settings::default().into_config();
         assert_eq!(defaults.http_header_timeout, Config::new(PathBuf::new()).http_header_timeout);
+    }
+
+    #[test]
+    fn rate_limits_come_from_the_file_and_flags_win() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("tessera.toml");
+        std::fs::write(&path, "rate_limit_device = \"4/1\"\nrate_limit_collection = \"unlimited\"\n").unwrap();
+        let common = CommonArgs { data_dir: None, database_url: None, config: Some(path.clone()) };
+        let config = Settings::load(&common).unwrap().with_rate_limits(&RateLimitArgs::default()).into_config();
+        assert_eq!(config.rate_limits.device, Some(Quota { requests: 4, window_seconds: 1 }));
+        assert_eq!(config.rate_limits.collection, None);
+        assert_eq!(config.rate_limits.ground, RateLimits::default().ground, "a kind not named keeps its default");
+
+        let flags = RateLimitArgs {
+            rate_limit_device: Some("100/60s".parse().unwrap()),
+            rate_limit_api_key: Some("10/1".parse().unwrap()),
+            ..RateLimitArgs::default()
+        };
+        let config = Settings::load(&common).unwrap().with_rate_limits(&flags).into_config();
+        assert_eq!(config.rate_limits.device, Some(Quota { requests: 100, window_seconds: 60 }));
+        assert_eq!(config.rate_limits.api_key, Some(Quota { requests: 10, window_seconds: 1 }));
+        assert_eq!(config.rate_limits.collection, None, "the file's, where no flag says otherwise");
+
+        for wrong in ["0/5", "5/0", "5", "five/5", "-1/5", ""] {
+            let refused = wrong.parse::<QuotaArg>().unwrap_err();
+            assert!(refused.contains("quota") || refused.contains("above zero"), "{wrong}: {refused}");
+        }
+        std::fs::write(&path, "rate_limit_ground = \"0/5\"\n").unwrap();
+        let error = Settings::load(&common).unwrap_err();
+        assert!(format!("{error:#}").contains("above zero"), "{error:#}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod console;
 pub mod horde;
 pub(crate) mod listener;
 pub mod native;
+mod rate_limit;
 pub mod ubidots;
 
 use std::collections::HashMap;
@@ -35,6 +36,7 @@ pub fn router(app: App) -> Router {
         .fallback(no_such_route)
         .layer(axum::middleware::from_fn(console::send_browsers_to_console))
         .layer(axum::middleware::map_response(retry_after_on_unavailable))
+        .layer(axum::middleware::from_fn(rate_limit::fields))
         .layer(answer_panics_as(Dialect::Horde))
         .with_state(app)
 }

@@ -275,6 +275,18 @@ async fn feed(connection: &mut Connection, packet: Packet) -> Result<(), String>
     connection.framed.feed(packet).await.map_err(|error| format!("send failed: {error}"))
 }
 
+/// The PUBACK of a QoS 1 publish dropped for its token's quota: MQTT 5's carries reason code 0x97 (Quota
+/// exceeded), MQTT 3.1.1's is a plain acknowledgement (it has no way to refuse one publish).
+async fn acknowledge_over_quota(connection: &mut Connection, packet_id: std::num::NonZeroU16) -> Result<(), String> {
+    match connection.version {
+        ProtocolVersion::MQTT3 => send(connection, Packet::PublishAck { packet_id }).await,
+        ProtocolVersion::MQTT5 => {
+            let packet = MqttPacket::V5(v5::quota_exceeded(packet_id));
+            connection.framed.send(packet).await.map_err(|error| format!("send failed: {error}"))
+        }
+    }
+}
+
 async fn refuse(connection: &mut Connection, reason: ConnectAckReason) -> Result<(), String> {
     send(connection, Packet::ConnectAck(ConnectAck { return_code: reason, session_present: false })).await?;
     Err(format!("connection refused: {}", reason.reason()))
@@ -297,7 +309,8 @@ async fn authenticate(app: &App, connect: &v3::Connect, peer: SocketAddr) -> Opt
     let password = connect.password.as_ref().and_then(|password| std::str::from_utf8(password).ok()).unwrap_or("");
     for candidate in [username.as_str(), password] {
         if Secret::parse(candidate.trim()).is_ok() {
-            return app.tokens.verify(candidate.trim(), Some(peer.ip())).await.ok();
+            // The connection takes nothing from the token's quota; each PUBLISH on it does (`Session::handle`).
+            return app.tokens.verify_connection(candidate.trim(), Some(peer.ip())).await.ok();
         }
     }
     None
@@ -355,8 +368,16 @@ async fn connection(
     tracing::debug!(%peer, token = %caller.record.id, session_present, "mqtt client connected");
     // A connection that subscribes to nothing (a device that only publishes) does not hear the hub at all.
     let live = (!subscriptions.is_empty()).then_some(live);
-    let mut session =
-        Session { app, caller, framed, subscriptions, routing: Routing::default(), last_packet_id: 0, live };
+    let mut session = Session {
+        app,
+        caller,
+        framed,
+        subscriptions,
+        routing: Routing::default(),
+        last_packet_id: 0,
+        live,
+        throttled: Throttled::default(),
+    };
     // What came for a persistent session while its client was away goes first.
     for (topic, payload, qos) in queued {
         session.publish(topic, payload, qos, false).await?;
@@ -383,6 +404,36 @@ struct Session {
     /// and on, if its session is kept; `None` while the connection subscribes to nothing, so that publishers are
     /// not woken for every reading.
     live: Option<crate::hub::Subscription>,
+    /// Publishes dropped for the token's quota, for the log.
+    throttled: Throttled,
+}
+
+/// How often a connection says in the log that it loses publishes to its token's quota, at most.
+const THROTTLED_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Publishes a connection dropped for its token's quota since it last said so in the log (a device over its
+/// quota would otherwise write a line per message).
+#[derive(Debug, Default)]
+struct Throttled {
+    since_logged: u64,
+    logged_at: Option<Instant>,
+}
+
+impl Throttled {
+    fn note(&mut self, caller: &Caller, quota: tessera_core::Quota) {
+        self.since_logged += 1;
+        let now = Instant::now();
+        if self.logged_at.is_none_or(|at| now.duration_since(at) >= THROTTLED_LOG_EVERY) {
+            tracing::info!(
+                token = %caller.record.id,
+                %quota,
+                dropped = self.since_logged,
+                "mqtt publishes over the token's quota were dropped"
+            );
+            self.since_logged = 0;
+            self.logged_at = Some(now);
+        }
+    }
 }
 
 /// Turns a new reading into the messages a client's subscriptions call for, remembering devices and variables.
@@ -537,6 +588,20 @@ impl Session {
                 if qos == QoS::ExactlyOnce {
                     // Not stored rather than stored without the PUBREC handshake (a resend would store it twice).
                     return Err("QoS 2 publishes are not supported; use QoS 0 or 1".into());
+                }
+                // One unit of the token's quota, on the counter its HTTP requests take from too. Over it, the
+                // publish is dropped (and counted as throttled) and the connection stays open: MQTT 5 answers a QoS 1
+                // publish with reason code 0x97 (Quota exceeded); MQTT 3.1.1 cannot refuse one, and a QoS 1 publish
+                // is acknowledged all the same, so the client moves on instead of holding it in flight and sending it
+                // again (which would only meet the quota again). QoS 0 owes no answer.
+                if let crate::quota::Charge::Counted { quota, standing } = self.app.tokens.charge(&self.caller)
+                    && !standing.allowed
+                {
+                    self.throttled.note(&self.caller, quota);
+                    if let (QoS::AtLeastOnce, Some(packet_id)) = (qos, packet_id) {
+                        acknowledge_over_quota(&mut self.framed, packet_id).await?;
+                    }
+                    return Ok(true);
                 }
                 if let Err(error) = self.ingest(&publish).await {
                     // MQTT 3.1.1 has no way to refuse one publish: a refused one ends the connection.

@@ -1,5 +1,6 @@
 //! MQTT 5 at the edge: its packets translated to and from the 3.1.1 packets the session speaks. Properties are
-//! not used (user properties, topic aliases and the like are dropped); reason codes map to their 3.1.1 meanings.
+//! not used (user properties, topic aliases and the like are dropped); reason codes map to their 3.1.1 meanings,
+//! except the one answer 3.1.1 has no form for, a publish refused for the token's quota ([`quota_exceeded`]).
 
 use rmqtt_codec::v3::{self, ConnectAckReason, Packet, QoS, SubscribeReturnCode};
 use rmqtt_codec::v5;
@@ -34,6 +35,16 @@ pub fn incoming(packet: v5::Packet, unsubscribed: &mut usize) -> Result<Packet, 
         v5::Packet::PingRequest => Packet::PingRequest,
         v5::Packet::Disconnect(_) => Packet::Disconnect,
         other => return Err(format!("unexpected MQTT 5 packet {}", other.packet_type())),
+    })
+}
+
+/// The PUBACK of a QoS 1 publish dropped because its token's quota is used up: reason code 0x97 (Quota exceeded).
+pub fn quota_exceeded(packet_id: std::num::NonZeroU16) -> v5::Packet {
+    v5::Packet::PublishAck(v5::PublishAck {
+        packet_id,
+        reason_code: v5::PublishAckReason::QuotaExceeded,
+        properties: Default::default(),
+        reason_string: None,
     })
 }
 

@@ -192,6 +192,11 @@ async fn a_disabled_token_is_refused_on_http_and_mqtt_until_it_is_enabled() {
     let tessera = TestServer::start().await;
     let device = device(&tessera, "boiler").await;
     let (id, secret) = device_token(&tessera, &device).await;
+    // The test publishes every 20 ms until the connection ends (up to a second): more than a device token's default
+    // quota (20 in 5 s), which would refuse the writes after it.
+    let unlimited = json!({"quota": "unlimited"});
+    let (status, _) = tessera.native(Method::PATCH, &format!("/tokens/{id}"), &tessera.api_key, Some(unlimited)).await;
+    assert_eq!(status, StatusCode::OK);
     let mut connected = Client::connect(&tessera, &secret, "").await.expect("the device connects");
     assert!(connected.publish("/v1.6/devices/boiler", json!({"t": 1})).await);
 

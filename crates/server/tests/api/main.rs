@@ -13,6 +13,7 @@ mod mqtt;
 mod native;
 mod people;
 mod python_clients;
+mod quota;
 mod teams;
 mod timestamps;
 mod token_management;

@@ -401,6 +401,9 @@ async fn rotation_overlaps_and_disabling_hold_on_every_node() {
     let org = a.organization("Rotating").await;
     let token = a.organization_token(&org, "meter").await;
     let (old, id) = (token["token"].as_str().unwrap().to_owned(), token["id"].as_str().unwrap().to_owned());
+    // Polled every few milliseconds below, for up to a second or two: beyond its kind's default quota on a fast node.
+    let unlimited = json!({"quota": "unlimited"});
+    assert_eq!(a.native(Method::PATCH, &format!("/tokens/{id}"), &a.api_key, Some(unlimited)).await.0, StatusCode::OK);
     assert_eq!(b.ubidots(Method::GET, "/datasources", &old, None).await.0, StatusCode::OK, "cached on B");
     let (status, rotated) =
         a.native(Method::POST, &format!("/tokens/{id}/rotate"), &a.api_key, Some(json!({"overlap_seconds": 1}))).await;

@@ -39,6 +39,9 @@ mod people;
 #[path = "../api/python_clients.rs"]
 mod python_clients;
 #[cfg(postgres_tests)]
+#[path = "../api/quota.rs"]
+mod quota;
+#[cfg(postgres_tests)]
 #[path = "../api/teams.rs"]
 mod teams;
 #[cfg(postgres_tests)]

@@ -29,7 +29,9 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     let data_dir = tempfile_dir()?;
     let data_text = data_dir.to_string_lossy().into_owned();
     say(options, &format!("starting Tessera (data in {data_text})"));
-    let args = ["serve", "--data-dir", &data_text, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"];
+    let mut args = vec!["serve", "--data-dir", &data_text, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"];
+    // Filling the store sends hundreds of thousands of requests with one organization token.
+    args.extend(super::NEVER_REACHED_QUOTAS);
     let tessera = ChildServer::start(&args, &[]).await?;
     let api_key = tessera.api_key.clone().context("Tessera printed no API key")?;
     let password = tessera.admin_password.clone().context("Tessera printed no admin password")?;

@@ -78,7 +78,22 @@ fn round(value: f64) -> f64 {
 struct VerifyTimes {
     cached: (f64, f64),
     from_store: (f64, f64),
+    /// From the cache, of a token with a quota (never reached): the verification every limited request makes.
+    cached_limited: (f64, f64),
+    /// What counting one request against its token's quota costs, in nanoseconds (mean), with
+    /// `COUNTED_TOKENS` tokens counted at once.
+    quota_take_ns: f64,
 }
+
+/// Tokens with an open window while the quota check is timed: a fleet of that many devices, each sending within
+/// its window.
+const COUNTED_TOKENS: usize = 10_000;
+
+/// `serve` flags for the benchmark's servers. Its tokens each send far more than any device would (thousands a
+/// second), so they get a quota that is never reached: every request is still counted against it, so the cost of
+/// the check is in every figure, but none is refused.
+pub(crate) const NEVER_REACHED_QUOTAS: [&str; 4] =
+    ["--rate-limit-collection", "1000000000/1", "--rate-limit-account", "1000000000/1"];
 
 /// Verifies one organization token over and over in this process: from the cache, and with its record dropped
 /// from the cache before each verification, from the store (SQLite on disk, as `serve` keeps it).
@@ -94,7 +109,9 @@ async fn verify_times() -> anyhow::Result<VerifyTimes> {
         credentials.account_id,
         config.audit_retention,
     ));
-    let tokens = tessera_server::tokens::TokenService::new(opened.store.clone(), opened.key.clone(), 1_000, audit);
+    // No default quotas: the organization token is timed without one, then a token with a quota of its own.
+    let tokens = tessera_server::tokens::TokenService::new(opened.store.clone(), opened.key.clone(), 1_000, audit)
+        .with_rate_limits(tessera_server::quota::RateLimits::UNLIMITED);
     // The credential a device sends: an organization token, minted with the API key (so its creator's reach is
     // looked up too, as for every device's token).
     let api_key =
@@ -107,9 +124,27 @@ async fn verify_times() -> anyhow::Result<VerifyTimes> {
         "verified".into(),
         None,
     );
-    let (record, secret) = tokens.mint(&api_key, new).await.map_err(|error| anyhow::anyhow!("{error}"))?;
+    let (record, secret) = tokens.mint(&api_key, new.clone()).await.map_err(|error| anyhow::anyhow!("{error}"))?;
     let secret = secret.expose().to_owned();
-    let time = async |rounds: usize, empty_cache: bool| -> anyhow::Result<(f64, f64)> {
+    let never_reached = tessera_core::Quota { requests: u32::MAX, window_seconds: 1 };
+    let limited_token = tessera_server::tokens::NewToken {
+        quota: tessera_core::QuotaSetting::Limited(never_reached),
+        name: "verified, limited".into(),
+        ..new
+    };
+    let (limited_record, limited_secret) =
+        tokens.mint(&api_key, limited_token).await.map_err(|error| anyhow::anyhow!("{error}"))?;
+    // A fleet's worth of other tokens counted at the same time, so the map is as big as it would be.
+    let fleet: Vec<tessera_store::TokenRecord> = (0..COUNTED_TOKENS)
+        .map(|n| tessera_store::TokenRecord {
+            id: tessera_core::TokenId::from_i64(limited_record.id.as_i64() + 1 + n as i64),
+            ..limited_record.clone()
+        })
+        .collect();
+    for token in &fleet {
+        tokens.quotas().take(token);
+    }
+    let time_secret = async |secret: &str, rounds: usize, empty_cache: bool| -> anyhow::Result<(f64, f64)> {
         let mut samples = Vec::with_capacity(rounds);
         for _ in 0..rounds {
             if empty_cache {
@@ -118,18 +153,29 @@ async fn verify_times() -> anyhow::Result<VerifyTimes> {
                 tokens.forget_here(record.id, &record.digest);
             }
             let started = std::time::Instant::now();
-            tokens.verify(&secret, None).await.map_err(|error| anyhow::anyhow!("verify failed: {error}"))?;
+            tokens.verify(secret, None).await.map_err(|error| anyhow::anyhow!("verify failed: {error}"))?;
             samples.push(started.elapsed().as_nanos() as f64 / 1000.0);
         }
         samples.sort_by(f64::total_cmp);
         Ok((samples[samples.len() / 2], samples[samples.len() * 99 / 100]))
     };
+    let time = async |rounds, empty_cache| time_secret(&secret, rounds, empty_cache).await;
     time(1_000, false).await?; // warm-up
     let cached = time(200_000, false).await?;
     let from_store = time(5_000, true).await?;
+    let limited_secret = limited_secret.expose().to_owned();
+    time_secret(&limited_secret, 1_000, false).await?;
+    let cached_limited = time_secret(&limited_secret, 200_000, false).await?;
+    // The check alone, round the fleet: a lock of one of the shards, a hash lookup, the window's arithmetic.
+    let rounds = 2_000_000;
+    let started = std::time::Instant::now();
+    for n in 0..rounds {
+        std::hint::black_box(tokens.quotas().take(&fleet[n % fleet.len()]));
+    }
+    let quota_take_ns = started.elapsed().as_nanos() as f64 / rounds as f64;
     opened.store.close().await;
     let _ = std::fs::remove_dir_all(&data_dir);
-    Ok(VerifyTimes { cached, from_store })
+    Ok(VerifyTimes { cached, from_store, cached_limited, quota_take_ns })
 }
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
@@ -150,6 +196,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         let mut args: Vec<String> = ["serve", "--data-dir", data_dir, "--http-addr", "127.0.0.1:0"]
             .into_iter()
             .chain(["--mqtt-addr", "127.0.0.1:0"])
+            .chain(NEVER_REACHED_QUOTAS)
             .map(str::to_owned)
             .collect();
         if let Some(url) = &database {
@@ -470,7 +517,10 @@ fn report(
                 "cached_p99": round(verify.cached.1),
                 "store_p50": round(verify.from_store.0),
                 "store_p99": round(verify.from_store.1),
+                "cached_with_quota_p50": round(verify.cached_limited.0),
+                "cached_with_quota_p99": round(verify.cached_limited.1),
             },
+            "quota_check_ns": round(verify.quota_take_ns),
             "connections": options.connections,
             "devices": options.devices,
             "seconds_per_run": options.duration.as_secs_f64(),
@@ -508,6 +558,11 @@ fn report(
     println!(
         "\ntoken verification: {:.2} µs p50, {:.2} µs p99 from the cache; {:.1} µs p50, {:.1} µs p99 from the store",
         verify.cached.0, verify.cached.1, verify.from_store.0, verify.from_store.1
+    );
+    println!(
+        "quota check: {:.0} ns a request (one token's count among {COUNTED_TOKENS}); verification from the cache of a \
+         token with a quota {:.2} µs p50, {:.2} µs p99 (the ingest runs above count every request too)",
+        verify.quota_take_ns, verify.cached_limited.0, verify.cached_limited.1
     );
     if let Some((p50, p99)) = revocation {
         println!("revocation seen by the other node: {p50:.1} ms p50, {p99:.1} ms p99");

@@ -89,6 +89,9 @@ impl From<AppError> for HordeError {
             AppError::NotFound(what) => HordeError::new(StatusCode::NOT_FOUND, format!("Unknown {what}")),
             AppError::Conflict(message) => HordeError::new(StatusCode::CONFLICT, message),
             AppError::BadRequest(message) => HordeError::new(StatusCode::BAD_REQUEST, message),
+            AppError::OverQuota(over) => {
+                HordeError::new(StatusCode::TOO_MANY_REQUESTS, format!("Too many requests: {over}"))
+            }
             other => {
                 tracing::error!(error = ?other, "horde request failed");
                 if matches!(other, AppError::Unavailable(_)) {

@@ -92,6 +92,11 @@ impl From<AppError> for UbidotsError {
             }
             AppError::NotFound(what) => UbidotsError::new(StatusCode::NOT_FOUND, format!("Not found: no such {what}.")),
             AppError::Conflict(message) | AppError::BadRequest(message) => UbidotsError::bad_request(message),
+            // Ubidots answers as Django REST framework's throttling does.
+            AppError::OverQuota(over) => UbidotsError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("Request was throttled. Expected available in {} seconds.", over.retry_after_seconds),
+            ),
             AppError::Unavailable(source) => {
                 tracing::error!(error = ?source, "ubidots request failed: store unavailable");
                 UbidotsError::new(StatusCode::SERVICE_UNAVAILABLE, "The service is temporarily unavailable.")
