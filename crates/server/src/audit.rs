@@ -165,7 +165,7 @@ impl EntryExt for AuditEntry {
     }
 }
 
-/// Distinct refusals itemised per minute, server-wide; more are counted into one entry per account and minute
+/// Distinct refusals itemised per minute and account (anonymous ones apart); more are counted into one entry per account and minute
 /// that says how many were not itemised. A probe of issue 15 sent bad tokens from 1 500 addresses and got a row a
 /// second for each (86 million a day, kept 90 days); now a flood costs at most this many rows a minute.
 pub const MAX_ITEMISED_PER_MINUTE: usize = 300;
@@ -192,9 +192,11 @@ struct RefusalKey {
 struct Refusals {
     /// First time seen, and how many, per key.
     pending: HashMap<RefusalKey, (i64, u64)>,
-    /// The minute (Unix ms / 60 000) `itemised` counts in, and how many distinct entries were started in it.
+    /// The minute (Unix ms / 60 000) `itemised` counts in, and how many distinct entries were started in it, per
+    /// account and whether they name no token (unknown secrets, charged to the home account): a flood of made-up
+    /// secrets cannot spend the budget another account's (or the home account's own tokens') refusals need.
     minute: i64,
-    itemised: usize,
+    itemised: HashMap<(AccountId, bool), usize>,
     /// Refusals beyond the minute's budget, per account: the minute they fell in, and how many.
     overflow: HashMap<AccountId, (i64, u64)>,
 }
@@ -239,12 +241,14 @@ impl Audit {
         let minute = now.div_euclid(60_000);
         let mut refusals = self.refusals.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if refusals.minute != minute {
-            (refusals.minute, refusals.itemised) = (minute, 0);
+            refusals.minute = minute;
+            refusals.itemised.clear();
         }
+        let budget = (account, key.token.is_none() && key.actor == Actor::Anonymous);
         if let Some((_, count)) = refusals.pending.get_mut(&key) {
             *count += 1;
-        } else if refusals.itemised < MAX_ITEMISED_PER_MINUTE {
-            refusals.itemised += 1;
+        } else if refusals.itemised.get(&budget).copied().unwrap_or(0) < MAX_ITEMISED_PER_MINUTE {
+            *refusals.itemised.entry(budget).or_insert(0) += 1;
             refusals.pending.insert(key, (now, 1));
         } else {
             let (_, count) = refusals.overflow.entry(account).or_insert((minute, 0));

@@ -486,12 +486,17 @@ impl PeopleService {
     pub async fn refresh(&self, presented: &str, client_id: &str, source: IpAddr) -> Result<Session, LoginError> {
         let keys = [ThrottleKey::Address(source_key(source))];
         self.throttle.attempt(&keys, now_ms())?;
+        let audit = self.tokens.audit();
+        let unknown =
+            |reason| audit.refused(None, AuditEvent::CredentialRefused, Actor::Anonymous, None, Some(source), reason);
         let Ok(secret) = Secret::parse(presented.trim()) else {
+            unknown("malformed refresh token");
             return Err(LoginError::InvalidGrant);
         };
         let record = match self.store.token_by_digest(&self.tokens.digest(&secret)).await {
             Ok(record) if record.kind == TokenKind::Refresh => record,
             Ok(_) | Err(StoreError::NotFound) => {
+                unknown("unknown refresh token");
                 return Err(LoginError::InvalidGrant);
             }
             Err(error) => return Err(error.into()),
@@ -502,6 +507,15 @@ impl PeopleService {
             return Err(LoginError::InvalidGrant);
         }
         if record.expires_at_ms.is_some_and(|expires| now >= expires) {
+            let (actor, token) = (Actor::Token(record.id), Some(record.id));
+            audit.refused(
+                Some(record.account),
+                AuditEvent::CredentialRefused,
+                actor,
+                token,
+                Some(source),
+                "refresh token expired",
+            );
             return Err(LoginError::InvalidGrant);
         }
         let Creator::User(user) = record.creator else { return Err(LoginError::InvalidGrant) };

@@ -305,6 +305,8 @@ impl TokenService {
     /// Limited per source address (IPv6 by its /64) and by a bounded queue.
     pub fn report_leaked(self: &Arc<Self>, secrets: Vec<String>, from: Option<IpAddr>) -> Result<(), ReportRefused> {
         let minute = now_ms() / 60_000;
+        // The report's place in its address's budget is taken under one lock (concurrent reports cannot all pass
+        // the check), and given back below if the queue turns the report away.
         if let Some(address) = from.map(address_block) {
             let mut reporters = self.leak_reporters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if reporters.len() >= LEAK_REPORTERS_KEPT {
@@ -321,6 +323,7 @@ impl TokenService {
                 let wait = 60_000 - now_ms().rem_euclid(60_000);
                 return Err(ReportRefused::TooMany(Duration::from_millis(wait as u64)));
             }
+            *count += 1;
         }
         let queue = self.leak_reports.get_or_init(|| {
             let (queue, mut reports) = tokio::sync::mpsc::channel::<LeakReport>(LEAK_QUEUE);
@@ -338,15 +341,17 @@ impl TokenService {
             });
             queue
         });
-        queue.try_send((secrets, from)).map_err(|_| ReportRefused::Busy(Duration::from_secs(5)))?;
-        // Counted once taken: a report turned away because the queue was full does not use up its budget.
-        if let Some(address) = from.map(address_block) {
-            let mut reporters = self.leak_reporters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let (at, count) = reporters.entry(address).or_insert((minute, 0));
-            if *at != minute {
-                (*at, *count) = (minute, 0);
+        if queue.try_send((secrets, from)).is_err() {
+            // Turned away because the queue is full: the report does not use up its sender's budget.
+            if let Some(address) = from.map(address_block) {
+                let mut reporters = self.leak_reporters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if let Some((at, count)) = reporters.get_mut(&address)
+                    && *at == minute
+                {
+                    *count = count.saturating_sub(1);
+                }
             }
-            *count += 1;
+            return Err(ReportRefused::Busy(Duration::from_secs(5)));
         }
         Ok(())
     }
@@ -703,8 +708,9 @@ impl TokenService {
         }
         let mut entry = audit::by(caller, AuditEvent::TokenChanged).about(changed.id);
         entry = describe(entry, changed);
-        self.store.update_token(changed, &[entry]).await?;
+        let stored = self.store.update_token(changed, &[entry]).await?;
         self.changed(changed);
+        self.changed(&stored);
         Ok(())
     }
 
@@ -846,19 +852,26 @@ impl TokenService {
                 }
             }
             if !managed.is_empty() {
-                let mut entries: Vec<AuditEntry> = managed
-                    .iter()
-                    .map(|token| {
-                        describe(audit::by(caller, AuditEvent::TokenRevoked).about(token.id), token).with("bulk", true)
-                    })
-                    .collect();
-                entries.push(
-                    describe_selection(audit::by(caller, AuditEvent::TokensBulkRevoked), &selection)
-                        .with("count", managed.len()),
-                );
                 let ids: Vec<TokenId> = managed.iter().map(|token| token.id).collect();
+                // What the store revoked (not what was asked: another may have revoked one meanwhile), each
+                // named, and the call's count; a session's other half is revoked with it but not counted.
+                let asked = |token: &TokenRecord| ids.contains(&token.id);
+                let entries = |gone: &[TokenRecord]| {
+                    let mut entries: Vec<AuditEntry> = gone
+                        .iter()
+                        .map(|token| {
+                            describe(audit::by(caller, AuditEvent::TokenRevoked).about(token.id), token)
+                                .with("bulk", true)
+                        })
+                        .collect();
+                    entries.push(
+                        describe_selection(audit::by(caller, AuditEvent::TokensBulkRevoked), &selection)
+                            .with("count", gone.iter().filter(|token| asked(token)).count()),
+                    );
+                    entries
+                };
                 let gone = self.store.revoke_tokens(caller.account(), &ids, now_ms(), &entries).await?;
-                revoked += ids.len() as u64;
+                revoked += gone.iter().filter(|token| asked(token)).count() as u64;
                 self.forget(&gone);
             }
             if !full {
@@ -1007,6 +1020,7 @@ impl TokenService {
         };
         let mut rechecks = self.rechecks();
         let kept = check_live(&caller.grant, now_ms()).is_ok()
+            && check_secret(&caller.record, &caller.presented, now_ms()).is_ok()
             && caller.confirmed_at.elapsed() < RECHECK_GRACE
             && !rechecks.invalidated_lately(caller);
         if kept {

@@ -72,7 +72,8 @@ pub trait TokenStore {
         page: Page,
     ) -> StoreResult<Paged<TokenRecord>>;
     /// Stores a live token's scope, rights, name, tags, resource and quota, with `audit`.
-    async fn update_token(&self, token: &TokenRecord, audit: &[AuditEntry]) -> StoreResult<()>;
+    /// Answers the token as it is now.
+    async fn update_token(&self, token: &TokenRecord, audit: &[AuditEntry]) -> StoreResult<TokenRecord>;
     /// Gives a live token a new secret (its digest `digest`), keeping the current one working until
     /// `previous_valid_until_ms` (a secret replaced earlier stops at once), with `audit`; answers the token as
     /// it is now. `NotFound` if it does not exist or is revoked.
@@ -103,13 +104,13 @@ pub trait TokenStore {
         limit: u32,
     ) -> StoreResult<Vec<TokenRecord>>;
     /// Revokes the live tokens among `tokens` (and the rest of a login session any of them belongs to) in one
-    /// transaction with `audit`, and returns those it revoked.
+    /// transaction with the entries `audit` makes of what it revoked, and returns those.
     async fn revoke_tokens(
         &self,
         account: AccountId,
         tokens: &[TokenId],
         at_ms: i64,
-        audit: &[AuditEntry],
+        audit: &(dyn for<'t> Fn(&'t [TokenRecord]) -> Vec<AuditEntry> + Send + Sync),
     ) -> StoreResult<Vec<TokenRecord>>;
     /// Up to `limit` tokens that expired at or before `now_ms` and whose expiry the audit trail does not yet
     /// record, marked recorded in one transaction with the entry `entry` makes for each (whichever node sweeps

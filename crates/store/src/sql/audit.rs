@@ -120,15 +120,19 @@ impl AuditStore for Backend {
         audit: &[AuditEntry],
     ) -> StoreResult<()> {
         let mut transaction = begin_write(self).await?;
-        sqlx::query("DELETE FROM token_policies WHERE account_id = $1 AND kind = $2")
-            .bind(account.as_i64())
-            .bind(policy.kind.as_str())
-            .execute(&mut *transaction)
-            .await?;
-        if policy.max_lifetime_seconds.is_some() || policy.default_lifetime_seconds.is_some() {
+        if policy.max_lifetime_seconds.is_none() && policy.default_lifetime_seconds.is_none() {
+            sqlx::query("DELETE FROM token_policies WHERE account_id = $1 AND kind = $2")
+                .bind(account.as_i64())
+                .bind(policy.kind.as_str())
+                .execute(&mut *transaction)
+                .await?;
+        } else {
+            // An upsert: two saves at once on PostgreSQL would otherwise meet as a unique violation.
             sqlx::query(
                 "INSERT INTO token_policies (account_id, kind, max_lifetime_seconds, default_lifetime_seconds) \
-                 VALUES ($1, $2, $3, $4)",
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, kind) DO UPDATE SET \
+                 max_lifetime_seconds = excluded.max_lifetime_seconds, \
+                 default_lifetime_seconds = excluded.default_lifetime_seconds",
             )
             .bind(account.as_i64())
             .bind(policy.kind.as_str())

@@ -129,15 +129,16 @@ impl TokenStore for Backend {
         set_live_token_column(self, account, token, "revoked_at", Some(at_ms), audit).await
     }
 
-    async fn update_token(&self, token: &TokenRecord, audit: &[AuditEntry]) -> StoreResult<()> {
+    async fn update_token(&self, token: &TokenRecord, audit: &[AuditEntry]) -> StoreResult<TokenRecord> {
         let mut transaction = begin_write(self).await?;
         let (scope_kind, scope_id) = scope_columns(token.scope);
         let (quota_requests, quota_window) = quota_columns(token.quota);
-        let updated = sqlx::query(
+        let row = sqlx::query(concat!(
             "UPDATE tokens SET scope_kind = $1, scope_id = $2, rights = $3, name = $4, tags = $5, resource = $6, \
              quota_requests = $9, quota_window_seconds = $10 \
-             WHERE account_id = $7 AND id = $8 AND revoked_at IS NULL",
-        )
+             WHERE account_id = $7 AND id = $8 AND revoked_at IS NULL RETURNING ",
+            token_columns!()
+        ))
         .bind(scope_kind)
         .bind(scope_id)
         .bind(rights_column(token.rights))
@@ -148,15 +149,15 @@ impl TokenStore for Backend {
         .bind(token.id.as_i64())
         .bind(quota_requests)
         .bind(quota_window)
-        .execute(&mut *transaction)
+        .fetch_one(&mut *transaction)
         .await?;
-        if updated.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
+        let changed = token_from_row(&row)?;
         insert_audit_in(&mut transaction, audit).await?;
-        tell_in(&mut transaction, &token_invalidations(std::slice::from_ref(token))).await?;
+        // The row as it is: a rotation may have come in between the caller's read and this change, and caches
+        // hold the token under the secrets it has now.
+        tell_in(&mut transaction, &token_invalidations(std::slice::from_ref(&changed))).await?;
         transaction.commit().await?;
-        Ok(())
+        Ok(changed)
     }
 
     async fn consume_token(&self, token: TokenId, at_ms: i64) -> StoreResult<bool> {
@@ -335,7 +336,7 @@ impl TokenStore for Backend {
         account: AccountId,
         tokens: &[TokenId],
         at_ms: i64,
-        audit: &[AuditEntry],
+        audit: &(dyn for<'t> Fn(&'t [TokenRecord]) -> Vec<AuditEntry> + Send + Sync),
     ) -> StoreResult<Vec<TokenRecord>> {
         let mut transaction = begin_write(self).await?;
         let mut revoked = Vec::new();
@@ -355,16 +356,21 @@ impl TokenStore for Backend {
             if locked.is_empty() {
                 continue;
             }
+            // A statement of its own, with a snapshot taken after the wait: a refresh that committed a new pair
+            // meanwhile is seen and revoked too (as in `revoke_family`; the locked ids alone would miss it).
             let mut update = QueryBuilder::<Db>::new("UPDATE tokens SET revoked_at = ");
-            update.push_bind(at_ms).push(" WHERE revoked_at IS NULL AND id IN (");
-            push_ids(&mut update, &locked);
-            update.push(") RETURNING ").push(token_columns!());
+            update.push_bind(at_ms).push(" WHERE account_id = ").push_bind(account.as_i64());
+            update.push(" AND revoked_at IS NULL AND (id IN (");
+            push_ids(&mut update, chunk);
+            update.push(") OR family_id IN (SELECT family_id FROM tokens WHERE family_id IS NOT NULL AND id IN (");
+            push_ids(&mut update, chunk);
+            update.push("))) RETURNING ").push(token_columns!());
             let rows = update.build().fetch_all(&mut *transaction).await?;
             for row in &rows {
                 revoked.push(token_from_row(row)?);
             }
         }
-        insert_audit_in(&mut transaction, audit).await?;
+        insert_audit_in(&mut transaction, &audit(&revoked)).await?;
         tell_in(&mut transaction, &token_invalidations(&revoked)).await?;
         transaction.commit().await?;
         Ok(revoked)

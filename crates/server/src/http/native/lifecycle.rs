@@ -156,6 +156,13 @@ async fn change(
     };
     let quota = document.get("quota").map(quota_from_json).transpose()?;
     let (mut token, permit) = app.tokens.managed(&caller, parse_id("token", &id)?).await.map_err(AppError::from)?;
+    // What `set_enabled` would refuse is refused before the name or quota is stored: a change is all or nothing.
+    if enabled.is_some() && matches!(token.kind, TokenKind::UserAccess | TokenKind::Refresh) {
+        return Err(AppError::BadRequest("a login session is ended (revoked), not disabled".into()).into());
+    }
+    if enabled == Some(false) && token.id == caller.record.id {
+        return Err(AppError::BadRequest("a credential cannot disable itself".into()).into());
+    }
     if name.is_some() || quota.is_some() {
         let mut changed = token.clone();
         changed.name = name.unwrap_or(changed.name);
