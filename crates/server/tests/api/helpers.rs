@@ -171,6 +171,22 @@ impl TestServer {
         (session["access_token"].as_str().unwrap().to_owned(), user["id"].as_str().unwrap().to_owned())
     }
 
+    /// A device of the default collection, made by its first Ubidots reading; answers its id.
+    pub async fn device_with_reading(&self, label: &str) -> String {
+        let account_token = self.account_token().await;
+        let (status, _) =
+            self.ubidots(Method::POST, &format!("/devices/{label}"), &account_token, Some(json!({"t": 1}))).await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, sources) = self.ubidots(Method::GET, "/datasources", &account_token, None).await;
+        sources["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|source| source["label"] == label)
+            .map(|source| source["id"].as_str().unwrap().to_owned())
+            .expect("the device is listed")
+    }
+
     /// Stops the server the graceful way, waiting for the last commit.
     pub async fn stop(&mut self) {
         if let Some(server) = self.server.take() {

@@ -29,22 +29,6 @@ async fn collection_token(tessera: &TestServer, collection: &str, extra: Value) 
     (token["id"].as_str().unwrap().to_owned(), token["secret"].as_str().unwrap().to_owned())
 }
 
-/// A device with a reading, in the default collection; answers its id.
-async fn device(tessera: &TestServer, label: &str) -> String {
-    let account_token = tessera.account_token().await;
-    let (status, _) =
-        tessera.ubidots(Method::POST, &format!("/devices/{label}"), &account_token, Some(json!({"t": 1}))).await;
-    assert_eq!(status, StatusCode::OK);
-    let (_, sources) = tessera.ubidots(Method::GET, "/datasources", &account_token, None).await;
-    sources["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|source| source["label"] == label)
-        .map(|source| source["id"].as_str().unwrap().to_owned())
-        .expect("the device is listed")
-}
-
 /// A device token for `device`: `(id, secret)`.
 async fn device_token(tessera: &TestServer, device: &str) -> (String, String) {
     let (status, token) =
@@ -97,7 +81,7 @@ async fn rotation_keeps_the_token_and_its_old_secret_works_until_the_overlap_end
     assert_eq!(writes(&tessera, &new, "pump").await, StatusCode::OK, "the new secret goes on");
 
     // Without an overlap the old secret stops at once; device tokens rotate by the same route.
-    let device = device(&tessera, "valve").await;
+    let device = tessera.device_with_reading("valve").await;
     let (device_token_id, device_secret) = device_token(&tessera, &device).await;
     let (status, rotated) =
         tessera.native(Method::POST, &format!("/tokens/{device_token_id}/rotate"), &tessera.api_key, None).await;
@@ -190,7 +174,7 @@ async fn a_token_whose_creator_lost_the_rights_to_it_is_not_rotated() {
 #[tokio::test]
 async fn a_disabled_token_is_refused_on_http_and_mqtt_until_it_is_enabled() {
     let tessera = TestServer::start().await;
-    let device = device(&tessera, "boiler").await;
+    let device = tessera.device_with_reading("boiler").await;
     let (id, secret) = device_token(&tessera, &device).await;
     // The test publishes every 20 ms until the connection ends (up to a second): more than a device token's default
     // quota (20 in 5 s), which would refuse the writes after it.
@@ -253,8 +237,8 @@ async fn a_disabled_token_is_refused_on_http_and_mqtt_until_it_is_enabled() {
 #[tokio::test]
 async fn bulk_revocation_takes_every_token_of_a_device_a_collection_a_kind_or_a_user() {
     let tessera = TestServer::start().await;
-    let device_a = device(&tessera, "a").await;
-    let device_b = device(&tessera, "b").await;
+    let device_a = tessera.device_with_reading("a").await;
+    let device_b = tessera.device_with_reading("b").await;
     let mut of_a = Vec::new();
     for _ in 0..3 {
         of_a.push(device_token(&tessera, &device_a).await.1);
@@ -296,7 +280,7 @@ async fn bulk_revocation_takes_every_token_of_a_device_a_collection_a_kind_or_a_
     assert_eq!(tessera.native(Method::GET, "/me", &admin, None).await.0, StatusCode::OK, "the caller goes on");
 
     // Someone who manages none of them revokes none of them; refusals name what is wrong.
-    let device_c = device(&tessera, "c").await;
+    let device_c = tessera.device_with_reading("c").await;
     let (_, of_c) = device_token(&tessera, &device_c).await;
     let (other, _) = tessera.user("other@example.com", "a long password").await;
     let (status, answer) = bulk(json!({"kind": "device"}), &other).await;
@@ -321,7 +305,7 @@ async fn bulk_revocation_takes_every_token_of_a_device_a_collection_a_kind_or_a_
 #[tokio::test]
 async fn a_leaked_secret_reported_by_anyone_is_revoked_and_the_answer_tells_nothing() {
     let tessera = TestServer::start().await;
-    let device = device(&tessera, "leaky").await;
+    let device = tessera.device_with_reading("leaky").await;
     let (id, secret) = device_token(&tessera, &device).await;
     let report = async |credentials: Value| {
         let response = tessera

@@ -58,22 +58,6 @@ async fn collection_token(tessera: &TestServer, collection: &str, quota: Value) 
     token_with_quota(tessera, json!({"kind": "collection", "collection": collection}), quota).await
 }
 
-/// A device of the default collection, made by its first reading; answers its id.
-async fn device(tessera: &TestServer, label: &str) -> String {
-    let account_token = tessera.account_token().await;
-    let (status, _) =
-        tessera.ubidots(Method::POST, &format!("/devices/{label}"), &account_token, Some(json!({"t": 1}))).await;
-    assert_eq!(status, StatusCode::OK);
-    let (_, sources) = tessera.ubidots(Method::GET, "/datasources", &account_token, None).await;
-    sources["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|source| source["label"] == label)
-        .map(|source| source["id"].as_str().unwrap().to_owned())
-        .expect("the device is listed")
-}
-
 /// A device token for `device` made through `POST /v1/devices/{id}/tokens`, with `extra` in its body.
 async fn device_token(tessera: &TestServer, device: &str, extra: Value) -> (String, String) {
     let path = format!("/devices/{device}/tokens");
@@ -152,7 +136,7 @@ async fn every_dialect_answers_429_in_its_own_shape_with_retry_after_and_the_fie
     assert!(body["message"].as_str().unwrap().starts_with("Too many requests"), "{body}");
 
     // AllThingsTalk: {"message"}, for a device token.
-    let id = device(&tessera, "throttled-sensor").await;
+    let id = tessera.device_with_reading("throttled-sensor").await;
     let (_, secret) = device_token(&tessera, &id, json!({"quota": once_a_minute})).await;
     let bearer = format!("Bearer {secret}");
     let att = [("authorization", bearer.as_str())];
@@ -169,7 +153,7 @@ async fn every_dialect_answers_429_in_its_own_shape_with_retry_after_and_the_fie
 #[tokio::test]
 async fn every_answer_to_a_limited_token_counts_down_and_unlimited_ones_carry_no_fields() {
     let tessera = TestServer::start().await;
-    let id = device(&tessera, "counting").await;
+    let id = tessera.device_with_reading("counting").await;
     // A device token with its kind's default: 20 requests in 5 s.
     let (_, secret) = device_token(&tessera, &id, json!({})).await;
     let ubidots = [("x-auth-token", secret.as_str())];
@@ -345,7 +329,7 @@ async fn a_quota_is_reached_by_mixing_http_and_mqtt_and_the_throttled_reach_the_
 #[tokio::test]
 async fn a_token_with_an_explicit_unlimited_quota_is_never_limited() {
     let tessera = TestServer::start().await;
-    let id = device(&tessera, "unbounded").await;
+    let id = tessera.device_with_reading("unbounded").await;
     let (token, secret) = device_token(&tessera, &id, json!({"quota": "unlimited"})).await;
     assert_eq!(token_record(&tessera, &token).await["quota"], "unlimited");
     let ubidots = [("x-auth-token", secret.as_str())];
@@ -369,7 +353,7 @@ async fn a_token_with_an_explicit_unlimited_quota_is_never_limited() {
 #[tokio::test]
 async fn a_window_closes_and_the_full_quota_is_back() {
     let tessera = TestServer::start().await;
-    let id = device(&tessera, "pulsing").await;
+    let id = tessera.device_with_reading("pulsing").await;
     let (_, secret) = device_token(&tessera, &id, json!({"quota": {"requests": 2, "window_seconds": 1}})).await;
     let ubidots = [("x-auth-token", secret.as_str())];
     let get = || send(&tessera, Method::GET, "/api/v1.6/devices/pulsing", &ubidots, None);
