@@ -7,7 +7,7 @@ use std::path::Path;
 
 use std::sync::Arc;
 use std::time::Duration;
-use tessera_core::{AccountId, CollectionId, Rights, Scope, Secret, ServerKey, TeamId, TokenId, TokenKind, UserId};
+use tessera_core::{AccountId, CollectionId, Scope, Secret, ServerKey, TeamId, TokenId, TokenKind, UserId};
 
 use tessera_store::{
     Account, AccountStore, Bootstrap, Collection, Creator, PostgresEvents, PostgresStore, SqliteStore, Store,
@@ -195,29 +195,16 @@ pub async fn bootstrap(store: &dyn Store, key: &ServerKey) -> Result<Option<Cred
             tags: Default::default(),
         },
         api_key: TokenRecord {
-            id: TokenId(new_id()),
-            account,
-            kind: TokenKind::ApiKey,
-            digest: key.digest(&api_key),
-            scope: Scope::Account,
-            rights: Rights::ReadWrite,
-            creator: Creator::System,
             name: "API key".into(),
-            tags: Default::default(),
-            created_at_ms: now,
-            expires_at_ms: None,
-            revoked_at_ms: None,
-            last_used_at_ms: None,
-            uses: 0,
-            family: None,
-            resource: None,
-            disabled_at_ms: None,
-            last_used_from: None,
-            previous_digest: None,
-            previous_valid_until_ms: None,
-            rotated_at_ms: None,
-            quota: Default::default(),
-            throttled: 0,
+            ..TokenRecord::new(
+                TokenId(new_id()),
+                account,
+                TokenKind::ApiKey,
+                key.digest(&api_key),
+                Scope::Account,
+                Creator::System,
+                now,
+            )
         },
         admin: User {
             id: admin,

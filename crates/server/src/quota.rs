@@ -187,31 +187,18 @@ mod tests {
     use super::*;
 
     fn token(kind: TokenKind, quota: tessera_core::QuotaSetting) -> TokenRecord {
-        TokenRecord {
-            id: TokenId(crate::entropy::new_id()),
-            account: tessera_core::AccountId(crate::entropy::new_id()),
+        let (id, account) = (TokenId(crate::entropy::new_id()), tessera_core::AccountId(crate::entropy::new_id()));
+        let digest = tessera_core::SecretDigest([0; 32]);
+        let new = TokenRecord::new(
+            id,
+            account,
             kind,
-            digest: tessera_core::SecretDigest([0; 32]),
-            scope: tessera_core::Scope::Account,
-            rights: tessera_core::Rights::ReadWrite,
-            creator: tessera_store::Creator::System,
-            name: String::new(),
-            tags: Default::default(),
-            created_at_ms: 0,
-            expires_at_ms: None,
-            revoked_at_ms: None,
-            last_used_at_ms: None,
-            uses: 0,
-            family: None,
-            resource: None,
-            disabled_at_ms: None,
-            last_used_from: None,
-            previous_digest: None,
-            previous_valid_until_ms: None,
-            rotated_at_ms: None,
-            quota,
-            throttled: 0,
-        }
+            digest,
+            tessera_core::Scope::Account,
+            tessera_store::Creator::System,
+            0,
+        );
+        TokenRecord { quota, ..new }
     }
 
     #[test]

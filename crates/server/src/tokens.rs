@@ -573,30 +573,16 @@ impl TokenService {
         family: Option<Id>,
     ) -> (TokenRecord, Secret) {
         let secret = new_secret(new.kind);
+        let digest = self.key.digest(&secret);
         let record = TokenRecord {
-            id: TokenId(new_id()),
-            account,
-            kind: new.kind,
-            digest: self.key.digest(&secret),
-            scope: new.scope,
             rights: new.rights,
-            creator,
             name: new.name,
             tags: new.tags,
-            created_at_ms: now_ms(),
             expires_at_ms: new.expires_at_ms,
-            revoked_at_ms: None,
-            last_used_at_ms: None,
-            uses: 0,
             family,
             resource: new.resource,
-            disabled_at_ms: None,
-            last_used_from: None,
-            previous_digest: None,
-            previous_valid_until_ms: None,
-            rotated_at_ms: None,
             quota: new.quota,
-            throttled: 0,
+            ..TokenRecord::new(TokenId(new_id()), account, new.kind, digest, new.scope, creator, now_ms())
         };
         (record, secret)
     }

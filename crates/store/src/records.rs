@@ -246,6 +246,44 @@ pub struct TokenRecord {
 }
 
 impl TokenRecord {
+    /// A token just made: read-write, unnamed, untagged, never used, revoked, disabled or rotated, with its kind's
+    /// quota; callers set what differs (`TokenRecord { name, ..TokenRecord::new(…) }`).
+    pub fn new(
+        id: TokenId,
+        account: AccountId,
+        kind: TokenKind,
+        digest: SecretDigest,
+        scope: Scope,
+        creator: Creator,
+        created_at_ms: i64,
+    ) -> TokenRecord {
+        TokenRecord {
+            id,
+            account,
+            kind,
+            digest,
+            scope,
+            rights: Rights::ReadWrite,
+            creator,
+            name: String::new(),
+            tags: BTreeMap::new(),
+            created_at_ms,
+            expires_at_ms: None,
+            revoked_at_ms: None,
+            last_used_at_ms: None,
+            uses: 0,
+            family: None,
+            resource: None,
+            disabled_at_ms: None,
+            last_used_from: None,
+            previous_digest: None,
+            previous_valid_until_ms: None,
+            rotated_at_ms: None,
+            quota: QuotaSetting::KindDefault,
+            throttled: 0,
+        }
+    }
+
     /// The token's access fields, with its creator's current reach, as `authorize` takes them.
     pub fn grant(&self, creator_reach: Reach) -> Grant {
         Grant {

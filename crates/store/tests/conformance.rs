@@ -27,29 +27,17 @@ fn label(text: &str) -> Label {
 
 fn token(n: u32, account: AccountId, kind: TokenKind, scope: Scope) -> TokenRecord {
     TokenRecord {
-        id: TokenId(id(1000 + n)),
-        account,
-        kind,
-        digest: SecretDigest([n as u8; 32]),
-        scope,
-        rights: Rights::ReadWrite,
-        creator: Creator::System,
         name: format!("token {n}"),
         tags: BTreeMap::from([("name".to_owned(), format!("t{n}"))]),
-        created_at_ms: NOW,
-        expires_at_ms: None,
-        revoked_at_ms: None,
-        last_used_at_ms: None,
-        uses: 0,
-        family: None,
-        resource: None,
-        disabled_at_ms: None,
-        last_used_from: None,
-        previous_digest: None,
-        previous_valid_until_ms: None,
-        rotated_at_ms: None,
-        quota: Default::default(),
-        throttled: 0,
+        ..TokenRecord::new(
+            TokenId(id(1000 + n)),
+            account,
+            kind,
+            SecretDigest([n as u8; 32]),
+            scope,
+            Creator::System,
+            NOW,
+        )
     }
 }
 

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tessera_core::{DeviceId, Label, Rights, Scope, Secret, TokenId, TokenKind};
+use tessera_core::{DeviceId, Label, Scope, Secret, TokenId, TokenKind};
 use tessera_server::entropy::{new_id, new_secret};
 use tessera_store::{Device, TokenRecord};
 
@@ -52,29 +52,16 @@ pub async fn populate(
             .collect::<anyhow::Result<_>>()?;
         let tokens: Vec<TokenRecord> = (added..added + size)
             .map(|n| TokenRecord {
-                id: TokenId(new_id()),
-                account: sample.account,
-                kind: TokenKind::Collection,
-                digest: opened.key.digest(&new_secret(TokenKind::Collection)),
-                scope: Scope::Collection(organization),
-                rights: Rights::ReadWrite,
-                creator: sample.creator,
                 name: format!("fleet token {n}"),
-                tags: Default::default(),
-                created_at_ms: now,
-                expires_at_ms: None,
-                revoked_at_ms: None,
-                last_used_at_ms: None,
-                uses: 0,
-                family: None,
-                resource: None,
-                disabled_at_ms: None,
-                last_used_from: None,
-                previous_digest: None,
-                previous_valid_until_ms: None,
-                rotated_at_ms: None,
-                quota: Default::default(),
-                throttled: 0,
+                ..TokenRecord::new(
+                    TokenId(new_id()),
+                    sample.account,
+                    TokenKind::Collection,
+                    opened.key.digest(&new_secret(TokenKind::Collection)),
+                    Scope::Collection(organization),
+                    sample.creator,
+                    now,
+                )
             })
             .collect();
         store.insert_devices(&devices).await?;
