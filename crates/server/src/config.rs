@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
+/// `Debug` shows the database URL without its password (`redact_url`), so a configuration can be logged.
+#[derive(Clone)]
 pub struct Config {
     /// Holds the SQLite database and the server key; created on first start.
     pub data_dir: PathBuf,
@@ -119,6 +120,88 @@ impl Config {
     }
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field, the URL redacted: a field added to `Config` must be added here (the test below says so).
+        let Config {
+            data_dir,
+            database_url,
+            http_addr,
+            mqtt_addr,
+            mqtt_required,
+            exchange_token_ttl,
+            token_cache_capacity,
+            device_cache_capacity,
+            writer_max_batch,
+            writer_queue,
+            usage_flush_interval,
+            hub_capacity,
+            access_token_ttl,
+            refresh_token_ttl,
+            http_header_timeout,
+            http_body_timeout,
+            http_send_timeout,
+            http_keep_alive_timeout,
+            http_max_connections,
+            audit_retention,
+            websocket_max_message_size,
+            rate_limits,
+        } = self;
+        f.debug_struct("Config")
+            .field("data_dir", data_dir)
+            .field("database_url", &database_url.as_deref().map(redact_url))
+            .field("http_addr", http_addr)
+            .field("mqtt_addr", mqtt_addr)
+            .field("mqtt_required", mqtt_required)
+            .field("exchange_token_ttl", exchange_token_ttl)
+            .field("token_cache_capacity", token_cache_capacity)
+            .field("device_cache_capacity", device_cache_capacity)
+            .field("writer_max_batch", writer_max_batch)
+            .field("writer_queue", writer_queue)
+            .field("usage_flush_interval", usage_flush_interval)
+            .field("hub_capacity", hub_capacity)
+            .field("access_token_ttl", access_token_ttl)
+            .field("refresh_token_ttl", refresh_token_ttl)
+            .field("http_header_timeout", http_header_timeout)
+            .field("http_body_timeout", http_body_timeout)
+            .field("http_send_timeout", http_send_timeout)
+            .field("http_keep_alive_timeout", http_keep_alive_timeout)
+            .field("http_max_connections", http_max_connections)
+            .field("audit_retention", audit_retention)
+            .field("websocket_max_message_size", websocket_max_message_size)
+            .field("rate_limits", rate_limits)
+            .finish()
+    }
+}
+
+/// A database URL with its password (the userinfo's, or a `password=` parameter) replaced by `***`, for logs and
+/// `tessera config show`.
+pub fn redact_url(url: &str) -> String {
+    let mut text = url.to_owned();
+    if let Some(scheme_end) = text.find("://") {
+        let authority_start = scheme_end + 3;
+        let authority_end = text[authority_start..].find(['/', '?']).map_or(text.len(), |at| authority_start + at);
+        if let Some(at) = text[authority_start..authority_end].rfind('@') {
+            let userinfo = &text[authority_start..authority_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                text.replace_range(authority_start + colon + 1..authority_start + at, "***");
+            }
+        }
+    }
+    if let Some(query_start) = text.find('?') {
+        let (base, query) = text.split_at(query_start + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        text = format!("{base}{}", query.join("&"));
+    }
+    text
+}
+
 /// Where Tessera keeps its data.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Database {
@@ -131,6 +214,22 @@ pub enum Database {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_debug_form_and_redact_url_never_show_a_password() {
+        let mut config = Config::new(PathBuf::from("/data"));
+        config.database_url =
+            Some("postgres://tessera:s3cret@db.example:5432/tessera?password=other&sslmode=require".into());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret") && !shown.contains("other"), "{shown}");
+        assert!(
+            shown.contains("postgres://tessera:***@db.example:5432/tessera?password=***&sslmode=require"),
+            "{shown}"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db", "nothing to hide");
+        assert_eq!(redact_url("sqlite:///var/t.db"), "sqlite:///var/t.db");
+        assert_eq!(redact_url("postgres://u:p@ss@h/db"), "postgres://u:***@h/db", "the last @ ends the userinfo");
+    }
 
     #[test]
     fn database_urls_are_understood_or_refused_by_name() {

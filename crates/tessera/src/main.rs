@@ -34,20 +34,15 @@ enum Command {
     /// Run Tessera. On an empty data directory it first creates an account and prints its credentials once.
     Serve {
         #[command(flatten)]
-        common: CommonArgs,
-        /// Address for the HTTP API [default: 127.0.0.1:8080]
-        #[arg(long, env = "TESSERA_HTTP_ADDR", value_name = "ADDR")]
-        http_addr: Option<std::net::SocketAddr>,
-        /// Address for the MQTT server [default: 127.0.0.1:1883; if that is taken, HTTP is served alone]
-        #[arg(long, env = "TESSERA_MQTT_ADDR", value_name = "ADDR")]
-        mqtt_addr: Option<std::net::SocketAddr>,
+        serve: ServeArgs,
         /// Log format: "text" or "json"
         #[arg(long, env = "TESSERA_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
-        #[command(flatten)]
-        http_limits: HttpLimitArgs,
-        #[command(flatten)]
-        rate_limits: RateLimitArgs,
+    },
+    /// The configuration `serve` would run with, from the same flags, variables and file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Manage users of the account.
     User {
@@ -111,6 +106,55 @@ enum Command {
     },
 }
 
+/// Where `serve` listens and how it is limited: the flags `serve` and `config show` share.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address for the HTTP API [default: 127.0.0.1:8080]
+    #[arg(long, env = "TESSERA_HTTP_ADDR", value_name = "ADDR")]
+    http_addr: Option<std::net::SocketAddr>,
+    /// Address for the MQTT server [default: 127.0.0.1:1883; if that is taken, HTTP is served alone]
+    #[arg(long, env = "TESSERA_MQTT_ADDR", value_name = "ADDR")]
+    mqtt_addr: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    http_limits: HttpLimitArgs,
+    #[command(flatten)]
+    rate_limits: RateLimitArgs,
+}
+
+impl ServeArgs {
+    /// The configuration these flags, the environment and the file make.
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = Settings::load(&self.common)?
+            .with_http_limits(&self.http_limits)
+            .with_rate_limits(&self.rate_limits)
+            .into_config();
+        if let Some(http_addr) = self.http_addr {
+            config.http_addr = http_addr;
+        }
+        if let Some(mqtt_addr) = self.mqtt_addr {
+            // An address asked for must be served: failing to listen on it stops the start.
+            config.mqtt_addr = mqtt_addr;
+            config.mqtt_required = true;
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (flags over variables over the file over defaults), as TOML keys, with
+    /// secrets redacted (the database URL's password).
+    Show {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// One JSON object instead of TOML lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum UserCommand {
     /// Add a user (with a private team). The password is never logged.
@@ -137,19 +181,22 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     match cli.command {
-        Command::Serve { common, http_addr, mqtt_addr, log_format, http_limits, rate_limits } => {
+        Command::Serve { serve: args, log_format } => {
             init_logging(&log_format);
-            let mut config =
-                Settings::load(&common)?.with_http_limits(&http_limits).with_rate_limits(&rate_limits).into_config();
-            if let Some(http_addr) = http_addr {
-                config.http_addr = http_addr;
+            runtime.block_on(serve(args.config()?))
+        }
+        Command::Config { command: ConfigCommand::Show { serve, json } } => {
+            let shown = settings::effective(&serve.config()?);
+            if json {
+                let object: serde_json::Map<String, serde_json::Value> =
+                    shown.into_iter().map(|(key, value)| (key.to_owned(), value)).collect();
+                println!("{}", serde_json::Value::Object(object));
+            } else {
+                for (key, value) in shown {
+                    println!("{key} = {value}");
+                }
             }
-            if let Some(mqtt_addr) = mqtt_addr {
-                // An address asked for must be served: failing to listen on it stops the start.
-                config.mqtt_addr = mqtt_addr;
-                config.mqtt_required = true;
-            }
-            runtime.block_on(serve(config))
+            Ok(())
         }
         Command::User { command: UserCommand::Add { common, email, password, password_stdin, admin, name } } => {
             init_logging("text");

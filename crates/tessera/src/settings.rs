@@ -272,6 +272,45 @@ impl Settings {
     }
 }
 
+/// The configuration as its TOML keys, each with the value in force (the database URL without its password), for
+/// `tessera config show`. Every key a file may set is here, so what is shown can be pasted into a file.
+pub fn effective(config: &Config) -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    let seconds = |duration: Duration| json!(duration.as_secs());
+    let quota = |quota: Option<Quota>| match quota {
+        Some(Quota { requests, window_seconds }) => json!(format!("{requests}/{window_seconds}")),
+        None => json!("unlimited"),
+    };
+    let limits = &config.rate_limits;
+    vec![
+        ("data_dir", json!(config.data_dir.display().to_string())),
+        ("database_url", json!(config.database_url.as_deref().map(tessera_server::config::redact_url))),
+        ("http_addr", json!(config.http_addr.to_string())),
+        ("mqtt_addr", json!(config.mqtt_addr.to_string())),
+        ("exchange_token_ttl_seconds", seconds(config.exchange_token_ttl)),
+        ("token_cache_capacity", json!(config.token_cache_capacity)),
+        ("device_cache_capacity", json!(config.device_cache_capacity)),
+        ("writer_max_batch", json!(config.writer_max_batch)),
+        ("writer_queue", json!(config.writer_queue)),
+        ("access_token_ttl_seconds", seconds(config.access_token_ttl)),
+        ("refresh_token_ttl_seconds", seconds(config.refresh_token_ttl)),
+        ("audit_retention_days", json!(config.audit_retention.as_secs() / 86_400)),
+        ("http_header_timeout_seconds", seconds(config.http_header_timeout)),
+        ("http_body_timeout_seconds", seconds(config.http_body_timeout)),
+        ("http_send_timeout_seconds", seconds(config.http_send_timeout)),
+        ("http_keep_alive_timeout_seconds", seconds(config.http_keep_alive_timeout)),
+        ("http_max_connections", json!(config.http_max_connections)),
+        ("websocket_max_message_bytes", json!(config.websocket_max_message_size)),
+        ("rate_limit_device", quota(limits.device)),
+        ("rate_limit_ground", quota(limits.ground)),
+        ("rate_limit_collection", quota(limits.collection)),
+        ("rate_limit_account", quota(limits.account)),
+        ("rate_limit_resource", quota(limits.resource)),
+        ("rate_limit_api_key", quota(limits.api_key)),
+        ("rate_limit_user_session", quota(limits.user_session)),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,6 +376,24 @@ mod tests {
         std::fs::write(&path, "rate_limit_ground = \"0/5\"\n").unwrap();
         let error = Settings::load(&common).unwrap_err();
         assert!(format!("{error:#}").contains("above zero"), "{error:#}");
+    }
+
+    #[test]
+    fn the_effective_configuration_reads_back_as_itself_and_hides_the_password() {
+        let mut config = Config::new(PathBuf::from("/data"));
+        config.database_url = Some("postgres://tessera:s3cret@db/tessera".into());
+        config.http_max_connections = 500;
+        let shown = effective(&config);
+        let text: String = shown.iter().map(|(key, value)| format!("{key} = {value}\n")).collect();
+        assert!(!text.contains("s3cret") && text.contains("postgres://tessera:***@db/tessera"), "{text}");
+        // Pasted into a file (the password put back), it makes the same configuration.
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("tessera.toml");
+        std::fs::write(&path, text.replace("***", "s3cret")).unwrap();
+        let read = Settings::load(&CommonArgs { data_dir: None, database_url: None, config: Some(path) })
+            .unwrap()
+            .into_config();
+        assert_eq!(format!("{read:?}"), format!("{:?}", Config { mqtt_required: true, ..config }));
     }
 
     #[test]

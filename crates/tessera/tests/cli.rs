@@ -328,3 +328,32 @@ async fn bench_measures_every_scenario_and_prints_json() {
     let verify = &figures["token_verify_us"];
     assert!(verify["cached_p50"].as_f64().unwrap() > 0.0 && verify["store_p50"].as_f64().unwrap() > 0.0);
 }
+
+/// Issue 16: `tessera config show` prints what `serve` would run with, flags over variables over the file, and no
+/// password.
+#[tokio::test]
+async fn config_show_prints_the_effective_configuration_without_secrets() {
+    let directory = tempfile::tempdir().unwrap();
+    let file = directory.path().join("tessera.toml");
+    std::fs::write(&file, "http_max_connections = 300\nwriter_queue = 77\n").unwrap();
+    let output = tessera()
+        .args(["config", "show", "--json", "--config", file.to_str().unwrap(), "--http-max-connections", "500"])
+        .args(["--rate-limit-device", "7/3"])
+        .env("TESSERA_DATABASE_URL", "postgres://tessera:s3cret@db.example/tessera")
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(!text.contains("s3cret"), "{text}");
+    let shown: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(shown["database_url"], "postgres://tessera:***@db.example/tessera");
+    assert_eq!((&shown["http_max_connections"], &shown["writer_queue"]), (&json!(500), &json!(77)), "{shown}");
+    assert_eq!((&shown["rate_limit_device"], &shown["rate_limit_api_key"]), (&json!("7/3"), &json!("unlimited")));
+
+    let output = tessera().args(["config", "show", "--http-max-connections", "0"]).output().await.unwrap();
+    assert!(!output.status.success(), "zero is refused");
+    let output = tessera().args(["config", "show"]).output().await.unwrap();
+    let lines = String::from_utf8(output.stdout).unwrap();
+    assert!(lines.lines().any(|line| line == "http_addr = \"127.0.0.1:8080\""), "TOML lines by default: {lines}");
+}
