@@ -120,6 +120,63 @@ impl Config {
     }
 }
 
+/// A configuration value that cannot work, named by its key (as the TOML file writes it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration: {key} {problem}")]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub problem: String,
+}
+
+impl Config {
+    /// Checks every value `start` would otherwise take as it is (or quietly raise): the first that cannot work
+    /// is named with what is wrong. `tessera serve` and `tessera config show` refuse such a configuration.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let positive_durations = [
+            ("exchange_token_ttl_seconds", self.exchange_token_ttl),
+            ("usage_flush_interval", self.usage_flush_interval),
+            ("access_token_ttl_seconds", self.access_token_ttl),
+            ("refresh_token_ttl_seconds", self.refresh_token_ttl),
+            ("http_header_timeout_seconds", self.http_header_timeout),
+            ("http_body_timeout_seconds", self.http_body_timeout),
+            ("http_send_timeout_seconds", self.http_send_timeout),
+            ("http_keep_alive_timeout_seconds", self.http_keep_alive_timeout),
+            ("audit_retention_days", self.audit_retention),
+        ];
+        for (key, duration) in positive_durations {
+            if duration.is_zero() {
+                return Err(ConfigError { key, problem: "must be more than zero".into() });
+            }
+        }
+        let positive_counts = [
+            ("token_cache_capacity", self.token_cache_capacity as usize),
+            ("device_cache_capacity", self.device_cache_capacity as usize),
+            ("writer_max_batch", self.writer_max_batch),
+            ("writer_queue", self.writer_queue),
+            ("hub_capacity", self.hub_capacity),
+            ("http_max_connections", self.http_max_connections),
+            ("websocket_max_message_bytes", self.websocket_max_message_size),
+        ];
+        for (key, count) in positive_counts {
+            if count == 0 {
+                return Err(ConfigError { key, problem: "must be at least 1".into() });
+            }
+        }
+        if self.refresh_token_ttl < self.access_token_ttl {
+            return Err(ConfigError {
+                key: "refresh_token_ttl_seconds",
+                problem: format!(
+                    "({} s) is shorter than access_token_ttl_seconds ({} s): sessions could not be renewed",
+                    self.refresh_token_ttl.as_secs(),
+                    self.access_token_ttl.as_secs()
+                ),
+            });
+        }
+        self.database().map_err(|problem| ConfigError { key: "database_url", problem })?;
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Every field, the URL redacted: a field added to `Config` must be added here (the test below says so).
@@ -214,6 +271,24 @@ pub enum Database {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_that_cannot_work_are_named_by_their_key() {
+        let defaults = Config::new(PathBuf::from("/data"));
+        assert_eq!(defaults.check(), Ok(()));
+        let refused = |change: fn(&mut Config)| {
+            let mut config = defaults.clone();
+            change(&mut config);
+            config.check().unwrap_err()
+        };
+        assert_eq!(refused(|config| config.writer_queue = 0).key, "writer_queue");
+        assert_eq!(refused(|config| config.exchange_token_ttl = Duration::ZERO).key, "exchange_token_ttl_seconds");
+        assert_eq!(refused(|config| config.audit_retention = Duration::ZERO).key, "audit_retention_days");
+        let short = refused(|config| config.refresh_token_ttl = Duration::from_secs(60));
+        assert!(short.key == "refresh_token_ttl_seconds" && short.problem.contains("shorter"), "{short}");
+        let url = refused(|config| config.database_url = Some("mysql://u:p@h/db".into()));
+        assert!(url.to_string().starts_with("configuration: database_url"), "{url}");
+    }
 
     #[test]
     fn the_debug_form_and_redact_url_never_show_a_password() {

@@ -26,5 +26,5 @@ pub mod tokens;
 pub mod writer;
 
 pub use bootstrap::Credentials;
-pub use config::{Config, Database};
+pub use config::{Config, ConfigError, Database};
 pub use server::{Server, StartError, start};

@@ -31,6 +31,8 @@ pub enum StartError {
     ListenMqtt { addr: SocketAddr, source: std::io::Error },
     #[error("cannot listen for the other nodes' changes")]
     Join(#[source] tessera_store::StoreError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// A running server. Dropping it stops it too, but only [`Server::shutdown`] waits for the last commit.
@@ -77,6 +79,7 @@ impl Server {
 
 /// Opens the data directory (creating and bootstrapping it on first start) and starts serving.
 pub async fn start(config: Config) -> Result<Server, StartError> {
+    config.check()?;
     let Opened { store, key, events } = open_store(&config).await?;
     let credentials = bootstrap(store.as_ref(), &key).await?;
     // Listening starts before serving, so no change another node makes once this one answers is missed.

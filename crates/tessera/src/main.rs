@@ -186,7 +186,9 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(serve(args.config()?))
         }
         Command::Config { command: ConfigCommand::Show { serve, json } } => {
-            let shown = settings::effective(&serve.config()?);
+            let config = serve.config()?;
+            config.check()?;
+            let shown = settings::effective(&config);
             if json {
                 let object: serde_json::Map<String, serde_json::Value> =
                     shown.into_iter().map(|(key, value)| (key.to_owned(), value)).collect();

@@ -353,6 +353,17 @@ async fn config_show_prints_the_effective_configuration_without_secrets() {
 
     let output = tessera().args(["config", "show", "--http-max-connections", "0"]).output().await.unwrap();
     assert!(!output.status.success(), "zero is refused");
+    // A value that cannot work is named by its key, by `config show` and by `serve`, before anything starts.
+    std::fs::write(&file, "writer_queue = 0\n").unwrap();
+    for command in [&["config", "show"][..], &["serve", "--data-dir", directory.path().join("d").to_str().unwrap()][..]]
+    {
+        let output = tessera().args(command).args(["--config", file.to_str().unwrap()]).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains("writer_queue must be at least 1"),
+            "{command:?}: {stderr}"
+        );
+    }
     let output = tessera().args(["config", "show"]).output().await.unwrap();
     let lines = String::from_utf8(output.stdout).unwrap();
     assert!(lines.lines().any(|line| line == "http_addr = \"127.0.0.1:8080\""), "TOML lines by default: {lines}");
