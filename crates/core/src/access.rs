@@ -203,6 +203,18 @@ pub enum Reach {
 }
 
 impl Reach {
+    /// Whether this reach may change anything at all: a token it makes at the account's root may write, and its
+    /// holder may administer (and so manage) tokens others made somewhere. `None` for `Nothing`.
+    pub fn writes_somewhere(&self) -> Option<bool> {
+        match self {
+            Reach::Account(rights) | Reach::AccountData(rights) => Some(rights.can_write()),
+            Reach::Limited { teams, collections } => {
+                Some(teams.values().chain(collections.values()).any(|rights| rights.can_write()))
+            }
+            Reach::Nothing => None,
+        }
+    }
+
     fn rights_over(&self, target: &Target) -> Option<Rights> {
         match self {
             Reach::Account(rights) => Some(*rights),
@@ -561,13 +573,7 @@ pub fn authorize_token_rotation(
         return Err(Denial::RotationByItsMaker);
     }
     let still_granted = if token.scope_target.path.is_empty() {
-        match creator_reach {
-            Reach::Nothing => return Err(Denial::CreatorLostAccess),
-            Reach::Account(rights) | Reach::AccountData(rights) => rights.can_write() || !token_rights.can_write(),
-            Reach::Limited { teams, collections } => {
-                !token_rights.can_write() || teams.values().chain(collections.values()).any(|r| r.can_write())
-            }
-        }
+        creator_reach.writes_somewhere().ok_or(Denial::CreatorLostAccess)? || !token_rights.can_write()
     } else {
         match creator_reach.rights_over(&token.scope_target) {
             None => return Err(Denial::CreatorLostAccess),
@@ -596,11 +602,7 @@ pub fn authorize_token_listing(grant: &Grant, now_ms: i64, at: &Target) -> Resul
 pub fn authorize_mint(grant: &Grant, now_ms: i64, scope_target: &Target, rights: Rights) -> Result<Permit, Denial> {
     check_token_manager(grant, now_ms, scope_target.account)?;
     if scope_target.path.is_empty() {
-        let may_write_somewhere = match &grant.creator_reach {
-            Reach::Account(creator_rights) | Reach::AccountData(creator_rights) => creator_rights.can_write(),
-            Reach::Limited { teams, collections } => teams.values().chain(collections.values()).any(|r| r.can_write()),
-            Reach::Nothing => return Err(Denial::CreatorLostAccess),
-        };
+        let may_write_somewhere = grant.creator_reach.writes_somewhere().ok_or(Denial::CreatorLostAccess)?;
         if rights.can_write() && !may_write_somewhere {
             return Err(Denial::RightsBeyondCreator);
         }

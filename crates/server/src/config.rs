@@ -232,31 +232,25 @@ impl std::fmt::Debug for Config {
 }
 
 /// A database URL with its password (the userinfo's, or a `password=` parameter) replaced by `***`, for logs and
-/// `tessera config show`.
-pub fn redact_url(url: &str) -> String {
-    let mut text = url.to_owned();
-    if let Some(scheme_end) = text.find("://") {
-        let authority_start = scheme_end + 3;
-        let authority_end = text[authority_start..].find(['/', '?']).map_or(text.len(), |at| authority_start + at);
-        if let Some(at) = text[authority_start..authority_end].rfind('@') {
-            let userinfo = &text[authority_start..authority_start + at];
-            if let Some(colon) = userinfo.find(':') {
-                text.replace_range(authority_start + colon + 1..authority_start + at, "***");
-            }
-        }
+/// `tessera config show`. A URL that does not parse is not shown at all: where its password is cannot be known.
+pub fn redact_url(text: &str) -> String {
+    let Ok(mut url) = url::Url::parse(text) else {
+        return "(a database URL that does not parse)".to_owned();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
     }
-    if let Some(query_start) = text.find('?') {
-        let (base, query) = text.split_at(query_start + 1);
-        let query: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
-                _ => pair.to_owned(),
+    if url.query_pairs().any(|(key, _)| key.eq_ignore_ascii_case("password")) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if key.eq_ignore_ascii_case("password") { "***".into() } else { value.into_owned() };
+                (key.into_owned(), value)
             })
             .collect();
-        text = format!("{base}{}", query.join("&"));
+        url.query_pairs_mut().clear().extend_pairs(pairs);
     }
-    text
+    url.to_string()
 }
 
 /// Where Tessera keeps its data.
@@ -304,6 +298,7 @@ mod tests {
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db", "nothing to hide");
         assert_eq!(redact_url("sqlite:///var/t.db"), "sqlite:///var/t.db");
         assert_eq!(redact_url("postgres://u:p@ss@h/db"), "postgres://u:***@h/db", "the last @ ends the userinfo");
+        assert!(!redact_url("postgres://u:secret@[bad").contains("secret"), "an unreadable URL is not shown");
     }
 
     #[test]

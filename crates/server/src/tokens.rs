@@ -781,12 +781,7 @@ impl TokenService {
         if !permits_managing(permit, token) {
             return Err(TokenError::PermitMismatch);
         }
-        if matches!(token.kind, TokenKind::UserAccess | TokenKind::Refresh) {
-            return Err(TokenError::Invalid("a login session is ended (revoked), not disabled".to_owned()));
-        }
-        if token.id == caller.record.id && !enabled {
-            return Err(TokenError::Invalid("a credential cannot disable itself".to_owned()));
-        }
+        check_enabling(caller, token, enabled)?;
         let event = if enabled { AuditEvent::TokenEnabled } else { AuditEvent::TokenDisabled };
         let entry = describe(audit::by(caller, event).about(token.id), token);
         let at = (!enabled).then(|| token.disabled_at_ms.unwrap_or_else(now_ms));
@@ -810,7 +805,7 @@ impl TokenService {
         // instead of the rule judging every token of the account one by one.
         let mut selection = selection;
         if let ListedTokens::MadeBy(own) = listed
-            && !administers_anything(&caller.grant.creator_reach)
+            && caller.grant.creator_reach.writes_somewhere() != Some(true)
         {
             match selection.creator {
                 Some(creator) if creator != own => return Ok(0),
@@ -1197,22 +1192,25 @@ impl TokenService {
     }
 }
 
-/// Whether a creator reaching `reach` may change anything in it (a team admin, at least), and so may manage tokens
-/// others made.
-fn administers_anything(reach: &Reach) -> bool {
-    match reach {
-        Reach::Account(rights) | Reach::AccountData(rights) => rights.can_write(),
-        Reach::Limited { teams, collections } => teams.values().chain(collections.values()).any(|r| r.can_write()),
-        Reach::Nothing => false,
-    }
-}
-
 /// The block an address's limits count under: itself for IPv4, its /64 for IPv6 (one host's usual share).
 pub(crate) fn address_block(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V4(_) => address,
         IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
     }
+}
+
+/// Why `caller` may not set `token` enabled or disabled, whoever manages it: a login session is ended, not
+/// disabled, and a credential does not disable itself. Public so that a change of several fields (the native
+/// PATCH) can refuse before it stores any of them.
+pub fn check_enabling(caller: &Caller, token: &TokenRecord, enabled: bool) -> Result<(), TokenError> {
+    if matches!(token.kind, TokenKind::UserAccess | TokenKind::Refresh) {
+        return Err(TokenError::Invalid("a login session is ended (revoked), not disabled".to_owned()));
+    }
+    if token.id == caller.record.id && !enabled {
+        return Err(TokenError::Invalid("a credential cannot disable itself".to_owned()));
+    }
+    Ok(())
 }
 
 /// The expiry a new token gets under `policy` when `asked` was asked for, at `now`: the default lifetime when none

@@ -222,6 +222,11 @@ async fn a_disabled_token_is_refused_on_http_and_mqtt_until_it_is_enabled() {
     let (status, _) =
         tessera.native(Method::PATCH, &format!("/tokens/{id}"), &secret, Some(json!({"enabled": false}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a device token cannot disable itself or anything");
+    let (outsider, _) = tessera.user("outsider@example.com", "a long password").await;
+    let (status, _) =
+        tessera.native(Method::PATCH, &format!("/tokens/{id}"), &outsider, Some(json!({"enabled": false}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a token one does not manage does not exist");
+    assert_eq!(tessera.native(Method::GET, "/token-policies", &secret, None).await.0, StatusCode::FORBIDDEN);
     assert_eq!(writes(&tessera, &secret, "boiler").await, StatusCode::OK);
     let admin = tessera.admin_session().await;
     let events: Vec<String> = audit(&tessera, &admin, &format!("token={id}"))

@@ -33,8 +33,7 @@ fn new_token(body: Result<Bytes, BytesRejection>, kind: TokenKind, scope: Scope)
     let document = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { parse_json(&body)? };
     let name = match document.get("name") {
         None | Some(Json_::Null) => String::new(),
-        Some(Json_::String(name)) if name.chars().count() <= 200 => name.trim().to_owned(),
-        Some(_) => return Err(AppError::BadRequest("'name' must be a string of at most 200 characters".into()).into()),
+        Some(value) => super::token_name(value)?.trim().to_owned(),
     };
     let expires_at_ms = match document.get("expires_in") {
         None | Some(Json_::Null) => None,

@@ -35,8 +35,19 @@ pub fn routes() -> Router<App> {
         .route("/audit", get(audit_trail))
 }
 
-/// A JSON object body, or the empty object for an empty body.
-fn object_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Map<String, Json_>, Problem> {
+/// A JSON object body (the empty object for an empty body) of at most `limit` bytes, holding no field but
+/// `allowed`.
+fn object_body(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+    allowed: &[&str],
+) -> Result<Map<String, Json_>, Problem> {
+    let document = json_object(body, limit)?;
+    only_fields(&document, allowed)?;
+    Ok(document)
+}
+
+fn json_object(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Map<String, Json_>, Problem> {
     let body = body_bytes(body, limit).map_err(|(status, detail)| Problem::new(status, detail))?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
@@ -121,8 +132,7 @@ async fn rotate(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> NativeResult {
-    let document = object_body(body, BODY_LIMIT)?;
-    only_fields(&document, &["overlap_seconds"])?;
+    let document = object_body(body, BODY_LIMIT, &["overlap_seconds"])?;
     let overlap = seconds_field(&document, "overlap_seconds", MAX_ROTATION_OVERLAP.as_secs())?.unwrap_or(0);
     let (token, permit) = app.tokens.managed(&caller, parse_id("token", &id)?).await.map_err(AppError::from)?;
     let (rotated, secret) =
@@ -139,8 +149,7 @@ async fn change(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> NativeResult {
-    let document = object_body(body, BODY_LIMIT)?;
-    only_fields(&document, &["enabled", "name", "quota"])?;
+    let document = object_body(body, BODY_LIMIT, &["enabled", "name", "quota"])?;
     if document.is_empty() {
         return Err(AppError::BadRequest("nothing to change: send 'enabled', 'name' or 'quota'".into()).into());
     }
@@ -151,17 +160,13 @@ async fn change(
     };
     let name = match document.get("name") {
         None => None,
-        Some(Json_::String(name)) if name.chars().count() <= 200 => Some(name.trim().to_owned()),
-        Some(_) => return Err(AppError::BadRequest("'name' must be a string of at most 200 characters".into()).into()),
+        Some(value) => Some(super::token_name(value)?.trim().to_owned()),
     };
     let quota = document.get("quota").map(quota_from_json).transpose()?;
     let (mut token, permit) = app.tokens.managed(&caller, parse_id("token", &id)?).await.map_err(AppError::from)?;
     // What `set_enabled` would refuse is refused before the name or quota is stored: a change is all or nothing.
-    if enabled.is_some() && matches!(token.kind, TokenKind::UserAccess | TokenKind::Refresh) {
-        return Err(AppError::BadRequest("a login session is ended (revoked), not disabled".into()).into());
-    }
-    if enabled == Some(false) && token.id == caller.record.id {
-        return Err(AppError::BadRequest("a credential cannot disable itself".into()).into());
+    if let Some(enabled) = enabled {
+        crate::tokens::check_enabling(&caller, &token, enabled).map_err(AppError::from)?;
     }
     if name.is_some() || quota.is_some() {
         let mut changed = token.clone();
@@ -185,8 +190,7 @@ async fn revoke_in_bulk(
     Bearer(caller): Bearer,
     body: Result<Bytes, BytesRejection>,
 ) -> NativeResult {
-    let document = object_body(body, BODY_LIMIT)?;
-    only_fields(&document, &["user", "collection", "device", "kind"])?;
+    let document = object_body(body, BODY_LIMIT, &["user", "collection", "device", "kind"])?;
     let id_field = |name: &'static str| -> Result<Option<&str>, Problem> {
         match document.get(name) {
             None | Some(Json_::Null) => Ok(None),
@@ -241,8 +245,7 @@ async fn report_leaked(
     PeerAddress(from): PeerAddress,
     body: Result<Bytes, BytesRejection>,
 ) -> NativeResult {
-    let document = object_body(body, LEAK_REPORT_LIMIT)?;
-    only_fields(&document, &["credentials"])?;
+    let document = object_body(body, LEAK_REPORT_LIMIT, &["credentials"])?;
     let credentials = match document.get("credentials") {
         Some(Json_::Array(items)) if !items.is_empty() && items.len() <= MAX_LEAKED_PER_REPORT => items,
         _ => {
@@ -255,7 +258,7 @@ async fn report_leaked(
     let secrets = credentials
         .iter()
         .map(|item| match item {
-            Json_::String(text) if text.len() <= 200 => Ok(text.clone()),
+            Json_::String(text) if text.chars().count() <= 200 => Ok(text.clone()),
             _ => Err(AppError::BadRequest("each credential must be a string of at most 200 characters".into())),
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -296,8 +299,7 @@ async fn set_policy(
     body: Result<Bytes, BytesRejection>,
 ) -> NativeResult {
     let kind = TokenKind::from_name(&kind).ok_or_else(|| AppError::NotFound("token kind")).map_err(Problem::from)?;
-    let document = object_body(body, BODY_LIMIT)?;
-    only_fields(&document, &["max_lifetime_seconds", "default_lifetime_seconds"])?;
+    let document = object_body(body, BODY_LIMIT, &["max_lifetime_seconds", "default_lifetime_seconds"])?;
     let policy = TokenPolicy {
         kind,
         max_lifetime_seconds: seconds_field(&document, "max_lifetime_seconds", MAX_POLICY_LIFETIME_SECONDS)?,

@@ -116,6 +116,14 @@ impl FromRequestParts<App> for Bearer {
     }
 }
 
+/// A token's `name` as the native routes take it: a string of at most 200 characters.
+pub(crate) fn token_name(value: &Json_) -> Result<&str, AppError> {
+    match value {
+        Json_::String(name) if name.chars().count() <= 200 => Ok(name),
+        _ => Err(AppError::BadRequest("'name' must be a string of at most 200 characters".into())),
+    }
+}
+
 pub(crate) fn parse_id<T: std::str::FromStr>(what: &'static str, text: &str) -> Result<T, AppError> {
     text.parse().map_err(|_| AppError::NotFound(what))
 }
@@ -285,8 +293,7 @@ async fn create_token(
     };
     let name = match document.get("name") {
         None => String::new(),
-        Some(Json_::String(name)) if name.chars().count() <= 200 => name.clone(),
-        Some(_) => return Err(AppError::BadRequest("'name' must be a string of at most 200 characters".into()).into()),
+        Some(value) => token_name(value)?.to_owned(),
     };
     let expires_at_ms = match document.get("expires_in") {
         None | Some(Json_::Null) => None,
