@@ -15,6 +15,7 @@ use tessera_store::{
 };
 
 use crate::config::{Config, Database};
+use crate::data_lock::{DataDirLock, lock_data_dir};
 use crate::entropy::{new_id, new_secret, random_bytes};
 use crate::time::now_ms;
 
@@ -59,6 +60,8 @@ pub enum OpenError {
     SharedKey(#[source] StoreError),
     #[error("cannot create the bootstrap account")]
     Bootstrap(#[source] StoreError),
+    #[error(transparent)]
+    Locked(#[from] crate::data_lock::LockError),
 }
 
 /// An open store with the key its token digests are made under.
@@ -68,6 +71,8 @@ pub struct Opened {
     pub key: ServerKey,
     /// The channel to the other nodes, when the store is shared.
     pub events: Option<PostgresEvents>,
+    /// The data directory's lock, when a server opened a SQLite store ([`open_store_to_serve`]).
+    pub lock: Option<DataDirLock>,
 }
 
 /// Opens the configured store, bringing its schema up to date, and its server key, creating both as needed.
@@ -75,6 +80,16 @@ pub struct Opened {
 /// Tessera creates it) holds the key file (0600) beside the database, so a key always goes with its database.
 /// PostgreSQL: the database holds both, so that nodes need no local state; the first node to start chooses the key.
 pub async fn open_store(config: &Config) -> Result<Opened, OpenError> {
+    open(config, false).await
+}
+
+/// [`open_store`] for a server: a SQLite data directory is locked first (`data_lock.rs`), so that a second server
+/// or a restore is turned away while this one runs.
+pub async fn open_store_to_serve(config: &Config) -> Result<Opened, OpenError> {
+    open(config, true).await
+}
+
+async fn open(config: &Config, to_serve: bool) -> Result<Opened, OpenError> {
     match config.database().map_err(OpenError::DatabaseUrl)? {
         Database::Sqlite(database) => {
             let data_dir = match database.parent() {
@@ -84,13 +99,14 @@ pub async fn open_store(config: &Config) -> Result<Opened, OpenError> {
             let data_dir = &data_dir;
             create_private_dir(data_dir)
                 .map_err(|source| OpenError::DataDir { path: data_dir.display().to_string(), source })?;
+            let lock = if to_serve { Some(lock_data_dir(data_dir)?) } else { None };
             let key_path = data_dir.join(SERVER_KEY_FILE);
             let key = load_or_create_server_key(&key_path)
                 .map_err(|source| OpenError::ServerKey { path: key_path.display().to_string(), source })?;
             let store = SqliteStore::open(&database)
                 .await
                 .map_err(|source| OpenError::Store { path: database.display().to_string(), source })?;
-            Ok(Opened { store: Arc::new(store), key, events: None })
+            Ok(Opened { store: Arc::new(store), key, events: None, lock })
         }
         Database::Postgres(url) => {
             let store = PostgresStore::connect(&url).await.map_err(OpenError::Postgres)?;
@@ -102,7 +118,7 @@ pub async fn open_store(config: &Config) -> Result<Opened, OpenError> {
                 ))
             })?;
             let events = store.events();
-            Ok(Opened { store: Arc::new(store), key: ServerKey::new(&key), events: Some(events) })
+            Ok(Opened { store: Arc::new(store), key: ServerKey::new(&key), events: Some(events), lock: None })
         }
     }
 }

@@ -10,6 +10,7 @@ mod cache;
 pub mod cluster;
 pub mod config;
 pub mod data;
+pub mod data_lock;
 pub mod entropy;
 pub mod error;
 pub mod http;

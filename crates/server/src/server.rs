@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tower::Layer;
 
 use crate::app::App;
-use crate::bootstrap::{Credentials, OpenError, Opened, bootstrap, open_store};
+use crate::bootstrap::{Credentials, OpenError, Opened, bootstrap, open_store_to_serve};
 use crate::cluster::{self, Hearers, Peers};
 use crate::config::Config;
 use crate::data::DataService;
@@ -80,7 +80,7 @@ impl Server {
 /// Opens the data directory (creating and bootstrapping it on first start) and starts serving.
 pub async fn start(config: Config) -> Result<Server, StartError> {
     config.check()?;
-    let Opened { store, key, events } = open_store(&config).await?;
+    let Opened { store, key, events, lock } = open_store_to_serve(&config).await?;
     let credentials = bootstrap(store.as_ref(), &key).await?;
     // Listening starts before serving, so no change another node makes once this one answers is missed.
     let (peers, joined) = match events {
@@ -205,6 +205,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             let _ = cluster_task.await;
         }
         store.close().await;
+        // Only now may another server or a restore have the data directory.
+        drop(lock);
         tracing::info!("tessera stopped");
     });
 

@@ -106,6 +106,29 @@ async fn serve_on_an_empty_directory_prints_the_credentials_once() {
 }
 
 #[tokio::test]
+async fn a_second_server_on_the_same_data_directory_is_refused_naming_the_first() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut first = serve(directory.path()).await;
+    let pid = first.child.id().unwrap();
+    let second = tessera()
+        .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(directory.path())
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "the second server must not start");
+    assert!(stderr.contains(&format!("a running Tessera server (process {pid}) holds the data directory")), "{stderr}");
+    // The first still serves, and once it is gone (however it went) the directory is free.
+    let health = reqwest::get(format!("{}/healthz", first.base)).await.unwrap();
+    assert!(health.status().is_success());
+    first.child.kill().await.unwrap();
+    first.child.wait().await.unwrap();
+    let mut after = serve(directory.path()).await;
+    after.child.kill().await.unwrap();
+}
+
+#[tokio::test]
 async fn sigterm_stops_the_server_gracefully() {
     let directory = tempfile::tempdir().unwrap();
     let mut serving = serve(directory.path()).await;
