@@ -173,8 +173,35 @@ impl Config {
             });
         }
         self.database().map_err(|problem| ConfigError { key: "database_url", problem })?;
+        let listeners = self.listeners();
+        for (index, (key, addr)) in listeners.iter().enumerate() {
+            if let Some((other, other_addr)) = listeners[..index].iter().find(|(_, other)| overlap(*addr, *other)) {
+                return Err(ConfigError {
+                    key,
+                    problem: format!("({addr}) is the port of {other} ({other_addr}): each listener needs its own"),
+                });
+            }
+        }
         Ok(())
     }
+
+    /// Every address Tessera listens on, with its TOML key.
+    fn listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        vec![("http_addr", self.http_addr), ("mqtt_addr", self.mqtt_addr)]
+    }
+}
+
+/// Whether two listeners would fight over one port: the same port (port 0 picks a free one each time) on the
+/// same address, or on any address where one of them is the wildcard (`0.0.0.0`, `[::]`) of the same family or,
+/// for `[::]`, of both (Linux binds a v6 wildcard dual-stack).
+fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() == 0 || a.port() != b.port() {
+        return false;
+    }
+    let wildcard_covers = |wild: SocketAddr, other: SocketAddr| {
+        wild.ip().is_unspecified() && (wild.is_ipv6() || wild.is_ipv4() == other.is_ipv4())
+    };
+    a.ip() == b.ip() || wildcard_covers(a, b) || wildcard_covers(b, a)
 }
 
 impl std::fmt::Debug for Config {
@@ -282,6 +309,23 @@ mod tests {
         assert!(short.key == "refresh_token_ttl_seconds" && short.problem.contains("shorter"), "{short}");
         let url = refused(|config| config.database_url = Some("mysql://u:p@h/db".into()));
         assert!(url.to_string().starts_with("configuration: database_url"), "{url}");
+        let same_port = refused(|config| config.mqtt_addr = "127.0.0.1:8080".parse().unwrap());
+        assert!(same_port.key == "mqtt_addr" && same_port.problem.contains("http_addr"), "{same_port}");
+        let wildcard = refused(|config| config.mqtt_addr = "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(wildcard.key, "mqtt_addr", "the wildcard takes the loopback's port too");
+    }
+
+    #[test]
+    fn listeners_overlap_only_on_one_port_of_a_shared_address() {
+        let at = |text: &str| text.parse::<SocketAddr>().unwrap();
+        assert!(overlap(at("127.0.0.1:80"), at("127.0.0.1:80")));
+        assert!(overlap(at("0.0.0.0:80"), at("10.0.0.1:80")));
+        assert!(overlap(at("[::1]:80"), at("[::]:80")));
+        assert!(overlap(at("[::]:80"), at("127.0.0.1:80")), "a v6 wildcard is dual-stack");
+        assert!(!overlap(at("0.0.0.0:80"), at("[::1]:80")), "a v4 wildcard leaves v6 alone");
+        assert!(!overlap(at("127.0.0.1:80"), at("127.0.0.2:80")));
+        assert!(!overlap(at("127.0.0.1:80"), at("127.0.0.1:81")));
+        assert!(!overlap(at("127.0.0.1:0"), at("127.0.0.1:0")), "port 0 is a fresh port each time");
     }
 
     #[test]
