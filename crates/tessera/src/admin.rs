@@ -451,7 +451,7 @@ pub async fn device(command: DeviceCommand) -> Result<(), Failure> {
                             variable.id.to_string(),
                             variable.label.as_str().to_owned(),
                             variable.unit.clone(),
-                            last.as_ref().map(|reading| value_text(reading)).unwrap_or_default(),
+                            last.as_ref().map(value_text).unwrap_or_default(),
                             readable(last.as_ref().map(|reading| reading.timestamp_ms)),
                         ]
                     })
