@@ -1060,7 +1060,7 @@ async fn an_export_pages_a_range_and_the_figures_count_the_store(store: &dyn Sto
     assert!(figures.database_bytes > 0);
 
     let by_operator = AuditEntry { actor: Actor::Operator, ..entry(1, world.account, "second_factor.reset", None) };
-    store.insert_audit(&[by_operator.clone()]).await.unwrap();
+    store.insert_audit(std::slice::from_ref(&by_operator)).await.unwrap();
     let query = AuditQuery { actor: Some(Actor::Operator), ..everything(10) };
     assert_eq!(store.audit_entries(world.account, &query).await.unwrap(), vec![by_operator]);
 }

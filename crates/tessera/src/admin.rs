@@ -251,38 +251,31 @@ pub async fn token(command: TokenCommand) -> Result<(), Failure> {
             let json = store.json;
             with_store(&store, Access::Read, async |operator| {
                 let selection = select.selection(operator).await?;
-                let mut tokens = Vec::new();
+                let headers =
+                    ["ID", "KIND", "SCOPE", "MADE BY", "CREATED", "EXPIRES", "LAST USED", "USES", "STATE", "NAME"];
+                let mut listing = Listing::new(json, &headers);
                 operator
                     .each_token(selection, |token| {
-                        tokens.push(token.clone());
-                        Ok(())
+                        listing.push(
+                            || token_json(token),
+                            || {
+                                vec![
+                                    token.id.to_string(),
+                                    token.kind.as_str().to_owned(),
+                                    scope_text(token),
+                                    creator_text(token.creator),
+                                    readable(Some(token.created_at_ms)),
+                                    readable(token.expires_at_ms),
+                                    readable(token.last_used_at_ms),
+                                    token.uses.to_string(),
+                                    state(token).to_owned(),
+                                    token.name.clone(),
+                                ]
+                            },
+                        )
                     })
                     .await?;
-                if json {
-                    print_json(&Value::Array(tokens.iter().map(token_json).collect()))
-                } else {
-                    let rows = tokens
-                        .iter()
-                        .map(|token| {
-                            vec![
-                                token.id.to_string(),
-                                token.kind.as_str().to_owned(),
-                                token.name.clone(),
-                                scope_text(token),
-                                creator_text(token.creator),
-                                readable(Some(token.created_at_ms)),
-                                readable(token.expires_at_ms),
-                                readable(token.last_used_at_ms),
-                                token.uses.to_string(),
-                                state(token).to_owned(),
-                            ]
-                        })
-                        .collect();
-                    print_table(
-                        &["ID", "KIND", "NAME", "SCOPE", "MADE BY", "CREATED", "EXPIRES", "LAST USED", "USES", "STATE"],
-                        rows,
-                    )
-                }
+                Ok(listing.finish()?)
             })
             .await
         }
@@ -390,31 +383,25 @@ pub async fn device(command: DeviceCommand) -> Result<(), Failure> {
                     Some(collection) => DeviceFilter::collection(operator.collection(collection).await?.id),
                     None => DeviceFilter::default(),
                 };
-                let mut devices = Vec::new();
+                let mut listing = Listing::new(json, &["ID", "LABEL", "COLLECTION", "LAST SEEN", "CREATED", "NAME"]);
                 operator
                     .each_device(&filter, |device| {
-                        devices.push(device.clone());
-                        Ok(())
+                        listing.push(
+                            || device_json(device),
+                            || {
+                                vec![
+                                    device.id.to_string(),
+                                    device.label.as_str().to_owned(),
+                                    device.collection.to_string(),
+                                    readable(device.last_seen_at_ms),
+                                    readable(Some(device.created_at_ms)),
+                                    device.name.clone(),
+                                ]
+                            },
+                        )
                     })
                     .await?;
-                if json {
-                    print_json(&Value::Array(devices.iter().map(device_json).collect()))
-                } else {
-                    let rows = devices
-                        .iter()
-                        .map(|device| {
-                            vec![
-                                device.id.to_string(),
-                                device.label.as_str().to_owned(),
-                                device.name.clone(),
-                                device.collection.to_string(),
-                                readable(device.last_seen_at_ms),
-                                readable(Some(device.created_at_ms)),
-                            ]
-                        })
-                        .collect();
-                    print_table(&["ID", "LABEL", "NAME", "COLLECTION", "LAST SEEN", "CREATED"], rows)
-                }
+                Ok(listing.finish()?)
             })
             .await
         }
@@ -805,6 +792,93 @@ fn print_fields(fields: &[(String, String)]) -> Result<(), Failure> {
     print_line(text.trim_end_matches('\n'))
 }
 
+/// Rows a streamed table holds before its column widths are settled: listings of any length (a million tokens)
+/// are printed as they are read, in bounded memory.
+const TABLE_SETTLES_AFTER: usize = 1_000;
+
+/// A listing printed as the store is paged through: a JSON array written element by element, or a table whose
+/// column widths are those of its first [`TABLE_SETTLES_AFTER`] rows (a longer cell after them pushes the rest of
+/// its own line only, which is why the unbounded column, the name, comes last).
+struct Listing {
+    json: bool,
+    headers: Vec<String>,
+    held: Vec<Vec<String>>,
+    widths: Option<Vec<usize>>,
+    written: usize,
+    out: std::io::BufWriter<std::io::Stdout>,
+}
+
+impl Listing {
+    fn new(json: bool, headers: &[&str]) -> Listing {
+        Listing {
+            json,
+            headers: headers.iter().map(|header| (*header).to_owned()).collect(),
+            held: Vec::new(),
+            widths: None,
+            written: 0,
+            out: std::io::BufWriter::new(std::io::stdout()),
+        }
+    }
+
+    /// Adds an item: `json` or `row` is made, whichever is printed.
+    fn push(&mut self, json: impl FnOnce() -> Value, row: impl FnOnce() -> Vec<String>) -> Result<(), OperatorError> {
+        if self.json {
+            let separator = if self.written == 0 { "[" } else { "," };
+            write!(self.out, "{separator}{}", json()).map_err(output_error)?;
+            self.written += 1;
+            return Ok(());
+        }
+        match &self.widths {
+            Some(widths) => {
+                let line = table_line(widths, &row());
+                writeln!(self.out, "{line}").map_err(output_error)
+            }
+            None => {
+                self.held.push(row());
+                if self.held.len() == TABLE_SETTLES_AFTER { self.settle() } else { Ok(()) }
+            }
+        }
+    }
+
+    fn settle(&mut self) -> Result<(), OperatorError> {
+        let mut widths: Vec<usize> = self.headers.iter().map(|header| header.chars().count()).collect();
+        for row in &self.held {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        for row in std::iter::once(&self.headers).chain(&self.held) {
+            writeln!(self.out, "{}", table_line(&widths, row)).map_err(output_error)?;
+        }
+        self.held = Vec::new();
+        self.widths = Some(widths);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), OperatorError> {
+        if self.json {
+            let end = if self.written == 0 { "[]" } else { "]" };
+            writeln!(self.out, "{end}").map_err(output_error)?;
+        } else if self.widths.is_none() {
+            self.settle()?;
+        }
+        self.out.flush().map_err(output_error)
+    }
+}
+
+/// One line of a table: each cell padded to its column's width and two spaces, the last one unpadded.
+fn table_line(widths: &[usize], row: &[String]) -> String {
+    let mut line = String::new();
+    for (index, cell) in row.iter().enumerate() {
+        line.push_str(cell);
+        if index + 1 < row.len() {
+            let width = widths.get(index).copied().unwrap_or(0);
+            line.push_str(&" ".repeat(width.saturating_sub(cell.chars().count()) + 2));
+        }
+    }
+    line.trim_end().to_owned()
+}
+
 /// Columns padded to their widest cell (counted in characters), two spaces apart; the last one unpadded. An empty
 /// listing prints the header alone, so a script reading the table still finds it.
 fn print_table(headers: &[&str], rows: Vec<Vec<String>>) -> Result<(), Failure> {
@@ -817,16 +891,7 @@ fn print_table(headers: &[&str], rows: Vec<Vec<String>>) -> Result<(), Failure> 
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let header: Vec<String> = headers.iter().map(|header| (*header).to_owned()).collect();
     for row in std::iter::once(&header).chain(&rows) {
-        let mut line = String::new();
-        for (index, cell) in row.iter().enumerate() {
-            if index + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(cell);
-                line.push_str(&" ".repeat(widths[index] - cell.chars().count() + 2));
-            }
-        }
-        writeln!(out, "{}", line.trim_end()).map_err(|error| Failure::Operator(output_error(error)))?;
+        writeln!(out, "{}", table_line(&widths, row)).map_err(|error| Failure::Operator(output_error(error)))?;
     }
     out.flush().map_err(|error| Failure::Operator(output_error(error)))
 }

@@ -232,10 +232,10 @@ async fn reads_and_reset_beside_a_server(fixture: &Fixture) {
     let table = stdout(&run(place, &["token", "list"]).await);
     let mut lines = table.lines();
     let header = lines.next().unwrap();
-    assert!(header.starts_with("ID") && header.contains("  KIND  ") && header.ends_with("STATE"), "{table}");
+    assert!(header.starts_with("ID") && header.contains("  KIND  ") && header.ends_with("NAME"), "{table}");
     let row = lines.find(|line| line.starts_with(&id)).expect("the token's row");
     assert_eq!(row.find("account"), header.find("KIND"), "columns are aligned: {table}");
-    assert!(row.ends_with("live"), "{row}");
+    assert_eq!(row.find("live"), header.find("STATE"), "{table}");
     let shown = run_json(place, &["token", "show", &id, "--json"]).await;
     assert_eq!(
         (&shown["kind"], &shown["state"], &shown["scope"]),
@@ -408,6 +408,44 @@ async fn operator_commands_on_sqlite_beside_a_running_server() {
     let output = tessera().args(["status", "--data-dir"]).arg(&missing).output().await.unwrap();
     assert_refused(&output, 5, "no Tessera database at");
     assert!(!missing.exists(), "a typo creates nothing");
+}
+
+/// A listing longer than the rows a table holds to settle its widths is printed whole and aligned, and its JSON is
+/// one array.
+#[tokio::test]
+async fn long_listings_are_streamed_whole() {
+    let directory = tempfile::tempdir().unwrap();
+    let place = Place::sqlite(directory.path());
+    assert!(run(&place, &["init", "--json"]).await.status.success());
+    let store = place.store().await;
+    let account = store.accounts().await.unwrap()[0].id;
+    let collection = store.default_collection(account).await.unwrap().id;
+    let now = 1_800_000_000_000;
+    let devices: Vec<tessera_store::Device> = (0..2_345)
+        .map(|n| tessera_store::Device {
+            id: tessera_core::DeviceId(tessera_core::Id::generate(now, n)),
+            account,
+            collection,
+            label: tessera_core::Label::parse(&format!("sensor-{n:05}")).unwrap(),
+            name: if n == 2_000 { "a name longer than any before it".into() } else { String::new() },
+            imsi: None,
+            imei: None,
+            tags: Default::default(),
+            created_at_ms: now,
+            last_seen_at_ms: None,
+        })
+        .collect();
+    assert_eq!(store.insert_devices(&devices).await.unwrap(), 2_345);
+    store.close().await;
+
+    let table = stdout(&run(&place, &["device", "list"]).await);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2_346, "a header and every device");
+    let label_at = lines[0].find("LABEL").unwrap();
+    assert!(lines[1..].iter().all(|line| line.find("sensor-") == Some(label_at)), "aligned past the first page");
+    assert!(lines.iter().any(|line| line.ends_with("a name longer than any before it")));
+    let listed = run_json(&place, &["device", "list", "--json"]).await;
+    assert_eq!(listed.as_array().unwrap().len(), 2_345);
 }
 
 #[tokio::test]
