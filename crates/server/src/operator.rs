@@ -85,10 +85,11 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 /// What a command is about to do with the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Reads only, or changes a running server reads afresh each time (a user's second factor).
-    Read,
-    /// Changes a running server on SQLite would not hear of (a token's revocation): refused while one runs.
-    ChangeCached,
+    /// Beside a running server: reads, and changes a server reads afresh each time (a user's second factor).
+    Shared,
+    /// Alone: changes a running server on SQLite would not hear of (a token's revocation), refused while one runs;
+    /// the data directory's lock is held for the command's length.
+    Exclusive,
 }
 
 /// Whether a server runs on the store, as far as this process can tell.
@@ -130,8 +131,8 @@ pub async fn open(config: &Config, account: Option<AccountId>, access: Access) -
                 _ => PathBuf::from("."),
             };
             let lock = match access {
-                Access::Read => None,
-                Access::ChangeCached => Some(lock_data_dir(&dir).map_err(held_error)?),
+                Access::Shared => None,
+                Access::Exclusive => Some(lock_data_dir(&dir).map_err(held_error)?),
             };
             (Some(dir), lock)
         }

@@ -249,7 +249,7 @@ pub async fn token(command: TokenCommand) -> Result<(), Failure> {
     match command {
         TokenCommand::List { store, select } => {
             let json = store.json;
-            with_store(&store, Access::Read, async |operator| {
+            with_store(&store, Access::Shared, async |operator| {
                 let selection = select.selection(operator).await?;
                 let headers =
                     ["ID", "KIND", "SCOPE", "MADE BY", "CREATED", "EXPIRES", "LAST USED", "USES", "STATE", "NAME"];
@@ -281,7 +281,7 @@ pub async fn token(command: TokenCommand) -> Result<(), Failure> {
         }
         TokenCommand::Show { store, id } => {
             let json = store.json;
-            with_store(&store, Access::Read, async |operator| {
+            with_store(&store, Access::Shared, async |operator| {
                 let token = operator.token(id).await?;
                 if json { print_json(&token_json(&token)) } else { print_fields(&fields_of(&token_json(&token))) }
             })
@@ -294,7 +294,7 @@ pub async fn token(command: TokenCommand) -> Result<(), Failure> {
                     "name the token (its id) or a selection: --user, --collection, --device, --kind".into(),
                 ));
             }
-            with_store(&store, Access::ChangeCached, async |operator| {
+            with_store(&store, Access::Exclusive, async |operator| {
                 let (revoked, ids) = match id {
                     Some(id) => {
                         let gone = operator.revoke_token(id).await?;
@@ -330,7 +330,7 @@ pub async fn token(command: TokenCommand) -> Result<(), Failure> {
 
 pub async fn list_users(store: StoreArgs) -> Result<(), Failure> {
     let json = store.json;
-    with_store(&store, Access::Read, async |operator| {
+    with_store(&store, Access::Shared, async |operator| {
         let users = operator.users().await?;
         if json {
             print_json(&Value::Array(users.iter().map(user_json).collect()))
@@ -356,7 +356,7 @@ pub async fn list_users(store: StoreArgs) -> Result<(), Failure> {
 
 pub async fn reset_second_factor(store: StoreArgs, user: String) -> Result<(), Failure> {
     let json = store.json;
-    with_store(&store, Access::Read, async |operator| {
+    with_store(&store, Access::Shared, async |operator| {
         let found = operator.user(&user).await?;
         let reset = operator.reset_second_factor(&found).await?;
         if json {
@@ -378,7 +378,7 @@ pub async fn device(command: DeviceCommand) -> Result<(), Failure> {
     match command {
         DeviceCommand::List { store, collection } => {
             let json = store.json;
-            with_store(&store, Access::Read, async |operator| {
+            with_store(&store, Access::Shared, async |operator| {
                 let filter = match collection {
                     Some(collection) => DeviceFilter::collection(operator.collection(collection).await?.id),
                     None => DeviceFilter::default(),
@@ -407,7 +407,7 @@ pub async fn device(command: DeviceCommand) -> Result<(), Failure> {
         }
         DeviceCommand::Show { store, device } => {
             let json = store.json;
-            with_store(&store, Access::Read, async |operator| {
+            with_store(&store, Access::Shared, async |operator| {
                 let device = operator.device(&device).await?;
                 let variables = operator.variables(&device).await?;
                 let mut shown = device_json(&device);
@@ -453,7 +453,7 @@ pub async fn device(command: DeviceCommand) -> Result<(), Failure> {
 pub async fn variable(command: VariableCommand) -> Result<(), Failure> {
     let VariableCommand::Values { store, device, variable, limit } = command;
     let json = store.json;
-    with_store(&store, Access::Read, async |operator| {
+    with_store(&store, Access::Shared, async |operator| {
         let device = operator.device(&device).await?;
         let variable = operator.variable(&device, &variable).await?;
         let mut readings = Vec::new();
@@ -487,7 +487,7 @@ pub async fn readings(command: ReadingsCommand) -> Result<(), Failure> {
             rfc3339(range.end_ms)
         )));
     }
-    let operator = open(&common, account, Access::Read).await?;
+    let operator = open(&common, account, Access::Shared).await?;
     let result = export(&operator, &device, variable.as_deref(), range, format).await;
     operator.close().await;
     result.map_err(Failure::from)
@@ -540,7 +540,7 @@ async fn export(
 
 pub async fn status(store: StoreArgs) -> Result<(), Failure> {
     let json = store.json;
-    with_store(&store, Access::Read, async |operator| {
+    with_store(&store, Access::Shared, async |operator| {
         let figures = operator.figures().await?;
         let server = operator.server();
         let live: serde_json::Map<String, Value> =

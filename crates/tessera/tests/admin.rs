@@ -449,6 +449,20 @@ async fn long_listings_are_streamed_whole() {
 }
 
 #[tokio::test]
+async fn help_documents_the_exit_codes() {
+    for command in
+        [&["--help"][..], &["token", "--help"], &["status", "--help"], &["user", "reset-second-factor", "--help"]]
+    {
+        let help = stdout(&tessera().args(command).output().await.unwrap());
+        assert!(
+            help.contains("3 not found")
+                && help.contains("4 refused because a running server holds the SQLite data directory"),
+            "{command:?}: {help}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_unreachable_postgresql_exits_5() {
     let output = tessera()
         .args(["token", "list", "--database-url", "postgres://postgres@127.0.0.1:1/none"])
