@@ -446,6 +446,9 @@ async fn long_listings_are_streamed_whole() {
     assert!(lines.iter().any(|line| line.ends_with("a name longer than any before it")));
     let listed = run_json(&place, &["device", "list", "--json"]).await;
     assert_eq!(listed.as_array().unwrap().len(), 2_345);
+    let named = run_json(&place, &["device", "list", "--json", "--account", &account.to_string()]).await;
+    assert_eq!(named, listed);
+    assert_refused(&run(&place, &["device", "list", "--account", "0000000000001"]).await, 3, "0000000000001");
 }
 
 #[tokio::test]
