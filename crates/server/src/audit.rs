@@ -42,6 +42,8 @@ pub enum AuditEvent {
     SecondFactorEnrollmentStarted,
     SecondFactorEnabled,
     SecondFactorDisabled,
+    /// The operator removed a user's second factor from the command line (a lost phone).
+    SecondFactorReset,
     PasswordChanged,
     /// A refresh token presented again after it was used: the session is revoked as stolen.
     RefreshTokenReused,
@@ -50,7 +52,7 @@ pub enum AuditEvent {
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 20] = [
+    pub const ALL: [AuditEvent; 21] = [
         AuditEvent::TokenMinted,
         AuditEvent::TokenChanged,
         AuditEvent::TokenRotated,
@@ -67,6 +69,7 @@ impl AuditEvent {
         AuditEvent::SecondFactorEnrollmentStarted,
         AuditEvent::SecondFactorEnabled,
         AuditEvent::SecondFactorDisabled,
+        AuditEvent::SecondFactorReset,
         AuditEvent::PasswordChanged,
         AuditEvent::RefreshTokenReused,
         AuditEvent::CredentialRefused,
@@ -91,6 +94,7 @@ impl AuditEvent {
             AuditEvent::SecondFactorEnrollmentStarted => "second_factor.enrollment_started",
             AuditEvent::SecondFactorEnabled => "second_factor.enabled",
             AuditEvent::SecondFactorDisabled => "second_factor.disabled",
+            AuditEvent::SecondFactorReset => "second_factor.reset",
             AuditEvent::PasswordChanged => "password.changed",
             AuditEvent::RefreshTokenReused => "refresh_token.reused",
             AuditEvent::CredentialRefused => "credential.refused",

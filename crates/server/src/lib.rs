@@ -17,6 +17,7 @@ pub mod http;
 pub mod hub;
 pub mod live;
 pub mod mqtt;
+pub mod operator;
 pub mod peers;
 pub mod people;
 pub mod quota;

@@ -1232,7 +1232,7 @@ fn new_expiry_differs(asked: Option<i64>, given: Option<i64>) -> bool {
 }
 
 /// The token's kind, name, scope and rights in an audit entry.
-fn describe(entry: AuditEntry, token: &TokenRecord) -> AuditEntry {
+pub(crate) fn describe(entry: AuditEntry, token: &TokenRecord) -> AuditEntry {
     let (scope_kind, scope_id) = scope_parts(token.scope);
     let entry = entry
         .with("kind", token.kind.as_str())
@@ -1247,7 +1247,7 @@ fn describe(entry: AuditEntry, token: &TokenRecord) -> AuditEntry {
 }
 
 /// What a bulk revocation asked for, in its audit entry.
-fn describe_selection(mut entry: AuditEntry, selection: &TokenSelection) -> AuditEntry {
+pub(crate) fn describe_selection(mut entry: AuditEntry, selection: &TokenSelection) -> AuditEntry {
     match selection.creator {
         Some(Creator::User(user)) => entry = entry.with("user", user.to_string()),
         Some(Creator::Token(token)) => entry = entry.with("made_by_token", token.to_string()),

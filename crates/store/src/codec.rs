@@ -199,6 +199,7 @@ pub(crate) fn actor_columns(actor: Actor) -> (&'static str, Option<i64>) {
         Actor::User(user) => ("user", Some(user.as_i64())),
         Actor::Token(token) => ("token", Some(token.as_i64())),
         Actor::System => ("system", None),
+        Actor::Operator => ("operator", None),
         Actor::Anonymous => ("anonymous", None),
     }
 }
@@ -208,6 +209,7 @@ pub(crate) fn actor_from_columns(kind: &str, id: Option<i64>) -> Result<Actor, S
         ("user", Some(id)) => Ok(Actor::User(UserId::from_i64(id))),
         ("token", Some(id)) => Ok(Actor::Token(TokenId::from_i64(id))),
         ("system", _) => Ok(Actor::System),
+        ("operator", _) => Ok(Actor::Operator),
         ("anonymous", _) => Ok(Actor::Anonymous),
         (other, _) => Err(corrupt(format!("bad audit actor '{other}'"))),
     }

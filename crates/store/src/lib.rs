@@ -50,6 +50,9 @@ pub trait AccountStore {
     /// gets the same bytes, whoever asked first. (On PostgreSQL the server key lives here, so that every node
     /// verifies every token.)
     async fn shared_secret(&self, name: &str, proposed: &[u8]) -> StoreResult<Vec<u8>>;
+    /// How much the store holds, with tokens counted live at `now_ms`. Counts every reading: seconds on a store
+    /// of hundreds of millions, which is why only the operator's `tessera status` asks.
+    async fn figures(&self, now_ms: i64) -> StoreResult<StoreFigures>;
 }
 
 /// Tokens: only digests are stored, never secrets.
@@ -235,6 +238,10 @@ pub trait ReadingStore {
     async fn insert_readings(&self, readings: &[Reading]) -> StoreResult<()>;
     /// Readings of a variable within `range` (inclusive), newest first.
     async fn readings(&self, variable: VariableId, range: TimeRange, page: Page) -> StoreResult<Paged<Reading>>;
+    /// At most `limit` readings of a variable within `range` (inclusive), newest first, without counting them:
+    /// an export pages through a range of any size by moving `range.end_ms` below the last reading it got (a
+    /// variable has one reading per millisecond), each page one descent of the primary key.
+    async fn readings_newest(&self, variable: VariableId, range: TimeRange, limit: u32) -> StoreResult<Vec<Reading>>;
     async fn last_reading(&self, variable: VariableId) -> StoreResult<Option<Reading>>;
     /// Readings of every variable of the devices `filter` selects, within `range`, newest first, at most `limit`.
     async fn device_readings(

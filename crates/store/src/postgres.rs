@@ -24,6 +24,9 @@ type Db = sqlx::Postgres;
 type DbRow = PgRow;
 type DbConnection = sqlx::PgConnection;
 
+/// The whole database's size, for `StoreFigures` (a scratch schema's share is not told apart).
+const DATABASE_BYTES: &str = "SELECT pg_database_size(current_database())";
+
 /// Locks the rows a check-then-write transaction read, so a concurrent transaction cannot change what was
 /// checked before this one commits (READ COMMITTED would let it).
 macro_rules! for_update {

@@ -340,8 +340,27 @@ pub enum Actor {
     Token(TokenId),
     /// Tessera itself (the expiry sweep, the bootstrap).
     System,
+    /// The operator, on the command line (`tessera token revoke`, `tessera user reset-second-factor`): whoever
+    /// can open the data directory or the database runs the server, and no credential of the API was presented.
+    Operator,
     /// Someone not identified (an unknown credential, a leaked secret reported).
     Anonymous,
+}
+
+/// What the store holds, across every account (`tessera status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreFigures {
+    pub accounts: u64,
+    pub users: u64,
+    pub collections: u64,
+    pub devices: u64,
+    pub variables: u64,
+    /// Counted, not estimated: a scan of the readings' primary key.
+    pub readings: u64,
+    /// Tokens neither revoked nor expired at the time asked, per kind (kinds with none are left out), by kind name.
+    pub live_tokens: Vec<(TokenKind, u64)>,
+    /// The database's size on disk: SQLite's pages (the WAL not included), PostgreSQL's whole database.
+    pub database_bytes: u64,
 }
 
 /// Whether what an audit entry records happened.

@@ -37,6 +37,9 @@ type Db = sqlx::Sqlite;
 type DbRow = SqliteRow;
 type DbConnection = sqlx::SqliteConnection;
 
+/// The database file's size, for `StoreFigures` (the WAL, checkpointed every second, is left out).
+const DATABASE_BYTES: &str = "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()";
+
 /// Row locks are PostgreSQL's; SQLite's IMMEDIATE transactions are serial, which is stronger.
 macro_rules! for_update {
     () => {

@@ -1021,7 +1021,49 @@ store_cases!(
     the_audit_trail_filters_pages_and_prunes,
     token_policies_are_set_and_removed,
     usage_keeps_the_latest_address_and_adds_throttled_counts,
+    an_export_pages_a_range_and_the_figures_count_the_store,
 );
+
+/// The operator's reads: `readings_newest` pages a range without a count (moving its end below the last page's
+/// oldest reading), `figures` counts what the store holds, and the operator is an actor the trail keeps.
+async fn an_export_pages_a_range_and_the_figures_count_the_store(store: &dyn Store) {
+    let world = bootstrap(store, 10).await;
+    let device = device(store, &world, 100, world.default_collection, "dev").await;
+    let temperature = variable(store, &device, 200, "temperature").await;
+    let readings: Vec<Reading> =
+        (0..2_500).map(|n| reading(temperature.id, 10_000 + n, Value::Number(n as f64))).collect();
+    store.insert_readings(&readings).await.unwrap();
+
+    let mut range = TimeRange { start_ms: 10_100, end_ms: 12_299 };
+    let mut paged = Vec::new();
+    loop {
+        let page = store.readings_newest(temperature.id, range, 1_000).await.unwrap();
+        paged.extend(page.iter().map(|reading| reading.timestamp_ms));
+        match page.last() {
+            Some(last) if page.len() == 1_000 => range.end_ms = last.timestamp_ms - 1,
+            _ => break,
+        }
+    }
+    assert_eq!(paged, (10_100..=12_299).rev().collect::<Vec<i64>>(), "each reading once, newest first");
+    assert!(store.readings_newest(temperature.id, TimeRange { start_ms: 5, end_ms: 4 }, 10).await.unwrap().is_empty());
+
+    let revoked = token(20, world.account, TokenKind::Device, Scope::Device(device.id));
+    store.insert_token(&revoked, &[]).await.unwrap();
+    store.revoke_token(world.account, revoked.id, NOW, &[]).await.unwrap();
+    let figures = store.figures(NOW).await.unwrap();
+    let users = store.list_users(world.account).await.unwrap().len() as u64;
+    assert_eq!(
+        (figures.accounts, figures.users, figures.collections, figures.devices, figures.variables, figures.readings),
+        (1, users, 1, 1, 1, 2_500)
+    );
+    assert_eq!(figures.live_tokens, vec![(TokenKind::ApiKey, 1)], "the revoked token is not live");
+    assert!(figures.database_bytes > 0);
+
+    let by_operator = AuditEntry { actor: Actor::Operator, ..entry(1, world.account, "second_factor.reset", None) };
+    store.insert_audit(std::slice::from_ref(&by_operator)).await.unwrap();
+    let query = AuditQuery { actor: Some(Actor::Operator), ..everything(10) };
+    assert_eq!(store.audit_entries(world.account, &query).await.unwrap(), vec![by_operator]);
+}
 
 /// An audit entry of `event` in `account` about `token`.
 fn entry(n: u32, account: AccountId, event: &str, token: Option<TokenId>) -> AuditEntry {

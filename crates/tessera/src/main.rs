@@ -1,7 +1,10 @@
-//! The `tessera` command: `serve` runs the platform, `init` creates a data directory and its first account.
+//! The `tessera` command: `serve` runs the platform, `init` creates a data directory and its first account, and the
+//! operator's commands (`token`, `user`, `device`, `variable`, `readings`, `status`, in `admin.rs`) work on the
+//! store directly.
 //! Configuration comes from flags, then `TESSERA_*` environment variables, then an optional TOML file, then
 //! defaults; it is parsed here into one `Config` and passed down.
 
+mod admin;
 mod bench;
 mod settings;
 
@@ -22,7 +25,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "tessera",
     version,
-    about = "A self-hosted IoT data platform that speaks Ubidots, Horde and AllThingsTalk"
+    about = "A self-hosted IoT data platform that speaks Ubidots, Horde and AllThingsTalk",
+    after_help = admin::EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -48,6 +52,37 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// List, show and revoke tokens, straight from the store (no server needed).
+    #[command(after_help = admin::EXIT_CODES)]
+    Token {
+        #[command(subcommand)]
+        command: admin::TokenCommand,
+    },
+    /// List devices, or show one with its variables' last values.
+    #[command(after_help = admin::EXIT_CODES)]
+    Device {
+        #[command(subcommand)]
+        command: admin::DeviceCommand,
+    },
+    /// A variable's last values.
+    #[command(after_help = admin::EXIT_CODES)]
+    Variable {
+        #[command(subcommand)]
+        command: admin::VariableCommand,
+    },
+    /// Export readings as CSV or JSON Lines.
+    #[command(after_help = admin::EXIT_CODES)]
+    Readings {
+        #[command(subcommand)]
+        command: admin::ReadingsCommand,
+    },
+    /// What the store holds (accounts, users, collections, devices, variables, readings, live tokens by kind, the
+    /// database's size) and whether a server runs on the data directory (its process id).
+    #[command(after_help = admin::EXIT_CODES)]
+    Status {
+        #[command(flatten)]
+        store: admin::StoreArgs,
     },
     /// Bring the database's schema up to date and exit (`serve` does this too at start; several nodes starting at
     /// once apply each migration once).
@@ -175,6 +210,22 @@ enum UserCommand {
         #[arg(long, default_value = "")]
         name: String,
     },
+    /// List the account's users and whether each has a second factor.
+    #[command(after_help = admin::EXIT_CODES)]
+    List {
+        #[command(flatten)]
+        store: admin::StoreArgs,
+    },
+    /// Remove a user's second factor and recovery codes (a lost phone), recorded in the audit trail as the
+    /// operator's. Their password and sessions stay; they can enrol again.
+    #[command(after_help = admin::EXIT_CODES)]
+    ResetSecondFactor {
+        #[command(flatten)]
+        store: admin::StoreArgs,
+        /// The user's email or id
+        #[arg(value_name = "EMAIL|ID")]
+        user: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -268,7 +319,25 @@ fn main() -> anyhow::Result<()> {
             let config = Settings::load(&common)?.into_config();
             runtime.block_on(init(config, json))
         }
+        Command::Token { command } => finish(runtime.block_on(admin::token(command))),
+        Command::Device { command } => finish(runtime.block_on(admin::device(command))),
+        Command::Variable { command } => finish(runtime.block_on(admin::variable(command))),
+        Command::Readings { command } => finish(runtime.block_on(admin::readings(command))),
+        Command::Status { store } => finish(runtime.block_on(admin::status(store))),
+        Command::User { command: UserCommand::List { store } } => finish(runtime.block_on(admin::list_users(store))),
+        Command::User { command: UserCommand::ResetSecondFactor { store, user } } => {
+            finish(runtime.block_on(admin::reset_second_factor(store, user)))
+        }
     }
+}
+
+/// Ends an operator's command with its exit code (`admin::EXIT_CODES`) and its message on standard error.
+fn finish(outcome: Result<(), admin::Failure>) -> anyhow::Result<()> {
+    if let Err(failure) = outcome {
+        let _ = writeln!(std::io::stderr(), "error: {failure}");
+        std::process::exit(i32::from(failure.exit_code()));
+    }
+    Ok(())
 }
 
 fn init_logging(format: &str) {

@@ -14,12 +14,14 @@ use tessera_core::{
     VariableId,
 };
 
-use super::{Backend, Db, DbConnection, DbRow, begin_exclusive, begin_write, close_pools, single_writes, tell_in};
+use super::{
+    Backend, DATABASE_BYTES, Db, DbConnection, DbRow, begin_exclusive, begin_write, close_pools, single_writes, tell_in,
+};
 use crate::codec::*;
 use crate::{
     Account, AccountStore, Bootstrap, Collection, CollectionStore, Creator, Device, DeviceFilter, DeviceOrder,
     DeviceQuery, DeviceStore, Downlink, Invalidation, Page, Paged, ReadingBucket, ReadingStore, Store, StoreError,
-    StoreResult, Team, TimeRange, TokenFilter, TokenRecord, TokenStore, TokenUsage, User, Variable,
+    StoreFigures, StoreResult, Team, TimeRange, TokenFilter, TokenRecord, TokenStore, TokenUsage, User, Variable,
 };
 use crate::{AuditEntry, AuditQuery, AuditStore, Outcome, TokenPolicy, TokenSelection};
 use crate::{Invite, LoginChallenge, Membership, PeopleStore, UserReach, UserTotp};
@@ -347,6 +349,44 @@ impl AccountStore for Backend {
     async fn accounts(&self) -> StoreResult<Vec<Account>> {
         let rows = sqlx::query("SELECT id, name, created_at FROM accounts ORDER BY id").fetch_all(&self.pool).await?;
         rows.iter().map(account_from_row).collect()
+    }
+
+    async fn figures(&self, now_ms: i64) -> StoreResult<StoreFigures> {
+        let row = sqlx::query(
+            "SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM users), \
+             (SELECT count(*) FROM collections), (SELECT count(*) FROM devices), \
+             (SELECT count(*) FROM variables), (SELECT count(*) FROM readings)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let count =
+            |index: usize| -> StoreResult<u64> { Ok(u64::try_from(row.try_get::<i64, _>(index)?).unwrap_or(0)) };
+        let kinds = sqlx::query(
+            "SELECT kind, count(*) FROM tokens WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1) \
+             GROUP BY kind ORDER BY kind",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let live_tokens = kinds
+            .iter()
+            .map(|kind| {
+                let name: String = kind.try_get(0)?;
+                let live: i64 = kind.try_get(1)?;
+                Ok((kind_from_column(&name)?, u64::try_from(live).unwrap_or(0)))
+            })
+            .collect::<StoreResult<_>>()?;
+        let database_bytes: i64 = sqlx::query_scalar(DATABASE_BYTES).fetch_one(&self.pool).await?;
+        Ok(StoreFigures {
+            accounts: count(0)?,
+            users: count(1)?,
+            collections: count(2)?,
+            devices: count(3)?,
+            variables: count(4)?,
+            readings: count(5)?,
+            live_tokens,
+            database_bytes: u64::try_from(database_bytes).unwrap_or(0),
+        })
     }
 
     async fn shared_secret(&self, name: &str, proposed: &[u8]) -> StoreResult<Vec<u8>> {
@@ -1005,6 +1045,20 @@ impl ReadingStore for Backend {
                 Ok((DeviceId::from_i64(row.try_get(7)?), reading_from_row(variable, row)?))
             })
             .collect()
+    }
+
+    async fn readings_newest(&self, variable: VariableId, range: TimeRange, limit: u32) -> StoreResult<Vec<Reading>> {
+        let rows = sqlx::query(
+            "SELECT ts, num, json, bytes, context, received_at FROM readings \
+             WHERE variable_id = $1 AND ts BETWEEN $2 AND $3 ORDER BY ts DESC LIMIT $4",
+        )
+        .bind(variable.as_i64())
+        .bind(range.start_ms)
+        .bind(range.end_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| reading_from_row(variable, row)).collect()
     }
 
     async fn last_reading(&self, variable: VariableId) -> StoreResult<Option<Reading>> {

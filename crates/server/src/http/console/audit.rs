@@ -109,6 +109,7 @@ fn actor_name(actor: Actor, people: &Names, tokens: &HashMap<TokenId, String>) -
             None => format!("token {token}"),
         },
         Actor::System => "Tessera".into(),
+        Actor::Operator => "the operator (command line)".into(),
         Actor::Anonymous => "anonymous".into(),
     }
 }

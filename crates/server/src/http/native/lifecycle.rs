@@ -374,12 +374,16 @@ pub(crate) fn audit_query(query: &QueryParams) -> Result<AuditQuery, AppError> {
     })
 }
 
-/// `user:<id>`, `token:<id>`, `system` or `anonymous`.
+/// `user:<id>`, `token:<id>`, `system`, `operator` or `anonymous`.
 fn actor_from_text(text: &str) -> Result<Actor, AppError> {
-    let refused =
-        || AppError::BadRequest(format!("'actor' must be user:<id>, token:<id>, system or anonymous, not '{text}'"));
+    let refused = || {
+        AppError::BadRequest(format!(
+            "'actor' must be user:<id>, token:<id>, system, operator or anonymous, not '{text}'"
+        ))
+    };
     match text.split_once(':') {
         None if text == "system" => Ok(Actor::System),
+        None if text == "operator" => Ok(Actor::Operator),
         None if text == "anonymous" => Ok(Actor::Anonymous),
         Some(("user", id)) => Ok(Actor::User(id.parse().map_err(|_| refused())?)),
         Some(("token", id)) => Ok(Actor::Token(id.parse().map_err(|_| refused())?)),
@@ -393,6 +397,7 @@ pub(crate) fn actor_text(actor: Actor) -> String {
         Actor::User(user) => format!("user:{user}"),
         Actor::Token(token) => format!("token:{token}"),
         Actor::System => "system".to_owned(),
+        Actor::Operator => "operator".to_owned(),
         Actor::Anonymous => "anonymous".to_owned(),
     }
 }
