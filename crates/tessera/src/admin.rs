@@ -193,6 +193,12 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Whether the command stopped only because the reader of its output went away, which is no failure: a
+    /// script that takes the first lines of an export (`| head`) stops it on purpose, as `cat` is stopped.
+    pub fn is_output_closed(&self) -> bool {
+        matches!(self, Failure::Operator(OperatorError::Failed(message)) if message == OUTPUT_CLOSED)
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             Failure::Operator(error) => error.exit_code(),
@@ -224,7 +230,13 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+/// The message of an output whose reader went away (`tessera readings export | head`).
+const OUTPUT_CLOSED: &str = "the output was closed by its reader";
+
 fn output_error(error: std::io::Error) -> OperatorError {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        return OperatorError::Failed(OUTPUT_CLOSED.into());
+    }
     OperatorError::Failed(format!("cannot write the output: {error}"))
 }
 

@@ -334,6 +334,9 @@ fn main() -> anyhow::Result<()> {
 /// Ends an operator's command with its exit code (`admin::EXIT_CODES`) and its message on standard error.
 fn finish(outcome: Result<(), admin::Failure>) -> anyhow::Result<()> {
     if let Err(failure) = outcome {
+        if failure.is_output_closed() {
+            return Ok(());
+        }
         let _ = writeln!(std::io::stderr(), "error: {failure}");
         std::process::exit(i32::from(failure.exit_code()));
     }

@@ -299,6 +299,20 @@ async fn reads_and_reset_beside_a_server(fixture: &Fixture) {
     assert_eq!(rows.len(), 2503, "the whole range by default");
     assert!(rows[0].starts_with("boiler,state,1970-01-01T00:00:07.000Z,3.0,,,"), "{}", rows[0]);
     assert!(rows[2].contains(r#",1.0,,"{""note"":""a, \""quoted\"" one""}","#), "{}", rows[2]);
+    // A reader that takes the first line and goes (`| head -1`) stops the export quietly, with success.
+    let mut export = tessera()
+        .args(["readings", "export", "--device", "boiler"])
+        .args(&place.flags)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(export.stdout.take().unwrap()).read_line(&mut first).await.unwrap();
+    assert!(first.starts_with("device,variable,"), "{first}");
+    let closed = export.wait_with_output().await.unwrap();
+    assert_eq!(closed.status.code(), Some(0), "{}", stderr(&closed));
+    assert!(!stderr(&closed).contains("error"), "{}", stderr(&closed));
 
     // Not found: named, exit 3.
     assert_refused(&run(place, &["device", "show", "furnace"]).await, 3, "'furnace'");
