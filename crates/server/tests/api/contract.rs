@@ -37,6 +37,27 @@ async fn the_document_is_served_without_a_credential() {
     }
 }
 
+/// A path segment that is not UTF-8 once decoded names nothing: a problem document, not axum's plain-text 400.
+#[tokio::test]
+async fn a_path_that_is_not_utf8_is_a_problem_document() {
+    let tessera = TestServer::start().await;
+    for (method, path) in [
+        (Method::GET, "/v1/collections/%FF"),
+        (Method::GET, "/v1/devices/%C3%28/tokens"),
+        (Method::POST, "/v1/tokens/%80/rotate"),
+    ] {
+        let response = tessera
+            .client
+            .request(method, tessera.url(path))
+            .header("authorization", format!("Bearer {}", tessera.api_key))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(response.headers()["content-type"], "application/problem+json", "{path}");
+    }
+}
+
 fn schemathesis_available() -> bool {
     Command::new("schemathesis").arg("--version").output().is_ok_and(|output| output.status.success())
 }

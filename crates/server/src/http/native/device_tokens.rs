@@ -4,8 +4,8 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::{Value as Json_, json};
@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::wire::{IdText, NewDeviceToken, TokenList, TokenView, TokenWithSecret};
-use super::{BODY_LIMIT, Bearer, NativeResult, Problem, parse_id, with_secret};
+use super::{BODY_LIMIT, Bearer, NativeResult, Path, Problem, parse_id, with_secret};
 use crate::app::{App, AppError};
 use crate::http::{body_bytes, parse_json};
 use crate::time::now_ms;

@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::wire::IdText;
-use super::{Bearer, NativeResult, parse_id};
+use super::{Bearer, NativeResult, Path, parse_id};
 use crate::app::App;
 use crate::time::rfc3339;
 use crate::tokens::Caller;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
@@ -22,7 +22,7 @@ use super::wire::{
     AuditEntryView, AuditPage, BulkRevocation, IdText, LeakReport, OverTheMaximum, PolicyChange, PolicyList,
     PolicyView, ReportAccepted, RevokedCount, Rotation, TokenChange, TokenView, TokenWithSecret,
 };
-use super::{BODY_LIMIT, Bearer, NativeResult, Problem, parse_id, with_secret};
+use super::{BODY_LIMIT, Bearer, NativeResult, Path, Problem, parse_id, with_secret};
 use crate::app::{App, AppError};
 use crate::audit::AuditEvent;
 use crate::http::{QueryParams, body_bytes, parse_json};

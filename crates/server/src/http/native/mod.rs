@@ -4,7 +4,8 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -122,6 +123,29 @@ impl FromRequestParts<App> for Bearer {
         })?;
         let caller = app.tokens.verify(secret, crate::http::peer_address(parts)).await.map_err(AppError::from)?;
         Ok(Bearer(caller))
+    }
+}
+
+/// axum's `Path`, refused as a problem document: a segment that is not UTF-8 once decoded names nothing (404),
+/// where axum's own rejection would answer a plain-text 400 that the OpenAPI document does not describe.
+#[derive(Debug)]
+pub(crate) struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Path<T>, Problem> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(PathRejection::FailedToDeserializePathParams(_)) => {
+                Err(Problem::new(StatusCode::NOT_FOUND, "not found: a segment of the path is not UTF-8 text"))
+            }
+            Err(other) => Err(AppError::Internal(Box::new(other)).into()),
+        }
     }
 }
 

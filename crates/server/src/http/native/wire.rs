@@ -137,6 +137,7 @@ pub struct CollectionList {
 /// What a token reaches.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[schema(as = Scope)]
 pub enum ScopeView {
     Account,
     Team { id: IdText },
@@ -162,6 +163,7 @@ impl From<Scope> for ScopeView {
 /// Which authority issued a token.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[schema(as = Issuer)]
 pub enum IssuerView {
     /// Tessera itself (the bootstrap API key).
     System,
@@ -183,6 +185,7 @@ impl From<Creator> for IssuerView {
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = Rights)]
 pub enum RightsView {
     Read,
     ReadWrite,
@@ -208,6 +211,7 @@ pub enum QuotaName {
 /// A token's request quota: `"default"` (its kind's), `"unlimited"`, or a number of requests per window.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
+#[schema(as = Quota)]
 pub enum QuotaView {
     Named(QuotaName),
     Limited {
@@ -485,6 +489,7 @@ pub struct PolicyList {
 
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = Outcome)]
 pub enum OutcomeView {
     Ok,
     Refused,
