@@ -24,7 +24,7 @@ async fn the_document_is_served_without_a_credential() {
     for (path, item) in document["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
             let Ok(method) = Method::from_bytes(method.to_uppercase().as_bytes()) else { continue };
-            let concrete = path.replace('{', "").replace('}', "");
+            let concrete = path.replace(['{', '}'], "");
             let response = tessera.client.request(method.clone(), tessera.url(&concrete)).send().await.unwrap();
             let status = response.status();
             let body = response.text().await.unwrap_or_default();
