@@ -308,6 +308,18 @@ mod tests {
     }
 
     #[test]
+    fn limits_written_in_the_descriptions_are_the_codes() {
+        let password = &document()["components"]["schemas"]["NewUser"]["properties"]["password"];
+        assert_eq!(password["minLength"], crate::people::MIN_PASSWORD_LEN);
+        let overlap = &document()["components"]["schemas"]["Rotation"]["properties"]["overlap_seconds"];
+        assert_eq!(overlap["maximum"], crate::tokens::MAX_ROTATION_OVERLAP.as_secs());
+        let lifetime = &document()["components"]["schemas"]["PolicyChange"]["properties"]["max_lifetime_seconds"];
+        assert_eq!(lifetime["maximum"], super::super::lifecycle::MAX_POLICY_LIFETIME_SECONDS);
+        let report = &document()["components"]["schemas"]["LeakReport"]["properties"]["credentials"];
+        assert_eq!(report["maxItems"], crate::tokens::MAX_LEAKED_PER_REPORT);
+    }
+
+    #[test]
     fn dialect_routes_are_marked_and_linked() {
         let dialects: Vec<(String, String)> = operations()
             .into_iter()

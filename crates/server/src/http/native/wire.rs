@@ -693,6 +693,8 @@ pub struct CodeRequest {
 #[allow(dead_code)]
 pub struct NewUser {
     pub email: String,
+    /// At least `people::MIN_PASSWORD_LEN` characters (a unit test holds the two equal).
+    #[schema(min_length = 10)]
     pub password: String,
     pub display_name: Option<String>,
     pub phone: Option<String>,
