@@ -208,18 +208,23 @@ pub enum QuotaName {
     Unlimited,
 }
 
+/// A number of requests per window; no other field (the API refuses one, naming the forms it takes).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaLimit {
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub requests: u32,
+    #[schema(minimum = 1, maximum = 86_400)]
+    pub window_seconds: u32,
+}
+
 /// A token's request quota: `"default"` (its kind's), `"unlimited"`, or a number of requests per window.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 #[schema(as = Quota)]
 pub enum QuotaView {
     Named(QuotaName),
-    Limited {
-        #[schema(minimum = 1, maximum = 1_000_000)]
-        requests: u32,
-        #[schema(minimum = 1, maximum = 86_400)]
-        window_seconds: u32,
-    },
+    Limited(QuotaLimit),
 }
 
 impl From<QuotaSetting> for QuotaView {
@@ -228,7 +233,7 @@ impl From<QuotaSetting> for QuotaView {
             QuotaSetting::KindDefault => QuotaView::Named(QuotaName::Default),
             QuotaSetting::Unlimited => QuotaView::Named(QuotaName::Unlimited),
             QuotaSetting::Limited(Quota { requests, window_seconds }) => {
-                QuotaView::Limited { requests, window_seconds }
+                QuotaView::Limited(QuotaLimit { requests, window_seconds })
             }
         }
     }
