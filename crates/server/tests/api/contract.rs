@@ -96,8 +96,16 @@ async fn schemathesis(tessera: &TestServer, credential: &str, filters: &[&str], 
         "collection_events".into(),
     ];
     arguments.extend(filters.iter().map(|filter| (*filter).to_owned()));
+    // schemathesis keeps a cache of failures to replay (`.schemathesis/`) in its working directory: a directory of
+    // the run's own, so that no run replays another's and nothing lands in the source tree.
+    let workspace = tempfile::tempdir().expect("a temporary directory");
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("schemathesis").args(&arguments).env("NO_COLOR", "1").output().expect("schemathesis runs")
+        Command::new("schemathesis")
+            .args(&arguments)
+            .current_dir(workspace.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("schemathesis runs")
     })
     .await
     .unwrap();
