@@ -5,6 +5,7 @@
 pub mod allthingstalk;
 pub mod console;
 pub mod horde;
+pub(crate) mod listed;
 pub(crate) mod listener;
 pub mod native;
 mod rate_limit;
@@ -28,10 +29,10 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .nest("/v1", native::routes().layer(answer_panics_as(Dialect::Native)))
-        .nest("/api/v1.6", ubidots::routes().layer(answer_panics_as(Dialect::Ubidots)))
-        .merge(allthingstalk::routes().layer(answer_panics_as(Dialect::AllThingsTalk)))
-        .merge(horde::routes().layer(answer_panics_as(Dialect::Horde)))
+        .merge(native::openapi::native_router().layer(answer_panics_as(Dialect::Native)))
+        .nest(UBIDOTS_PREFIX, ubidots::routes().router.layer(answer_panics_as(Dialect::Ubidots)))
+        .merge(allthingstalk::routes().router.layer(answer_panics_as(Dialect::AllThingsTalk)))
+        .merge(horde::routes().router.layer(answer_panics_as(Dialect::Horde)))
         .nest(console::PREFIX, console::routes(app.clone()).layer(answer_panics_as(Dialect::Console)))
         .fallback(no_such_route)
         .layer(axum::middleware::from_fn(console::send_browsers_to_console))
@@ -39,6 +40,37 @@ pub fn router(app: App) -> Router {
         .layer(axum::middleware::from_fn(rate_limit::fields))
         .layer(answer_panics_as(Dialect::Horde))
         .with_state(app)
+}
+
+/// Where Ubidots' routes are.
+const UBIDOTS_PREFIX: &str = "/api/v1.6";
+
+/// The vendor dialects' routes, for the OpenAPI document: the lists their routers were built with.
+pub(crate) fn dialect_routes() -> Vec<listed::DialectListing> {
+    let mut ubidots = ubidots::routes().routes;
+    for route in &mut ubidots {
+        route.path = format!("{UBIDOTS_PREFIX}{}", route.path);
+    }
+    vec![
+        listed::DialectListing {
+            tag: "ubidots",
+            title: "Ubidots API v1.6",
+            docs: "https://docs.ubidots.com/reference/welcome",
+            routes: ubidots,
+        },
+        listed::DialectListing {
+            tag: "horde",
+            title: "Telenor Horde (IoT Gateway) API",
+            docs: "https://github.com/lab5e/spanapi",
+            routes: horde::routes().routes,
+        },
+        listed::DialectListing {
+            tag: "allthingstalk",
+            title: "AllThingsTalk Maker API",
+            docs: "https://docs.allthingstalk.com/developers/api/",
+            routes: allthingstalk::routes().routes,
+        },
+    ]
 }
 
 /// Whose wire shape an answer takes.

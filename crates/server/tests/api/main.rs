@@ -4,6 +4,7 @@ pub const STORE: helpers::StoreKind = helpers::StoreKind::Sqlite;
 
 mod allthingstalk;
 mod console;
+mod contract;
 mod device_level;
 mod helpers;
 mod horde;

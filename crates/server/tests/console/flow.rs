@@ -298,3 +298,43 @@ async fn a_person_runs_tessera_in_the_console() {
         .collect();
     assert!(violations.is_empty(), "the console logged errors (a CSP violation?): {violations:?}");
 }
+
+/// The API reference: reached from the navigation, rendered from the document the server serves, an operation
+/// found with its parameters and answers, a schema reached by its link, and no CSP violation or script error.
+#[tokio::test]
+async fn the_api_reference_renders_the_openapi_document() {
+    let Some(browser) = Browser::start().await else { return };
+    let tessera = TestServer::start().await;
+    sign_in(&browser, &tessera, &tessera.admin_email.clone(), &tessera.admin_password.clone(), "h1").await;
+    browser.find("nav a[href='/console/api']").await.click().await;
+    browser.wait_for("#op-rotate-token", WAIT).await;
+    assert!(browser.current_url().await.ends_with("/console/api"));
+    let operation = browser.find("#op-rotate-token").await;
+    assert_eq!(operation.attribute("data-method").await.as_deref(), Some("POST"));
+    assert_eq!(operation.attribute("data-path").await.as_deref(), Some("/v1/tokens/{id}/rotate"));
+    let answers = browser.find("#op-rotate-token .api-responses").await.text().await;
+    for status in ["200", "400", "401", "404", "429", "503"] {
+        assert!(answers.contains(status), "the rotation's answers name {status}: {answers}");
+    }
+    assert!(answers.contains("application/problem+json"), "{answers}");
+    assert!(browser.find("#op-rotate-token .api-parameters").await.text().await.contains("id"));
+    // Every operation of the served document is on the page, the vendors' routes under their dialects' tags.
+    let document: Value =
+        tessera.client.get(tessera.url("/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let listed: usize =
+        document["paths"].as_object().unwrap().values().map(|item| item.as_object().unwrap().len()).sum();
+    assert_eq!(browser.find_all("article.api-operation").await.len(), listed);
+    assert!(browser.find("#tag-ubidots").await.text().await.contains("vendor dialect"));
+    browser.find("#op-get-token a[href='#schema-token']").await.click().await;
+    let token_schema = browser.find("#schema-token").await.text().await;
+    assert!(token_schema.contains("replaced_secret_valid_until"), "{token_schema}");
+    shot(&browser, "19-api-reference").await;
+    let signed_out = tessera.client.get(tessera.url("/console/api")).send().await.unwrap();
+    assert!(
+        signed_out.url().path().ends_with("/console/login"),
+        "the page is for signed-in users: {}",
+        signed_out.url()
+    );
+    let violations: Vec<_> = browser.console_logs().await.into_iter().filter(|entry| entry.level == "SEVERE").collect();
+    assert!(violations.is_empty(), "the API page logged errors (a CSP violation?): {violations:?}");
+}

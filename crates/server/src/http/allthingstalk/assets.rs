@@ -2,14 +2,14 @@
 //! variable of the one model, so a state written here is a reading every dialect sees, and the other way round.
 
 use crate::data::Wait;
+use crate::http::listed::ListedRouter;
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::{Value as Json_, json};
 use tessera_core::profile::Profile;
 use tessera_core::{Action, DeviceId, Label, Permit, Value};
@@ -24,13 +24,16 @@ use crate::tokens::{Caller, VerifyError};
 const BODY_LIMIT: usize = 64 * 1024;
 const ASSET_KINDS: [&str; 4] = ["sensor", "actuator", "config", "virtual"];
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/device/{device}", get(get_device))
-        .route("/device/{device}/assets", get(list_assets).post(create_asset))
-        .route("/device/{device}/asset/{asset}/state", get(get_state).put(put_state))
-        .route("/device/{device}/asset/{asset}/command", axum::routing::put(send_command).post(send_command))
-        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+pub fn routes() -> ListedRouter<App> {
+    ListedRouter::new()
+        .get("/device/{device}", "A device", get_device)
+        .get("/device/{device}/assets", "A device's assets", list_assets)
+        .post("/device/{device}/assets", "Make an asset", create_asset)
+        .get("/device/{device}/asset/{asset}/state", "An asset's state", get_state)
+        .put("/device/{device}/asset/{asset}/state", "Send an asset's state", put_state)
+        .put("/device/{device}/asset/{asset}/command", "Send an actuator a command", send_command)
+        .post("/device/{device}/asset/{asset}/command", "Send an actuator a command", send_command)
+        .map_router(|router| router.layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT)))
 }
 
 /// An error as AllThingsTalk's API gives it: `{"message"}`.

@@ -8,12 +8,12 @@ use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Form, Json, Router};
+use axum::{Form, Json};
 use serde_json::json;
 use tessera_core::{Id, UserId};
 
 use crate::app::App;
+use crate::http::listed::ListedRouter;
 use crate::people::{LoginError, LoginStep, Session};
 use crate::time::http_date;
 
@@ -22,8 +22,9 @@ const CLIENT_IDS: [&str; 3] = ["web", "mobile", "postman"];
 
 pub mod assets;
 
-pub fn routes() -> Router<App> {
-    Router::new().route("/login", post(login)).merge(assets::routes())
+/// AllThingsTalk's routes, each listed for the OpenAPI document.
+pub fn routes() -> ListedRouter<App> {
+    ListedRouter::new().post("/login", "Log in (OAuth2 password grant)", login).merge(assets::routes())
 }
 
 /// An OAuth2 error answer: `{"error", "error_description"}`.

@@ -6,6 +6,7 @@
 //! embedded (`assets.rs`). No inline script or style anywhere, so the Content-Security-Policy can forbid them.
 
 mod account;
+mod api;
 mod assets;
 mod audit;
 mod auth;
@@ -66,6 +67,7 @@ pub fn routes(app: App) -> Router<App> {
         .route("/account/tokens/revoke", post(account::revoke_kind))
         .route("/account/policies/{kind}", post(account::set_policy))
         .route("/audit", get(audit::page))
+        .route("/api", get(api::page))
         .route("/teams", get(teams::list).post(teams::create))
         .route("/teams/accept", post(teams::accept))
         .route("/teams/{id}", get(teams::page))

@@ -2,13 +2,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value as Json_, json};
@@ -20,6 +19,7 @@ use crate::app::{App, AppError};
 use crate::data::device_target;
 use crate::entropy::new_id;
 use crate::http::QueryParams;
+use crate::http::listed::ListedRouter;
 use crate::time::now_ms;
 use crate::tokens::Caller;
 
@@ -27,18 +27,24 @@ use crate::tokens::Caller;
 const DEFAULT_DATA_LIMIT: i64 = 256;
 const MAX_DATA_LIMIT: i64 = 10_000;
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/collections", get(list_collections).post(create_collection))
-        .route("/collections/{collection}", get(get_collection).patch(update_collection).delete(delete_collection))
-        .route("/collections/{collection}/tags/{name}", delete(delete_collection_tag))
-        .route("/collections/{collection}/devices", get(list_devices).post(create_device))
-        .route("/collections/{collection}/devices/{device}", get(get_device).patch(update_device).delete(delete_device))
-        .route("/collections/{collection}/devices/{device}/tags/{name}", delete(delete_device_tag))
-        .route("/collections/{collection}/data", get(collection_data))
-        .route("/collections/{collection}/devices/{device}/data", get(device_data))
-        .route("/collections/{collection}/to", post(broadcast))
-        .route("/collections/{collection}/devices/{device}/to", post(send_to_device))
+pub fn routes() -> ListedRouter<App> {
+    ListedRouter::new()
+        .get("/collections", "List collections", list_collections)
+        .post("/collections", "Make a collection", create_collection)
+        .get("/collections/{collection}", "A collection", get_collection)
+        .patch("/collections/{collection}", "Change a collection", update_collection)
+        .delete("/collections/{collection}", "Delete a collection", delete_collection)
+        .delete("/collections/{collection}/tags/{name}", "Delete a collection's tag", delete_collection_tag)
+        .get("/collections/{collection}/devices", "A collection's devices", list_devices)
+        .post("/collections/{collection}/devices", "Make a device", create_device)
+        .get("/collections/{collection}/devices/{device}", "A device", get_device)
+        .patch("/collections/{collection}/devices/{device}", "Change a device", update_device)
+        .delete("/collections/{collection}/devices/{device}", "Delete a device", delete_device)
+        .delete("/collections/{collection}/devices/{device}/tags/{name}", "Delete a device's tag", delete_device_tag)
+        .get("/collections/{collection}/data", "A collection's messages", collection_data)
+        .get("/collections/{collection}/devices/{device}/data", "A device's messages", device_data)
+        .post("/collections/{collection}/to", "Send a message to every device", broadcast)
+        .post("/collections/{collection}/devices/{device}/to", "Send a message to a device", send_to_device)
 }
 
 pub fn collection_json(collection: &Collection) -> Json_ {

@@ -7,7 +7,6 @@ mod stream;
 mod teams;
 mod tokens;
 
-use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
@@ -15,20 +14,25 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::app::{App, AppError};
+use crate::http::listed::ListedRouter;
 use crate::tokens::{Caller, VerifyError};
 
 /// Largest Horde request body.
 const BODY_LIMIT: usize = 64 * 1024;
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/", axum::routing::get(root))
+/// Horde's routes, each listed for the OpenAPI document.
+pub fn routes() -> ListedRouter<App> {
+    ListedRouter::new()
+        .get("/", "The API's root", root)
         .merge(teams::routes())
         .merge(collections::routes())
         .merge(tokens::routes())
         .merge(stream::routes())
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .map_router(|router| {
+            router
+                .method_not_allowed_fallback(method_not_allowed)
+                .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        })
 }
 
 /// A method a Horde route does not have, answered in Horde's shape after the token is checked: a read-only token

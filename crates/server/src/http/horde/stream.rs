@@ -8,12 +8,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::response::Response;
-use axum::routing::get;
 use serde_json::json;
 use tessera_core::{Action, DeviceId};
 use tessera_store::Device;
@@ -24,16 +22,21 @@ use super::{HordeError, HordeResult};
 use crate::app::{App, AppError};
 use crate::data::device_target;
 use crate::http::QueryParams;
+use crate::http::listed::ListedRouter;
 use crate::tokens::{Caller, VerifyError};
 
 const KEEP_ALIVE_AFTER: Duration = Duration::from_secs(30);
 /// A socket's read buffer: what a client sends here is a ping or a close, a few bytes.
 const READ_BUFFER: usize = 4 * 1024;
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/collections/{collection}/from", get(collection_stream))
-        .route("/collections/{collection}/devices/{device}/from", get(device_stream))
+pub fn routes() -> ListedRouter<App> {
+    ListedRouter::new()
+        .get("/collections/{collection}/from", "A collection's messages as they arrive (WebSocket)", collection_stream)
+        .get(
+            "/collections/{collection}/devices/{device}/from",
+            "A device's messages as they arrive (WebSocket)",
+            device_stream,
+        )
 }
 
 /// The stream's caller.

@@ -4,31 +4,37 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, patch, post};
-use axum::{Json, Router};
 use serde_json::{Value as Json_, json};
 use tessera_core::{Action, Permit, Role, TeamId, UserId};
 use tessera_store::{Invite, Membership, Team, User};
 
 use super::{HordeCaller, HordeResult, document, merge_tags};
 use crate::app::{App, AppError};
+use crate::http::listed::ListedRouter;
 use crate::tokens::Caller;
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/teams", get(list_teams).post(create_team))
-        .route("/teams/accept", post(accept_invite))
-        .route("/teams/{team}", get(get_team).patch(update_team).delete(delete_team))
-        .route("/teams/{team}/members", get(list_members))
-        .route("/teams/{team}/members/{user}", patch(set_role).delete(remove_member))
-        .route("/teams/{team}/invites", get(list_invites).post(create_invite))
-        .route("/teams/{team}/invites/{code}", get(get_invite).delete(delete_invite))
-        .route("/teams/{team}/tags/{name}", delete(delete_team_tag))
+pub fn routes() -> ListedRouter<App> {
+    ListedRouter::new()
+        .get("/teams", "List teams", list_teams)
+        .post("/teams", "Make a team", create_team)
+        .post("/teams/accept", "Accept an invite", accept_invite)
+        .get("/teams/{team}", "A team", get_team)
+        .patch("/teams/{team}", "Change a team", update_team)
+        .delete("/teams/{team}", "Delete a team", delete_team)
+        .get("/teams/{team}/members", "A team's members", list_members)
+        .patch("/teams/{team}/members/{user}", "Change a member's role", set_role)
+        .delete("/teams/{team}/members/{user}", "Remove a member", remove_member)
+        .get("/teams/{team}/invites", "A team's invites", list_invites)
+        .post("/teams/{team}/invites", "Make an invite", create_invite)
+        .get("/teams/{team}/invites/{code}", "An invite", get_invite)
+        .delete("/teams/{team}/invites/{code}", "Delete an invite", delete_invite)
+        .delete("/teams/{team}/tags/{name}", "Delete a team's tag", delete_team_tag)
 }
 
 fn role_text(role: Role) -> &'static str {

@@ -3,25 +3,28 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::{Value as Json_, json};
 use tessera_core::{Permit, Presentation, Rights, Secret, TokenId, TokenKind, check_presentation};
 use tessera_store::{Page, TokenRecord};
 
 use super::{HordeCaller, HordeError, HordeResult, document, merge_tags};
 use crate::app::{App, AppError};
+use crate::http::listed::ListedRouter;
 use crate::tokens::{Caller, NewToken, VerifyError};
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/tokens", get(list_tokens).post(create_token))
-        .route("/tokens/{token}", get(get_token).patch(update_token).delete(delete_token))
+pub fn routes() -> ListedRouter<App> {
+    ListedRouter::new()
+        .get("/tokens", "List tokens", list_tokens)
+        .post("/tokens", "Make a token", create_token)
+        .get("/tokens/{token}", "A token", get_token)
+        .patch("/tokens/{token}", "Change a token", update_token)
+        .delete("/tokens/{token}", "Revoke a token", delete_token)
 }
 
 fn token_json(token: &TokenRecord, shown: &str) -> Json_ {

@@ -2,29 +2,31 @@
 //! per device or collection, each with a name and an optional expiry, reaching device data only. They are made,
 //! listed (never with their secrets) and deleted by whoever may manage the device's or collection's tokens.
 
+use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
 use serde_json::{Value as Json_, json};
 use tessera_core::{CollectionId, DeviceId, Rights, Scope, TokenId, TokenKind};
 use tessera_store::Page;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{BODY_LIMIT, Bearer, NativeResult, Problem, parse_id, token_json};
+use super::wire::{IdText, NewDeviceToken, TokenList, TokenView, TokenWithSecret};
+use super::{BODY_LIMIT, Bearer, NativeResult, Path, Problem, parse_id, with_secret};
 use crate::app::{App, AppError};
 use crate::http::{body_bytes, parse_json};
 use crate::time::now_ms;
 use crate::tokens::{Caller, NewToken};
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/devices/{id}/tokens", get(list_device_tokens).post(create_device_token))
-        .route("/devices/{id}/tokens/{token}", delete(delete_device_token))
-        .route("/collections/{id}/ground-tokens", get(list_ground_tokens).post(create_ground_token))
-        .route("/collections/{id}/ground-tokens/{token}", delete(delete_ground_token))
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(list_device_tokens, create_device_token))
+        .routes(routes!(delete_device_token))
+        .routes(routes!(list_ground_tokens, create_ground_token))
+        .routes(routes!(delete_ground_token))
 }
 
 /// `{"name", "expires_in"?}` of a new device or ground token.
@@ -51,15 +53,13 @@ fn new_token(body: Result<Bytes, BytesRejection>, kind: TokenKind, scope: Scope)
 
 async fn mint(app: &App, caller: &Caller, new: NewToken) -> NativeResult {
     let (record, secret) = app.tokens.mint(caller, new).await.map_err(AppError::from)?;
-    let mut body = token_json(&record);
-    body["secret"] = Json_::String(secret.expose().to_owned());
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    Ok((StatusCode::CREATED, Json(with_secret(&record, &secret))).into_response())
 }
 
 async fn list(app: &App, caller: &Caller, kind: TokenKind, scope: Scope) -> NativeResult {
     let tokens = app.tokens.list(caller, Some(scope), Default::default(), Page::ALL).await.map_err(AppError::from)?;
-    let listed: Vec<Json_> = tokens.items.iter().filter(|token| token.kind == kind).map(token_json).collect();
-    Ok(Json(json!({ "tokens": listed })).into_response())
+    let tokens = tokens.items.iter().filter(|token| token.kind == kind).map(TokenView::from).collect();
+    Ok(Json(TokenList { tokens }).into_response())
 }
 
 async fn remove(app: &App, caller: &Caller, kind: TokenKind, scope: Scope, token: &str) -> NativeResult {
@@ -80,6 +80,20 @@ fn ground_scope(id: &str) -> Result<Scope, Problem> {
     Ok(Scope::Collection(parse_id::<CollectionId>("collection", id)?))
 }
 
+/// Makes a token for one device: it reaches that device's data only.
+#[utoipa::path(
+    post, path = "/devices/{id}/tokens", tag = "device tokens", operation_id = "create_device_token",
+    security(("bearer" = [])),
+    params(("id" = IdText, Path, description = "The device's id.")),
+    request_body(content = NewDeviceToken, description = "An empty body is taken as `{}`."),
+    responses(
+        (status = 201, description = "Made; its secret is shown this once.", body = TokenWithSecret),
+        (status = 400, description = "The body is not JSON, or a field is wrong."),
+        (status = 403, description = "The credential may not manage the device's tokens."),
+        (status = 404, description = "No such device."),
+        (status = 413, description = "The body is over 1 MiB."),
+    ),
+)]
 async fn create_device_token(
     State(app): State<App>,
     Bearer(caller): Bearer,
@@ -90,10 +104,35 @@ async fn create_device_token(
     mint(&app, &caller, new).await
 }
 
+/// A device's tokens (never their secrets).
+#[utoipa::path(
+    get, path = "/devices/{id}/tokens", tag = "device tokens", operation_id = "list_device_tokens",
+    security(("bearer" = [])),
+    params(("id" = IdText, Path, description = "The device's id.")),
+    responses(
+        (status = 200, description = "The device's tokens.", body = TokenList),
+        (status = 403, description = "The credential may not list the device's tokens."),
+        (status = 404, description = "No such device."),
+    ),
+)]
 async fn list_device_tokens(State(app): State<App>, Bearer(caller): Bearer, Path(id): Path<String>) -> NativeResult {
     list(&app, &caller, TokenKind::Device, device_scope(&id)?).await
 }
 
+/// Revokes one of a device's tokens.
+#[utoipa::path(
+    delete, path = "/devices/{id}/tokens/{token}", tag = "device tokens", operation_id = "delete_device_token",
+    security(("bearer" = [])),
+    params(
+        ("id" = IdText, Path, description = "The device's id."),
+        ("token" = IdText, Path, description = "The token's id."),
+    ),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 403, description = "The credential may not manage the device's tokens."),
+        (status = 404, description = "No such device, or no such token of it."),
+    ),
+)]
 async fn delete_device_token(
     State(app): State<App>,
     Bearer(caller): Bearer,
@@ -102,6 +141,20 @@ async fn delete_device_token(
     remove(&app, &caller, TokenKind::Device, device_scope(&id)?, &token).await
 }
 
+/// Makes a ground token for a collection: a gateway's, reaching the data of every device in it.
+#[utoipa::path(
+    post, path = "/collections/{id}/ground-tokens", tag = "device tokens", operation_id = "create_ground_token",
+    security(("bearer" = [])),
+    params(("id" = IdText, Path, description = "The collection's id.")),
+    request_body(content = NewDeviceToken, description = "An empty body is taken as `{}`."),
+    responses(
+        (status = 201, description = "Made; its secret is shown this once.", body = TokenWithSecret),
+        (status = 400, description = "The body is not JSON, or a field is wrong."),
+        (status = 403, description = "The credential may not manage the collection's tokens."),
+        (status = 404, description = "No such collection."),
+        (status = 413, description = "The body is over 1 MiB."),
+    ),
+)]
 async fn create_ground_token(
     State(app): State<App>,
     Bearer(caller): Bearer,
@@ -112,10 +165,36 @@ async fn create_ground_token(
     mint(&app, &caller, new).await
 }
 
+/// A collection's ground tokens (never their secrets).
+#[utoipa::path(
+    get, path = "/collections/{id}/ground-tokens", tag = "device tokens", operation_id = "list_ground_tokens",
+    security(("bearer" = [])),
+    params(("id" = IdText, Path, description = "The collection's id.")),
+    responses(
+        (status = 200, description = "The collection's ground tokens.", body = TokenList),
+        (status = 403, description = "The credential may not list the collection's tokens."),
+        (status = 404, description = "No such collection."),
+    ),
+)]
 async fn list_ground_tokens(State(app): State<App>, Bearer(caller): Bearer, Path(id): Path<String>) -> NativeResult {
     list(&app, &caller, TokenKind::Ground, ground_scope(&id)?).await
 }
 
+/// Revokes one of a collection's ground tokens.
+#[utoipa::path(
+    delete, path = "/collections/{id}/ground-tokens/{token}", tag = "device tokens",
+    operation_id = "delete_ground_token",
+    security(("bearer" = [])),
+    params(
+        ("id" = IdText, Path, description = "The collection's id."),
+        ("token" = IdText, Path, description = "The token's id."),
+    ),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 403, description = "The credential may not manage the collection's tokens."),
+        (status = 404, description = "No such collection, or no such ground token of it."),
+    ),
+)]
 async fn delete_ground_token(
     State(app): State<App>,
     Bearer(caller): Bearer,

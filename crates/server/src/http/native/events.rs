@@ -5,24 +5,41 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
 use futures_util::stream::{self, Stream};
 use serde_json::json;
 use tessera_core::{Action, CollectionId, Target};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{Bearer, NativeResult, parse_id};
+use super::wire::IdText;
+use super::{Bearer, NativeResult, Path, parse_id};
 use crate::app::App;
 use crate::time::rfc3339;
 use crate::tokens::Caller;
 
-pub fn routes() -> Router<App> {
-    Router::new().route("/collections/{id}/events", get(events))
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new().routes(routes!(events))
 }
 
+/// New readings of a collection, as they arrive.
+///
+/// Server-Sent Events: one `reading` event per new reading the caller may read (its data a JSON object with
+/// `collection`, `device`, `variable`, `timestamp` in milliseconds, `at`, `value` and `context`), and a comment
+/// line every 15 s. The stream ends when the token stops working (checked every second).
+#[utoipa::path(
+    get, path = "/collections/{id}/events", tag = "events", operation_id = "collection_events",
+    security(("bearer" = [])),
+    params(("id" = IdText, Path, description = "The collection's id.")),
+    responses(
+        (status = 200, description = "The event stream; it does not end by itself.", content_type = "text/event-stream",
+         body = String),
+        (status = 403, description = "The credential may not read the collection."),
+        (status = 404, description = "No such collection."),
+    ),
+)]
 async fn events(State(app): State<App>, Bearer(caller): Bearer, Path(id): Path<String>) -> NativeResult {
     let collection: CollectionId = parse_id("collection", &id)?;
     app.data.collection(&caller, Action::Read, collection).await?;

@@ -5,34 +5,39 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
-use serde_json::{Map, Value as Json_, json};
+use serde_json::{Map, Value as Json_};
 use tessera_core::{Action, Id, Quota, QuotaSetting, Target, TokenId, TokenKind, UserId};
-use tessera_store::{Actor, AuditEntry, AuditQuery, Creator, TokenPolicy, TokenSelection};
+use tessera_store::{Actor, AuditQuery, Creator, TokenPolicy, TokenSelection};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{BODY_LIMIT, Bearer, NativeResult, Problem, parse_id, token_json};
+use super::wire::{
+    AuditEntryView, AuditPage, BulkRevocation, IdText, LeakReport, OverTheMaximum, PolicyChange, PolicyList,
+    PolicyView, ReportAccepted, RevokedCount, Rotation, TokenChange, TokenView, TokenWithSecret,
+};
+use super::{BODY_LIMIT, Bearer, NativeResult, Path, Problem, parse_id, with_secret};
 use crate::app::{App, AppError};
 use crate::audit::AuditEvent;
 use crate::http::{QueryParams, body_bytes, parse_json};
-use crate::time::{parse_iso8601, rfc3339};
+use crate::time::parse_iso8601;
 use crate::tokens::{MAX_LEAKED_PER_REPORT, MAX_ROTATION_OVERLAP, ReportRefused};
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/tokens/revoke", post(revoke_in_bulk))
-        .route("/tokens/{id}/rotate", post(rotate))
-        .route("/tokens/{id}", axum::routing::patch(change))
-        .route("/credentials/revoke", post(report_leaked))
-        .route("/token-policies", get(list_policies))
-        .route("/token-policies/{kind}", put(set_policy))
-        .route("/audit", get(audit_trail))
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(revoke_in_bulk))
+        .routes(routes!(rotate))
+        .routes(routes!(change))
+        .routes(routes!(report_leaked))
+        .routes(routes!(list_policies))
+        .routes(routes!(set_policy))
+        .routes(routes!(audit_trail))
 }
 
 /// A JSON object body (the empty object for an empty body) of at most `limit` bytes, holding no field but
@@ -112,20 +117,23 @@ pub(crate) fn quota_from_json(value: &Json_) -> Result<QuotaSetting, AppError> {
     }
 }
 
-/// A token's quota setting as the API shows it.
-pub(crate) fn quota_json(quota: QuotaSetting) -> Json_ {
-    match quota {
-        QuotaSetting::KindDefault => json!("default"),
-        QuotaSetting::Unlimited => json!("unlimited"),
-        QuotaSetting::Limited(Quota { requests, window_seconds }) => {
-            json!({ "requests": requests, "window_seconds": window_seconds })
-        }
-    }
-}
-
-/// `POST /v1/tokens/{id}/rotate` `{"overlap_seconds"?}`: a new secret for the same token; the old one works for
-/// the overlap (0 when not given: it stops now) and is refused after it. Answers the token with its new secret,
-/// shown this once.
+/// Gives a token a new secret; the old one works for the overlap (0 when not given: it stops now).
+///
+/// Answers the token with its new secret, shown this once. A login session is renewed, not rotated.
+#[utoipa::path(
+    post, path = "/tokens/{id}/rotate", tag = "tokens", operation_id = "rotate_token",
+    security(("bearer" = [])),
+    params(("id" = IdText, Path, description = "The token's id.")),
+    request_body(content = Rotation, description = "An empty body is taken as `{}`."),
+    responses(
+        (status = 200, description = "Rotated; the new secret is shown this once.", body = TokenWithSecret),
+        (status = 400, description = "The body is not a JSON object, a field is unknown or out of range, or the \
+                                      token is a login session."),
+        (status = 403, description = "The credential may not rotate it (only its maker or an account manager may)."),
+        (status = 404, description = "No such token among those the caller manages."),
+        (status = 413, description = "The body is over 1 MiB."),
+    ),
+)]
 async fn rotate(
     State(app): State<App>,
     Bearer(caller): Bearer,
@@ -137,12 +145,24 @@ async fn rotate(
     let (token, permit) = app.tokens.managed(&caller, parse_id("token", &id)?).await.map_err(AppError::from)?;
     let (rotated, secret) =
         app.tokens.rotate(&caller, &permit, &token, Duration::from_secs(overlap)).await.map_err(AppError::from)?;
-    let mut body = token_json(&rotated);
-    body["secret"] = Json_::String(secret.expose().to_owned());
-    Ok(Json(body).into_response())
+    Ok(Json(with_secret(&rotated, &secret)).into_response())
 }
 
-/// `PATCH /v1/tokens/{id}` `{"enabled"?, "name"?, "quota"?}`.
+/// Changes a token: enables or disables it, renames it, sets its quota; all or nothing.
+#[utoipa::path(
+    patch, path = "/tokens/{id}", tag = "tokens", operation_id = "change_token",
+    security(("bearer" = [])),
+    params(("id" = IdText, Path, description = "The token's id.")),
+    request_body = TokenChange,
+    responses(
+        (status = 200, description = "The token as changed.", body = TokenView),
+        (status = 400, description = "The body is not a JSON object, names nothing to change, or a field is \
+                                      unknown or wrong (a credential cannot disable itself)."),
+        (status = 403, description = "The credential may not change it."),
+        (status = 404, description = "No such token among those the caller manages."),
+        (status = 413, description = "The body is over 1 MiB."),
+    ),
+)]
 async fn change(
     State(app): State<App>,
     Bearer(caller): Bearer,
@@ -180,11 +200,22 @@ async fn change(
     {
         token = app.tokens.set_enabled(&caller, &permit, &token, enabled).await.map_err(AppError::from)?;
     }
-    Ok(Json(token_json(&token)).into_response())
+    Ok(Json(TokenView::from(&token)).into_response())
 }
 
-/// `POST /v1/tokens/revoke` `{"user"?, "collection"?, "device"?, "kind"?}`: every live token they name together
-/// that the caller manages, revoked; answers `{"revoked": n}`.
+/// Revokes every live token that the fields name together and the caller manages.
+#[utoipa::path(
+    post, path = "/tokens/revoke", tag = "tokens", operation_id = "revoke_tokens_in_bulk",
+    security(("bearer" = [])),
+    request_body = BulkRevocation,
+    responses(
+        (status = 200, description = "How many were revoked.", body = RevokedCount),
+        (status = 400, description = "The body is not a JSON object, names nothing, or a field is unknown or wrong."),
+        (status = 403, description = "The credential may not manage tokens."),
+        (status = 404, description = "No such user, collection or device."),
+        (status = 413, description = "The body is over 1 MiB."),
+    ),
+)]
 async fn revoke_in_bulk(
     State(app): State<App>,
     Bearer(caller): Bearer,
@@ -215,7 +246,7 @@ async fn revoke_in_bulk(
             })?);
     }
     let revoked = app.tokens.revoke_selection(&caller, selection).await.map_err(AppError::from)?;
-    Ok(Json(json!({ "revoked": revoked })).into_response())
+    Ok(Json(RevokedCount { revoked }).into_response())
 }
 
 fn kind_names() -> String {
@@ -236,10 +267,22 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerAddress {
 /// Largest leak report body: 100 secrets of 51 characters with their JSON punctuation fit many times over.
 const LEAK_REPORT_LIMIT: usize = 64 * 1024;
 
-/// `POST /v1/credentials/revoke` `{"credentials": ["ts…", …]}`, without a credential, in the manner of GitHub's
-/// credential-revocation API: a secret scanner or a finder reports secrets it saw in public, and each that is a
-/// live Tessera token is revoked. The answer is the same 202 whether any existed (the work is done after the
-/// answer, so its time says nothing either); reports are limited per address.
+/// Reports secrets seen in public; each that is a live Tessera token is revoked. Takes no credential.
+///
+/// In the manner of GitHub's credential-revocation API: a secret scanner or a finder reports what it saw. The answer
+/// is the same 202 whether any existed (the work is done after the answer, so its time says nothing either);
+/// reports are limited per address.
+#[utoipa::path(
+    post, path = "/credentials/revoke", tag = "tokens", operation_id = "report_leaked_credentials",
+    request_body = LeakReport,
+    responses(
+        (status = 202, description = "Accepted, whatever the secrets were.", body = ReportAccepted),
+        (status = 400, description = "The body is not a JSON object, or 'credentials' is not a list of 1 to 100 \
+                                      strings of at most 200 characters."),
+        (status = 413, description = "The body is over 64 KiB."),
+        (status = 429, description = "Too many reports from this address, or the queue is full; wait."),
+    ),
+)]
 async fn report_leaked(
     State(app): State<App>,
     PeerAddress(from): PeerAddress,
@@ -268,30 +311,44 @@ async fn report_leaked(
         problem.detail = refused.to_string();
         problem
     })?;
-    let answer = json!({ "message": "thank you: every credential that is a live Tessera token is being revoked" });
+    let answer = ReportAccepted {
+        message: "thank you: every credential that is a live Tessera token is being revoked".to_owned(),
+    };
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
-fn policy_json(policy: &TokenPolicy) -> Json_ {
-    json!({
-        "max_lifetime_seconds": policy.max_lifetime_seconds,
-        "default_lifetime_seconds": policy.default_lifetime_seconds,
-    })
-}
-
-/// `GET /v1/token-policies`: the account's expiry policy per kind of token, for anyone who manages tokens.
+/// The account's expiry policy per kind of token, for anyone who manages tokens.
+#[utoipa::path(
+    get, path = "/token-policies", tag = "policies", operation_id = "list_token_policies",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The policies set.", body = PolicyList),
+        (status = 403, description = "The credential may not manage tokens."),
+    ),
+)]
 async fn list_policies(State(app): State<App>, Bearer(caller): Bearer) -> NativeResult {
     let policies = app.tokens.policies(&caller).await.map_err(AppError::from)?;
-    let by_kind: Map<String, Json_> =
-        policies.iter().map(|policy| (policy.kind.as_str().to_owned(), policy_json(policy))).collect();
-    Ok(Json(json!({ "policies": by_kind, "over_the_maximum": "capped" })).into_response())
+    let policies = policies.iter().map(|policy| (policy.kind.as_str().to_owned(), PolicyView::from(policy))).collect();
+    Ok(Json(PolicyList { policies, over_the_maximum: OverTheMaximum::Capped }).into_response())
 }
 
 /// The longest lifetime a policy may name (the API and the console take the same bound).
 pub(crate) const MAX_POLICY_LIFETIME_SECONDS: u64 = 100 * 365 * 86_400;
 
-/// `PUT /v1/token-policies/{kind}` `{"max_lifetime_seconds"?, "default_lifetime_seconds"?}` (null or absent for
-/// none; both none removes the policy), for account administrators.
+/// Sets the expiry policy of a kind of token (null or absent for none; both none removes it).
+#[utoipa::path(
+    put, path = "/token-policies/{kind}", tag = "policies", operation_id = "set_token_policy",
+    security(("bearer" = [])),
+    params(("kind" = super::wire::TokenKindName, Path, description = "The kind of token.")),
+    request_body(content = PolicyChange, description = "An empty body is taken as `{}`."),
+    responses(
+        (status = 200, description = "The policy as set.", body = PolicyView),
+        (status = 400, description = "The body is not a JSON object, or a field is unknown or out of range."),
+        (status = 403, description = "The credential is not an account administrator's session."),
+        (status = 404, description = "No such kind of token."),
+        (status = 413, description = "The body is over 1 MiB."),
+    ),
+)]
 async fn set_policy(
     State(app): State<App>,
     Bearer(caller): Bearer,
@@ -307,25 +364,41 @@ async fn set_policy(
     };
     let permit = caller.authorize(Action::ManageUsers, &Target::account(caller.account())).map_err(AppError::from)?;
     app.tokens.set_policy(&caller, &permit, policy).await.map_err(AppError::from)?;
-    Ok(Json(policy_json(&policy)).into_response())
+    Ok(Json(PolicyView::from(&policy)).into_response())
 }
 
 /// Most audit entries one page answers.
 const AUDIT_PAGE_MAX: i64 = 1_000;
 
-/// `GET /v1/audit`: the account's audit trail, newest first, for account administrators. Filters: `actor`
-/// (`user:<id>`, `token:<id>`, `system`, `anonymous`), `token` (the token an entry is about), `event` (names,
-/// comma-separated), `since` and `until` (RFC 3339), `limit` (1-1000, 100), and `cursor` (the previous page's
-/// `next`).
+/// The account's audit trail, newest first (account administrators only).
+#[utoipa::path(
+    get, path = "/audit", tag = "audit", operation_id = "audit_trail",
+    security(("bearer" = [])),
+    params(
+        ("actor" = Option<String>, Query, description = "Who acted: `user:<id>`, `token:<id>`, `system` or `anonymous`.",
+         pattern = "^(user:[0-9a-hjkmnp-tv-z]{13}|token:[0-9a-hjkmnp-tv-z]{13}|system|anonymous)$"),
+        ("token" = Option<IdText>, Query, description = "The token an entry is about."),
+        ("event" = Option<String>, Query, description = "Event names, comma-separated (see `AuditEvent`)."),
+        ("since" = Option<String>, Query, format = DateTime, description = "Entries at or after this time."),
+        ("until" = Option<String>, Query, format = DateTime, description = "Entries before this time."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Entries per page (100)."),
+        ("cursor" = Option<IdText>, Query, description = "The previous page's `next`."),
+    ),
+    responses(
+        (status = 200, description = "A page of entries.", body = AuditPage),
+        (status = 400, description = "A query parameter is wrong (an unknown event, a time that is not RFC 3339)."),
+        (status = 403, description = "The credential is not an account administrator's session."),
+    ),
+)]
 async fn audit_trail(State(app): State<App>, Bearer(caller): Bearer, query: QueryParams) -> NativeResult {
     caller.authorize(Action::ManageUsers, &Target::account(caller.account())).map_err(AppError::from)?;
     let audit_query = audit_query(&query)?;
     let entries = app.tokens.audit().entries(caller.account(), &audit_query).await.map_err(AppError::from)?;
     let next = (entries.len() == audit_query.limit as usize)
-        .then(|| entries.last().map(|entry| entry.id.to_string()))
+        .then(|| entries.last().map(|entry| IdText(entry.id.to_string())))
         .flatten();
-    let listed: Vec<Json_> = entries.iter().map(audit_json).collect();
-    Ok(Json(json!({ "entries": listed, "next": next })).into_response())
+    let entries = entries.iter().map(AuditEntryView::from).collect();
+    Ok(Json(AuditPage { entries, next }).into_response())
 }
 
 /// The filters of an audit listing, as the API and the console take them.
@@ -346,7 +419,10 @@ pub(crate) fn audit_query(query: &QueryParams) -> Result<AuditQuery, AppError> {
     };
     let token = match query.text("token").map(str::trim).filter(|text| !text.is_empty()) {
         None => None,
-        Some(text) => Some(parse_id::<TokenId>("token", text)?),
+        Some(text) => Some(
+            text.parse::<TokenId>()
+                .map_err(|_| AppError::BadRequest(format!("query parameter 'token' is not a token id: '{text}'")))?,
+        ),
     };
     let mut events = Vec::new();
     for name in query.text("event").unwrap_or("").split(',').map(str::trim).filter(|name| !name.is_empty()) {
@@ -400,18 +476,4 @@ pub(crate) fn actor_text(actor: Actor) -> String {
         Actor::Operator => "operator".to_owned(),
         Actor::Anonymous => "anonymous".to_owned(),
     }
-}
-
-fn audit_json(entry: &AuditEntry) -> Json_ {
-    json!({
-        "id": entry.id.to_string(),
-        "at": rfc3339(entry.at_ms),
-        "event": entry.event,
-        "actor": actor_text(entry.actor),
-        "token": entry.token.map(|token| token.to_string()),
-        "address": entry.address.map(|address| address.to_string()),
-        "outcome": entry.outcome.as_str(),
-        "count": entry.count,
-        "detail": entry.detail,
-    })
 }

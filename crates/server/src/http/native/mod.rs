@@ -1,21 +1,23 @@
 //! The native API under `/v1`: JSON in and out, `Authorization: Bearer <secret>`, and errors as RFC 9457
 //! `application/problem+json`.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use axum::{Json, Router};
-use serde_json::{Value as Json_, json};
+use serde_json::Value as Json_;
 use tessera_core::{Action, CollectionId, Rights, Scope, Target, TeamId, TokenKind};
-use tessera_store::{Collection, Creator, Page, TokenRecord};
+use tessera_store::Page;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::{App, AppError};
 use crate::http::{QueryParams, body_bytes, parse_json};
-use crate::time::{now_ms, rfc3339};
+use crate::time::now_ms;
 use crate::tokens::{Caller, NewToken};
 
 /// Largest native request body.
@@ -24,19 +26,26 @@ pub(crate) const BODY_LIMIT: usize = 1024 * 1024;
 mod device_tokens;
 mod events;
 pub(crate) mod lifecycle;
+pub mod openapi;
 mod people;
+pub mod wire;
 
-pub fn routes() -> Router<App> {
-    Router::new()
+use wire::{CollectionList, CollectionView, DownlinkList, DownlinkView, IdText, TokenList, TokenView, TokenWithSecret};
+
+/// The native routes, relative to `/v1`, each registered with its description (`openapi.rs` builds the server's
+/// router and the OpenAPI document from this one list).
+pub(crate) fn api() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
         .merge(people::routes())
         .merge(device_tokens::routes())
         .merge(events::routes())
         .merge(lifecycle::routes())
-        .route("/collections", get(list_collections).post(create_collection))
-        .route("/collections/{id}", get(get_collection).delete(delete_collection))
-        .route("/tokens", get(list_tokens).post(create_token))
-        .route("/tokens/{id}", delete(revoke_token).get(get_token))
-        .route("/devices/{id}/downlinks", get(list_downlinks))
+        .routes(routes!(list_collections, create_collection))
+        .routes(routes!(get_collection, delete_collection))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(get_token, revoke_token))
+        .routes(routes!(list_downlinks))
+        .routes(routes!(openapi::openapi_document))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
 }
 
@@ -76,13 +85,14 @@ impl From<AppError> for Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = json!({
-            "type": "about:blank",
-            "title": self.status.canonical_reason().unwrap_or("Error"),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
-        let mut response = (self.status, body.to_string()).into_response();
+        let body = wire::ProblemDocument {
+            kind: "about:blank",
+            title: self.status.canonical_reason().unwrap_or("Error"),
+            status: self.status.as_u16(),
+            detail: self.detail,
+        };
+        let body = serde_json::to_string(&body).unwrap_or_default();
+        let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(seconds) = self.retry_after {
@@ -116,6 +126,29 @@ impl FromRequestParts<App> for Bearer {
     }
 }
 
+/// axum's `Path`, refused as a problem document: a segment that is not UTF-8 once decoded names nothing (404),
+/// where axum's own rejection would answer a plain-text 400 that the OpenAPI document does not describe.
+#[derive(Debug)]
+pub(crate) struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Path<T>, Problem> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(PathRejection::FailedToDeserializePathParams(_)) => {
+                Err(Problem::new(StatusCode::NOT_FOUND, "not found: a segment of the path is not UTF-8 text"))
+            }
+            Err(other) => Err(AppError::Internal(Box::new(other)).into()),
+        }
+    }
+}
+
 /// A token's `name` as the native routes take it: a string of at most 200 characters.
 pub(crate) fn token_name(value: &Json_) -> Result<&str, AppError> {
     match value {
@@ -128,21 +161,36 @@ pub(crate) fn parse_id<T: std::str::FromStr>(what: &'static str, text: &str) -> 
     text.parse().map_err(|_| AppError::NotFound(what))
 }
 
-fn collection_json(collection: &Collection) -> Json_ {
-    json!({
-        "id": collection.id.to_string(),
-        "name": collection.name,
-        "is_default": collection.is_default,
-        "team": collection.team.map(|team| team.to_string()),
-        "created_at": rfc3339(collection.created_at_ms),
-    })
-}
-
+/// The collections the caller may read.
+#[utoipa::path(
+    get, path = "/collections", tag = "collections", operation_id = "list_collections",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The collections, oldest first.", body = CollectionList),
+        (status = 403, description = "The credential reaches no collections."),
+    ),
+)]
 async fn list_collections(State(app): State<App>, Bearer(caller): Bearer) -> NativeResult {
-    let visible: Vec<Json_> = app.readable_collections(&caller).await?.iter().map(collection_json).collect();
-    Ok(Json(json!({ "collections": visible })).into_response())
+    let collections = app.readable_collections(&caller).await?.iter().map(CollectionView::from).collect();
+    Ok(Json(CollectionList { collections }).into_response())
 }
 
+/// Makes a collection.
+///
+/// The owner is the team named, or else the user's private team in a user's session, or else the account.
+#[utoipa::path(
+    post, path = "/collections", tag = "collections", operation_id = "create_collection",
+    security(("bearer" = [])),
+    request_body = wire::NewCollection,
+    responses(
+        (status = 201, description = "Made; `Location` names it.", body = CollectionView,
+         headers(("Location" = String, description = "The collection's URL."))),
+        (status = 400, description = "The body is not JSON, or a field is missing or wrong."),
+        (status = 403, description = "The credential may not make collections there."),
+        (status = 404, description = "No such team."),
+        (status = 413, description = "The body is over 1 MiB."),
+    ),
+)]
 async fn create_collection(
     State(app): State<App>,
     Bearer(caller): Bearer,
@@ -171,19 +219,42 @@ async fn create_collection(
         None => return Err(AppError::BadRequest("'name' is required".into()).into()),
     };
     let collection = app.create_collection(&permit, name, team, Default::default()).await?;
-    let mut response = (StatusCode::CREATED, Json(collection_json(&collection))).into_response();
+    let mut response = (StatusCode::CREATED, Json(CollectionView::from(&collection))).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/collections/{}", collection.id)) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
 }
 
+/// A collection.
+#[utoipa::path(
+    get, path = "/collections/{id}", tag = "collections", operation_id = "get_collection",
+    security(("bearer" = [])),
+    params(("id" = IdText, Path, description = "The collection's id.")),
+    responses(
+        (status = 200, description = "The collection.", body = CollectionView),
+        (status = 403, description = "The credential may not read it."),
+        (status = 404, description = "No such collection."),
+    ),
+)]
 async fn get_collection(State(app): State<App>, Bearer(caller): Bearer, Path(id): Path<String>) -> NativeResult {
     let id: CollectionId = parse_id("collection", &id)?;
     let (collection, _) = app.data.collection(&caller, Action::Read, id).await?;
-    Ok(Json(collection_json(&collection)).into_response())
+    Ok(Json(CollectionView::from(&collection)).into_response())
 }
 
+/// Deletes a collection with its devices and their readings.
+#[utoipa::path(
+    delete, path = "/collections/{id}", tag = "collections", operation_id = "delete_collection",
+    security(("bearer" = [])),
+    params(("id" = IdText, Path, description = "The collection's id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 403, description = "The credential may not delete it."),
+        (status = 404, description = "No such collection."),
+        (status = 409, description = "It is the account's default collection, which stays."),
+    ),
+)]
 async fn delete_collection(State(app): State<App>, Bearer(caller): Bearer, Path(id): Path<String>) -> NativeResult {
     let id: CollectionId = parse_id("collection", &id)?;
     let permit = caller.authorize(Action::Write, &Target::collection(caller.account(), id)).map_err(AppError::from)?;
@@ -191,58 +262,24 @@ async fn delete_collection(State(app): State<App>, Bearer(caller): Bearer, Path(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Which authority issued a token.
-fn issuer_json(creator: Creator) -> Json_ {
-    match creator {
-        Creator::System => json!({"kind": "system"}),
-        Creator::Token(token) => json!({"kind": "token", "id": token.to_string()}),
-        Creator::User(user) => json!({"kind": "user", "id": user.to_string()}),
-    }
-}
-
-fn scope_json(scope: Scope) -> Json_ {
-    match scope {
-        Scope::Account => json!({"kind": "account"}),
-        Scope::Team(id) => json!({"kind": "team", "id": id.to_string()}),
-        Scope::Collection(id) => json!({"kind": "collection", "id": id.to_string()}),
-        Scope::Device(id) => json!({"kind": "device", "id": id.to_string()}),
-        Scope::AllTeams => json!({"kind": "all_teams"}),
-        Scope::AllCollections => json!({"kind": "all_collections"}),
-    }
-}
-
-fn rights_text(rights: Rights) -> &'static str {
-    match rights {
-        Rights::Read => "read",
-        Rights::ReadWrite => "read_write",
-    }
-}
-
-pub(crate) fn token_json(token: &TokenRecord) -> Json_ {
-    json!({
-        "id": token.id.to_string(),
-        "kind": token.kind.as_str(),
-        "name": token.name,
-        "scope": scope_json(token.scope),
-        "rights": rights_text(token.rights),
-        "created_at": rfc3339(token.created_at_ms),
-        "expires_at": token.expires_at_ms.map(rfc3339),
-        "last_used_at": token.last_used_at_ms.map(rfc3339),
-        "last_used_from": token.last_used_from.map(|address| address.to_string()),
-        "uses": token.uses,
-        "throttled": token.throttled,
-        "enabled": token.disabled_at_ms.is_none(),
-        "disabled_at": token.disabled_at_ms.map(rfc3339),
-        "rotated_at": token.rotated_at_ms.map(rfc3339),
-        "replaced_secret_valid_until": token
-            .previous_valid_until_ms
-            .filter(|until| *until > now_ms())
-            .map(rfc3339),
-        "quota": lifecycle::quota_json(token.quota),
-        "issued_by": issuer_json(token.creator),
-    })
-}
-
+/// The tokens the caller manages.
+#[utoipa::path(
+    get, path = "/tokens", tag = "tokens", operation_id = "list_tokens",
+    security(("bearer" = [])),
+    params(
+        ("collection" = Option<IdText>, Query, description = "Only the tokens reaching this collection."),
+        ("expiring_within_days" = Option<i64>, Query, minimum = 0, maximum = 36500,
+         description = "Only the tokens expiring within this many days."),
+        ("unused_for_days" = Option<i64>, Query, minimum = 0, maximum = 36500,
+         description = "Only the tokens unused for at least this many days."),
+    ),
+    responses(
+        (status = 200, description = "The tokens.", body = TokenList),
+        (status = 400, description = "A query parameter is not a whole number in its range."),
+        (status = 403, description = "The credential may not list tokens."),
+        (status = 404, description = "No such collection."),
+    ),
+)]
 async fn list_tokens(State(app): State<App>, Bearer(caller): Bearer, query: QueryParams) -> NativeResult {
     let scope = match query.text("collection") {
         Some(text) => Some(Scope::Collection(parse_id("collection", text)?)),
@@ -258,8 +295,8 @@ async fn list_tokens(State(app): State<App>, Bearer(caller): Bearer, query: Quer
         unused_since_ms: days_ago("unused_for_days")?,
     };
     let tokens = app.tokens.list(&caller, scope, narrowing, Page::ALL).await.map_err(AppError::from)?;
-    let listed: Vec<Json_> = tokens.items.iter().map(token_json).collect();
-    Ok(Json(json!({ "tokens": listed })).into_response())
+    let tokens = tokens.items.iter().map(TokenView::from).collect();
+    Ok(Json(TokenList { tokens }).into_response())
 }
 
 /// The kinds of token this route mints; device and ground tokens have routes of their own on their devices.
@@ -278,6 +315,19 @@ fn kind_and_scope(document: &Json_) -> Result<(TokenKind, Scope), AppError> {
     }
 }
 
+/// Makes an account or collection token (device and ground tokens are made on their devices and collections).
+#[utoipa::path(
+    post, path = "/tokens", tag = "tokens", operation_id = "create_token",
+    security(("bearer" = [])),
+    request_body = wire::NewToken,
+    responses(
+        (status = 201, description = "Made; its secret is shown this once.", body = TokenWithSecret),
+        (status = 400, description = "The body is not JSON, or a field is missing or wrong."),
+        (status = 403, description = "The credential may not make this token (more reach or rights than its own)."),
+        (status = 404, description = "No such collection."),
+        (status = 413, description = "The body is over 1 MiB."),
+    ),
+)]
 async fn create_token(
     State(app): State<App>,
     Bearer(caller): Bearer,
@@ -309,16 +359,42 @@ async fn create_token(
         new.quota = lifecycle::quota_from_json(quota)?;
     }
     let (record, secret) = app.tokens.mint(&caller, new).await.map_err(AppError::from)?;
-    let mut body = token_json(&record);
-    body["secret"] = Json_::String(secret.expose().to_owned());
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    Ok((StatusCode::CREATED, Json(with_secret(&record, &secret))).into_response())
 }
 
+/// A token just made or rotated, with its secret.
+pub(crate) fn with_secret(token: &tessera_store::TokenRecord, secret: &tessera_core::Secret) -> TokenWithSecret {
+    TokenWithSecret { token: TokenView::from(token), secret: secret.expose().to_owned() }
+}
+
+/// A token the caller manages.
+#[utoipa::path(
+    get, path = "/tokens/{id}", tag = "tokens", operation_id = "get_token",
+    security(("bearer" = [])),
+    params(("id" = IdText, Path, description = "The token's id.")),
+    responses(
+        (status = 200, description = "The token.", body = TokenView),
+        (status = 403, description = "The credential may not manage tokens."),
+        (status = 404, description = "No such token among those the caller manages."),
+    ),
+)]
 async fn get_token(State(app): State<App>, Bearer(caller): Bearer, Path(id): Path<String>) -> NativeResult {
     let (token, _) = app.tokens.managed(&caller, parse_id("token", &id)?).await.map_err(AppError::from)?;
-    Ok(Json(token_json(&token)).into_response())
+    Ok(Json(TokenView::from(&token)).into_response())
 }
 
+/// Revokes a token: its secret stops working at once, everywhere.
+#[utoipa::path(
+    delete, path = "/tokens/{id}", tag = "tokens", operation_id = "revoke_token",
+    security(("bearer" = [])),
+    params(("id" = IdText, Path, description = "The token's id.")),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 403, description = "The credential may not revoke it."),
+        (status = 404, description = "No such token among those the caller manages."),
+        (status = 409, description = "It is the credential presented: a credential cannot revoke itself."),
+    ),
+)]
 async fn revoke_token(State(app): State<App>, Bearer(caller): Bearer, Path(id): Path<String>) -> NativeResult {
     let (token, permit) = app.tokens.managed(&caller, parse_id("token", &id)?).await.map_err(AppError::from)?;
     if token.id == caller.record.id {
@@ -328,22 +404,21 @@ async fn revoke_token(State(app): State<App>, Bearer(caller): Bearer, Path(id): 
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `GET /v1/devices/{id}/downlinks`: the messages queued for a device, oldest first.
+/// The messages queued for a device, oldest first.
+#[utoipa::path(
+    get, path = "/devices/{id}/downlinks", tag = "devices", operation_id = "list_downlinks",
+    security(("bearer" = [])),
+    params(("id" = IdText, Path, description = "The device's id.")),
+    responses(
+        (status = 200, description = "The downlinks.", body = DownlinkList),
+        (status = 403, description = "The credential may not read the device."),
+        (status = 404, description = "No such device."),
+    ),
+)]
 async fn list_downlinks(State(app): State<App>, Bearer(caller): Bearer, Path(id): Path<String>) -> NativeResult {
     let id: tessera_core::DeviceId = parse_id("device", &id)?;
     let (device, permit) = app.data.device_by_id(&caller, Action::Read, id).await?;
     let downlinks = app.data.downlinks(&permit, &device).await?;
-    let listed: Vec<Json_> = downlinks
-        .iter()
-        .map(|downlink| {
-            json!({
-                "id": downlink.id.to_string(),
-                "port": downlink.port,
-                "payload": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &downlink.payload),
-                "created_at": rfc3339(downlink.created_at_ms),
-                "delivered_at": downlink.delivered_at_ms.map(rfc3339),
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "downlinks": listed })).into_response())
+    let downlinks = downlinks.iter().map(DownlinkView::from).collect();
+    Ok(Json(DownlinkList { downlinks }).into_response())
 }

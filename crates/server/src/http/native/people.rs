@@ -3,32 +3,36 @@
 
 use std::net::SocketAddr;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::{Value as Json_, json};
+use serde_json::Value as Json_;
 use tessera_core::{Action, Id, Target, UserId};
 use tessera_store::User;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::wire::{
+    CodeRequest, IdText, LoginAnswer, LoginRequest, RecoveryCodes, RefreshRequest, SecondFactorChallenge, SessionView,
+    TotpEnrollment, UserList, UserView,
+};
 use super::{BODY_LIMIT, Bearer, NativeResult, Problem};
 use crate::app::{App, AppError};
 use crate::http::{body_bytes, parse_json};
-use crate::people::{LoginError, LoginStep, NewUser, Session};
-use crate::time::rfc3339;
+use crate::people::{LoginError, LoginStep, NewUser};
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/login", post(login))
-        .route("/token/refresh", post(refresh))
-        .route("/logout", post(logout))
-        .route("/me", get(me))
-        .route("/me/totp", post(start_totp).delete(disable_totp))
-        .route("/me/totp/confirm", post(confirm_totp))
-        .route("/users", get(list_users).post(create_user))
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(start_totp, disable_totp))
+        .routes(routes!(confirm_totp))
+        .routes(routes!(list_users, create_user))
 }
 
 fn json_document(body: Result<Bytes, BytesRejection>) -> Result<Json_, Problem> {
@@ -55,18 +59,18 @@ impl From<LoginError> for Problem {
     }
 }
 
-fn session_json(session: &Session, expires_in: u64) -> Json_ {
-    json!({
-        "access_token": session.access_token.expose(),
-        "token_type": "bearer",
-        "expires_in": expires_in,
-        "refresh_token": session.refresh_token.expose(),
-        "expires_at": rfc3339(session.expires_at_ms),
-    })
-}
-
-/// `POST /v1/login`: `{"email", "password"}`, then, for a user with a second factor, `{"challenge", "user_id",
-/// "code"}`.
+/// Logs in: `{"email", "password"}`, then, for a user with a second factor, `{"challenge", "user_id", "code"}`.
+#[utoipa::path(
+    post, path = "/login", tag = "sessions", operation_id = "login",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "A session, or a second-factor challenge to answer with a code.",
+         body = LoginAnswer),
+        (status = 400, description = "The body is not JSON, a field is missing, or the credentials are not valid."),
+        (status = 413, description = "The body is over 1 MiB."),
+        (status = 429, description = "Too many failed attempts for this address or user; wait."),
+    ),
+)]
 async fn login(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -81,22 +85,34 @@ async fn login(
         let user: UserId = text(&document, "user_id")?.parse().map_err(|_| Problem::from(LoginError::InvalidGrant))?;
         let code = text(&document, "code")?;
         let session = app.people.login_with_code(challenge, user, code, &client_id, peer.ip()).await?;
-        return Ok(Json(session_json(&session, expires_in)).into_response());
+        return Ok(Json(LoginAnswer::Session(SessionView::of(&session, expires_in))).into_response());
     }
     let email = text(&document, "email")?;
     let password = text(&document, "password")?;
     match app.people.login_with_password(email, password, &client_id, peer.ip()).await? {
-        LoginStep::Session(session) => Ok(Json(session_json(&session, expires_in)).into_response()),
-        LoginStep::Challenge { challenge, user } => Ok(Json(json!({
-            "mfa_required": true,
-            "challenge": challenge.to_string(),
-            "user_id": user.to_string(),
+        LoginStep::Session(session) => {
+            Ok(Json(LoginAnswer::Session(SessionView::of(&session, expires_in))).into_response())
+        }
+        LoginStep::Challenge { challenge, user } => Ok(Json(LoginAnswer::Challenge(SecondFactorChallenge {
+            mfa_required: true,
+            challenge: IdText(challenge.to_string()),
+            user_id: IdText(user.to_string()),
         }))
         .into_response()),
     }
 }
 
-/// `POST /v1/token/refresh`: `{"refresh_token"}` for a new pair; the old refresh token stops working.
+/// Renews a session: a new access and refresh token; the refresh token presented stops working.
+#[utoipa::path(
+    post, path = "/token/refresh", tag = "sessions", operation_id = "refresh_session",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "The renewed session.", body = SessionView),
+        (status = 400, description = "The body is not JSON, or the refresh token is missing or not valid."),
+        (status = 413, description = "The body is over 1 MiB."),
+        (status = 429, description = "Too many failed attempts from this address; wait."),
+    ),
+)]
 async fn refresh(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -106,26 +122,22 @@ async fn refresh(
     let presented = text(&document, "refresh_token")?;
     let client_id = document.get("client_id").and_then(Json_::as_str).unwrap_or("native").to_owned();
     let session = app.people.refresh(presented, &client_id, peer.ip()).await?;
-    Ok(Json(session_json(&session, app.people.access_ttl().as_secs())).into_response())
+    Ok(Json(SessionView::of(&session, app.people.access_ttl().as_secs())).into_response())
 }
 
-/// `POST /v1/logout`: ends the session of the access token presented.
+/// Ends the session of the access token presented (a user's session only).
+#[utoipa::path(
+    post, path = "/logout", tag = "sessions", operation_id = "logout",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "The session's access and refresh tokens are revoked."),
+        (status = 403, description = "The credential is not a user's session."),
+    ),
+)]
 async fn logout(State(app): State<App>, Bearer(caller): Bearer) -> NativeResult {
     caller.authorize(Action::ManageOwnLogin, &Target::account(caller.account())).map_err(AppError::from)?;
     app.people.logout(&caller).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-fn user_json(user: &User) -> Json_ {
-    json!({
-        "id": user.id.to_string(),
-        "email": user.email,
-        "display_name": user.display_name,
-        "phone": user.phone,
-        "is_admin": user.is_admin,
-        "totp_enabled": user.totp.as_ref().is_some_and(|totp| totp.enabled),
-        "created_at": rfc3339(user.created_at_ms),
-    })
 }
 
 /// The user of the session presented: a user's own login, never a token acting for them.
@@ -134,24 +146,55 @@ async fn session_user(app: &App, caller: &crate::tokens::Caller) -> Result<User,
     Ok(app.people.user_of(caller).await?)
 }
 
+/// The user whose session this is.
+#[utoipa::path(
+    get, path = "/me", tag = "me", operation_id = "me",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user.", body = UserView),
+        (status = 403, description = "The credential is not a user's session."),
+    ),
+)]
 async fn me(State(app): State<App>, Bearer(caller): Bearer) -> NativeResult {
     let user = session_user(&app, &caller).await?;
-    Ok(Json(user_json(&user)).into_response())
+    Ok(Json(UserView::from(&user)).into_response())
 }
 
-/// `POST /v1/me/totp`: a new secret with its `otpauth://` URI and a QR code (SVG); not in force until confirmed.
+/// Starts enrolling a second factor: a new secret, its `otpauth://` URI and a QR code; not in force until confirmed.
+#[utoipa::path(
+    post, path = "/me/totp", tag = "me", operation_id = "start_totp",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The enrollment.", body = TotpEnrollment),
+        (status = 403, description = "The credential is not a user's session."),
+        (status = 409, description = "The user already has a second factor in force."),
+    ),
+)]
 async fn start_totp(State(app): State<App>, Bearer(caller): Bearer) -> NativeResult {
     let user = session_user(&app, &caller).await?;
     let enrollment = app.people.start_totp(&caller, &user).await?;
-    Ok(Json(json!({
-        "secret": enrollment.secret.to_base32(),
-        "otpauth_uri": enrollment.uri,
-        "qr_svg": enrollment.qr_svg,
-    }))
+    Ok(Json(TotpEnrollment {
+        secret: enrollment.secret.to_base32(),
+        otpauth_uri: enrollment.uri,
+        qr_svg: enrollment.qr_svg,
+    })
     .into_response())
 }
 
-/// `POST /v1/me/totp/confirm` with `{"code"}`: turns the second factor on; answers the recovery codes, once.
+/// Turns the second factor on with a code of it; answers the recovery codes, this once.
+#[utoipa::path(
+    post, path = "/me/totp/confirm", tag = "me", operation_id = "confirm_totp",
+    security(("bearer" = [])),
+    request_body = CodeRequest,
+    responses(
+        (status = 200, description = "The second factor is in force.", body = RecoveryCodes),
+        (status = 400, description = "The body is not JSON, or the code is missing or wrong."),
+        (status = 403, description = "The credential is not a user's session."),
+        (status = 409, description = "No enrollment was started, or it is already confirmed."),
+        (status = 413, description = "The body is over 1 MiB."),
+        (status = 429, description = "Too many wrong codes; wait."),
+    ),
+)]
 async fn confirm_totp(
     State(app): State<App>,
     Bearer(caller): Bearer,
@@ -160,10 +203,23 @@ async fn confirm_totp(
     let document = json_document(body)?;
     let user = session_user(&app, &caller).await?;
     let codes = app.people.confirm_totp(&caller, &user, text(&document, "code")?).await?;
-    Ok(Json(json!({ "recovery_codes": codes })).into_response())
+    Ok(Json(RecoveryCodes { recovery_codes: codes }).into_response())
 }
 
-/// `DELETE /v1/me/totp` with `{"code"}`: turns the second factor off.
+/// Turns the second factor off, with a code of it.
+#[utoipa::path(
+    delete, path = "/me/totp", tag = "me", operation_id = "disable_totp",
+    security(("bearer" = [])),
+    request_body = CodeRequest,
+    responses(
+        (status = 204, description = "The second factor is off."),
+        (status = 400, description = "The body is not JSON, or the code is missing or wrong."),
+        (status = 403, description = "The credential is not a user's session."),
+        (status = 409, description = "The user has no second factor in force."),
+        (status = 413, description = "The body is over 1 MiB."),
+        (status = 429, description = "Too many wrong codes; wait."),
+    ),
+)]
 async fn disable_totp(
     State(app): State<App>,
     Bearer(caller): Bearer,
@@ -175,13 +231,35 @@ async fn disable_totp(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The account's users.
+#[utoipa::path(
+    get, path = "/users", tag = "users", operation_id = "list_users",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The users.", body = UserList),
+        (status = 403, description = "The credential is not an account administrator's session."),
+    ),
+)]
 async fn list_users(State(app): State<App>, Bearer(caller): Bearer) -> NativeResult {
     let permit = caller.authorize(Action::ManageUsers, &Target::account(caller.account())).map_err(AppError::from)?;
     let users = app.people.list_users(&permit).await?;
-    Ok(Json(json!({ "users": users.iter().map(user_json).collect::<Vec<_>>() })).into_response())
+    Ok(Json(UserList { users: users.iter().map(UserView::from).collect() }).into_response())
 }
 
-/// `POST /v1/users` with `{"email", "password", "display_name"?, "phone"?, "is_admin"?}` (account admins only).
+/// Makes a user (account administrators only).
+#[utoipa::path(
+    post, path = "/users", tag = "users", operation_id = "create_user",
+    security(("bearer" = [])),
+    request_body = super::wire::NewUser,
+    responses(
+        (status = 201, description = "Made; `Location` names the user.", body = UserView,
+         headers(("Location" = String, description = "The user's URL."))),
+        (status = 400, description = "The body is not JSON, or a field is missing or wrong (a weak password)."),
+        (status = 403, description = "The credential is not an account administrator's session."),
+        (status = 409, description = "A user has that email."),
+        (status = 413, description = "The body is over 1 MiB."),
+    ),
+)]
 async fn create_user(
     State(app): State<App>,
     Bearer(caller): Bearer,
@@ -202,7 +280,7 @@ async fn create_user(
         },
     };
     let user = app.people.create_user(&permit, new).await?;
-    let mut response = (StatusCode::CREATED, Json(user_json(&user))).into_response();
+    let mut response = (StatusCode::CREATED, Json(UserView::from(&user))).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/users/{}", user.id)) {
         response.headers_mut().insert(header::LOCATION, location);
     }

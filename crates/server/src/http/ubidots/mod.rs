@@ -7,19 +7,18 @@ pub mod devices;
 pub mod payload;
 mod tokens;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::FromRequestParts;
 use axum::extract::rejection::BytesRejection;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use serde_json::{Value as Json, json};
 use tessera_core::{Action, Presentation};
 use tessera_store::{Page, TimeRange};
 
 use crate::app::{App, AppError};
+use crate::http::listed::ListedRouter;
 use crate::http::{BaseUrl, QueryParams, body_bytes, parse_json, percent_encode};
 use crate::tokens::{Caller, VerifyError};
 
@@ -28,29 +27,40 @@ pub const BODY_LIMIT: usize = 10_000;
 const DEFAULT_PAGE_SIZE: u64 = 100;
 const MAX_PAGE_SIZE: i64 = 1_000;
 
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/auth/token", post(tokens::exchange_api_key))
-        .route(
-            "/auth/tokens/organizations/{org_id}",
-            post(tokens::create_organization_token).get(tokens::list_organization_tokens),
+/// Ubidots' routes, relative to `/api/v1.6`, each listed for the OpenAPI document.
+pub fn routes() -> ListedRouter<App> {
+    ListedRouter::new()
+        .post("/auth/token", "Exchange the API key for an account token", tokens::exchange_api_key)
+        .post("/auth/tokens/organizations/{org_id}", "Make an organization token", tokens::create_organization_token)
+        .get("/auth/tokens/organizations/{org_id}", "List an organization's tokens", tokens::list_organization_tokens)
+        .delete(
+            "/auth/tokens/organizations/{org_id}/{token_id}",
+            "Revoke an organization token",
+            tokens::revoke_organization_token,
         )
-        .route("/auth/tokens/organizations/{org_id}/{token_id}", delete(tokens::revoke_organization_token))
-        .route("/devices/{device}", post(devices::send_to_device).get(devices::device_last_values))
-        .route("/devices/{device}/{variable}/values", post(devices::send_to_variable).get(devices::variable_values))
-        .route("/devices/{device}/{variable}/lv", get(devices::last_value))
-        .route("/datasources", get(datasources::list_datasources).post(datasources::create_datasource))
-        .route("/datasources/{id}", get(datasources::get_datasource).delete(datasources::delete_datasource))
-        .route(
-            "/datasources/{id}/variables",
-            get(datasources::list_datasource_variables).post(datasources::create_variable),
+        .post("/devices/{device}", "Send readings of several variables", devices::send_to_device)
+        .get("/devices/{device}", "A device's last values", devices::device_last_values)
+        .post("/devices/{device}/{variable}/values", "Send readings of one variable", devices::send_to_variable)
+        .get("/devices/{device}/{variable}/values", "A variable's values", devices::variable_values)
+        .get("/devices/{device}/{variable}/lv", "A variable's last value", devices::last_value)
+        .get("/datasources", "List devices", datasources::list_datasources)
+        .post("/datasources", "Make a device", datasources::create_datasource)
+        .get("/datasources/{id}", "A device", datasources::get_datasource)
+        .delete("/datasources/{id}", "Delete a device", datasources::delete_datasource)
+        .get("/datasources/{id}/variables", "A device's variables", datasources::list_datasource_variables)
+        .post("/datasources/{id}/variables", "Make a variable", datasources::create_variable)
+        .get("/variables", "List variables", datasources::list_variables)
+        .get("/variables/{id}", "A variable", datasources::get_variable)
+        .delete("/variables/{id}", "Delete a variable", datasources::delete_variable)
+        .get("/variables/{id}/values", "A variable's values", datasources::variable_values)
+        .post("/variables/{id}/values", "Send readings of a variable", datasources::send_to_variable)
+        .delete(
+            "/variables/{id}/values/{start}/{end}",
+            "Delete a variable's values in a range",
+            datasources::delete_values,
         )
-        .route("/variables", get(datasources::list_variables))
-        .route("/variables/{id}", get(datasources::get_variable).delete(datasources::delete_variable))
-        .route("/variables/{id}/values", get(datasources::variable_values).post(datasources::send_to_variable))
-        .route("/variables/{id}/values/{start}/{end}", delete(datasources::delete_values))
-        .route("/collections/values", post(datasources::send_collection))
-        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .post("/collections/values", "Send readings of several variables", datasources::send_collection)
+        .map_router(|router| router.layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT)))
 }
 
 /// An error in Ubidots' shape: `{"detail": "..."}`.
