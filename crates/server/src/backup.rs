@@ -72,6 +72,8 @@ pub enum BackupError {
     Io { doing: String, source: io::Error },
     #[error("{doing}")]
     Store { doing: String, source: StoreError },
+    #[error("{} changed while it was being restored; nothing was changed", .0.display())]
+    ChangedDuringRestore(PathBuf),
     #[error("the copy failed its own check ({0}); the backup was not written")]
     CopyUnsound(String),
 }
@@ -287,6 +289,14 @@ pub async fn restore(config: &Config, from: &Path, force: bool) -> Result<Restor
     let mut source = File::open(from).map_err(BackupError::io(format!("cannot read {}", from.display())))?;
     io::copy(&mut source, &mut file).map_err(BackupError::io(format!("cannot copy {}", from.display())))?;
     drop(file);
+    // What is put in place is what was checked: the copy is examined again, in case the file changed meanwhile
+    // (a backup still being copied in by another program, say).
+    let copied = sqlite_backup::examine(&restored.path, SHARED_SERVER_KEY)
+        .await
+        .map_err(|reason| BackupError::NotRestorable { path: from.to_path_buf(), reason })?;
+    if copied.secret.as_deref() != Some(key_bytes.as_slice()) {
+        return Err(BackupError::ChangedDuringRestore(from.to_path_buf()));
+    }
     sqlite_backup::remove_secret(&restored.path, SHARED_SERVER_KEY)
         .await
         .map_err(BackupError::store("cannot take the server key out of the restored database"))?;

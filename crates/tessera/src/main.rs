@@ -158,7 +158,10 @@ fn backup_exit_code(error: &BackupError) -> u8 {
         BackupError::Configuration(_) | BackupError::OntoTheStore(_) => 2,
         BackupError::NoStore(_) | BackupError::NoBackupFile(_) => 3,
         BackupError::Locked(tessera_server::data_lock::LockError::Held { .. }) => 4,
-        BackupError::NotRestorable { .. } | BackupError::NoKeyInBackup(_) | BackupError::KeyLength { .. } => 6,
+        BackupError::NotRestorable { .. }
+        | BackupError::NoKeyInBackup(_)
+        | BackupError::KeyLength { .. }
+        | BackupError::ChangedDuringRestore(_) => 6,
         BackupError::StoreExists { .. } | BackupError::BackupExists(_) => 7,
         BackupError::PostgresBackup | BackupError::PostgresRestore => 8,
         BackupError::Locked(_)

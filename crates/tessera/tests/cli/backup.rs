@@ -12,10 +12,11 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::{Serving, printed_value, serve, tessera};
+use super::{Serving, printed_value, tessera};
 
-/// `tessera serve` on `data_dir` with account tokens unthrottled: the senders below share one.
-async fn serve_unthrottled(data_dir: &Path) -> Serving {
+/// `tessera serve` on `data_dir`, MQTT on port 0 (the machine's Mosquitto may hold 1883), account tokens
+/// unthrottled: the senders below share one.
+async fn start_server(data_dir: &Path) -> Serving {
     let mut child = tessera()
         .args([
             "serve",
@@ -110,7 +111,7 @@ async fn a_backup_taken_under_ingest_restores_every_reading_acknowledged_before_
     let directory = tempfile::tempdir().unwrap();
     let (original_dir, restored_dir) = (directory.path().join("original"), directory.path().join("restored"));
     let backup_file = directory.path().join("nightly.tessera-backup");
-    let mut original = serve_unthrottled(&original_dir).await;
+    let mut original = start_server(&original_dir).await;
     let api_key = printed_value(&original.printed, "API key:").unwrap();
     let client = reqwest::Client::new();
     let token: Value = account_token(&client, &original.base, &api_key).await.unwrap().json().await.unwrap();
@@ -183,7 +184,7 @@ async fn a_backup_taken_under_ingest_restores_every_reading_acknowledged_before_
         let key = std::fs::metadata(restored_dir.join("server.key")).unwrap();
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777, 0o600);
     }
-    let mut serving = serve(&restored_dir).await;
+    let mut serving = start_server(&restored_dir).await;
     assert!(printed_value(&serving.printed, "API key:").is_none(), "the restored store has its account");
     let mut before_backup = 0;
     for sender in 0..SENDERS {
@@ -215,7 +216,7 @@ async fn restore_refuses_while_a_server_holds_the_directory_naming_it() {
     let directory = tempfile::tempdir().unwrap();
     let data_dir = directory.path().join("data");
     let backup_file = directory.path().join("backup");
-    let mut serving = serve(&data_dir).await;
+    let mut serving = start_server(&data_dir).await;
     let pid = serving.child.id().unwrap();
     backup(&data_dir, &backup_file).await;
     let before = contents(&data_dir);
@@ -337,7 +338,7 @@ async fn restore_refuses_an_existing_store_without_force_and_keeps_it_aside_with
 
     // The target now answers to the source's API key, and what was replaced still to its own, served from aside.
     let client = reqwest::Client::new();
-    let mut restored = serve(&target_dir).await;
+    let mut restored = start_server(&target_dir).await;
     let exchange = |base: &str, credentials: &Value| {
         let (client, base) = (client.clone(), base.to_owned());
         let api_key = credentials["api_key"].as_str().unwrap().to_owned();
@@ -346,7 +347,7 @@ async fn restore_refuses_an_existing_store_without_force_and_keeps_it_aside_with
     assert_eq!(exchange(&restored.base, &source).await, 201);
     assert_eq!(exchange(&restored.base, &target).await, 401);
     restored.child.kill().await.unwrap();
-    let mut kept = serve(&aside).await;
+    let mut kept = start_server(&aside).await;
     assert_eq!(exchange(&kept.base, &target).await, 201);
     kept.child.kill().await.unwrap();
 }
