@@ -72,7 +72,7 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         devices: usize,
         /// Devices and live tokens (as many of each) then added to the store before ingest is measured again;
-        /// 0 skips that scenario
+        /// 0 skips that scenario. With --backup: the readings in the store that is backed up
         #[arg(long, default_value_t = 1_000_000)]
         population: usize,
         /// Baseline and Tessera runs alternate this many times

@@ -1,9 +1,9 @@
 //! `tessera bench --backup`: what `tessera backup` costs a server that goes on ingesting. A Tessera is filled with
-//! a million readings (100 devices, 150 readings a request, as a device catching up would send them), then paced
-//! ingest (open loop, latency from when each request was due) runs for the run's duration alone, and again while
-//! `tessera backup` copies the store beside it, as the operator's command would. It prints how long the backup
-//! took, the acknowledgements' latency before and during it, and how far the WAL grew while the backup's read
-//! transaction held its checkpoints back.
+//! a million readings (`--population`; 100 devices, 150 readings a request, as a device catching up would send
+//! them), then paced ingest (open loop, latency from when each request was due) runs for the run's duration
+//! alone, and again while `tessera backup` copies the store beside it, as the operator's command would. It prints
+//! how long the backup took, the acknowledgements' latency before, during and after it, and how far the WAL grew
+//! while the backup's read transaction held its checkpoints back.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -18,9 +18,7 @@ use super::load::{self, Connection};
 use super::process::ChildServer;
 use super::{Options, provision, say, tempfile_dir};
 
-/// Readings in the store before anything is measured.
-const READINGS: usize = 1_000_000;
-/// Devices they belong to (each also sends the paced ingest).
+/// Devices the readings in the store (`--population`, a million by default) belong to (each also sends the paced ingest).
 const DEVICES: usize = 100;
 const DOTS_PER_REQUEST: usize = 150;
 /// Paced ingest: requests a second, over this many connections.
@@ -40,9 +38,10 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     let address = tessera.http;
     let tokens = Arc::new(provision(address, &api_key, DEVICES).await?);
 
-    say(options, &format!("filling the store with {READINGS} readings"));
+    let readings = options.population.max(DEVICES);
+    say(options, &format!("filling the store with {readings} readings"));
     let filling = Instant::now();
-    fill(address, &tokens).await?;
+    fill(address, &tokens, readings).await?;
     say(options, &format!("  filled in {:.1} s", filling.elapsed().as_secs_f64()));
     let database = data_dir.join("tessera.db");
     let wal = data_dir.join("tessera.db-wal");
@@ -117,7 +116,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     let mib = |bytes: u64| ((bytes as f64 / (1024.0 * 1024.0)) * 10.0).round() / 10.0;
     if options.json {
         let document = json!({
-            "readings_in_store": READINGS,
+            "readings_in_store": readings,
             "store_mib": mib(store_bytes),
             "backup_mib": mib(backup_bytes),
             "backup_seconds": (backup_took.as_secs_f64() * 100.0).round() / 100.0,
@@ -133,7 +132,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         return Ok(());
     }
     println!();
-    println!("Backup of a store with {READINGS} readings ({:.1} MiB) under paced ingest of {RATE}/s", mib(store_bytes));
+    println!("Backup of a store with {readings} readings ({:.1} MiB) under paced ingest of {RATE}/s", mib(store_bytes));
     println!(
         "  tessera backup: {:.2} s, {:.1} MiB written; it said: {printed}",
         backup_took.as_secs_f64(),
@@ -165,10 +164,10 @@ fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |metadata| metadata.len())
 }
 
-/// The million readings, each device's in requests of 150, from four connections.
-async fn fill(address: SocketAddr, tokens: &Arc<Vec<String>>) -> anyhow::Result<()> {
+/// The store's readings, each device's in requests of 150, from four connections.
+async fn fill(address: SocketAddr, tokens: &Arc<Vec<String>>, readings: usize) -> anyhow::Result<()> {
     const SENDERS: usize = 4;
-    let per_device = READINGS / DEVICES;
+    let per_device = readings / DEVICES;
     let mut senders = tokio::task::JoinSet::new();
     for sender in 0..SENDERS {
         let tokens = tokens.clone();
