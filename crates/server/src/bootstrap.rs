@@ -19,9 +19,10 @@ use crate::data_lock::{DataDirLock, lock_data_dir};
 use crate::entropy::{new_id, new_secret, random_bytes};
 use crate::time::now_ms;
 
-const SERVER_KEY_FILE: &str = "server.key";
-/// The name the server key is kept under in a shared database.
-const SHARED_SERVER_KEY: &str = "server_key";
+/// The server key's file in a SQLite data directory.
+pub(crate) const SERVER_KEY_FILE: &str = "server.key";
+/// The name the server key is kept under in a shared database (and in a SQLite backup, `backup.rs`).
+pub(crate) const SHARED_SERVER_KEY: &str = "server_key";
 const ADMIN_EMAIL: &str = "admin@tessera.local";
 
 /// What the first start reveals, once: shown to the operator and never stored in the clear.
@@ -123,7 +124,7 @@ async fn open(config: &Config, to_serve: bool) -> Result<Opened, OpenError> {
     }
 }
 
-fn create_private_dir(path: &Path) -> io::Result<()> {
+pub(crate) fn create_private_dir(path: &Path) -> io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -145,19 +146,20 @@ fn load_or_create_server_key(path: &Path) -> io::Result<ServerKey> {
             file.sync_all()?;
             Ok(ServerKey::new(&key))
         }
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-            let mut bytes = Vec::with_capacity(ServerKey::LEN);
-            std::fs::File::open(path)?.read_to_end(&mut bytes)?;
-            let key: [u8; ServerKey::LEN] = bytes.try_into().map_err(|bytes: Vec<u8>| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("expected {} bytes, found {}", ServerKey::LEN, bytes.len()),
-                )
-            })?;
-            Ok(ServerKey::new(&key))
-        }
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(ServerKey::new(&read_server_key(path)?)),
         Err(error) => Err(error),
     }
+}
+
+/// The 32 bytes of an existing server key file.
+pub(crate) fn read_server_key(path: &Path) -> io::Result<[u8; ServerKey::LEN]> {
+    let mut bytes = Vec::with_capacity(ServerKey::LEN);
+    // At most one byte more than a key: enough to tell a longer file, never a whole large one in memory.
+    std::fs::File::open(path)?.take(ServerKey::LEN as u64 + 1).read_to_end(&mut bytes)?;
+    bytes.try_into().map_err(|bytes: Vec<u8>| {
+        let found = if bytes.len() > ServerKey::LEN { "more".to_owned() } else { bytes.len().to_string() };
+        io::Error::new(io::ErrorKind::InvalidData, format!("expected {} bytes, found {found}", ServerKey::LEN))
+    })
 }
 
 /// Adds a user to the data directory's account on the operator's authority (the command line).

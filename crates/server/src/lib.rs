@@ -5,6 +5,7 @@
 mod accept;
 pub mod app;
 pub mod audit;
+pub mod backup;
 pub mod bootstrap;
 mod cache;
 pub mod cluster;

@@ -8,6 +8,7 @@ mod invalidation;
 mod postgres;
 mod records;
 mod sqlite;
+pub mod sqlite_backup;
 
 pub use invalidation::Invalidation;
 pub use postgres::{ListenEvent, PostgresEvents, PostgresListener, PostgresStore, ScratchSchema};

@@ -21,6 +21,15 @@ use sqlx::sqlite::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// The schema's migrations this Tessera knows, as (version, checksum): what a restored copy may have applied.
+pub(crate) fn known_migrations() -> Vec<(i64, &'static [u8])> {
+    MIGRATOR
+        .iter()
+        .filter(|migration| !migration.migration_type.is_down_migration())
+        .map(|migration| (migration.version, &*migration.checksum))
+        .collect()
+}
+
 /// The SQLite implementation of [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {

@@ -1,6 +1,6 @@
-//! The `tessera` command: `serve` runs the platform, `init` creates a data directory and its first account, and the
-//! operator's commands (`token`, `user`, `device`, `variable`, `readings`, `status`, in `admin.rs`) work on the
-//! store directly.
+//! The `tessera` command: `serve` runs the platform, `init` creates a data directory and its first account,
+//! `backup` and `restore` copy a SQLite store out and back, and the operator's commands (`token`, `user`,
+//! `device`, `variable`, `readings`, `status`, in `admin.rs`) work on the store directly.
 //! Configuration comes from flags, then `TESSERA_*` environment variables, then an optional TOML file, then
 //! defaults; it is parsed here into one `Config` and passed down.
 
@@ -9,9 +9,11 @@ mod bench;
 mod settings;
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tessera_server::backup::BackupError;
 use tessera_server::{Config, Credentials};
 
 use crate::settings::{CommonArgs, HttpLimitArgs, RateLimitArgs, Settings};
@@ -104,7 +106,7 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         devices: usize,
         /// Devices and live tokens (as many of each) then added to the store before ingest is measured again;
-        /// 0 skips that scenario
+        /// 0 skips that scenario. With --backup: the readings in the store that is backed up
         #[arg(long, default_value_t = 1_000_000)]
         population: usize,
         /// Baseline and Tessera runs alternate this many times
@@ -117,6 +119,10 @@ enum Command {
         /// for the chart): p50/p99/p999 of each page
         #[arg(long)]
         console: bool,
+        /// Measure `tessera backup` instead: a store of a million readings copied while paced ingest goes on, the
+        /// acknowledgements' latency before and during the backup, and how far the WAL grows meanwhile
+        #[arg(long, conflicts_with = "console")]
+        backup: bool,
         /// The machine's Mosquitto, driven by the same MQTT load for comparison (skipped if it does not answer)
         #[arg(long, default_value = "127.0.0.1:1883")]
         mosquitto: std::net::SocketAddr,
@@ -131,6 +137,34 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         http_addr: std::net::SocketAddr,
     },
+    /// Copy the SQLite store into one file, online (a running server goes on ingesting): a consistent snapshot
+    /// with the server key inside, so the tokens work after a restore. The file is mode 0600: it holds the key.
+    /// For PostgreSQL use pg_dump (see the README's "Backups").
+    #[command(after_help = EXIT_CODES)]
+    Backup {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The backup file to write (it appears only when whole)
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        /// Replace the backup file if it exists
+        #[arg(long)]
+        force: bool,
+    },
+    /// Bring a backup made by `tessera backup` back into the data directory (no server may be running on it).
+    /// The file is checked before anything is touched; an existing store is replaced only with --force, and then
+    /// kept aside in DIR/replaced-TIME (a data directory of its own).
+    #[command(after_help = EXIT_CODES)]
+    Restore {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The backup file to restore
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// Replace the store the data directory holds (it is kept aside, not deleted)
+        #[arg(long)]
+        force: bool,
+    },
     /// Create the data directory and a bootstrap account. Running it again changes and reveals nothing.
     Init {
         #[command(flatten)]
@@ -139,6 +173,49 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// What `backup` and `restore` exit with, for scripts (`--help` shows it; the README too).
+const EXIT_CODES: &str = "Exit codes:
+  0  done
+  1  failure (a file could not be read, written or synced)
+  2  usage: a wrong flag or configuration, or --to names a file of the store itself
+  3  not found: no store to back up, or no backup file
+  4  a running Tessera server holds the data directory (its process id is named)
+  6  the file is not a backup this Tessera can restore (nothing was changed)
+  7  the target exists: a store in the data directory, or the backup file (give --force)
+  8  the store is PostgreSQL: use pg_dump and pg_restore (see the README)";
+
+/// The exit code of a failed `backup` or `restore` (as `EXIT_CODES` lists them).
+fn backup_exit_code(error: &BackupError) -> u8 {
+    match error {
+        BackupError::Configuration(_) | BackupError::OntoTheStore(_) => 2,
+        BackupError::NoStore(_) | BackupError::NoBackupFile(_) => 3,
+        BackupError::Locked(tessera_server::data_lock::LockError::Held { .. }) => 4,
+        BackupError::NotRestorable { .. }
+        | BackupError::NoKeyInBackup(_)
+        | BackupError::KeyLength { .. }
+        | BackupError::ChangedDuringRestore(_) => 6,
+        BackupError::StoreExists { .. } | BackupError::BackupExists(_) => 7,
+        BackupError::PostgresBackup | BackupError::PostgresRestore => 8,
+        BackupError::Locked(_)
+        | BackupError::NoKey { .. }
+        | BackupError::Io { .. }
+        | BackupError::Store { .. }
+        | BackupError::CopyUnsound(_) => 1,
+    }
+}
+
+/// Prints a failed `backup` or `restore` with its causes and exits with its code.
+fn exit_with(error: &BackupError) -> ! {
+    let mut message = format!("Error: {error}");
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        message.push_str(&format!("\n  because: {inner}"));
+        cause = inner.source();
+    }
+    eprintln!("{message}");
+    std::process::exit(i32::from(backup_exit_code(error)));
 }
 
 /// Where `serve` listens and how it is limited: the flags `serve` and `config show` share.
@@ -287,6 +364,7 @@ fn main() -> anyhow::Result<()> {
             rounds,
             json,
             console,
+            backup,
             mosquitto,
             database_url,
         } => {
@@ -305,6 +383,7 @@ fn main() -> anyhow::Result<()> {
                 rounds,
                 json,
                 console,
+                backup,
             };
             runtime.block_on(bench::run(options))
         }
@@ -313,6 +392,44 @@ fn main() -> anyhow::Result<()> {
             init_logging("text");
             let config = Settings::load(&common)?.into_config();
             runtime.block_on(migrate(config))
+        }
+        Command::Backup { common, to, force } => {
+            init_logging("text");
+            let config = Settings::load(&common)?.into_config();
+            match runtime.block_on(tessera_server::backup::backup(&config, &to, force)) {
+                Ok(done) => {
+                    println!(
+                        "Backed up {} to {} ({:.1} MiB, {:.1} s, of which the snapshot {:.1} s), with its server key: \
+                         keep the file as private as the data directory.",
+                        done.database.display(),
+                        to.display(),
+                        done.bytes as f64 / (1024.0 * 1024.0),
+                        done.took.as_secs_f64(),
+                        done.snapshot_took.as_secs_f64(),
+                    );
+                    Ok(())
+                }
+                Err(error) => exit_with(&error),
+            }
+        }
+        Command::Restore { common, from, force } => {
+            init_logging("text");
+            let config = Settings::load(&common)?.into_config();
+            match runtime.block_on(tessera_server::backup::restore(&config, &from, force)) {
+                Ok(done) => {
+                    println!(
+                        "Restored {} into {} (schema version {}; `tessera serve` brings it up to date).",
+                        from.display(),
+                        done.data_dir.display(),
+                        done.schema_version
+                    );
+                    if let Some(aside) = done.kept_aside {
+                        println!("The store it replaced is kept in {}.", aside.display());
+                    }
+                    Ok(())
+                }
+                Err(error) => exit_with(&error),
+            }
         }
         Command::Init { common, json } => {
             init_logging("text");

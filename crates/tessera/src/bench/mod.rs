@@ -3,6 +3,7 @@
 //! load generator, the same payloads and the same connection counts, alternating baseline and Tessera runs, and
 //! prints each figure with its ratio to the baseline's.
 
+mod backup;
 mod baseline;
 mod console;
 mod load;
@@ -38,6 +39,8 @@ pub struct Options {
     pub json: bool,
     /// Measure the web console's pages (a collection of 10 000 devices) instead of ingest.
     pub console: bool,
+    /// Measure `tessera backup` of a store of a million readings under paced ingest instead.
+    pub backup: bool,
 }
 
 /// One measured scenario, with the server's CPU and memory over it.
@@ -181,6 +184,9 @@ async fn verify_times() -> anyhow::Result<VerifyTimes> {
 pub async fn run(options: Options) -> anyhow::Result<()> {
     if options.console {
         return console::run(&options).await;
+    }
+    if options.backup {
+        return backup::run(&options).await;
     }
     say(&options, "timing token verification in this process");
     let verify = verify_times().await?;
