@@ -15,6 +15,7 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod live;
+pub mod metrics;
 pub mod mqtt;
 pub mod peers;
 pub mod people;

@@ -6,6 +6,7 @@ pub mod allthingstalk;
 pub mod console;
 pub mod horde;
 pub(crate) mod listener;
+pub mod metrics;
 pub mod native;
 mod rate_limit;
 pub mod ubidots;
@@ -28,16 +29,20 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::scrape_on_main_listener))
         .nest("/v1", native::routes().layer(answer_panics_as(Dialect::Native)))
         .nest("/api/v1.6", ubidots::routes().layer(answer_panics_as(Dialect::Ubidots)))
         .merge(allthingstalk::routes().layer(answer_panics_as(Dialect::AllThingsTalk)))
         .merge(horde::routes().layer(answer_panics_as(Dialect::Horde)))
         .nest(console::PREFIX, console::routes(app.clone()).layer(answer_panics_as(Dialect::Console)))
+        // After routing, each route notes its template for the request counts (outermost, below).
+        .route_layer(metrics::NoteRouteLayer)
         .fallback(no_such_route)
         .layer(axum::middleware::from_fn(console::send_browsers_to_console))
         .layer(axum::middleware::map_response(retry_after_on_unavailable))
         .layer(axum::middleware::from_fn(rate_limit::fields))
         .layer(answer_panics_as(Dialect::Horde))
+        .layer(metrics::CountRequestsLayer(app.metrics.clone()))
         .with_state(app)
 }
 

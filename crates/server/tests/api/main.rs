@@ -9,6 +9,7 @@ mod helpers;
 mod horde;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod mqtt;
 mod native;
 mod people;
