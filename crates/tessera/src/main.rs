@@ -208,7 +208,11 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::Value::Object(object));
             } else {
                 for (key, value) in shown {
-                    println!("{key} = {value}");
+                    // TOML has no null: a key not set is shown as a comment, so the lines still read back.
+                    match value {
+                        serde_json::Value::Null => println!("# {key} is not set"),
+                        value => println!("{key} = {value}"),
+                    }
                 }
             }
             Ok(())
