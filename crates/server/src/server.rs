@@ -193,7 +193,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             let bound = listener.local_addr().map_err(|source| StartError::ListenMetrics { addr, source })?;
             tracing::info!(metrics_addr = %bound, "tessera is serving /metrics");
             let routes = tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash()
-                .layer(http::metrics::dedicated_router(app.clone()));
+                .layer(http::counted(http::metrics::dedicated_router(app.clone()), metrics.clone()));
             // Stops accepting with the main listener; a scrape in flight finishes on its own.
             tokio::spawn(http::listener::serve(listener, routes, limits, metrics.clone(), "metrics", stop.subscribe()));
             Some(bound)
@@ -201,7 +201,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         None => None,
     };
     // Trailing slashes are trimmed before routing, so every path answers with and without one.
-    let routes = tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(http::router(app));
+    let routes = tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash()
+        .layer(http::counted(http::router(app), metrics.clone()));
     warn_if_connections_outnumber_files(limits.max_connections);
     let task = tokio::spawn(async move {
         // Returns once stopped (or the `Server` handle dropped) and every connection has finished its request.

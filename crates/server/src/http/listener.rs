@@ -50,8 +50,9 @@ use tower_http::normalize_path::NormalizePath;
 use crate::accept::{AcceptFailures, accept};
 use crate::config::Config;
 
-/// The routes as the listener serves them (trailing slashes trimmed before routing).
-pub type Routes = NormalizePath<Router>;
+/// The routes as the listener serves them (trailing slashes trimmed before routing, every request counted for
+/// `/metrics`).
+pub type Routes = NormalizePath<crate::http::metrics::CountRequests<Router>>;
 
 /// How slow a client may be, and how many may be connected. See the fields of [`Config`] of the same names.
 #[derive(Debug, Clone, Copy)]
@@ -411,7 +412,7 @@ pin_project_lite::pin_project! {
     /// The router's answer to one request, made a 408 when the request's body timed out.
     struct Answer {
         #[pin]
-        future: RouteFuture<Infallible>,
+        future: crate::http::metrics::Counted<RouteFuture<Infallible>>,
         exchange: Option<Arc<Exchange>>,
     }
 }

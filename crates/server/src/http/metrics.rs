@@ -35,10 +35,11 @@ tokio::task_local! {
     static MATCHED_ROUTE: Cell<Option<MatchedPath>>;
 }
 
-/// The outermost layer: times every request and counts its answer under its route template (or `unmatched`, in
-/// the dialect whose part of the URL space the path is in). A tower service of its own rather than
-/// `middleware::from_fn`, which boxes two futures per request: this one adds no allocation, only the clock read
-/// twice, a clone of the `Arc` and the figures' atomic adds.
+/// Around the whole router (not a layer of it: axum applies a router's layers to each route, each in a `Route`
+/// that boxes a clone of its service and its future on every request): times every request and counts its answer
+/// under the template the router matched (or `unmatched`, in the dialect whose part of the URL space the path is
+/// in). A tower service of its own rather than `middleware::from_fn`, which boxes two futures per request: this
+/// adds no allocation, only the clock read twice, a clone of the `Arc` and the figures' atomic adds.
 #[derive(Debug, Clone)]
 pub struct CountRequestsLayer(pub Arc<Metrics>);
 
@@ -56,9 +57,9 @@ pub struct CountRequests<S> {
     metrics: Arc<Metrics>,
 }
 
-impl<S> Service<Request> for CountRequests<S>
+impl<S, B> Service<axum::http::Request<B>> for CountRequests<S>
 where
-    S: Service<Request, Response = Response>,
+    S: Service<axum::http::Request<B>, Response = Response>,
 {
     type Response = Response;
     type Error = S::Error;
@@ -68,7 +69,7 @@ where
         self.inner.poll_ready(context)
     }
 
-    fn call(&mut self, request: Request) -> Counted<S::Future> {
+    fn call(&mut self, request: axum::http::Request<B>) -> Counted<S::Future> {
         let path_dialect = Dialect::of_path(request.uri().path());
         // The router finds the route when it is first polled, inside the slot's scope.
         let inner = MATCHED_ROUTE.scope(Cell::new(None), self.inner.call(request));
@@ -117,8 +118,9 @@ where
     }
 }
 
-/// A route layer (it runs after routing): notes the matched route's template for `CountRequests`, an `Arc<str>`
-/// cloned into the request's slot.
+/// Notes the matched route's template for `CountRequests`, an `Arc<str>` cloned into the request's slot. Given to
+/// the router's outermost layer (`http::router`) beside the catch-panic layer every route has anyway, so it runs
+/// after routing, on every route and the fallback, and adds no `Route` of its own.
 #[derive(Debug, Clone)]
 pub struct NoteRouteLayer;
 
@@ -186,6 +188,7 @@ pub(crate) async fn scrape_on_main_listener(State(app): State<App>, headers: Hea
 pub fn dedicated_router(app: App) -> Router {
     Router::new()
         .route("/metrics", get(|State(app): State<App>, headers: HeaderMap| async move { scrape(&app, &headers) }))
+        .layer(NoteRouteLayer)
         .with_state(app)
 }
 

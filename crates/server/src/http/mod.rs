@@ -35,15 +35,19 @@ pub fn router(app: App) -> Router {
         .merge(allthingstalk::routes().layer(answer_panics_as(Dialect::AllThingsTalk)))
         .merge(horde::routes().layer(answer_panics_as(Dialect::Horde)))
         .nest(console::PREFIX, console::routes(app.clone()).layer(answer_panics_as(Dialect::Console)))
-        // After routing, each route notes its template for the request counts (outermost, below).
-        .route_layer(metrics::NoteRouteLayer)
         .fallback(no_such_route)
         .layer(axum::middleware::from_fn(console::send_browsers_to_console))
         .layer(axum::middleware::map_response(retry_after_on_unavailable))
         .layer(axum::middleware::from_fn(rate_limit::fields))
-        .layer(answer_panics_as(Dialect::Horde))
-        .layer(metrics::CountRequestsLayer(app.metrics.clone()))
+        // Applied to each route (axum's layers are), so it knows the route matched: the template for the request
+        // counts, which `counted` reads around the router.
+        .layer((metrics::NoteRouteLayer, answer_panics_as(Dialect::Horde)))
         .with_state(app)
+}
+
+/// `router` with every request counted for `/metrics` by dialect, route template and status code.
+pub fn counted(router: Router, metrics: std::sync::Arc<crate::metrics::Metrics>) -> metrics::CountRequests<Router> {
+    tower::Layer::layer(&metrics::CountRequestsLayer(metrics), router)
 }
 
 /// Whose wire shape an answer takes.
