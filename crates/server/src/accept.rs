@@ -19,8 +19,13 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(1);
 /// Failures are reported at most this often.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
-/// The next connection from `listener`, however many failed accepts that takes.
-pub(crate) async fn accept(listener: &TcpListener, failures: &mut AcceptFailures) -> (TcpStream, SocketAddr) {
+/// The next connection from `listener`, however many failed accepts that takes; each failed one is counted in
+/// `errors` (for `/metrics`).
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    failures: &mut AcceptFailures,
+    errors: &crate::metrics::Counter,
+) -> (TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
             Ok(accepted) => {
@@ -28,6 +33,7 @@ pub(crate) async fn accept(listener: &TcpListener, failures: &mut AcceptFailures
                 return accepted;
             }
             Err(error) => {
+                errors.inc();
                 let failure = failures.failed(&error, Instant::now());
                 if let Some(count) = failure.report {
                     tracing::warn!(

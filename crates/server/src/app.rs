@@ -30,6 +30,9 @@ pub struct App {
     pub hub: Arc<Hub>,
     /// The other nodes on a shared database (none on SQLite).
     pub peers: crate::peers::Peers,
+    /// What the front ends count (HTTP requests, MQTT connections and messages, listeners' accept errors); the
+    /// services count their own, and `/metrics` reads both. One per server, never global.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The services a server is made of, for [`App::new`].
@@ -46,7 +49,13 @@ pub struct Services {
 impl App {
     pub fn new(config: Arc<Config>, store: Arc<dyn Store>, services: Services) -> App {
         let Services { tokens, data, people, teams, hub, peers } = services;
-        App { config, store, tokens, data, people, teams, hub, peers }
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        App { config, store, tokens, data, people, teams, hub, peers, metrics }
+    }
+
+    /// The store's connection pools' sizes now, for `/metrics`.
+    pub fn store_pools(&self) -> Vec<tessera_store::PoolFigures> {
+        self.store.pools()
     }
 
     /// The collections of the account the caller may read (refused outright to credentials that read nothing).

@@ -10,9 +10,14 @@ use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::metrics::Counter;
+
 pub struct RecordCache<K, V> {
     entries: moka::sync::Cache<K, V>,
     invalidations: AtomicU64,
+    /// Lookups answered from memory, and lookups that went on to the store, for `/metrics`.
+    hits: Counter,
+    misses: Counter,
 }
 
 impl<K, V> std::fmt::Debug for RecordCache<K, V> {
@@ -36,11 +41,23 @@ where
         RecordCache {
             entries: moka::sync::Cache::builder().max_capacity(capacity).time_to_live(time_to_live).build(),
             invalidations: AtomicU64::new(0),
+            hits: Counter::default(),
+            misses: Counter::default(),
         }
     }
 
     pub fn get(&self, key: &K) -> Option<V> {
-        self.entries.get(key)
+        let found = self.entries.get(key);
+        match found {
+            Some(_) => self.hits.inc(),
+            None => self.misses.inc(),
+        }
+        found
+    }
+
+    /// Lookups answered from memory and lookups that missed, since start.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        (self.hits.get(), self.misses.get())
     }
 
     /// Call before reading the record from the store.
@@ -71,6 +88,13 @@ where
     }
 
     pub fn entry_count(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    /// The entries held now, after moka has applied what it still had pending (its count lags otherwise); for a
+    /// scrape, not for a hot path.
+    pub fn settled_entry_count(&self) -> u64 {
+        self.entries.run_pending_tasks();
         self.entries.entry_count()
     }
 }

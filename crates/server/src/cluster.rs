@@ -39,7 +39,13 @@ pub async fn join(events: PostgresEvents) -> Result<(Peers, Joined), tessera_sto
     let listener = events.listen().await?;
     let (live, live_queue) = mpsc::channel(LIVE_QUEUE);
     let origin = u64::from_le_bytes(crate::entropy::random_bytes::<8>());
-    let link = Arc::new(Link { origin, live, live_dropped: AtomicU64::new(0), listening: AtomicBool::new(true) });
+    let link = Arc::new(Link {
+        origin,
+        live,
+        live_dropped: AtomicU64::new(0),
+        listening: AtomicBool::new(true),
+        figures: Default::default(),
+    });
     let queues = Queues { live: live_queue };
     Ok((Peers { link: Some(link.clone()) }, Joined { link, listener, events, queues }))
 }
@@ -72,7 +78,7 @@ impl Joined {
     /// still queued and returns. Stop it after the last change was told (the writer's last commit).
     pub async fn run(self, hearers: Hearers, mut stop: watch::Receiver<bool>) {
         let Joined { link, mut listener, events, queues } = self;
-        let publisher = tokio::spawn(publish(events, link.origin, queues, stop.clone()));
+        let publisher = tokio::spawn(publish(events, link.clone(), queues, stop.clone()));
         loop {
             let event = tokio::select! {
                 event = listener.next() => event,
@@ -81,7 +87,10 @@ impl Joined {
             match event {
                 ListenEvent::Payload(payload) => match serde_json::from_str::<Envelope>(&payload) {
                     Ok(envelope) if envelope.origin == link.origin => {}
-                    Ok(envelope) => apply(&hearers, envelope.change),
+                    Ok(envelope) => {
+                        link.figures.heard.inc();
+                        apply(&hearers, envelope.change)
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "an event this version does not understand; reloading caches");
                         forget_everything(&hearers);
@@ -89,6 +98,8 @@ impl Joined {
                 },
                 ListenEvent::Unreachable => {
                     if link.listening.swap(false, Ordering::SeqCst) {
+                        link.figures.disconnections.inc();
+                        link.figures.missed.inc();
                         tracing::warn!("lost touch with the other nodes; caches emptied until the database is back");
                         forget_everything(&hearers);
                     }
@@ -98,7 +109,10 @@ impl Joined {
                     forget_everything(&hearers);
                     link.listening.store(true, Ordering::SeqCst);
                 }
-                ListenEvent::Missed => forget_everything(&hearers),
+                ListenEvent::Missed => {
+                    link.figures.missed.inc();
+                    forget_everything(&hearers)
+                }
             }
         }
         // The queue is closed; what is in it goes out, unless the database is gone: then give up after a while
@@ -111,7 +125,8 @@ impl Joined {
     }
 }
 
-async fn publish(events: PostgresEvents, origin: u64, mut queues: Queues, mut stop: watch::Receiver<bool>) {
+async fn publish(events: PostgresEvents, link: Arc<Link>, mut queues: Queues, mut stop: watch::Receiver<bool>) {
+    let origin = link.origin;
     let mut stopping = false;
     loop {
         let change = tokio::select! {
@@ -137,9 +152,14 @@ async fn publish(events: PostgresEvents, origin: u64, mut queues: Queues, mut st
             }
         };
         let mut attempt = 1;
-        while let Err(error) = events.publish(&payload, now_ms()).await {
+        loop {
+            let Err(error) = events.publish(&payload, now_ms()).await else {
+                link.figures.sent.inc();
+                break;
+            };
             if give_up_after == Some(attempt) {
                 tracing::error!(?error, "could not pass live data on to the other nodes; giving up on it");
+                link.figures.given_up.inc();
                 break;
             }
             if attempt == 1 {
@@ -202,7 +222,13 @@ mod tests {
     #[test]
     fn live_data_waiting_for_the_other_nodes_is_bounded_and_invalidations_are_never_queued() {
         let (live, mut live_queue) = mpsc::channel(LIVE_QUEUE);
-        let link = Link { origin: 1, live, live_dropped: AtomicU64::new(0), listening: AtomicBool::new(true) };
+        let link = Link {
+            origin: 1,
+            live,
+            live_dropped: AtomicU64::new(0),
+            listening: AtomicBool::new(true),
+            figures: Default::default(),
+        };
         let peers = Peers { link: Some(Arc::new(link)) };
         for _ in 0..LIVE_QUEUE + 10 {
             peers.tell(Change::readings(&[]));

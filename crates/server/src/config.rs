@@ -67,6 +67,13 @@ pub struct Config {
     /// Largest WebSocket message or frame a client may send on a Horde `/from` stream, which reads only control
     /// frames (a ping carries at most 125 bytes); anything larger closes the socket. 4 KiB.
     pub websocket_max_message_size: usize,
+    /// Where a listener of its own serves `/metrics` (and nothing else); `None` (the default) starts none. Bind
+    /// it to loopback or a monitoring network: without a `metrics_token` it asks for no credential.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The bearer token a Prometheus scraper presents for `/metrics` (`Authorization: Bearer …`), on the main
+    /// HTTP listener and on `metrics_addr`. Without one, the main listener does not serve `/metrics` at all. At
+    /// least 16 characters, printable ASCII without spaces; redacted in `Debug` and `config show`.
+    pub metrics_token: Option<String>,
     /// The default request quota of each kind of token, counted per token on this node over HTTP and MQTT
     /// together; a token's own quota, set when it is made or changed, wins.
     pub rate_limits: crate::quota::RateLimits,
@@ -97,6 +104,8 @@ impl Config {
             http_max_connections: 10_000,
             websocket_max_message_size: 4 * 1024,
             audit_retention: Duration::from_secs(90 * 24 * 60 * 60),
+            metrics_addr: None,
+            metrics_token: None,
             rate_limits: crate::quota::RateLimits::default(),
         }
     }
@@ -119,6 +128,9 @@ impl Config {
         }
     }
 }
+
+/// The shortest `metrics_token` taken: guessing one of 16 random characters is out of reach.
+pub const MIN_METRICS_TOKEN_LENGTH: usize = 16;
 
 /// A configuration value that cannot work, named by its key (as the TOML file writes it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -173,6 +185,24 @@ impl Config {
             });
         }
         self.database().map_err(|problem| ConfigError { key: "database_url", problem })?;
+        if let Some(token) = &self.metrics_token {
+            if token.len() < MIN_METRICS_TOKEN_LENGTH {
+                return Err(ConfigError {
+                    key: "metrics_token",
+                    problem: format!(
+                        "is {} characters long; it must have at least {MIN_METRICS_TOKEN_LENGTH} (e.g. `openssl rand \
+                         -hex 32`)",
+                        token.len()
+                    ),
+                });
+            }
+            if !token.bytes().all(|byte| byte.is_ascii_graphic()) {
+                return Err(ConfigError {
+                    key: "metrics_token",
+                    problem: "must be printable ASCII without spaces (it travels in an HTTP header)".into(),
+                });
+            }
+        }
         let listeners = self.listeners();
         for (index, (key, addr)) in listeners.iter().enumerate() {
             if let Some((other, other_addr)) = listeners[..index].iter().find(|(_, other)| overlap(*addr, *other)) {
@@ -187,7 +217,9 @@ impl Config {
 
     /// Every address Tessera listens on, with its TOML key.
     fn listeners(&self) -> Vec<(&'static str, SocketAddr)> {
-        vec![("http_addr", self.http_addr), ("mqtt_addr", self.mqtt_addr)]
+        let mut listeners = vec![("http_addr", self.http_addr), ("mqtt_addr", self.mqtt_addr)];
+        listeners.extend(self.metrics_addr.map(|addr| ("metrics_addr", addr)));
+        listeners
     }
 }
 
@@ -229,6 +261,8 @@ impl std::fmt::Debug for Config {
             http_max_connections,
             audit_retention,
             websocket_max_message_size,
+            metrics_addr,
+            metrics_token,
             rate_limits,
         } = self;
         f.debug_struct("Config")
@@ -253,6 +287,8 @@ impl std::fmt::Debug for Config {
             .field("http_max_connections", http_max_connections)
             .field("audit_retention", audit_retention)
             .field("websocket_max_message_size", websocket_max_message_size)
+            .field("metrics_addr", metrics_addr)
+            .field("metrics_token", &metrics_token.as_ref().map(|_| "***"))
             .field("rate_limits", rate_limits)
             .finish()
     }
@@ -309,10 +345,34 @@ mod tests {
         assert!(short.key == "refresh_token_ttl_seconds" && short.problem.contains("shorter"), "{short}");
         let url = refused(|config| config.database_url = Some("mysql://u:p@h/db".into()));
         assert!(url.to_string().starts_with("configuration: database_url"), "{url}");
+        let short = refused(|config| config.metrics_token = Some("too-short".into()));
+        assert!(short.key == "metrics_token" && short.problem.contains("at least 16"), "{short}");
+        let spaced = refused(|config| config.metrics_token = Some("a token with spaces in it".into()));
+        assert!(spaced.key == "metrics_token" && spaced.problem.contains("without spaces"), "{spaced}");
+    }
+
+    #[test]
+    fn the_debug_form_never_shows_the_metrics_token() {
+        let mut config = Config::new(PathBuf::from("/data"));
+        config.metrics_token = Some("scrape-me-0123456789".into());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("scrape-me") && shown.contains("metrics_token: Some(\"***\")"), "{shown}");
+    }
+
+    #[test]
+    fn the_listener_keys_are_checked_too() {
+        let defaults = Config::new(PathBuf::from("/data"));
+        let refused = |change: fn(&mut Config)| {
+            let mut config = defaults.clone();
+            change(&mut config);
+            config.check().unwrap_err()
+        };
         let same_port = refused(|config| config.mqtt_addr = "127.0.0.1:8080".parse().unwrap());
         assert!(same_port.key == "mqtt_addr" && same_port.problem.contains("http_addr"), "{same_port}");
         let wildcard = refused(|config| config.mqtt_addr = "0.0.0.0:8080".parse().unwrap());
         assert_eq!(wildcard.key, "mqtt_addr", "the wildcard takes the loopback's port too");
+        let metrics = refused(|config| config.metrics_addr = Some("127.0.0.1:1883".parse().unwrap()));
+        assert!(metrics.key == "metrics_addr" && metrics.problem.contains("mqtt_addr"), "{metrics}");
     }
 
     #[test]

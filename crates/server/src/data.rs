@@ -60,6 +60,8 @@ pub struct DataService {
     writer: ReadingWriter,
     devices: RecordCache<(AccountId, Label), Arc<Device>>,
     variables: RecordCache<(DeviceId, Label), Arc<Variable>>,
+    /// Readings in writes refused for a value (outside the range of instants, against the asset's profile).
+    refused_readings: crate::metrics::Counter,
 }
 
 impl DataService {
@@ -69,7 +71,27 @@ impl DataService {
             writer,
             devices: RecordCache::new(cache_capacity, CACHE_TIME_TO_LIVE),
             variables: RecordCache::new(cache_capacity, CACHE_TIME_TO_LIVE),
+            refused_readings: crate::metrics::Counter::default(),
         }
+    }
+
+    /// The device and variable caches' figures.
+    pub fn cache_figures(&self) -> [crate::metrics::CacheFigures; 2] {
+        let figures = |cache, hits_and_misses: (u64, u64), entries| crate::metrics::CacheFigures {
+            cache,
+            hits: hits_and_misses.0,
+            misses: hits_and_misses.1,
+            entries,
+        };
+        [
+            figures("devices", self.devices.hits_and_misses(), self.devices.settled_entry_count()),
+            figures("variables", self.variables.hits_and_misses(), self.variables.settled_entry_count()),
+        ]
+    }
+
+    /// Readings refused for their value since start (every reading of a refused write: one refuses them all).
+    pub fn refused_readings(&self) -> u64 {
+        self.refused_readings.get()
     }
 
     /// A device was deleted on another node: its label may name another device from now on.
@@ -621,22 +643,11 @@ impl DataService {
         // timestamps every dialect shares (each parses its own and names the field), so no front end stores an
         // instant the others cannot give back; and the asset's profile, whichever dialect or protocol the value
         // comes through. One refused value refuses the whole write.
-        for (variable, dots) in &series {
-            let target = variable_target(variable);
-            if !permits.iter().any(|permit| permit.covers(Action::Write, &target)) {
-                return Err(AppError::Internal(format!("no permit covers writing to variable {}", variable.id).into()));
+        if let Err(error) = check_values(permits, &series) {
+            if matches!(error, AppError::BadRequest(_)) {
+                self.refused_readings.add(series.iter().map(|(_, dots)| dots.len() as u64).sum());
             }
-            let refused = |error: String| AppError::BadRequest(format!("variable '{}': {error}", variable.label));
-            let profile = match &variable.profile {
-                Some(profile) => Some(Profile::parse(profile).map_err(|error| AppError::Internal(error.into()))?),
-                None => None,
-            };
-            for dot in dots {
-                tessera_core::time::check_range(dot.timestamp_ms).map_err(|error| refused(error.to_string()))?;
-                if let Some(profile) = &profile {
-                    profile.check(&dot.value.to_json()).map_err(refused)?;
-                }
-            }
+            return Err(error);
         }
         let received_at_ms = now_ms();
         let count = series.iter().map(|(_, dots)| dots.len()).sum();
@@ -674,6 +685,28 @@ impl DataService {
         require_permit(permit, Action::Write, &variable_target(variable), "delete readings")?;
         self.store.delete_readings(variable.id, range).await.map_err(|error| AppError::from_store("variable", error))
     }
+}
+
+/// One pass over what is to be stored, before any of it is (see [`DataService::write_waiting`]).
+fn check_values(permits: &[&Permit], series: &[(Arc<Variable>, Vec<Dot>)]) -> Result<(), AppError> {
+    for (variable, dots) in series {
+        let target = variable_target(variable);
+        if !permits.iter().any(|permit| permit.covers(Action::Write, &target)) {
+            return Err(AppError::Internal(format!("no permit covers writing to variable {}", variable.id).into()));
+        }
+        let refused = |error: String| AppError::BadRequest(format!("variable '{}': {error}", variable.label));
+        let profile = match &variable.profile {
+            Some(profile) => Some(Profile::parse(profile).map_err(|error| AppError::Internal(error.into()))?),
+            None => None,
+        };
+        for dot in dots {
+            tessera_core::time::check_range(dot.timestamp_ms).map_err(|error| refused(error.to_string()))?;
+            if let Some(profile) = &profile {
+                profile.check(&dot.value.to_json()).map_err(refused)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 impl From<StoreError> for AppError {

@@ -17,6 +17,12 @@ pub struct Hub {
     commands: broadcast::Sender<Arc<LiveCommand>>,
     /// Messages consumers missed because they fell behind.
     dropped: AtomicU64,
+    /// Readings handed to this node's consumers (while any listened), and how many consumers took each: one
+    /// relaxed add each per reading, the count being what the broadcast's send answers.
+    published: AtomicU64,
+    deliveries: AtomicU64,
+    /// Commands passed on to this node's listeners.
+    commands_published: AtomicU64,
     /// Other nodes' consumers hear what is published here, and this hub what is published there.
     peers: Peers,
 }
@@ -25,7 +31,15 @@ impl Hub {
     pub fn new(capacity: usize, peers: Peers) -> Hub {
         let (sender, _) = broadcast::channel(capacity.max(1));
         let (commands, _) = broadcast::channel(capacity.max(1));
-        Hub { sender, commands, dropped: AtomicU64::new(0), peers }
+        Hub {
+            sender,
+            commands,
+            dropped: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            deliveries: AtomicU64::new(0),
+            commands_published: AtomicU64::new(0),
+            peers,
+        }
     }
 
     /// Publishes committed readings to the consumers of every node; with no consumer and no other node this
@@ -47,7 +61,10 @@ impl Hub {
         }
         for reading in readings {
             // An error only means every consumer left in the meantime.
-            let _ = self.sender.send(Arc::new(reading));
+            if let Ok(consumers) = self.sender.send(Arc::new(reading)) {
+                self.published.fetch_add(1, Ordering::Relaxed);
+                self.deliveries.fetch_add(consumers as u64, Ordering::Relaxed);
+            }
         }
     }
 
@@ -60,7 +77,9 @@ impl Hub {
     /// Passes on a command sent on another node.
     pub fn command_here(&self, command: LiveCommand) {
         // An error only means nobody listens.
-        let _ = self.commands.send(Arc::new(command));
+        if self.commands.send(Arc::new(command)).is_ok() {
+            self.commands_published.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn subscribe_commands(&self) -> broadcast::Receiver<Arc<LiveCommand>> {
@@ -73,6 +92,20 @@ impl Hub {
 
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Readings published to this node's consumers, and deliveries (a reading times the consumers that took it).
+    pub fn published_and_delivered(&self) -> (u64, u64) {
+        (self.published.load(Ordering::Relaxed), self.deliveries.load(Ordering::Relaxed))
+    }
+
+    pub fn commands_published(&self) -> u64 {
+        self.commands_published.load(Ordering::Relaxed)
+    }
+
+    /// Live consumers of readings now (MQTT connections that subscribed, kept sessions, streams).
+    pub fn consumers(&self) -> usize {
+        self.sender.receiver_count()
     }
 }
 
@@ -146,5 +179,9 @@ mod tests {
         }
         assert_eq!(seen, [6, 7, 8, 9], "the newest four, in order");
         assert_eq!(hub.dropped(), 6);
+        assert_eq!(hub.published_and_delivered(), (10, 10), "ten readings, each taken by the one consumer");
+        let _second = hub.subscribe();
+        hub.publish((10..12).map(live));
+        assert_eq!(hub.published_and_delivered(), (12, 14), "two more, each taken by two");
     }
 }

@@ -17,6 +17,7 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod live;
+pub mod metrics;
 pub mod mqtt;
 pub mod operator;
 pub mod peers;

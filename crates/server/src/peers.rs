@@ -189,6 +189,23 @@ pub(crate) struct Link {
     pub(crate) live_dropped: AtomicU64,
     /// The event connection is up: changes by other nodes are being heard.
     pub(crate) listening: AtomicBool,
+    /// What crossed the event connection, for `/metrics`.
+    pub(crate) figures: ClusterFigures,
+}
+
+/// Events this node sent and heard on the shared database since start.
+#[derive(Debug, Default)]
+pub struct ClusterFigures {
+    /// Events this node published (`NOTIFY`).
+    pub sent: crate::metrics::Counter,
+    /// Live data given up after its attempts failed (the database did not take it).
+    pub given_up: crate::metrics::Counter,
+    /// Events from other nodes heard and applied (this node's own echoes are not counted).
+    pub heard: crate::metrics::Counter,
+    /// Times the listener said events were missed, or the event connection was lost: each empties the caches.
+    pub missed: crate::metrics::Counter,
+    /// Times the event connection was lost.
+    pub disconnections: crate::metrics::Counter,
 }
 
 impl Peers {
@@ -226,5 +243,10 @@ impl Peers {
 
     pub fn is_alone(&self) -> bool {
         self.link.is_none()
+    }
+
+    /// The event connection's figures and the live data dropped for a full queue; `None` when alone.
+    pub fn figures(&self) -> Option<(&ClusterFigures, u64)> {
+        self.link.as_ref().map(|link| (&link.figures, link.live_dropped.load(Ordering::Relaxed)))
     }
 }

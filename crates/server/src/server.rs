@@ -29,6 +29,8 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("cannot listen for MQTT on {addr}")]
     ListenMqtt { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen for metrics scrapes on {addr}")]
+    ListenMetrics { addr: SocketAddr, source: std::io::Error },
     #[error("cannot listen for the other nodes' changes")]
     Join(#[source] tessera_store::StoreError),
     #[error(transparent)]
@@ -40,6 +42,7 @@ pub enum StartError {
 pub struct Server {
     http_addr: SocketAddr,
     mqtt_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     credentials: Option<Credentials>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -54,6 +57,11 @@ impl Server {
     /// The address MQTT listens on, if it listens.
     pub fn mqtt_addr(&self) -> Option<SocketAddr> {
         self.mqtt_addr
+    }
+
+    /// The address of the listener serving only `/metrics`, when `metrics_addr` asked for one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The bootstrap credentials, when this start created the account; `None` on every later start.
@@ -176,13 +184,29 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         }
     });
 
-    // Trailing slashes are trimmed before routing, so every path answers with and without one.
-    let routes = tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(http::router(app));
     let limits = http::listener::Limits::from_config(&config);
+    let metrics = app.metrics.clone();
+    let metrics_addr = match config.metrics_addr {
+        Some(addr) => {
+            let listener =
+                TcpListener::bind(addr).await.map_err(|source| StartError::ListenMetrics { addr, source })?;
+            let bound = listener.local_addr().map_err(|source| StartError::ListenMetrics { addr, source })?;
+            tracing::info!(metrics_addr = %bound, "tessera is serving /metrics");
+            let routes = tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash()
+                .layer(http::counted(http::metrics::dedicated_router(app.clone()), metrics.clone()));
+            // Stops accepting with the main listener; a scrape in flight finishes on its own.
+            tokio::spawn(http::listener::serve(listener, routes, limits, metrics.clone(), "metrics", stop.subscribe()));
+            Some(bound)
+        }
+        None => None,
+    };
+    // Trailing slashes are trimmed before routing, so every path answers with and without one.
+    let routes = tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash()
+        .layer(http::counted(http::router(app), metrics.clone()));
     warn_if_connections_outnumber_files(limits.max_connections);
     let task = tokio::spawn(async move {
         // Returns once stopped (or the `Server` handle dropped) and every connection has finished its request.
-        http::listener::serve(listener, routes, limits, stopped).await;
+        http::listener::serve(listener, routes, limits, metrics, "http", stopped).await;
         // No request is in flight any more: commit whatever is queued, then stop the writer.
         writer.stop().await;
         if let Err(error) = writer_task.await {
@@ -210,7 +234,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         tracing::info!("tessera stopped");
     });
 
-    Ok(Server { http_addr, mqtt_addr, credentials, stop, task })
+    Ok(Server { http_addr, mqtt_addr, metrics_addr, credentials, stop, task })
 }
 
 /// File descriptors kept for what is not an HTTP connection: the store's files and connections, MQTT clients, the

@@ -239,6 +239,8 @@ pub struct TokenService {
     leak_reports: std::sync::OnceLock<tokio::sync::mpsc::Sender<LeakReport>>,
     /// Leak reports per source address in the current minute.
     leak_reporters: Mutex<HashMap<IpAddr, (i64, u32)>>,
+    /// Refused credentials and throttled requests, for `/metrics`.
+    figures: crate::metrics::CredentialFigures,
 }
 
 /// Secrets someone reported as leaked, from where.
@@ -286,7 +288,27 @@ impl TokenService {
             leak_reports: std::sync::OnceLock::new(),
             leak_reporters: Mutex::default(),
             quotas: crate::quota::Quotas::new(crate::quota::RateLimits::default()),
+            figures: crate::metrics::CredentialFigures::default(),
         }
+    }
+
+    /// Refused credentials by reason and throttled requests by kind, since start.
+    pub fn figures(&self) -> &crate::metrics::CredentialFigures {
+        &self.figures
+    }
+
+    /// The token and creator-reach caches' figures.
+    pub fn cache_figures(&self) -> [crate::metrics::CacheFigures; 2] {
+        let figures = |cache, hits_and_misses: (u64, u64), entries| crate::metrics::CacheFigures {
+            cache,
+            hits: hits_and_misses.0,
+            misses: hits_and_misses.1,
+            entries,
+        };
+        [
+            figures("tokens", self.by_digest.hits_and_misses(), self.by_digest.settled_entry_count()),
+            figures("creator_reach", self.creator_reach.hits_and_misses(), self.creator_reach.settled_entry_count()),
+        ]
     }
 
     /// This service with `limits` as the kinds' default quotas (Tessera's own defaults otherwise).
@@ -374,6 +396,7 @@ impl TokenService {
         let caller = match self.verify_secret(presented, from).await {
             Ok(caller) => caller,
             Err(error) => {
+                self.count_refusal(&error);
                 self.note_refusal(&error, None, from);
                 return Err(error);
             }
@@ -382,7 +405,7 @@ impl TokenService {
         crate::quota::note_for_request(charge);
         match charge {
             crate::quota::Charge::Counted { quota, standing } if !standing.allowed => {
-                self.count_throttled(caller.record.id, from);
+                self.count_throttled(&caller.record, from);
                 Err(VerifyError::OverQuota(crate::quota::OverQuota {
                     quota,
                     retry_after_seconds: standing.resets_in_seconds(),
@@ -404,6 +427,7 @@ impl TokenService {
                 Ok(caller)
             }
             Err(error) => {
+                self.count_refusal(&error);
                 self.note_refusal(&error, None, from);
                 Err(error)
             }
@@ -415,9 +439,27 @@ impl TokenService {
     pub fn charge(&self, caller: &Caller) -> crate::quota::Charge {
         let charge = self.quotas.take(&caller.record);
         if !charge.allowed() {
-            self.count_throttled(caller.record.id, caller.address);
+            self.count_throttled(&caller.record, caller.address);
         }
         charge
+    }
+
+    /// Counts a refused credential for `/metrics`, once per presentation, by reason.
+    fn count_refusal(&self, error: &VerifyError) {
+        let reason = match error {
+            VerifyError::Missing => return,
+            VerifyError::OverQuota(_) => return,
+            VerifyError::Malformed(_) => "malformed",
+            VerifyError::Unknown => "unknown",
+            VerifyError::Dead(Denial::Revoked) => "revoked",
+            VerifyError::Dead(Denial::Expired) => "expired",
+            VerifyError::Dead(Denial::Disabled) => "disabled",
+            VerifyError::Dead(Denial::SecretReplaced) => "secret_replaced",
+            VerifyError::Dead(_) => "other",
+            VerifyError::NotTakenHere(_) => "not_taken_here",
+            VerifyError::Store(_) => "store_unavailable",
+        };
+        self.figures.refused(reason);
     }
 
     /// Notes a refused credential for the trail; `record` is the token when it is known.
@@ -479,6 +521,7 @@ impl TokenService {
         let caller = self.verify(presented, from).await?;
         check_presentation(&caller.grant, presentation).map_err(|denial| {
             let error = VerifyError::NotTakenHere(denial);
+            self.count_refusal(&error);
             self.note_refusal(&error, Some(&caller.record), from);
             error
         })?;
@@ -1145,8 +1188,9 @@ impl TokenService {
     }
 
     /// A request refused for the token's quota: not a use, but the token was presented.
-    fn count_throttled(&self, token: TokenId, from: Option<IpAddr>) {
-        self.count(token, from, |entry| entry.throttled += 1);
+    fn count_throttled(&self, token: &TokenRecord, from: Option<IpAddr>) {
+        self.figures.throttled(token.kind);
+        self.count(token.id, from, |entry| entry.throttled += 1);
     }
 
     fn count(&self, token: TokenId, from: Option<IpAddr>, add: impl FnOnce(&mut TokenUsage)) {

@@ -118,6 +118,11 @@ pub struct WriterStats {
     pub readings: AtomicU64,
     /// Requests answered.
     pub requests: AtomicU64,
+    /// Transactions that failed, and the readings in them (their requests were answered with the error).
+    pub failed_commits: AtomicU64,
+    pub failed_readings: AtomicU64,
+    /// How long each transaction took, from the store call to its answer.
+    pub commit_latency: crate::metrics::Histogram,
 }
 
 impl std::fmt::Debug for Message {
@@ -147,6 +152,12 @@ impl ReadingWriter {
 
     pub fn stats(&self) -> &WriterStats {
         &self.stats
+    }
+
+    /// Requests waiting for the writer now, and how many may wait before senders wait for room.
+    pub fn queue_depth(&self) -> (usize, usize) {
+        let capacity = self.sender.max_capacity();
+        (capacity - self.sender.capacity(), capacity)
     }
 
     /// Records in the store when each device last had readings committed, as gathered since the last flush
@@ -228,11 +239,15 @@ async fn run(
         if waiting.is_empty() {
             continue;
         }
+        let commit_started = std::time::Instant::now();
         let outcome = store.insert_readings(&batch).await;
+        stats.commit_latency.observe(commit_started.elapsed());
         stats.commits.fetch_add(1, Ordering::Relaxed);
         stats.readings.fetch_add(batch.len() as u64, Ordering::Relaxed);
         stats.requests.fetch_add(waiting.len() as u64, Ordering::Relaxed);
         if let Err(error) = &outcome {
+            stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+            stats.failed_readings.fetch_add(batch.len() as u64, Ordering::Relaxed);
             tracing::error!(error = ?error, readings = batch.len(), requests = waiting.len(), "commit of readings failed");
         }
         let committed = outcome.is_ok();

@@ -374,4 +374,30 @@ pub trait Store:
     async fn ping(&self) -> StoreResult<()>;
     /// Flushes and closes connections; called once at shutdown after the last write.
     async fn close(&self);
+    /// The connection pools' sizes now, for `/metrics`. sqlx tells a pool's open and idle connections and its
+    /// bound; it does not tell how long an acquire waited nor how many wait, so neither is claimed here.
+    fn pools(&self) -> Vec<PoolFigures> {
+        Vec::new()
+    }
+}
+
+/// One connection pool's sizes, as sqlx tells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolFigures {
+    /// Which pool: `reads` and `writes` on SQLite, `main` on PostgreSQL.
+    pub pool: &'static str,
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+impl PoolFigures {
+    pub fn of<DB: sqlx::Database>(pool: &'static str, of: &sqlx::Pool<DB>) -> PoolFigures {
+        PoolFigures {
+            pool,
+            open: of.size(),
+            idle: u32::try_from(of.num_idle()).unwrap_or(u32::MAX),
+            max: of.options().get_max_connections(),
+        }
+    }
 }

@@ -59,6 +59,10 @@ async fn tell_in(transaction: &mut DbConnection, invalidations: &[Invalidation])
     Ok(())
 }
 
+fn pool_figures(store: &PostgresStore) -> Vec<crate::PoolFigures> {
+    vec![crate::PoolFigures::of("main", &store.pool)]
+}
+
 async fn close_pools(store: &PostgresStore) {
     store.pool.close().await;
 }

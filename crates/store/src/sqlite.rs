@@ -72,6 +72,10 @@ async fn tell_in(_transaction: &mut DbConnection, _invalidations: &[Invalidation
     Ok(())
 }
 
+fn pool_figures(store: &SqliteStore) -> Vec<crate::PoolFigures> {
+    vec![crate::PoolFigures::of("reads", &store.pool), crate::PoolFigures::of("writes", &store.writes)]
+}
+
 async fn close_pools(store: &SqliteStore) {
     store.writes.close().await;
     store.pool.close().await;

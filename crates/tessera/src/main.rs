@@ -229,6 +229,13 @@ struct ServeArgs {
     /// Address for the MQTT server [default: 127.0.0.1:1883; if that is taken, HTTP is served alone]
     #[arg(long, env = "TESSERA_MQTT_ADDR", value_name = "ADDR")]
     mqtt_addr: Option<std::net::SocketAddr>,
+    /// Address of a listener serving only /metrics (Prometheus) [default: none]
+    #[arg(long, env = "TESSERA_METRICS_ADDR", value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Bearer token a scraper presents for /metrics; without one the HTTP port serves no /metrics. Prefer the
+    /// variable or the file: a flag shows in the process list
+    #[arg(long, env = "TESSERA_METRICS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     #[command(flatten)]
     http_limits: HttpLimitArgs,
     #[command(flatten)]
@@ -249,6 +256,12 @@ impl ServeArgs {
             // An address asked for must be served: failing to listen on it stops the start.
             config.mqtt_addr = mqtt_addr;
             config.mqtt_required = true;
+        }
+        if let Some(metrics_addr) = self.metrics_addr {
+            config.metrics_addr = Some(metrics_addr);
+        }
+        if let Some(metrics_token) = &self.metrics_token {
+            config.metrics_token = Some(metrics_token.clone());
         }
         Ok(config)
     }
@@ -323,7 +336,11 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::Value::Object(object));
             } else {
                 for (key, value) in shown {
-                    println!("{key} = {value}");
+                    // TOML has no null: a key not set is shown as a comment, so the lines still read back.
+                    match value {
+                        serde_json::Value::Null => println!("# {key} is not set"),
+                        value => println!("{key} = {value}"),
+                    }
                 }
             }
             Ok(())

@@ -119,6 +119,8 @@ pub struct Settings {
     database_url: Option<String>,
     http_addr: Option<std::net::SocketAddr>,
     mqtt_addr: Option<std::net::SocketAddr>,
+    metrics_addr: Option<std::net::SocketAddr>,
+    metrics_token: Option<String>,
     exchange_token_ttl_seconds: Option<u64>,
     token_cache_capacity: Option<u64>,
     device_cache_capacity: Option<u64>,
@@ -214,6 +216,8 @@ impl Settings {
             config.mqtt_addr = mqtt_addr;
             config.mqtt_required = true;
         }
+        config.metrics_addr = self.metrics_addr;
+        config.metrics_token = self.metrics_token;
         if let Some(seconds) = self.exchange_token_ttl_seconds {
             config.exchange_token_ttl = Duration::from_secs(seconds);
         }
@@ -287,6 +291,9 @@ pub fn effective(config: &Config) -> Vec<(&'static str, serde_json::Value)> {
         ("database_url", json!(config.database_url.as_deref().map(tessera_server::config::redact_url))),
         ("http_addr", json!(config.http_addr.to_string())),
         ("mqtt_addr", json!(config.mqtt_addr.to_string())),
+        ("metrics_addr", json!(config.metrics_addr.map(|addr| addr.to_string()))),
+        // Redacted as the database URL's password is; shown set, so an operator can tell it is.
+        ("metrics_token", json!(config.metrics_token.as_ref().map(|_| "***"))),
         ("exchange_token_ttl_seconds", seconds(config.exchange_token_ttl)),
         ("token_cache_capacity", json!(config.token_cache_capacity)),
         ("device_cache_capacity", json!(config.device_cache_capacity)),
@@ -384,7 +391,14 @@ mod tests {
         config.database_url = Some("postgres://tessera:s3cret@db/tessera".into());
         config.http_max_connections = 500;
         let shown = effective(&config);
-        let text: String = shown.iter().map(|(key, value)| format!("{key} = {value}\n")).collect();
+        // As `config show` prints them: a key not set (null) as a comment.
+        let text: String = shown
+            .iter()
+            .map(|(key, value)| match value {
+                serde_json::Value::Null => format!("# {key} is not set\n"),
+                value => format!("{key} = {value}\n"),
+            })
+            .collect();
         assert!(!text.contains("s3cret") && text.contains("postgres://tessera:***@db/tessera"), "{text}");
         // Pasted into a file (the password put back), it makes the same configuration.
         let directory = tempfile::tempdir().unwrap();

@@ -366,12 +366,19 @@ async fn config_show_prints_the_effective_configuration_without_secrets() {
         .args(["config", "show", "--json", "--config", file.to_str().unwrap(), "--http-max-connections", "500"])
         .args(["--rate-limit-device", "7/3"])
         .env("TESSERA_DATABASE_URL", "postgres://tessera:s3cret@db.example/tessera")
+        .env("TESSERA_METRICS_TOKEN", "scrape-secret-0123456789")
+        .args(["--metrics-addr", "127.0.0.1:9464"])
         .output()
         .await
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8(output.stdout).unwrap();
-    assert!(!text.contains("s3cret"), "{text}");
+    assert!(!text.contains("s3cret") && !text.contains("scrape-secret"), "{text}");
+    let shown: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((&shown["metrics_token"], &shown["metrics_addr"]), (&json!("***"), &json!("127.0.0.1:9464")));
+    let output = tessera().args(["config", "show"]).env("TESSERA_METRICS_TOKEN", "short").output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("metrics_token is 5 characters long"), "{stderr}");
     let shown: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(shown["database_url"], "postgres://tessera:***@db.example/tessera");
     assert_eq!((&shown["http_max_connections"], &shown["writer_queue"]), (&json!(500), &json!(77)), "{shown}");

@@ -50,8 +50,9 @@ use tower_http::normalize_path::NormalizePath;
 use crate::accept::{AcceptFailures, accept};
 use crate::config::Config;
 
-/// The routes as the listener serves them (trailing slashes trimmed before routing).
-pub type Routes = NormalizePath<Router>;
+/// The routes as the listener serves them (trailing slashes trimmed before routing, every request counted for
+/// `/metrics`).
+pub type Routes = NormalizePath<crate::http::metrics::CountRequests<Router>>;
 
 /// How slow a client may be, and how many may be connected. See the fields of [`Config`] of the same names.
 #[derive(Debug, Clone, Copy)]
@@ -77,11 +78,19 @@ impl Limits {
 
 /// Serves `routes` on `listener` until `stopped` turns true (or its sender is dropped), then finishes the
 /// requests in flight and returns.
-pub async fn serve(listener: TcpListener, routes: Routes, limits: Limits, mut stopped: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    limits: Limits,
+    accept_errors: Arc<crate::metrics::Metrics>,
+    listener_name: &'static str,
+    mut stopped: watch::Receiver<bool>,
+) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.clamp(1, Semaphore::MAX_PERMITS)));
     // Every connection holds a receiver: the sender tells them to close, and `closed` says when all have.
     let (closing, closing_seen) = watch::channel(false);
-    let mut failures = AcceptFailures::new("http");
+    let mut failures = AcceptFailures::new(listener_name);
+    let accept_errors = accept_errors.listeners.accept_errors(listener_name);
     loop {
         // At the bound, nothing is accepted until a connection closes and gives its permit back.
         let permit = tokio::select! {
@@ -89,7 +98,7 @@ pub async fn serve(listener: TcpListener, routes: Routes, limits: Limits, mut st
             _ = stopped.wait_for(|stop| *stop) => break,
         };
         let (stream, peer) = tokio::select! {
-            accepted = accept(&listener, &mut failures) => accepted,
+            accepted = accept(&listener, &mut failures, accept_errors) => accepted,
             _ = stopped.wait_for(|stop| *stop) => break,
         };
         tokio::spawn(connection(stream, peer, permit, routes.clone(), limits, closing_seen.clone()));
@@ -403,7 +412,7 @@ pin_project_lite::pin_project! {
     /// The router's answer to one request, made a 408 when the request's body timed out.
     struct Answer {
         #[pin]
-        future: RouteFuture<Infallible>,
+        future: crate::http::metrics::Counted<RouteFuture<Infallible>>,
         exchange: Option<Arc<Exchange>>,
     }
 }

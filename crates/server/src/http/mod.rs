@@ -7,6 +7,7 @@ pub mod console;
 pub mod horde;
 pub(crate) mod listed;
 pub(crate) mod listener;
+pub mod metrics;
 pub mod native;
 mod rate_limit;
 pub mod ubidots;
@@ -29,6 +30,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::scrape_on_main_listener))
         .merge(native::openapi::native_router().layer(answer_panics_as(Dialect::Native)))
         .nest(UBIDOTS_PREFIX, ubidots::routes().router.layer(answer_panics_as(Dialect::Ubidots)))
         .merge(allthingstalk::routes().router.layer(answer_panics_as(Dialect::AllThingsTalk)))
@@ -38,7 +40,9 @@ pub fn router(app: App) -> Router {
         .layer(axum::middleware::from_fn(console::send_browsers_to_console))
         .layer(axum::middleware::map_response(retry_after_on_unavailable))
         .layer(axum::middleware::from_fn(rate_limit::fields))
-        .layer(answer_panics_as(Dialect::Horde))
+        // Applied to each route (axum's layers are), so it knows the route matched: the template for the request
+        // counts, which `counted` reads around the router.
+        .layer((metrics::NoteRouteLayer, answer_panics_as(Dialect::Horde)))
         .with_state(app)
 }
 
@@ -71,6 +75,11 @@ pub(crate) fn dialect_routes() -> Vec<listed::DialectListing> {
             routes: allthingstalk::routes().routes,
         },
     ]
+}
+
+/// `router` with every request counted for `/metrics` by dialect, route template and status code.
+pub fn counted(router: Router, metrics: std::sync::Arc<crate::metrics::Metrics>) -> metrics::CountRequests<Router> {
+    tower::Layer::layer(&metrics::CountRequestsLayer(metrics), router)
 }
 
 /// Whose wire shape an answer takes.

@@ -111,6 +111,8 @@ impl Drop for Kept {
 /// connections live now, so that a client connecting again with its id takes its earlier connection over.
 #[derive(Default)]
 struct Sessions {
+    /// For the kept sessions' gauge and evictions.
+    metrics: Arc<crate::metrics::Metrics>,
     kept: std::sync::Mutex<HashMap<SessionKey, Kept>>,
     live: std::sync::Mutex<HashMap<SessionKey, Takeover>>,
     counter: std::sync::atomic::AtomicU64,
@@ -156,7 +158,10 @@ impl Sessions {
     }
 
     fn take(&self, key: &SessionKey) -> Option<Kept> {
-        self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key)
+        let mut kept = self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let taken = kept.remove(key);
+        self.metrics.mqtt.sessions_kept.set(kept.len() as i64);
+        taken
     }
 
     /// Keeps a session whose connection ended, and starts collecting for it.
@@ -172,9 +177,11 @@ impl Sessions {
             let oldest = kept.iter().min_by_key(|(_, kept)| kept.order).map(|(key, _)| key.clone());
             if let Some(oldest) = oldest {
                 kept.remove(&oldest);
+                self.metrics.mqtt.sessions_evicted.inc();
             }
         }
         kept.insert(key, Kept { order, filters: subscriptions, queue, collector });
+        self.metrics.mqtt.sessions_kept.set(kept.len() as i64);
     }
 }
 
@@ -200,6 +207,7 @@ async fn collect(
                     let mut queue = queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                     if queue.len() >= MAX_QUEUED {
                         queue.pop_front();
+                        app.metrics.mqtt.dropped_session_queue.inc();
                     }
                     queue.push_back(message);
                 }
@@ -215,13 +223,14 @@ async fn collect(
 
 /// Accepts MQTT connections until `stopped` turns true.
 pub async fn serve(listener: TcpListener, app: App, stopped: watch::Receiver<bool>) {
-    let sessions = Arc::new(Sessions::default());
+    let sessions = Arc::new(Sessions { metrics: app.metrics.clone(), ..Sessions::default() });
     let mut stop_signal = stopped.clone();
     // A failing accept (out of file descriptors) pauses, doubling to 1 s, instead of spinning on the failure.
     let mut failures = crate::accept::AcceptFailures::new("mqtt");
     loop {
         tokio::select! {
-            (stream, peer) = crate::accept::accept(&listener, &mut failures) => {
+            (stream, peer) = crate::accept::accept(&listener, &mut failures, &app.metrics.listeners.mqtt) => {
+                app.metrics.mqtt.accepted.inc();
                 let app = app.clone();
                 let stopped = stopped.clone();
                 let sessions = sessions.clone();
@@ -326,21 +335,29 @@ async fn connection(
     let mut framed = Framed::new(stream, MqttCodec::Version(rmqtt_codec::version::VersionCodec));
     let version = match tokio::time::timeout(CONNECT_TIMEOUT, framed.next()).await {
         Ok(Some(Ok((MqttPacket::Version(version), _)))) => version,
-        _ => return Err("no CONNECT".into()),
+        _ => {
+            app.metrics.mqtt.refused_no_connect.inc();
+            return Err("no CONNECT".into());
+        }
     };
     *framed.codec_mut() = session_codec(version);
     let mut framed = Connection { framed, version, unsubscribed: 0 };
     let connect = match tokio::time::timeout(CONNECT_TIMEOUT, framed.framed.next()).await {
         Ok(Some(Ok((MqttPacket::V3(Packet::Connect(connect)), _)))) => connect,
         Ok(Some(Ok((MqttPacket::V5(rmqtt_codec::v5::Packet::Connect(connect)), _)))) => v5::connect(*connect),
-        _ => return Err("no CONNECT".into()),
+        _ => {
+            app.metrics.mqtt.refused_no_connect.inc();
+            return Err("no CONNECT".into());
+        }
     };
     let Some(caller) = authenticate(&app, &connect, peer).await else {
+        app.metrics.mqtt.refused_bad_credentials.inc();
         return refuse(&mut framed, ConnectAckReason::BadUserNameOrPassword).await;
     };
     if caller.authorize_listing().is_err() {
         // The core's rule for credentials that read no data at all (an API key, a refresh token, a token whose
         // creator reaches nothing): such a credential has no business on the data channel.
+        app.metrics.mqtt.refused_not_authorized.inc();
         return refuse(&mut framed, ConnectAckReason::NotAuthorized).await;
     }
     // A persistent session resumes the subscriptions it had, each judged again for this connection's caller.
@@ -365,6 +382,7 @@ async fn connection(
     }
     let accepted = ConnectAck { return_code: ConnectAckReason::ConnectionAccepted, session_present };
     send(&mut framed, Packet::ConnectAck(accepted)).await?;
+    let _connected = Connected::count(&app.metrics);
     tracing::debug!(%peer, token = %caller.record.id, session_present, "mqtt client connected");
     // A connection that subscribes to nothing (a device that only publishes) does not hear the hub at all.
     let live = (!subscriptions.is_empty()).then_some(live);
@@ -389,6 +407,22 @@ async fn connection(
     sessions.leave(&key, connection);
     let _ = ended.send(true);
     outcome
+}
+
+/// A connection past its CONNACK, counted in `tessera_mqtt_connections` while it lives, however it ends.
+struct Connected(Arc<crate::metrics::Metrics>);
+
+impl Connected {
+    fn count(metrics: &Arc<crate::metrics::Metrics>) -> Connected {
+        metrics.mqtt.connected.inc();
+        Connected(metrics.clone())
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.0.mqtt.connected.dec();
+    }
 }
 
 struct Session {
@@ -549,7 +583,8 @@ impl Session {
                     }
                     // A client that stops reading would hold this task in the write, where neither the keep-alive
                     // nor the token recheck runs: it is let go instead.
-                    within(STALLED_AFTER, async {
+                    let metrics = self.app.metrics.clone();
+                    within(STALLED_AFTER, &metrics.mqtt.slow_clients, async {
                         for reading in &readings {
                             self.deliver(reading).await?;
                         }
@@ -558,7 +593,10 @@ impl Session {
                     .await?;
                 }
                 command = commands.recv() => match command {
-                    Ok(command) => within(STALLED_AFTER, self.deliver_command(&command)).await?,
+                    Ok(command) => {
+                        let metrics = self.app.metrics.clone();
+                        within(STALLED_AFTER, &metrics.mqtt.slow_clients, self.deliver_command(&command)).await?
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, token = %self.caller.record.id, "mqtt client too slow for commands");
                     }
@@ -583,6 +621,7 @@ impl Session {
     async fn handle(&mut self, packet: Packet) -> Result<bool, String> {
         match packet {
             Packet::Publish(publish) => {
+                self.app.metrics.mqtt.received.inc();
                 let packet_id = publish.packet_id;
                 let qos = publish.qos;
                 if qos == QoS::ExactlyOnce {
@@ -598,6 +637,7 @@ impl Session {
                     && !standing.allowed
                 {
                     self.throttled.note(&self.caller, quota);
+                    self.app.metrics.mqtt.dropped_quota.inc();
                     if let (QoS::AtLeastOnce, Some(packet_id)) = (qos, packet_id) {
                         acknowledge_over_quota(&mut self.framed, packet_id).await?;
                     }
@@ -816,6 +856,8 @@ impl Session {
 
     /// A PUBLISH to this client at `qos` (QoS 1 takes the next packet id).
     fn publication(&mut self, topic: String, payload: String, qos: QoS, retain: bool) -> Publish {
+        // Every publication made here is sent (fed or written) right after.
+        self.app.metrics.mqtt.sent.inc();
         let mut publish = publication(topic, payload, retain);
         if qos != QoS::AtMostOnce {
             self.last_packet_id = self.last_packet_id.checked_add(1).unwrap_or(1);
@@ -885,8 +927,15 @@ fn publication(topic: String, payload: String, retain: bool) -> Publish {
 }
 
 /// `work`, or an error once `limit` has passed without it finishing.
-async fn within<T>(limit: Duration, work: impl Future<Output = Result<T, String>>) -> Result<T, String> {
-    tokio::time::timeout(limit, work).await.map_err(|_| format!("the client took no deliveries for {limit:?}"))?
+async fn within<T>(
+    limit: Duration,
+    slow_clients: &crate::metrics::Counter,
+    work: impl Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::time::timeout(limit, work).await.map_err(|_| {
+        slow_clients.inc();
+        format!("the client took no deliveries for {limit:?}")
+    })?
 }
 
 /// The next reading from the hub, or never while the connection hears nothing.

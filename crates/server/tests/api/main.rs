@@ -10,6 +10,7 @@ mod helpers;
 mod horde;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod mqtt;
 mod native;
 mod people;

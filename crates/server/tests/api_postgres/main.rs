@@ -27,6 +27,9 @@ mod horde;
 #[path = "../api/lifecycle.rs"]
 mod lifecycle;
 #[cfg(postgres_tests)]
+#[path = "../api/metrics.rs"]
+mod metrics;
+#[cfg(postgres_tests)]
 #[path = "../api/mqtt.rs"]
 mod mqtt;
 #[cfg(postgres_tests)]

@@ -1,7 +1,7 @@
 //! The SQL shared by every backend: a module that `sqlite.rs` and `postgres.rs` each declare (`#[path]`), so it is
 //! compiled, checked and formatted as Rust once per backend. What a backend supplies is the `use super::…` below:
 //! `Db`, `DbRow`, `DbConnection`, `Backend` (the store type, with a `pool`), `begin_write`, `begin_exclusive`,
-//! `single_writes`, `close_pools`, `tell_in` (the invalidations a change commits with) and the `for_update!`
+//! `single_writes`, `close_pools`, `pool_figures`, `tell_in` (the invalidations a change commits with) and the `for_update!`
 //! macro. Placeholders are `$N`, which both SQLite and PostgreSQL read as "the N-th bound value". Generics over
 //! `sqlx::Database` would bury every statement under trait bounds; this keeps each statement plain.
 
@@ -15,7 +15,8 @@ use tessera_core::{
 };
 
 use super::{
-    Backend, DATABASE_BYTES, Db, DbConnection, DbRow, begin_exclusive, begin_write, close_pools, single_writes, tell_in,
+    Backend, DATABASE_BYTES, Db, DbConnection, DbRow, begin_exclusive, begin_write, close_pools, pool_figures,
+    single_writes, tell_in,
 };
 use crate::codec::*;
 use crate::{
@@ -1136,6 +1137,10 @@ impl Store for Backend {
 
     async fn close(&self) {
         close_pools(self).await;
+    }
+
+    fn pools(&self) -> Vec<crate::PoolFigures> {
+        pool_figures(self)
     }
 }
 

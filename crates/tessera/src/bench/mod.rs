@@ -88,6 +88,78 @@ struct VerifyTimes {
     quota_take_ns: f64,
 }
 
+/// What counting an HTTP request for `/metrics` costs, in nanoseconds a request (means over alternated rounds).
+#[derive(Debug, Clone, Copy)]
+struct CountingCost {
+    /// The figures alone: the clock read twice and `RouteTable::observe` (a hash of the template, its slot, the
+    /// status code's slot, two atomic adds), with the table holding as many templates as the router has.
+    observe_ns: f64,
+    /// A request through a router with the counting layers against the same router without (both called in
+    /// this process, no socket): the layers' whole cost, the route layer's boxed future included.
+    router_with_ns: f64,
+    router_without_ns: f64,
+}
+
+/// Times the request counting of `/metrics` (`tessera_server::http::metrics`), alternating routers with and
+/// without it so both meet the same machine.
+async fn counting_cost() -> CountingCost {
+    use axum::body::Body;
+    use tower::ServiceExt;
+    let metrics = std::sync::Arc::new(tessera_server::metrics::Metrics::default());
+    // About as many templates as Tessera's router has, already counted.
+    for n in 0..150 {
+        let template = format!("/v1/route-{n}/{{id}}");
+        metrics.http.observe("native", &template, 200, Duration::ZERO);
+    }
+    let rounds = 2_000_000u32;
+    let started = std::time::Instant::now();
+    for _ in 0..rounds {
+        let begun = std::time::Instant::now();
+        metrics.http.observe("ubidots", std::hint::black_box("/api/v1.6/devices/{device}"), 200, begun.elapsed());
+    }
+    let observe_ns = started.elapsed().as_nanos() as f64 / f64::from(rounds);
+
+    // Tessera's router has a layer on every route anyway (its catch-panic layer); the route's template is noted
+    // beside it, so both routers here have one such layer, and only the counting differs.
+    let routes = || {
+        axum::Router::new()
+            .route("/api/v1.6/devices/{device}", axum::routing::post(|| async { "ok" }))
+            .route("/v1/other", axum::routing::get(|| async { "ok" }))
+    };
+    let plain = routes().layer(tower::layer::util::Identity::new());
+    let counted = tessera_server::http::counted(
+        routes().layer((tessera_server::http::metrics::NoteRouteLayer, tower::layer::util::Identity::new())),
+        metrics,
+    );
+    let time = async |router: &axum::Router, requests: u32| {
+        let started = std::time::Instant::now();
+        for _ in 0..requests {
+            let request = axum::http::Request::post("/api/v1.6/devices/dev-1").body(Body::empty()).unwrap();
+            let response = router.clone().oneshot(request).await.unwrap();
+            std::hint::black_box(response);
+        }
+        started.elapsed().as_nanos() as f64 / f64::from(requests)
+    };
+    let time_counted = async |requests: u32| {
+        let started = std::time::Instant::now();
+        for _ in 0..requests {
+            let request = axum::http::Request::post("/api/v1.6/devices/dev-1").body(Body::empty()).unwrap();
+            let response = counted.clone().oneshot(request).await.unwrap();
+            std::hint::black_box(response);
+        }
+        started.elapsed().as_nanos() as f64 / f64::from(requests)
+    };
+    time(&plain, 10_000).await;
+    time_counted(10_000).await;
+    let (mut with, mut without) = (0.0, 0.0);
+    let alternations = 6;
+    for _ in 0..alternations {
+        without += time(&plain, 100_000).await / f64::from(alternations);
+        with += time_counted(100_000).await / f64::from(alternations);
+    }
+    CountingCost { observe_ns, router_with_ns: with, router_without_ns: without }
+}
+
 /// Tokens with an open window while the quota check is timed: a fleet of that many devices, each sending within
 /// its window.
 const COUNTED_TOKENS: usize = 10_000;
@@ -188,8 +260,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     if options.backup {
         return backup::run(&options).await;
     }
-    say(&options, "timing token verification in this process");
+    say(&options, "timing token verification and request counting in this process");
     let verify = verify_times().await?;
+    let counting = counting_cost().await;
     let data_dir = tempfile_dir()?;
     let data_dir_text = data_dir.to_string_lossy().into_owned();
     say(&options, &format!("starting Tessera (data in {data_dir_text}) and the baseline"));
@@ -358,7 +431,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         schema.drop().await?;
     }
     let _ = std::fs::remove_dir_all(&data_dir);
-    report(&options, &results, verify, revocation, population);
+    report(&options, &results, verify, counting, revocation, population);
     Ok(())
 }
 
@@ -504,6 +577,7 @@ fn report(
     options: &Options,
     results: &[Measured],
     verify: VerifyTimes,
+    counting: CountingCost,
     revocation: Option<(f64, f64)>,
     population: Option<Population>,
 ) {
@@ -527,6 +601,11 @@ fn report(
                 "cached_with_quota_p99": round(verify.cached_limited.1),
             },
             "quota_check_ns": round(verify.quota_take_ns),
+            "request_counting_ns": {
+                "observe": round(counting.observe_ns),
+                "router_with_layers": round(counting.router_with_ns),
+                "router_without_layers": round(counting.router_without_ns),
+            },
             "connections": options.connections,
             "devices": options.devices,
             "seconds_per_run": options.duration.as_secs_f64(),
@@ -569,6 +648,14 @@ fn report(
         "quota check: {:.0} ns a request (one token's count among {COUNTED_TOKENS}); verification from the cache of a \
          token with a quota {:.2} µs p50, {:.2} µs p99 (the ingest runs above count every request too)",
         verify.quota_take_ns, verify.cached_limited.0, verify.cached_limited.1
+    );
+    println!(
+        "request counting for /metrics: {:.0} ns to count one request; a request through a router with the counting \
+         layers {:.0} ns against {:.0} ns without (+{:.0} ns; the ingest runs above are counted too)",
+        counting.observe_ns,
+        counting.router_with_ns,
+        counting.router_without_ns,
+        counting.router_with_ns - counting.router_without_ns
     );
     if let Some((p50, p99)) = revocation {
         println!("revocation seen by the other node: {p50:.1} ms p50, {p99:.1} ms p99");
