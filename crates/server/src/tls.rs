@@ -122,7 +122,6 @@ fn parse(files: &TlsFiles, cert_text: &[u8], key_text: &[u8]) -> Result<Certifie
 
 /// The pair every new handshake gets, and what the reloads did: rustls asks [`ResolvesServerCert::resolve`] once
 /// per full handshake, which copies an `Arc` under a read lock.
-#[derive(Debug)]
 pub struct Certificates {
     files: TlsFiles,
     current: RwLock<Arc<CertifiedKey>>,
@@ -137,7 +136,7 @@ impl Certificates {
     pub fn load(files: TlsFiles) -> Result<Certificates, LoadError> {
         let (cert_text, key_text) = read(&files)?;
         let current = RwLock::new(Arc::new(parse(&files, &cert_text, &key_text)?));
-        let seen = std::sync::Mutex::new(Seen { files: Some((cert_text, key_text)), unreadable: None });
+        let seen = std::sync::Mutex::new(Seen { files: Some(fingerprint(&cert_text, &key_text)), unreadable: None });
         Ok(Certificates { files, current, seen, reloaded: AtomicU64::new(0), refused: AtomicU64::new(0) })
     }
 
@@ -174,11 +173,12 @@ impl Certificates {
             }
         };
         seen.unreadable = None;
-        if seen.files.as_ref().is_some_and(|(cert, key)| *cert == cert_text && *key == key_text) {
+        let now = fingerprint(&cert_text, &key_text);
+        if seen.files == Some(now) {
             return;
         }
         let loaded = parse(&self.files, &cert_text, &key_text);
-        seen.files = Some((cert_text, key_text));
+        seen.files = Some(now);
         match loaded {
             Ok(pair) => {
                 *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(pair);
@@ -212,6 +212,17 @@ impl Certificates {
     }
 }
 
+impl std::fmt::Debug for Certificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The files and the counts; nothing of the key.
+        f.debug_struct("Certificates")
+            .field("files", &self.files)
+            .field("reloaded", &self.reloaded())
+            .field("refused", &self.refused())
+            .finish_non_exhaustive()
+    }
+}
+
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current())
@@ -221,11 +232,20 @@ impl ResolvesServerCert for Certificates {
 /// What the watcher saw of the files last time it looked.
 #[derive(Debug)]
 struct Seen {
-    /// Their bytes: a change is a change of content, whatever the file system's timestamps say (an edit within
-    /// one tick of its clock keeps the modification time).
-    files: Option<(Vec<u8>, Vec<u8>)>,
+    /// A fingerprint of their bytes: a change is a change of content, whatever the file system's timestamps say
+    /// (an edit within one tick of its clock keeps the modification time). Not the bytes themselves, so no second
+    /// copy of the private key stays in memory.
+    files: Option<u64>,
     /// The reading problem last said, so that it is said once.
     unreadable: Option<LoadError>,
+}
+
+/// Both files' contents in one number, to tell a change (SipHash: no one chooses these files to collide).
+fn fingerprint(cert_text: &[u8], key_text: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    (cert_text, key_text).hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Looks at the files every `every` until `stopped` turns true, and loads them again when either changed. A file
@@ -420,6 +440,8 @@ mod tests {
         let files = files_with(directory.path(), &cert, &key);
         let certificates = Arc::new(Certificates::load(files.clone()).unwrap());
         let first = certificates.current();
+        let shown = format!("{certificates:?}");
+        assert!(shown.contains("key.pem") && !shown.contains("PRIVATE") && !shown.contains(&key[40..60]), "{shown}");
         let (stop, stopped) = watch::channel(false);
         let watcher = tokio::spawn(watch(certificates.clone(), Duration::from_millis(20), stopped));
 
