@@ -77,6 +77,17 @@ pub struct Config {
     /// The default request quota of each kind of token, counted per token on this node over HTTP and MQTT
     /// together; a token's own quota, set when it is made or changed, wins.
     pub rate_limits: crate::quota::RateLimits,
+    /// The certificate chain (PEM, the server's certificate first) for HTTPS and MQTTS; with `tls_key_file`, it
+    /// turns TLS on. Loaded again without a restart when it changes (see `tls.rs`).
+    pub tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// Where HTTPS serves the same routes as HTTP; `None` when TLS is off. The binary defaults it to
+    /// 127.0.0.1:8443 when TLS is configured.
+    pub https_addr: Option<SocketAddr>,
+    /// Where MQTT over TLS listens; `None` when TLS is off. The binary defaults it to 127.0.0.1:8883 (the port
+    /// Ubidots and AllThingsTalk devices use) when TLS is configured.
+    pub mqtts_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -107,6 +118,26 @@ impl Config {
             metrics_addr: None,
             metrics_token: None,
             rate_limits: crate::quota::RateLimits::default(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            https_addr: None,
+            mqtts_addr: None,
+        }
+    }
+
+    /// The certificate and key files, when TLS is configured (both named), or the key that is missing.
+    pub fn tls_files(&self) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert_file), Some(key_file)) => {
+                Ok(Some(crate::tls::TlsFiles { cert_file: cert_file.clone(), key_file: key_file.clone() }))
+            }
+            (Some(_), None) => {
+                Err(ConfigError { key: "tls_key_file", problem: "must be set with tls_cert_file".into() })
+            }
+            (None, Some(_)) => {
+                Err(ConfigError { key: "tls_cert_file", problem: "must be set with tls_key_file".into() })
+            }
+            (None, None) => Ok(None),
         }
     }
 
@@ -203,6 +234,18 @@ impl Config {
                 });
             }
         }
+        match self.tls_files()? {
+            // The files are read here, so `tessera config show` finds a wrong one as `serve` would.
+            Some(files) => {
+                crate::tls::load(&files).map_err(crate::tls::LoadError::into_config_error)?;
+            }
+            None => {
+                let listeners = [("https_addr", self.https_addr.is_some()), ("mqtts_addr", self.mqtts_addr.is_some())];
+                if let Some((key, _)) = listeners.into_iter().find(|(_, set)| *set) {
+                    return Err(ConfigError { key, problem: "needs tls_cert_file and tls_key_file".into() });
+                }
+            }
+        }
         let listeners = self.listeners();
         for (index, (key, addr)) in listeners.iter().enumerate() {
             if let Some((other, other_addr)) = listeners[..index].iter().find(|(_, other)| overlap(*addr, *other)) {
@@ -217,7 +260,9 @@ impl Config {
 
     /// Every address Tessera listens on, with its TOML key.
     fn listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        let tls = [("https_addr", self.https_addr), ("mqtts_addr", self.mqtts_addr)];
         let mut listeners = vec![("http_addr", self.http_addr), ("mqtt_addr", self.mqtt_addr)];
+        listeners.extend(tls.into_iter().filter_map(|(key, addr)| Some((key, addr?))));
         listeners.extend(self.metrics_addr.map(|addr| ("metrics_addr", addr)));
         listeners
     }
@@ -264,6 +309,10 @@ impl std::fmt::Debug for Config {
             metrics_addr,
             metrics_token,
             rate_limits,
+            tls_cert_file,
+            tls_key_file,
+            https_addr,
+            mqtts_addr,
         } = self;
         f.debug_struct("Config")
             .field("data_dir", data_dir)
@@ -290,6 +339,10 @@ impl std::fmt::Debug for Config {
             .field("metrics_addr", metrics_addr)
             .field("metrics_token", &metrics_token.as_ref().map(|_| "***"))
             .field("rate_limits", rate_limits)
+            .field("tls_cert_file", tls_cert_file)
+            .field("tls_key_file", tls_key_file)
+            .field("https_addr", https_addr)
+            .field("mqtts_addr", mqtts_addr)
             .finish()
     }
 }
@@ -389,11 +442,34 @@ mod tests {
     }
 
     #[test]
+    fn tls_settings_that_cannot_work_are_named_by_their_key() {
+        let defaults = Config::new(PathBuf::from("/data"));
+        let refused = |change: &dyn Fn(&mut Config)| {
+            let mut config = defaults.clone();
+            change(&mut config);
+            config.check().unwrap_err()
+        };
+        let alone = refused(&|config| config.tls_cert_file = Some("/etc/tessera/cert.pem".into()));
+        assert_eq!((alone.key, alone.problem.as_str()), ("tls_key_file", "must be set with tls_cert_file"));
+        assert_eq!(refused(&|config| config.tls_key_file = Some("/k.pem".into())).key, "tls_cert_file");
+        let listener = refused(&|config| config.mqtts_addr = Some(SocketAddr::from(([127, 0, 0, 1], 8883))));
+        assert!(listener.key == "mqtts_addr" && listener.problem.contains("tls_cert_file"), "{listener}");
+        let missing = refused(&|config| {
+            config.tls_cert_file = Some("/nowhere/cert.pem".into());
+            config.tls_key_file = Some("/nowhere/key.pem".into());
+        });
+        assert_eq!(missing.key, "tls_cert_file");
+        assert!(missing.to_string().contains("/nowhere/cert.pem") && missing.problem.contains("cannot be read"));
+    }
+
+    #[test]
     fn the_debug_form_and_redact_url_never_show_a_password() {
         let mut config = Config::new(PathBuf::from("/data"));
         config.database_url =
             Some("postgres://tessera:s3cret@db.example:5432/tessera?password=other&sslmode=require".into());
+        config.tls_key_file = Some("/etc/tessera/key.pem".into());
         let shown = format!("{config:?}");
+        assert!(shown.contains("tls_key_file: Some(\"/etc/tessera/key.pem\")"), "the key's path, not the key: {shown}");
         assert!(!shown.contains("s3cret") && !shown.contains("other"), "{shown}");
         assert!(
             shown.contains("postgres://tessera:***@db.example:5432/tessera?password=***&sslmode=require"),

@@ -26,6 +26,7 @@ pub mod quota;
 mod server;
 pub mod teams;
 pub mod time;
+pub mod tls;
 pub mod tokens;
 pub mod writer;
 

@@ -345,16 +345,20 @@ pub fn render_http(out: &mut Exposition, routes: &RouteTable) {
 #[derive(Debug, Default)]
 pub struct ListenerFigures {
     pub http: Counter,
+    pub https: Counter,
     pub mqtt: Counter,
+    pub mqtts: Counter,
     pub metrics: Counter,
 }
 
 impl ListenerFigures {
-    /// The counter of the listener named `listener` ("http", "mqtt", "metrics").
+    /// The counter of the listener named `listener` ("http", "https", "mqtt", "mqtts", "metrics").
     pub fn accept_errors(&self, listener: &str) -> &Counter {
         match listener {
             "http" => &self.http,
+            "https" => &self.https,
             "mqtt" => &self.mqtt,
+            "mqtts" => &self.mqtts,
             _ => &self.metrics,
         }
     }
@@ -484,7 +488,13 @@ impl Metrics {
             "tessera_accept_errors_total",
             "Failed accepts of a listener (out of file descriptors, most likely), each followed by a pause.",
             "listener",
-            [("http", listeners.http.get()), ("mqtt", listeners.mqtt.get()), ("metrics", listeners.metrics.get())],
+            [
+                ("http", listeners.http.get()),
+                ("https", listeners.https.get()),
+                ("mqtt", listeners.mqtt.get()),
+                ("mqtts", listeners.mqtts.get()),
+                ("metrics", listeners.metrics.get()),
+            ],
         );
         let mqtt = &self.mqtt;
         out.single(

@@ -18,6 +18,7 @@ use crate::data::DataService;
 use crate::http;
 use crate::hub::Hub;
 use crate::people::PeopleService;
+use crate::tls::Certificates;
 use crate::tokens::TokenService;
 use crate::writer::ReadingWriter;
 
@@ -31,6 +32,10 @@ pub enum StartError {
     ListenMqtt { addr: SocketAddr, source: std::io::Error },
     #[error("cannot listen for metrics scrapes on {addr}")]
     ListenMetrics { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen for HTTPS on {addr}")]
+    ListenHttps { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen for MQTTS on {addr}")]
+    ListenMqtts { addr: SocketAddr, source: std::io::Error },
     #[error("cannot listen for the other nodes' changes")]
     Join(#[source] tessera_store::StoreError),
     #[error(transparent)]
@@ -43,6 +48,9 @@ pub struct Server {
     http_addr: SocketAddr,
     mqtt_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
+    https_addr: Option<SocketAddr>,
+    mqtts_addr: Option<SocketAddr>,
+    certificates: Option<Arc<Certificates>>,
     credentials: Option<Credentials>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -62,6 +70,21 @@ impl Server {
     /// The address of the listener serving only `/metrics`, when `metrics_addr` asked for one.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The address HTTPS listens on, when TLS is configured.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
+    }
+
+    /// The address MQTTS listens on, when TLS is configured.
+    pub fn mqtts_addr(&self) -> Option<SocketAddr> {
+        self.mqtts_addr
+    }
+
+    /// The TLS certificate in force and what its reloads did, when TLS is configured.
+    pub fn certificates(&self) -> Option<&Arc<Certificates>> {
+        self.certificates.as_ref()
     }
 
     /// The bootstrap credentials, when this start created the account; `None` on every later start.
@@ -88,6 +111,11 @@ impl Server {
 /// Opens the data directory (creating and bootstrapping it on first start) and starts serving.
 pub async fn start(config: Config) -> Result<Server, StartError> {
     config.check()?;
+    // Loaded before anything is opened: a file that cannot serve stops the start, named by its key.
+    let certificates = match config.tls_files()? {
+        Some(files) => Some(Arc::new(Certificates::load(files).map_err(crate::tls::LoadError::into_config_error)?)),
+        None => None,
+    };
     let Opened { store, key, events, lock } = open_store_to_serve(&config).await?;
     let credentials = bootstrap(store.as_ref(), &key).await?;
     // Listening starts before serving, so no change another node makes once this one answers is missed.
@@ -135,12 +163,35 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tracing::info!(%http_addr, store = store_kind, data_dir = %config.data_dir.display(), "tessera is serving HTTP");
 
     let (stop, stopped) = watch::channel(false);
+    let mut https_listener = None;
+    let mut mqtt_listeners = Vec::new();
+    let mut https_addr = None;
+    let mut mqtts_addr = None;
+    if let Some(certificates) = &certificates {
+        if let Some(addr) = config.https_addr {
+            let listener = TcpListener::bind(addr).await.map_err(|source| StartError::ListenHttps { addr, source })?;
+            let bound = listener.local_addr().map_err(|source| StartError::ListenHttps { addr, source })?;
+            tracing::info!(https_addr = %bound, "tessera is serving HTTPS");
+            // hyper here speaks HTTP/1.1 only: a client offering h2 as well gets HTTP/1.1.
+            let tls = certificates.acceptor(&[b"http/1.1"]);
+            https_listener = Some(http::listener::HttpsListener { tcp: listener, tls });
+            https_addr = Some(bound);
+        }
+        if let Some(addr) = config.mqtts_addr {
+            let listener = TcpListener::bind(addr).await.map_err(|source| StartError::ListenMqtts { addr, source })?;
+            let bound = listener.local_addr().map_err(|source| StartError::ListenMqtts { addr, source })?;
+            tracing::info!(mqtts_addr = %bound, "tessera is serving MQTTS");
+            mqtt_listeners.push(crate::mqtt::Listener { tcp: listener, tls: Some(certificates.acceptor(&[])) });
+            mqtts_addr = Some(bound);
+        }
+        tokio::spawn(crate::tls::watch(certificates.clone(), crate::tls::RELOAD_CHECK_EVERY, stop.subscribe()));
+    }
     let mqtt_addr = match TcpListener::bind(config.mqtt_addr).await {
         Ok(listener) => {
             let addr =
                 listener.local_addr().map_err(|source| StartError::ListenMqtt { addr: config.mqtt_addr, source })?;
             tracing::info!(mqtt_addr = %addr, "tessera is serving MQTT");
-            tokio::spawn(crate::mqtt::serve(listener, app.clone(), stop.subscribe()));
+            mqtt_listeners.push(crate::mqtt::Listener { tcp: listener, tls: None });
             Some(addr)
         }
         Err(source) if config.mqtt_required => return Err(StartError::ListenMqtt { addr: config.mqtt_addr, source }),
@@ -153,6 +204,9 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             None
         }
     };
+    if !mqtt_listeners.is_empty() {
+        tokio::spawn(crate::mqtt::serve(mqtt_listeners, app.clone(), stop.subscribe()));
+    }
     let usage_tokens = tokens.clone();
     let activity_writer = writer.clone();
     let mut usage_stopped = stop.subscribe();
@@ -195,7 +249,15 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
             let routes = tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash()
                 .layer(http::counted(http::metrics::dedicated_router(app.clone()), metrics.clone()));
             // Stops accepting with the main listener; a scrape in flight finishes on its own.
-            tokio::spawn(http::listener::serve(listener, routes, limits, metrics.clone(), "metrics", stop.subscribe()));
+            tokio::spawn(http::listener::serve(
+                listener,
+                None,
+                routes,
+                limits,
+                metrics.clone(),
+                "metrics",
+                stop.subscribe(),
+            ));
             Some(bound)
         }
         None => None,
@@ -206,7 +268,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     warn_if_connections_outnumber_files(limits.max_connections);
     let task = tokio::spawn(async move {
         // Returns once stopped (or the `Server` handle dropped) and every connection has finished its request.
-        http::listener::serve(listener, routes, limits, metrics, "http", stopped).await;
+        http::listener::serve(listener, https_listener, routes, limits, metrics, "http", stopped).await;
         // No request is in flight any more: commit whatever is queued, then stop the writer.
         writer.stop().await;
         if let Err(error) = writer_task.await {
@@ -234,7 +296,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         tracing::info!("tessera stopped");
     });
 
-    Ok(Server { http_addr, mqtt_addr, metrics_addr, credentials, stop, task })
+    Ok(Server { http_addr, mqtt_addr, https_addr, mqtts_addr, metrics_addr, certificates, credentials, stop, task })
 }
 
 /// File descriptors kept for what is not an HTTP connection: the store's files and connections, MQTT clients, the

@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use tessera_server::backup::BackupError;
 use tessera_server::{Config, Credentials};
 
-use crate::settings::{CommonArgs, HttpLimitArgs, RateLimitArgs, Settings};
+use crate::settings::{CommonArgs, HttpLimitArgs, RateLimitArgs, Settings, TlsArgs};
 
 /// mimalloc rather than glibc's malloc: allocation and freeing across the runtime's threads cost a fifth of the
 /// server's CPU under MQTT and HTTP load (perf), and the hot paths allocate per message (JSON values, topics).
@@ -240,6 +240,8 @@ struct ServeArgs {
     http_limits: HttpLimitArgs,
     #[command(flatten)]
     rate_limits: RateLimitArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 impl ServeArgs {
@@ -248,6 +250,7 @@ impl ServeArgs {
         let mut config = Settings::load(&self.common)?
             .with_http_limits(&self.http_limits)
             .with_rate_limits(&self.rate_limits)
+            .with_tls(&self.tls)
             .into_config();
         if let Some(http_addr) = self.http_addr {
             config.http_addr = http_addr;
@@ -516,6 +519,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     if let Some(mqtt_addr) = server.mqtt_addr() {
         println!("Tessera MQTT is listening on {mqtt_addr}");
+    }
+    if let Some(mqtts_addr) = server.mqtts_addr() {
+        println!("Tessera MQTTS is listening on {mqtts_addr}");
+    }
+    if let Some(https_addr) = server.https_addr() {
+        println!("Tessera is listening on https://{https_addr}");
     }
     println!("Tessera is listening on http://{}", server.http_addr());
     server.run_until(shutdown_signal()).await;

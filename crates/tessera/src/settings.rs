@@ -50,6 +50,30 @@ pub struct HttpLimitArgs {
     pub websocket_max_message_bytes: Option<NonZeroUsize>,
 }
 
+/// TLS for HTTPS and MQTTS (`serve` only). Each also has a TOML key of the same name. Naming both files turns
+/// TLS on; the listeners then default to 127.0.0.1:8443 (HTTPS) and 127.0.0.1:8883 (MQTTS).
+#[derive(Debug, Default, clap::Args)]
+pub struct TlsArgs {
+    /// The certificate chain (PEM, the server's certificate first), reloaded when it changes
+    #[arg(long, env = "TESSERA_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM), reloaded when it changes
+    #[arg(long, env = "TESSERA_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Address for HTTPS, serving the same routes as HTTP [default with TLS: 127.0.0.1:8443]
+    #[arg(long, env = "TESSERA_HTTPS_ADDR", value_name = "ADDR")]
+    pub https_addr: Option<std::net::SocketAddr>,
+    /// Address for MQTT over TLS [default with TLS: 127.0.0.1:8883]
+    #[arg(long, env = "TESSERA_MQTTS_ADDR", value_name = "ADDR")]
+    pub mqtts_addr: Option<std::net::SocketAddr>,
+}
+
+/// Where HTTPS listens when TLS is configured and no address is given.
+pub const DEFAULT_HTTPS_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 8443);
+/// Where MQTTS listens when TLS is configured and no address is given: the port of MQTT over TLS (IANA), which
+/// Ubidots' and AllThingsTalk's devices use.
+pub const DEFAULT_MQTTS_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 8883);
+
 /// A default quota as written in a flag, a variable or the TOML file: `REQUESTS/SECONDS` (`20/5`: 20 requests in
 /// every 5 s) or `unlimited`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -144,6 +168,10 @@ pub struct Settings {
     rate_limit_resource: Option<QuotaArg>,
     rate_limit_api_key: Option<QuotaArg>,
     rate_limit_user_session: Option<QuotaArg>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    https_addr: Option<std::net::SocketAddr>,
+    mqtts_addr: Option<std::net::SocketAddr>,
 }
 
 impl Settings {
@@ -203,6 +231,16 @@ impl Settings {
         self.rate_limit_resource = rate_limit_resource.or(self.rate_limit_resource);
         self.rate_limit_api_key = rate_limit_api_key.or(self.rate_limit_api_key);
         self.rate_limit_user_session = rate_limit_user_session.or(self.rate_limit_user_session);
+        self
+    }
+
+    /// These settings with the TLS files and addresses given as flags or variables put over the file's.
+    pub fn with_tls(mut self, tls: &TlsArgs) -> Settings {
+        let TlsArgs { tls_cert_file, tls_key_file, https_addr, mqtts_addr } = tls;
+        self.tls_cert_file = tls_cert_file.clone().or(self.tls_cert_file);
+        self.tls_key_file = tls_key_file.clone().or(self.tls_key_file);
+        self.https_addr = https_addr.or(self.https_addr);
+        self.mqtts_addr = mqtts_addr.or(self.mqtts_addr);
         self
     }
 
@@ -272,6 +310,14 @@ impl Settings {
             api_key: or(self.rate_limit_api_key, api_key),
             user_session: or(self.rate_limit_user_session, user_session),
         };
+        // With TLS configured (either file named: `Config::check` refuses one without the other), both TLS
+        // listeners serve, on their defaults unless given; without it, an address given alone is kept for
+        // `Config::check` to refuse by name.
+        let tls = self.tls_cert_file.is_some() || self.tls_key_file.is_some();
+        config.tls_cert_file = self.tls_cert_file;
+        config.tls_key_file = self.tls_key_file;
+        config.https_addr = self.https_addr.or_else(|| tls.then(|| DEFAULT_HTTPS_ADDR.into()));
+        config.mqtts_addr = self.mqtts_addr.or_else(|| tls.then(|| DEFAULT_MQTTS_ADDR.into()));
         config
     }
 }
@@ -286,7 +332,7 @@ pub fn effective(config: &Config) -> Vec<(&'static str, serde_json::Value)> {
         None => json!("unlimited"),
     };
     let limits = &config.rate_limits;
-    vec![
+    let mut shown = vec![
         ("data_dir", json!(config.data_dir.display().to_string())),
         ("database_url", json!(config.database_url.as_deref().map(tessera_server::config::redact_url))),
         ("http_addr", json!(config.http_addr.to_string())),
@@ -315,7 +361,15 @@ pub fn effective(config: &Config) -> Vec<(&'static str, serde_json::Value)> {
         ("rate_limit_resource", quota(limits.resource)),
         ("rate_limit_api_key", quota(limits.api_key)),
         ("rate_limit_user_session", quota(limits.user_session)),
-    ]
+    ];
+    // Only when TLS is on: TOML has no null to write "off" with, and the lines must read back as a file.
+    let path = |path: &PathBuf| json!(path.display().to_string());
+    let address = |addr: std::net::SocketAddr| json!(addr.to_string());
+    shown.extend(config.tls_cert_file.as_ref().map(|file| ("tls_cert_file", path(file))));
+    shown.extend(config.tls_key_file.as_ref().map(|file| ("tls_key_file", path(file))));
+    shown.extend(config.https_addr.map(|addr| ("https_addr", address(addr))));
+    shown.extend(config.mqtts_addr.map(|addr| ("mqtts_addr", address(addr))));
+    shown
 }
 
 #[cfg(test)]
@@ -407,6 +461,46 @@ mod tests {
         let read = Settings::load(&CommonArgs { data_dir: None, database_url: None, config: Some(path) })
             .unwrap()
             .into_config();
+        assert_eq!(format!("{read:?}"), format!("{:?}", Config { mqtt_required: true, ..config }));
+    }
+
+    #[test]
+    fn tls_comes_from_the_file_and_flags_and_turns_both_tls_listeners_on() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("tessera.toml");
+        std::fs::write(&path, "tls_cert_file = \"/etc/tessera/cert.pem\"\ntls_key_file = \"/etc/tessera/key.pem\"\n")
+            .unwrap();
+        let common = CommonArgs { data_dir: None, database_url: None, config: Some(path.clone()) };
+        let config = Settings::load(&common).unwrap().with_tls(&TlsArgs::default()).into_config();
+        assert_eq!(config.tls_cert_file, Some(PathBuf::from("/etc/tessera/cert.pem")));
+        assert_eq!(config.tls_key_file, Some(PathBuf::from("/etc/tessera/key.pem")));
+        assert_eq!(config.https_addr, Some(DEFAULT_HTTPS_ADDR.into()));
+        assert_eq!(config.mqtts_addr, Some(DEFAULT_MQTTS_ADDR.into()), "8883 on loopback");
+        assert_eq!(config.http_addr, Config::new(PathBuf::new()).http_addr, "plain HTTP stays where it was");
+
+        let flags = TlsArgs {
+            tls_cert_file: Some("/run/cert.pem".into()),
+            mqtts_addr: Some("0.0.0.0:8883".parse().unwrap()),
+            ..TlsArgs::default()
+        };
+        let config = Settings::load(&common).unwrap().with_tls(&flags).into_config();
+        assert_eq!(config.tls_cert_file, Some(PathBuf::from("/run/cert.pem")), "the flag wins");
+        assert_eq!(config.tls_key_file, Some(PathBuf::from("/etc/tessera/key.pem")), "the file's, unflagged");
+        assert_eq!(config.mqtts_addr, Some("0.0.0.0:8883".parse().unwrap()));
+
+        let off = Settings::default().with_tls(&TlsArgs::default()).into_config();
+        assert_eq!((off.tls_cert_file, off.https_addr, off.mqtts_addr), (None, None, None), "no TLS, no listeners");
+        let keys: Vec<&str> = effective(&Config::new(PathBuf::new())).iter().map(|(key, _)| *key).collect();
+        assert!(!keys.iter().any(|key| key.contains("tls") || key.contains("https") || key.contains("mqtts")));
+
+        // With TLS on, `config show` prints its four keys, and they read back as the same configuration.
+        let mut config = Settings::load(&common).unwrap().into_config();
+        // (A database URL, as `database_url = null` would not read back.)
+        config.database_url = Some("sqlite:///var/tessera.db".into());
+        let text: String = effective(&config).iter().map(|(key, value)| format!("{key} = {value}\n")).collect();
+        assert!(text.contains("mqtts_addr = \"127.0.0.1:8883\"") && text.contains("tls_key_file"), "{text}");
+        std::fs::write(&path, &text).unwrap();
+        let read = Settings::load(&common).unwrap().into_config();
         assert_eq!(format!("{read:?}"), format!("{:?}", Config { mqtt_required: true, ..config }));
     }
 

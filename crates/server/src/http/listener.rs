@@ -12,6 +12,11 @@
 //! and at most `http_max_connections` are open at once, WebSockets included: at the bound the loop stops
 //! accepting until one closes, and the others wait in the listen queue.
 //!
+//! HTTPS (`https_addr`) is a second listener serving the same routes under the same limits, its connections
+//! counted under the same bound. Its TLS handshake runs in the connection's task, inside the first request's
+//! header timeout and holding the connection's permit, so a client that opens TCP and never finishes the handshake
+//! is cut off like a slow request head; its requests carry [`ReachedOverTls`].
+//!
 //! What a connection costs (10 000 devices on keep-alive): one task, one timer and one small shared state,
 //! allocated when it opens. The timer lives in the stream ([`GuardedStream`]) and is looked at only when a read or
 //! a write must wait; it is moved only to an earlier deadline (a later one is taken up when it fires), so a
@@ -44,11 +49,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 use tower::Service;
 use tower_http::normalize_path::NormalizePath;
 
 use crate::accept::{AcceptFailures, accept};
 use crate::config::Config;
+use crate::tls::{self, Transport};
 
 /// The routes as the listener serves them (trailing slashes trimmed before routing, every request counted for
 /// `/metrics`).
@@ -76,13 +83,28 @@ impl Limits {
     }
 }
 
-/// Serves `routes` on `listener` until `stopped` turns true (or its sender is dropped), then finishes the
-/// requests in flight and returns.
+/// The HTTPS listener beside the plain one: its socket and its TLS context.
+pub struct HttpsListener {
+    pub tcp: TcpListener,
+    pub tls: TlsAcceptor,
+}
+
+impl std::fmt::Debug for HttpsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `TlsAcceptor` has no `Debug`.
+        f.debug_struct("HttpsListener").field("tcp", &self.tcp).finish_non_exhaustive()
+    }
+}
+
+/// Serves `routes` on `listener`, and on `https` if given, until `stopped` turns true (or its sender is dropped),
+/// then finishes the requests in flight and returns. Accept failures are counted under `listener_name` (and
+/// `https`).
 pub async fn serve(
     listener: TcpListener,
+    https: Option<HttpsListener>,
     routes: Routes,
     limits: Limits,
-    accept_errors: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::metrics::Metrics>,
     listener_name: &'static str,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -90,20 +112,35 @@ pub async fn serve(
     // Every connection holds a receiver: the sender tells them to close, and `closed` says when all have.
     let (closing, closing_seen) = watch::channel(false);
     let mut failures = AcceptFailures::new(listener_name);
-    let accept_errors = accept_errors.listeners.accept_errors(listener_name);
+    let mut https_failures = AcceptFailures::new("https");
+    let accept_errors = metrics.listeners.accept_errors(listener_name);
+    let https_accept_errors = &metrics.listeners.https;
     loop {
-        // At the bound, nothing is accepted until a connection closes and gives its permit back.
+        // At the bound, nothing is accepted until a connection closes and gives its permit back. One loop takes
+        // from both listeners under one permit, so plain and HTTPS connections count together and neither
+        // listener holds a permit while it waits.
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             _ = stopped.wait_for(|stop| *stop) => break,
         };
-        let (stream, peer) = tokio::select! {
-            accepted = accept(&listener, &mut failures, accept_errors) => accepted,
+        let https_accept = async {
+            match &https {
+                Some(https) => {
+                    (accept(&https.tcp, &mut https_failures, https_accept_errors).await, Some(https.tls.clone()))
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let ((stream, peer), tls) = tokio::select! {
+            accepted = accept(&listener, &mut failures, accept_errors) => (accepted, None),
+            accepted = https_accept => accepted,
             _ = stopped.wait_for(|stop| *stop) => break,
         };
-        tokio::spawn(connection(stream, peer, permit, routes.clone(), limits, closing_seen.clone()));
+        // The TLS handshake is the connection task's, so a slow one never holds this loop.
+        tokio::spawn(connection(stream, peer, tls, permit, routes.clone(), limits, closing_seen.clone()));
     }
     drop(listener);
+    drop(https);
     drop(closing_seen);
     let _ = closing.send(true);
     closing.closed().await;
@@ -113,14 +150,32 @@ pub async fn serve(
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
     permit: OwnedSemaphorePermit,
     routes: Routes,
     limits: Limits,
     mut closing: watch::Receiver<bool>,
 ) {
     let exchange = Arc::new(Exchange::new());
+    let stream = match tls {
+        None => Transport::Plain(stream),
+        // The handshake is part of the first request's head: it must end within the header timeout counted from
+        // the connection's opening, and it holds the connection's permit meanwhile, so clients that open TCP and
+        // never finish the handshake are cut off and bounded like slow request heads.
+        Some(acceptor) => {
+            let deadline = exchange.opened + limits.header_timeout;
+            tokio::select! {
+                handshaken = tls::handshake(&acceptor, stream, peer, "https", deadline) => match handshaken {
+                    Some(stream) => stream,
+                    None => return,
+                },
+                _ = closing.wait_for(|closing| *closing) => return,
+            }
+        }
+    };
+    let over_tls = stream.is_tls();
     let io = TokioIo::new(GuardedStream::new(stream, exchange.clone(), limits, permit));
-    let service = ConnectionService { routes, exchange, peer, body_timeout: limits.body_timeout };
+    let service = ConnectionService { routes, exchange, peer, over_tls, body_timeout: limits.body_timeout };
     let connection = hyper::server::conn::http1::Builder::new()
         // hyper's own header timeout boxes a new timer for every request; the stream's covers it.
         .header_read_timeout(None)
@@ -234,7 +289,7 @@ impl Exchange {
 /// when the socket closes, also when it had become a WebSocket.
 #[derive(Debug)]
 struct GuardedStream {
-    stream: TcpStream,
+    stream: Transport,
     exchange: Arc<Exchange>,
     header_timeout: Duration,
     keep_alive_timeout: Duration,
@@ -247,7 +302,7 @@ struct GuardedStream {
 }
 
 impl GuardedStream {
-    fn new(stream: TcpStream, exchange: Arc<Exchange>, limits: Limits, permit: OwnedSemaphorePermit) -> Self {
+    fn new(stream: Transport, exchange: Arc<Exchange>, limits: Limits, permit: OwnedSemaphorePermit) -> Self {
         // Made now, registered with the runtime's timers only when first polled.
         let timer = Box::pin(tokio::time::sleep_until(exchange.opened + limits.header_timeout));
         GuardedStream {
@@ -374,6 +429,11 @@ impl AsyncWrite for GuardedStream {
     }
 }
 
+/// In a request's extensions when it came over a TLS connection of Tessera's own (HTTPS), as opposed to a proxy
+/// in front saying so (`X-Forwarded-Proto`).
+#[derive(Debug, Clone, Copy)]
+pub struct ReachedOverTls;
+
 /// The routes as one connection's hyper service: each request gets the peer's address, a body with its timeout,
 /// and an answer that tells the connection when it is sent.
 #[derive(Debug)]
@@ -381,6 +441,8 @@ struct ConnectionService {
     routes: Routes,
     exchange: Arc<Exchange>,
     peer: SocketAddr,
+    /// The connection is TLS of Tessera's own: requests carry [`ReachedOverTls`].
+    over_tls: bool,
     body_timeout: Duration,
 }
 
@@ -393,6 +455,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
         self.exchange.enter(Phase::Busy);
         self.exchange.body_timed_out.store(false, Ordering::Relaxed);
         request.extensions_mut().insert(ConnectInfo(self.peer));
+        if self.over_tls {
+            request.extensions_mut().insert(ReachedOverTls);
+        }
         let request = request.map(|body| TimedBody {
             body,
             timeout: self.body_timeout,
@@ -549,7 +614,7 @@ mod tests {
             keep_alive_timeout: LONG,
             max_connections: 1,
         };
-        (GuardedStream::new(server, exchange, limits, permit), client)
+        (GuardedStream::new(Transport::Plain(server), exchange, limits, permit), client)
     }
 
     #[tokio::test]

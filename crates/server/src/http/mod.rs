@@ -185,7 +185,9 @@ impl<S: Send + Sync> FromRequestParts<S> for BaseUrl {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<BaseUrl, Self::Rejection> {
         let header_text = |name| parts.headers.get(name).and_then(|value| value.to_str().ok());
+        let over_tls = parts.extensions.get::<listener::ReachedOverTls>().is_some();
         let scheme = match header_text("x-forwarded-proto") {
+            _ if over_tls => "https",
             Some("https") => "https",
             _ => "http",
         };

@@ -24,9 +24,10 @@ use rmqtt_codec::{MqttCodec, MqttPacket};
 use serde_json::json;
 use tessera_core::{Action, DeviceId, Label, Secret, Target, VariableId};
 use tessera_store::{Device, Variable};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Framed;
 
 use crate::app::{App, AppError};
@@ -34,6 +35,7 @@ use crate::data::Wait;
 use crate::data::{device_target, variable_target};
 use crate::hub::LiveReading;
 use crate::time::rfc3339;
+use crate::tls::Transport;
 use crate::tokens::Caller;
 use topics::{Inbound, Outbound};
 
@@ -221,20 +223,54 @@ async fn collect(
     }
 }
 
-/// Accepts MQTT connections until `stopped` turns true.
-pub async fn serve(listener: TcpListener, app: App, stopped: watch::Receiver<bool>) {
+/// A socket MQTT is served on: plain, or MQTTS with `tls`.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `TlsAcceptor` has no `Debug`; whether there is one is what matters.
+        f.debug_struct("Listener").field("tcp", &self.tcp).field("tls", &self.tls.is_some()).finish()
+    }
+}
+
+/// Accepts MQTT connections on every listener until `stopped` turns true. Persistent sessions are shared: a client
+/// id resumes its session (or takes over its connection) whichever of MQTT and MQTTS it comes back on.
+pub async fn serve(listeners: Vec<Listener>, app: App, stopped: watch::Receiver<bool>) {
     let sessions = Arc::new(Sessions { metrics: app.metrics.clone(), ..Sessions::default() });
+    let loops =
+        listeners.into_iter().map(|listener| accept_loop(listener, app.clone(), stopped.clone(), sessions.clone()));
+    futures_util::future::join_all(loops).await;
+}
+
+async fn accept_loop(listener: Listener, app: App, stopped: watch::Receiver<bool>, sessions: Arc<Sessions>) {
+    let name = if listener.tls.is_some() { "mqtts" } else { "mqtt" };
     let mut stop_signal = stopped.clone();
     // A failing accept (out of file descriptors) pauses, doubling to 1 s, instead of spinning on the failure.
-    let mut failures = crate::accept::AcceptFailures::new("mqtt");
+    let mut failures = crate::accept::AcceptFailures::new(name);
     loop {
         tokio::select! {
-            (stream, peer) = crate::accept::accept(&listener, &mut failures, &app.metrics.listeners.mqtt) => {
+            (stream, peer) = crate::accept::accept(&listener.tcp, &mut failures, app.metrics.listeners.accept_errors(name)) => {
                 app.metrics.mqtt.accepted.inc();
                 let app = app.clone();
                 let stopped = stopped.clone();
                 let sessions = sessions.clone();
+                let tls = listener.tls.clone();
                 tokio::spawn(async move {
+                    // The handshake is done here, in the connection's task, within the time a client has to send
+                    // CONNECT; a failed one is logged at debug.
+                    let stream = match tls {
+                        None => Transport::Plain(stream),
+                        Some(acceptor) => {
+                            let deadline = Instant::now() + CONNECT_TIMEOUT;
+                            match crate::tls::handshake(&acceptor, stream, peer, name, deadline).await {
+                                Some(stream) => stream,
+                                None => return,
+                            }
+                        }
+                    };
                     // A panic ends this client's connection only (each is a task of its own), and is said loudly.
                     let served = std::panic::AssertUnwindSafe(connection(stream, peer, app, stopped, sessions));
                     match futures_util::FutureExt::catch_unwind(served).await {
@@ -252,7 +288,7 @@ pub async fn serve(listener: TcpListener, app: App, stopped: watch::Receiver<boo
 /// A client connection. The session speaks MQTT 3.1.1 packets; for an MQTT 5 client they are translated at this
 /// edge (`v5.rs`), so every rule is written once.
 struct Connection {
-    framed: Framed<TcpStream, MqttCodec>,
+    framed: Framed<Transport, MqttCodec>,
     version: ProtocolVersion,
     /// Filters in the last MQTT 5 UNSUBSCRIBE, whose acknowledgement lists one reason per filter.
     unsubscribed: usize,
@@ -326,7 +362,7 @@ async fn authenticate(app: &App, connect: &v3::Connect, peer: SocketAddr) -> Opt
 }
 
 async fn connection(
-    stream: TcpStream,
+    stream: Transport,
     peer: SocketAddr,
     app: App,
     mut stopped: watch::Receiver<bool>,

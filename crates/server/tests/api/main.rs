@@ -18,6 +18,7 @@ mod python_clients;
 mod quota;
 mod teams;
 mod timestamps;
+mod tls;
 mod token_management;
 mod tokens;
 mod ubidots_data;

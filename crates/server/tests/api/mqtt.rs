@@ -15,9 +15,14 @@ use tokio_util::codec::Framed;
 
 use crate::helpers::TestServer;
 
+/// A byte stream a client speaks over: TCP, or TLS over TCP (MQTTS).
+pub(crate) trait Duplex: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Duplex for T {}
+
 /// A small MQTT 3.1.1 client on the same codec the server uses.
 pub(crate) struct Client {
-    framed: Framed<TcpStream, v3::Codec>,
+    framed: Framed<Box<dyn Duplex>, v3::Codec>,
     next_id: u16,
 }
 
@@ -42,6 +47,17 @@ impl Client {
     ) -> Result<(Client, bool), ConnectAckReason> {
         let address = tessera.server.as_ref().unwrap().mqtt_addr().expect("MQTT listens");
         let stream = TcpStream::connect(address).await.unwrap();
+        Client::connect_over(Box::new(stream), username, password, client_id, clean_session).await
+    }
+
+    /// Connects over `stream` (opened by the caller: TCP, or TLS to MQTTS).
+    pub(crate) async fn connect_over(
+        stream: Box<dyn Duplex>,
+        username: &str,
+        password: &str,
+        client_id: &str,
+        clean_session: bool,
+    ) -> Result<(Client, bool), ConnectAckReason> {
         let mut framed = Framed::new(stream, v3::Codec::new(1 << 20));
         let connect = v3::Connect {
             protocol: Default::default(),

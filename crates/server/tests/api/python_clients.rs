@@ -19,13 +19,14 @@ fn client_script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients").join(name)
 }
 
-/// Runs a client script against `tessera` with `environment`, unless its Python packages are missing.
-async fn run_client(script: &str, packages: &[&str], environment: Vec<(&'static str, String)>) {
+/// Runs a client script against `tessera` with `environment`, unless its Python packages are missing; answers
+/// whether it ran.
+pub(crate) async fn run_client(script: &str, packages: &[&str], environment: Vec<(&'static str, String)>) -> bool {
     let missing: Vec<&&str> = packages.iter().filter(|package| !python_module_available(package)).collect();
     if !missing.is_empty() {
         assert!(std::env::var_os("CI").is_none(), "CI must install the Python packages {missing:?}");
         eprintln!("skipped {script}: the Python packages {missing:?} are not installed (see .ci/run)");
-        return;
+        return false;
     }
     let script = client_script(script);
     let output = tokio::task::spawn_blocking(move || {
@@ -39,6 +40,7 @@ async fn run_client(script: &str, packages: &[&str], environment: Vec<(&'static 
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    true
 }
 
 #[tokio::test]

@@ -188,7 +188,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Signed {
 #[derive(Debug, Clone)]
 pub(super) struct Visitor {
     pub source: IpAddr,
-    /// Cookies get `Secure` when the visitor reached us over HTTPS (a proxy in front says so).
+    /// Cookies get `Secure` when the visitor reached us over HTTPS: Tessera's own, or a proxy's in front that
+    /// says so.
     pub secure: bool,
     pub login_nonce: Option<String>,
     pub challenge: Option<String>,
@@ -304,7 +305,12 @@ fn same_text(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn reached_over_https(headers: &HeaderMap) -> bool {
+/// Over Tessera's own HTTPS, or over HTTPS to a proxy in front that says so.
+fn reached_over_https(request: &Request) -> bool {
+    request.extensions().get::<crate::http::listener::ReachedOverTls>().is_some() || forwarded_https(request.headers())
+}
+
+fn forwarded_https(headers: &HeaderMap) -> bool {
     let forwarded_proto = headers.get("x-forwarded-proto").and_then(|value| value.to_str().ok());
     let forwarded = headers.get(header::FORWARDED).and_then(|value| value.to_str().ok());
     forwarded_proto.is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
@@ -320,7 +326,7 @@ pub(super) async fn layer(State(console): State<Console>, request: Request, next
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(address)| address.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let secure = reached_over_https(headers);
+    let secure = reached_over_https(&request);
     let mut cookies_out = Vec::new();
     let signed = match sign_in_from_cookies(&console, headers, source, secure, &mut cookies_out).await {
         Ok(signed) => signed,
@@ -462,14 +468,19 @@ mod tests {
     }
 
     #[test]
-    fn https_is_read_from_either_proxy_header() {
+    fn https_is_read_from_either_proxy_header_or_tesseras_own_tls() {
         let mut headers = HeaderMap::new();
-        assert!(!reached_over_https(&headers));
+        assert!(!forwarded_https(&headers));
         headers.insert("x-forwarded-proto", HeaderValue::from_static("HTTPS"));
-        assert!(reached_over_https(&headers));
+        assert!(forwarded_https(&headers));
         let mut headers = HeaderMap::new();
         headers.insert(header::FORWARDED, HeaderValue::from_static("for=1.2.3.4;proto=https;host=a"));
-        assert!(reached_over_https(&headers));
+        assert!(forwarded_https(&headers));
+
+        let mut request = Request::new(axum::body::Body::empty());
+        assert!(!reached_over_https(&request));
+        request.extensions_mut().insert(crate::http::listener::ReachedOverTls);
+        assert!(reached_over_https(&request), "a TLS connection of Tessera's own is HTTPS without any header");
     }
 
     #[test]
