@@ -338,13 +338,7 @@ fn main() -> anyhow::Result<()> {
                     shown.into_iter().map(|(key, value)| (key.to_owned(), value)).collect();
                 println!("{}", serde_json::Value::Object(object));
             } else {
-                for (key, value) in shown {
-                    // TOML has no null: a key not set is shown as a comment, so the lines still read back.
-                    match value {
-                        serde_json::Value::Null => println!("# {key} is not set"),
-                        value => println!("{key} = {value}"),
-                    }
-                }
+                print!("{}", settings::as_toml(&shown));
             }
             Ok(())
         }

@@ -322,6 +322,18 @@ impl Settings {
     }
 }
 
+/// The effective configuration as `tessera config show` prints it: one `key = value` line per key, TOML that
+/// reads back as the same configuration; TOML has no null, so a key that is not set is a comment.
+pub fn as_toml(shown: &[(&'static str, serde_json::Value)]) -> String {
+    shown
+        .iter()
+        .map(|(key, value)| match value {
+            serde_json::Value::Null => format!("# {key} is not set\n"),
+            value => format!("{key} = {value}\n"),
+        })
+        .collect()
+}
+
 /// The configuration as its TOML keys, each with the value in force (the database URL without its password), for
 /// `tessera config show`. Every key a file may set is here, so what is shown can be pasted into a file.
 pub fn effective(config: &Config) -> Vec<(&'static str, serde_json::Value)> {
@@ -445,14 +457,7 @@ mod tests {
         config.database_url = Some("postgres://tessera:s3cret@db/tessera".into());
         config.http_max_connections = 500;
         let shown = effective(&config);
-        // As `config show` prints them: a key not set (null) as a comment.
-        let text: String = shown
-            .iter()
-            .map(|(key, value)| match value {
-                serde_json::Value::Null => format!("# {key} is not set\n"),
-                value => format!("{key} = {value}\n"),
-            })
-            .collect();
+        let text = as_toml(&shown);
         assert!(!text.contains("s3cret") && text.contains("postgres://tessera:***@db/tessera"), "{text}");
         // Pasted into a file (the password put back), it makes the same configuration.
         let directory = tempfile::tempdir().unwrap();
@@ -495,9 +500,8 @@ mod tests {
 
         // With TLS on, `config show` prints its four keys, and they read back as the same configuration.
         let mut config = Settings::load(&common).unwrap().into_config();
-        // (A database URL, as `database_url = null` would not read back.)
         config.database_url = Some("sqlite:///var/tessera.db".into());
-        let text: String = effective(&config).iter().map(|(key, value)| format!("{key} = {value}\n")).collect();
+        let text = as_toml(&effective(&config));
         assert!(text.contains("mqtts_addr = \"127.0.0.1:8883\"") && text.contains("tls_key_file"), "{text}");
         std::fs::write(&path, &text).unwrap();
         let read = Settings::load(&common).unwrap().into_config();
