@@ -163,6 +163,11 @@ impl Config {
 /// The shortest `metrics_token` taken: guessing one of 16 random characters is out of reach.
 pub const MIN_METRICS_TOKEN_LENGTH: usize = 16;
 
+/// The longest duration any setting may have.
+const LONGEST_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+/// The largest count any setting may have.
+const LARGEST_COUNT: usize = 1 << 30;
+
 /// A configuration value that cannot work, named by its key (as the TOML file writes it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("configuration: {key} {problem}")]
@@ -190,6 +195,13 @@ impl Config {
             if duration.is_zero() {
                 return Err(ConfigError { key, problem: "must be more than zero".into() });
             }
+            // Larger ones overflow the clock's arithmetic (a timeout of 2^64 s panicked every connection).
+            if duration > LONGEST_DURATION {
+                return Err(ConfigError {
+                    key,
+                    problem: format!("must be at most {} s (100 years)", LONGEST_DURATION.as_secs()),
+                });
+            }
         }
         let positive_counts = [
             ("token_cache_capacity", self.token_cache_capacity as usize),
@@ -203,6 +215,10 @@ impl Config {
         for (key, count) in positive_counts {
             if count == 0 {
                 return Err(ConfigError { key, problem: "must be at least 1".into() });
+            }
+            // Queues and bounds are semaphores and sums: 2^64 overflowed them at start.
+            if count > LARGEST_COUNT {
+                return Err(ConfigError { key, problem: format!("must be at most {LARGEST_COUNT}") });
             }
         }
         if self.refresh_token_ttl < self.access_token_ttl {
@@ -398,6 +414,10 @@ mod tests {
         assert!(short.key == "refresh_token_ttl_seconds" && short.problem.contains("shorter"), "{short}");
         let url = refused(|config| config.database_url = Some("mysql://u:p@h/db".into()));
         assert!(url.to_string().starts_with("configuration: database_url"), "{url}");
+        let huge = refused(|config| config.http_header_timeout = Duration::from_secs(u64::MAX));
+        assert!(huge.key == "http_header_timeout_seconds" && huge.problem.contains("at most"), "{huge}");
+        let many = refused(|config| config.writer_queue = usize::MAX);
+        assert!(many.key == "writer_queue" && many.problem.contains("at most"), "{many}");
         let short = refused(|config| config.metrics_token = Some("too-short".into()));
         assert!(short.key == "metrics_token" && short.problem.contains("at least 16"), "{short}");
         let spaced = refused(|config| config.metrics_token = Some("a token with spaces in it".into()));

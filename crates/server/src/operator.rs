@@ -130,6 +130,15 @@ pub async fn open(config: &Config, account: Option<AccountId>, access: Access) -
                 Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
                 _ => PathBuf::from("."),
             };
+            // Opening would create a missing key, and every token stored is checked under the lost one.
+            if !dir.join(crate::bootstrap::SERVER_KEY_FILE).is_file() {
+                return Err(OperatorError::Failed(format!(
+                    "{} has a database but no {}: every stored token is checked under that key; restore it (or \
+                     the whole store from a backup) first. Nothing was changed",
+                    dir.display(),
+                    crate::bootstrap::SERVER_KEY_FILE
+                )));
+            }
             let lock = match access {
                 Access::Shared => None,
                 Access::Exclusive => Some(lock_data_dir(&dir).map_err(held_error)?),

@@ -26,6 +26,14 @@ const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 /// the writer nor holds it up. What it does hold back is the WAL's checkpoint: pages committed during the copy
 /// stay in the WAL until it ends (see ARCHITECTURE.md, "Backups").
 pub async fn snapshot(database: &Path, into: &Path, secrets: &[(&str, &[u8])]) -> StoreResult<()> {
+    // Absolute, so that neither path can be read as a URI: `VACUUM INTO 'file:x/b'` (URI filenames are on) wrote
+    // the copy to `x/b`, not to the file this function was given and checks afterwards.
+    let absolute = |path: &Path| {
+        std::path::absolute(path)
+            .map_err(|error| StoreError::Invalid(format!("{} has no absolute form: {error}", path.display())))
+    };
+    let (database, into) = (absolute(database)?, absolute(into)?);
+    let (database, into) = (database.as_path(), into.as_path());
     let source = SqliteConnectOptions::new()
         .filename(database)
         .create_if_missing(false)
@@ -82,6 +90,11 @@ pub enum NotRestorable {
         "its migration {version} differs from this Tessera's (the schema was changed by hand or by another program)"
     )]
     Altered { version: i64 },
+    #[error(
+        "it holds {0}, which Tessera's schema has none of (a trigger would run inside the restored store, and could \
+         copy its key out of the table it is removed from)"
+    )]
+    Foreign(String),
     #[error("it cannot be read")]
     Unreadable(#[source] StoreError),
 }
@@ -108,7 +121,10 @@ pub async fn examine(file: &Path, secret_name: &str) -> Result<Examined, NotRest
         Err(error) => return Err(NotRestorable::Unreadable(StoreError::Unavailable(Box::new(error)))),
     }
     // Immutable: SQLite takes no lock and makes no -wal or -shm beside a file that may sit in a read-only place.
-    let options = SqliteConnectOptions::new().filename(file).read_only(true).immutable(true).foreign_keys(false);
+    // Absolute, so that a name beginning `file:` is not read as a URI naming another file.
+    let file = std::path::absolute(file)
+        .map_err(|error| NotRestorable::Unreadable(StoreError::Unavailable(Box::new(error))))?;
+    let options = SqliteConnectOptions::new().filename(&file).read_only(true).immutable(true).foreign_keys(false);
     let mut connection = SqliteConnection::connect_with(&options)
         .await
         .map_err(|error| NotRestorable::Unreadable(StoreError::from(error)))?;
@@ -139,6 +155,15 @@ async fn examine_on(connection: &mut SqliteConnection, secret_name: &str) -> Res
     .map_err(unreadable)?;
     if !has_migrations {
         return Err(NotRestorable::NotTessera);
+    }
+    // Tessera's migrations make tables and indexes only: a trigger or a view was added by someone else.
+    let foreign: Vec<String> =
+        sqlx::query_scalar("SELECT type || ' ' || name FROM sqlite_schema WHERE type IN ('trigger', 'view') LIMIT 5")
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(unreadable)?;
+    if !foreign.is_empty() {
+        return Err(NotRestorable::Foreign(foreign.join(", ")));
     }
     let applied = sqlx::query("SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version")
         .fetch_all(&mut *connection)

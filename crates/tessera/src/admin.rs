@@ -799,7 +799,7 @@ fn print_fields(fields: &[(String, String)]) -> Result<(), Failure> {
     let width = fields.iter().map(|(name, _)| name.chars().count()).max().unwrap_or(0);
     let mut text = String::new();
     for (name, value) in fields {
-        text.push_str(&format!("{name:<width$}  {value}\n"));
+        text.push_str(&format!("{name:<width$}  {}\n", printable(value)));
     }
     print_line(text.trim_end_matches('\n'))
 }
@@ -879,10 +879,23 @@ impl Listing {
 }
 
 /// One line of a table: each cell padded to its column's width and two spaces, the last one unpadded.
+/// `text` with its control characters escaped (`\n`, `\u{1b}`): names are anyone's to choose, and a name holding
+/// a newline or a terminal's escape sequence could forge a row, hide one, or command the operator's terminal.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() })
+        .collect::<String>()
+        .into()
+}
+
 fn table_line(widths: &[usize], row: &[String]) -> String {
     let mut line = String::new();
     for (index, cell) in row.iter().enumerate() {
-        line.push_str(cell);
+        let cell = printable(cell);
+        line.push_str(&cell);
         if index + 1 < row.len() {
             let width = widths.get(index).copied().unwrap_or(0);
             line.push_str(&" ".repeat(width.saturating_sub(cell.chars().count()) + 2));
@@ -906,4 +919,14 @@ fn print_table(headers: &[&str], rows: Vec<Vec<String>>) -> Result<(), Failure> 
         writeln!(out, "{}", table_line(&widths, row)).map_err(|error| Failure::Operator(output_error(error)))?;
     }
     out.flush().map_err(|error| Failure::Operator(output_error(error)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_in_a_cell_are_escaped_not_printed() {
+        let line = super::table_line(&[4, 4], &["a\u{1b}[2Jb".into(), "x\ny".into()]);
+        assert_eq!(line, "a\\u{1b}[2Jb  x\\ny");
+        assert_eq!(super::printable("plain é"), "plain é");
+    }
 }

@@ -19,7 +19,7 @@ pub struct CommonArgs {
     pub data_dir: Option<PathBuf>,
     /// The database: postgres://USER@HOST/DB to share one among several nodes, or sqlite://PATH
     /// [default: SQLite in the data directory]
-    #[arg(long, env = "TESSERA_DATABASE_URL", value_name = "URL")]
+    #[arg(long, env = "TESSERA_DATABASE_URL", value_name = "URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// A TOML file with settings (keys as in the README)
     #[arg(long, env = "TESSERA_CONFIG", value_name = "FILE")]

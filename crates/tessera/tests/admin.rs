@@ -522,3 +522,15 @@ async fn operator_commands_on_postgresql_reach_a_running_node_at_once() {
     fixture.stop().await;
     schema.drop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_store_without_its_server_key_is_refused_and_no_key_is_made() {
+    // Opening used to make a new key, under which every stored token was garbage from then on.
+    let directory = tempfile::tempdir().unwrap();
+    let init = tessera().args(["init", "--data-dir"]).arg(directory.path()).output().await.unwrap();
+    assert!(init.status.success(), "{}", stderr(&init));
+    std::fs::remove_file(directory.path().join("server.key")).unwrap();
+    let place = Place::sqlite(directory.path());
+    assert_refused(&run(&place, &["status"]).await, 1, "no server.key");
+    assert!(!directory.path().join("server.key").exists(), "no key was made");
+}

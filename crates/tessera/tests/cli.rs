@@ -132,6 +132,21 @@ async fn a_second_server_on_the_same_data_directory_is_refused_naming_the_first(
 }
 
 #[tokio::test]
+async fn help_never_shows_the_database_password_from_the_environment() {
+    for command in [&["serve", "--help"][..], &["status", "--help"], &["backup", "--help"]] {
+        let output = tessera()
+            .args(command)
+            .env("TESSERA_DATABASE_URL", "postgres://tessera:hunter2-secret@db/tessera")
+            .output()
+            .await
+            .unwrap();
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success() && help.contains("TESSERA_DATABASE_URL"), "{command:?}: {help}");
+        assert!(!help.contains("hunter2"), "{command:?} shows the password: {help}");
+    }
+}
+
+#[tokio::test]
 async fn sigterm_stops_the_server_gracefully() {
     let directory = tempfile::tempdir().unwrap();
     let mut serving = serve(directory.path()).await;

@@ -279,6 +279,8 @@ async fn restore_refuses_a_file_that_is_not_a_tessera_backup_and_leaves_the_targ
     )
     .await;
     let short_key = edited("short key", "UPDATE shared_secrets SET value = x'0102' WHERE name = 'server_key'").await;
+    let trigger =
+        edited("trigger", "CREATE TRIGGER keep_the_key BEFORE DELETE ON shared_secrets BEGIN SELECT 1; END").await;
     let truncated = directory.path().join("truncated");
     let whole = std::fs::read(&good).unwrap();
     std::fs::write(&truncated, &whole[..whole.len() / 2]).unwrap();
@@ -291,6 +293,7 @@ async fn restore_refuses_a_file_that_is_not_a_tessera_backup_and_leaves_the_targ
         (&database_alone, "holds no server key"),
         (&newer, "made by a newer Tessera (its migration 9999, \"from the future\""),
         (&short_key, "has 2 bytes, not 32"),
+        (&trigger, "it holds trigger keep_the_key, which Tessera's schema has none of"),
         (&truncated, "damaged"),
     ] {
         let refused = run(&["restore", "--force", "--from"], &[file, Path::new("--data-dir"), &target_dir]).await;
@@ -404,4 +407,32 @@ async fn backup_refusals_have_their_exit_codes() {
         .filter(|name| name.starts_with('.'))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test]
+async fn a_backup_goes_to_the_file_named_even_when_its_name_reads_as_a_uri() {
+    // SQLite reads a name beginning `file:` as a URI: `file:x/b` once sent the copy (key included, mode 0644) to
+    // `x/b`, and checked the empty file it had been given.
+    let directory = tempfile::tempdir().unwrap();
+    let data_dir = directory.path().join("data");
+    assert!(run(&["init", "--data-dir"], &[&data_dir]).await.status.success());
+    std::fs::create_dir_all(directory.path().join("file:x")).unwrap();
+    std::fs::create_dir_all(directory.path().join("x")).unwrap();
+    let output = tessera()
+        .current_dir(directory.path())
+        .args(["backup", "--data-dir"])
+        .arg(&data_dir)
+        .args(["--to", "file:x/b.bak"])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let written = directory.path().join("file:x/b.bak");
+    assert!(std::fs::read(&written).unwrap().starts_with(b"SQLite format 3\0"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&written).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    assert_eq!(std::fs::read_dir(directory.path().join("x")).unwrap().count(), 0, "nothing written elsewhere");
 }

@@ -375,8 +375,8 @@ const AUDIT_PAGE_MAX: i64 = 1_000;
     get, path = "/audit", tag = "audit", operation_id = "audit_trail",
     security(("bearer" = [])),
     params(
-        ("actor" = Option<String>, Query, description = "Who acted: `user:<id>`, `token:<id>`, `system` or `anonymous`.",
-         pattern = "^(user:[0-9a-hjkmnp-tv-z]{13}|token:[0-9a-hjkmnp-tv-z]{13}|system|anonymous)$"),
+        ("actor" = Option<String>, Query, description = "Who acted: `user:<id>`, `token:<id>`, `system`, `operator` (the command line) or `anonymous`.",
+         pattern = "^(user:[0-9a-hjkmnp-tv-z]{13}|token:[0-9a-hjkmnp-tv-z]{13}|system|operator|anonymous)$"),
         ("token" = Option<IdText>, Query, description = "The token an entry is about."),
         ("event" = Option<String>, Query, description = "Event names, comma-separated (see `AuditEvent`)."),
         ("since" = Option<String>, Query, format = DateTime, description = "Entries at or after this time."),

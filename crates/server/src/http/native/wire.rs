@@ -510,7 +510,7 @@ pub struct AuditEntryView {
     pub at: String,
     pub event: AuditEventName,
     /// `user:<id>`, `token:<id>`, `system` or `anonymous`.
-    #[schema(pattern = "^(user:[0-9a-hjkmnp-tv-z]{13}|token:[0-9a-hjkmnp-tv-z]{13}|system|anonymous)$")]
+    #[schema(pattern = "^(user:[0-9a-hjkmnp-tv-z]{13}|token:[0-9a-hjkmnp-tv-z]{13}|system|operator|anonymous)$")]
     pub actor: String,
     /// The token the event is about.
     pub token: Option<IdText>,
