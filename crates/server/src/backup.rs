@@ -49,6 +49,8 @@ pub enum BackupError {
     NoKey { path: PathBuf, source: io::Error },
     #[error("--to {} names a file of the store itself; write the backup elsewhere", .0.display())]
     OntoTheStore(PathBuf),
+    #[error("--to {} is a directory; name the backup file", .0.display())]
+    ToADirectory(PathBuf),
     #[error("the backup file {} exists already; give --force to replace it", .0.display())]
     BackupExists(PathBuf),
     #[error(transparent)]
@@ -208,12 +210,7 @@ pub async fn backup(config: &Config, to: &Path, force: bool) -> Result<BackedUp,
         return Err(BackupError::OntoTheStore(to.to_path_buf()));
     }
     match std::fs::symlink_metadata(to) {
-        Ok(metadata) if metadata.is_dir() => {
-            return Err(BackupError::Io {
-                doing: format!("--to {} is a directory; name the backup file", to.display()),
-                source: io::Error::from(io::ErrorKind::IsADirectory),
-            });
-        }
+        Ok(metadata) if metadata.is_dir() => return Err(BackupError::ToADirectory(to.to_path_buf())),
         Ok(_) if !force => return Err(BackupError::BackupExists(to.to_path_buf())),
         _ => {}
     }

@@ -372,11 +372,13 @@ pub fn redact_url(text: &str) -> String {
     if url.password().is_some() {
         let _ = url.set_password(Some("***"));
     }
-    if url.query_pairs().any(|(key, _)| key.eq_ignore_ascii_case("password")) {
+    // `password`, and any other parameter that holds one (libpq's `sslpassword`, for a client key's passphrase).
+    let secret = |key: &str| key.to_ascii_lowercase().contains("password");
+    if url.query_pairs().any(|(key, _)| secret(&key)) {
         let pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(key, value)| {
-                let value = if key.eq_ignore_ascii_case("password") { "***".into() } else { value.into_owned() };
+                let value = if secret(&key) { "***".into() } else { value.into_owned() };
                 (key.into_owned(), value)
             })
             .collect();
@@ -496,6 +498,7 @@ mod tests {
             "{shown}"
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db", "nothing to hide");
+        assert_eq!(redact_url("postgres://u@h/db?sslpassword=pass"), "postgres://u@h/db?sslpassword=***");
         assert_eq!(redact_url("sqlite:///var/t.db"), "sqlite:///var/t.db");
         assert_eq!(redact_url("postgres://u:p@ss@h/db"), "postgres://u:***@h/db", "the last @ ends the userinfo");
         assert!(!redact_url("postgres://u:secret@[bad").contains("secret"), "an unreadable URL is not shown");

@@ -189,7 +189,7 @@ const EXIT_CODES: &str = "Exit codes:
 /// The exit code of a failed `backup` or `restore` (as `EXIT_CODES` lists them).
 fn backup_exit_code(error: &BackupError) -> u8 {
     match error {
-        BackupError::Configuration(_) | BackupError::OntoTheStore(_) => 2,
+        BackupError::Configuration(_) | BackupError::OntoTheStore(_) | BackupError::ToADirectory(_) => 2,
         BackupError::NoStore(_) | BackupError::NoBackupFile(_) => 3,
         BackupError::Locked(tessera_server::data_lock::LockError::Held { .. }) => 4,
         BackupError::NotRestorable { .. }

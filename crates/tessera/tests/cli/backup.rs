@@ -376,6 +376,10 @@ async fn backup_refusals_have_their_exit_codes() {
     assert_eq!(code(&onto), Some(2), "{}", stderr(&onto));
     assert!(stderr(&onto).contains("names a file of the store itself"));
 
+    let into_a_directory = run(&["backup", "--data-dir"], &[&data_dir, Path::new("--to"), directory.path()]).await;
+    assert_eq!(code(&into_a_directory), Some(2), "{}", stderr(&into_a_directory));
+    assert!(stderr(&into_a_directory).contains("is a directory; name the backup file"));
+
     let nothing =
         run(&["backup", "--data-dir"], &[&directory.path().join("none"), Path::new("--to"), &backup_file]).await;
     assert_eq!(code(&nothing), Some(3), "{}", stderr(&nothing));
