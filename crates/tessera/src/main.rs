@@ -136,6 +136,9 @@ enum Command {
     BenchBaseline {
         #[arg(long, default_value = "127.0.0.1:0")]
         http_addr: std::net::SocketAddr,
+        /// Answer each reading only once it is appended to this file and synced (group commit)
+        #[arg(long, value_name = "FILE")]
+        durable_file: Option<std::path::PathBuf>,
     },
     /// Copy the SQLite store into one file, online (a running server goes on ingesting): a consistent snapshot
     /// with the server key inside, so the tokens work after a restore. The file is mode 0600: it holds the key.
@@ -401,7 +404,9 @@ fn main() -> anyhow::Result<()> {
             };
             runtime.block_on(bench::run(options))
         }
-        Command::BenchBaseline { http_addr } => runtime.block_on(bench::serve_baseline(http_addr)),
+        Command::BenchBaseline { http_addr, durable_file } => {
+            runtime.block_on(bench::serve_baseline(http_addr, durable_file))
+        }
         Command::Migrate { common } => {
             init_logging("text");
             let config = Settings::load(&common)?.into_config();

@@ -346,9 +346,13 @@ async fn bench_measures_every_scenario_and_prints_json() {
     let figures: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
     let scenarios = figures["scenarios"].as_array().unwrap();
     let names: Vec<&str> = scenarios.iter().map(|scenario| scenario["scenario"].as_str().unwrap()).collect();
-    for expected in
-        ["baseline ingest", "ingest (Ubidots HTTP, token check, durable write)", "ingest at half load (paced)"]
-    {
+    for expected in [
+        "baseline ingest",
+        "durable baseline ingest (group commit, fdatasync)",
+        "ingest (Ubidots HTTP, token check, durable write)",
+        "ingest against the durable baseline",
+        "ingest at half load (paced)",
+    ] {
         assert!(names.contains(&expected), "{names:?}");
     }
     for scenario in scenarios.iter().filter(|scenario| !scenario["scenario"].as_str().unwrap().starts_with("MQTT")) {
@@ -363,6 +367,9 @@ async fn bench_measures_every_scenario_and_prints_json() {
         .unwrap();
     // A figure, not its size: on a loaded machine a one-second run can round to 0.000 (a disk stall of a second).
     assert!(ingest["ratio_to_baseline"].as_f64().is_some_and(|ratio| ratio >= 0.0), "{ingest}");
+    let against_durable =
+        scenarios.iter().find(|scenario| scenario["scenario"] == "ingest against the durable baseline").unwrap();
+    assert!(against_durable["ratio_to_baseline"].as_f64().is_some(), "{against_durable}");
     let full = &figures["full_store"];
     assert_eq!((&full["devices_added"], &full["tokens_added"]), (&json!(25000), &json!(25000)), "{full}");
     assert!(full["ingest_ratio_to_small_store"].as_f64().unwrap() > 0.0, "{full}");

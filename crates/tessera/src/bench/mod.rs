@@ -295,6 +295,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         None => None,
     };
     let baseline = ChildServer::start(&["bench-baseline", "--http-addr", "127.0.0.1:0"], &[]).await?;
+    let durable_file = data_dir.join("durable-baseline.log");
+    let durable_baseline = ChildServer::start(
+        &["bench-baseline", "--http-addr", "127.0.0.1:0", "--durable-file", &durable_file.to_string_lossy()],
+        &[],
+    )
+    .await?;
     let api_key = tessera.api_key.clone().context("Tessera printed no API key")?;
 
     say(&options, &format!("creating {} devices, each with its own token", options.devices));
@@ -323,17 +329,24 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 
     let mut results: Vec<Measured> = Vec::new();
     let mut baseline_runs = Vec::new();
+    let mut durable_runs = Vec::new();
     let mut tessera_runs = Vec::new();
     for round in 1..=options.rounds {
         let label = format!("baseline ingest (round {round})");
         baseline_runs.push(measure(&options, &label, &baseline, ingest(baseline.http), closed, None).await?);
+        let label = format!("durable baseline ingest (round {round})");
+        let durable = ingest(durable_baseline.http);
+        durable_runs.push(measure(&options, &label, &durable_baseline, durable, closed, None).await?);
         let label = format!("Tessera ingest (round {round})");
         tessera_runs.push(measure(&options, &label, &tessera, ingest(tessera.http), closed, None).await?);
     }
     let baseline_rate = mean(baseline_runs.iter().map(|run| run.outcome.per_second()));
     let tessera_rate = mean(tessera_runs.iter().map(|run| run.outcome.per_second()));
+    let durable_rate = mean(durable_runs.iter().map(|run| run.outcome.per_second()));
     results.push(combine("baseline ingest", &baseline_runs, None));
+    results.push(combine("durable baseline ingest (group commit, fdatasync)", &durable_runs, Some(baseline_rate)));
     results.push(combine("ingest (Ubidots HTTP, token check, durable write)", &tessera_runs, Some(baseline_rate)));
+    results.push(combine("ingest against the durable baseline", &tessera_runs, Some(durable_rate)));
 
     // Latency at half of what Tessera just sustained, paced (open loop), for both.
     let half = Plan { rate: Some(tessera_rate / 2.0), ..closed };
@@ -427,6 +440,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         second.stop().await;
     }
     baseline.stop().await;
+    durable_baseline.stop().await;
     if let Some(schema) = schema {
         schema.drop().await?;
     }
