@@ -85,7 +85,7 @@ async fn a_person_runs_tessera_in_the_console() {
         .await;
     assert_eq!(browser.find("#email").await.property("value").await, json!(admin_email));
 
-    sign_in(&browser, &tessera, &admin_email, &admin_password, "h1").await;
+    sign_in(&browser, &tessera, &admin_email, &admin_password, ".who").await;
     assert!(browser.current_url().await.ends_with("/console/collections"), "{}", browser.current_url().await);
     let session = browser.cookie("tessera_session").await.expect("a session cookie");
     assert!(session.http_only, "the session cookie is HttpOnly");
@@ -231,6 +231,13 @@ async fn a_person_runs_tessera_in_the_console() {
     browser.wait_for("#audit-filters", WAIT).await;
     browser.find("#audit-event option[value='token.rotated']").await.click().await;
     browser.find("#audit-filters button").await.click().await;
+    // The unfiltered page holds such a row too: wait for the filtered one to have loaded, or the row found may be
+    // the old page's, gone by the time it is read.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !browser.current_url().await.contains("event=token.rotated") {
+        assert!(std::time::Instant::now() < deadline, "the filtered audit trail never loaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let entry = browser.wait_for("#audit tbody tr[data-event='token.rotated']", WAIT).await.text().await;
     assert!(entry.contains("greenhouse devices") && entry.contains(&admin_email), "{entry}");
     assert_eq!(browser.find_all("#audit tbody tr").await.len(), 1, "only rotations are listed");
@@ -251,7 +258,7 @@ async fn a_person_runs_tessera_in_the_console() {
     let code = browser.wait_for("#invites code", WAIT).await.text().await;
     shot(&browser, "14-team").await;
     sign_out(&browser).await;
-    sign_in(&browser, &tessera, "member@example.com", "member password 1", "h1").await;
+    sign_in(&browser, &tessera, "member@example.com", "member password 1", ".who").await;
     browser.goto(&tessera.url("/console/teams")).await;
     submit(&browser, &[("#invite-code", &code)], "form[action='/console/teams/accept'] button", "#members-heading")
         .await;
@@ -305,7 +312,7 @@ async fn a_person_runs_tessera_in_the_console() {
 async fn the_api_reference_renders_the_openapi_document() {
     let Some(browser) = Browser::start().await else { return };
     let tessera = TestServer::start().await;
-    sign_in(&browser, &tessera, &tessera.admin_email.clone(), &tessera.admin_password.clone(), "h1").await;
+    sign_in(&browser, &tessera, &tessera.admin_email.clone(), &tessera.admin_password.clone(), ".who").await;
     browser.find("nav a[href='/console/api']").await.click().await;
     browser.wait_for("#op-rotate-token", WAIT).await;
     assert!(browser.current_url().await.ends_with("/console/api"));
