@@ -55,9 +55,17 @@ where
         found
     }
 
-    /// Lookups answered from memory and lookups that missed, since start.
-    pub fn hits_and_misses(&self) -> (u64, u64) {
-        (self.hits.get(), self.misses.get())
+    /// What `/metrics` shows of this cache, under the name `cache`: hits and misses since start, and the entries
+    /// held now, after moka has applied what it still had pending (its count lags otherwise). For a scrape, not
+    /// for a hot path.
+    pub fn figures(&self, cache: &'static str) -> crate::metrics::CacheFigures {
+        self.entries.run_pending_tasks();
+        crate::metrics::CacheFigures {
+            cache,
+            hits: self.hits.get(),
+            misses: self.misses.get(),
+            entries: self.entries.entry_count(),
+        }
     }
 
     /// Call before reading the record from the store.
@@ -88,13 +96,6 @@ where
     }
 
     pub fn entry_count(&self) -> u64 {
-        self.entries.entry_count()
-    }
-
-    /// The entries held now, after moka has applied what it still had pending (its count lags otherwise); for a
-    /// scrape, not for a hot path.
-    pub fn settled_entry_count(&self) -> u64 {
-        self.entries.run_pending_tasks();
         self.entries.entry_count()
     }
 }

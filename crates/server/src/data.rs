@@ -77,16 +77,7 @@ impl DataService {
 
     /// The device and variable caches' figures.
     pub fn cache_figures(&self) -> [crate::metrics::CacheFigures; 2] {
-        let figures = |cache, hits_and_misses: (u64, u64), entries| crate::metrics::CacheFigures {
-            cache,
-            hits: hits_and_misses.0,
-            misses: hits_and_misses.1,
-            entries,
-        };
-        [
-            figures("devices", self.devices.hits_and_misses(), self.devices.settled_entry_count()),
-            figures("variables", self.variables.hits_and_misses(), self.variables.settled_entry_count()),
-        ]
+        [self.devices.figures("devices"), self.variables.figures("variables")]
     }
 
     /// Readings refused for their value since start (every reading of a refused write: one refuses them all).

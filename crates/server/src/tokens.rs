@@ -299,16 +299,7 @@ impl TokenService {
 
     /// The token and creator-reach caches' figures.
     pub fn cache_figures(&self) -> [crate::metrics::CacheFigures; 2] {
-        let figures = |cache, hits_and_misses: (u64, u64), entries| crate::metrics::CacheFigures {
-            cache,
-            hits: hits_and_misses.0,
-            misses: hits_and_misses.1,
-            entries,
-        };
-        [
-            figures("tokens", self.by_digest.hits_and_misses(), self.by_digest.settled_entry_count()),
-            figures("creator_reach", self.creator_reach.hits_and_misses(), self.creator_reach.settled_entry_count()),
-        ]
+        [self.by_digest.figures("tokens"), self.creator_reach.figures("creator_reach")]
     }
 
     /// This service with `limits` as the kinds' default quotas (Tessera's own defaults otherwise).
