@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+#[path = "cli/admin.rs"]
+mod admin;
 #[path = "cli/backup.rs"]
 mod backup;
 
@@ -31,9 +33,15 @@ struct Serving {
 
 /// Starts `tessera serve` on port 0 and waits (without sleeping) for the line that names its address.
 async fn serve(data_dir: &Path) -> Serving {
+    serve_with(&["--data-dir".as_ref(), data_dir.as_os_str()]).await
+}
+
+/// `tessera serve ARGS…` on HTTP port 0 (MQTT on port 0 too: the machine's Mosquitto may hold 1883), once it says
+/// where it listens.
+async fn serve_with(args: &[&std::ffi::OsStr]) -> Serving {
     let mut child = tessera()
-        .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
+        .args(["serve", "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)

@@ -3,50 +3,25 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{Value, json};
 use sqlx::Connection;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::{Serving, printed_value, tessera};
 
-/// `tessera serve` on `data_dir`, MQTT on port 0 (the machine's Mosquitto may hold 1883), account tokens
-/// unthrottled: the senders below share one.
+/// `tessera serve` on `data_dir`, account tokens unthrottled: the senders below share one.
 async fn start_server(data_dir: &Path) -> Serving {
-    let mut child = tessera()
-        .args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--mqtt-addr",
-            "127.0.0.1:0",
-            "--rate-limit-account",
-            "unlimited",
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("tessera starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut printed = Vec::new();
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("tessera announces its address")
-            .unwrap()
-            .expect("tessera exited before listening");
-        if let Some(address) = line.strip_prefix("Tessera is listening on ") {
-            return Serving { child, base: address.to_owned(), printed };
-        }
-        printed.push(line);
-    }
+    super::serve_with(&[
+        "--rate-limit-account".as_ref(),
+        "unlimited".as_ref(),
+        "--data-dir".as_ref(),
+        data_dir.as_os_str(),
+    ])
+    .await
 }
 
 /// A Ubidots account token for the API key (`POST /api/v1.6/auth/token`).

@@ -8,18 +8,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tessera_store::{Store, UserTotp};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-fn tessera() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
-    for variable in
-        ["TESSERA_DATA_DIR", "TESSERA_DATABASE_URL", "TESSERA_HTTP_ADDR", "TESSERA_MQTT_ADDR", "TESSERA_CONFIG"]
-    {
-        command.env_remove(variable);
-    }
-    command.env("RUST_LOG", "warn");
-    command
-}
+use super::{Serving, tessera};
 
 /// Where the store is, as the flags every command takes.
 #[derive(Clone)]
@@ -74,31 +64,9 @@ fn assert_refused(output: &Output, code: i32, named: &str) {
     assert!(stderr(output).contains(named), "the error names {named}: {}", stderr(output));
 }
 
-struct Serving {
-    child: Child,
-    base: String,
-}
-
 async fn serve(place: &Place) -> Serving {
-    let mut child = tessera()
-        .args(["serve", "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"])
-        .args(&place.flags)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("tessera announces its address")
-            .unwrap()
-            .expect("tessera exited before listening");
-        if let Some(address) = line.strip_prefix("Tessera is listening on ") {
-            return Serving { child, base: address.to_owned() };
-        }
-    }
+    let flags: Vec<&std::ffi::OsStr> = place.flags.iter().map(|flag| flag.as_ref()).collect();
+    super::serve_with(&flags).await
 }
 
 /// The store initialized, the admin given an enabled second factor, a server on it, a token from the API key and
