@@ -188,10 +188,7 @@ async fn fill(address: SocketAddr, tokens: &Arc<Vec<String>>, readings: usize) -
                     let body = format!(r#"{{"temperature": [{}]}}"#, dots.join(","));
                     let request =
                         load::request("POST", address, &path, &[("x-auth-token", &tokens[device])], Some(&body));
-                    let (status, answer) = connection.send(&request).await?;
-                    if status != 200 {
-                        bail!("filling bench-{device}: {status} {}", String::from_utf8_lossy(&answer));
-                    }
+                    connection.send_ok(&request, &format!("filling bench-{device}")).await?;
                 }
             }
             anyhow::Ok(())

@@ -152,10 +152,7 @@ async fn fill_devices(address: SocketAddr, token: &str) -> anyhow::Result<()> {
                 let body = format!(r#"{{"temperature": {}, "humidity": {}}}"#, device % 40, device % 100);
                 let path = format!("/api/v1.6/devices/device-{device}");
                 let request = load::request("POST", address, &path, &[("x-auth-token", &token)], Some(&body));
-                let (status, answer) = connection.send(&request).await?;
-                if status != 200 {
-                    bail!("creating device-{device}: {status} {}", String::from_utf8_lossy(&answer));
-                }
+                connection.send_ok(&request, &format!("creating device-{device}")).await?;
             }
             anyhow::Ok(())
         });
@@ -178,10 +175,7 @@ async fn fill_week(address: SocketAddr, token: &str, now_ms: i64) -> anyhow::Res
             .collect();
         let body = format!(r#"{{"temperature": [{}]}}"#, dots.join(","));
         let request = load::request("POST", address, "/api/v1.6/devices/week", &[("x-auth-token", token)], Some(&body));
-        let (status, answer) = connection.send(&request).await?;
-        if status != 200 {
-            bail!("sending a week of readings: {status} {}", String::from_utf8_lossy(&answer));
-        }
+        connection.send_ok(&request, "sending a week of readings").await?;
     }
     Ok(())
 }

@@ -50,6 +50,13 @@ impl Connection {
         Ok((status, self.buffer[body].to_vec()))
     }
 
+    /// Sends `request`, which must be answered 200; otherwise fails naming `what` with the answer.
+    pub async fn send_ok(&mut self, request: &[u8], what: &str) -> anyhow::Result<()> {
+        let (status, _, body) = self.exchange(request).await?;
+        anyhow::ensure!(status == 200, "{what}: {status} {}", String::from_utf8_lossy(&self.buffer[body]));
+        Ok(())
+    }
+
     /// Sends `request` and answers the status code, the response's head (status line and headers) and the body.
     pub async fn send_with_head(&mut self, request: &[u8]) -> anyhow::Result<(u16, String, Vec<u8>)> {
         let (status, head_end, body) = self.exchange(request).await?;

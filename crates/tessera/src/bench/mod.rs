@@ -722,10 +722,7 @@ async fn provision(address: SocketAddr, api_key: &str, devices: usize) -> anyhow
             &[("x-auth-token", &token)],
             Some(r#"{"temperature": 0}"#),
         );
-        let (status, body) = connection.send(&first).await?;
-        if status != 200 {
-            bail!("creating device bench-{device}: {status} {}", String::from_utf8_lossy(&body));
-        }
+        connection.send_ok(&first, &format!("creating device bench-{device}")).await?;
         tokens.push(token);
     }
     Ok(tokens)
