@@ -130,6 +130,36 @@ enum Command {
         /// SQLite, adding two-node ingest and revocation across nodes
         #[arg(long, value_name = "URL")]
         database_url: Option<String>,
+        /// Run a fleet instead (issue 19): devices each connected with its own device token and publishing one
+        /// reading every --fleet-interval, applications each following its share with a ground token; over MQTT
+        /// and HTTP keep-alive against Tessera, and over MQTT against a Mosquitto the bench starts
+        #[arg(long, conflicts_with_all = ["console", "backup"])]
+        fleet: bool,
+        /// Soak for this many seconds instead: the fleet connected and publishing over MQTT, plus HTTP ingest at
+        /// 70 % of the sustained rate; memory and p99 sampled every min(60 s, SECONDS/10)
+        #[arg(long, value_name = "SECONDS", conflicts_with_all = ["console", "backup", "fleet"])]
+        soak: Option<u64>,
+        /// Where the soak writes its plot of memory and p99 over time (SVG)
+        #[arg(long, value_name = "FILE", default_value = "bench-soak.svg")]
+        soak_plot: std::path::PathBuf,
+        /// Devices in the fleet (--fleet, --soak)
+        #[arg(long, default_value_t = 10_000)]
+        fleet_devices: usize,
+        /// Applications following the fleet, each its share of the devices with a ground token
+        #[arg(long, default_value_t = 20)]
+        fleet_subscribers: usize,
+        /// Seconds between two readings of one device (at most 60: the clients' keep-alive is 120 s)
+        #[arg(long, default_value_t = 5.0)]
+        fleet_interval: f64,
+        /// Seconds the fleet stays connected and silent, then publishes, before the measured window
+        #[arg(long, default_value_t = 10.0)]
+        fleet_warmup: f64,
+        /// Seconds of the measured window
+        #[arg(long, default_value_t = 60.0)]
+        fleet_window: f64,
+        /// The fleet's runs, in order
+        #[arg(long, value_delimiter = ',', default_value = "mqtt,http,mosquitto")]
+        fleet_modes: Vec<bench::FleetMode>,
     },
     /// The benchmark's baseline server (started by `tessera bench`).
     #[command(hide = true)]
@@ -384,12 +414,38 @@ fn main() -> anyhow::Result<()> {
             backup,
             mosquitto,
             database_url,
+            fleet,
+            soak,
+            soak_plot,
+            fleet_devices,
+            fleet_subscribers,
+            fleet_interval,
+            fleet_warmup,
+            fleet_window,
+            fleet_modes,
         } => {
             init_logging("text");
             anyhow::ensure!(
                 seconds > 0 && connections > 0 && devices > 0 && rounds > 0,
                 "every count must be at least 1"
             );
+            anyhow::ensure!(
+                fleet_devices > 0 && fleet_subscribers > 0 && fleet_subscribers <= fleet_devices,
+                "--fleet-devices and --fleet-subscribers must be at least 1, and no more applications than devices"
+            );
+            let seconds_flag = |name: &str, value: f64, range: std::ops::RangeInclusive<f64>| {
+                anyhow::ensure!(range.contains(&value), "--{name} must be within {range:?} seconds");
+                Ok(std::time::Duration::from_secs_f64(value))
+            };
+            let fleet_shape = bench::FleetShape {
+                devices: fleet_devices,
+                subscribers: fleet_subscribers,
+                interval: seconds_flag("fleet-interval", fleet_interval, 0.01..=60.0)?,
+                warmup: seconds_flag("fleet-warmup", fleet_warmup, 0.1..=3600.0)?,
+                window: seconds_flag("fleet-window", fleet_window, 0.1..=86_400.0)?,
+                modes: fleet_modes,
+            };
+            anyhow::ensure!(soak.is_none_or(|seconds| seconds > 0), "--soak must be at least 1 second");
             let options = bench::Options {
                 duration: std::time::Duration::from_secs(seconds),
                 mosquitto,
@@ -401,6 +457,10 @@ fn main() -> anyhow::Result<()> {
                 json,
                 console,
                 backup,
+                fleet,
+                soak: soak.map(std::time::Duration::from_secs),
+                soak_plot,
+                fleet_shape,
             };
             runtime.block_on(bench::run(options))
         }

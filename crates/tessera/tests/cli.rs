@@ -12,6 +12,8 @@ use tokio::process::{Child, Command};
 mod admin;
 #[path = "cli/backup.rs"]
 mod backup;
+#[path = "cli/fleet.rs"]
+mod fleet;
 
 fn tessera() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));

@@ -32,6 +32,7 @@ pub fn request(method: &str, host: SocketAddr, path: &str, headers: &[(&str, &st
 }
 
 /// A keep-alive connection that sends a request and reads the whole answer.
+#[derive(Debug)]
 pub struct Connection {
     stream: TcpStream,
     buffer: Vec<u8>,
@@ -41,7 +42,12 @@ impl Connection {
     pub async fn open(address: SocketAddr) -> anyhow::Result<Connection> {
         let stream = TcpStream::connect(address).await.with_context(|| format!("connecting to {address}"))?;
         stream.set_nodelay(true)?;
-        Ok(Connection { stream, buffer: Vec::with_capacity(4096) })
+        Ok(Connection::over(stream))
+    }
+
+    /// A connection on a stream already open (from a source address of the caller's choosing, say).
+    pub fn over(stream: TcpStream) -> Connection {
+        Connection { stream, buffer: Vec::with_capacity(4096) }
     }
 
     /// Sends `request` and answers the status code and the body.

@@ -6,10 +6,13 @@
 mod backup;
 mod baseline;
 mod console;
+mod fleet;
 mod load;
+mod mosquitto;
 mod mqtt;
 mod population;
 mod process;
+mod soak;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +22,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 pub use baseline::serve as serve_baseline;
+pub use fleet::{FleetMode, FleetShape};
 use load::{Connection, MakeRequest, Outcome, Plan};
 use process::ChildServer;
 
@@ -41,6 +45,12 @@ pub struct Options {
     pub console: bool,
     /// Measure `tessera backup` of a store of a million readings under paced ingest instead.
     pub backup: bool,
+    /// Run the fleet of issue 19 instead (`fleet.rs`).
+    pub fleet: bool,
+    /// Soak for this long instead: the fleet and paced HTTP ingest, sampled every interval (`soak.rs`).
+    pub soak: Option<Duration>,
+    pub soak_plot: std::path::PathBuf,
+    pub fleet_shape: FleetShape,
 }
 
 /// One measured scenario, with the server's CPU and memory over it.
@@ -259,6 +269,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
     if options.backup {
         return backup::run(&options).await;
+    }
+    if let Some(duration) = options.soak {
+        return soak::run(&options, duration).await;
+    }
+    if options.fleet {
+        return fleet::run(&options, &options.fleet_shape).await;
     }
     say(&options, "timing token verification and request counting in this process");
     let verify = verify_times().await?;
@@ -697,7 +713,7 @@ fn report(
 }
 
 /// An organization with `devices` tokens, each device created by its first reading. Answers the tokens.
-async fn provision(address: SocketAddr, api_key: &str, devices: usize) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn provision(address: SocketAddr, api_key: &str, devices: usize) -> anyhow::Result<Vec<String>> {
     let mut connection = Connection::open(address).await?;
     let exchange = load::request("POST", address, "/api/v1.6/auth/token", &[("x-ubidots-apikey", api_key)], None);
     let account_token = json_field(&mut connection, &exchange, 201, "token").await?;

@@ -16,20 +16,32 @@ use rmqtt_codec::v3::{self, ConnectAckReason, Packet, QoS};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
-type Client = Framed<TcpStream, v3::Codec>;
+pub(super) type Client = Framed<TcpStream, v3::Codec>;
 
 async fn connect(address: SocketAddr, client_id: &str, username: Option<&str>) -> anyhow::Result<Client> {
     let stream = TcpStream::connect(address).await.with_context(|| format!("connecting to MQTT at {address}"))?;
     stream.set_nodelay(true)?;
+    handshake(stream, client_id, username, username.map(|_| "bench"), 60).await
+}
+
+/// CONNECT on `stream` as `client_id` (a clean session), answered by an accepting CONNACK. The one MQTT client of
+/// the benchmark, so every broker it drives meets the same packets.
+pub(super) async fn handshake(
+    stream: TcpStream,
+    client_id: &str,
+    username: Option<&str>,
+    password: Option<&str>,
+    keep_alive_seconds: u16,
+) -> anyhow::Result<Client> {
     let mut client = Framed::new(stream, v3::Codec::new(1 << 20));
     let connect = v3::Connect {
         protocol: Default::default(),
         clean_session: true,
-        keep_alive: 60,
+        keep_alive: keep_alive_seconds,
         last_will: None,
         client_id: ByteString::from(client_id.to_owned()),
         username: username.map(|name| ByteString::from(name.to_owned())),
-        password: username.map(|_| Bytes::from_static(b"bench")),
+        password: password.map(|password| Bytes::from(password.to_owned())),
         cert: None,
     };
     client.send(Packet::Connect(Box::new(connect))).await?;

@@ -69,6 +69,11 @@ impl ChildServer {
         self.pid().map_or(0.0, peak_rss_mib)
     }
 
+    /// The process's resident memory now, in KiB.
+    pub fn rss_kib(&self) -> f64 {
+        self.pid().map_or(0.0, rss_kib)
+    }
+
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
@@ -87,14 +92,23 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 
 /// Process `pid`'s peak resident memory so far, in MiB.
 pub fn peak_rss_mib(pid: u32) -> f64 {
+    status_kib(pid, "VmHWM:") / 1024.0
+}
+
+/// Process `pid`'s resident memory now, in KiB.
+pub fn rss_kib(pid: u32) -> f64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A figure of `/proc/<pid>/status` given in kB (0 if the process is gone).
+fn status_kib(pid: u32, field: &str) -> f64 {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return 0.0 };
-    let kib: f64 = status
+    status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|value| value.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
+        .unwrap_or(0.0)
 }
 
 /// The pid of a running process named exactly `name` (the machine's Mosquitto, say).
