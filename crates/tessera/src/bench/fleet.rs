@@ -54,8 +54,12 @@ pub enum FleetMode {
     Mqtt,
     /// Tessera, each device one HTTP keep-alive connection (the subscribers over MQTT).
     Http,
-    /// Mosquitto, started by the bench, with the same devices in its password file and ACL.
+    /// Mosquitto, started by the bench, with the same devices in its password file and ACL; each application
+    /// subscribes to its devices' topics.
     Mosquitto,
+    /// The same Mosquitto, each application subscribed to `/v1.6/devices/+` as on Tessera, so that Mosquitto
+    /// checks every reading against every application's ACL (not in the default runs: see ARCHITECTURE.md).
+    MosquittoWildcard,
 }
 
 impl FleetMode {
@@ -64,6 +68,7 @@ impl FleetMode {
             FleetMode::Mqtt => "Tessera MQTT",
             FleetMode::Http => "Tessera HTTP",
             FleetMode::Mosquitto => "Mosquitto",
+            FleetMode::MosquittoWildcard => "Mosquitto, wildcard",
         }
     }
 }
@@ -85,6 +90,8 @@ const GRACE: Duration = Duration::from_secs(5);
 const KEEP_ALIVE_SECONDS: u16 = 120;
 /// The variable every device's reading carries: subscribers to Tessera follow `/v1.6/devices/+/v/lv`.
 pub(super) const VARIABLE: &str = "v";
+/// The send time of a reading that is not measured (an HTTP device's first, as it connects).
+const UNMEASURED: u64 = 0;
 
 /// A device of the fleet: its label and its own device token.
 #[derive(Debug, Clone)]
@@ -244,6 +251,8 @@ pub(super) struct Record {
     pub http_errors: AtomicU64,
     /// Device and subscriber connections the server closed while the fleet ran.
     pub connections_lost: AtomicU64,
+    /// Deliveries of unmeasured readings (the HTTP devices' first, as they connect).
+    pub unmeasured_delivered: AtomicU64,
     /// Readings sent and not yet acknowledged (PUBACK, or an HTTP answer): failures if still so at the end.
     pub unacknowledged: AtomicU64,
 }
@@ -282,10 +291,17 @@ pub(super) struct Target {
 }
 
 impl Target {
-    fn filter(&self) -> &'static str {
+    /// What an application subscribes to: on Tessera its devices' last values by one wildcard (its ground token
+    /// decides which reach it); on Mosquitto, which delivers what was published, its devices' topics, or the
+    /// wildcard that the ACL then filters.
+    fn filters(&self, fleet: &Fleet, application: &Application) -> Vec<String> {
         match self.mode {
-            FleetMode::Mosquitto => "/v1.6/devices/+",
-            FleetMode::Mqtt | FleetMode::Http => "/v1.6/devices/+/v/lv",
+            FleetMode::Mqtt | FleetMode::Http => vec![format!("/v1.6/devices/+/{VARIABLE}/lv")],
+            FleetMode::MosquittoWildcard => vec!["/v1.6/devices/+".to_owned()],
+            FleetMode::Mosquitto => fleet.devices[application.devices.clone()]
+                .iter()
+                .map(|device| format!("/v1.6/devices/{}", device.label))
+                .collect(),
         }
     }
 }
@@ -322,13 +338,14 @@ pub(super) async fn start_subscribers(
             .await
             .context("a subscriber's CONNECT")?;
         let packet_id = std::num::NonZeroU16::new(1).unwrap();
-        let topic_filters = vec![(ByteString::from_static(target.filter()), QoS::AtMostOnce)];
+        let filters = target.filters(fleet, application);
+        let topic_filters = filters.iter().map(|filter| (ByteString::from(filter.clone()), QoS::AtMostOnce)).collect();
         client.send(Packet::Subscribe { packet_id, topic_filters }).await?;
         loop {
             match client.next().await {
                 Some(Ok((Packet::SubscribeAck { status, .. }, _))) => {
-                    if status.contains(&SubscribeReturnCode::Failure) {
-                        bail!("{} refused a subscriber's subscription to {}", target.mode.name(), target.filter());
+                    if status.len() != filters.len() || status.contains(&SubscribeReturnCode::Failure) {
+                        bail!("{} refused an application's subscription to {filters:?}", target.mode.name());
                     }
                     break;
                 }
@@ -350,6 +367,9 @@ pub(super) async fn start_subscribers(
                         Some(Ok((Packet::Publish(publish), _))) => {
                             let now_us = origin.elapsed().as_micros() as u64;
                             match (device_of(&publish.topic), sent_time_of(&publish.payload)) {
+                                (_, Some(UNMEASURED)) => {
+                                    record.unmeasured_delivered.fetch_add(1, Ordering::Relaxed);
+                                }
                                 (Some(device), Some(sent_us)) if follows.contains(&device) => {
                                     let latency_us = u32::try_from(now_us.saturating_sub(sent_us)).unwrap_or(u32::MAX);
                                     record.delivered(Delivery { sent_us, latency_us });
@@ -391,10 +411,19 @@ pub(super) async fn connect_devices(target: Target, fleet: &Fleet) -> (Vec<Optio
             let link = async {
                 match target.mode {
                     FleetMode::Http => {
+                        // A device connects to send: its first reading goes at once (a connection that sends
+                        // nothing is closed after the header timeout, as it should be). It is not measured.
                         let address = target.http.context("no HTTP address")?;
-                        Ok(Link::Http(Connection::over(connect_from(index, address).await?)))
+                        let mut connection = Connection::over(connect_from(index, address).await?);
+                        let path = format!("/api/v1.6/devices/{}", device.label);
+                        let body = format!(r#"{{"{VARIABLE}": {UNMEASURED}}}"#);
+                        let hello =
+                            load::request("POST", address, &path, &[("x-auth-token", &device.token)], Some(&body));
+                        let (status, _) = connection.send(&hello).await?;
+                        anyhow::ensure!((200..300).contains(&status), "the first reading was answered {status}");
+                        Ok(Link::Http(connection))
                     }
-                    FleetMode::Mqtt | FleetMode::Mosquitto => {
+                    FleetMode::Mqtt | FleetMode::Mosquitto | FleetMode::MosquittoWildcard => {
                         let stream = connect_from(index, target.mqtt).await?;
                         let token = Some(device.token.as_str());
                         let client = handshake(stream, &device.label, token, token, KEEP_ALIVE_SECONDS).await?;
@@ -660,6 +689,24 @@ async fn run_fleet(
         ),
     );
 
+    if target.mode == FleetMode::Http {
+        // The first readings sent as the devices connected are still being stored and delivered: the fleet is
+        // silent only once they are through (or after 30 s).
+        let settling = Instant::now();
+        while record.unmeasured_delivered.load(Ordering::Relaxed) < connected as u64
+            && settling.elapsed() < Duration::from_secs(30)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        say(
+            options,
+            &format!(
+                "  {} of their {connected} first readings delivered, {:.1} s after they connected",
+                record.unmeasured_delivered.load(Ordering::Relaxed),
+                settling.elapsed().as_secs_f64()
+            ),
+        );
+    }
     let cpu_before = process::cpu_seconds(target.pid);
     tokio::time::sleep(shape.warmup).await;
     let silent_cpu_cores = (process::cpu_seconds(target.pid) - cpu_before) / shape.warmup.as_secs_f64();
@@ -737,12 +784,14 @@ async fn run_fleet(
         window_seconds: shape.window.as_secs_f64(),
         publishes_failed: match target.mode {
             FleetMode::Http => 0,
-            FleetMode::Mqtt | FleetMode::Mosquitto => record.unacknowledged.load(Ordering::Relaxed),
+            FleetMode::Mqtt | FleetMode::Mosquitto | FleetMode::MosquittoWildcard => {
+                record.unacknowledged.load(Ordering::Relaxed)
+            }
         },
         http_errors: record.http_errors.load(Ordering::Relaxed)
             + match target.mode {
                 FleetMode::Http => record.unacknowledged.load(Ordering::Relaxed),
-                FleetMode::Mqtt | FleetMode::Mosquitto => 0,
+                FleetMode::Mqtt | FleetMode::Mosquitto | FleetMode::MosquittoWildcard => 0,
             },
         connections_lost: record.connections_lost.load(Ordering::Relaxed),
         misrouted: record.misrouted.load(Ordering::Relaxed),
@@ -838,7 +887,7 @@ pub async fn run(options: &Options, shape: &FleetShape) -> anyhow::Result<()> {
                 tessera.stop().await;
                 results.push(figures?);
             }
-            FleetMode::Mosquitto => {
+            FleetMode::Mosquitto | FleetMode::MosquittoWildcard => {
                 if !mosquitto::available() {
                     say(
                         options,
@@ -848,7 +897,7 @@ pub async fn run(options: &Options, shape: &FleetShape) -> anyhow::Result<()> {
                             mosquitto::MOSQUITTO_PASSWD
                         ),
                     );
-                    skipped.push("Mosquitto");
+                    skipped.push(mode.name());
                     continue;
                 }
                 say(options, "starting Mosquitto with a password file and an ACL of the fleet");
@@ -912,7 +961,7 @@ fn report(options: &Options, shape: &FleetShape, fleet: &Fleet, results: &[Fleet
         println!("{document:#}");
         return;
     }
-    let column = |text: String| format!("{text:>22}");
+    let column = |text: String| format!("{text:>26}");
     let mut header = format!("\n{:<44}", "fleet figure");
     for figures in results {
         header.push_str(&column(figures.mode.name().to_owned()));

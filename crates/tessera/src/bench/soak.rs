@@ -122,11 +122,17 @@ pub async fn run(options: &Options, soak: Duration) -> anyhow::Result<()> {
     let record = Arc::new(Record::default());
     let mut subscribers = fleet::start_subscribers(target, &fleet, &record, origin).await?;
     let (links, refused) = fleet::connect_devices(target, &fleet).await;
-    say(options, &format!("fleet connected ({refused} refused); measuring the sustained HTTP ingest rate beside it"));
+    say(
+        options,
+        &format!("fleet connected ({refused} refused); publishing for the {:.0} s warm-up", shape.warmup.as_secs_f64()),
+    );
     let start = Instant::now() + Duration::from_millis(100);
     // Publishing outlasts the soak by a margin; the tasks are aborted when it ends.
-    let stop = start + options.duration + soak + Duration::from_secs(3600);
+    let stop = start + shape.warmup + options.duration + soak + Duration::from_secs(3600);
     let mut devices = fleet::start_publishing(target, &fleet, links, &record, origin, start, stop, shape.interval);
+    // The sustained rate is measured beside the fleet in its steady state, not beside its first readings.
+    tokio::time::sleep_until((start + shape.warmup).into()).await;
+    say(options, "measuring the sustained HTTP ingest rate beside the fleet");
 
     let closed = Plan { connections: options.connections, duration: options.duration, rate: None, expect: 200 };
     let sustained = load::run(tessera.http, ingest(tessera.http, tokens.clone(), 1_700_000_000_000), closed, |_, _| {})

@@ -70,7 +70,7 @@ async fn a_short_soak_samples_rows_and_writes_its_plot() {
     let plot = dir.path().join("soak.svg");
     let output = tessera()
         .args(["bench", "--soak", "10", "--json", "--seconds", "1", "--connections", "2", "--devices", "3"])
-        .args(["--fleet-devices", "60", "--fleet-subscribers", "2", "--fleet-interval", "1"])
+        .args(["--fleet-devices", "60", "--fleet-subscribers", "2", "--fleet-interval", "1", "--fleet-warmup", "1"])
         .arg("--soak-plot")
         .arg(&plot)
         .output()
