@@ -89,6 +89,29 @@ where
         self.entries.invalidate(key);
     }
 
+    /// Replaces the entries of `keys` that are held now with what `update` makes of them (`None` leaves one as it
+    /// is); keys not held stay out. Call after the store has changed the records: it counts as an invalidation
+    /// first, so a reader whose store read began before the change and inserts after this call takes its insert
+    /// out again (a key absent here may be inserted by such a reader a moment later).
+    pub fn update_held<'k>(&self, keys: impl IntoIterator<Item = &'k K>, update: impl Fn(&K, &V) -> Option<V>)
+    where
+        K: 'k,
+    {
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
+        for key in keys {
+            // A lookup first: most keys of a commit are not held, and the compute below takes the key's lock.
+            if !self.entries.contains_key(key) {
+                continue;
+            }
+            self.entries.entry(key.clone()).and_compute_with(|held| {
+                match held.and_then(|held| update(key, held.value())) {
+                    Some(updated) => moka::ops::compute::Op::Put(updated),
+                    None => moka::ops::compute::Op::Nop,
+                }
+            });
+        }
+    }
+
     /// Drops every entry; as [`RecordCache::invalidate`] for every key.
     pub fn invalidate_all(&self) {
         self.invalidations.fetch_add(1, Ordering::SeqCst);
@@ -116,5 +139,20 @@ mod tests {
         let started = cache.read_started();
         cache.insert_read(1, "new", started);
         assert_eq!(cache.get(&1), Some("new"));
+    }
+
+    #[test]
+    fn an_update_changes_held_entries_only_and_overtakes_a_read_in_flight() {
+        let cache: RecordCache<u32, u32> = RecordCache::new(10, Duration::from_secs(60));
+        cache.insert_read(1, 10, cache.read_started());
+        let started = cache.read_started();
+        cache.update_held(&[1, 2], |_, held| Some(held + 1));
+        assert_eq!(cache.get(&1), Some(11));
+        assert_eq!(cache.get(&2), None, "a key not held is not made up");
+        // A reader of key 2 that began before the update read what the store had before it.
+        cache.insert_read(2, 20, started);
+        assert_eq!(cache.get(&2), None);
+        cache.update_held(&[1], |_, _| None);
+        assert_eq!(cache.get(&1), Some(11), "None leaves the entry as it is");
     }
 }

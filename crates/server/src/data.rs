@@ -322,6 +322,7 @@ impl DataService {
             .await
             .map_err(|error| AppError::from_store("variable", error))?;
         self.variable_changed(variable.device, &variable.label);
+        self.writer.readings_deleted(variable.id);
         Ok(())
     }
 
@@ -509,7 +510,7 @@ impl DataService {
         variable: &Variable,
     ) -> Result<Option<tessera_core::Reading>, AppError> {
         require_permit(permit, Action::Read, &variable_target(variable), "last reading")?;
-        Ok(self.store.last_reading(variable.id).await?)
+        Ok(self.writer.last_reading(variable.id).await?)
     }
 
     /// Readings of a variable the permit reads, within `range`, newest first.
@@ -674,7 +675,10 @@ impl DataService {
         range: tessera_store::TimeRange,
     ) -> Result<u64, AppError> {
         require_permit(permit, Action::Write, &variable_target(variable), "delete readings")?;
-        self.store.delete_readings(variable.id, range).await.map_err(|error| AppError::from_store("variable", error))
+        let deleted = self.store.delete_readings(variable.id, range).await;
+        // Even after a failure: the store may have deleted them all the same.
+        self.writer.readings_deleted(variable.id);
+        deleted.map_err(|error| AppError::from_store("variable", error))
     }
 }
 
@@ -749,7 +753,8 @@ mod tests {
         let (_, secret) = tokens.mint(&api_key, new).await.unwrap();
         let caller = tokens.verify(secret.expose(), None).await.unwrap();
         let hub = Arc::new(Hub::new(16, crate::peers::Peers::none()));
-        let (writer, _) = ReadingWriter::start(store.clone(), hub, 64, 1_000);
+        let (writer, _) =
+            ReadingWriter::start(store.clone(), hub, crate::last_readings::LastReadings::new(true, 1_000), 64, 1_000);
         let data = DataService::new(store, writer, 100);
         let (device, permit) = data.device_for_write(&caller, &Label::parse("meter").unwrap()).await.unwrap();
         (data, caller, device, permit)

@@ -233,7 +233,13 @@ pub fn render(app: &App) -> String {
         "Tokens whose request counter this node holds now (only live tokens that were used recently).",
         app.tokens.quotas().counted(),
     );
-    let caches: Vec<_> = app.tokens.cache_figures().into_iter().chain(app.data.cache_figures()).collect();
+    let caches: Vec<_> = app
+        .tokens
+        .cache_figures()
+        .into_iter()
+        .chain(app.data.cache_figures())
+        .chain(app.data.writer().last_readings_figures())
+        .collect();
     render_caches(&mut out, &caches);
 
     let writer = app.data.writer();
