@@ -12,9 +12,15 @@ use tokio::process::{Child, Command};
 mod admin;
 #[path = "cli/backup.rs"]
 mod backup;
+#[path = "cli/descriptors.rs"]
+mod descriptors;
 
 fn tessera() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    launched(Command::new(env!("CARGO_BIN_EXE_tessera")))
+}
+
+/// `command` (tessera, or a program that executes it) without the operator's own settings in its environment.
+fn launched(mut command: Command) -> Command {
     for variable in
         ["TESSERA_DATA_DIR", "TESSERA_DATABASE_URL", "TESSERA_HTTP_ADDR", "TESSERA_MQTT_ADDR", "TESSERA_CONFIG"]
     {
