@@ -387,6 +387,9 @@ async fn bench_measures_every_scenario_and_prints_json() {
     let full = &figures["full_store"];
     assert_eq!((&full["devices_added"], &full["tokens_added"]), (&json!(25000), &json!(25000)), "{full}");
     assert!(full["ingest_ratio_to_small_store"].as_f64().unwrap() > 0.0, "{full}");
+    let range = &figures["range_read"];
+    assert_eq!((&range["values"], &range["pages"]), (&json!(10000), &json!(10)), "{range}");
+    assert!(range["median_ms"].as_f64().unwrap() > 0.0, "{range}");
     let verify = &figures["token_verify_us"];
     assert!(verify["cached_p50"].as_f64().unwrap() > 0.0 && verify["store_p50"].as_f64().unwrap() > 0.0);
 }

@@ -10,6 +10,7 @@ mod load;
 mod mqtt;
 mod population;
 mod process;
+mod range;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -371,6 +372,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     results.push(
         measure(&options, "token-checked reads (last value)", &tessera, reads, closed, Some(baseline_rate)).await?,
     );
+    say(&options, "reading a range of 10 000 values, in pages of 1 000");
+    let range = range::time_range_read(tessera.http, "bench-0", &tokens[0]).await?;
     results.extend(mqtt_comparison(&options, &tessera, &tokens).await?);
 
     // The same ingest once the store holds a million devices and tokens more (it does not restart: what it has
@@ -445,7 +448,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         schema.drop().await?;
     }
     let _ = std::fs::remove_dir_all(&data_dir);
-    report(&options, &results, verify, counting, revocation, population);
+    let figures = Figures { verify, counting, revocation, population, range };
+    report(&options, &results, figures);
     Ok(())
 }
 
@@ -587,14 +591,17 @@ fn say(options: &Options, text: &str) {
     }
 }
 
-fn report(
-    options: &Options,
-    results: &[Measured],
+/// What the benchmark measured besides its scenarios' rates.
+struct Figures {
     verify: VerifyTimes,
     counting: CountingCost,
     revocation: Option<(f64, f64)>,
     population: Option<Population>,
-) {
+    range: range::RangeRead,
+}
+
+fn report(options: &Options, results: &[Measured], figures: Figures) {
+    let Figures { verify, counting, revocation, population, range } = figures;
     if options.json {
         let document = json!({
             "store": if options.database_url.is_some() { "postgres" } else { "sqlite" },
@@ -615,6 +622,12 @@ fn report(
                 "cached_with_quota_p99": round(verify.cached_limited.1),
             },
             "quota_check_ns": round(verify.quota_take_ns),
+            "range_read": {
+                "values": range.values,
+                "pages": range.pages,
+                "median_ms": round(range.median_ms),
+                "slowest_ms": round(range.slowest_ms),
+            },
             "request_counting_ns": {
                 "observe": round(counting.observe_ns),
                 "router_with_layers": round(counting.router_with_ns),
@@ -670,6 +683,11 @@ fn report(
         counting.router_with_ns,
         counting.router_without_ns,
         counting.router_with_ns - counting.router_without_ns
+    );
+    println!(
+        "a range of {} values read back in {} pages (Ubidots API, newest first): {:.1} ms median, {:.1} ms slowest of \
+         7 reads",
+        range.values, range.pages, range.median_ms, range.slowest_ms
     );
     if let Some((p50, p99)) = revocation {
         println!("revocation seen by the other node: {p50:.1} ms p50, {p99:.1} ms p99");
