@@ -387,6 +387,9 @@ async fn bench_measures_every_scenario_and_prints_json() {
     let full = &figures["full_store"];
     assert_eq!((&full["devices_added"], &full["tokens_added"]), (&json!(25000), &json!(25000)), "{full}");
     assert!(full["ingest_ratio_to_small_store"].as_f64().unwrap() > 0.0, "{full}");
+    let targets = figures["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 5, "{targets:?}");
+    assert!(targets.iter().all(|target| target["figure"].is_number() && target["met"].is_boolean()), "{targets:?}");
     let range = &figures["range_read"];
     assert_eq!((&range["values"], &range["pages"]), (&json!(10000), &json!(10)), "{range}");
     assert!(range["median_ms"].as_f64().unwrap() > 0.0, "{range}");

@@ -591,6 +591,66 @@ fn say(options: &Options, text: &str) {
     }
 }
 
+/// A figure the benchmark is held to (issue 17), and whether this run met it.
+struct Target {
+    what: &'static str,
+    figure: f64,
+    unit: &'static str,
+    met: bool,
+}
+
+/// The targets, read off this run's scenarios (a scenario not run has no target line).
+fn targets(results: &[Measured], population: Option<&Population>) -> Vec<Target> {
+    let named = |name: &str| results.iter().find(|result| result.name == name);
+    let ratio =
+        |result: &Measured| result.baseline_per_second.map_or(0.0, |baseline| result.outcome.per_second() / baseline);
+    let mut targets = Vec::new();
+    if let Some(ingest) = named("ingest against the durable baseline") {
+        let figure = ratio(ingest);
+        targets.push(Target {
+            what: "ingest, durable, at least 0.8 of the durable baseline",
+            figure,
+            unit: "×",
+            met: figure >= 0.8,
+        });
+    }
+    if let Some(paced) = named("ingest at half load (paced)") {
+        let figure = paced.outcome.quantile_ms(0.99);
+        targets.push(Target {
+            what: "paced ingest at half the rate: p99 at most 5 ms",
+            figure,
+            unit: "ms",
+            met: figure <= 5.0,
+        });
+    }
+    if let Some(reads) = named("token-checked reads (last value)") {
+        let figure = ratio(reads);
+        targets.push(Target {
+            what: "last-value reads: at least 0.8 of the no-op baseline",
+            figure,
+            unit: "×",
+            met: figure >= 0.8,
+        });
+    }
+    if let Some(population) = population {
+        let figure = population.ratio_to_small_store;
+        targets.push(Target {
+            what: "full store: ingest within 20 % of the small store",
+            figure,
+            unit: "×",
+            met: figure >= 0.8,
+        });
+        let figure = population.peak_rss_mib;
+        targets.push(Target {
+            what: "full store: server RSS at most 300 MiB",
+            figure,
+            unit: "MiB",
+            met: figure <= 300.0,
+        });
+    }
+    targets
+}
+
 /// What the benchmark measured besides its scenarios' rates.
 struct Figures {
     verify: VerifyTimes,
@@ -602,6 +662,7 @@ struct Figures {
 
 fn report(options: &Options, results: &[Measured], figures: Figures) {
     let Figures { verify, counting, revocation, population, range } = figures;
+    let targets = targets(results, population.as_ref());
     if options.json {
         let document = json!({
             "store": if options.database_url.is_some() { "postgres" } else { "sqlite" },
@@ -638,6 +699,10 @@ fn report(options: &Options, results: &[Measured], figures: Figures) {
             "seconds_per_run": options.duration.as_secs_f64(),
             "rounds": options.rounds,
             "scenarios": results.iter().map(Measured::json).collect::<Vec<_>>(),
+            "targets": targets
+                .iter()
+                .map(|target| json!({"target": target.what, "figure": round(target.figure), "unit": target.unit, "met": target.met}))
+                .collect::<Vec<_>>(),
         });
         println!("{document:#}");
         return;
@@ -666,6 +731,11 @@ fn report(options: &Options, results: &[Measured], figures: Figures) {
             result.peak_rss_mib,
             ratio
         );
+    }
+    println!("\ntargets:");
+    for target in &targets {
+        let verdict = if target.met { "met" } else { "MISSED" };
+        println!("  {:<60} {:>8.2} {:<3} {verdict}", target.what, target.figure, target.unit);
     }
     println!(
         "\ntoken verification: {:.2} µs p50, {:.2} µs p99 from the cache; {:.1} µs p50, {:.1} µs p99 from the store",
