@@ -123,6 +123,11 @@ enum Command {
         /// acknowledgements' latency before and during the backup, and how far the WAL grows meanwhile
         #[arg(long, conflicts_with = "console")]
         backup: bool,
+        /// Check crashes instead: kill a serving Tessera with SIGKILL this many times under HTTP ingest and MQTT
+        /// QoS 1 publishing, restarting it on the same store, and check that every acknowledged reading is there,
+        /// whole, and nothing else; exits non-zero on any loss
+        #[arg(long, value_name = "CYCLES", conflicts_with_all = ["console", "backup"])]
+        crash: Option<usize>,
         /// The machine's Mosquitto, driven by the same MQTT load for comparison (skipped if it does not answer)
         #[arg(long, default_value = "127.0.0.1:1883")]
         mosquitto: std::net::SocketAddr,
@@ -382,12 +387,13 @@ fn main() -> anyhow::Result<()> {
             json,
             console,
             backup,
+            crash,
             mosquitto,
             database_url,
         } => {
             init_logging("text");
             anyhow::ensure!(
-                seconds > 0 && connections > 0 && devices > 0 && rounds > 0,
+                seconds > 0 && connections > 0 && devices > 0 && rounds > 0 && crash != Some(0),
                 "every count must be at least 1"
             );
             let options = bench::Options {
@@ -401,6 +407,7 @@ fn main() -> anyhow::Result<()> {
                 json,
                 console,
                 backup,
+                crash,
             };
             runtime.block_on(bench::run(options))
         }

@@ -69,10 +69,29 @@ impl ChildServer {
         self.pid().map_or(0.0, peak_rss_mib)
     }
 
+    /// Kills the server with SIGKILL, as a crash would, and waits for it to die. Fails if it had already exited by
+    /// itself, or died of something else.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(status) = self.child.try_wait().context("asking whether the server still runs")? {
+            bail!("the server exited by itself ({status}) before it was killed");
+        }
+        // `start_kill` is SIGKILL on Unix.
+        self.child.start_kill().context("killing the server")?;
+        let status = self.child.wait().await.context("waiting for the killed server")?;
+        if status.signal() != Some(SIGKILL) {
+            bail!("the server ended with {status}, not by SIGKILL");
+        }
+        Ok(())
+    }
+
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
 }
+
+/// SIGKILL's number, which POSIX fixes at 9 (no `libc` dependency for one constant).
+const SIGKILL: i32 = 9;
 
 /// CPU seconds process `pid` has used so far (user + system).
 pub fn cpu_seconds(pid: u32) -> f64 {
