@@ -497,11 +497,27 @@ struct Report {
     integrity_checks: Option<usize>,
     integrity_failures: Vec<String>,
     problems: Vec<String>,
+    /// Lines the servers logged at level ERROR, and panics, over all their lives (the first few of them).
+    server_errors: u64,
+    server_error_lines: Vec<String>,
 }
 
 impl Report {
     fn clean(&self) -> bool {
-        self.per_cycle.clean() && self.whole_store.clean() && self.integrity_failures.is_empty()
+        self.per_cycle.clean()
+            && self.whole_store.clean()
+            && self.integrity_failures.is_empty()
+            && self.server_errors == 0
+    }
+
+    /// Notes what a killed server complained of while it ran.
+    fn complained(&mut self, cycle: usize, complaints: super::process::Complaints) {
+        self.server_errors += complaints.count;
+        for line in complaints.first {
+            if self.server_error_lines.len() < NAMED_PROBLEMS {
+                self.server_error_lines.push(format!("server of cycle {cycle}: {line}"));
+            }
+        }
     }
 }
 
@@ -522,11 +538,12 @@ pub async fn run(options: &Options, cycles: usize) -> anyhow::Result<()> {
         eprintln!("the store is kept for inspection at {}", data_dir.display());
         bail!(
             "acknowledged readings lost or damaged: {} lost in the cycles' checks, {} at the end; {} half-written \
-             requests; {} integrity failures",
+             requests; {} integrity failures; {} errors logged by the servers",
             report.per_cycle.lost,
             report.whole_store.lost,
             report.per_cycle.torn_requests.max(report.whole_store.torn_requests),
-            report.integrity_failures.len()
+            report.integrity_failures.len(),
+            report.server_errors
         );
     }
     let _ = std::fs::remove_dir_all(&data_dir);
@@ -586,7 +603,8 @@ async fn cycle(
         tokio::time::sleep(kill_after).await;
         // Set before the signal: a sender failing after this line may be failing because of it.
         killed.store(true, Ordering::SeqCst);
-        server.kill().await.with_context(|| format!("cycle {cycle}"))?;
+        let complaints = server.kill().await.with_context(|| format!("cycle {cycle}"))?;
+        report.complained(cycle, complaints);
         let kill_ms = kill_after.as_millis() as u64;
         report.shortest_kill_ms = report.shortest_kill_ms.min(kill_ms);
         report.longest_kill_ms = report.longest_kill_ms.max(kill_ms);
@@ -657,7 +675,8 @@ async fn cycle(
         );
     }
     // The last restart is killed too: the final check opens the store as a crash left it.
-    server.kill().await.context("the last restart")?;
+    let complaints = server.kill().await.context("the last restart")?;
+    report.complained(cycles + 1, complaints);
     if let Some(checks) = &mut report.integrity_checks {
         *checks += 1;
         if let Err(problem) = integrity_check(data_dir).await? {
@@ -701,6 +720,7 @@ fn print(options: &Options, report: &Report) {
                 "failures": report.integrity_failures,
             },
             "problems": report.problems,
+            "server_errors": {"count": report.server_errors, "first": report.server_error_lines},
             "clean": report.clean(),
         });
         println!("{document:#}");
@@ -711,6 +731,9 @@ fn print(options: &Options, report: &Report) {
     }
     for failure in &report.failures_while_running {
         eprintln!("  sender stopped while the server ran: {failure}");
+    }
+    for line in &report.server_error_lines {
+        eprintln!("  {line}");
     }
     println!("\n{:<44} {:>22} {:>22}", "readings", "each cycle, read back", "whole store at the end");
     let (cycles, end) = (&report.per_cycle, &report.whole_store);
@@ -728,8 +751,8 @@ fn print(options: &Options, report: &Report) {
     }
     println!(
         "\n{} cycles on {store}, each killed with SIGKILL {}–{} ms into the load (seed {}); {} requests acknowledged \
-         (HTTP {}, MQTT {}), {} unanswered at a kill, {} refused; {} senders stopped while the server ran; store \
-         integrity {integrity}; {}",
+         (HTTP {}, MQTT {}), {} unanswered at a kill, {} refused; {} senders stopped while the server ran; {} errors \
+         logged by the servers; store integrity {integrity}; {}",
         report.cycles,
         report.shortest_kill_ms,
         report.longest_kill_ms,
@@ -740,6 +763,7 @@ fn print(options: &Options, report: &Report) {
         report.unanswered,
         report.refused,
         report.failures_while_running.len(),
+        report.server_errors,
         if report.clean() { "0 lost" } else { "FAILED" }
     );
 }

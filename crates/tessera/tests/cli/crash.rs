@@ -35,6 +35,9 @@ fn assert_nothing_lost(summary: &Value) {
     assert!(summary["requests_acknowledged"]["http"].as_u64().unwrap() > 0, "{summary:#}");
     assert!(summary["requests_acknowledged"]["mqtt"].as_u64().unwrap() > 0, "{summary:#}");
     assert_eq!(summary["failures_while_running"], serde_json::json!([]), "{summary:#}");
+    // Every server started cleanly and ran without logging an error or panicking, the restarts on a crashed store
+    // included.
+    assert_eq!(summary["server_errors"]["count"], 0, "{summary:#}");
 }
 
 #[tokio::test]
