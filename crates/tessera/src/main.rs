@@ -125,8 +125,9 @@ enum Command {
         backup: bool,
         /// Check crashes instead: kill a serving Tessera with SIGKILL this many times under HTTP ingest and MQTT
         /// QoS 1 publishing, restarting it on the same store, and check that every acknowledged reading is there,
-        /// whole, and nothing else; exits non-zero on any loss
-        #[arg(long, value_name = "CYCLES", conflicts_with_all = ["console", "backup"])]
+        /// whole, and nothing else; exits non-zero on any loss. `--crash` alone runs 100 cycles
+        #[arg(long, value_name = "CYCLES", num_args = 0..=1, default_missing_value = "100")]
+        #[arg(conflicts_with_all = ["console", "backup"])]
         crash: Option<usize>,
         /// The machine's Mosquitto, driven by the same MQTT load for comparison (skipped if it does not answer)
         #[arg(long, default_value = "127.0.0.1:1883")]
