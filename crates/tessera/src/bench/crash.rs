@@ -528,7 +528,7 @@ pub async fn run(options: &Options, cycles: usize) -> anyhow::Result<()> {
         None => None,
     };
     let database_url = schema.as_ref().map(|schema| schema.url().to_owned());
-    let outcome = cycle(options, cycles, &data_dir, database_url.as_deref()).await;
+    let outcome = run_cycles(options, cycles, &data_dir, database_url.as_deref()).await;
     if let Some(schema) = schema {
         schema.drop().await?;
     }
@@ -550,7 +550,9 @@ pub async fn run(options: &Options, cycles: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn cycle(
+/// Starts the server, provisions the senders, then kills, checks and restarts it `cycles` times, and checks the whole
+/// store once more at the end.
+async fn run_cycles(
     options: &Options,
     cycles: usize,
     data_dir: &Path,
