@@ -12,6 +12,8 @@ use tokio::process::{Child, Command};
 mod admin;
 #[path = "cli/backup.rs"]
 mod backup;
+#[path = "cli/crash.rs"]
+mod crash;
 #[path = "cli/descriptors.rs"]
 mod descriptors;
 

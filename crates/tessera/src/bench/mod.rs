@@ -6,6 +6,7 @@
 mod backup;
 mod baseline;
 mod console;
+mod crash;
 mod load;
 mod mqtt;
 mod population;
@@ -42,6 +43,9 @@ pub struct Options {
     pub console: bool,
     /// Measure `tessera backup` of a store of a million readings under paced ingest instead.
     pub backup: bool,
+    /// Kill a serving Tessera with SIGKILL under HTTP and MQTT ingest this many times instead, restarting it on
+    /// the same store each time, and check that every acknowledged reading is there (`crash.rs`).
+    pub crash: Option<usize>,
 }
 
 /// One measured scenario, with the server's CPU and memory over it.
@@ -260,6 +264,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
     if options.backup {
         return backup::run(&options).await;
+    }
+    if let Some(cycles) = options.crash {
+        return crash::run(&options, cycles).await;
     }
     say(&options, "timing token verification and request counting in this process");
     let verify = verify_times().await?;

@@ -16,9 +16,10 @@ use rmqtt_codec::v3::{self, ConnectAckReason, Packet, QoS};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
-type Client = Framed<TcpStream, v3::Codec>;
+pub(super) type Client = Framed<TcpStream, v3::Codec>;
 
-async fn connect(address: SocketAddr, client_id: &str, username: Option<&str>) -> anyhow::Result<Client> {
+/// Connects with a clean session, `username` as the credential (a Tessera token), and waits for the CONNACK.
+pub(super) async fn connect(address: SocketAddr, client_id: &str, username: Option<&str>) -> anyhow::Result<Client> {
     let stream = TcpStream::connect(address).await.with_context(|| format!("connecting to MQTT at {address}"))?;
     stream.set_nodelay(true)?;
     let mut client = Framed::new(stream, v3::Codec::new(1 << 20));
