@@ -87,8 +87,13 @@ fn check_secret(record: &TokenRecord, presented: &SecretDigest, now_ms: i64) -> 
 /// revoked or changed (or whose creator's reach changed) gets no grace.
 pub const RECHECK_GRACE: Duration = Duration::from_secs(30);
 
-/// How often long-lived callers are judged again.
+/// How often a long-lived caller whose last check could not confirm it (the store failing) is judged again.
 pub const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// A long-lived caller no change event and no deadline woke is judged again after this long all the same: the
+/// bound on staleness should the store be changed behind the server's back (as the caches' time to live is).
+/// 10 000 idle connections wake 33 times a second for it, where a check every second woke them 10 000 times.
+pub const RECHECK_BACKSTOP: Duration = Duration::from_secs(300);
 
 /// A check of a long-lived caller that takes longer counts as a failed one: a silent partition could otherwise
 /// hold the check (and the grace's end) for as long as the operating system keeps the connection.
@@ -102,12 +107,39 @@ const STORE_FAILING_PAUSE: Duration = Duration::from_secs(5);
 /// At most one warning about failing checks per this long, with the counts since the last one.
 const RECHECK_WARNING_EVERY: Duration = Duration::from_secs(10);
 
-/// The ticker for [`TokenService::reverify`]: every [`RECHECK_EVERY`]; after a slow check the next comes a period
-/// later, not the missed ones back to back.
-pub fn recheck_ticker() -> tokio::time::Interval {
-    let mut ticker = tokio::time::interval(RECHECK_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker
+/// When a long-lived caller (an MQTT connection, a kept session, a stream) is judged again with
+/// [`TokenService::reverify`]: at once when it starts (a change may have come between its verification and
+/// this schedule), whenever this node hears of a change to a token or to a creator's reach (the change events:
+/// revoked, disabled, changed, its reach changed, or caches emptied after missed events), when the caller's own
+/// time runs out (its expiry, the end of the overlap of the replaced secret it presented), every
+/// [`RECHECK_EVERY`] while the last check could not confirm it (the store failing), and after
+/// [`RECHECK_BACKSTOP`] otherwise. An idle connection costs no CPU between these: there is no ticker.
+#[derive(Debug)]
+pub struct RecheckSchedule {
+    changes: tokio::sync::watch::Receiver<u64>,
+    /// When [`RecheckSchedule::due`] last answered: a caller not confirmed since was kept on its last answer.
+    woke_at: Instant,
+}
+
+impl RecheckSchedule {
+    /// Waits until `caller` is to be judged again. Cancel-safe: a change heard while it was not polled is not lost.
+    pub async fn due(&mut self, caller: &Caller) {
+        let unconfirmed = caller.confirmed_at < self.woke_at;
+        let mut deadline = self.woke_at + if unconfirmed { RECHECK_EVERY } else { RECHECK_BACKSTOP };
+        if let Some(runs_out) = caller.time_runs_out() {
+            deadline = deadline.min(runs_out);
+        }
+        tokio::select! {
+            changed = self.changes.changed() => {
+                if changed.is_err() {
+                    // The token service is gone (the server stops): only the deadline is left.
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
+                }
+            }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
+        }
+        self.woke_at = Instant::now();
+    }
 }
 
 /// What the checks of long-lived callers remember between calls.
@@ -147,6 +179,22 @@ impl Rechecks {
 impl Caller {
     pub fn account(&self) -> AccountId {
         self.record.account
+    }
+
+    /// When this caller stops working by time alone, if it does: its token's expiry, or the end of the overlap of
+    /// the replaced secret it presented. A moment after the instant, so the check then finds it past.
+    fn time_runs_out(&self) -> Option<Instant> {
+        let overlap_ends = (self.record.previous_digest.as_ref() == Some(&self.presented)
+            && self.record.digest != self.presented)
+            .then_some(self.record.previous_valid_until_ms)
+            .flatten();
+        let at_ms = match (self.grant.expires_at_ms, overlap_ends) {
+            (Some(expires), Some(ends)) => expires.min(ends),
+            (at, None) | (None, at) => at?,
+        };
+        let from_now = u64::try_from(at_ms.saturating_sub(now_ms())).unwrap_or(0);
+        // Capped (an expiry in the year 9999 would overflow the clock); the backstop wakes the caller sooner anyway.
+        Some(Instant::now() + Duration::from_millis(from_now.saturating_add(1)).min(RECHECK_BACKSTOP))
     }
 
     /// Which scope this caller may list (each listed item is still authorized with [`Caller::authorize`]).
@@ -233,6 +281,8 @@ pub struct TokenService {
     creator_reach: RecordCache<Creator, Reach>,
     usage: Mutex<HashMap<TokenId, TokenUsage>>,
     rechecks: Mutex<Rechecks>,
+    /// Bumped at every change event that may end a long-lived caller; what each [`RecheckSchedule`] waits on.
+    recheck_signal: tokio::sync::watch::Sender<u64>,
     audit: Arc<Audit>,
     quotas: crate::quota::Quotas,
     /// Leaked secrets reported and waiting to be revoked (see [`TokenService::report_leaked`]).
@@ -284,6 +334,7 @@ impl TokenService {
             creator_reach: RecordCache::new(10_000, Duration::from_secs(60)),
             usage: Mutex::new(HashMap::new()),
             rechecks: Mutex::default(),
+            recheck_signal: tokio::sync::watch::Sender::new(0),
             audit,
             leak_reports: std::sync::OnceLock::new(),
             leak_reporters: Mutex::default(),
@@ -1008,6 +1059,21 @@ impl TokenService {
 
     fn remember_invalidation(&self, creator: Creator) {
         self.rechecks().remember_invalidation(creator, Instant::now());
+        self.signal_rechecks();
+    }
+
+    /// Wakes every long-lived caller's [`RecheckSchedule`]: each judges itself again (from the cache, unless its
+    /// own token or creator was the one invalidated). Signals that come faster than they are taken count once.
+    fn signal_rechecks(&self) {
+        self.recheck_signal.send_modify(|generation| *generation = generation.wrapping_add(1));
+    }
+
+    /// The schedule on which a long-lived caller (an MQTT connection, a kept session, a stream) is judged again;
+    /// its first [`RecheckSchedule::due`] answers at once.
+    pub fn recheck_schedule(&self) -> RecheckSchedule {
+        let mut changes = self.recheck_signal.subscribe();
+        changes.mark_changed();
+        RecheckSchedule { changes, woke_at: Instant::now() }
     }
 
     fn rechecks(&self) -> std::sync::MutexGuard<'_, Rechecks> {
@@ -1018,6 +1084,7 @@ impl TokenService {
     pub fn forget_everything(&self) {
         self.by_digest.invalidate_all();
         self.creator_reach.invalidate_all();
+        self.signal_rechecks();
     }
 
     /// Judges a long-lived caller again (a stream, a connection): its token as the store has it now and its
@@ -1025,6 +1092,7 @@ impl TokenService {
     /// longer than `RECHECK_TIMEOUT`), the last answer stands until [`RECHECK_GRACE`] has passed since the caller
     /// was last confirmed, unless this node heard within that time that the token or its creator's reach changed.
     pub async fn reverify(&self, caller: &Caller) -> Option<Caller> {
+        self.figures.rechecks.inc();
         let judged = tokio::time::timeout(RECHECK_TIMEOUT, self.judge_again(caller)).await.unwrap_or_else(|_| {
             self.store_failed();
             Err(StoreError::Unavailable(format!("no answer within {} s", RECHECK_TIMEOUT.as_secs()).into()))
@@ -1043,7 +1111,7 @@ impl TokenService {
         } else {
             rechecks.ended += 1;
         }
-        // During an outage every connection fails its check every second: one warning now and then says it all.
+        // During an outage every unconfirmed connection fails its check every second: one warning now and then says it all.
         let now = Instant::now();
         if rechecks.warned_at.is_none_or(|at| now.duration_since(at) >= RECHECK_WARNING_EVERY) {
             tracing::warn!(
