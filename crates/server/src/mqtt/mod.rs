@@ -294,9 +294,39 @@ struct Connection {
     version: ProtocolVersion,
     /// Filters in the last MQTT 5 UNSUBSCRIBE, whose acknowledgement lists one reason per filter.
     unsubscribed: usize,
+    /// Where the small read and write buffers made for this connection begin (`release_buffers`).
+    small_buffers: (usize, usize),
 }
 
+/// What a connection's read and write buffers hold while it is idle, each; a larger packet grows them for as
+/// long as it takes.
+const IDLE_BUFFER: usize = 256;
+/// Queued deliveries are written once the write buffer holds this much (or at the end of a burst).
+const WRITE_BURST: usize = 8 * 1024;
+
 impl Connection {
+    fn new(framed: Framed<Transport, MqttCodec>, version: ProtocolVersion) -> Connection {
+        let small_buffers = (framed.read_buffer().as_ptr() as usize, framed.write_buffer().as_ptr() as usize);
+        Connection { framed, version, unsubscribed: 0, small_buffers }
+    }
+
+    /// Gives back buffers a large packet or a burst of deliveries grew, once they are empty again, so an idle
+    /// connection holds `IDLE_BUFFER` each way whatever it did before. A buffer's capacity does not tell: one
+    /// read or written through a large packet may show a few bytes of capacity and still hold the whole large
+    /// allocation behind its offset. So a buffer that is not a view into the small allocation made for it is
+    /// replaced; small packets never leave it, and cost nothing here.
+    fn release_buffers(&mut self) {
+        fn release(buffer: &mut bytes::BytesMut, small: &mut usize) {
+            let offset = (buffer.as_ptr() as usize).wrapping_sub(*small);
+            if buffer.is_empty() && offset > IDLE_BUFFER {
+                *buffer = bytes::BytesMut::with_capacity(IDLE_BUFFER);
+                *small = buffer.as_ptr() as usize;
+            }
+        }
+        release(self.framed.read_buffer_mut(), &mut self.small_buffers.0);
+        release(self.framed.write_buffer_mut(), &mut self.small_buffers.1);
+    }
+
     async fn next(&mut self) -> Option<Result<Packet, String>> {
         match self.framed.next().await? {
             Ok((MqttPacket::V3(packet), _)) => Some(Ok(packet)),
@@ -370,7 +400,10 @@ async fn connection(
     mut stopped: watch::Receiver<bool>,
     sessions: Arc<Sessions>,
 ) -> Result<(), String> {
-    let mut framed = Framed::new(stream, MqttCodec::Version(rmqtt_codec::version::VersionCodec));
+    // Small buffers, grown by the codec as packets need and given back once idle (`Connection::release_buffers`):
+    // tokio-util's default, 8 KiB each way, was most of an idle device's memory.
+    let mut framed = Framed::with_capacity(stream, MqttCodec::Version(rmqtt_codec::version::VersionCodec), IDLE_BUFFER);
+    framed.set_backpressure_boundary(WRITE_BURST);
     let version = match tokio::time::timeout(CONNECT_TIMEOUT, framed.next()).await {
         Ok(Some(Ok((MqttPacket::Version(version), _)))) => version,
         _ => {
@@ -379,7 +412,7 @@ async fn connection(
         }
     };
     *framed.codec_mut() = session_codec(version);
-    let mut framed = Connection { framed, version, unsubscribed: 0 };
+    let mut framed = Connection::new(framed, version);
     let connect = match tokio::time::timeout(CONNECT_TIMEOUT, framed.framed.next()).await {
         Ok(Some(Ok((MqttPacket::V3(Packet::Connect(connect)), _)))) => connect,
         Ok(Some(Ok((MqttPacket::V5(rmqtt_codec::v5::Packet::Connect(connect)), _)))) => v5::connect(*connect),
@@ -406,8 +439,9 @@ async fn connection(
     };
     let key = (Principal::of(&caller), client_id);
     // Subscribed before an earlier connection or a kept session stops listening, so that a reading published
-    // while one hands over to the other reaches this client (twice at worst, which QoS 1 allows).
-    let live = app.hub.subscribe(crate::hub::Consumer::Mqtt);
+    // while one hands over to the other reaches this client (twice at worst, which QoS 1 allows). A clean session
+    // resumes no subscriptions, so it has nothing to hear yet (and a connecting device skips the subscription).
+    let live = (!connect.clean_session).then(|| app.hub.subscribe(crate::hub::Consumer::Mqtt));
     let (connection, end, ended) = sessions.arrive(&key).await;
     let resumed = sessions.take(&key).filter(|_| !connect.clean_session);
     let session_present = resumed.is_some();
@@ -423,7 +457,7 @@ async fn connection(
     let _connected = Connected::count(&app.metrics);
     tracing::debug!(%peer, token = %caller.record.id, session_present, "mqtt client connected");
     // A connection that subscribes to nothing (a device that only publishes) does not hear the hub at all.
-    let live = (!subscriptions.is_empty()).then_some(live);
+    let live = live.filter(|_| !subscriptions.is_empty());
     let mut session = Session {
         app,
         caller,
@@ -661,6 +695,7 @@ impl Session {
         let mut commands = None;
         let mut recheck = self.app.tokens.recheck_schedule();
         loop {
+            self.framed.release_buffers();
             if commands.is_none() && !self.subscriptions.is_empty() {
                 commands = Some(self.app.hub.subscribe_commands());
             }
@@ -1066,5 +1101,48 @@ async fn next_live(live: &mut Option<crate::hub::Subscription>) -> Option<Arc<Li
     match live {
         Some(live) => live.next().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 19: an idle connection holds small buffers, whatever the packets it read and wrote before.
+    #[tokio::test]
+    async fn a_connection_gives_back_the_buffers_a_large_packet_grew() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut framed =
+            Framed::with_capacity(Transport::Plain(server), session_codec(ProtocolVersion::MQTT3), IDLE_BUFFER);
+        framed.set_backpressure_boundary(WRITE_BURST);
+        let mut connection = Connection::new(framed, ProtocolVersion::MQTT3);
+        let mut peer = Framed::new(client, v3::Codec::new(MAX_PACKET));
+
+        // A 100 KB publish each way.
+        let large = publication("t".into(), "x".repeat(100_000), false);
+        peer.send(Packet::Publish(Box::new(large.clone()))).await.unwrap();
+        assert!(matches!(connection.next().await, Some(Ok(Packet::Publish(_)))));
+        send(&mut connection, Packet::Publish(Box::new(large))).await.unwrap();
+        assert!(matches!(peer.next().await, Some(Ok(_))));
+        let before = (connection.framed.read_buffer().as_ptr(), connection.framed.write_buffer().as_ptr());
+
+        connection.release_buffers();
+        let after = (connection.framed.read_buffer().as_ptr(), connection.framed.write_buffer().as_ptr());
+        assert!(before.0 != after.0 && before.1 != after.1, "both large allocations were given back");
+        assert_eq!(connection.framed.read_buffer().capacity(), IDLE_BUFFER);
+        assert_eq!(connection.framed.write_buffer().capacity(), IDLE_BUFFER);
+        // Small packets leave them as they are.
+        peer.send(Packet::PingRequest).await.unwrap();
+        assert!(matches!(connection.next().await, Some(Ok(Packet::PingRequest))));
+        send(&mut connection, Packet::PingResponse).await.unwrap();
+        connection.release_buffers();
+        let within = |now: *const u8, then: *const u8| (now as usize).wrapping_sub(then as usize) < IDLE_BUFFER;
+        assert!(
+            within(connection.framed.read_buffer().as_ptr(), after.0)
+                && within(connection.framed.write_buffer().as_ptr(), after.1),
+            "no new allocation for a ping"
+        );
     }
 }
