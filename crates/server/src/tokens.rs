@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 use crate::audit::{self, Audit, AuditEvent, EntryExt};
 use crate::cache::RecordCache;
 use crate::error::AppError;
@@ -109,16 +111,43 @@ const RECHECK_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// When a long-lived caller (an MQTT connection, a kept session, a stream) is judged again with
 /// [`TokenService::reverify`]: at once when it starts (a change may have come between its verification and
-/// this schedule), whenever this node hears of a change to a token or to a creator's reach (the change events:
-/// revoked, disabled, changed, its reach changed, or caches emptied after missed events), when the caller's own
-/// time runs out (its expiry, the end of the overlap of the replaced secret it presented), every
+/// this schedule), whenever this node hears of a change to its own token or to its creator's reach (the change
+/// events: revoked, disabled, changed, reach changed), when the caches are emptied after missed events, when the
+/// caller's own time runs out (its expiry, the end of the overlap of the replaced secret it presented), every
 /// [`RECHECK_EVERY`] while the last check could not confirm it (the store failing), and after
-/// [`RECHECK_BACKSTOP`] otherwise. An idle connection costs no CPU between these: there is no ticker.
+/// [`RECHECK_BACKSTOP`] otherwise. An idle connection costs no CPU between these: there is no ticker, and a
+/// change to someone else's token wakes nobody else (a client that can log out or refresh at will must not be
+/// able to wake every connection of the node with each request).
 #[derive(Debug)]
 pub struct RecheckSchedule {
-    changes: tokio::sync::watch::Receiver<u64>,
+    /// Bumped when the caches are emptied after missed events: every caller is judged again.
+    everything: watch::Receiver<u64>,
+    /// Bumped at a change to the caller's token (`Creator::Token` of its id) and to its creator's reach.
+    own: Vec<(Creator, watch::Receiver<u64>)>,
+    waiters: Arc<Mutex<HashMap<Creator, watch::Sender<u64>>>>,
     /// When [`RecheckSchedule::due`] last answered: a caller not confirmed since was kept on its last answer.
     woke_at: Instant,
+}
+
+impl Drop for RecheckSchedule {
+    fn drop(&mut self) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (key, _) in &self.own {
+            // This schedule's own receiver is the last one: nobody waits on the key any more.
+            if waiters.get(key).is_some_and(|sender| sender.receiver_count() <= 1) {
+                waiters.remove(key);
+            }
+        }
+    }
+}
+
+/// The next change of any of `own`, or never if there is none.
+async fn any_changed(own: &mut [(Creator, watch::Receiver<u64>)]) {
+    let changes = own.iter_mut().map(|(_, receiver)| Box::pin(receiver.changed()));
+    match futures_util::future::select_all(changes).await {
+        (Ok(()), _, _) => {}
+        (Err(_), _, _) => std::future::pending().await,
+    }
 }
 
 impl RecheckSchedule {
@@ -130,12 +159,13 @@ impl RecheckSchedule {
             deadline = deadline.min(runs_out);
         }
         tokio::select! {
-            changed = self.changes.changed() => {
+            changed = self.everything.changed() => {
                 if changed.is_err() {
                     // The token service is gone (the server stops): only the deadline is left.
                     tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
                 }
             }
+            _ = any_changed(&mut self.own) => {}
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
         }
         self.woke_at = Instant::now();
@@ -281,8 +311,10 @@ pub struct TokenService {
     creator_reach: RecordCache<Creator, Reach>,
     usage: Mutex<HashMap<TokenId, TokenUsage>>,
     rechecks: Mutex<Rechecks>,
-    /// Bumped at every change event that may end a long-lived caller; what each [`RecheckSchedule`] waits on.
-    recheck_signal: tokio::sync::watch::Sender<u64>,
+    /// What each [`RecheckSchedule`] waits on: a signal per token or creator some long-lived caller depends on
+    /// (removed with the last schedule that waits on it), and one for every caller.
+    recheck_waiters: Arc<Mutex<HashMap<Creator, watch::Sender<u64>>>>,
+    recheck_everything: watch::Sender<u64>,
     audit: Arc<Audit>,
     quotas: crate::quota::Quotas,
     /// Leaked secrets reported and waiting to be revoked (see [`TokenService::report_leaked`]).
@@ -334,7 +366,8 @@ impl TokenService {
             creator_reach: RecordCache::new(10_000, Duration::from_secs(60)),
             usage: Mutex::new(HashMap::new()),
             rechecks: Mutex::default(),
-            recheck_signal: tokio::sync::watch::Sender::new(0),
+            recheck_waiters: Arc::default(),
+            recheck_everything: watch::Sender::new(0),
             audit,
             leak_reports: std::sync::OnceLock::new(),
             leak_reporters: Mutex::default(),
@@ -1059,21 +1092,34 @@ impl TokenService {
 
     fn remember_invalidation(&self, creator: Creator) {
         self.rechecks().remember_invalidation(creator, Instant::now());
-        self.signal_rechecks();
+        // Wakes the long-lived callers of this token, or of this creator, to judge themselves again. Signals that
+        // come faster than they are taken count once.
+        if let Some(waiting) = self.recheck_waiters().get(&creator) {
+            waiting.send_modify(|generation| *generation = generation.wrapping_add(1));
+        }
     }
 
-    /// Wakes every long-lived caller's [`RecheckSchedule`]: each judges itself again (from the cache, unless its
-    /// own token or creator was the one invalidated). Signals that come faster than they are taken count once.
-    fn signal_rechecks(&self) {
-        self.recheck_signal.send_modify(|generation| *generation = generation.wrapping_add(1));
+    fn recheck_waiters(&self) -> std::sync::MutexGuard<'_, HashMap<Creator, watch::Sender<u64>>> {
+        self.recheck_waiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The schedule on which a long-lived caller (an MQTT connection, a kept session, a stream) is judged again;
     /// its first [`RecheckSchedule::due`] answers at once.
-    pub fn recheck_schedule(&self) -> RecheckSchedule {
-        let mut changes = self.recheck_signal.subscribe();
-        changes.mark_changed();
-        RecheckSchedule { changes, woke_at: Instant::now() }
+    pub fn recheck_schedule(&self, caller: &Caller) -> RecheckSchedule {
+        let mut keys = vec![Creator::Token(caller.record.id), caller.record.creator];
+        keys.dedup();
+        let mut waiters = self.recheck_waiters();
+        let own = keys
+            .into_iter()
+            .map(|key| {
+                let receiver = waiters.entry(key).or_insert_with(|| watch::Sender::new(0)).subscribe();
+                (key, receiver)
+            })
+            .collect();
+        drop(waiters);
+        let mut everything = self.recheck_everything.subscribe();
+        everything.mark_changed();
+        RecheckSchedule { everything, own, waiters: self.recheck_waiters.clone(), woke_at: Instant::now() }
     }
 
     fn rechecks(&self) -> std::sync::MutexGuard<'_, Rechecks> {
@@ -1084,7 +1130,7 @@ impl TokenService {
     pub fn forget_everything(&self) {
         self.by_digest.invalidate_all();
         self.creator_reach.invalidate_all();
-        self.signal_rechecks();
+        self.recheck_everything.send_modify(|generation| *generation = generation.wrapping_add(1));
     }
 
     /// Judges a long-lived caller again (a stream, a connection): its token as the store has it now and its

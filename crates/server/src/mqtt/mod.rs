@@ -198,7 +198,7 @@ async fn collect(
     queue: Arc<std::sync::Mutex<Queue>>,
     mut live: crate::hub::Subscription,
 ) {
-    let mut recheck = app.tokens.recheck_schedule();
+    let mut recheck = app.tokens.recheck_schedule(&caller);
     let until = Instant::now() + SESSION_COLLECTS_FOR;
     loop {
         tokio::select! {
@@ -693,7 +693,7 @@ impl Session {
         // Heard only once the connection subscribes to something: a command would otherwise wake every connected
         // device.
         let mut commands = None;
-        let mut recheck = self.app.tokens.recheck_schedule();
+        let mut recheck = self.app.tokens.recheck_schedule(&self.caller);
         loop {
             self.framed.release_buffers();
             if commands.is_none() && !self.subscriptions.is_empty() {

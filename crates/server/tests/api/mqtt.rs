@@ -783,6 +783,15 @@ async fn an_idle_connection_is_not_rechecked_every_second_and_an_expiring_one_en
     if crate::STORE == crate::helpers::StoreKind::Sqlite {
         let after = rechecks(&figures(&tessera).await);
         assert_eq!(after, before, "three idle seconds, no check (a ticker made three)");
+        // Someone else's token revoked (a logout, say, which anyone can repeat at will) wakes nobody else.
+        let (_, other) = tessera
+            .native(Method::POST, &format!("/collections/{org}/ground-tokens"), &tessera.api_key, Some(json!({})))
+            .await;
+        let other = other["id"].as_str().unwrap();
+        let (status, _) = tessera.native(Method::DELETE, &format!("/tokens/{other}"), &tessera.api_key, None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(rechecks(&figures(&tessera).await), after, "another token's revocation woke no connection");
     }
 
     let (_, minted) = tessera

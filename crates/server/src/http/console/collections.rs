@@ -545,7 +545,7 @@ fn live_events(
     slot: super::session::StreamSlot,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let subscription = app.hub.subscribe(crate::hub::Consumer::Console);
-    let recheck = app.tokens.recheck_schedule();
+    let recheck = app.tokens.recheck_schedule(&caller);
     let follow = Follow { app, caller, collection, device, _slot: slot, subscription, recheck };
     stream::unfold(follow, |mut follow| async move {
         loop {

@@ -104,7 +104,7 @@ fn start(upgrade: WebSocketUpgrade, app: App, caller: Caller, stream: Stream) ->
 async fn serve(mut socket: WebSocket, app: App, mut caller: Caller, stream: Stream) {
     let mut subscription = app.hub.subscribe(crate::hub::Consumer::HordeStream);
     let mut keep_alive_at = Instant::now() + KEEP_ALIVE_AFTER;
-    let mut recheck = app.tokens.recheck_schedule();
+    let mut recheck = app.tokens.recheck_schedule(&caller);
     loop {
         tokio::select! {
             live = subscription.next() => {

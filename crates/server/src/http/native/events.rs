@@ -58,7 +58,7 @@ struct Follow {
 
 fn reading_events(app: App, caller: Caller, collection: CollectionId) -> impl Stream<Item = Result<Event, Infallible>> {
     let subscription = app.hub.subscribe(crate::hub::Consumer::Events);
-    let recheck = app.tokens.recheck_schedule();
+    let recheck = app.tokens.recheck_schedule(&caller);
     let follow = Follow { app, caller, collection, subscription, recheck };
     stream::unfold(follow, |mut follow| async move {
         loop {
