@@ -1554,6 +1554,36 @@ mod tests {
         assert_eq!(usage, Some((2, 2)), "the connection and one request used it; two were throttled");
     }
 
+    /// Issue 19: a long-lived caller is woken by a change to its own token or creator, or by the caches being
+    /// emptied, and not by anyone else's; its deadline is its expiry; the keys go with the last schedule.
+    #[tokio::test]
+    async fn a_recheck_schedule_wakes_for_its_own_changes_and_its_expiry_only() {
+        let (_store, tokens, caller) = service_and_caller().await;
+        let mut schedule = tokens.recheck_schedule(&caller);
+        async fn soon(schedule: &mut RecheckSchedule, caller: &Caller) -> bool {
+            tokio::time::timeout(Duration::from_millis(100), schedule.due(caller)).await.is_ok()
+        }
+        assert!(soon(&mut schedule, &caller).await, "at once when it starts");
+        assert!(!soon(&mut schedule, &caller).await, "then not by itself");
+        tokens.forget_here(TokenId::from_i64(caller.record.id.as_i64() + 1), &SecretDigest([0; 32]));
+        tokens.reach_changed_here(Creator::User(tessera_core::UserId::from_i64(424_242)));
+        assert!(!soon(&mut schedule, &caller).await, "not by someone else's token or creator");
+        tokens.changed(&caller.record);
+        assert!(soon(&mut schedule, &caller).await, "by a change to its token");
+        tokens.reach_changed_here(caller.record.creator);
+        assert!(soon(&mut schedule, &caller).await, "by a change to its creator's reach");
+        tokens.forget_everything();
+        assert!(soon(&mut schedule, &caller).await, "by the caches emptied");
+
+        let mut expiring = caller.clone();
+        expiring.grant.expires_at_ms = Some(now_ms() + 50);
+        assert!(soon(&mut schedule, &expiring).await, "at its expiry");
+
+        assert_eq!(tokens.recheck_waiters().len(), 2, "its token and its creator");
+        drop(schedule);
+        assert!(tokens.recheck_waiters().is_empty(), "gone with the last schedule waiting on them");
+    }
+
     #[tokio::test]
     async fn a_revoked_token_ends_the_caller_at_once() {
         let (store, tokens, caller) = service_and_caller().await;
