@@ -312,11 +312,11 @@ pub fn render(app: &App) -> String {
         "Readings times the live consumers that took them (MQTT connections and kept sessions, streams).",
         delivered,
     );
-    out.single(
+    out.counters(
         "tessera_hub_dropped_total",
-        Kind::Counter,
-        "Readings live consumers lost because they fell behind (the oldest go).",
-        hub.dropped(),
+        "Readings live consumers lost because they fell behind the hub (the oldest go), by kind of consumer.",
+        "consumer",
+        crate::hub::Consumer::ALL.map(|consumer| (consumer.as_str(), hub.dropped(consumer))),
     );
     out.single(
         "tessera_hub_commands_published_total",
