@@ -16,11 +16,25 @@ use crate::tokens::TokenService;
 
 pub use crate::error::{AppError, parse_label, permit_mismatch, require_permit};
 
-/// Shared state: cheap to clone, one per server. The front ends reach the store only through the services: the
-/// store handle here is private to this module (the collection operations below), and the compiler refuses any
-/// other module's use of it.
+/// Shared state: one per server, and one reference count to clone. Axum clones the state into every request's
+/// handler (and drops it after), so a struct of ten `Arc`s cost ten contended atomic increments and decrements a
+/// request (~4 % of ingest's CPU in perf); the parts now sit behind one `Arc` and are reached through `Deref`.
 #[derive(Debug, Clone)]
-pub struct App {
+pub struct App(Arc<Parts>);
+
+impl std::ops::Deref for App {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+/// What an [`App`] is made of. The front ends reach the store only through the services: the store handle here
+/// is private to this module (the collection operations below), and the compiler refuses any other module's use
+/// of it.
+#[derive(Debug)]
+pub struct Parts {
     pub config: Arc<Config>,
     store: Arc<dyn Store>,
     pub tokens: Arc<TokenService>,
@@ -50,7 +64,7 @@ impl App {
     pub fn new(config: Arc<Config>, store: Arc<dyn Store>, services: Services) -> App {
         let Services { tokens, data, people, teams, hub, peers } = services;
         let metrics = Arc::new(crate::metrics::Metrics::default());
-        App { config, store, tokens, data, people, teams, hub, peers, metrics }
+        App(Arc::new(Parts { config, store, tokens, data, people, teams, hub, peers, metrics }))
     }
 
     /// The store's connection pools' sizes now, for `/metrics`.

@@ -188,12 +188,16 @@ fn apply(hearers: &Hearers, change: Change) {
             WireCreator::Token(id) => Creator::Token(TokenId::from_i64(id)),
             WireCreator::User(id) => Creator::User(UserId::from_i64(id)),
         }),
-        Change::Device { account, label } => match Label::parse(&label) {
-            Ok(label) => hearers.data.device_changed_here(AccountId::from_i64(account), label),
+        Change::Device { account, id, label } => match Label::parse(&label) {
+            Ok(label) => {
+                hearers.data.device_changed_here(AccountId::from_i64(account), id.map(DeviceId::from_i64), label)
+            }
             Err(_) => hearers.data.forget_everything(),
         },
-        Change::Variable { device, label } => match Label::parse(&label) {
-            Ok(label) => hearers.data.variable_changed_here(DeviceId::from_i64(device), label),
+        Change::Variable { device, id, label } => match Label::parse(&label) {
+            Ok(label) => {
+                hearers.data.variable_changed_here(DeviceId::from_i64(device), id.map(VariableId::from_i64), label)
+            }
             Err(_) => hearers.data.forget_everything(),
         },
         Change::Readings { readings } => {
@@ -290,17 +294,25 @@ mod tests {
                 Change::reach(Creator::User(UserId(Id::from_i64(8)))),
             ),
             (
-                Invalidation::Device { account: AccountId(Id::from_i64(1)), label: label.clone() },
-                Change::Device { account: 1, label: "meter".into() },
+                Invalidation::Device {
+                    account: AccountId(Id::from_i64(1)),
+                    id: DeviceId(Id::from_i64(2)),
+                    label: label.clone(),
+                },
+                Change::Device { account: 1, id: Some(2), label: "meter".into() },
             ),
             (
-                Invalidation::Variable { device: DeviceId(Id::from_i64(3)), label },
-                Change::Variable { device: 3, label: "meter".into() },
+                Invalidation::Variable { device: DeviceId(Id::from_i64(3)), id: VariableId(Id::from_i64(4)), label },
+                Change::Variable { device: 3, id: Some(4), label: "meter".into() },
             ),
         ];
         for (invalidation, change) in cases {
             let envelope: Envelope = serde_json::from_str(&invalidation.payload()).unwrap();
             assert_eq!((envelope.origin, envelope.change), (0, change), "{invalidation:?}");
         }
+        // An older node names no id: the change still reads, and every live description goes.
+        let older: Envelope =
+            serde_json::from_str(r#"{"origin":0,"change":"device","account":1,"label":"meter"}"#).unwrap();
+        assert_eq!(older.change, Change::Device { account: 1, id: None, label: "meter".into() });
     }
 }

@@ -12,7 +12,7 @@ use tessera_core::{
 };
 use tessera_store::{Device, Store, StoreError, Variable};
 
-use crate::cache::RecordCache;
+use crate::cache::{RecordCache, SharedReads};
 use crate::entropy::new_id;
 use crate::error::{AppError, permit_mismatch, require_permit};
 use crate::time::now_ms;
@@ -60,6 +60,10 @@ pub struct DataService {
     writer: ReadingWriter,
     devices: RecordCache<(AccountId, Label), Arc<Device>>,
     variables: RecordCache<(DeviceId, Label), Arc<Variable>>,
+    /// The devices and variables live readings are described with, by id, for every live consumer of this node
+    /// (MQTT sessions, streams, console pages): one store read per record, however many consumers follow it.
+    live_devices: SharedReads<DeviceId, Arc<Device>>,
+    live_variables: SharedReads<VariableId, Arc<Variable>>,
     /// Readings in writes refused for a value (outside the range of instants, against the asset's profile).
     refused_readings: crate::metrics::Counter,
 }
@@ -71,13 +75,20 @@ impl DataService {
             writer,
             devices: RecordCache::new(cache_capacity, CACHE_TIME_TO_LIVE),
             variables: RecordCache::new(cache_capacity, CACHE_TIME_TO_LIVE),
+            live_devices: SharedReads::new(cache_capacity, CACHE_TIME_TO_LIVE),
+            live_variables: SharedReads::new(cache_capacity, CACHE_TIME_TO_LIVE),
             refused_readings: crate::metrics::Counter::default(),
         }
     }
 
-    /// The device and variable caches' figures.
-    pub fn cache_figures(&self) -> [crate::metrics::CacheFigures; 2] {
-        [self.devices.figures("devices"), self.variables.figures("variables")]
+    /// The device and variable caches' figures (by label, and by id for live consumers).
+    pub fn cache_figures(&self) -> [crate::metrics::CacheFigures; 4] {
+        [
+            self.devices.figures("devices"),
+            self.variables.figures("variables"),
+            self.live_devices.figures("live_devices"),
+            self.live_variables.figures("live_variables"),
+        ]
     }
 
     /// Readings refused for their value since start (every reading of a refused write: one refuses them all).
@@ -85,26 +96,39 @@ impl DataService {
         self.refused_readings.get()
     }
 
-    /// A device was deleted on another node: its label may name another device from now on.
-    pub fn device_changed_here(&self, account: AccountId, label: Label) {
+    /// A device was changed or deleted (here, or on another node): its label may name another device from now on,
+    /// and live readings are described with what the store holds now. `id` is `None` when the node that told does
+    /// not say it (an older version): then every live description goes.
+    pub fn device_changed_here(&self, account: AccountId, id: Option<DeviceId>, label: Label) {
         self.devices.invalidate(&(account, label));
+        match id {
+            Some(id) => self.live_devices.invalidate(&id),
+            None => self.live_devices.invalidate_all(),
+        }
     }
 
-    /// A variable was changed or deleted on another node.
-    pub fn variable_changed_here(&self, device: DeviceId, label: Label) {
+    /// A variable was changed or deleted (here, or on another node); `id` as in
+    /// [`DataService::device_changed_here`].
+    pub fn variable_changed_here(&self, device: DeviceId, id: Option<VariableId>, label: Label) {
         self.variables.invalidate(&(device, label));
+        match id {
+            Some(id) => self.live_variables.invalidate(&id),
+            None => self.live_variables.invalidate_all(),
+        }
     }
 
     /// Empties the caches, after changes were missed that cannot be named.
     pub fn forget_everything(&self) {
         self.devices.invalidate_all();
         self.variables.invalidate_all();
+        self.live_devices.invalidate_all();
+        self.live_variables.invalidate_all();
     }
 
-    /// Drops a changed or deleted variable from this node's cache; the store told the other nodes in the change's
+    /// Drops a changed or deleted variable from this node's caches; the store told the other nodes in the change's
     /// own transaction.
-    fn variable_changed(&self, device: DeviceId, label: &Label) {
-        self.variable_changed_here(device, label.clone());
+    fn variable_changed(&self, variable: &Variable) {
+        self.variable_changed_here(variable.device, Some(variable.id), variable.label.clone());
     }
 
     pub fn writer(&self) -> &ReadingWriter {
@@ -235,7 +259,7 @@ impl DataService {
             .map_err(|error| AppError::from_store("device", error))?;
         // Cached variables of the device stay unreachable: lookups go through the device, and ids are never reused.
         // The store told the other nodes in the deletion's own transaction.
-        self.device_changed_here(device.account, device.label.clone());
+        self.device_changed_here(device.account, Some(device.id), device.label.clone());
         Ok(())
     }
 
@@ -311,7 +335,7 @@ impl DataService {
             return Ok(existing);
         }
         self.store.update_variable(&wanted).await.map_err(|error| AppError::from_store("variable", error))?;
-        self.variable_changed(device.id, &wanted.label);
+        self.variable_changed(&wanted);
         Ok(Arc::new(wanted))
     }
 
@@ -321,7 +345,8 @@ impl DataService {
             .delete_variable(variable.account, variable.id)
             .await
             .map_err(|error| AppError::from_store("variable", error))?;
-        self.variable_changed(variable.device, &variable.label);
+        self.variable_changed(variable);
+        self.writer.readings_deleted(variable.id);
         Ok(())
     }
 
@@ -410,7 +435,7 @@ impl DataService {
             return Err(StoreError::Internal(format!("no permit covers updating device {}", device.id).into()));
         }
         self.store.update_device(device).await?;
-        self.device_changed_here(device.account, device.label.clone());
+        self.device_changed_here(device.account, Some(device.id), device.label.clone());
         Ok(())
     }
 
@@ -509,7 +534,7 @@ impl DataService {
         variable: &Variable,
     ) -> Result<Option<tessera_core::Reading>, AppError> {
         require_permit(permit, Action::Read, &variable_target(variable), "last reading")?;
-        Ok(self.store.last_reading(variable.id).await?)
+        Ok(self.writer.last_reading(variable.id).await?)
     }
 
     /// Readings of a variable the permit reads, within `range`, newest first.
@@ -550,23 +575,21 @@ impl DataService {
         Ok(self.store.downlinks(device.account, device.id).await?)
     }
 
-    /// The device a committed live reading is of, for a consumer that then authorizes it (the reading came from
-    /// the writer, so its ids are trusted; `None` once the device is gone).
-    pub async fn live_device(
-        &self,
-        account: tessera_core::AccountId,
-        device: tessera_core::DeviceId,
-    ) -> Option<Device> {
-        self.store.device(account, device).await.ok()
+    /// The device a committed live reading is of, to describe a reading its consumer was already allowed to read
+    /// (the reading came from the writer, so its ids are trusted; `None` once the device is gone). From the live
+    /// descriptions every consumer shares, kept current by the change events: one store read per device however
+    /// many consumers follow it.
+    pub async fn live_device(&self, account: AccountId, device: DeviceId) -> Option<Arc<Device>> {
+        let read = async { self.store.device(account, device).await.map(Arc::new) };
+        let device = self.live_devices.get_or_read(device, read).await.ok()?;
+        (device.account == account).then_some(device)
     }
 
     /// The variable a committed live reading is of, as [`DataService::live_device`].
-    pub async fn live_variable(
-        &self,
-        account: tessera_core::AccountId,
-        variable: tessera_core::VariableId,
-    ) -> Option<Variable> {
-        self.store.variable(account, variable).await.ok()
+    pub async fn live_variable(&self, account: AccountId, variable: VariableId) -> Option<Arc<Variable>> {
+        let read = async { self.store.variable(account, variable).await.map(Arc::new) };
+        let variable = self.live_variables.get_or_read(variable, read).await.ok()?;
+        (variable.account == account).then_some(variable)
     }
 
     /// Whether the store answers (the readiness probe).
@@ -674,7 +697,10 @@ impl DataService {
         range: tessera_store::TimeRange,
     ) -> Result<u64, AppError> {
         require_permit(permit, Action::Write, &variable_target(variable), "delete readings")?;
-        self.store.delete_readings(variable.id, range).await.map_err(|error| AppError::from_store("variable", error))
+        let deleted = self.store.delete_readings(variable.id, range).await;
+        // Even after a failure: the store may have deleted them all the same.
+        self.writer.readings_deleted(variable.id);
+        deleted.map_err(|error| AppError::from_store("variable", error))
     }
 }
 
@@ -749,7 +775,8 @@ mod tests {
         let (_, secret) = tokens.mint(&api_key, new).await.unwrap();
         let caller = tokens.verify(secret.expose(), None).await.unwrap();
         let hub = Arc::new(Hub::new(16, crate::peers::Peers::none()));
-        let (writer, _) = ReadingWriter::start(store.clone(), hub, 64, 1_000);
+        let (writer, _) =
+            ReadingWriter::start(store.clone(), hub, crate::last_readings::LastReadings::new(true, 1_000), 64, 1_000);
         let data = DataService::new(store, writer, 100);
         let (device, permit) = data.device_for_write(&caller, &Label::parse("meter").unwrap()).await.unwrap();
         (data, caller, device, permit)

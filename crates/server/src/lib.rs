@@ -16,6 +16,7 @@ pub mod entropy;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod last_readings;
 pub mod live;
 pub mod metrics;
 pub mod mqtt;

@@ -413,6 +413,8 @@ pub const REFUSAL_REASONS: [&str; 9] = [
 pub struct CredentialFigures {
     refusals: [Counter; REFUSAL_REASONS.len()],
     throttled: [Counter; tessera_core::TokenKind::ALL.len()],
+    /// Long-lived callers (MQTT connections, kept sessions, streams) judged again.
+    pub rechecks: Counter,
 }
 
 impl CredentialFigures {
@@ -439,6 +441,13 @@ impl CredentialFigures {
             "HTTP requests and MQTT publishes refused for their token's quota, by the token's kind.",
             "token_kind",
             tessera_core::TokenKind::ALL.iter().map(|kind| kind.as_str()).zip(self.throttled.iter().map(Counter::get)),
+        );
+        out.single(
+            "tessera_token_rechecks_total",
+            Kind::Counter,
+            "Long-lived callers (MQTT connections, kept sessions, streams) judged again, on a change event or a \
+             deadline of their own.",
+            self.rechecks.get(),
         );
     }
 }
@@ -542,7 +551,8 @@ impl Metrics {
         );
         out.counters(
             "tessera_mqtt_messages_dropped_total",
-            "MQTT messages dropped: publishes over their token's quota, and messages a kept session's full queue lost.",
+            "MQTT messages dropped: publishes over their token's quota, and deliveries a session's full queue lost \
+             (a connected client's that writes too slowly, or a kept session's while its client is away).",
             "reason",
             [("quota", mqtt.dropped_quota.get()), ("session_queue_full", mqtt.dropped_session_queue.get())],
         );

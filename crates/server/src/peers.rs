@@ -27,10 +27,21 @@ pub enum Change {
     Token { id: i64, digest: String },
     /// What a token creator reaches changed (membership, role).
     Reach { creator: WireCreator },
-    /// A device was deleted (its label may now name another device).
-    Device { account: i64, label: String },
-    /// A variable was changed or deleted.
-    Variable { device: i64, label: String },
+    /// A device was changed or deleted (its label may now name another device). `id` is absent from what an
+    /// older version tells: then every live description goes.
+    Device {
+        account: i64,
+        #[serde(default)]
+        id: Option<i64>,
+        label: String,
+    },
+    /// A variable was changed or deleted; `id` as for a device.
+    Variable {
+        device: i64,
+        #[serde(default)]
+        id: Option<i64>,
+        label: String,
+    },
     /// Readings committed on the telling node, for live consumers.
     Readings { readings: Vec<WireReading> },
     /// A command for an actuator, for live consumers.

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::data::DataService;
 use crate::http;
 use crate::hub::Hub;
+use crate::last_readings::LastReadings;
 use crate::people::PeopleService;
 use crate::tls::Certificates;
 use crate::tokens::TokenService;
@@ -129,8 +130,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     let store_kind = if peers.is_alone() { "sqlite" } else { "postgres" };
 
     let hub = Arc::new(Hub::new(config.hub_capacity, peers.clone()));
+    // Last values are answered from memory only where this node is the store's only writer.
+    let last_readings = LastReadings::new(peers.is_alone(), config.device_cache_capacity);
     let (writer, writer_task) =
-        ReadingWriter::start(store.clone(), hub.clone(), config.writer_queue, config.writer_max_batch);
+        ReadingWriter::start(store.clone(), hub.clone(), last_readings, config.writer_queue, config.writer_max_batch);
     // Refusals of credentials that name no account go to the first one: its administrators run the server.
     let accounts = store.accounts().await.map_err(OpenError::Bootstrap)?;
     let home_account = accounts.first().map(|account| account.id).ok_or(OpenError::Bootstrap(StoreError::NotFound))?;

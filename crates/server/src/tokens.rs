@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 use crate::audit::{self, Audit, AuditEvent, EntryExt};
 use crate::cache::RecordCache;
 use crate::error::AppError;
@@ -87,8 +89,13 @@ fn check_secret(record: &TokenRecord, presented: &SecretDigest, now_ms: i64) -> 
 /// revoked or changed (or whose creator's reach changed) gets no grace.
 pub const RECHECK_GRACE: Duration = Duration::from_secs(30);
 
-/// How often long-lived callers are judged again.
+/// How often a long-lived caller whose last check could not confirm it (the store failing) is judged again.
 pub const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// A long-lived caller no change event and no deadline woke is judged again after this long all the same: the
+/// bound on staleness should the store be changed behind the server's back (as the caches' time to live is).
+/// 10 000 idle connections wake 33 times a second for it, where a check every second woke them 10 000 times.
+pub const RECHECK_BACKSTOP: Duration = Duration::from_secs(300);
 
 /// A check of a long-lived caller that takes longer counts as a failed one: a silent partition could otherwise
 /// hold the check (and the grace's end) for as long as the operating system keeps the connection.
@@ -102,12 +109,67 @@ const STORE_FAILING_PAUSE: Duration = Duration::from_secs(5);
 /// At most one warning about failing checks per this long, with the counts since the last one.
 const RECHECK_WARNING_EVERY: Duration = Duration::from_secs(10);
 
-/// The ticker for [`TokenService::reverify`]: every [`RECHECK_EVERY`]; after a slow check the next comes a period
-/// later, not the missed ones back to back.
-pub fn recheck_ticker() -> tokio::time::Interval {
-    let mut ticker = tokio::time::interval(RECHECK_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker
+/// When a long-lived caller (an MQTT connection, a kept session, a stream) is judged again with
+/// [`TokenService::reverify`]: at once when it starts (a change may have come between its verification and
+/// this schedule), whenever this node hears of a change to its own token or to its creator's reach (the change
+/// events: revoked, disabled, changed, reach changed), when the caches are emptied after missed events, when the
+/// caller's own time runs out (its expiry, the end of the overlap of the replaced secret it presented), every
+/// [`RECHECK_EVERY`] while the last check could not confirm it (the store failing), and after
+/// [`RECHECK_BACKSTOP`] otherwise. An idle connection costs no CPU between these: there is no ticker, and a
+/// change to someone else's token wakes nobody else (a client that can log out or refresh at will must not be
+/// able to wake every connection of the node with each request).
+#[derive(Debug)]
+pub struct RecheckSchedule {
+    /// Bumped when the caches are emptied after missed events: every caller is judged again.
+    everything: watch::Receiver<u64>,
+    /// Bumped at a change to the caller's token (`Creator::Token` of its id) and to its creator's reach.
+    own: Vec<(Creator, watch::Receiver<u64>)>,
+    waiters: Arc<Mutex<HashMap<Creator, watch::Sender<u64>>>>,
+    /// When [`RecheckSchedule::due`] last answered: a caller not confirmed since was kept on its last answer.
+    woke_at: Instant,
+}
+
+impl Drop for RecheckSchedule {
+    fn drop(&mut self) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (key, _) in &self.own {
+            // This schedule's own receiver is the last one: nobody waits on the key any more.
+            if waiters.get(key).is_some_and(|sender| sender.receiver_count() <= 1) {
+                waiters.remove(key);
+            }
+        }
+    }
+}
+
+/// The next change of any of `own`, or never if there is none.
+async fn any_changed(own: &mut [(Creator, watch::Receiver<u64>)]) {
+    let changes = own.iter_mut().map(|(_, receiver)| Box::pin(receiver.changed()));
+    match futures_util::future::select_all(changes).await {
+        (Ok(()), _, _) => {}
+        (Err(_), _, _) => std::future::pending().await,
+    }
+}
+
+impl RecheckSchedule {
+    /// Waits until `caller` is to be judged again. Cancel-safe: a change heard while it was not polled is not lost.
+    pub async fn due(&mut self, caller: &Caller) {
+        let unconfirmed = caller.confirmed_at < self.woke_at;
+        let mut deadline = self.woke_at + if unconfirmed { RECHECK_EVERY } else { RECHECK_BACKSTOP };
+        if let Some(runs_out) = caller.time_runs_out() {
+            deadline = deadline.min(runs_out);
+        }
+        tokio::select! {
+            changed = self.everything.changed() => {
+                if changed.is_err() {
+                    // The token service is gone (the server stops): only the deadline is left.
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
+                }
+            }
+            _ = any_changed(&mut self.own) => {}
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
+        }
+        self.woke_at = Instant::now();
+    }
 }
 
 /// What the checks of long-lived callers remember between calls.
@@ -147,6 +209,22 @@ impl Rechecks {
 impl Caller {
     pub fn account(&self) -> AccountId {
         self.record.account
+    }
+
+    /// When this caller stops working by time alone, if it does: its token's expiry, or the end of the overlap of
+    /// the replaced secret it presented. A moment after the instant, so the check then finds it past.
+    fn time_runs_out(&self) -> Option<Instant> {
+        let overlap_ends = (self.record.previous_digest.as_ref() == Some(&self.presented)
+            && self.record.digest != self.presented)
+            .then_some(self.record.previous_valid_until_ms)
+            .flatten();
+        let at_ms = match (self.grant.expires_at_ms, overlap_ends) {
+            (Some(expires), Some(ends)) => expires.min(ends),
+            (at, None) | (None, at) => at?,
+        };
+        let from_now = u64::try_from(at_ms.saturating_sub(now_ms())).unwrap_or(0);
+        // Capped (an expiry in the year 9999 would overflow the clock); the backstop wakes the caller sooner anyway.
+        Some(Instant::now() + Duration::from_millis(from_now.saturating_add(1)).min(RECHECK_BACKSTOP))
     }
 
     /// Which scope this caller may list (each listed item is still authorized with [`Caller::authorize`]).
@@ -233,6 +311,10 @@ pub struct TokenService {
     creator_reach: RecordCache<Creator, Reach>,
     usage: Mutex<HashMap<TokenId, TokenUsage>>,
     rechecks: Mutex<Rechecks>,
+    /// What each [`RecheckSchedule`] waits on: a signal per token or creator some long-lived caller depends on
+    /// (removed with the last schedule that waits on it), and one for every caller.
+    recheck_waiters: Arc<Mutex<HashMap<Creator, watch::Sender<u64>>>>,
+    recheck_everything: watch::Sender<u64>,
     audit: Arc<Audit>,
     quotas: crate::quota::Quotas,
     /// Leaked secrets reported and waiting to be revoked (see [`TokenService::report_leaked`]).
@@ -284,6 +366,8 @@ impl TokenService {
             creator_reach: RecordCache::new(10_000, Duration::from_secs(60)),
             usage: Mutex::new(HashMap::new()),
             rechecks: Mutex::default(),
+            recheck_waiters: Arc::default(),
+            recheck_everything: watch::Sender::new(0),
             audit,
             leak_reports: std::sync::OnceLock::new(),
             leak_reporters: Mutex::default(),
@@ -1008,6 +1092,34 @@ impl TokenService {
 
     fn remember_invalidation(&self, creator: Creator) {
         self.rechecks().remember_invalidation(creator, Instant::now());
+        // Wakes the long-lived callers of this token, or of this creator, to judge themselves again. Signals that
+        // come faster than they are taken count once.
+        if let Some(waiting) = self.recheck_waiters().get(&creator) {
+            waiting.send_modify(|generation| *generation = generation.wrapping_add(1));
+        }
+    }
+
+    fn recheck_waiters(&self) -> std::sync::MutexGuard<'_, HashMap<Creator, watch::Sender<u64>>> {
+        self.recheck_waiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The schedule on which a long-lived caller (an MQTT connection, a kept session, a stream) is judged again;
+    /// its first [`RecheckSchedule::due`] answers at once.
+    pub fn recheck_schedule(&self, caller: &Caller) -> RecheckSchedule {
+        let mut keys = vec![Creator::Token(caller.record.id), caller.record.creator];
+        keys.dedup();
+        let mut waiters = self.recheck_waiters();
+        let own = keys
+            .into_iter()
+            .map(|key| {
+                let receiver = waiters.entry(key).or_insert_with(|| watch::Sender::new(0)).subscribe();
+                (key, receiver)
+            })
+            .collect();
+        drop(waiters);
+        let mut everything = self.recheck_everything.subscribe();
+        everything.mark_changed();
+        RecheckSchedule { everything, own, waiters: self.recheck_waiters.clone(), woke_at: Instant::now() }
     }
 
     fn rechecks(&self) -> std::sync::MutexGuard<'_, Rechecks> {
@@ -1018,6 +1130,7 @@ impl TokenService {
     pub fn forget_everything(&self) {
         self.by_digest.invalidate_all();
         self.creator_reach.invalidate_all();
+        self.recheck_everything.send_modify(|generation| *generation = generation.wrapping_add(1));
     }
 
     /// Judges a long-lived caller again (a stream, a connection): its token as the store has it now and its
@@ -1025,6 +1138,7 @@ impl TokenService {
     /// longer than `RECHECK_TIMEOUT`), the last answer stands until [`RECHECK_GRACE`] has passed since the caller
     /// was last confirmed, unless this node heard within that time that the token or its creator's reach changed.
     pub async fn reverify(&self, caller: &Caller) -> Option<Caller> {
+        self.figures.rechecks.inc();
         let judged = tokio::time::timeout(RECHECK_TIMEOUT, self.judge_again(caller)).await.unwrap_or_else(|_| {
             self.store_failed();
             Err(StoreError::Unavailable(format!("no answer within {} s", RECHECK_TIMEOUT.as_secs()).into()))
@@ -1043,7 +1157,7 @@ impl TokenService {
         } else {
             rechecks.ended += 1;
         }
-        // During an outage every connection fails its check every second: one warning now and then says it all.
+        // During an outage every unconfirmed connection fails its check every second: one warning now and then says it all.
         let now = Instant::now();
         if rechecks.warned_at.is_none_or(|at| now.duration_since(at) >= RECHECK_WARNING_EVERY) {
             tracing::warn!(
@@ -1438,6 +1552,36 @@ mod tests {
         assert_eq!(tokens.quotas().counted(), 1);
         let usage = tokens.usage.lock().unwrap().get(&caller.record.id).map(|usage| (usage.uses, usage.throttled));
         assert_eq!(usage, Some((2, 2)), "the connection and one request used it; two were throttled");
+    }
+
+    /// Issue 19: a long-lived caller is woken by a change to its own token or creator, or by the caches being
+    /// emptied, and not by anyone else's; its deadline is its expiry; the keys go with the last schedule.
+    #[tokio::test]
+    async fn a_recheck_schedule_wakes_for_its_own_changes_and_its_expiry_only() {
+        let (_store, tokens, caller) = service_and_caller().await;
+        let mut schedule = tokens.recheck_schedule(&caller);
+        async fn soon(schedule: &mut RecheckSchedule, caller: &Caller) -> bool {
+            tokio::time::timeout(Duration::from_millis(100), schedule.due(caller)).await.is_ok()
+        }
+        assert!(soon(&mut schedule, &caller).await, "at once when it starts");
+        assert!(!soon(&mut schedule, &caller).await, "then not by itself");
+        tokens.forget_here(TokenId::from_i64(caller.record.id.as_i64() + 1), &SecretDigest([0; 32]));
+        tokens.reach_changed_here(Creator::User(tessera_core::UserId::from_i64(424_242)));
+        assert!(!soon(&mut schedule, &caller).await, "not by someone else's token or creator");
+        tokens.changed(&caller.record);
+        assert!(soon(&mut schedule, &caller).await, "by a change to its token");
+        tokens.reach_changed_here(caller.record.creator);
+        assert!(soon(&mut schedule, &caller).await, "by a change to its creator's reach");
+        tokens.forget_everything();
+        assert!(soon(&mut schedule, &caller).await, "by the caches emptied");
+
+        let mut expiring = caller.clone();
+        expiring.grant.expires_at_ms = Some(now_ms() + 50);
+        assert!(soon(&mut schedule, &expiring).await, "at its expiry");
+
+        assert_eq!(tokens.recheck_waiters().len(), 2, "its token and its creator");
+        drop(schedule);
+        assert!(tokens.recheck_waiters().is_empty(), "gone with the last schedule waiting on them");
     }
 
     #[tokio::test]

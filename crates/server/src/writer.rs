@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::hub::{Hub, LiveReading};
+use crate::last_readings::LastReadings;
 use crate::time::now_ms;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,7 @@ pub struct ReadingWriter {
     sender: mpsc::Sender<Message>,
     stats: Arc<WriterStats>,
     activity: Arc<DeviceActivity>,
+    last_readings: Arc<LastReadings>,
     store: Arc<dyn Store>,
 }
 
@@ -136,18 +138,36 @@ impl std::fmt::Debug for Message {
 
 impl ReadingWriter {
     /// Starts the writer task. `queue` bounds how many requests may wait (backpressure beyond it); `max_batch`
-    /// bounds the readings in one transaction.
+    /// bounds the readings in one transaction. `last_readings` is kept current with every commit.
     pub fn start(
         store: Arc<dyn Store>,
         hub: Arc<Hub>,
+        last_readings: LastReadings,
         queue: usize,
         max_batch: usize,
     ) -> (ReadingWriter, JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(queue.max(1));
         let stats = Arc::new(WriterStats::default());
         let activity = Arc::new(DeviceActivity::default());
-        let task = tokio::spawn(run(store.clone(), hub, receiver, max_batch.max(1), stats.clone(), activity.clone()));
-        (ReadingWriter { sender, stats, activity, store }, task)
+        let last_readings = Arc::new(last_readings);
+        let committed = Committed { activity: activity.clone(), last_readings: last_readings.clone() };
+        let task = tokio::spawn(run(store.clone(), hub, receiver, max_batch.max(1), stats.clone(), committed));
+        (ReadingWriter { sender, stats, activity, last_readings, store }, task)
+    }
+
+    /// The reading of `variable` with the latest timestamp (from memory when this node is the only writer).
+    pub async fn last_reading(&self, variable: tessera_core::VariableId) -> Result<Option<Reading>, StoreError> {
+        self.last_readings.get(self.store.as_ref(), variable).await
+    }
+
+    /// Tells the last readings that readings of `variable` were deleted from the store.
+    pub fn readings_deleted(&self, variable: tessera_core::VariableId) {
+        self.last_readings.deleted(variable);
+    }
+
+    /// The last readings' cache figures, for `/metrics` (none when every read goes to the store).
+    pub fn last_readings_figures(&self) -> Option<crate::metrics::CacheFigures> {
+        self.last_readings.figures()
     }
 
     pub fn stats(&self) -> &WriterStats {
@@ -202,13 +222,19 @@ impl ReadingWriter {
     }
 }
 
+/// What the writer tells of each commit before it answers the requests in it.
+struct Committed {
+    activity: Arc<DeviceActivity>,
+    last_readings: Arc<LastReadings>,
+}
+
 async fn run(
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
     mut receiver: mpsc::Receiver<Message>,
     max_batch: usize,
     stats: Arc<WriterStats>,
-    activity: Arc<DeviceActivity>,
+    tell: Committed,
 ) {
     let mut batch: Vec<Reading> = Vec::new();
     let mut batch_origins: Vec<Origin> = Vec::new();
@@ -252,8 +278,10 @@ async fn run(
         }
         let committed = outcome.is_ok();
         if committed {
-            // Noted before anyone is answered, so a client that reads its device right after its write sees it.
-            activity.committed(&batch_origins, now_ms());
+            // Noted before anyone is answered, so a client that reads its device or variable right after its
+            // write sees it.
+            tell.activity.committed(&batch_origins, now_ms());
+            tell.last_readings.committed(&batch);
         }
         let shared = outcome.map_err(Arc::new);
         for done in waiting.drain(..).flatten() {
@@ -345,8 +373,13 @@ mod tests {
     #[tokio::test]
     async fn queued_requests_are_committed_together() {
         let (store, [a, b]) = store_with_two_variables().await;
-        let (writer, task) =
-            ReadingWriter::start(store.clone(), Arc::new(Hub::new(16, crate::peers::Peers::none())), 64, 10_000);
+        let (writer, task) = ReadingWriter::start(
+            store.clone(),
+            Arc::new(Hub::new(16, crate::peers::Peers::none())),
+            LastReadings::new(true, 1_000),
+            64,
+            10_000,
+        );
         let requests = (0..20).map(|n| writer.write(vec![reading(a, n), reading(b, n)], vec![ORIGIN; 2]));
         let outcomes = futures_join(requests).await;
         assert!(outcomes.iter().all(Result::is_ok));
@@ -362,8 +395,13 @@ mod tests {
     #[tokio::test]
     async fn batches_are_bounded_and_stop_commits_what_was_queued() {
         let (store, [a, _]) = store_with_two_variables().await;
-        let (writer, task) =
-            ReadingWriter::start(store.clone(), Arc::new(Hub::new(16, crate::peers::Peers::none())), 64, 5);
+        let (writer, task) = ReadingWriter::start(
+            store.clone(),
+            Arc::new(Hub::new(16, crate::peers::Peers::none())),
+            LastReadings::new(true, 1_000),
+            64,
+            5,
+        );
         let requests = (0..10)
             .map(|n| writer.write(vec![reading(a, n), reading(a, n + 100), reading(a, n + 200)], vec![ORIGIN; 3]));
         assert!(futures_join(requests).await.iter().all(Result::is_ok));
@@ -382,8 +420,13 @@ mod tests {
         let account = store.accounts().await.unwrap()[0].id;
         let variable = store.variable(account, a).await.unwrap();
         let origin = Origin { account, collection: variable.collection, device: variable.device };
-        let (writer, task) =
-            ReadingWriter::start(store.clone(), Arc::new(Hub::new(16, crate::peers::Peers::none())), 64, 10_000);
+        let (writer, task) = ReadingWriter::start(
+            store.clone(),
+            Arc::new(Hub::new(16, crate::peers::Peers::none())),
+            LastReadings::new(true, 1_000),
+            64,
+            10_000,
+        );
         let before = now_ms();
         writer.write(vec![reading(a, 1), reading(b, 1), reading(a, 2)], vec![origin; 3]).await.unwrap();
         assert_eq!(writer.activity.seen().len(), 1, "one entry for the device, whatever its readings");
@@ -392,6 +435,52 @@ mod tests {
         assert!(writer.activity.seen().is_empty());
         let seen = store.device(account, origin.device).await.unwrap().last_seen_at_ms.expect("seen once flushed");
         assert!((before..=now_ms()).contains(&seen), "the server's clock at the commit, not the readings' time");
+        writer.stop().await;
+        task.await.unwrap();
+    }
+
+    /// Held last readings follow every commit (the newest timestamp wins, whatever the order of arrival), and a
+    /// deletion sends the next read to the store again; a node that is not the only writer holds none.
+    #[tokio::test]
+    async fn last_readings_follow_commits_and_deletions() {
+        let (store, [a, b]) = store_with_two_variables().await;
+        let (writer, task) = ReadingWriter::start(
+            store.clone(),
+            Arc::new(Hub::new(16, crate::peers::Peers::none())),
+            LastReadings::new(true, 1_000),
+            64,
+            10_000,
+        );
+        let last = async |variable| writer.last_reading(variable).await.unwrap().map(|last| last.timestamp_ms);
+        assert_eq!(last(a).await, None, "read from the store: nothing yet, and held as nothing");
+        writer.write(vec![reading(a, 20), reading(a, 10)], vec![ORIGIN; 2]).await.unwrap();
+        assert_eq!(last(a).await, Some(20), "the newest timestamp of the batch, not the last one sent");
+        writer.write(vec![reading(a, 5)], vec![ORIGIN]).await.unwrap();
+        assert_eq!(last(a).await, Some(20), "an older reading sent later is not the last");
+        writer.write(vec![reading(a, 30), reading(b, 7)], vec![ORIGIN; 2]).await.unwrap();
+        assert_eq!((last(a).await, last(b).await), (Some(30), Some(7)));
+        let figures = writer.last_readings_figures().expect("the only writer holds last readings");
+        assert!(figures.hits >= 3, "answered from memory after the first read: {figures:?}");
+
+        store.delete_readings(a, TimeRange { start_ms: 25, end_ms: 40 }).await.unwrap();
+        writer.readings_deleted(a);
+        assert_eq!(last(a).await, Some(20), "after a deletion, the store's answer");
+        writer.stop().await;
+        task.await.unwrap();
+
+        // Not the only writer (a PostgreSQL cluster): another node's commit must be seen at once, so every read
+        // goes to the store.
+        let (writer, task) = ReadingWriter::start(
+            store.clone(),
+            Arc::new(Hub::new(16, crate::peers::Peers::none())),
+            LastReadings::new(false, 1_000),
+            64,
+            10_000,
+        );
+        assert_eq!(writer.last_reading(a).await.unwrap().map(|last| last.timestamp_ms), Some(20));
+        store.insert_readings(&[reading(a, 50)]).await.unwrap();
+        assert_eq!(writer.last_reading(a).await.unwrap().map(|last| last.timestamp_ms), Some(50));
+        assert!(writer.last_readings_figures().is_none());
         writer.stop().await;
         task.await.unwrap();
     }

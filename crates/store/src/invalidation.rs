@@ -7,7 +7,7 @@
 //! envelope), written here because the store is what sends it; its `origin` is 0, no node's own id, so the node
 //! that made the change hears it too and drops the same cache entries a second time (harmless, and rare).
 
-use tessera_core::{AccountId, Creator, DeviceId, Label, SecretDigest, TokenId};
+use tessera_core::{AccountId, Creator, DeviceId, Label, SecretDigest, TokenId, VariableId};
 
 /// What other nodes must forget when a change commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,10 +16,11 @@ pub enum Invalidation {
     Token { id: TokenId, digest: SecretDigest },
     /// What a creator reaches changed (a membership, a role, a team's collections).
     Reach(Creator),
-    /// A device was deleted: its label may name another device from now on.
-    Device { account: AccountId, label: Label },
+    /// A device was changed (its name, tags, identities) or deleted: its label may name another device from now
+    /// on, and live readings are described anew (the live descriptions are kept by id).
+    Device { account: AccountId, id: DeviceId, label: Label },
     /// A variable was changed (its profile, say) or deleted.
-    Variable { device: DeviceId, label: Label },
+    Variable { device: DeviceId, id: VariableId, label: Label },
 }
 
 impl Invalidation {
@@ -40,11 +41,13 @@ impl Invalidation {
                 };
                 serde_json::json!({"origin": 0, "change": "reach", "creator": creator})
             }
-            Invalidation::Device { account, label } => serde_json::json!({
-                "origin": 0, "change": "device", "account": account.as_i64(), "label": label.as_str(),
+            Invalidation::Device { account, id, label } => serde_json::json!({
+                "origin": 0, "change": "device", "account": account.as_i64(), "id": id.as_i64(),
+                "label": label.as_str(),
             }),
-            Invalidation::Variable { device, label } => serde_json::json!({
-                "origin": 0, "change": "variable", "device": device.as_i64(), "label": label.as_str(),
+            Invalidation::Variable { device, id, label } => serde_json::json!({
+                "origin": 0, "change": "variable", "device": device.as_i64(), "id": id.as_i64(),
+                "label": label.as_str(),
             }),
         };
         event.to_string()

@@ -123,6 +123,12 @@ enum Command {
         /// acknowledgements' latency before and during the backup, and how far the WAL grows meanwhile
         #[arg(long, conflicts_with = "console")]
         backup: bool,
+        /// Check crashes instead: kill a serving Tessera with SIGKILL this many times under HTTP ingest and MQTT
+        /// QoS 1 publishing, restarting it on the same store, and check that every acknowledged reading is there,
+        /// whole, and nothing else; exits non-zero on any loss. `--crash` alone runs 100 cycles
+        #[arg(long, value_name = "CYCLES", num_args = 0..=1, default_missing_value = "100")]
+        #[arg(conflicts_with_all = ["console", "backup"])]
+        crash: Option<usize>,
         /// The machine's Mosquitto, driven by the same MQTT load for comparison (skipped if it does not answer)
         #[arg(long, default_value = "127.0.0.1:1883")]
         mosquitto: std::net::SocketAddr,
@@ -412,6 +418,7 @@ fn main() -> anyhow::Result<()> {
             json,
             console,
             backup,
+            crash,
             mosquitto,
             database_url,
             fleet,
@@ -426,7 +433,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             init_logging("text");
             anyhow::ensure!(
-                seconds > 0 && connections > 0 && devices > 0 && rounds > 0,
+                seconds > 0 && connections > 0 && devices > 0 && rounds > 0 && crash != Some(0),
                 "every count must be at least 1"
             );
             anyhow::ensure!(
@@ -461,6 +468,7 @@ fn main() -> anyhow::Result<()> {
                 soak: soak.map(std::time::Duration::from_secs),
                 soak_plot,
                 fleet_shape,
+                crash,
             };
             runtime.block_on(bench::run(options))
         }

@@ -12,11 +12,19 @@ use tokio::process::{Child, Command};
 mod admin;
 #[path = "cli/backup.rs"]
 mod backup;
+#[path = "cli/crash.rs"]
+mod crash;
+#[path = "cli/descriptors.rs"]
+mod descriptors;
 #[path = "cli/fleet.rs"]
 mod fleet;
 
 fn tessera() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    launched(Command::new(env!("CARGO_BIN_EXE_tessera")))
+}
+
+/// `command` (tessera, or a program that executes it) without the operator's own settings in its environment.
+fn launched(mut command: Command) -> Command {
     for variable in
         ["TESSERA_DATA_DIR", "TESSERA_DATABASE_URL", "TESSERA_HTTP_ADDR", "TESSERA_MQTT_ADDR", "TESSERA_CONFIG"]
     {
@@ -383,6 +391,12 @@ async fn bench_measures_every_scenario_and_prints_json() {
     let full = &figures["full_store"];
     assert_eq!((&full["devices_added"], &full["tokens_added"]), (&json!(25000), &json!(25000)), "{full}");
     assert!(full["ingest_ratio_to_small_store"].as_f64().unwrap() > 0.0, "{full}");
+    let targets = figures["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 5, "{targets:?}");
+    assert!(targets.iter().all(|target| target["figure"].is_number() && target["met"].is_boolean()), "{targets:?}");
+    let range = &figures["range_read"];
+    assert_eq!((&range["values"], &range["pages"]), (&json!(10000), &json!(10)), "{range}");
+    assert!(range["median_ms"].as_f64().unwrap() > 0.0, "{range}");
     let verify = &figures["token_verify_us"];
     assert!(verify["cached_p50"].as_f64().unwrap() > 0.0 && verify["store_p50"].as_f64().unwrap() > 0.0);
 }

@@ -233,7 +233,13 @@ pub fn render(app: &App) -> String {
         "Tokens whose request counter this node holds now (only live tokens that were used recently).",
         app.tokens.quotas().counted(),
     );
-    let caches: Vec<_> = app.tokens.cache_figures().into_iter().chain(app.data.cache_figures()).collect();
+    let caches: Vec<_> = app
+        .tokens
+        .cache_figures()
+        .into_iter()
+        .chain(app.data.cache_figures())
+        .chain(app.data.writer().last_readings_figures())
+        .collect();
     render_caches(&mut out, &caches);
 
     let writer = app.data.writer();
@@ -306,11 +312,11 @@ pub fn render(app: &App) -> String {
         "Readings times the live consumers that took them (MQTT connections and kept sessions, streams).",
         delivered,
     );
-    out.single(
+    out.counters(
         "tessera_hub_dropped_total",
-        Kind::Counter,
-        "Readings live consumers lost because they fell behind (the oldest go).",
-        hub.dropped(),
+        "Readings live consumers lost because they fell behind the hub (the oldest go), by kind of consumer.",
+        "consumer",
+        crate::hub::Consumer::ALL.map(|consumer| (consumer.as_str(), hub.dropped(consumer))),
     );
     out.single(
         "tessera_hub_commands_published_total",

@@ -23,7 +23,7 @@ use rmqtt_codec::version::ProtocolVersion;
 use rmqtt_codec::{MqttCodec, MqttPacket};
 use serde_json::json;
 use tessera_core::{Action, DeviceId, Label, Secret, Target, VariableId};
-use tessera_store::{Device, Variable};
+use tessera_store::Device;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -86,7 +86,7 @@ type Filters = Vec<(String, QoS)>;
 type Queue = std::collections::VecDeque<(String, String, QoS)>;
 
 /// A persistent session whose client is away: its subscriptions, and a task collecting the QoS 1 messages they
-/// call for (authorized as they arrive, with the token judged again every second) until the client returns.
+/// call for (authorized as they arrive, with the token judged again on its recheck schedule) until the client returns.
 struct Kept {
     order: u64,
     filters: Filters,
@@ -169,9 +169,11 @@ impl Sessions {
     /// Keeps a session whose connection ended, and starts collecting for it.
     fn keep(&self, key: SessionKey, session: Session) {
         // The connection's own subscription to the hub carries on, so nothing published meanwhile is missed.
-        let Session { app, caller, subscriptions, routing, live, .. } = session;
-        let live = live.unwrap_or_else(|| app.hub.subscribe());
-        let queue = Arc::new(std::sync::Mutex::new(Queue::new()));
+        let Session { app, caller, subscriptions, routing, live, outbox, .. } = session;
+        let live = live.unwrap_or_else(|| app.hub.subscribe(crate::hub::Consumer::Mqtt));
+        // What the connection had not written yet is kept too, as far as QoS 1 asks.
+        let unsent = outbox.messages.into_iter().filter(|(_, _, qos)| *qos != QoS::AtMostOnce);
+        let queue = Arc::new(std::sync::Mutex::new(unsent.collect::<Queue>()));
         let collector = tokio::spawn(collect(app, caller, subscriptions.clone(), routing, queue.clone(), live));
         let order = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut kept = self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -196,7 +198,7 @@ async fn collect(
     queue: Arc<std::sync::Mutex<Queue>>,
     mut live: crate::hub::Subscription,
 ) {
-    let mut recheck = crate::tokens::recheck_ticker();
+    let mut recheck = app.tokens.recheck_schedule(&caller);
     let until = Instant::now() + SESSION_COLLECTS_FOR;
     loop {
         tokio::select! {
@@ -214,7 +216,7 @@ async fn collect(
                     queue.push_back(message);
                 }
             }
-            _ = recheck.tick() => match app.tokens.reverify(&caller).await {
+            _ = recheck.due(&caller) => match app.tokens.reverify(&caller).await {
                 Some(fresh) => caller = fresh,
                 None => return,
             },
@@ -292,9 +294,39 @@ struct Connection {
     version: ProtocolVersion,
     /// Filters in the last MQTT 5 UNSUBSCRIBE, whose acknowledgement lists one reason per filter.
     unsubscribed: usize,
+    /// Where the small read and write buffers made for this connection begin (`release_buffers`).
+    small_buffers: (usize, usize),
 }
 
+/// What a connection's read and write buffers hold while it is idle, each; a larger packet grows them for as
+/// long as it takes.
+const IDLE_BUFFER: usize = 256;
+/// Queued deliveries are written once the write buffer holds this much (or at the end of a burst).
+const WRITE_BURST: usize = 8 * 1024;
+
 impl Connection {
+    fn new(framed: Framed<Transport, MqttCodec>, version: ProtocolVersion) -> Connection {
+        let small_buffers = (framed.read_buffer().as_ptr() as usize, framed.write_buffer().as_ptr() as usize);
+        Connection { framed, version, unsubscribed: 0, small_buffers }
+    }
+
+    /// Gives back buffers a large packet or a burst of deliveries grew, once they are empty again, so an idle
+    /// connection holds `IDLE_BUFFER` each way whatever it did before. A buffer's capacity does not tell: one
+    /// read or written through a large packet may show a few bytes of capacity and still hold the whole large
+    /// allocation behind its offset. So a buffer that is not a view into the small allocation made for it is
+    /// replaced; small packets never leave it, and cost nothing here.
+    fn release_buffers(&mut self) {
+        fn release(buffer: &mut bytes::BytesMut, small: &mut usize) {
+            let offset = (buffer.as_ptr() as usize).wrapping_sub(*small);
+            if buffer.is_empty() && offset > IDLE_BUFFER {
+                *buffer = bytes::BytesMut::with_capacity(IDLE_BUFFER);
+                *small = buffer.as_ptr() as usize;
+            }
+        }
+        release(self.framed.read_buffer_mut(), &mut self.small_buffers.0);
+        release(self.framed.write_buffer_mut(), &mut self.small_buffers.1);
+    }
+
     async fn next(&mut self) -> Option<Result<Packet, String>> {
         match self.framed.next().await? {
             Ok((MqttPacket::V3(packet), _)) => Some(Ok(packet)),
@@ -368,7 +400,10 @@ async fn connection(
     mut stopped: watch::Receiver<bool>,
     sessions: Arc<Sessions>,
 ) -> Result<(), String> {
-    let mut framed = Framed::new(stream, MqttCodec::Version(rmqtt_codec::version::VersionCodec));
+    // Small buffers, grown by the codec as packets need and given back once idle (`Connection::release_buffers`):
+    // tokio-util's default, 8 KiB each way, was most of an idle device's memory.
+    let mut framed = Framed::with_capacity(stream, MqttCodec::Version(rmqtt_codec::version::VersionCodec), IDLE_BUFFER);
+    framed.set_backpressure_boundary(WRITE_BURST);
     let version = match tokio::time::timeout(CONNECT_TIMEOUT, framed.next()).await {
         Ok(Some(Ok((MqttPacket::Version(version), _)))) => version,
         _ => {
@@ -377,7 +412,7 @@ async fn connection(
         }
     };
     *framed.codec_mut() = session_codec(version);
-    let mut framed = Connection { framed, version, unsubscribed: 0 };
+    let mut framed = Connection::new(framed, version);
     let connect = match tokio::time::timeout(CONNECT_TIMEOUT, framed.framed.next()).await {
         Ok(Some(Ok((MqttPacket::V3(Packet::Connect(connect)), _)))) => connect,
         Ok(Some(Ok((MqttPacket::V5(rmqtt_codec::v5::Packet::Connect(connect)), _)))) => v5::connect(*connect),
@@ -404,8 +439,9 @@ async fn connection(
     };
     let key = (Principal::of(&caller), client_id);
     // Subscribed before an earlier connection or a kept session stops listening, so that a reading published
-    // while one hands over to the other reaches this client (twice at worst, which QoS 1 allows).
-    let live = app.hub.subscribe();
+    // while one hands over to the other reaches this client (twice at worst, which QoS 1 allows). A clean session
+    // resumes no subscriptions, so it has nothing to hear yet (and a connecting device skips the subscription).
+    let live = (!connect.clean_session).then(|| app.hub.subscribe(crate::hub::Consumer::Mqtt));
     let (connection, end, ended) = sessions.arrive(&key).await;
     let resumed = sessions.take(&key).filter(|_| !connect.clean_session);
     let session_present = resumed.is_some();
@@ -421,7 +457,7 @@ async fn connection(
     let _connected = Connected::count(&app.metrics);
     tracing::debug!(%peer, token = %caller.record.id, session_present, "mqtt client connected");
     // A connection that subscribes to nothing (a device that only publishes) does not hear the hub at all.
-    let live = (!subscriptions.is_empty()).then_some(live);
+    let live = live.filter(|_| !subscriptions.is_empty());
     let mut session = Session {
         app,
         caller,
@@ -431,6 +467,7 @@ async fn connection(
         last_packet_id: 0,
         live,
         throttled: Throttled::default(),
+        outbox: Outbox::default(),
     };
     // What came for a persistent session while its client was away goes first.
     for (topic, payload, qos) in queued {
@@ -476,6 +513,42 @@ struct Session {
     live: Option<crate::hub::Subscription>,
     /// Publishes dropped for the token's quota, for the log.
     throttled: Throttled,
+    /// Deliveries waiting to be written to the client.
+    outbox: Outbox,
+}
+
+/// Deliveries most one connected session holds while its client reads slower than they come; beyond it the
+/// oldest go, counted (`session_queue_full`) and said in the log at most once a minute.
+const SESSION_QUEUE: usize = 1_000;
+
+/// A connected session's own queue of deliveries (topic, payload, QoS), bounded at `SESSION_QUEUE`.
+#[derive(Debug)]
+struct Outbox {
+    messages: Queue,
+    drops: crate::hub::DropReport,
+}
+
+impl Default for Outbox {
+    fn default() -> Outbox {
+        Outbox { messages: Queue::new(), drops: crate::hub::DropReport::new(crate::hub::Consumer::Mqtt, "session") }
+    }
+}
+
+impl Outbox {
+    fn push(&mut self, messages: Vec<(String, String, QoS)>, metrics: &crate::metrics::Metrics) {
+        let mut lost = 0;
+        for message in messages {
+            if self.messages.len() >= SESSION_QUEUE {
+                self.messages.pop_front();
+                lost += 1;
+            }
+            self.messages.push_back(message);
+        }
+        if lost > 0 {
+            metrics.mqtt.dropped_session_queue.add(lost);
+            self.drops.note(lost);
+        }
+    }
 }
 
 /// How often a connection says in the log that it loses publishes to its token's quota, at most.
@@ -506,32 +579,30 @@ impl Throttled {
     }
 }
 
-/// Turns a new reading into the messages a client's subscriptions call for, remembering devices and variables.
+/// Variables whose routes one connection keeps at most; beyond it they are all worked out again as readings come
+/// (an account-wide subscriber would otherwise hold a route for every variable of the account).
+const ROUTES_KEPT: usize = 4_096;
+
+/// Turns a new reading into the messages a client's subscriptions call for. Devices and variables are described
+/// from the node's shared live descriptions (`DataService::live_device`), not kept here.
 #[derive(Default)]
 struct Routing {
-    devices: HashMap<DeviceId, Arc<Device>>,
     /// Where each variable's readings go for the subscriptions held: the topics that match one, with the QoS.
-    /// Made at a variable's first reading (every reading of a variable has the same topics) and forgotten when the
-    /// subscriptions change, so a reading is not matched against every filter again.
+    /// Made at a variable's first reading (every reading of a variable has the same topics: labels do not change)
+    /// and forgotten when the subscriptions change, so a reading is not matched against every filter again.
     routes: HashMap<VariableId, Vec<(String, Outbound, QoS)>>,
-    variables: HashMap<VariableId, Arc<Variable>>,
+}
+
+/// Where a live reading lies, for `authorize`: from the ids the reading carries (the writer put them there from
+/// the records it stored), so readability is decided before anything is read for the reading. The same target
+/// as `variable_target` of its variable.
+fn live_target(reading: &LiveReading) -> Target {
+    Target::variable(reading.account, reading.collection, reading.device, reading.reading.variable)
 }
 
 impl Routing {
-    /// The device and variable of a reading.
-    async fn describe(&mut self, app: &App, reading: &LiveReading) -> Option<(Arc<Device>, Arc<Variable>)> {
-        if !self.devices.contains_key(&reading.device) {
-            let device = app.data.live_device(reading.account, reading.device).await?;
-            self.devices.insert(device.id, Arc::new(device));
-        }
-        if !self.variables.contains_key(&reading.reading.variable) {
-            let variable = app.data.live_variable(reading.account, reading.reading.variable).await?;
-            self.variables.insert(variable.id, Arc::new(variable));
-        }
-        Some((self.devices.get(&reading.device)?.clone(), self.variables.get(&reading.reading.variable)?.clone()))
-    }
-
     /// `(topic, payload, QoS)` of every message the subscriptions call for, if the caller may read the reading.
+    /// A reading the caller may not read, or that no subscription wants, costs no store read and no lookup.
     async fn messages(
         &mut self,
         app: &App,
@@ -542,28 +613,55 @@ impl Routing {
         if subscriptions.is_empty() || reading.account != caller.account() {
             return Vec::new();
         }
-        let Some((device, variable)) = self.describe(app, reading).await else { return Vec::new() };
-        if caller.authorize(Action::Read, &variable_target(&variable)).is_err() {
+        if caller.authorize(Action::Read, &live_target(reading)).is_err() {
             return Vec::new();
         }
-        let routes = self.routes.entry(variable.id).or_insert_with(|| {
-            let topics = topics::outbound_topics(
-                &reading.collection.to_string(),
-                &device.id.to_string(),
-                device.label.as_str(),
-                variable.label.as_str(),
-            );
-            topics
-                .into_iter()
-                .filter_map(|(topic, kind)| {
-                    let qos = subscribed_qos(subscriptions, &topic)?;
-                    Some((topic, kind, qos))
-                })
-                .collect()
-        });
+        let variable = reading.reading.variable;
+        let device = match self.routes.get(&variable) {
+            Some(routes) if routes.is_empty() => return Vec::new(),
+            // Only a Horde message carries the device's record (its name and tags, current as of the last change).
+            Some(routes) if !routes.iter().any(|(_, kind, _)| *kind == Outbound::HordeMessage) => None,
+            Some(_) => Some(app.data.live_device(reading.account, reading.device).await),
+            None => {
+                let Some(device) = app.data.live_device(reading.account, reading.device).await else {
+                    return Vec::new();
+                };
+                let Some(described) = app.data.live_variable(reading.account, variable).await else {
+                    return Vec::new();
+                };
+                if self.routes.len() >= ROUTES_KEPT {
+                    self.routes.clear();
+                }
+                let topics = topics::outbound_topics(
+                    &reading.collection.to_string(),
+                    &device.id.to_string(),
+                    device.label.as_str(),
+                    described.label.as_str(),
+                );
+                let routes = topics
+                    .into_iter()
+                    .filter_map(|(topic, kind)| {
+                        let qos = subscribed_qos(subscriptions, &topic)?;
+                        Some((topic, kind, qos))
+                    })
+                    .collect();
+                self.routes.insert(variable, routes);
+                Some(Some(device))
+            }
+        };
+        let device = match device {
+            Some(Some(device)) => Some(device),
+            // The device is gone: nothing to describe its readings with.
+            Some(None) => return Vec::new(),
+            None => None,
+        };
+        let Some(routes) = self.routes.get(&variable) else { return Vec::new() };
         routes
             .iter()
-            .map(|(topic, kind, qos)| (topic.clone(), payload(kind, &device, &reading.reading), *qos))
+            .filter_map(|(topic, kind, qos)| {
+                let payload = payload(kind, device.as_deref(), &reading.reading)?;
+                Some((topic.clone(), payload, *qos))
+            })
             .collect()
     }
 
@@ -592,9 +690,15 @@ impl Session {
         // A client silent for one and a half keep-alive periods is gone (MQTT 3.1.1 §3.1.2.10).
         let allowance = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let mut deadline = allowance.map(|allowance| Instant::now() + allowance);
-        let mut commands = self.app.hub.subscribe_commands();
-        let mut recheck = crate::tokens::recheck_ticker();
+        // Heard only once the connection subscribes to something: a command would otherwise wake every connected
+        // device.
+        let mut commands = None;
+        let mut recheck = self.app.tokens.recheck_schedule(&self.caller);
         loop {
+            self.framed.release_buffers();
+            if commands.is_none() && !self.subscriptions.is_empty() {
+                commands = Some(self.app.hub.subscribe_commands());
+            }
             tokio::select! {
                 packet = self.framed.next() => {
                     let packet = match packet {
@@ -609,26 +713,15 @@ impl Session {
                 }
                 reading = next_live(&mut self.live) => {
                     let Some(reading) = reading else { return Ok(()) };
-                    // Whatever else the hub already holds goes out in the same write.
-                    let mut readings = vec![reading];
-                    if let Some(live) = self.live.as_mut() {
-                        while readings.len() < DELIVERIES_PER_WRITE {
-                            let Some(reading) = live.try_next() else { break };
-                            readings.push(reading);
-                        }
+                    self.route(&reading).await;
+                    // Whatever else the hub already holds goes into the same write.
+                    for _ in 1..DELIVERIES_PER_WRITE {
+                        let Some(reading) = self.live.as_mut().and_then(|live| live.try_next()) else { break };
+                        self.route(&reading).await;
                     }
-                    // A client that stops reading would hold this task in the write, where neither the keep-alive
-                    // nor the token recheck runs: it is let go instead.
-                    let metrics = self.app.metrics.clone();
-                    within(STALLED_AFTER, &metrics.mqtt.slow_clients, async {
-                        for reading in &readings {
-                            self.deliver(reading).await?;
-                        }
-                        self.framed.framed.flush().await.map_err(|error| format!("send failed: {error}"))
-                    })
-                    .await?;
                 }
-                command = commands.recv() => match command {
+                _ = std::future::ready(()), if !self.outbox.messages.is_empty() => self.write_outbox().await?,
+                command = next_command(&mut commands) => match command {
                     Ok(command) => {
                         let metrics = self.app.metrics.clone();
                         within(STALLED_AFTER, &metrics.mqtt.slow_clients, self.deliver_command(&command)).await?
@@ -641,7 +734,7 @@ impl Session {
                 _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
                     return Err("keep-alive expired".into());
                 }
-                _ = recheck.tick() => {
+                _ = recheck.due(&self.caller) => {
                     match self.app.tokens.reverify(&self.caller).await {
                         Some(fresh) => self.caller = fresh,
                         None => return Err("the token no longer works".into()),
@@ -702,7 +795,7 @@ impl Session {
                     if may_subscribe(&self.app, &self.caller, &filter).await {
                         // Heard from now on, before the retained states are read: nothing falls in between.
                         if self.live.is_none() {
-                            self.live = Some(self.app.hub.subscribe());
+                            self.live = Some(self.app.hub.subscribe(crate::hub::Consumer::Mqtt));
                         }
                         let granted = if qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce };
                         self.subscriptions.retain(|(existing, _)| existing.as_str() != &*filter);
@@ -765,15 +858,42 @@ impl Session {
         Ok(())
     }
 
-    /// Sends a new reading on every subscribed topic it matches, if the caller may read it.
-    /// The packets are fed, not flushed: the caller flushes after a burst.
-    async fn deliver(&mut self, reading: &LiveReading) -> Result<(), String> {
+    /// Queues the messages a new reading calls for in the session's own queue, if the caller may read it.
+    async fn route(&mut self, reading: &LiveReading) {
         let messages = self.routing.messages(&self.app, &self.caller, &self.subscriptions, reading).await;
-        for (topic, payload, qos) in messages {
-            let publish = self.publication(topic, payload, qos, false);
-            feed(&mut self.framed, Packet::Publish(Box::new(publish))).await?;
+        self.outbox.push(messages, &self.app.metrics);
+    }
+
+    /// Writes the next burst of queued deliveries to the client, and meanwhile keeps taking readings from the hub
+    /// into the session's queue, so a client slow to read loses only its own oldest messages (counted), never the
+    /// hub's for itself. A client that takes nothing for `STALLED_AFTER` is let go: this task is held in the write
+    /// meanwhile, where neither the keep-alive nor the token recheck runs.
+    async fn write_outbox(&mut self) -> Result<(), String> {
+        let mut packets = Vec::with_capacity(self.outbox.messages.len().min(DELIVERIES_PER_WRITE));
+        while packets.len() < DELIVERIES_PER_WRITE {
+            let Some((topic, payload, qos)) = self.outbox.messages.pop_front() else { break };
+            packets.push(Packet::Publish(Box::new(self.publication(topic, payload, qos, false))));
         }
-        Ok(())
+        let metrics = self.app.metrics.clone();
+        let Session { app, caller, framed, subscriptions, routing, live, outbox, .. } = self;
+        let write = within(STALLED_AFTER, &metrics.mqtt.slow_clients, async {
+            for packet in packets {
+                feed(framed, packet).await?;
+            }
+            framed.framed.flush().await.map_err(|error| format!("send failed: {error}"))
+        });
+        tokio::pin!(write);
+        loop {
+            tokio::select! {
+                biased;
+                written = &mut write => return written,
+                reading = next_live(live) => {
+                    let Some(reading) = reading else { return Ok(()) };
+                    let messages = routing.messages(app, caller, subscriptions, &reading).await;
+                    outbox.push(messages, &metrics);
+                }
+            }
+        }
     }
 
     /// After a SUBSCRIBE, sends the last state of every variable whose topics the filter matches, flagged
@@ -847,7 +967,7 @@ impl Session {
                 let Ok(Some(last)) = self.app.data.last_reading(&permit, &variable).await else { continue };
                 for (topic, kind) in wanted {
                     let qos = subscribed_qos(&self.subscriptions, &topic).unwrap_or(QoS::AtMostOnce);
-                    let payload = payload(&kind, &device, &last);
+                    let Some(payload) = payload(&kind, Some(&device), &last) else { continue };
                     self.publish(topic, payload, qos, true).await?;
                 }
             }
@@ -860,23 +980,15 @@ impl Session {
         if self.subscriptions.is_empty() || command.account != self.caller.account() {
             return Ok(());
         }
-        let probe = LiveReading {
-            account: command.account,
-            collection: command.collection,
-            device: command.device,
-            reading: tessera_core::Reading {
-                variable: command.variable,
-                timestamp_ms: command.at_ms,
-                value: tessera_core::Value::Json(command.value.clone()),
-                context: Default::default(),
-                received_at_ms: command.at_ms,
-            },
-        };
-        let Some((device, variable)) = self.routing.describe(&self.app, &probe).await else { return Ok(()) };
-        if self.caller.authorize(Action::Read, &variable_target(&variable)).is_err() {
+        // Decided from the ids the command carries, before its variable is looked up.
+        let target = Target::variable(command.account, command.collection, command.device, command.variable);
+        if self.caller.authorize(Action::Read, &target).is_err() {
             return Ok(());
         }
-        let topic = format!("device/{}/asset/{}/command", device.id, variable.label);
+        let Some(variable) = self.app.data.live_variable(command.account, command.variable).await else {
+            return Ok(());
+        };
+        let topic = format!("device/{}/asset/{}/command", command.device, variable.label);
         if let Some(qos) = subscribed_qos(&self.subscriptions, &topic) {
             let payload = json!({"value": command.value, "at": rfc3339(command.at_ms)}).to_string();
             self.publish(topic, payload, qos, false).await?;
@@ -936,17 +1048,17 @@ async fn may_subscribe(app: &App, caller: &Caller, filter: &str) -> bool {
     }
 }
 
-/// What a reading looks like on one kind of topic.
-fn payload(kind: &Outbound, device: &Device, reading: &tessera_core::Reading) -> String {
+/// What a reading looks like on one kind of topic; a Horde message needs the device (`None` without it).
+fn payload(kind: &Outbound, device: Option<&Device>, reading: &tessera_core::Reading) -> Option<String> {
     let value = reading.value.to_json();
-    match kind {
+    Some(match kind {
         Outbound::UbidotsLastValue => value.to_string(),
         Outbound::UbidotsDot => {
             json!({"value": value, "timestamp": reading.timestamp_ms, "context": reading.context}).to_string()
         }
         Outbound::AssetFeed => json!({"value": value, "at": rfc3339(reading.timestamp_ms)}).to_string(),
-        Outbound::HordeMessage => crate::http::horde::message_json(device, reading).to_string(),
-    }
+        Outbound::HordeMessage => crate::http::horde::message_json(device?, reading).to_string(),
+    })
 }
 
 /// A PUBLISH to a subscriber, at QoS 0.
@@ -974,10 +1086,63 @@ async fn within<T>(
     })?
 }
 
+/// The next actuator command, or never while the connection subscribes to nothing.
+async fn next_command(
+    commands: &mut Option<tokio::sync::broadcast::Receiver<Arc<crate::hub::LiveCommand>>>,
+) -> Result<Arc<crate::hub::LiveCommand>, tokio::sync::broadcast::error::RecvError> {
+    match commands {
+        Some(commands) => commands.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The next reading from the hub, or never while the connection hears nothing.
 async fn next_live(live: &mut Option<crate::hub::Subscription>) -> Option<Arc<LiveReading>> {
     match live {
         Some(live) => live.next().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 19: an idle connection holds small buffers, whatever the packets it read and wrote before.
+    #[tokio::test]
+    async fn a_connection_gives_back_the_buffers_a_large_packet_grew() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut framed =
+            Framed::with_capacity(Transport::Plain(server), session_codec(ProtocolVersion::MQTT3), IDLE_BUFFER);
+        framed.set_backpressure_boundary(WRITE_BURST);
+        let mut connection = Connection::new(framed, ProtocolVersion::MQTT3);
+        let mut peer = Framed::new(client, v3::Codec::new(MAX_PACKET));
+
+        // A 100 KB publish each way.
+        let large = publication("t".into(), "x".repeat(100_000), false);
+        peer.send(Packet::Publish(Box::new(large.clone()))).await.unwrap();
+        assert!(matches!(connection.next().await, Some(Ok(Packet::Publish(_)))));
+        send(&mut connection, Packet::Publish(Box::new(large))).await.unwrap();
+        assert!(matches!(peer.next().await, Some(Ok(_))));
+        let before = (connection.framed.read_buffer().as_ptr(), connection.framed.write_buffer().as_ptr());
+
+        connection.release_buffers();
+        let after = (connection.framed.read_buffer().as_ptr(), connection.framed.write_buffer().as_ptr());
+        assert!(before.0 != after.0 && before.1 != after.1, "both large allocations were given back");
+        assert_eq!(connection.framed.read_buffer().capacity(), IDLE_BUFFER);
+        assert_eq!(connection.framed.write_buffer().capacity(), IDLE_BUFFER);
+        // Small packets leave them as they are.
+        peer.send(Packet::PingRequest).await.unwrap();
+        assert!(matches!(connection.next().await, Some(Ok(Packet::PingRequest))));
+        send(&mut connection, Packet::PingResponse).await.unwrap();
+        connection.release_buffers();
+        let within = |now: *const u8, then: *const u8| (now as usize).wrapping_sub(then as usize) < IDLE_BUFFER;
+        assert!(
+            within(connection.framed.read_buffer().as_ptr(), after.0)
+                && within(connection.framed.write_buffer().as_ptr(), after.1),
+            "no new allocation for a ping"
+        );
     }
 }

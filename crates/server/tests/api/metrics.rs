@@ -11,10 +11,10 @@ use serde_json::json;
 use crate::helpers::{StoreKind, TestServer};
 use crate::mqtt::Client;
 
-const METRICS_TOKEN: &str = "scrape-token-0123456789abcdef";
+pub(crate) const METRICS_TOKEN: &str = "scrape-token-0123456789abcdef";
 
 /// The samples of a scrape, by series (`name{labels}`, as written), with their values.
-fn samples(text: &str) -> HashMap<String, f64> {
+pub(crate) fn samples(text: &str) -> HashMap<String, f64> {
     text.lines()
         .filter(|line| !line.starts_with('#') && !line.is_empty())
         .map(|line| {
@@ -24,7 +24,7 @@ fn samples(text: &str) -> HashMap<String, f64> {
         .collect()
 }
 
-async fn scrape(tessera: &TestServer) -> String {
+pub(crate) async fn scrape(tessera: &TestServer) -> String {
     let response = tessera
         .client
         .get(tessera.url("/metrics"))

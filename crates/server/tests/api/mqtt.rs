@@ -558,3 +558,264 @@ async fn qos_0_publishes_are_stored_and_delivered_in_the_order_sent() {
     let (_, values) = tessera.ubidots(Method::GET, "/devices/stream/n/values?page_size=1000", &token, None).await;
     assert_eq!(values["count"], 200, "every one stored");
 }
+
+/// A scrape's samples (the server was started with the metrics token).
+async fn figures(tessera: &TestServer) -> std::collections::HashMap<String, f64> {
+    crate::metrics::samples(&crate::metrics::scrape(tessera).await)
+}
+
+fn figure(figures: &std::collections::HashMap<String, f64>, series: &str) -> f64 {
+    *figures.get(series).unwrap_or_else(|| panic!("{series} is not in the scrape: {figures:?}"))
+}
+
+/// Issue 19: whether a subscriber may read a reading is decided from the ids it carries before anything is read
+/// for it, and devices and variables are described from one cache every connection shares.
+#[tokio::test]
+async fn subscribers_share_one_read_per_device_and_variable_and_unreadable_readings_cost_none() {
+    let tessera =
+        TestServer::start_with(|config| config.metrics_token = Some(crate::metrics::METRICS_TOKEN.into())).await;
+    let inside = tessera.organization("Inside").await;
+    let inside_token = tessera.organization_token(&inside, "inside").await["token"].as_str().unwrap().to_owned();
+    let outside = tessera.organization("Outside").await;
+    let outside_token = tessera.organization_token(&outside, "outside").await["token"].as_str().unwrap().to_owned();
+    let reads = |figures: &std::collections::HashMap<String, f64>| {
+        (
+            figure(figures, "tessera_cache_misses_total{cache=\"live_devices\"}"),
+            figure(figures, "tessera_cache_misses_total{cache=\"live_variables\"}"),
+        )
+    };
+
+    // A subscriber of the other collection follows every device, and may read none of the inside ones.
+    let mut outsider = Client::connect(&tessera, &outside_token, "").await.unwrap();
+    assert_eq!(outsider.subscribe("/v1.6/devices/+/t/lv").await, SubscribeReturnCode::Success(QoS::AtMostOnce));
+    let before = reads(&figures(&tessera).await);
+    for device in ["a", "b", "c"] {
+        let (status, _) =
+            tessera.ubidots(Method::POST, &format!("/devices/{device}"), &inside_token, Some(json!({"t": 1}))).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // The hub delivers in commit order: once the outsider has its own device's reading, it has passed the others.
+    tessera.ubidots(Method::POST, "/devices/own", &outside_token, Some(json!({"t": 2}))).await;
+    assert_eq!(outsider.message().await, ("/v1.6/devices/own/t/lv".to_owned(), json!(2.0)));
+    let after = reads(&figures(&tessera).await);
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (1.0, 1.0),
+        "only the reading it may read was described: its device and its variable, once each"
+    );
+
+    // Five subscribers following the same three devices: one read per device and variable, not five.
+    let mut followers = Vec::new();
+    for _ in 0..5 {
+        let mut follower = Client::connect(&tessera, &inside_token, "").await.unwrap();
+        follower.subscribe("/v1.6/devices/+/t/lv").await;
+        // The retained last states of the three devices (read by listing, not through the live cache).
+        for _ in 0..3 {
+            follower.message().await;
+        }
+        followers.push(follower);
+    }
+    let before = reads(&figures(&tessera).await);
+    for device in ["a", "b", "c"] {
+        tessera.ubidots(Method::POST, &format!("/devices/{device}"), &inside_token, Some(json!({"t": 3}))).await;
+    }
+    for follower in &mut followers {
+        for _ in 0..3 {
+            let (topic, value) = follower.message().await;
+            assert!(topic.ends_with("/t/lv") && value == json!(3.0), "{topic} {value}");
+        }
+    }
+    let after = reads(&figures(&tessera).await);
+    assert!(
+        after.0 - before.0 <= 3.0 && after.1 - before.1 <= 3.0,
+        "at most one read per device and variable for the five: {before:?} → {after:?}"
+    );
+}
+
+/// Issue 19: a changed device is described anew in the next live message, on every connection that follows it.
+#[tokio::test]
+async fn a_changed_device_is_described_as_it_is_now_in_the_next_live_message() {
+    let tessera = TestServer::start().await;
+    let org = tessera.organization("Renamed").await;
+    let token = tessera.organization_token(&org, "consumer").await["token"].as_str().unwrap().to_owned();
+    let mut consumer = Client::connect(&tessera, &org, &token).await.unwrap();
+    assert_eq!(consumer.subscribe(&format!("{org}/#")).await, SubscribeReturnCode::Success(QoS::AtMostOnce));
+    tessera.ubidots(Method::POST, "/devices/meter", &token, Some(json!({"flow": 1}))).await;
+    let (_, message) = consumer.message().await;
+    assert!(message["device"].get("tags").is_none(), "no tags yet: {message}");
+    let device = message["device"]["deviceId"].as_str().unwrap().to_owned();
+
+    let (status, _) = tessera
+        .call(
+            Method::PATCH,
+            &format!("/collections/{org}/devices/{device}"),
+            &[("x-api-token", token.as_str())],
+            Some(json!({"tags": {"name": "pump 7"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    tessera.ubidots(Method::POST, "/devices/meter", &token, Some(json!({"flow": 2}))).await;
+    let (_, message) = consumer.message().await;
+    assert_eq!(message["device"]["tags"]["name"], "pump 7", "the device as it is now: {message}");
+}
+
+/// Publishes `batches` MQTT messages of 100 readings of `flood`'s variable `t` from `first` on, each carrying 2 KB
+/// of context: more than the kernel's socket buffers hold (up to 4 MiB a side), so a client that stops reading
+/// really stops taking them.
+async fn flood(publisher: &mut Client, batches: i64, first: i64) {
+    let ballast = "x".repeat(2_000);
+    for batch in 0..batches {
+        let dots: Vec<Value> = (0..100)
+            .map(|n| json!({"value": n, "timestamp": first + batch * 100 + n, "context": {"ballast": ballast}}))
+            .collect();
+        assert!(publisher.publish("/v1.6/devices/flood", json!({ "t": dots })).await, "batch {batch} stored");
+    }
+}
+
+/// A TCP connection to MQTT whose receive buffer is as small as the kernel allows, for a client that stops reading.
+async fn small_buffered_stream(tessera: &TestServer) -> TcpStream {
+    let address = tessera.server.as_ref().unwrap().mqtt_addr().expect("MQTT listens");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(1024).unwrap();
+    socket.connect(address).await.unwrap()
+}
+
+/// Issue 19: a subscriber that stops reading loses its own oldest messages, counted in `/metrics`, without
+/// falling behind the hub; a second subscriber that reads gets every message.
+#[tokio::test]
+async fn a_subscriber_that_does_not_read_loses_only_its_own_messages_counted_and_a_reader_gets_all() {
+    const READINGS: i64 = 6_000;
+    let tessera = TestServer::start_with(|config| {
+        config.metrics_token = Some(crate::metrics::METRICS_TOKEN.into());
+        config.hub_capacity = 1_024;
+    })
+    .await;
+    let token = tessera.account_token().await;
+    let stream = small_buffered_stream(&tessera).await;
+    let (mut stalled, _) = Client::connect_over(Box::new(stream), &token, "", "stalled", true).await.unwrap();
+    stalled.subscribe_at("/v1.6/devices/flood/t", QoS::AtLeastOnce).await;
+    let mut reader = Client::connect(&tessera, &token, "").await.unwrap();
+    reader.subscribe_at("/v1.6/devices/flood/t", QoS::AtLeastOnce).await;
+    let reading = tokio::spawn(async move {
+        let mut timestamps = Vec::new();
+        while timestamps.len() < READINGS as usize {
+            let (_, dot) = reader.message().await;
+            timestamps.push(dot["timestamp"].as_i64().unwrap());
+        }
+        timestamps
+    });
+    let before = figures(&tessera).await;
+    let mut publisher = Client::connect(&tessera, &token, "").await.unwrap();
+    flood(&mut publisher, READINGS / 100, 1_000_000).await;
+    let timestamps = tokio::time::timeout(Duration::from_secs(60), reading).await.expect("all arrive").unwrap();
+    assert_eq!(timestamps, (0..READINGS).map(|n| 1_000_000 + n).collect::<Vec<_>>(), "every one, in order");
+    let after = figures(&tessera).await;
+    let moved = |series: &str| figure(&after, series) - before.get(series).copied().unwrap_or(0.0);
+    let lost = moved("tessera_mqtt_messages_dropped_total{reason=\"session_queue_full\"}");
+    assert!(lost > 0.0, "the stalled subscriber lost messages of its own queue, counted");
+    assert_eq!(moved("tessera_hub_dropped_total{consumer=\"mqtt\"}"), 0.0, "and kept up with the hub");
+    drop(stalled);
+}
+
+/// Issue 19: a live stream that stops reading falls behind the hub; what it loses is counted for its kind.
+#[tokio::test]
+async fn an_event_stream_that_does_not_read_has_its_losses_counted_for_its_kind() {
+    let tessera = TestServer::start_with(|config| {
+        config.metrics_token = Some(crate::metrics::METRICS_TOKEN.into());
+        config.hub_capacity = 256;
+    })
+    .await;
+    let org = tessera.organization("Events").await;
+    let token = tessera.organization_token(&org, "events").await["token"].as_str().unwrap().to_owned();
+    let address = tessera.url("/").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(1024).unwrap();
+    let mut stream = socket.connect(address.parse().unwrap()).await.unwrap();
+    let request = format!(
+        "GET /v1/collections/{org}/events HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {token}\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while figure(&figures(&tessera).await, "tessera_hub_consumers") < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "the stream never subscribed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut publisher = Client::connect(&tessera, &token, "").await.unwrap();
+    flood(&mut publisher, 40, 1_000).await;
+    // The client reads again: the stream takes up where it is, and finds what the hub no longer has for it.
+    let draining = tokio::spawn(async move {
+        let mut buffer = vec![0; 64 * 1024];
+        while tokio::io::AsyncReadExt::read(&mut stream, &mut buffer).await.is_ok_and(|read| read > 0) {}
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = figures(&tessera).await;
+        if figure(&now, "tessera_hub_dropped_total{consumer=\"sse\"}") > 0.0 {
+            assert_eq!(figure(&now, "tessera_hub_dropped_total{consumer=\"mqtt\"}"), 0.0);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no loss counted for the stream: {now:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    draining.abort();
+}
+
+/// Issue 19: connections are judged again on change events and their own deadlines, not on a ticker, and an
+/// expired token still ends its connection as its expiry passes.
+#[tokio::test]
+async fn an_idle_connection_is_not_rechecked_every_second_and_an_expiring_one_ends_at_its_expiry() {
+    let tessera =
+        TestServer::start_with(|config| config.metrics_token = Some(crate::metrics::METRICS_TOKEN.into())).await;
+    let org = tessera.organization("Idle").await;
+    let (_, minted) = tessera
+        .native(Method::POST, &format!("/collections/{org}/ground-tokens"), &tessera.api_key, Some(json!({})))
+        .await;
+    let lasting = minted["secret"].as_str().unwrap().to_owned();
+    let mut idle = Client::connect(&tessera, &lasting, &lasting).await.unwrap();
+    idle.subscribe("device/+/asset/+/feed").await;
+    let rechecks = |figures: &std::collections::HashMap<String, f64>| figure(figures, "tessera_token_rechecks_total");
+    // The connection's first check comes at once; then nothing happens for it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = rechecks(&figures(&tessera).await);
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    // On PostgreSQL the suites' servers share one NOTIFY channel (a known gap), so the invalidations of tests
+    // running beside this one wake its connection too: only SQLite's server hears nothing but its own.
+    if crate::STORE == crate::helpers::StoreKind::Sqlite {
+        let after = rechecks(&figures(&tessera).await);
+        assert_eq!(after, before, "three idle seconds, no check (a ticker made three)");
+        // Someone else's token revoked (a logout, say, which anyone can repeat at will) wakes nobody else.
+        let (_, other) = tessera
+            .native(Method::POST, &format!("/collections/{org}/ground-tokens"), &tessera.api_key, Some(json!({})))
+            .await;
+        let other = other["id"].as_str().unwrap();
+        let (status, _) = tessera.native(Method::DELETE, &format!("/tokens/{other}"), &tessera.api_key, None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(rechecks(&figures(&tessera).await), after, "another token's revocation woke no connection");
+    }
+
+    let (_, minted) = tessera
+        .native(
+            Method::POST,
+            &format!("/collections/{org}/ground-tokens"),
+            &tessera.api_key,
+            Some(json!({"expires_in": 2})),
+        )
+        .await;
+    let expiring = minted["secret"].as_str().unwrap().to_owned();
+    let expires_at = tessera_core::time::parse_iso8601(minted["expires_at"].as_str().unwrap()).unwrap();
+    let mut connected = Client::connect(&tessera, &expiring, &expiring).await.unwrap();
+    connected.subscribe("device/+/asset/+/feed").await;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), connected.framed.next()).await {
+            Ok(None) | Ok(Some(Err(_))) => break,
+            Ok(Some(Ok(_))) => continue,
+            Err(_) => panic!("the connection of an expired token stayed open"),
+        }
+    }
+    let now = tessera_server::time::now_ms();
+    assert!(now >= expires_at - 50, "not before its expiry: {now} against {expires_at}");
+    assert!(now < expires_at + 1_500, "within about a second of its expiry: {now} against {expires_at}");
+    // The lasting token's connection is still there.
+    assert_eq!(idle.subscribe("device/+/asset/x/feed").await, SubscribeReturnCode::Success(QoS::AtMostOnce));
+}

@@ -453,3 +453,38 @@ async fn rotation_overlaps_and_disabling_hold_on_every_node() {
     .await;
     assert!(Client::connect(&b, new, "").await.is_err(), "B refuses the disabled token");
 }
+
+/// Issue 19: live readings are described from each node's shared descriptions, which the store's invalidation of
+/// a changed device reaches on every node.
+#[tokio::test]
+async fn a_device_changed_on_one_node_is_described_anew_by_the_others_live_consumers() {
+    let a = TestServer::start().await;
+    let b = another_node(&a).await;
+    let org = a.organization("Described").await;
+    let token = a.organization_token(&org, "consumer").await["token"].as_str().unwrap().to_owned();
+    let mut consumer = Client::connect(&b, &org, &token).await.unwrap();
+    consumer.subscribe(&format!("{org}/#")).await;
+    a.ubidots(Method::POST, "/devices/meter", &token, Some(json!({"flow": 1}))).await;
+    let (_, message) = consumer.message().await;
+    assert!(message["device"].get("tags").is_none(), "no tags yet: {message}");
+    let device = message["device"]["deviceId"].as_str().unwrap().to_owned();
+
+    let (status, _) = a
+        .call(
+            Method::PATCH,
+            &format!("/collections/{org}/devices/{device}"),
+            &[("x-api-token", token.as_str())],
+            Some(json!({"tags": {"name": "pump 7"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // Node B hears the change shortly after the commit; until then a reading may still show the old record.
+    let mut flow = 1;
+    until(Duration::from_secs(5), "node B describes the device as it is now", async || {
+        flow += 1;
+        a.ubidots(Method::POST, "/devices/meter", &token, Some(json!({ "flow": flow }))).await;
+        let (_, message) = consumer.message().await;
+        message["device"]["tags"]["name"] == "pump 7"
+    })
+    .await;
+}

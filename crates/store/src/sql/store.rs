@@ -656,7 +656,7 @@ impl DeviceStore for Backend {
         .fetch_one(&mut *transaction)
         .await?;
         // Every node drops its cached copy, so the next lookup by label reads the new name, identities and tags.
-        let changed = Invalidation::Device { account: device.account, label: label_from_column(label)? };
+        let changed = Invalidation::Device { account: device.account, id: device.id, label: label_from_column(label)? };
         tell_in(&mut transaction, &[changed]).await?;
         transaction.commit().await?;
         Ok(())
@@ -730,7 +730,8 @@ impl DeviceStore for Backend {
             .bind(device.as_i64())
             .fetch_one(&mut *transaction)
             .await?;
-        tell_in(&mut transaction, &[Invalidation::Device { account, label: label_from_column(label)? }]).await?;
+        let deleted = Invalidation::Device { account, id: device, label: label_from_column(label)? };
+        tell_in(&mut transaction, &[deleted]).await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -853,7 +854,11 @@ impl DeviceStore for Backend {
         .bind(variable.id.as_i64())
         .fetch_one(&mut *transaction)
         .await?;
-        let changed = Invalidation::Variable { device: DeviceId::from_i64(device), label: label_from_column(label)? };
+        let changed = Invalidation::Variable {
+            device: DeviceId::from_i64(device),
+            id: variable.id,
+            label: label_from_column(label)?,
+        };
         tell_in(&mut transaction, &[changed]).await?;
         transaction.commit().await?;
         Ok(())
@@ -886,7 +891,11 @@ impl DeviceStore for Backend {
                 .bind(variable.as_i64())
                 .fetch_one(&mut *transaction)
                 .await?;
-        let deleted = Invalidation::Variable { device: DeviceId::from_i64(device), label: label_from_column(label)? };
+        let deleted = Invalidation::Variable {
+            device: DeviceId::from_i64(device),
+            id: variable,
+            label: label_from_column(label)?,
+        };
         tell_in(&mut transaction, &[deleted]).await?;
         sqlx::query("DELETE FROM readings WHERE variable_id = $1")
             .bind(variable.as_i64())

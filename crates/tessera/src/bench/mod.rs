@@ -6,12 +6,14 @@
 mod backup;
 mod baseline;
 mod console;
+mod crash;
 mod fleet;
 mod load;
 mod mosquitto;
 mod mqtt;
 mod population;
 mod process;
+mod range;
 mod soak;
 
 use std::net::SocketAddr;
@@ -51,6 +53,9 @@ pub struct Options {
     pub soak: Option<Duration>,
     pub soak_plot: std::path::PathBuf,
     pub fleet_shape: FleetShape,
+    /// Kill a serving Tessera with SIGKILL under HTTP and MQTT ingest this many times instead, restarting it on
+    /// the same store each time, and check that every acknowledged reading is there (`crash.rs`).
+    pub crash: Option<usize>,
 }
 
 /// One measured scenario, with the server's CPU and memory over it.
@@ -270,6 +275,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     if options.backup {
         return backup::run(&options).await;
     }
+    if let Some(cycles) = options.crash {
+        return crash::run(&options, cycles).await;
+    }
     if let Some(duration) = options.soak {
         return soak::run(&options, duration).await;
     }
@@ -387,6 +395,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     results.push(
         measure(&options, "token-checked reads (last value)", &tessera, reads, closed, Some(baseline_rate)).await?,
     );
+    say(&options, "reading a range of 10 000 values, in pages of 1 000");
+    let range = range::time_range_read(tessera.http, "bench-0", &tokens[0]).await?;
     results.extend(mqtt_comparison(&options, &tessera, &tokens).await?);
 
     // The same ingest once the store holds a million devices and tokens more (it does not restart: what it has
@@ -461,7 +471,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         schema.drop().await?;
     }
     let _ = std::fs::remove_dir_all(&data_dir);
-    report(&options, &results, verify, counting, revocation, population);
+    let figures = Figures { verify, counting, revocation, population, range };
+    report(&options, &results, figures);
     Ok(())
 }
 
@@ -603,14 +614,78 @@ fn say(options: &Options, text: &str) {
     }
 }
 
-fn report(
-    options: &Options,
-    results: &[Measured],
+/// A figure the benchmark is held to (issue 17), and whether this run met it.
+struct Target {
+    what: &'static str,
+    figure: f64,
+    unit: &'static str,
+    met: bool,
+}
+
+/// The targets, read off this run's scenarios (a scenario not run has no target line).
+fn targets(results: &[Measured], population: Option<&Population>) -> Vec<Target> {
+    let named = |name: &str| results.iter().find(|result| result.name == name);
+    let ratio =
+        |result: &Measured| result.baseline_per_second.map_or(0.0, |baseline| result.outcome.per_second() / baseline);
+    let mut targets = Vec::new();
+    if let Some(ingest) = named("ingest against the durable baseline") {
+        let figure = ratio(ingest);
+        targets.push(Target {
+            what: "ingest, durable, at least 0.8 of the durable baseline",
+            figure,
+            unit: "×",
+            met: figure >= 0.8,
+        });
+    }
+    if let Some(paced) = named("ingest at half load (paced)") {
+        let figure = paced.outcome.quantile_ms(0.99);
+        targets.push(Target {
+            what: "paced ingest at half the rate: p99 at most 5 ms",
+            figure,
+            unit: "ms",
+            met: figure <= 5.0,
+        });
+    }
+    if let Some(reads) = named("token-checked reads (last value)") {
+        let figure = ratio(reads);
+        targets.push(Target {
+            what: "last-value reads: at least 0.8 of the no-op baseline",
+            figure,
+            unit: "×",
+            met: figure >= 0.8,
+        });
+    }
+    if let Some(population) = population {
+        let figure = population.ratio_to_small_store;
+        targets.push(Target {
+            what: "full store: ingest within 20 % of the small store",
+            figure,
+            unit: "×",
+            met: figure >= 0.8,
+        });
+        let figure = population.peak_rss_mib;
+        targets.push(Target {
+            what: "full store: server RSS at most 300 MiB",
+            figure,
+            unit: "MiB",
+            met: figure <= 300.0,
+        });
+    }
+    targets
+}
+
+/// What the benchmark measured besides its scenarios' rates.
+struct Figures {
     verify: VerifyTimes,
     counting: CountingCost,
     revocation: Option<(f64, f64)>,
     population: Option<Population>,
-) {
+    range: range::RangeRead,
+}
+
+fn report(options: &Options, results: &[Measured], figures: Figures) {
+    let Figures { verify, counting, revocation, population, range } = figures;
+    let targets = targets(results, population.as_ref());
     if options.json {
         let document = json!({
             "store": if options.database_url.is_some() { "postgres" } else { "sqlite" },
@@ -631,6 +706,12 @@ fn report(
                 "cached_with_quota_p99": round(verify.cached_limited.1),
             },
             "quota_check_ns": round(verify.quota_take_ns),
+            "range_read": {
+                "values": range.values,
+                "pages": range.pages,
+                "median_ms": round(range.median_ms),
+                "slowest_ms": round(range.slowest_ms),
+            },
             "request_counting_ns": {
                 "observe": round(counting.observe_ns),
                 "router_with_layers": round(counting.router_with_ns),
@@ -641,6 +722,10 @@ fn report(
             "seconds_per_run": options.duration.as_secs_f64(),
             "rounds": options.rounds,
             "scenarios": results.iter().map(Measured::json).collect::<Vec<_>>(),
+            "targets": targets
+                .iter()
+                .map(|target| json!({"target": target.what, "figure": round(target.figure), "unit": target.unit, "met": target.met}))
+                .collect::<Vec<_>>(),
         });
         println!("{document:#}");
         return;
@@ -670,6 +755,11 @@ fn report(
             ratio
         );
     }
+    println!("\ntargets:");
+    for target in &targets {
+        let verdict = if target.met { "met" } else { "MISSED" };
+        println!("  {:<60} {:>8.2} {:<3} {verdict}", target.what, target.figure, target.unit);
+    }
     println!(
         "\ntoken verification: {:.2} µs p50, {:.2} µs p99 from the cache; {:.1} µs p50, {:.1} µs p99 from the store",
         verify.cached.0, verify.cached.1, verify.from_store.0, verify.from_store.1
@@ -686,6 +776,11 @@ fn report(
         counting.router_with_ns,
         counting.router_without_ns,
         counting.router_with_ns - counting.router_without_ns
+    );
+    println!(
+        "a range of {} values read back in {} pages (Ubidots API, newest first): {:.1} ms median, {:.1} ms slowest of \
+         7 reads",
+        range.values, range.pages, range.median_ms, range.slowest_ms
     );
     if let Some((p50, p99)) = revocation {
         println!("revocation seen by the other node: {p50:.1} ms p50, {p99:.1} ms p99");

@@ -18,7 +18,8 @@ use tokio_util::codec::Framed;
 
 pub(super) type Client = Framed<TcpStream, v3::Codec>;
 
-async fn connect(address: SocketAddr, client_id: &str, username: Option<&str>) -> anyhow::Result<Client> {
+/// Connects with a clean session, `username` as the credential (a Tessera token), and waits for the CONNACK.
+pub(super) async fn connect(address: SocketAddr, client_id: &str, username: Option<&str>) -> anyhow::Result<Client> {
     let stream = TcpStream::connect(address).await.with_context(|| format!("connecting to MQTT at {address}"))?;
     stream.set_nodelay(true)?;
     handshake(stream, client_id, username, username.map(|_| "bench"), 60).await

@@ -6,8 +6,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+/// Of a server's complaints, this many are kept word for word; the count covers all.
+const KEPT_COMPLAINTS: usize = 10;
 
 /// A server started by the benchmark, stopped when dropped.
 pub struct ChildServer {
@@ -18,6 +22,41 @@ pub struct ChildServer {
     pub api_key: Option<String>,
     /// The administrator's password printed at the first start, likewise.
     pub admin_password: Option<String>,
+    /// Forwards the server's stderr to ours and notes its complaints, until the server's end.
+    stderr: Option<JoinHandle<Complaints>>,
+}
+
+/// The lines a server logged at level ERROR, and its panics.
+#[derive(Debug, Default, Clone)]
+pub struct Complaints {
+    pub count: u64,
+    /// The first `KEPT_COMPLAINTS` of them.
+    pub first: Vec<String>,
+}
+
+/// Copies the server's stderr to the benchmark's, line by line (bytes that are not UTF-8 shown replaced, so the
+/// pipe is always drained), and answers the complaints among them once the server has closed it.
+async fn forward_stderr(stderr: impl AsyncRead + Unpin) -> Complaints {
+    let mut reader = BufReader::new(stderr);
+    let mut complaints = Complaints::default();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return complaints,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end();
+        eprintln!("{text}");
+        // The text format colours the level, so the word is looked for, not a column.
+        if text.contains("ERROR") || text.contains("panicked") {
+            complaints.count += 1;
+            if complaints.first.len() < KEPT_COMPLAINTS {
+                complaints.first.push(text.to_owned());
+            }
+        }
+    }
 }
 
 impl ChildServer {
@@ -25,12 +64,13 @@ impl ChildServer {
     pub async fn start(args: &[&str], environment: &[(&str, &str)]) -> anyhow::Result<ChildServer> {
         let executable = std::env::current_exe().context("finding the tessera executable")?;
         let mut command = Command::new(executable);
-        command.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
+        command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         command.env("RUST_LOG", "warn");
         for (name, value) in environment {
             command.env(name, value);
         }
         let mut child = command.spawn().context("starting a server")?;
+        let stderr = child.stderr.take().map(|stderr| tokio::spawn(forward_stderr(stderr)));
         let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
         let (mut mqtt, mut api_key, mut admin_password) = (None, None, None);
         loop {
@@ -50,7 +90,7 @@ impl ChildServer {
             {
                 // Keep draining stdout so the child never blocks on a full pipe.
                 tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-                return Ok(ChildServer { child, http: address.parse()?, mqtt, api_key, admin_password });
+                return Ok(ChildServer { child, http: address.parse()?, mqtt, api_key, admin_password, stderr });
             }
         }
     }
@@ -74,10 +114,35 @@ impl ChildServer {
         self.pid().map_or(0.0, rss_kib)
     }
 
+    /// Kills the server with SIGKILL, as a crash would, and waits for it to die; answers what it complained of in
+    /// its life. Fails if it had already exited by itself, or died of something else.
+    pub async fn kill(mut self) -> anyhow::Result<Complaints> {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(status) = self.child.try_wait().context("asking whether the server still runs")? {
+            bail!("the server exited by itself ({status}) before it was killed");
+        }
+        // `start_kill` is SIGKILL on Unix.
+        self.child.start_kill().context("killing the server")?;
+        let status = self.child.wait().await.context("waiting for the killed server")?;
+        if status.signal() != Some(SIGKILL) {
+            bail!("the server ended with {status}, not by SIGKILL");
+        }
+        let Some(stderr) = self.stderr.take() else { return Ok(Complaints::default()) };
+        // The pipe closes with the process; the bound is for a descendant that might still hold it.
+        let complaints = tokio::time::timeout(Duration::from_secs(5), stderr)
+            .await
+            .context("the killed server's stderr stayed open")?
+            .context("forwarding the server's stderr")?;
+        Ok(complaints)
+    }
+
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
 }
+
+/// SIGKILL's number, which POSIX fixes at 9 (no `libc` dependency for one constant).
+const SIGKILL: i32 = 9;
 
 /// CPU seconds process `pid` has used so far (user + system).
 pub fn cpu_seconds(pid: u32) -> f64 {
@@ -118,4 +183,19 @@ pub fn pid_of(name: &str) -> Option<u32> {
         let command = std::fs::read_to_string(entry.path().join("comm")).ok()?;
         (command.trim() == name).then_some(pid)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn errors_and_panics_are_complaints_whatever_the_colours_and_bytes() {
+        let logged: &[u8] = b"\x1b[33m WARN\x1b[0m slow statement\n\x1b[31mERROR\x1b[0m commit of readings failed\n\
+            \xff\xfe not UTF-8\nthread 'tokio-runtime-worker' panicked at src/writer.rs:1:1\nlast line, no newline";
+        let complaints = forward_stderr(logged).await;
+        assert_eq!(complaints.count, 2, "{complaints:?}");
+        assert!(complaints.first[0].contains("commit of readings failed"));
+        assert!(complaints.first[1].contains("panicked"));
+    }
 }

@@ -502,7 +502,7 @@ pub(super) async fn create_token(
 
 /// `GET /console/collections/{id}/live[?device=ID]`: the collection's new readings (or one device's) as
 /// Server-Sent Events for the page's script, each authorized for the viewer, with the device's and variable's
-/// labels (looked up once per stream). A person holds at most `STREAMS_PER_PERSON` at once.
+/// labels (from the node's shared live descriptions). A person holds at most `STREAMS_PER_PERSON` at once.
 pub(super) async fn live(
     State(app): State<App>,
     axum::Extension(console): axum::Extension<super::session::Console>,
@@ -526,10 +526,6 @@ pub(super) async fn live(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
 }
 
-/// Labels a stream has looked up, bounded so a collection with many devices cannot grow one stream's memory
-/// without end (cleared when full; looked up again as needed).
-const LIVE_LABELS_KEPT: usize = 4_096;
-
 struct Follow {
     app: App,
     caller: Caller,
@@ -538,34 +534,7 @@ struct Follow {
     device: Option<DeviceId>,
     _slot: super::session::StreamSlot,
     subscription: crate::hub::Subscription,
-    recheck: tokio::time::Interval,
-    devices: HashMap<DeviceId, Option<(String, String)>>,
-    variables: HashMap<tessera_core::VariableId, Option<String>>,
-}
-
-impl Follow {
-    async fn device(&mut self, live: &crate::live::LiveReading) -> Option<(String, String)> {
-        if self.devices.len() >= LIVE_LABELS_KEPT {
-            self.devices.clear();
-        }
-        if !self.devices.contains_key(&live.device) {
-            let found = self.app.data.live_device(live.account, live.device).await;
-            self.devices.insert(live.device, found.map(|device| (device.label.to_string(), device.name.clone())));
-        }
-        self.devices.get(&live.device)?.clone()
-    }
-
-    async fn variable(&mut self, live: &crate::live::LiveReading) -> Option<String> {
-        if self.variables.len() >= LIVE_LABELS_KEPT {
-            self.variables.clear();
-        }
-        let id = live.reading.variable;
-        if !self.variables.contains_key(&id) {
-            let found = self.app.data.live_variable(live.account, id).await;
-            self.variables.insert(id, found.map(|variable| variable.label.to_string()));
-        }
-        self.variables.get(&id)?.clone()
-    }
+    recheck: crate::tokens::RecheckSchedule,
 }
 
 fn live_events(
@@ -575,19 +544,9 @@ fn live_events(
     device: Option<DeviceId>,
     slot: super::session::StreamSlot,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    let subscription = app.hub.subscribe();
-    let recheck = crate::tokens::recheck_ticker();
-    let follow = Follow {
-        app,
-        caller,
-        collection,
-        device,
-        _slot: slot,
-        subscription,
-        recheck,
-        devices: HashMap::new(),
-        variables: HashMap::new(),
-    };
+    let subscription = app.hub.subscribe(crate::hub::Consumer::Console);
+    let recheck = app.tokens.recheck_schedule(&caller);
+    let follow = Follow { app, caller, collection, device, _slot: slot, subscription, recheck };
     stream::unfold(follow, |mut follow| async move {
         loop {
             tokio::select! {
@@ -603,13 +562,17 @@ fn live_events(
                     if follow.caller.authorize(Action::Read, &target).is_err() {
                         continue;
                     }
-                    let Some((label, name)) = follow.device(&live).await else { continue };
-                    let Some(variable) = follow.variable(&live).await else { continue };
+                    // Described from the node's shared descriptions, after the reading was found readable.
+                    let Some(device) = follow.app.data.live_device(live.account, live.device).await else { continue };
+                    let Some(variable) = follow.app.data.live_variable(live.account, live.reading.variable).await
+                    else {
+                        continue;
+                    };
                     let data = json!({
                         "device": live.device.to_string(),
-                        "label": label,
-                        "name": name,
-                        "variable": variable,
+                        "label": device.label.as_str(),
+                        "name": device.name,
+                        "variable": variable.label.as_str(),
                         "value": format::value_text(&live.reading.value),
                         // The number itself, for the chart (the text above is rounded for reading).
                         "number": match live.reading.value { tessera_core::Value::Number(number) => Some(number), _ => None },
@@ -619,7 +582,7 @@ fn live_events(
                     });
                     return Some((Ok(Event::default().event("reading").data(data.to_string())), follow));
                 }
-                _ = follow.recheck.tick() => {
+                _ = follow.recheck.due(&follow.caller) => {
                     match follow.app.tokens.reverify(&follow.caller).await {
                         Some(fresh) => follow.caller = fresh,
                         None => return None,

@@ -1,11 +1,10 @@
 //! `/collections/{id}/from` and `/collections/{id}/devices/{id}/from`: WebSockets streaming each new reading of
 //! the collection or device as a Horde message, and `{"type": "keepAlive"}` after 30 s without one. The token
 //! comes in `X-API-Token` (or `Authorization: Bearer`), or in the `api_token` query parameter, which only a
-//! read-only token may use. The caller is judged again every second, so a revoked token is cut off. What the
+//! read-only token may use. The caller is judged again on every change to tokens and at its expiry, so a revoked token is cut off. What the
 //! client sends is read only for its control frames: a message or frame over `websocket_max_message_size` closes
 //! the socket (1008), so nothing a client sends is buffered beyond that.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
@@ -14,13 +13,11 @@ use axum::http::request::Parts;
 use axum::response::Response;
 use serde_json::json;
 use tessera_core::{Action, DeviceId};
-use tessera_store::Device;
 use tokio::time::Instant;
 
 use super::collections::{device_for, message_json};
 use super::{HordeError, HordeResult};
 use crate::app::{App, AppError};
-use crate::data::device_target;
 use crate::http::QueryParams;
 use crate::http::listed::ListedRouter;
 use crate::tokens::{Caller, VerifyError};
@@ -105,10 +102,9 @@ fn start(upgrade: WebSocketUpgrade, app: App, caller: Caller, stream: Stream) ->
 }
 
 async fn serve(mut socket: WebSocket, app: App, mut caller: Caller, stream: Stream) {
-    let mut subscription = app.hub.subscribe();
-    let mut devices: HashMap<DeviceId, Device> = HashMap::new();
+    let mut subscription = app.hub.subscribe(crate::hub::Consumer::HordeStream);
     let mut keep_alive_at = Instant::now() + KEEP_ALIVE_AFTER;
-    let mut recheck = crate::tokens::recheck_ticker();
+    let mut recheck = app.tokens.recheck_schedule(&caller);
     loop {
         tokio::select! {
             live = subscription.next() => {
@@ -120,19 +116,13 @@ async fn serve(mut socket: WebSocket, app: App, mut caller: Caller, stream: Stre
                 if !wanted || live.account != caller.account() {
                     continue;
                 }
-                let device = match devices.get(&live.device) {
-                    Some(device) => device.clone(),
-                    None => match app.data.live_device(live.account, live.device).await {
-                        Some(device) => {
-                            devices.insert(device.id, device.clone());
-                            device
-                        }
-                        None => continue,
-                    },
-                };
-                if caller.authorize(Action::Read, &device_target(&device)).is_err() {
+                // Readable or not is decided from the ids the reading carries, before its device is looked up.
+                let target = tessera_core::Target::device(live.account, live.collection, live.device);
+                if caller.authorize(Action::Read, &target).is_err() {
                     continue;
                 }
+                // From the node's shared descriptions, current as of the device's last change.
+                let Some(device) = app.data.live_device(live.account, live.device).await else { continue };
                 let text = message_json(&device, &live.reading).to_string();
                 if socket.send(Message::Text(text.into())).await.is_err() {
                     break;
@@ -146,7 +136,7 @@ async fn serve(mut socket: WebSocket, app: App, mut caller: Caller, stream: Stre
                 }
                 keep_alive_at = Instant::now() + KEEP_ALIVE_AFTER;
             }
-            _ = recheck.tick() => {
+            _ = recheck.due(&caller) => {
                 // Revoked, expired, or its creator's reach changed: judge the stream again.
                 match app.tokens.reverify(&caller).await {
                     Some(fresh) => caller = fresh,

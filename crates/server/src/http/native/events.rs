@@ -1,6 +1,6 @@
 //! `GET /v1/collections/{id}/events`: Server-Sent Events, one `reading` event per new reading of the collection
 //! that the caller may read, fed by the live hub; a comment line every 15 s keeps proxies from closing it. The
-//! token is checked again every second, so a revoked one ends the stream.
+//! token is checked again on every change to tokens and at its expiry, so a revoked one ends the stream.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -28,7 +28,7 @@ pub fn routes() -> OpenApiRouter<App> {
 ///
 /// Server-Sent Events: one `reading` event per new reading the caller may read (its data a JSON object with
 /// `collection`, `device`, `variable`, `timestamp` in milliseconds, `at`, `value` and `context`), and a comment
-/// line every 15 s. The stream ends when the token stops working (checked every second).
+/// line every 15 s. The stream ends when the token stops working (checked again at every change and at its expiry).
 #[utoipa::path(
     get, path = "/collections/{id}/events", tag = "events", operation_id = "collection_events",
     security(("bearer" = [])),
@@ -53,12 +53,12 @@ struct Follow {
     caller: Caller,
     collection: CollectionId,
     subscription: crate::hub::Subscription,
-    recheck: tokio::time::Interval,
+    recheck: crate::tokens::RecheckSchedule,
 }
 
 fn reading_events(app: App, caller: Caller, collection: CollectionId) -> impl Stream<Item = Result<Event, Infallible>> {
-    let subscription = app.hub.subscribe();
-    let recheck = crate::tokens::recheck_ticker();
+    let subscription = app.hub.subscribe(crate::hub::Consumer::Events);
+    let recheck = app.tokens.recheck_schedule(&caller);
     let follow = Follow { app, caller, collection, subscription, recheck };
     stream::unfold(follow, |mut follow| async move {
         loop {
@@ -85,7 +85,7 @@ fn reading_events(app: App, caller: Caller, collection: CollectionId) -> impl St
                     let event = Event::default().event("reading").data(data.to_string());
                     return Some((Ok(event), follow));
                 }
-                _ = follow.recheck.tick() => {
+                _ = follow.recheck.due(&follow.caller) => {
                     // The caller's grant is judged again: revoked, expired, or its creator's reach changed.
                     let presented = follow.caller.record.id;
                     let still_live = follow.app.tokens.reverify(&follow.caller).await;
