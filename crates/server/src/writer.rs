@@ -352,6 +352,13 @@ mod tests {
         (Arc::new(store), [ids[0], ids[1]])
     }
 
+    /// A writer of `store` with a queue of 64 and batches of at most `max_batch` readings; `only_writer` as on
+    /// SQLite (last readings held) or not (PostgreSQL).
+    fn start_writer(store: &Arc<dyn Store>, only_writer: bool, max_batch: usize) -> (ReadingWriter, JoinHandle<()>) {
+        let hub = Arc::new(Hub::new(16, crate::peers::Peers::none()));
+        ReadingWriter::start(store.clone(), hub, LastReadings::new(only_writer, 1_000), 64, max_batch)
+    }
+
     const ORIGIN: Origin = Origin {
         account: AccountId(tessera_core::Id::from_i64(1)),
         collection: CollectionId(tessera_core::Id::from_i64(1)),
@@ -373,13 +380,7 @@ mod tests {
     #[tokio::test]
     async fn queued_requests_are_committed_together() {
         let (store, [a, b]) = store_with_two_variables().await;
-        let (writer, task) = ReadingWriter::start(
-            store.clone(),
-            Arc::new(Hub::new(16, crate::peers::Peers::none())),
-            LastReadings::new(true, 1_000),
-            64,
-            10_000,
-        );
+        let (writer, task) = start_writer(&store, true, 10_000);
         let requests = (0..20).map(|n| writer.write(vec![reading(a, n), reading(b, n)], vec![ORIGIN; 2]));
         let outcomes = futures_join(requests).await;
         assert!(outcomes.iter().all(Result::is_ok));
@@ -395,13 +396,7 @@ mod tests {
     #[tokio::test]
     async fn batches_are_bounded_and_stop_commits_what_was_queued() {
         let (store, [a, _]) = store_with_two_variables().await;
-        let (writer, task) = ReadingWriter::start(
-            store.clone(),
-            Arc::new(Hub::new(16, crate::peers::Peers::none())),
-            LastReadings::new(true, 1_000),
-            64,
-            5,
-        );
+        let (writer, task) = start_writer(&store, true, 5);
         let requests = (0..10)
             .map(|n| writer.write(vec![reading(a, n), reading(a, n + 100), reading(a, n + 200)], vec![ORIGIN; 3]));
         assert!(futures_join(requests).await.iter().all(Result::is_ok));
@@ -420,13 +415,7 @@ mod tests {
         let account = store.accounts().await.unwrap()[0].id;
         let variable = store.variable(account, a).await.unwrap();
         let origin = Origin { account, collection: variable.collection, device: variable.device };
-        let (writer, task) = ReadingWriter::start(
-            store.clone(),
-            Arc::new(Hub::new(16, crate::peers::Peers::none())),
-            LastReadings::new(true, 1_000),
-            64,
-            10_000,
-        );
+        let (writer, task) = start_writer(&store, true, 10_000);
         let before = now_ms();
         writer.write(vec![reading(a, 1), reading(b, 1), reading(a, 2)], vec![origin; 3]).await.unwrap();
         assert_eq!(writer.activity.seen().len(), 1, "one entry for the device, whatever its readings");
@@ -444,13 +433,7 @@ mod tests {
     #[tokio::test]
     async fn last_readings_follow_commits_and_deletions() {
         let (store, [a, b]) = store_with_two_variables().await;
-        let (writer, task) = ReadingWriter::start(
-            store.clone(),
-            Arc::new(Hub::new(16, crate::peers::Peers::none())),
-            LastReadings::new(true, 1_000),
-            64,
-            10_000,
-        );
+        let (writer, task) = start_writer(&store, true, 10_000);
         let last = async |variable| writer.last_reading(variable).await.unwrap().map(|last| last.timestamp_ms);
         assert_eq!(last(a).await, None, "read from the store: nothing yet, and held as nothing");
         writer.write(vec![reading(a, 20), reading(a, 10)], vec![ORIGIN; 2]).await.unwrap();
@@ -470,13 +453,7 @@ mod tests {
 
         // Not the only writer (a PostgreSQL cluster): another node's commit must be seen at once, so every read
         // goes to the store.
-        let (writer, task) = ReadingWriter::start(
-            store.clone(),
-            Arc::new(Hub::new(16, crate::peers::Peers::none())),
-            LastReadings::new(false, 1_000),
-            64,
-            10_000,
-        );
+        let (writer, task) = start_writer(&store, false, 10_000);
         assert_eq!(writer.last_reading(a).await.unwrap().map(|last| last.timestamp_ms), Some(20));
         store.insert_readings(&[reading(a, 50)]).await.unwrap();
         assert_eq!(writer.last_reading(a).await.unwrap().map(|last| last.timestamp_ms), Some(50));

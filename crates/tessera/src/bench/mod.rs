@@ -330,24 +330,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     say(&options, &format!("creating {} devices, each with its own token", options.devices));
     let tokens = Arc::new(provision(tessera.http, &api_key, options.devices).await?);
 
-    let ingest_from = |address: SocketAddr, first_timestamp: u64| -> MakeRequest {
-        let tokens = tokens.clone();
-        Arc::new(move |sequence: u64| {
-            let device = (sequence as usize) % tokens.len();
-            let body = format!(
-                r#"{{"temperature": {{"value": {}, "timestamp": {}}}}}"#,
-                sequence % 1000,
-                first_timestamp + sequence
-            );
-            load::request(
-                "POST",
-                address,
-                &format!("/api/v1.6/devices/bench-{device}"),
-                &[("x-auth-token", &tokens[device])],
-                Some(&body),
-            )
-        })
-    };
+    let ingest_from =
+        |address: SocketAddr, first_timestamp: u64| ubidots_ingest(address, tokens.clone(), first_timestamp);
+
     let ingest = |address: SocketAddr| ingest_from(address, 1_700_000_000_000);
     let closed = Plan { connections: options.connections, duration: options.duration, rate: None, expect: 200 };
 
@@ -474,6 +459,27 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let figures = Figures { verify, counting, revocation, population, range };
     report(&options, &results, figures);
     Ok(())
+}
+
+/// Ubidots HTTP ingest of the bench's devices (`bench-N`), each with its organization token: one dot of
+/// `temperature` a request, its timestamp `first_timestamp` plus the request's sequence, so runs that start
+/// apart never overwrite each other's readings.
+pub(crate) fn ubidots_ingest(address: SocketAddr, tokens: Arc<Vec<String>>, first_timestamp: u64) -> MakeRequest {
+    Arc::new(move |sequence: u64| {
+        let device = (sequence as usize) % tokens.len();
+        let body = format!(
+            r#"{{"temperature": {{"value": {}, "timestamp": {}}}}}"#,
+            sequence % 1000,
+            first_timestamp + sequence
+        );
+        load::request(
+            "POST",
+            address,
+            &format!("/api/v1.6/devices/bench-{device}"),
+            &[("x-auth-token", &tokens[device])],
+            Some(&body),
+        )
+    })
 }
 
 /// Ingest with a full store against ingest with only the benchmark's devices.

@@ -5,7 +5,6 @@
 //! printed as they come, as a table at the end, in `--json`, and drawn as an SVG plot.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use anyhow::Context;
 use serde_json::{Value, json};
 
 use super::fleet::{self, Delivery, FleetMode, Record, Target};
-use super::load::{self, MakeRequest, Plan};
+use super::load::{self, Plan};
 use super::{Options, round, say, tempfile_dir};
 
 /// Share of the sustained rate the soak's HTTP ingest runs at.
@@ -70,26 +69,6 @@ pub fn sample_interval(soak: Duration) -> Duration {
     (soak / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
-/// Paced Ubidots HTTP ingest of the bench's devices, each with its organization token; `first_timestamp` keeps
-/// the readings of one interval apart from the next's.
-fn ingest(address: SocketAddr, tokens: Arc<Vec<String>>, first_timestamp: u64) -> MakeRequest {
-    Arc::new(move |sequence: u64| {
-        let device = (sequence as usize) % tokens.len();
-        let body = format!(
-            r#"{{"temperature": {{"value": {}, "timestamp": {}}}}}"#,
-            sequence % 1000,
-            first_timestamp + sequence
-        );
-        load::request(
-            "POST",
-            address,
-            &format!("/api/v1.6/devices/bench-{device}"),
-            &[("x-auth-token", &tokens[device])],
-            Some(&body),
-        )
-    })
-}
-
 /// What the fleet sent and delivered since the last call: (sent, delivered, delivery p99 in ms).
 fn drain(record: &Record) -> (u64, u64, f64) {
     let sent = std::mem::take(&mut *record.sent_us.lock().unwrap()).len() as u64;
@@ -135,9 +114,14 @@ pub async fn run(options: &Options, soak: Duration) -> anyhow::Result<()> {
     say(options, "measuring the sustained HTTP ingest rate beside the fleet");
 
     let closed = Plan { connections: options.connections, duration: options.duration, rate: None, expect: 200 };
-    let sustained = load::run(tessera.http, ingest(tessera.http, tokens.clone(), 1_700_000_000_000), closed, |_, _| {})
-        .await?
-        .per_second();
+    let sustained = load::run(
+        tessera.http,
+        super::ubidots_ingest(tessera.http, tokens.clone(), 1_700_000_000_000),
+        closed,
+        |_, _| {},
+    )
+    .await?
+    .per_second();
     let paced_rate = sustained * LOAD_SHARE;
     let interval = sample_interval(soak);
     say(
@@ -156,7 +140,7 @@ pub async fn run(options: &Options, soak: Duration) -> anyhow::Result<()> {
     for segment in 1..=samples {
         let plan = Plan { rate: Some(paced_rate), duration: interval, ..closed };
         // 10^8 timestamps per interval: far more than it sends, so no two readings of a device share one.
-        let make = ingest(tessera.http, tokens.clone(), 1_700_000_000_000 + segment * 100_000_000);
+        let make = super::ubidots_ingest(tessera.http, tokens.clone(), 1_700_000_000_000 + segment * 100_000_000);
         let outcome = load::run(tessera.http, make, plan, |_, _| {}).await?;
         let (fleet_sent, fleet_delivered, fleet_p99_ms) = drain(&record);
         let row = SoakRow {
