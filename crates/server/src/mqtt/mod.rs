@@ -301,6 +301,8 @@ struct Connection {
 /// What a connection's read and write buffers hold while it is idle, each; a larger packet grows them for as
 /// long as it takes.
 const IDLE_BUFFER: usize = 256;
+/// What the read buffer can take in one read while a client streams (a packet's tail is waiting in it).
+const STREAMING_READ: usize = 8 * 1024;
 /// Queued deliveries are written once the write buffer holds this much (or at the end of a burst).
 const WRITE_BURST: usize = 8 * 1024;
 
@@ -325,6 +327,14 @@ impl Connection {
         }
         release(self.framed.read_buffer_mut(), &mut self.small_buffers.0);
         release(self.framed.write_buffer_mut(), &mut self.small_buffers.1);
+        // A read that ended inside a packet means the client is sending more than one read took: the next reads
+        // take up to `STREAMING_READ` at once. Kept at `IDLE_BUFFER`, a publisher sending as fast as it can cost a
+        // `recv` for every few packets (QoS 0 delivered to one subscriber fell from 178 k/s to 113 k/s in the
+        // bench); the buffer goes back to `IDLE_BUFFER` as soon as it is empty again.
+        let read = self.framed.read_buffer_mut();
+        if !read.is_empty() && read.capacity() - read.len() < STREAMING_READ / 2 {
+            read.reserve(STREAMING_READ);
+        }
     }
 
     async fn next(&mut self) -> Option<Result<Packet, String>> {
@@ -1144,5 +1154,20 @@ mod tests {
                 && within(connection.framed.write_buffer().as_ptr(), after.1),
             "no new allocation for a ping"
         );
+
+        // A client streaming publishes: a read that ended inside one makes room for large reads, until the
+        // buffer is empty again.
+        for _ in 0..3 {
+            peer.feed(Packet::Publish(Box::new(publication("t".into(), "y".repeat(200), false)))).await.unwrap();
+        }
+        peer.flush().await.unwrap();
+        assert!(matches!(connection.next().await, Some(Ok(Packet::Publish(_)))));
+        assert!(!connection.framed.read_buffer().is_empty(), "the first read of 256 bytes ended inside a packet");
+        connection.release_buffers();
+        assert!(connection.framed.read_buffer().capacity() >= STREAMING_READ);
+        assert!(matches!(connection.next().await, Some(Ok(Packet::Publish(_)))));
+        assert!(matches!(connection.next().await, Some(Ok(Packet::Publish(_)))));
+        connection.release_buffers();
+        assert_eq!(connection.framed.read_buffer().capacity(), IDLE_BUFFER, "empty again, small again");
     }
 }
