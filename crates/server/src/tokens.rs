@@ -127,6 +127,11 @@ pub struct RecheckSchedule {
     waiters: Arc<Mutex<HashMap<Creator, watch::Sender<u64>>>>,
     /// When [`RecheckSchedule::due`] last answered: a caller not confirmed since was kept on its last answer.
     woke_at: Instant,
+    /// The deadline of the next check, set once after each wake rather than at every poll of `due`: a session
+    /// polls it at every packet it handles, and a fresh timer (and a clock read) per packet was paid by every
+    /// message of every connection.
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    armed: bool,
 }
 
 impl Drop for RecheckSchedule {
@@ -141,34 +146,50 @@ impl Drop for RecheckSchedule {
     }
 }
 
-/// The next change of any of `own`, or never if there is none.
+/// The next change of any of `own` (the caller's token, and its creator when that is another key), or never if
+/// their senders are gone. Without allocation: it is polled at every packet of a session.
 async fn any_changed(own: &mut [(Creator, watch::Receiver<u64>)]) {
-    let changes = own.iter_mut().map(|(_, receiver)| Box::pin(receiver.changed()));
-    match futures_util::future::select_all(changes).await {
-        (Ok(()), _, _) => {}
-        (Err(_), _, _) => std::future::pending().await,
+    async fn changed(receiver: &mut watch::Receiver<u64>) {
+        if receiver.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+    match own {
+        [(_, only)] => changed(only).await,
+        [(_, first), (_, second), ..] => tokio::select! {
+            _ = changed(first) => {}
+            _ = changed(second) => {}
+        },
+        [] => std::future::pending().await,
     }
 }
 
 impl RecheckSchedule {
     /// Waits until `caller` is to be judged again. Cancel-safe: a change heard while it was not polled is not lost.
+    /// The deadline is worked out from `caller` at the first poll after a wake (the caller is judged again, and
+    /// replaced, only after a wake).
     pub async fn due(&mut self, caller: &Caller) {
-        let unconfirmed = caller.confirmed_at < self.woke_at;
-        let mut deadline = self.woke_at + if unconfirmed { RECHECK_EVERY } else { RECHECK_BACKSTOP };
-        if let Some(runs_out) = caller.time_runs_out() {
-            deadline = deadline.min(runs_out);
+        if !self.armed {
+            let unconfirmed = caller.confirmed_at < self.woke_at;
+            let mut deadline = self.woke_at + if unconfirmed { RECHECK_EVERY } else { RECHECK_BACKSTOP };
+            if let Some(runs_out) = caller.time_runs_out() {
+                deadline = deadline.min(runs_out);
+            }
+            self.timer.as_mut().reset(tokio::time::Instant::from_std(deadline));
+            self.armed = true;
         }
         tokio::select! {
             changed = self.everything.changed() => {
                 if changed.is_err() {
                     // The token service is gone (the server stops): only the deadline is left.
-                    tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
+                    self.timer.as_mut().await;
                 }
             }
             _ = any_changed(&mut self.own) => {}
-            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
+            _ = self.timer.as_mut() => {}
         }
         self.woke_at = Instant::now();
+        self.armed = false;
     }
 }
 
@@ -1119,7 +1140,14 @@ impl TokenService {
         drop(waiters);
         let mut everything = self.recheck_everything.subscribe();
         everything.mark_changed();
-        RecheckSchedule { everything, own, waiters: self.recheck_waiters.clone(), woke_at: Instant::now() }
+        RecheckSchedule {
+            everything,
+            own,
+            waiters: self.recheck_waiters.clone(),
+            woke_at: Instant::now(),
+            timer: Box::pin(tokio::time::sleep(RECHECK_BACKSTOP)),
+            armed: false,
+        }
     }
 
     fn rechecks(&self) -> std::sync::MutexGuard<'_, Rechecks> {

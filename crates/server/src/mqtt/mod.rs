@@ -712,7 +712,10 @@ impl Session {
     ) -> Result<(), String> {
         // A client silent for one and a half keep-alive periods is gone (MQTT 3.1.1 §3.1.2.10).
         let allowance = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
-        let mut deadline = allowance.map(|allowance| Instant::now() + allowance);
+        // One timer for the connection, moved on only when it fires: a packet notes when it was heard, and a timer
+        // reset at every packet was a timer-wheel update per message of every connection.
+        let mut heard_at = Instant::now();
+        let mut silence = Box::pin(tokio::time::sleep(allowance.unwrap_or_default()));
         // Heard only once the connection subscribes to something: a command would otherwise wake every connected
         // device.
         let mut commands = None;
@@ -729,7 +732,7 @@ impl Session {
                         Some(Err(reason)) => return Err(reason),
                         None => return Ok(()),
                     };
-                    deadline = allowance.map(|allowance| Instant::now() + allowance);
+                    heard_at = Instant::now();
                     if !self.handle(packet).await? {
                         return Ok(());
                     }
@@ -754,8 +757,12 @@ impl Session {
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
                 },
-                _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
-                    return Err("keep-alive expired".into());
+                _ = silence.as_mut(), if allowance.is_some() => {
+                    let until = heard_at + allowance.unwrap_or_default();
+                    if until <= Instant::now() {
+                        return Err("keep-alive expired".into());
+                    }
+                    silence.as_mut().reset(until);
                 }
                 _ = recheck.due(&self.caller) => {
                     match self.app.tokens.reverify(&self.caller).await {

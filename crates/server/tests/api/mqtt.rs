@@ -819,3 +819,41 @@ async fn an_idle_connection_is_not_rechecked_every_second_and_an_expiring_one_en
     // The lasting token's connection is still there.
     assert_eq!(idle.subscribe("device/+/asset/x/feed").await, SubscribeReturnCode::Success(QoS::AtMostOnce));
 }
+
+/// MQTT 3.1.1 §3.1.2.10: a client silent for one and a half keep-alive periods is let go, while one that sends a
+/// packet now and then (each moving its deadline on) stays connected past that time.
+#[tokio::test]
+async fn a_client_silent_past_its_keep_alive_is_let_go_and_a_talking_one_is_not() {
+    let tessera = TestServer::start().await;
+    let token = tessera.account_token().await;
+    let address = tessera.server.as_ref().unwrap().mqtt_addr().expect("MQTT listens");
+    let connect = async |client_id: &str| {
+        let mut framed = Framed::new(TcpStream::connect(address).await.unwrap(), v3::Codec::new(1 << 20));
+        let connect = v3::Connect {
+            protocol: Default::default(),
+            clean_session: true,
+            keep_alive: 1,
+            last_will: None,
+            client_id: ByteString::from(client_id.to_owned()),
+            username: Some(ByteString::from(token.clone())),
+            password: Some(Bytes::new()),
+            cert: None,
+        };
+        framed.send(Packet::Connect(Box::new(connect))).await.unwrap();
+        assert!(matches!(framed.next().await, Some(Ok((Packet::ConnectAck(_), _)))));
+        framed
+    };
+    let mut silent = connect("silent").await;
+    let mut talking = connect("talking").await;
+    let started = std::time::Instant::now();
+    // The talking client pings every 400 ms for 2.5 s, past the 1.5 s allowance; each ping is answered.
+    while started.elapsed() < Duration::from_millis(2_500) {
+        talking.send(Packet::PingRequest).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(2), talking.next()).await.expect("answered");
+        assert!(matches!(answer, Some(Ok((Packet::PingResponse, _)))), "{answer:?}");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    // The silent one was closed, after its allowance and not long after.
+    let closed = tokio::time::timeout(Duration::from_secs(5), silent.next()).await.expect("closed within 5 s");
+    assert!(closed.is_none() || matches!(closed, Some(Err(_))), "{closed:?}");
+}

@@ -22,9 +22,9 @@ use futures_util::{SinkExt, StreamExt};
 use rmqtt_codec::types::Publish;
 use rmqtt_codec::v3::{Packet, QoS, SubscribeReturnCode};
 use serde_json::{Value, json};
-use tessera_core::{DeviceId, Label, Scope, Secret, TokenId, TokenKind};
+use tessera_core::{Scope, Secret, TokenId, TokenKind};
 use tessera_server::entropy::{new_id, new_secret};
-use tessera_store::{Device, TokenRecord};
+use tessera_store::TokenRecord;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 
@@ -157,19 +157,7 @@ pub(super) async fn provision(
         let Scope::Collection(collection) = record.scope else { bail!("a ground token not for a collection") };
         let share = devices * index / subscribers..devices * (index + 1) / subscribers;
         for n in share.clone() {
-            let label = format!("fleet-{n}");
-            let device = Device {
-                id: DeviceId(new_id()),
-                account: record.account,
-                collection,
-                label: Label::parse(&label).map_err(|error| anyhow::anyhow!("{error}"))?,
-                name: format!("fleet device {n}"),
-                imsi: None,
-                imei: None,
-                tags: Default::default(),
-                created_at_ms: now,
-                last_seen_at_ms: None,
-            };
+            let device = super::population::fleet_device(record.account, collection, n, now)?;
             let secret = new_secret(TokenKind::Device);
             tokens.push(TokenRecord {
                 name: format!("fleet device {n}"),
@@ -183,8 +171,8 @@ pub(super) async fn provision(
                     now,
                 )
             });
+            fleet.push(FleetDevice { label: device.label.to_string(), token: secret.expose().to_owned() });
             rows.push(device);
-            fleet.push(FleetDevice { label, token: secret.expose().to_owned() });
         }
         applications.push(Application { token: ground, devices: share });
     }

@@ -35,20 +35,7 @@ pub async fn populate(
     while added < count {
         let size = CHUNK.min(count - added);
         let devices: Vec<Device> = (added..added + size)
-            .map(|n| {
-                Ok(Device {
-                    id: DeviceId(new_id()),
-                    account: sample.account,
-                    collection: organization,
-                    label: Label::parse(&format!("fleet-{n}")).map_err(|error| anyhow::anyhow!("{error}"))?,
-                    name: format!("fleet device {n}"),
-                    imsi: None,
-                    imei: None,
-                    tags: Default::default(),
-                    created_at_ms: now,
-                    last_seen_at_ms: None,
-                })
-            })
+            .map(|n| fleet_device(sample.account, organization, n, now))
             .collect::<anyhow::Result<_>>()?;
         let tokens: Vec<TokenRecord> = (added..added + size)
             .map(|n| TokenRecord {
@@ -71,4 +58,25 @@ pub async fn populate(
     }
     store.close().await;
     Ok(started.elapsed())
+}
+
+/// Device `fleet-{n}` of `collection`, as a provisioning tool would write it.
+pub fn fleet_device(
+    account: tessera_core::AccountId,
+    collection: tessera_core::CollectionId,
+    n: usize,
+    now: i64,
+) -> anyhow::Result<Device> {
+    Ok(Device {
+        id: DeviceId(new_id()),
+        account,
+        collection,
+        label: Label::parse(&format!("fleet-{n}")).map_err(|error| anyhow::anyhow!("{error}"))?,
+        name: format!("fleet device {n}"),
+        imsi: None,
+        imei: None,
+        tags: Default::default(),
+        created_at_ms: now,
+        last_seen_at_ms: None,
+    })
 }
