@@ -1,9 +1,10 @@
 //! `/collections/{id}/from` and `/collections/{id}/devices/{id}/from`: WebSockets streaming each new reading of
 //! the collection or device as a Horde message, and `{"type": "keepAlive"}` after 30 s without one. The token
 //! comes in `X-API-Token` (or `Authorization: Bearer`), or in the `api_token` query parameter, which only a
-//! read-only token may use. The caller is judged again on every change to tokens and at its expiry, so a revoked token is cut off. What the
-//! client sends is read only for its control frames: a message or frame over `websocket_max_message_size` closes
-//! the socket (1008), so nothing a client sends is buffered beyond that.
+//! read-only token may use. The caller is judged again at a change to its token or its creator's reach and at
+//! its expiry (`RecheckSchedule`), so a revoked token is cut off. What the client sends is read only for its
+//! control frames: a message or frame over `websocket_max_message_size` closes the socket (1008), so nothing a
+//! client sends is buffered beyond that.
 
 use std::time::Duration;
 

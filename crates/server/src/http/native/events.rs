@@ -1,6 +1,7 @@
 //! `GET /v1/collections/{id}/events`: Server-Sent Events, one `reading` event per new reading of the collection
 //! that the caller may read, fed by the live hub; a comment line every 15 s keeps proxies from closing it. The
-//! token is checked again on every change to tokens and at its expiry, so a revoked one ends the stream.
+//! token is checked again at a change to it or its creator's reach and at its expiry, so a revoked one ends the
+//! stream.
 
 use std::convert::Infallible;
 use std::time::Duration;
